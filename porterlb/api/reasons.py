@@ -1,0 +1,39 @@
+"""Every Event reason and condition type porterlb emits, in one place.
+
+Reasons are UpperCamelCase and never change once released: users alert on them. MetalLB's
+mix of "IPAllocated", "nodeAssigned" and "not enough clusterips" is the drift this avoids.
+A unit test checks the spelling of every name here.
+"""
+
+from typing import Final
+
+# Service Events
+IP_ALLOCATED: Final = "IPAllocated"
+ALLOCATION_FAILED: Final = "AllocationFailed"
+IP_RELEASED: Final = "IPReleased"
+IP_CONFLICT: Final = "IPConflict"
+FAILOVER: Final = "Failover"
+
+# Eip Events and condition reasons
+POOL_READY: Final = "PoolReady"
+POOL_OVERLAP: Final = "PoolOverlap"
+POOL_INVALID: Final = "InvalidAddress"
+UNSUPPORTED_PROTOCOL: Final = "UnsupportedProtocol"
+
+# Condition types
+READY: Final = "Ready"
+
+ALL: Final = frozenset(
+    {
+        IP_ALLOCATED,
+        ALLOCATION_FAILED,
+        IP_RELEASED,
+        IP_CONFLICT,
+        FAILOVER,
+        POOL_READY,
+        POOL_OVERLAP,
+        POOL_INVALID,
+        UNSUPPORTED_PROTOCOL,
+        READY,
+    }
+)

@@ -1,0 +1,36 @@
+"""Every annotation, label, finalizer and class name porterlb reads or writes.
+
+The OpenELB/PorterLB keys are read unchanged so that existing manifests keep working
+(``../shared/reference/openelb.md`` §2); porterlb-only extensions live under ``porterlb.io/``.
+Where OpenELB has a legacy ``porter`` spelling and a current ``openelb`` one, both are read and
+the current one wins.
+"""
+
+from typing import Final
+
+# Opt-in: OpenELB requires this annotation on a LoadBalancer Service (legacy value "porter").
+LB_OPT_IN: Final = "lb.kubesphere.io/v1alpha1"
+LB_OPT_IN_VALUES: Final = frozenset({"porter", "openelb"})
+
+LOAD_BALANCER_CLASS: Final = "porterlb.io/layer2"
+"""``spec.loadBalancerClass`` that selects porterlb without the OpenELB annotation."""
+
+PROTOCOL: Final = (
+    "protocol.openelb.kubesphere.io/v1alpha1",
+    "protocol.porter.kubesphere.io/v1alpha1",
+)
+POOL: Final = ("eip.openelb.kubesphere.io/v1alpha2", "eip.porter.kubesphere.io/v1alpha2")
+REQUESTED_IP: Final = "eip.openelb.kubesphere.io/v1alpha1"
+DEFAULT_POOL: Final = "eip.openelb.kubesphere.io/is-default-eip"
+
+SHARING_KEY: Final = "porterlb.io/sharing-key"
+"""Services share an IP only when both carry the same value (OpenELB shares silently)."""
+
+POOL_LABEL: Final = "eip.openelb.kubesphere.io/v1alpha2"
+"""Label written on an allocated Service naming its pool, as OpenELB writes it."""
+
+SERVICE_FINALIZER: Final = "finalizer.lb.kubesphere.io/v1alpha1"
+EIP_FINALIZER: Final = "finalizer.ipam.kubesphere.io/v1alpha1"
+"""Finalizers as OpenELB names them, so a cluster moving from OpenELB keeps its objects."""
+
+FIELD_MANAGER: Final = "porterlb"

@@ -1,0 +1,99 @@
+"""Kubernetes Events, posted by one task so that no decision ever waits on the API.
+
+Callers :meth:`Poster.emit` (never blocks); the poster drains the queue in order. When the
+queue is full the event is dropped and counted in the log: an Event is a notice, the
+condition or status carries the truth. Messages are cut to the API's 1 KiB note limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+import lightkube
+from lightkube.core.exceptions import ApiError
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 10_000
+MESSAGE_LIMIT = 1024
+"""events.k8s.io caps ``note`` at 1 KiB; core/v1 accepts more, but kubectl shows one line."""
+
+CLUSTER_EVENTS_NAMESPACE = "default"
+"""Where Events about cluster-scoped objects (Eips, Nodes) go, as kubectl looks for them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The object an Event is about."""
+
+    kind: str
+    api_version: str
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    subject: Subject
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+class Poster:
+    """A queue of Events and the task that posts them."""
+
+    def __init__(self, client: lightkube.AsyncClient, *, component: str) -> None:
+        self.client = client
+        self.component = component
+        self.queue: asyncio.Queue[Notice] = asyncio.Queue(QUEUE_SIZE)
+        self.dropped = 0
+
+    def emit(self, notice: Notice) -> None:
+        """Queue `notice`; returns at once, dropping it if the queue is full."""
+        try:
+            self.queue.put_nowait(notice)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("event queue full, dropped %s %s", notice.reason, notice.message)
+
+    async def run(self) -> None:
+        """Post queued Events forever; an API failure loses that one Event, logged."""
+        while True:
+            notice = await self.queue.get()
+            try:
+                await self.client.create(self._event(notice))
+            except ApiError as error:
+                log.warning("could not post event %s: %s", notice.reason, error)
+
+    def _event(self, notice: Notice) -> Event:
+        now = datetime.datetime.now(datetime.UTC)
+        subject = notice.subject
+        namespace = subject.namespace or CLUSTER_EVENTS_NAMESPACE
+        return Event(
+            metadata=ObjectMeta(name=f"{subject.name}.{secrets.token_hex(8)}", namespace=namespace),
+            involvedObject=ObjectReference(
+                kind=subject.kind,
+                apiVersion=subject.api_version,
+                name=subject.name,
+                namespace=subject.namespace,
+                uid=subject.uid,
+            ),
+            type=notice.type,
+            reason=notice.reason,
+            message=notice.message[:MESSAGE_LIMIT],
+            source=EventSource(component=self.component),
+            reportingComponent=self.component,
+            firstTimestamp=now,
+            lastTimestamp=now,
+            count=1,
+        )

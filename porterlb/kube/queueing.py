@@ -1,0 +1,101 @@
+"""A work queue of object keys: each key runs in order, different keys run in parallel.
+
+Handlers follow STYLE §10: fetch from the cache, decide, write, and return an
+:data:`Outcome`. A key added while it is being handled is handled once more afterwards
+(never twice at once), and a key added many times while waiting is handled once: the
+handler always reads the newest state, so coalescing loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Converged; nothing to do until the object changes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Try this key again after `after` seconds (a transient failure or a lost race)."""
+
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The input cannot work; it has been reported. Wait for the object to change."""
+
+    reason: str
+
+
+Outcome = Done | Retry | GiveUp
+Handler = Callable[[str], Awaitable[Outcome]]
+
+
+class WorkQueue:
+    """Keys waiting to be handled by at most `workers` concurrent handler calls."""
+
+    def __init__(self, handler: Handler, *, name: str, workers: int) -> None:
+        self.handler = handler
+        self.name = name
+        self.workers = workers
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._waiting: set[str] = set()
+        self._running: set[str] = set()
+        self._dirty: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add(self, key: str) -> None:
+        """Ask for `key` to be handled; cheap and idempotent."""
+        if key in self._running:
+            self._dirty.add(key)
+        elif key not in self._waiting:
+            self._waiting.add(key)
+            self._idle.clear()
+            self._ready.put_nowait(key)
+
+    def add_after(self, key: str, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.add, key)
+
+    @property
+    def depth(self) -> int:
+        """Keys waiting or being handled."""
+        return len(self._waiting) + len(self._running)
+
+    async def idle(self) -> None:
+        """Return once no key is waiting or being handled."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Run the workers forever inside one task group."""
+        async with asyncio.TaskGroup() as group:
+            for index in range(self.workers):
+                group.create_task(self._work(), name=f"{self.name}/worker-{index}")
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._ready.get()
+            self._waiting.discard(key)
+            self._running.add(key)
+            try:
+                outcome = await self.handler(key)
+            except Exception:
+                log.exception("%s: handling %s failed; retrying in 1 s", self.name, key)
+                outcome = Retry(after=1.0)
+            finally:
+                self._running.discard(key)
+            if isinstance(outcome, Retry):
+                self.add_after(key, outcome.after)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.add(key)
+            if not self._waiting and not self._running:
+                self._idle.set()

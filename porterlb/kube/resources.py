@@ -1,0 +1,16 @@
+"""The resource classes porterlb reads and writes, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightkube.generic_resource import create_global_resource
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event, Namespace, Node, Service
+
+EIP_GROUP = "network.kubesphere.io"
+EIP_VERSION = "v1alpha2"
+
+Eip: Any = create_global_resource(EIP_GROUP, EIP_VERSION, "Eip", "eips")
+
+__all__ = ["Eip", "Event", "Lease", "Namespace", "Node", "Service"]

@@ -1,0 +1,316 @@
+"""The manager's IP address management loop: Eips and Services in, IPs and statuses out.
+
+Three reflectors (Services, Eips, Namespaces) feed two work queues. A Service key is decided
+by :func:`porterlb.manager.service_plan.decide` and the plan is written; an Eip name gets
+its finalizer and status. State lives in the API only: on start, the recorded allocations
+(``status.loadBalancer.ingress`` + the pool label) are replayed oldest Service first before
+anything new is handed out, so a restart keeps every IP, and a contradiction in the API
+(two Services recorded with one IP and no shared sharing key) is settled in favour of the
+older Service, with an Event on the younger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import lightkube
+
+from porterlb import errors
+from porterlb.api import address, reasons, wellknown
+from porterlb.api import eip as eip_api
+from porterlb.api import service as svc
+from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.ipam import allocator, pool
+from porterlb.kube import events, queueing, reflector, resources, writers
+from porterlb.manager import pool_status, service_plan
+
+log = logging.getLogger(__name__)
+
+EIP_STATUS_INTERVAL = 1.0
+"""Seconds between two status writes of one Eip: ``used`` lists every IP, so writing it on
+every allocation would cost O(n^2) bytes while thousands of Services arrive at once."""
+
+REFERENCE_RECHECK = 0.5
+"""Seconds before re-checking whether a deleted Eip is still referenced by a Service."""
+
+
+class Ipam:
+    """The IPAM controller: run it with :meth:`run`."""
+
+    def __init__(self, client: lightkube.AsyncClient, *, workers: int = 16) -> None:
+        self.client = client
+        self.poster = events.Poster(client, component="porterlb-manager")
+        self.alloc = allocator.Allocator()
+        self.usable: frozenset[PoolName] = frozenset()
+        self.problems: dict[PoolName, tuple[str, str]] = {}
+        self.loaded = False
+        self._last_report: dict[ServiceKey, service_plan.Report] = {}
+        self._eip_written: dict[str, float] = {}
+        self.service_queue = queueing.WorkQueue(
+            self._handle_service, name="ipam/services", workers=workers
+        )
+        self.eip_queue = queueing.WorkQueue(self._handle_eip, name="ipam/eips", workers=2)
+        self.services = reflector.Reflector(
+            client, resources.Service, on_change=self.service_queue.add, name="services"
+        )
+        self.eips = reflector.Reflector(
+            client, resources.Eip, on_change=self._eip_changed, name="eips"
+        )
+        self.namespaces = reflector.Reflector(
+            client, resources.Namespace, on_change=self._namespace_changed, name="namespaces"
+        )
+
+    async def run(self) -> None:
+        """Watch, load the recorded state, then converge forever."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.poster.run(), name="manager/events")
+            for source in (self.services, self.eips, self.namespaces):
+                group.create_task(source.run(), name=f"manager/watch/{source.name}")
+            for source in (self.services, self.eips, self.namespaces):
+                await source.synced.wait()
+            self._load()
+            group.create_task(self.service_queue.run(), name="manager/ipam/services")
+            group.create_task(self.eip_queue.run(), name="manager/ipam/eips")
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        self._set_pools()
+        recorded = [
+            service
+            for service in map(svc.parse, self.services.cache.values())
+            if service.ingress
+            and not service.deleting
+            and svc.ownership(service) is svc.Ownership.OURS
+            and wellknown.SERVICE_FINALIZER in service.finalizers
+        ]
+        for service in sorted(recorded, key=lambda s: (s.created, s.key)):
+            self._replay(service)
+        self.loaded = True
+        for key in self.eips.cache:
+            self.eip_queue.add(key)
+
+    def _replay(self, service: svc.Service) -> None:
+        try:
+            wanted = svc.wanted(service)
+            ip = ipaddress.ip_address(service.ingress[0])
+        except (errors.InvalidSpec, ValueError):
+            return  # the normal reconcile reports it
+        pool_name = service.label(wellknown.POOL_LABEL) or self._pool_containing(ip)
+        if pool_name is None:
+            return
+        sharing = (
+            allocator.Sharing(key=wanted.sharing_key, ports=service.ports)
+            if wanted.sharing_key
+            else None
+        )
+        try:
+            self.alloc.assign(
+                service.key,
+                allocator.Request(pool=PoolName(pool_name), ip=ip, family=None, sharing=sharing),
+            )
+        except errors.AllocationError as conflict:
+            self._report(
+                service,
+                service_plan.Report(
+                    True,
+                    reasons.ALLOCATION_FAILED,
+                    f"Service {service.key}: recorded IP {ip} cannot be kept ({conflict});"
+                    " an older Service holds it, so this one gets another",
+                ),
+            )
+
+    def _pool_containing(self, ip: address.IPAddress) -> PoolName | None:
+        for parsed in self._parsed_eips():
+            if parsed.name in self.usable and parsed.addresses and parsed.addresses.contains(ip):
+                return parsed.name
+        return None
+
+    # -- pools -----------------------------------------------------------------------------
+
+    def _parsed_eips(self) -> list[eip_api.Eip]:
+        return [eip_api.parse(obj) for obj in self.eips.cache.values()]
+
+    def _set_pools(self) -> Iterable[ServiceKey]:
+        problems: dict[PoolName, tuple[str, str]] = {}
+        pools = []
+        for parsed in sorted(self._parsed_eips(), key=lambda e: e.precedence):
+            if parsed.protocol != "layer2":
+                problems[parsed.name] = (
+                    reasons.UNSUPPORTED_PROTOCOL,
+                    f'Eip "{parsed.name}": protocol {parsed.protocol} is not served by porterlb'
+                    " (only layer2); this Eip is left alone",
+                )
+            elif parsed.addresses is None:
+                problems[parsed.name] = (reasons.POOL_INVALID, parsed.error or "invalid address")
+            elif not parsed.deleting:
+                pools.append(
+                    pool.Pool(
+                        name=parsed.name, addresses=parsed.addresses, disabled=parsed.disabled
+                    )
+                )
+        diff = self.alloc.set_pools(pools)
+        for name, message in diff.rejected.items():
+            problems[name] = (reasons.POOL_OVERLAP, message)
+        self.problems = problems
+        self.usable = frozenset(p.name for p in pools) - problems.keys()
+        return diff.orphaned
+
+    def _eip_changed(self, name: str) -> None:
+        self.eip_queue.add(name)
+        if not self.loaded:
+            return
+        orphaned = set(self._set_pools())
+        for key in orphaned:
+            self.service_queue.add(key)
+        self._requeue_pending()
+
+    def _namespace_changed(self, name: str) -> None:
+        if self.loaded:
+            self._requeue_pending(namespace=name)
+
+    def _requeue_pending(self, namespace: str | None = None) -> None:
+        """Enqueue every Service of ours that holds no IP (a pool may have room for it now)."""
+        for key, obj in self.services.cache.items():
+            if namespace is not None and not key.startswith(f"{namespace}/"):
+                continue
+            if self.alloc.holding(ServiceKey(key)) is None and _looks_ours(obj):
+                self.service_queue.add(key)
+
+    # -- Services --------------------------------------------------------------------------
+
+    async def _handle_service(self, key: str) -> queueing.Outcome:
+        service_key = ServiceKey(key)
+        obj = self.services.cache.get(key)
+        service = svc.parse(obj) if obj is not None else None
+        namespace = key.partition("/")[0]
+        labels = ((self.namespaces.cache.get(namespace) or {}).get("metadata") or {}).get(
+            "labels"
+        ) or {}
+        plan = service_plan.decide(
+            service_key,
+            service,
+            service_plan.Context(
+                alloc=self.alloc,
+                eips=self._parsed_eips(),
+                namespace_labels=labels,
+                usable=self.usable,
+            ),
+        )
+        for report in plan.reports:
+            if service is not None:
+                self._report(service, report)
+        if service is None:
+            self._last_report.pop(service_key, None)
+        for name in plan.pools:
+            self.eip_queue.add(name)
+        if plan.freed:
+            self._requeue_pending()
+        if service is None:
+            return queueing.Done()
+        try:
+            await _write(self.client, service, plan)
+        except errors.Conflict:
+            return queueing.Retry(after=0.0)
+        except errors.TransientError as failure:
+            log.warning("%s", failure)
+            return queueing.Retry(after=failure.delay)
+        except errors.InvalidSpec as failure:
+            log.error("%s", failure)
+            return queueing.GiveUp(str(failure))
+        return queueing.Done()
+
+    def _report(self, service: svc.Service, report: service_plan.Report) -> None:
+        if self._last_report.get(service.key) == report:
+            return  # the same news again: say it once
+        self._last_report[service.key] = report
+        self.poster.emit(
+            events.Notice(
+                subject=events.Subject(
+                    kind="Service",
+                    api_version="v1",
+                    name=service.name,
+                    namespace=service.namespace,
+                    uid=service.uid,
+                ),
+                type="Warning" if report.warning else "Normal",
+                reason=report.reason,
+                message=report.message,
+            )
+        )
+
+    # -- Eips ------------------------------------------------------------------------------
+
+    async def _handle_eip(self, name: str) -> queueing.Outcome:
+        obj = self.eips.cache.get(name)
+        if obj is None:
+            return queueing.Done()
+        parsed = eip_api.parse(obj)
+        meta = obj.get("metadata") or {}
+        try:
+            if parsed.deleting:
+                return await self._finish_deletion(parsed, meta)
+            if parsed.protocol == "layer2" and wellknown.EIP_FINALIZER not in parsed.finalizers:
+                await writers.set_eip_finalizers(
+                    self.client,
+                    name,
+                    [*parsed.finalizers, wellknown.EIP_FINALIZER],
+                    str(meta.get("resourceVersion", "")),
+                )
+            return await self._write_eip_status(parsed, obj.get("status") or {})
+        except errors.Conflict:
+            return queueing.Retry(after=0.0)
+        except errors.TransientError as failure:
+            log.warning("%s", failure)
+            return queueing.Retry(after=failure.delay)
+
+    async def _write_eip_status(self, parsed: eip_api.Eip, old: dict[str, Any]) -> queueing.Outcome:
+        status = pool_status.desired(
+            parsed, problem=self.problems.get(parsed.name), alloc=self.alloc, old=old
+        )
+        if not pool_status.changed(old, status):
+            return queueing.Done()
+        now = asyncio.get_running_loop().time()
+        wait = self._eip_written.get(parsed.name, -EIP_STATUS_INTERVAL) + EIP_STATUS_INTERVAL - now
+        if wait > 0:
+            return queueing.Retry(after=wait)
+        self._eip_written[parsed.name] = now
+        await writers.set_eip_status(self.client, parsed.name, status)
+        return queueing.Done()
+
+    async def _finish_deletion(self, parsed: eip_api.Eip, meta: dict[str, Any]) -> queueing.Outcome:
+        if wellknown.EIP_FINALIZER not in parsed.finalizers:
+            return queueing.Done()
+        # set_pools already released the pool's allocations; wait until no Service is labelled.
+        referenced = any(
+            ((obj.get("metadata") or {}).get("labels") or {}).get(wellknown.POOL_LABEL)
+            == parsed.name
+            for obj in self.services.cache.values()
+        )
+        if referenced:
+            return queueing.Retry(after=REFERENCE_RECHECK)
+        rest = [f for f in parsed.finalizers if f != wellknown.EIP_FINALIZER]
+        await writers.set_eip_finalizers(
+            self.client, parsed.name, rest, str(meta.get("resourceVersion", ""))
+        )
+        return queueing.Done()
+
+
+def _looks_ours(obj: dict[str, Any]) -> bool:
+    service = svc.parse(obj)
+    return not service.deleting and svc.ownership(service) is svc.Ownership.OURS
+
+
+async def _write(
+    client: lightkube.AsyncClient, service: svc.Service, plan: service_plan.Plan
+) -> None:
+    if plan.claim is not None:
+        await writers.claim_service(client, service.namespace, service.name, plan.claim)
+    if plan.ingress is not None:
+        await writers.set_ingress(client, service.namespace, service.name, plan.ingress)
+    if plan.unclaim:
+        await writers.unclaim_service(client, service.namespace, service.name)

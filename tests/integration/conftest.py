@@ -1,0 +1,117 @@
+"""The real control plane for integration tests: one per session, a namespace per test.
+
+Eips are cluster-scoped and shared by every test of the session, so each test gets its own
+address block (:func:`block`) and binds its pools to its own namespace; tests that need a
+default pool delete it before they end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightkube
+import pytest
+import pytest_asyncio
+from lightkube import codecs
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.core_v1 import Namespace
+
+from porterlb.kube import client as kube_client
+from porterlb.kube import resources
+from porterlb.lab import controlplane
+from porterlb.manager import ipam
+from tests.waiting import eventually
+
+CRDS = Path(__file__).parents[2] / "deploy" / "crds"
+
+_blocks = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.Endpoints]:
+    plane = controlplane.ControlPlane(tmp_path_factory.mktemp("control-plane") / "cp")
+    with plane as endpoints:
+        yield endpoints
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def client(control_plane: controlplane.Endpoints) -> AsyncIterator[lightkube.AsyncClient]:
+    async with kube_client.connect(control_plane.kubeconfig) as api:
+        for path in sorted(CRDS.glob("*.yaml")):
+            for crd in codecs.load_all_yaml(path.read_text()):
+                await api.create(crd)
+
+        async def established() -> bool:
+            crd = await api.get(CustomResourceDefinition, "eips.network.kubesphere.io")
+            conditions = crd.status.conditions if crd.status else None
+            return any(c.type == "Established" and c.status == "True" for c in conditions or ())
+
+        await eventually(established, what="Eip CRD established")
+        yield api
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def namespace(client: lightkube.AsyncClient) -> AsyncIterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    await client.create(Namespace(metadata=ObjectMeta(name=name)))
+    yield name
+    # Without a controller-manager a namespace never finishes terminating; leave it be.
+
+
+def block() -> str:
+    """A /24 that no other test of this session uses: 198.18.<n>.0/24 (n < 256)."""
+    n = next(_blocks)
+    assert n < 256, "out of test address blocks"
+    return f"198.18.{n}"
+
+
+@pytest.fixture
+def net() -> str:
+    """This test's own /24 prefix, e.g. ``198.18.7`` (append ``.0/24`` or ``.10``)."""
+    return block()
+
+
+@contextlib.asynccontextmanager
+async def running_manager(client: lightkube.AsyncClient) -> AsyncIterator[ipam.Ipam]:
+    """Run an IPAM manager for the duration of a with-block."""
+    manager = ipam.Ipam(client)
+    task = asyncio.create_task(manager.run(), name="test/manager")
+    try:
+        yield manager
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def manager(client: lightkube.AsyncClient) -> AsyncIterator[ipam.Ipam]:
+    async with running_manager(client) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def eips(client: lightkube.AsyncClient) -> AsyncIterator[list[str]]:
+    """Names of Eips a test creates; deleted (and awaited) at the end of the test."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        with contextlib.suppress(ApiError):
+            await client.delete(resources.Eip, name)
+
+
+def eip_object(name: str, address: str, *, protocol: str = "layer2", **spec: Any) -> Any:
+    """An Eip object to create."""
+    annotations = spec.pop("annotations", None)
+    return resources.Eip(
+        metadata=ObjectMeta(name=name, annotations=annotations),
+        spec={"address": address, "protocol": protocol, **spec},
+    )

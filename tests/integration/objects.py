@@ -1,0 +1,74 @@
+"""Building and reading the Kubernetes objects integration tests use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightkube
+from lightkube.models.core_v1 import ServicePort, ServiceSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Service
+
+from porterlb.api import wellknown
+
+OPT_IN = {wellknown.LB_OPT_IN: "openelb"}
+
+
+def service(
+    name: str,
+    namespace: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    opt_in: bool = True,
+    load_balancer_class: str | None = None,
+    load_balancer_ip: str | None = None,
+    ports: tuple[tuple[str, int], ...] = (("TCP", 80),),
+    ip_family: str | None = None,
+) -> Service:
+    """A LoadBalancer Service (opted in to porterlb by the OpenELB annotation by default)."""
+    wanted = {**(OPT_IN if opt_in else {}), **(annotations or {})}
+    return Service(
+        metadata=ObjectMeta(name=name, namespace=namespace, annotations=wanted or None),
+        spec=ServiceSpec(
+            type="LoadBalancer",
+            loadBalancerClass=load_balancer_class,
+            loadBalancerIP=load_balancer_ip,
+            ports=[
+                ServicePort(name=f"p{port}-{proto.lower()}", protocol=proto, port=port)
+                for proto, port in ports
+            ],
+            selector={"app": name},
+            ipFamilies=[ip_family] if ip_family else None,
+            ipFamilyPolicy="SingleStack" if ip_family else None,
+        ),
+    )
+
+
+async def ingress(client: lightkube.AsyncClient, name: str, namespace: str) -> tuple[str, ...]:
+    """The IPs in a Service's ``status.loadBalancer.ingress``."""
+    current = await client.get(Service, name, namespace=namespace)
+    lb = current.status.loadBalancer if current.status else None
+    return tuple(entry.ip for entry in (lb.ingress if lb and lb.ingress else ()) if entry.ip)
+
+
+async def raw(
+    client: lightkube.AsyncClient, resource: Any, name: str, namespace: str | None = None
+) -> dict[str, Any]:
+    """An object as a dict."""
+    obj = await client.get(resource, name, namespace=namespace)
+    return dict(obj) if isinstance(obj, dict) else obj.to_dict()
+
+
+async def events(
+    client: lightkube.AsyncClient, namespace: str, name: str, reason: str | None = None
+) -> list[Event]:
+    """Events about the object `name` in `namespace` (optionally with one reason)."""
+    return [
+        event
+        async for event in client.list(Event, namespace=namespace)
+        if event.involvedObject.name == name and (reason is None or event.reason == reason)
+    ]
+
+
+def messages(found: list[Event]) -> list[str]:
+    return [event.message or "" for event in found]
