@@ -24,6 +24,4 @@ async def eventually(
         if last:
             return last
         await asyncio.sleep(0.05)  # polling interval, not synchronisation: the deadline decides
-    raise AssertionError(
-        f"timed out after {within:.0f} s waiting for {what}; last value: {last!r}"
-    )
+    raise AssertionError(f"timed out after {within:.0f} s waiting for {what}; last value: {last!r}")

@@ -13,12 +13,15 @@ ALLOCATION_FAILED: Final = "AllocationFailed"
 IP_RELEASED: Final = "IPReleased"
 IP_CONFLICT: Final = "IPConflict"
 FAILOVER: Final = "Failover"
+NODE_ASSIGNED: Final = "NodeAssigned"
+NO_ELIGIBLE_NODE: Final = "NoEligibleNode"
 
 # Eip Events and condition reasons
 POOL_READY: Final = "PoolReady"
 POOL_OVERLAP: Final = "PoolOverlap"
 POOL_INVALID: Final = "InvalidAddress"
 UNSUPPORTED_PROTOCOL: Final = "UnsupportedProtocol"
+INTERFACE_MISSING: Final = "InterfaceMissing"
 
 # Condition types
 READY: Final = "Ready"
@@ -30,10 +33,13 @@ ALL: Final = frozenset(
         IP_RELEASED,
         IP_CONFLICT,
         FAILOVER,
+        NODE_ASSIGNED,
+        NO_ELIGIBLE_NODE,
         POOL_READY,
         POOL_OVERLAP,
         POOL_INVALID,
         UNSUPPORTED_PROTOCOL,
+        INTERFACE_MISSING,
         READY,
     }
 )

@@ -26,6 +26,13 @@ DEFAULT_POOL: Final = "eip.openelb.kubesphere.io/is-default-eip"
 SHARING_KEY: Final = "porterlb.io/sharing-key"
 """Services share an IP only when both carry the same value (OpenELB shares silently)."""
 
+ANNOUNCED_BY: Final = "porterlb.io/announced-by"
+"""Annotation the manager writes on a Service: the one node that answers ARP/NDP for its IP.
+One writer (the leading manager), one small patch per change, visible in ``kubectl get -o yaml``."""
+
+EXCLUDE_FROM_LB: Final = "node.kubernetes.io/exclude-from-external-load-balancers"
+"""The standard Node label: a node carrying it never announces a LoadBalancer IP."""
+
 POOL_LABEL: Final = "eip.openelb.kubesphere.io/v1alpha2"
 """Label written on an allocated Service naming its pool, as OpenELB writes it."""
 

@@ -20,6 +20,8 @@ from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
 
+from porterlb.kube import metrics
+
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000
@@ -39,6 +41,14 @@ class Subject:
     name: str
     namespace: str | None = None
     uid: str | None = None
+
+    @classmethod
+    def service(cls, namespace: str, name: str, uid: str) -> Subject:
+        return cls(kind="Service", api_version="v1", name=name, namespace=namespace, uid=uid)
+
+    @classmethod
+    def eip(cls, name: str, uid: str) -> Subject:
+        return cls(kind="Eip", api_version="network.kubesphere.io/v1alpha2", name=name, uid=uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,7 @@ class Poster:
         """Post queued Events forever; an API failure loses that one Event, logged."""
         while True:
             notice = await self.queue.get()
+            metrics.API_REQUESTS.labels("create", "event").inc()
             try:
                 await self.client.create(self._event(notice))
             except ApiError as error:

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from porterlb import errors
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,21 @@ class GiveUp:
 
 Outcome = Done | Retry | GiveUp
 Handler = Callable[[str], Awaitable[Outcome]]
+
+
+async def attempt(write: Awaitable[object]) -> Outcome:
+    """Await `write` and turn porterlb's error classes into the handler's outcome."""
+    try:
+        await write
+    except errors.Conflict:
+        return Retry(after=0.0)
+    except errors.TransientError as failure:
+        log.warning("%s", failure)
+        return Retry(after=failure.delay)
+    except errors.InvalidSpec as failure:
+        log.error("%s", failure)
+        return GiveUp(str(failure))
+    return Done()
 
 
 class WorkQueue:

@@ -4,7 +4,7 @@ Why our own loop around lightkube's watch: lightkube restarts a watch that answe
 410 Gone *without* a resourceVersion, which replays every object as ADDED but never reports
 the ones deleted during the gap. Here any watch failure goes back to a full list, and the
 new list is diffed against the cache, so deletions are never missed. Every change calls
-``on_change(key)`` with the object's key; the caller reads the cache (fetch, then decide).
+each ``on_change(key)`` with the object's key; the caller reads the cache (fetch, then decide).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import httpx2
 import lightkube
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
+
+from porterlb.kube import metrics
 
 ALL_NAMESPACES = "*"
 
@@ -54,15 +56,23 @@ class Reflector:
     ) -> None:
         self.client = client
         self.resource = resource
-        self.on_change = on_change
+        self._listeners = [on_change]
         self.name = name
         self.cache: dict[str, dict[str, Any]] = {}
         # lightkube lists a namespaced kind in the kubeconfig's namespace unless told "*".
         namespaced = issubclass(resource, NamespacedResource)
-        self._scope: dict[str, str] = {"namespace": ALL_NAMESPACES} if namespaced else {}
+        self._namespace = ALL_NAMESPACES if namespaced else None
         self.synced = asyncio.Event()
         self.watching = asyncio.Event()
         """Set while a watch stream is established; the speaker's fence reads it."""
+
+    def subscribe(self, on_change: Callable[[str], None]) -> None:
+        """Also call `on_change` with the key of every changed object."""
+        self._listeners.append(on_change)
+
+    def _changed(self, key: str) -> None:
+        for listener in self._listeners:
+            listener(key)
 
     async def run(self) -> None:
         """Keep the cache current forever; only cancellation ends it."""
@@ -82,7 +92,8 @@ class Reflector:
                 await asyncio.sleep(delay)
 
     async def _list(self) -> str:
-        listing = self.client.list(self.resource, **self._scope)
+        metrics.API_REQUESTS.labels("list", self.name).inc()
+        listing = self.client.list(self.resource, namespace=self._namespace)
         fresh = {}
         async for obj in listing:
             item = _as_dict(obj)
@@ -90,13 +101,17 @@ class Reflector:
         old, self.cache = self.cache, fresh
         for key in old.keys() | fresh.keys():
             if old.get(key) != fresh.get(key):
-                self.on_change(key)
+                self._changed(key)
         self.synced.set()
         return str(listing.resourceVersion)
 
     async def _watch(self, version: str) -> None:
+        metrics.API_REQUESTS.labels("watch", self.name).inc()
         stream = self.client.watch(
-            self.resource, resource_version=version, server_timeout=WATCH_TIMEOUT, **self._scope
+            self.resource,
+            namespace=self._namespace,
+            resource_version=version,
+            server_timeout=WATCH_TIMEOUT,
         )
         self.watching.set()
         async for kind, obj in stream:
@@ -106,4 +121,4 @@ class Reflector:
                 self.cache.pop(key, None)
             else:
                 self.cache[key] = item
-            self.on_change(key)
+            self._changed(key)

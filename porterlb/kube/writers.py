@@ -14,11 +14,12 @@ from typing import Any
 import httpx2
 import lightkube
 from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import api_info
 from lightkube.types import PatchType
 
 from porterlb import errors
 from porterlb.api import wellknown
-from porterlb.kube import resources
+from porterlb.kube import metrics, resources
 
 Patch = Mapping[str, Any]
 
@@ -33,6 +34,8 @@ async def _patch(
     patch_type: PatchType,
     what: str,
 ) -> None:
+    info = api_info(resource)
+    metrics.API_REQUESTS.labels("patch", "/".join(filter(None, (info.plural, info.action)))).inc()
     try:
         await client.patch(resource, name, patch, namespace=namespace, patch_type=patch_type)
     except ApiError as error:
@@ -48,6 +51,20 @@ async def _patch(
         raise errors.TransientError(f"{what}: {error!r}") from error
 
 
+async def _patch_service(
+    client: lightkube.AsyncClient, namespace: str, name: str, patch: Patch, what: str
+) -> None:
+    await _patch(
+        client,
+        resources.Service,
+        name,
+        patch,
+        namespace=namespace,
+        patch_type=PatchType.STRATEGIC,
+        what=f"Service {namespace}/{name}: {what}",
+    )
+
+
 async def claim_service(
     client: lightkube.AsyncClient, namespace: str, name: str, pool: str
 ) -> None:
@@ -58,15 +75,7 @@ async def claim_service(
             "labels": {wellknown.POOL_LABEL: pool},
         }
     }
-    await _patch(
-        client,
-        resources.Service,
-        name,
-        patch,
-        namespace=namespace,
-        patch_type=PatchType.STRATEGIC,
-        what=f"Service {namespace}/{name}: claim",
-    )
+    await _patch_service(client, namespace, name, patch, "claim")
 
 
 async def unclaim_service(client: lightkube.AsyncClient, namespace: str, name: str) -> None:
@@ -77,15 +86,7 @@ async def unclaim_service(client: lightkube.AsyncClient, namespace: str, name: s
             "labels": {wellknown.POOL_LABEL: None},
         }
     }
-    await _patch(
-        client,
-        resources.Service,
-        name,
-        patch,
-        namespace=namespace,
-        patch_type=PatchType.STRATEGIC,
-        what=f"Service {namespace}/{name}: unclaim",
-    )
+    await _patch_service(client, namespace, name, patch, "unclaim")
 
 
 async def set_ingress(
@@ -133,3 +134,11 @@ async def set_eip_finalizers(
         patch_type=PatchType.MERGE,
         what=f'Eip "{name}": finalizers',
     )
+
+
+async def set_announcing_node(
+    client: lightkube.AsyncClient, namespace: str, name: str, node: str | None
+) -> None:
+    """Record on a Service which node announces its IP (None removes the record)."""
+    patch = {"metadata": {"annotations": {wellknown.ANNOUNCED_BY: node}}}
+    await _patch_service(client, namespace, name, patch, "announcing node")

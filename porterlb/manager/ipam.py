@@ -49,6 +49,7 @@ class Ipam:
         self.problems: dict[PoolName, tuple[str, str]] = {}
         self.loaded = False
         self._last_report: dict[ServiceKey, service_plan.Report] = {}
+        self._last_problem: dict[PoolName, tuple[str, str]] = {}
         self._eip_written: dict[str, float] = {}
         self.service_queue = queueing.WorkQueue(
             self._handle_service, name="ipam/services", workers=workers
@@ -212,17 +213,7 @@ class Ipam:
             self._requeue_pending()
         if service is None:
             return queueing.Done()
-        try:
-            await _write(self.client, service, plan)
-        except errors.Conflict:
-            return queueing.Retry(after=0.0)
-        except errors.TransientError as failure:
-            log.warning("%s", failure)
-            return queueing.Retry(after=failure.delay)
-        except errors.InvalidSpec as failure:
-            log.error("%s", failure)
-            return queueing.GiveUp(str(failure))
-        return queueing.Done()
+        return await queueing.attempt(_write(self.client, service, plan))
 
     def _report(self, service: svc.Service, report: service_plan.Report) -> None:
         if self._last_report.get(service.key) == report:
@@ -230,13 +221,7 @@ class Ipam:
         self._last_report[service.key] = report
         self.poster.emit(
             events.Notice(
-                subject=events.Subject(
-                    kind="Service",
-                    api_version="v1",
-                    name=service.name,
-                    namespace=service.namespace,
-                    uid=service.uid,
-                ),
+                subject=events.Subject.service(service.namespace, service.name, service.uid),
                 type="Warning" if report.warning else "Normal",
                 reason=report.reason,
                 message=report.message,
@@ -261,12 +246,32 @@ class Ipam:
                     [*parsed.finalizers, wellknown.EIP_FINALIZER],
                     str(meta.get("resourceVersion", "")),
                 )
+            self._report_problem(parsed.name, str(meta.get("uid", "")))
             return await self._write_eip_status(parsed, obj.get("status") or {})
         except errors.Conflict:
             return queueing.Retry(after=0.0)
         except errors.TransientError as failure:
             log.warning("%s", failure)
             return queueing.Retry(after=failure.delay)
+
+    def _report_problem(self, name: PoolName, uid: str) -> None:
+        """A Warning Event when an Eip's problem appears or changes (the condition holds it)."""
+        problem = self.problems.get(name)
+        if problem is None:
+            self._last_problem.pop(name, None)
+            return
+        if self._last_problem.get(name) == problem:
+            return
+        self._last_problem[name] = problem
+        reason, message = problem
+        self.poster.emit(
+            events.Notice(
+                subject=events.Subject.eip(name, uid),
+                type="Warning",
+                reason=reason,
+                message=message,
+            )
+        )
 
     async def _write_eip_status(self, parsed: eip_api.Eip, old: dict[str, Any]) -> queueing.Outcome:
         status = pool_status.desired(

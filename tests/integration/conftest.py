@@ -11,26 +11,21 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import lightkube
 import pytest
 import pytest_asyncio
-from lightkube import codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Namespace
+from lightkube.resources.core_v1 import Namespace, Node
+from lightkube.types import PatchType
 
 from porterlb.kube import client as kube_client
 from porterlb.kube import resources
-from porterlb.lab import controlplane
-from porterlb.manager import ipam
-from tests.waiting import eventually
-
-CRDS = Path(__file__).parents[2] / "deploy" / "crds"
+from porterlb.lab import controlplane, crds
+from porterlb.manager import controller
 
 _blocks = itertools.count(1)
 
@@ -45,16 +40,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlp
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def client(control_plane: controlplane.Endpoints) -> AsyncIterator[lightkube.AsyncClient]:
     async with kube_client.connect(control_plane.kubeconfig) as api:
-        for path in sorted(CRDS.glob("*.yaml")):
-            for crd in codecs.load_all_yaml(path.read_text()):
-                await api.create(crd)
-
-        async def established() -> bool:
-            crd = await api.get(CustomResourceDefinition, "eips.network.kubesphere.io")
-            conditions = crd.status.conditions if crd.status else None
-            return any(c.type == "Established" and c.status == "True" for c in conditions or ())
-
-        await eventually(established, what="Eip CRD established")
+        await crds.install(api)
         yield api
 
 
@@ -80,9 +66,9 @@ def net() -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_manager(client: lightkube.AsyncClient) -> AsyncIterator[ipam.Ipam]:
-    """Run an IPAM manager for the duration of a with-block."""
-    manager = ipam.Ipam(client)
+async def running_manager(client: lightkube.AsyncClient) -> AsyncIterator[controller.Manager]:
+    """Run a manager (IPAM and placement) for the duration of a with-block."""
+    manager = controller.Manager(client)
     task = asyncio.create_task(manager.run(), name="test/manager")
     try:
         yield manager
@@ -93,7 +79,7 @@ async def running_manager(client: lightkube.AsyncClient) -> AsyncIterator[ipam.I
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def manager(client: lightkube.AsyncClient) -> AsyncIterator[ipam.Ipam]:
+async def manager(client: lightkube.AsyncClient) -> AsyncIterator[controller.Manager]:
     async with running_manager(client) as running:
         yield running
 
@@ -106,6 +92,37 @@ async def eips(client: lightkube.AsyncClient) -> AsyncIterator[list[str]]:
     for name in names:
         with contextlib.suppress(ApiError):
             await client.delete(resources.Eip, name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def nodes(client: lightkube.AsyncClient) -> AsyncIterator[NodeMaker]:
+    """Create Nodes (Ready unless told otherwise); all deleted at the end of the test.
+
+    Nodes are cluster-scoped and placement considers every Node, so a test that makes Nodes
+    must leave none behind.
+    """
+    made: list[str] = []
+
+    async def make(name: str, *, ready: bool = True, labels: dict[str, str] | None = None) -> str:
+        await client.create(Node(metadata=ObjectMeta(name=name, labels=labels)))
+        made.append(name)
+        await set_node_ready(client, name, ready)
+        return name
+
+    yield make
+    for name in made:
+        with contextlib.suppress(ApiError):
+            await client.delete(Node, name)
+
+
+NodeMaker = Callable[..., Awaitable[str]]
+
+
+async def set_node_ready(client: lightkube.AsyncClient, name: str, ready: bool) -> None:
+    condition = {"type": "Ready", "status": "True" if ready else "False", "reason": "Test"}
+    await client.patch(
+        Node.Status, name, {"status": {"conditions": [condition]}}, patch_type=PatchType.MERGE
+    )
 
 
 def eip_object(name: str, address: str, *, protocol: str = "layer2", **spec: Any) -> Any:

@@ -10,6 +10,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Service
 
 from porterlb.api import wellknown
+from tests.waiting import eventually
 
 OPT_IN = {wellknown.LB_OPT_IN: "openelb"}
 
@@ -72,3 +73,23 @@ async def events(
 
 def messages(found: list[Event]) -> list[str]:
     return [event.message or "" for event in found]
+
+
+async def wait_ingress(client, name, namespace, expected):
+    async def probe():
+        return await ingress(client, name, namespace) == expected
+
+    await eventually(probe, what=f"{namespace}/{name} ingress {expected}")
+
+
+async def wait_event(client, namespace, name, reason, message):
+    seen: list[str] = []
+
+    async def probe():
+        seen[:] = messages(await events(client, namespace, name, reason))
+        return message in seen
+
+    try:
+        await eventually(probe, what=f"{reason} event {message!r} on {name}")
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; {reason} events seen: {seen}") from None

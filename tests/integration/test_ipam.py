@@ -25,26 +25,6 @@ async def make_pool(
     await client.create(eip_object(name, address, namespaces=[namespace], **spec))
 
 
-async def wait_ingress(client, name, namespace, expected):
-    async def probe():
-        return await objects.ingress(client, name, namespace) == expected
-
-    await eventually(probe, what=f"{namespace}/{name} ingress {expected}")
-
-
-async def wait_event(client, namespace, name, reason, message):
-    seen: list[str] = []
-
-    async def probe():
-        seen[:] = objects.messages(await objects.events(client, namespace, name, reason))
-        return message in seen
-
-    try:
-        await eventually(probe, what=f"{reason} event {message!r} on {name}")
-    except AssertionError as timeout:
-        raise AssertionError(f"{timeout}; {reason} events seen: {seen}") from None
-
-
 async def eip_status(client, name):
     return (await objects.raw(client, resources.Eip, name)).get("status") or {}
 
@@ -56,12 +36,15 @@ async def test_allocates_lowest_usable_address_with_label_finalizer_event_and_ei
     await make_pool(client, eips, pool, f"{net}.0/24", namespace)
     await client.create(objects.service("web", namespace))
 
-    await wait_ingress(client, "web", namespace, (f"{net}.1",))  # .0 is the network address
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))  # .0 is the network address
     svc = await objects.raw(client, Service, "web", namespace)
     assert svc["metadata"]["labels"][wellknown.POOL_LABEL] == pool
     assert wellknown.SERVICE_FINALIZER in svc["metadata"]["finalizers"]
-    await wait_event(
-        client, namespace, "web", reasons.IP_ALLOCATED,
+    await objects.wait_event(
+        client,
+        namespace,
+        "web",
+        reasons.IP_ALLOCATED,
         f'Service {namespace}/web: allocated {net}.1 from pool "{pool}"',
     )
 
@@ -86,16 +69,18 @@ async def test_load_balancer_class_selects_porterlb_and_other_classes_are_never_
 ):
     await make_pool(client, eips, f"{namespace}-a", f"{net}.10-{net}.20", namespace)
     await client.create(
-        objects.service("ours", namespace, opt_in=False, load_balancer_class=wellknown.LOAD_BALANCER_CLASS)
+        objects.service(
+            "ours", namespace, opt_in=False, load_balancer_class=wellknown.LOAD_BALANCER_CLASS
+        )
     )
     await client.create(
         objects.service("theirs", namespace, opt_in=True, load_balancer_class="example.com/other")
     )
     await client.create(objects.service("plain", namespace, opt_in=False))
-    await wait_ingress(client, "ours", namespace, (f"{net}.10",))
+    await objects.wait_ingress(client, "ours", namespace, (f"{net}.10",))
     # A later Service in the same namespace proves the manager has seen the earlier ones.
     await client.create(objects.service("later", namespace))
-    await wait_ingress(client, "later", namespace, (f"{net}.11",))
+    await objects.wait_ingress(client, "later", namespace, (f"{net}.11",))
     for untouched in ("theirs", "plain"):
         svc = await objects.raw(client, Service, untouched, namespace)
         assert await objects.ingress(client, untouched, namespace) == ()
@@ -117,14 +102,19 @@ async def test_requested_ip_is_honoured(client, manager, namespace, net, eips, h
         await client.create(objects.service("web", namespace, annotations={annotation: wanted}))
     else:
         await client.create(objects.service("web", namespace, load_balancer_ip=wanted))
-    await wait_ingress(client, "web", namespace, (wanted,))
+    await objects.wait_ingress(client, "web", namespace, (wanted,))
 
 
-async def test_requested_ip_outside_every_pool_fails_with_reason(client, manager, namespace, net, eips):
+async def test_requested_ip_outside_every_pool_fails_with_reason(
+    client, manager, namespace, net, eips
+):
     await make_pool(client, eips, f"{namespace}-a", f"{net}.0/25", namespace)
     await client.create(objects.service("web", namespace, load_balancer_ip=f"{net}.200"))
-    await wait_event(
-        client, namespace, "web", reasons.ALLOCATION_FAILED,
+    await objects.wait_event(
+        client,
+        namespace,
+        "web",
+        reasons.ALLOCATION_FAILED,
         f"Service {namespace}/web: no layer2 Eip contains the requested IP {net}.200",
     )
     assert await objects.ingress(client, "web", namespace) == ()
@@ -135,12 +125,17 @@ async def test_requested_ip_outside_the_named_pool_fails(client, manager, namesp
     await make_pool(client, eips, pool, f"{net}.0/25", namespace)
     await client.create(
         objects.service(
-            "web", namespace, load_balancer_ip=f"{net}.200",
+            "web",
+            namespace,
+            load_balancer_ip=f"{net}.200",
             annotations={wellknown.POOL[0]: pool},
         )
     )
-    await wait_event(
-        client, namespace, "web", reasons.ALLOCATION_FAILED,
+    await objects.wait_event(
+        client,
+        namespace,
+        "web",
+        reasons.ALLOCATION_FAILED,
         f'Service {namespace}/web: {net}.200 is outside pool "{pool}" ({net}.0/25)',
     )
 
@@ -149,10 +144,13 @@ async def test_requested_ip_taken_names_the_holder(client, manager, namespace, n
     pool = f"{namespace}-a"
     await make_pool(client, eips, pool, f"{net}.0/24", namespace)
     await client.create(objects.service("first", namespace, load_balancer_ip=f"{net}.5"))
-    await wait_ingress(client, "first", namespace, (f"{net}.5",))
+    await objects.wait_ingress(client, "first", namespace, (f"{net}.5",))
     await client.create(objects.service("second", namespace, load_balancer_ip=f"{net}.5"))
-    await wait_event(
-        client, namespace, "second", reasons.ALLOCATION_FAILED,
+    await objects.wait_event(
+        client,
+        namespace,
+        "second",
+        reasons.ALLOCATION_FAILED,
         f'Service {namespace}/second: {net}.5 in pool "{pool}" is held by {namespace}/first,'
         " which has no sharing key",
     )
@@ -166,10 +164,13 @@ async def test_full_pool_fails_then_a_release_serves_the_waiting_service(
     pool = f"{namespace}-a"
     await make_pool(client, eips, pool, f"{net}.1", namespace)
     await client.create(objects.service("first", namespace))
-    await wait_ingress(client, "first", namespace, (f"{net}.1",))
+    await objects.wait_ingress(client, "first", namespace, (f"{net}.1",))
     await client.create(objects.service("second", namespace))
-    await wait_event(
-        client, namespace, "second", reasons.ALLOCATION_FAILED,
+    await objects.wait_event(
+        client,
+        namespace,
+        "second",
+        reasons.ALLOCATION_FAILED,
         f'Service {namespace}/second: pool "{pool}" ({net}.1) has no free address',
     )
 
@@ -178,10 +179,14 @@ async def test_full_pool_fails_then_a_release_serves_the_waiting_service(
 
     await eventually(occupied, what="Eip occupied")
     await client.delete(Service, "first", namespace=namespace)
-    await wait_ingress(client, "second", namespace, (f"{net}.1",))
-    await wait_event(
-        client, namespace, "first", reasons.IP_RELEASED,
-        f'Service {namespace}/first: released {net}.1 to pool "{pool}" because the Service is being deleted',
+    await objects.wait_ingress(client, "second", namespace, (f"{net}.1",))
+    await objects.wait_event(
+        client,
+        namespace,
+        "first",
+        reasons.IP_RELEASED,
+        f'Service {namespace}/first: released {net}.1 to pool "{pool}"'
+        " because the Service is being deleted",
     )
 
 
@@ -212,20 +217,29 @@ async def test_bad_annotations_are_reported(
 ):
     await make_pool(client, eips, f"{namespace}-a", f"{net}.0/24", namespace)
     await client.create(objects.service("web", namespace, annotations=annotations))
-    await wait_event(client, namespace, "web", reasons.ALLOCATION_FAILED, message.format(ns=namespace))
+    await objects.wait_event(
+        client, namespace, "web", reasons.ALLOCATION_FAILED, message.format(ns=namespace)
+    )
     assert await objects.ingress(client, "web", namespace) == ()
 
 
-async def test_bad_annotation_on_a_served_service_keeps_its_ip(client, manager, namespace, net, eips):
+async def test_bad_annotation_on_a_served_service_keeps_its_ip(
+    client, manager, namespace, net, eips
+):
     await make_pool(client, eips, f"{namespace}-a", f"{net}.0/24", namespace)
     await client.create(objects.service("web", namespace))
-    await wait_ingress(client, "web", namespace, (f"{net}.1",))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
     await client.patch(
-        Service, "web", {"metadata": {"annotations": {wellknown.REQUESTED_IP: "nonsense"}}},
+        Service,
+        "web",
+        {"metadata": {"annotations": {wellknown.REQUESTED_IP: "nonsense"}}},
         namespace=namespace,
     )
-    await wait_event(
-        client, namespace, "web", reasons.ALLOCATION_FAILED,
+    await objects.wait_event(
+        client,
+        namespace,
+        "web",
+        reasons.ALLOCATION_FAILED,
         f"Service {namespace}/web: annotation eip.openelb.kubesphere.io/v1alpha1 'nonsense'"
         " is not an IP address",
     )
@@ -238,20 +252,27 @@ async def test_sharing_needs_the_same_key_and_disjoint_ports(client, manager, na
     key = {wellknown.SHARING_KEY: "shop"}
     ip = f"{net}.9"
     await client.create(objects.service("http", namespace, load_balancer_ip=ip, annotations=key))
-    await wait_ingress(client, "http", namespace, (ip,))
+    await objects.wait_ingress(client, "http", namespace, (ip,))
     await client.create(
-        objects.service("dns", namespace, load_balancer_ip=ip, annotations=key, ports=(("UDP", 53),))
+        objects.service(
+            "dns", namespace, load_balancer_ip=ip, annotations=key, ports=(("UDP", 53),)
+        )
     )
-    await wait_ingress(client, "dns", namespace, (ip,))
+    await objects.wait_ingress(client, "dns", namespace, (ip,))
     await client.create(objects.service("clash", namespace, load_balancer_ip=ip, annotations=key))
-    await wait_event(
-        client, namespace, "clash", reasons.ALLOCATION_FAILED,
+    await objects.wait_event(
+        client,
+        namespace,
+        "clash",
+        reasons.ALLOCATION_FAILED,
         f'Service {namespace}/clash: {ip} in pool "{pool}" is held by {namespace}/http,'
         " which also uses TCP/80",
     )
 
     async def shared_in_status():
-        return (await eip_status(client, pool)).get("used") == {ip: f"{namespace}/dns;{namespace}/http"}
+        return (await eip_status(client, pool)).get("used") == {
+            ip: f"{namespace}/dns;{namespace}/http"
+        }
 
     await eventually(shared_in_status, what="shared IP in Eip status")
 
@@ -259,22 +280,27 @@ async def test_sharing_needs_the_same_key_and_disjoint_ports(client, manager, na
 async def test_type_change_releases_the_ip(client, manager, namespace, net, eips):
     await make_pool(client, eips, f"{namespace}-a", f"{net}.0/24", namespace)
     await client.create(objects.service("web", namespace))
-    await wait_ingress(client, "web", namespace, (f"{net}.1",))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
     await client.patch(
-        Service, "web", [{"op": "replace", "path": "/spec/type", "value": "ClusterIP"}],
-        namespace=namespace, patch_type=PatchType.JSON,
+        Service,
+        "web",
+        [{"op": "replace", "path": "/spec/type", "value": "ClusterIP"}],
+        namespace=namespace,
+        patch_type=PatchType.JSON,
     )
 
     async def released():
         svc = await objects.raw(client, Service, "web", namespace)
-        return (
-            wellknown.SERVICE_FINALIZER not in (svc["metadata"].get("finalizers") or [])
-            and wellknown.POOL_LABEL not in (svc["metadata"].get("labels") or {})
-        )
+        return wellknown.SERVICE_FINALIZER not in (
+            svc["metadata"].get("finalizers") or []
+        ) and wellknown.POOL_LABEL not in (svc["metadata"].get("labels") or {})
 
     await eventually(released, what="finalizer and label removed")
-    await wait_event(
-        client, namespace, "web", reasons.IP_RELEASED,
+    await objects.wait_event(
+        client,
+        namespace,
+        "web",
+        reasons.IP_RELEASED,
         f'Service {namespace}/web: released {net}.1 to pool "{namespace}-a" because the Service'
         " is no longer a porterlb LoadBalancer",
     )
@@ -284,7 +310,8 @@ async def test_ipv6_pool_serves_an_ipv6_service(client, manager, namespace, eips
     prefix = f"2001:db8:{abs(hash(namespace)) % 0xFFFF:x}:"
     await make_pool(client, eips, f"{namespace}-v6", f"{prefix}:/64", namespace)
     await client.create(objects.service("web", namespace, ip_family="IPv6"))
-    await wait_ingress(client, "web", namespace, (f"{prefix}:1",))  # :: is Subnet-Router anycast
+    # The all-zero address is the Subnet-Router anycast address: never handed out.
+    await objects.wait_ingress(client, "web", namespace, (f"{prefix}:1",))
 
 
 async def test_overlapping_eip_is_not_ready_and_older_keeps_working(
@@ -293,7 +320,7 @@ async def test_overlapping_eip_is_not_ready_and_older_keeps_working(
     older, later = f"{namespace}-a", f"{namespace}-b"
     await make_pool(client, eips, older, f"{net}.0/24", namespace)
     await client.create(objects.service("web", namespace))
-    await wait_ingress(client, "web", namespace, (f"{net}.1",))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
     await make_pool(client, eips, later, f"{net}.100-{net}.110", namespace)
 
     async def later_rejected():
@@ -302,11 +329,12 @@ async def test_overlapping_eip_is_not_ready_and_older_keeps_working(
 
     ready = await eventually(later_rejected, what="overlap condition")
     assert ready["reason"] == reasons.POOL_OVERLAP
-    assert ready["message"] == (
-        f'Eip "{later}" ({net}.100-{net}.110) overlaps Eip "{older}" ({net}.0/24)'
-    )
+    message = f'Eip "{later}" ({net}.100-{net}.110) overlaps Eip "{older}" ({net}.0/24)'
+    assert ready["message"] == message
+    # Events about cluster-scoped objects go to the default namespace, where kubectl looks.
+    await objects.wait_event(client, "default", later, reasons.POOL_OVERLAP, message)
     await client.create(objects.service("next", namespace))
-    await wait_ingress(client, "next", namespace, (f"{net}.2",))
+    await objects.wait_ingress(client, "next", namespace, (f"{net}.2",))
     conditions = (await eip_status(client, older))["conditions"]
     assert conditions[0]["status"] == "True"
 
@@ -323,7 +351,8 @@ async def test_non_layer2_eip_is_left_alone(client, manager, net, eips):
     ready = await eventually(unsupported, what="unsupported condition")
     assert (ready["status"], ready["reason"]) == ("False", reasons.UNSUPPORTED_PROTOCOL)
     assert ready["message"] == (
-        f'Eip "{name}": protocol bgp is not served by porterlb (only layer2); this Eip is left alone'
+        f'Eip "{name}": protocol bgp is not served by porterlb (only layer2);'
+        " this Eip is left alone"
     )
     eip = await objects.raw(client, resources.Eip, name)
     assert wellknown.EIP_FINALIZER not in (eip["metadata"].get("finalizers") or [])
@@ -336,9 +365,9 @@ async def test_deleting_an_eip_moves_services_to_another_pool_then_drops_its_fin
     await make_pool(client, eips, first, f"{net}.0/25", namespace, priority=1)
     await make_pool(client, eips, second, f"{net}.128/25", namespace, priority=2)
     await client.create(objects.service("web", namespace))
-    await wait_ingress(client, "web", namespace, (f"{net}.1",))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
     await client.delete(resources.Eip, first)
-    await wait_ingress(client, "web", namespace, (f"{net}.129",))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.129",))
 
     async def gone():
         return not [e async for e in client.list(resources.Eip) if e["metadata"]["name"] == first]
@@ -352,11 +381,14 @@ async def test_deleting_the_only_eip_clears_the_service(client, manager, namespa
     pool = f"{namespace}-a"
     await make_pool(client, eips, pool, f"{net}.0/24", namespace)
     await client.create(objects.service("web", namespace))
-    await wait_ingress(client, "web", namespace, (f"{net}.1",))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
     await client.delete(resources.Eip, pool)
-    await wait_ingress(client, "web", namespace, ())
-    await wait_event(
-        client, namespace, "web", reasons.ALLOCATION_FAILED,
+    await objects.wait_ingress(client, "web", namespace, ())
+    await objects.wait_event(
+        client,
+        namespace,
+        "web",
+        reasons.ALLOCATION_FAILED,
         f"Service {namespace}/web: no IPv4 Eip is bound to namespace {namespace} and no default Eip"
         " (annotation eip.openelb.kubesphere.io/is-default-eip) is usable",
     )
@@ -377,7 +409,7 @@ async def test_default_pool_serves_unbound_namespaces(client, manager, namespace
 
     await eventually(served_from_default, what="an IP from the default pool")
     await client.delete(resources.Eip, name)
-    await wait_ingress(client, "web", namespace, ())
+    await objects.wait_ingress(client, "web", namespace, ())
 
 
 async def test_restart_keeps_every_ip(client, namespace, net, eips):
@@ -385,39 +417,46 @@ async def test_restart_keeps_every_ip(client, namespace, net, eips):
     async with running_manager(client):
         for name, ip in (("a", f"{net}.50"), ("b", None), ("c", None)):
             await client.create(objects.service(name, namespace, load_balancer_ip=ip))
-        await wait_ingress(client, "c", namespace, (f"{net}.2",))
-        await wait_ingress(client, "b", namespace, (f"{net}.1",))
+        await objects.wait_ingress(client, "c", namespace, (f"{net}.2",))
+        await objects.wait_ingress(client, "b", namespace, (f"{net}.1",))
     # While no manager runs, the pinned IP of "a" is dropped from its spec: a restarted
     # manager must still keep .50 for it, since the recorded allocation is what counts.
     await client.patch(Service, "a", {"spec": {"loadBalancerIP": None}}, namespace=namespace)
     await client.create(objects.service("d", namespace))
     async with running_manager(client):
-        await wait_ingress(client, "d", namespace, (f"{net}.3",))
+        await objects.wait_ingress(client, "d", namespace, (f"{net}.3",))
         assert await objects.ingress(client, "a", namespace) == (f"{net}.50",)
         assert await objects.ingress(client, "b", namespace) == (f"{net}.1",)
         assert await objects.ingress(client, "c", namespace) == (f"{net}.2",)
 
 
-async def test_contradictory_records_are_settled_for_the_older_service(client, namespace, net, eips):
+async def test_contradictory_records_are_settled_for_the_older_service(
+    client, namespace, net, eips
+):
     pool = f"{namespace}-a"
     await make_pool(client, eips, pool, f"{net}.0/24", namespace)
     async with running_manager(client):
         await client.create(objects.service("older", namespace))
-        await wait_ingress(client, "older", namespace, (f"{net}.1",))
+        await objects.wait_ingress(client, "older", namespace, (f"{net}.1",))
         await client.create(objects.service("younger", namespace))
-        await wait_ingress(client, "younger", namespace, (f"{net}.2",))
+        await objects.wait_ingress(client, "younger", namespace, (f"{net}.2",))
     # Corrupt the record while no manager runs: the younger claims the older's IP.
     await client.patch(
-        Service.Status, "younger",
+        Service.Status,
+        "younger",
         {"status": {"loadBalancer": {"ingress": [{"ip": f"{net}.1"}]}}},
-        namespace=namespace, patch_type=PatchType.MERGE,
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
     )
     async with running_manager(client):
-        await wait_event(
-            client, namespace, "younger", reasons.ALLOCATION_FAILED,
+        await objects.wait_event(
+            client,
+            namespace,
+            "younger",
+            reasons.ALLOCATION_FAILED,
             f"Service {namespace}/younger: recorded IP {net}.1 cannot be kept (Service"
             f' {namespace}/younger: {net}.1 in pool "{pool}" is held by {namespace}/older,'
             " which has no sharing key); an older Service holds it, so this one gets another",
         )
-        await wait_ingress(client, "younger", namespace, (f"{net}.2",))
+        await objects.wait_ingress(client, "younger", namespace, (f"{net}.2",))
         assert await objects.ingress(client, "older", namespace) == (f"{net}.1",)

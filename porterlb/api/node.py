@@ -1,0 +1,35 @@
+"""A Node as placement sees it: its name, whether it is Ready, whether it opted out.
+
+A Node whose Ready condition is missing or not ``True`` is not Ready, as the node lifecycle
+controller treats it; the exclusion label counts whatever its value, as kube-controller-manager's
+service controller reads ``node.kubernetes.io/exclude-from-external-load-balancers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from porterlb.api import wellknown
+from porterlb.api.keys import NodeName
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: NodeName
+    ready: bool
+    excluded: bool
+    deleting: bool
+
+
+def parse(obj: Mapping[str, Any]) -> Node:
+    """Build a :class:`Node` from the API object (a dict as the API server sends it)."""
+    meta = obj.get("metadata") or {}
+    conditions = (obj.get("status") or {}).get("conditions") or ()
+    return Node(
+        name=NodeName(str(meta.get("name", ""))),
+        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
+        excluded=wellknown.EXCLUDE_FROM_LB in (meta.get("labels") or {}),
+        deleting=meta.get("deletionTimestamp") is not None,
+    )

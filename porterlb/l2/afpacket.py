@@ -1,0 +1,197 @@
+"""``AfPacketConn``: the real PacketConn, and the only module that opens an AF_PACKET socket.
+
+One SOCK_RAW socket per interface, bound to it with ETH_P_ALL, carries both ARP and NDP: at the
+link layer porterlb also sees unicast NUD probes for addresses no interface holds, which a raw
+ICMPv6 socket never does (MetalLB #2920). A classic BPF filter is attached before the socket is
+bound, so only ARP and bare ICMPv6 NS/NA ever reach Python, and ``PACKET_IGNORE_OUTGOING``
+hides our own transmissions. Solicited-node groups are joined with ``PACKET_ADD_MEMBERSHIP``,
+refcounted because several VIPs share a group. The socket is non-blocking and driven by the
+asyncio loop. OSError is wrapped here, and only here, with the interface name in the message.
+
+An AF_PACKET socket belongs to the network namespace it was created in, so ``open(netns=...)``
+sets it up through ``porterlb.l2.namespaces``: the lab runs speakers in the host namespace that
+serve a worker's interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import errno
+import functools
+import ipaddress
+import socket
+import struct
+from typing import Final
+
+from porterlb import errors
+from porterlb.l2 import ethernet, namespaces, ndp
+
+# Constants Python 3.11's socket module lacks.
+SOL_PACKET: Final = 263
+"""include/linux/socket.h."""
+PACKET_ADD_MEMBERSHIP: Final = 1
+PACKET_DROP_MEMBERSHIP: Final = 2
+PACKET_MR_MULTICAST: Final = 0
+PACKET_IGNORE_OUTGOING: Final = 23
+"""include/uapi/linux/if_packet.h (PACKET_IGNORE_OUTGOING since Linux 4.20)."""
+SO_ATTACH_FILTER: Final = 26
+"""include/uapi/asm-generic/socket.h."""
+ETH_P_ALL: Final = 0x0003
+"""include/uapi/linux/if_ether.h: every protocol; the BPF filter narrows it."""
+ARPHRD_ETHER: Final = 1
+"""include/uapi/linux/if_arp.h: the only link type the codecs speak."""
+
+RECV_SIZE: Final = 9216
+"""Large enough for a jumbo frame; ARP and ND frames are under 100 bytes."""
+
+# Classic BPF opcodes (include/uapi/linux/bpf_common.h): class | size | mode.
+_LDH_ABS: Final = 0x00 | 0x08 | 0x20
+_LDB_ABS: Final = 0x00 | 0x10 | 0x20
+_JEQ_K: Final = 0x05 | 0x10 | 0x00
+_RET_K: Final = 0x06 | 0x00
+
+_ETHERTYPE_AT: Final = 12
+_NEXT_HEADER_AT: Final = ethernet.HEADER_LEN + 6
+_ICMP_TYPE_AT: Final = ethernet.HEADER_LEN + ndp.IPV6_HEADER_LEN
+
+FILTER: Final[tuple[tuple[int, int, int, int], ...]] = (
+    # (code, jump if true, jump if false, k); jumps count instructions after the next one.
+    (_LDH_ABS, 0, 0, _ETHERTYPE_AT),
+    (_JEQ_K, 6, 0, ethernet.ETHERTYPE_ARP),  # -> accept
+    (_JEQ_K, 0, 6, ethernet.ETHERTYPE_IPV6),  # -> drop
+    (_LDB_ABS, 0, 0, _NEXT_HEADER_AT),
+    (_JEQ_K, 0, 4, ndp.NEXT_HEADER_ICMPV6),  # -> drop (extension headers too)
+    (_LDB_ABS, 0, 0, _ICMP_TYPE_AT),
+    (_JEQ_K, 1, 0, ndp.NEIGHBOR_SOLICITATION),  # -> accept
+    (_JEQ_K, 0, 1, ndp.NEIGHBOR_ADVERTISEMENT),  # -> drop
+    (_RET_K, 0, 0, 0x40000),  # accept: up to 256 KiB of the frame
+    (_RET_K, 0, 0, 0),  # drop
+)
+"""Accept ARP, and IPv6 whose next header is ICMPv6 with type NS or NA; drop everything else."""
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
+
+
+class AfPacketConn:
+    """A PacketConn over an AF_PACKET socket bound to one interface; build it with ``open``."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        ifname: str,
+        ifindex: int,
+        mac: ethernet.MacAddress,
+    ) -> None:
+        self._sock = sock
+        self._ifname = ifname
+        self._ifindex = ifindex
+        self._mac = mac
+        self._groups: collections.Counter[ethernet.MacAddress] = collections.Counter()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, ifname: str, *, netns: str | None = None) -> AfPacketConn:
+        """Open a socket on ``ifname``, in the named namespace (or path) ``netns`` if given.
+
+        Raises InvalidSpec if the interface does not exist or is not Ethernet, and
+        TransientError for any other OSError (e.g. missing CAP_NET_RAW).
+        """
+        try:
+            return await namespaces.call(netns, functools.partial(_open, ifname))
+        except OSError as exc:
+            raise _wrap(ifname, "cannot open an AF_PACKET socket", exc) from exc
+
+    @property
+    def ifname(self) -> str:
+        return self._ifname
+
+    @property
+    def ifindex(self) -> int:
+        return self._ifindex
+
+    @property
+    def mac(self) -> ethernet.MacAddress:
+        return self._mac
+
+    async def recv(self) -> bytes:
+        try:
+            return await asyncio.get_running_loop().sock_recv(self._sock, RECV_SIZE)
+        except OSError as exc:
+            raise _wrap(self._ifname, "receive failed", exc) from exc
+
+    async def send(self, frame: bytes) -> None:
+        try:
+            await asyncio.get_running_loop().sock_sendall(self._sock, frame)
+        except OSError as exc:
+            raise _wrap(self._ifname, "send failed", exc) from exc
+
+    def join(self, ip: ipaddress.IPv6Address) -> None:
+        group = ethernet.ipv6_multicast(ndp.solicited_node(ip))
+        if self._groups[group] == 0:
+            self._membership(PACKET_ADD_MEMBERSHIP, group)
+        self._groups[group] += 1
+
+    def leave(self, ip: ipaddress.IPv6Address) -> None:
+        group = ethernet.ipv6_multicast(ndp.solicited_node(ip))
+        if self._groups[group] == 0:
+            return
+        self._groups[group] -= 1
+        if self._groups[group] == 0:
+            del self._groups[group]
+            self._membership(PACKET_DROP_MEMBERSHIP, group)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sock.close()
+
+    def _membership(self, option: int, group: ethernet.MacAddress) -> None:
+        # struct packet_mreq {int mr_ifindex; unsigned short mr_type, mr_alen;
+        #                     unsigned char mr_address[8];} (include/uapi/linux/if_packet.h)
+        mreq = struct.pack("iHH8s", self._ifindex, PACKET_MR_MULTICAST, 6, group.octets)
+        try:
+            self._sock.setsockopt(SOL_PACKET, option, mreq)
+        except OSError as exc:
+            raise _wrap(self._ifname, f"cannot change membership of {group}", exc) from exc
+
+
+def _open(ifname: str) -> AfPacketConn:
+    program = (_SockFilter * len(FILTER))(*(_SockFilter(*insn) for insn in FILTER))
+    fprog = _SockFprog(len(FILTER), program)
+    # Protocol 0 receives nothing until bind(), so no frame slips in before the filter.
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        sock.bind((ifname, ETH_P_ALL))
+        sock.setblocking(False)
+        ifindex = socket.if_nametoindex(ifname)
+        _, _, _, hatype, address = sock.getsockname()
+        if hatype != ARPHRD_ETHER or len(address) != 6:
+            raise OSError(errno.EPROTONOSUPPORT, f"link type {hatype} is not Ethernet")
+    except BaseException:
+        sock.close()
+        raise
+    mac = ethernet.MacAddress(address)
+    return AfPacketConn(sock, ifname=ifname, ifindex=ifindex, mac=mac)
+
+
+def _wrap(ifname: str, action: str, exc: OSError) -> errors.PorterlbError:
+    message = f"interface {ifname}: {action}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENODEV, errno.ENXIO, errno.EPROTONOSUPPORT):
+        return errors.InvalidSpec(message)
+    return errors.TransientError(message)

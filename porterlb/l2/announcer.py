@@ -1,0 +1,352 @@
+"""The announcer: the only state of the layer-2 data plane, and the loops that act on it.
+
+It owns the set of IPs this node announces, each on one interface. ``update`` takes the whole
+wanted set at once (the speaker derives it from the manager's assignments) and takes effect
+synchronously: a removed IP is no longer answered for from that instant, which is what makes
+fencing safe. The tasks run in one TaskGroup: one responder loop per interface in use
+(``speaker/l2/eth0``; one socket carries ARP and NDP), one loop that opens and closes those,
+and one loop that owns every timed send: probes and gratuitous bursts (MetalLB keeps GARP
+repetition in one loop too). Sockets come from an injected ``open_conn``, so tests use
+``MemoryPacketConn`` on virtual time and the speaker uses ``AfPacketConn``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+from porterlb import errors
+from porterlb.l2 import arp, conflicts, conn, ethernet, metrics, ndp, responder
+
+log = logging.getLogger(__name__)
+
+IPAddress = responder.IPAddress
+
+BURST: Final = (0.0, 0.25, 1.1, 2.2, 3.3, 4.4)
+"""Seconds after acquiring an IP at which the gratuitous frames are sent. Linux ignores an ARP
+update of a neighbour entry within ``locktime`` of the last one (default 100 jiffies = 1 s,
+``net.ipv4.neigh.*.locktime``, ip-sysctl.rst) unless it is a proper gratuitous ARP
+(``arp_is_garp``, net/ipv4/arp.c); older kernels and other routers have no such exception, so
+if the old node spoke just before dying, the frames of the first second may be ignored: 1.1 s,
+MetalLB's interval (issue #172), lands after the lock. The 0.25 s repeat covers one lost frame
+early, since each round lost costs a second of black-holed traffic; repeats run for ~5 s like
+MetalLB's burst."""
+
+TOLERANCE: Final = 0.001
+"""Seconds early a due send may go out. asyncio fires timers up to its clock resolution early,
+and float sums like 64.4 + 2.2 miss by ulps; without slack the loop would wake again for a
+wait of 1e-14 s instead of sending."""
+
+OPEN_RETRY: Final = 1.0
+"""Seconds before retrying to open an interface that is missing or not usable."""
+
+OnConflict = Callable[[IPAddress, str, ethernet.MacAddress], None]
+"""Called with (ip, interface, foreign MAC) when another host answers for or claims an IP."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Announcement:
+    """Where to announce one IP, and whether to probe for a conflict first.
+
+    The manager sets ``probe`` for a first placement only, never for a failover move: a
+    failover must not wait, and the IP was in use by porterlb a moment ago anyway.
+    """
+
+    ifname: str
+    probe: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    """Announcer timings, in seconds."""
+
+    burst: tuple[float, ...] = BURST
+    refresh_interval: float | None = None
+    """Re-announce every IP this often after its burst (switch FDB and router entries age out;
+    MetalLB #1761). Off by default, as in MetalLB and OpenELB."""
+    probe_timeout: float = conflicts.PROBE_TIMEOUT
+    conflict_report_interval: float = conflicts.REPORT_INTERVAL
+
+    def __post_init__(self) -> None:
+        if not self.burst or list(self.burst) != sorted(self.burst) or self.burst[0] < 0:
+            raise ValueError(f"burst {self.burst} must be non-empty, ascending offsets >= 0")
+        if self.refresh_interval is not None and self.refresh_interval <= 0:
+            raise ValueError(f"refresh interval {self.refresh_interval} must be positive")
+
+
+class _Phase(enum.Enum):
+    PROBING = "probing"
+    ANNOUNCING = "announcing"
+    CONFLICT = "conflict"
+    """A probe was answered: not announced, until the IP is removed and placed again."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    ip: IPAddress
+    ifname: str
+    phase: _Phase
+    started: float | None = None
+    """Loop time the current phase's first frame went out; None until the link is open."""
+    sends: int = 0
+    """Gratuitous rounds sent so far."""
+
+
+class _Link:
+    """One interface in use: its connection once open, and the groups its IPs need."""
+
+    def __init__(self, ifname: str) -> None:
+        self.ifname = ifname
+        self.conn: conn.PacketConn | None = None
+        self._groups: set[ipaddress.IPv6Address] = set()
+
+    def attach(self, packet_conn: conn.PacketConn) -> None:
+        self.conn = packet_conn
+        for ip in self._groups:
+            self._apply(packet_conn.join, ip)
+
+    def join(self, ip: IPAddress) -> None:
+        if isinstance(ip, ipaddress.IPv6Address) and ip not in self._groups:
+            self._groups.add(ip)
+            if self.conn is not None:
+                self._apply(self.conn.join, ip)
+
+    def leave(self, ip: IPAddress) -> None:
+        if isinstance(ip, ipaddress.IPv6Address) and ip in self._groups:
+            self._groups.remove(ip)
+            if self.conn is not None:
+                self._apply(self.conn.leave, ip)
+
+    def _apply(
+        self, change: Callable[[ipaddress.IPv6Address], None], ip: ipaddress.IPv6Address
+    ) -> None:
+        try:
+            change(ip)
+        except errors.PorterlbError as exc:
+            # Not fatal: NS to the group may still arrive (many NICs pass all multicast).
+            metrics.SOCKET_ERRORS.labels(self.ifname).inc()
+            log.warning("solicited-node group of %s on %s: %s", ip, self.ifname, exc)
+
+
+class Announcer:
+    """Answers ARP/NDP for the IPs it is given, announces them, and watches for conflicts."""
+
+    def __init__(
+        self,
+        *,
+        open_conn: conn.OpenConn,
+        on_conflict: OnConflict,
+        peer_macs: Iterable[ethernet.MacAddress] = (),
+        config: Config = Config(),
+    ) -> None:
+        self._open_conn = open_conn
+        self._on_conflict = on_conflict
+        self._config = config
+        self._watch = conflicts.Watch(
+            peer_macs=peer_macs, report_interval=config.conflict_report_interval
+        )
+        self._entries: dict[IPAddress, _Entry] = {}
+        self._links: dict[str, _Link] = {}
+        self._wake = asyncio.Event()
+        """Set when the burst loop has new work: an update, or a link that opened."""
+        self._links_changed = asyncio.Event()
+
+    def update(self, wanted: Mapping[IPAddress, Announcement]) -> None:
+        """Make ``wanted`` the announced set; removed IPs stop being answered at once."""
+        for ip, entry in list(self._entries.items()):
+            want = wanted.get(ip)
+            if want is None or want.ifname != entry.ifname:
+                del self._entries[ip]
+                self._links[entry.ifname].leave(ip)
+                self._watch.forget(ip)
+                log.info("stopped announcing %s on %s", ip, entry.ifname)
+        for ip, want in wanted.items():
+            if ip in self._entries:
+                continue
+            link = self._links.setdefault(want.ifname, _Link(want.ifname))
+            phase = _Phase.PROBING if want.probe else _Phase.ANNOUNCING
+            self._entries[ip] = _Entry(ip, want.ifname, phase)
+            if phase is _Phase.ANNOUNCING:
+                link.join(ip)
+        self._wake.set()
+        self._links_changed.set()
+
+    def set_peer_macs(self, macs: Iterable[ethernet.MacAddress]) -> None:
+        """Replace the MACs of the other porterlb speakers; their claims are not conflicts."""
+        self._watch.set_peer_macs(macs)
+
+    def owns(self, ip: IPAddress, ifname: str) -> responder.Ownership:
+        """Whether ``ip`` is announced, on ``ifname`` or elsewhere (the responder's seam)."""
+        entry = self._entries.get(ip)
+        if entry is None or entry.phase is not _Phase.ANNOUNCING:
+            return responder.Ownership.NONE
+        if entry.ifname != ifname:
+            return responder.Ownership.ELSEWHERE
+        return responder.Ownership.OURS
+
+    async def run(self) -> None:
+        """Run every loop until cancelled; a loop that fails ends the group, loudly."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._burst_loop(), name="speaker/l2/burst")
+            group.create_task(self._links_loop(group), name="speaker/l2/links")
+
+    async def _links_loop(self, group: asyncio.TaskGroup) -> None:
+        """Start a responder per interface in use; stop those no IP needs any more."""
+        tasks: dict[str, asyncio.Task[None]] = {}
+        while True:
+            self._links_changed.clear()
+            used = {entry.ifname for entry in self._entries.values()}
+            for name in [name for name in self._links if name not in used]:
+                del self._links[name]
+                tasks.pop(name).cancel()
+            for name, link in self._links.items():
+                if name not in tasks:
+                    tasks[name] = group.create_task(self._serve(link), name=f"speaker/l2/{name}")
+            await self._links_changed.wait()
+
+    async def _serve(self, link: _Link) -> None:
+        """Keep a socket open on the interface and answer what arrives on it.
+
+        A receive error means the link went down or away; af_packet unbinds the socket for
+        good when its interface is unregistered, so a fresh one is opened.
+        """
+        while True:
+            packet_conn = await self._open(link.ifname)
+            try:
+                link.attach(packet_conn)
+                self._wake.set()
+                while True:
+                    await self._handle(packet_conn, await packet_conn.recv())
+            except errors.PorterlbError as exc:
+                metrics.SOCKET_ERRORS.labels(link.ifname).inc()
+                log.warning("%s; reopening in %.0f s", exc, OPEN_RETRY)
+            finally:
+                link.conn = None
+                packet_conn.close()
+            await asyncio.sleep(OPEN_RETRY)
+
+    async def _open(self, ifname: str) -> conn.PacketConn:
+        """Open ``ifname``, retrying until it works; logs a warning when the failure changes."""
+        said = None
+        while True:
+            try:
+                return await self._open_conn(ifname)
+            except errors.PorterlbError as exc:
+                metrics.SOCKET_ERRORS.labels(ifname).inc()
+                delay = exc.delay if isinstance(exc, errors.TransientError) else OPEN_RETRY
+                level = logging.DEBUG if str(exc) == said else logging.WARNING
+                log.log(level, "%s; retrying every %.0f s", exc, delay)
+                said = str(exc)
+                await asyncio.sleep(delay)
+
+    async def _handle(self, packet_conn: conn.PacketConn, frame: bytes) -> None:
+        ifname = packet_conn.ifname
+        outcome = responder.handle(frame, ifname=ifname, mac=packet_conn.mac, owns=self.owns)
+        metrics.FRAMES.labels(ifname, outcome.verdict.value).inc()
+        if outcome.claim is not None:
+            self._check(outcome.claim, packet_conn)
+        if outcome.reply is None:
+            return
+        ip = str(outcome.ip)
+        metrics.REQUESTS_RECEIVED.labels(ip).inc()
+        if await self._send(packet_conn, outcome.reply):
+            metrics.RESPONSES_SENT.labels(ip).inc()
+
+    def _check(self, claim: responder.Claim, packet_conn: conn.PacketConn) -> None:
+        """Report a foreign claim on an IP we probe for or announce on this interface."""
+        entry = self._entries.get(claim.ip)
+        if entry is None or entry.ifname != packet_conn.ifname:
+            return
+        if not self._watch.is_foreign(claim, packet_conn.mac):
+            return
+        if entry.phase is _Phase.PROBING:
+            entry.phase = _Phase.CONFLICT
+        now = asyncio.get_running_loop().time()
+        if self._watch.should_report(claim.ip, now):
+            metrics.CONFLICTS.labels(str(claim.ip), entry.ifname).inc()
+            log.warning(
+                "%s on %s is also claimed by %s (%s)",
+                claim.ip,
+                entry.ifname,
+                claim.mac,
+                entry.phase.value,
+            )
+            self._on_conflict(claim.ip, entry.ifname, claim.mac)
+
+    async def _burst_loop(self) -> None:
+        """Send every probe and gratuitous round when it is due; sleep until the next one."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            next_due = None
+            for entry in list(self._entries.values()):
+                due = await self._step(entry, loop.time())
+                if due is not None and (next_due is None or due < next_due):
+                    next_due = due
+            timeout = None if next_due is None else max(0.0, next_due - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _step(self, entry: _Entry, now: float) -> float | None:
+        """Send what ``entry`` has due at ``now``; return when it next needs the loop."""
+        link = self._links.get(entry.ifname)
+        if self._entries.get(entry.ip) is not entry or link is None or link.conn is None:
+            return None  # released meanwhile, or its link is not open yet (opening wakes us)
+        packet_conn = link.conn
+        if entry.phase is _Phase.PROBING:
+            if entry.started is None:
+                entry.started = now
+                await self._send(packet_conn, conflicts.probe(packet_conn.mac, entry.ip))
+            deadline = entry.started + self._config.probe_timeout
+            if deadline > now + TOLERANCE:
+                return deadline
+            entry.phase, entry.started = _Phase.ANNOUNCING, None
+            link.join(entry.ip)
+            log.info("no answer to the probe for %s on %s", entry.ip, entry.ifname)
+        if entry.phase is not _Phase.ANNOUNCING:
+            return None
+        if entry.started is None:
+            entry.started = now
+        due = self._due(entry)
+        if due is None or due > now + TOLERANCE:
+            return due
+        while due is not None and due <= now + TOLERANCE:  # late rounds are skipped, not repeated
+            entry.sends += 1
+            due = self._due(entry)
+        for frame in _gratuitous(packet_conn.mac, entry.ip):
+            if self._entries.get(entry.ip) is not entry:
+                return None
+            if await self._send(packet_conn, frame):
+                metrics.GRATUITOUS_SENT.labels(str(entry.ip)).inc()
+        return due
+
+    def _due(self, entry: _Entry) -> float | None:
+        """Loop time of the entry's next gratuitous round, or None when none is left."""
+        assert entry.started is not None
+        burst, refresh = self._config.burst, self._config.refresh_interval
+        if entry.sends < len(burst):
+            return entry.started + burst[entry.sends]
+        if refresh is None:
+            return None
+        return entry.started + burst[-1] + (entry.sends - len(burst) + 1) * refresh
+
+    async def _send(self, packet_conn: conn.PacketConn, frame: bytes) -> bool:
+        try:
+            await packet_conn.send(frame)
+        except errors.PorterlbError as exc:  # the receive side reopens the socket if need be
+            metrics.SOCKET_ERRORS.labels(packet_conn.ifname).inc()
+            log.warning("%s", exc)
+            return False
+        return True
+
+
+def _gratuitous(mac: ethernet.MacAddress, ip: IPAddress) -> tuple[bytes, ...]:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return arp.gratuitous(mac, ip)
+    return (ndp.unsolicited(mac, ip),)

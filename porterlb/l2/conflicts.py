@@ -1,0 +1,73 @@
+"""Address conflict detection: the probe sent before a first announcement, and the rules for
+calling a claim on the wire a conflict.
+
+Two nodes, or a node and a forgotten static host, answering for one IP send traffic to
+whichever MAC a router heard last. porterlb looks before it leaps: before the *first*
+announcement of an IP (never on failover, which must not wait) the announcer sends an RFC 5227
+ARP probe or an RFC 4862 DAD solicitation and listens briefly; while it announces, any ARP or
+NA that binds the IP to a foreign MAC is a conflict too. Answers from other porterlb speakers
+(``peer_macs``) are not conflicts: during a failover the old node may still speak for a moment.
+Everything here is pure; the announcer owns the state and the clock, and reports through an
+injected callback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Final
+
+from porterlb.l2 import arp, ethernet, ndp, responder
+
+PROBE_TIMEOUT: Final = 0.2
+"""Seconds to wait for an answer to a probe. A host on the same segment answers ARP or NS in
+well under a millisecond; 200 ms also covers a busy host or switch while keeping a new
+Service's first announcement quick. It is shorter than RFC 5227's 1-2 s PROBE_WAIT and RFC
+4861's 1 s RetransTimer on purpose: this is a guard against obvious mistakes, not a
+guarantee, and passive detection keeps watching afterwards."""
+
+REPORT_INTERVAL: Final = 30.0
+"""Seconds between two reports of a continuing conflict on one IP, so a host that keeps
+answering does not flood the manager with Events."""
+
+
+def probe(mac: ethernet.MacAddress, ip: responder.IPAddress) -> bytes:
+    """The probe frame for ``ip``: an ARP probe (IPv4) or a DAD neighbour solicitation (IPv6)."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return arp.probe(mac, ip)
+    return ndp.dad_probe(mac, ip)
+
+
+class Watch:
+    """Decides which claims are conflicts, and when a continuing one is reported again."""
+
+    def __init__(
+        self, *, peer_macs: Iterable[ethernet.MacAddress] = (), report_interval: float
+    ) -> None:
+        self._peer_macs = frozenset(peer_macs)
+        self._report_interval = report_interval
+        self._last_report: dict[responder.IPAddress, float] = {}
+
+    @property
+    def peer_macs(self) -> frozenset[ethernet.MacAddress]:
+        return self._peer_macs
+
+    def set_peer_macs(self, macs: Iterable[ethernet.MacAddress]) -> None:
+        """Replace the MACs of the other porterlb speakers."""
+        self._peer_macs = frozenset(macs)
+
+    def is_foreign(self, claim: responder.Claim, own_mac: ethernet.MacAddress) -> bool:
+        """True if ``claim`` binds its IP to a MAC that is neither ours nor a peer speaker's."""
+        return claim.mac != own_mac and claim.mac not in self._peer_macs
+
+    def should_report(self, ip: responder.IPAddress, now: float) -> bool:
+        """True, and remembered, if no conflict on ``ip`` was reported in the last interval."""
+        last = self._last_report.get(ip)
+        if last is not None and now - last < self._report_interval:
+            return False
+        self._last_report[ip] = now
+        return True
+
+    def forget(self, ip: responder.IPAddress) -> None:
+        """Drop the report history of a released IP, so a new placement reports at once."""
+        self._last_report.pop(ip, None)

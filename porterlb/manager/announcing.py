@@ -1,0 +1,140 @@
+"""The manager's placement loop: which node announces each Service IP, recorded in the API.
+
+For every Service that holds an IP (ours, claimed, ``status.loadBalancer.ingress`` set) the
+leader picks one eligible node with :mod:`porterlb.placement` and writes it in the Service
+annotation ``porterlb.io/announced-by``; the speakers watch that annotation. A Service whose
+IP no node may announce gets no annotation and a ``NoEligibleNode`` Warning naming each node
+and why. On start the recorded annotations are adopted, oldest Service first, before anything
+is decided, so a restart or a new leader moves no IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import lightkube
+
+from porterlb.api import node as node_api
+from porterlb.api import reasons, wellknown
+from porterlb.api import service as svc
+from porterlb.api.keys import NodeName, ServiceKey
+from porterlb.kube import events, queueing, reflector, resources, writers
+from porterlb.placement import eligibility, ledger
+
+log = logging.getLogger(__name__)
+
+
+class Announcing:
+    """The placement controller; it reads the Services cache IPAM keeps. Run with :meth:`run`."""
+
+    def __init__(
+        self,
+        client: lightkube.AsyncClient,
+        *,
+        services: reflector.Reflector,
+        poster: events.Poster,
+        workers: int = 16,
+    ) -> None:
+        self.client = client
+        self.services = services
+        self.poster = poster
+        self.ledger = ledger.Ledger()
+        self.eligible: frozenset[NodeName] = frozenset()
+        self.loaded = False
+        self._said: dict[ServiceKey, str] = {}
+        self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
+        self.nodes = reflector.Reflector(
+            client, resources.Node, on_change=self._node_changed, name="nodes"
+        )
+        services.subscribe(self._service_changed)
+
+    async def run(self) -> None:
+        """Watch Nodes, adopt the recorded placements, then converge forever."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.nodes.run(), name="manager/watch/nodes")
+            await self.services.synced.wait()
+            await self.nodes.synced.wait()
+            self._load()
+            group.create_task(self.queue.run(), name="manager/announcing")
+
+    def _load(self) -> None:
+        self.eligible = self._eligible()
+        parsed = sorted(map(svc.parse, self.services.cache.values()), key=lambda s: s.created)
+        for service in parsed:
+            ip = _announced_ip(service)
+            if ip is not None:
+                node = service.annotation(wellknown.ANNOUNCED_BY)
+                self.ledger.adopt(service.key, ip, NodeName(node) if node else None)
+        self.loaded = True
+        for key in self.services.cache:
+            self.queue.add(key)
+
+    def _eligible(self) -> frozenset[NodeName]:
+        return eligibility.eligible(map(node_api.parse, self.nodes.cache.values()))
+
+    def _service_changed(self, key: str) -> None:
+        if self.loaded:
+            self.queue.add(key)
+
+    def _node_changed(self, name: str) -> None:
+        if not self.loaded:
+            return
+        eligible = self._eligible()
+        if eligible == self.eligible:
+            return
+        self.eligible = eligible
+        for key in self.ledger.users_of_nodes_outside(eligible):
+            self.queue.add(key)
+
+    async def _handle(self, key: str) -> queueing.Outcome:
+        obj = self.services.cache.get(key)
+        service = svc.parse(obj) if obj is not None else None
+        ip = _announced_ip(service) if service is not None else None
+        self.ledger.use(ServiceKey(key), ip)
+        if service is None:
+            self._said.pop(ServiceKey(key), None)
+            return queueing.Done()
+        node = self.ledger.place(ip, self.eligible) if ip is not None else None
+        recorded = service.annotation(wellknown.ANNOUNCED_BY)
+        if ip is not None and node is None:
+            self._say(service, ip, None)
+        if recorded == node:
+            return queueing.Done()
+        outcome = await queueing.attempt(
+            writers.set_announcing_node(self.client, service.namespace, service.name, node)
+        )
+        if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
+            self._say(service, ip, node)
+        return outcome
+
+    def _say(self, service: svc.Service, ip: str, node: NodeName | None) -> None:
+        if node is None:
+            why = eligibility.explain(map(node_api.parse, self.nodes.cache.values()))
+            reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} is not announced: {why}"
+        else:
+            reason, message = reasons.NODE_ASSIGNED, f"{ip} is announced from node {node}"
+        message = f"Service {service.key}: {message}"
+        if self._said.get(service.key) == message:
+            return  # the same news again: say it once
+        self._said[service.key] = message
+        self.poster.emit(
+            events.Notice(
+                subject=events.Subject.service(service.namespace, service.name, service.uid),
+                type="Warning" if node is None else "Normal",
+                reason=reason,
+                message=message,
+            )
+        )
+
+
+def _announced_ip(service: svc.Service) -> str | None:
+    """The IP to announce for `service`: set only once IPAM has claimed and published it."""
+    if (
+        service.deleting
+        or not service.ingress
+        or svc.ownership(service) is not svc.Ownership.OURS
+        or service.label(wellknown.POOL_LABEL) is None
+    ):
+        return None
+    return service.ingress[0]

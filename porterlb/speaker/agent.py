@@ -1,0 +1,179 @@
+"""The speaker: watches the manager's assignments for this node and drives the announcer.
+
+Two reflectors (Services, Eips) feed one sync loop. Each changed Service is read with
+:func:`porterlb.speaker.assignments.read`, so a change costs O(1) however many Services
+exist; the wanted set (IP -> interface) is handed to the announcer whole. Interfaces are
+resolved per pool over netlink in the node's network namespace, cached, and resolved again
+when the Eip changes and every :data:`RESOLVE_INTERVAL`. A pool whose interface this node
+lacks gets a Warning Event ``InterfaceMissing`` naming node and interface, and nothing of it
+is announced; an address conflict gets ``IPConflict`` on the Services using the IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Final
+
+import lightkube
+
+from porterlb import errors
+from porterlb.api import address, reasons
+from porterlb.api import eip as eip_api
+from porterlb.api import service as svc
+from porterlb.api.keys import NodeName, PoolName
+from porterlb.kube import events, reflector, resources
+from porterlb.l2 import afpacket, announcer, conn, ethernet, interfaces
+from porterlb.speaker import assignments
+
+log = logging.getLogger(__name__)
+
+RESOLVE_INTERVAL: Final = 10.0
+"""Seconds between two interface resolutions of a pool: links come and go under a node."""
+
+
+class Speaker:
+    """The node agent of one node; :meth:`run` until cancelled."""
+
+    def __init__(
+        self,
+        client: lightkube.AsyncClient,
+        *,
+        node: NodeName,
+        netns: str | None = None,
+        config: announcer.Config | None = None,
+    ) -> None:
+        self.node = node
+        self.netns = netns
+        self.poster = events.Poster(client, component="porterlb-speaker")
+        self.services = reflector.Reflector(
+            client, resources.Service, on_change=self._service_changed, name="services"
+        )
+        self.eips = reflector.Reflector(
+            client, resources.Eip, on_change=self._eip_changed, name="eips"
+        )
+        self.announcer = announcer.Announcer(
+            open_conn=self._open, on_conflict=self._conflict, config=config or announcer.Config()
+        )
+        self.assigned: dict[str, assignments.Assigned] = {}
+        """Service key -> the (IP, pool) pairs it assigns to this node; only non-empty ones."""
+        self.links: dict[PoolName, str | None] = {}
+        """Pool -> interface name, or None when this node lacks it (reported)."""
+        self._announced: set[address.IPAddress] = set()
+        self._said: dict[PoolName, str] = {}
+        self._dirty = asyncio.Event()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.poster.run(), name="speaker/events")
+            group.create_task(self.services.run(), name="speaker/watch/services")
+            group.create_task(self.eips.run(), name="speaker/watch/eips")
+            group.create_task(self.announcer.run(), name="speaker/l2")
+            group.create_task(self._sync_loop(), name="speaker/sync")
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def _service_changed(self, key: str) -> None:
+        obj = self.services.cache.get(key)
+        found = assignments.read(obj, self.node) if obj is not None else ()
+        if found or key in self.assigned:
+            if found:
+                self.assigned[key] = found
+            else:
+                del self.assigned[key]
+            self._dirty.set()
+
+    def _eip_changed(self, name: str) -> None:
+        self.links.pop(PoolName(name), None)
+        self._dirty.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        await self.services.synced.wait()
+        await self.eips.synced.wait()
+        while True:
+            self._dirty.clear()
+            await self._sync()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESOLVE_INTERVAL):
+                    await self._dirty.wait()
+                    continue
+            self.links.clear()  # periodic: resolve every pool's interface again
+
+    async def _sync(self) -> None:
+        wanted: dict[address.IPAddress, announcer.Announcement] = {}
+        for pairs in self.assigned.values():
+            for ip, pool in pairs:
+                ifname = await self._interface(pool)
+                if ifname is not None:
+                    # Probe before the first announcement of an IP by this speaker (RFC 5227).
+                    wanted[ip] = announcer.Announcement(ifname, probe=ip not in self._announced)
+        self.announcer.update(wanted)
+        self._announced = set(wanted)
+
+    async def _interface(self, pool: PoolName) -> str | None:
+        if pool in self.links:
+            return self.links[pool]
+        obj = self.eips.cache.get(pool)
+        eip = eip_api.parse(obj) if obj is not None else None
+        if eip is None or eip.addresses is None:
+            return None  # gone or invalid: the manager reports it and will release its IPs
+        try:
+            link = await interfaces.resolve(
+                eip.interface,
+                pool_first=eip.addresses.first,
+                pool_last=eip.addresses.last,
+                netns=self.netns,
+            )
+        except errors.InvalidSpec as missing:
+            self._report(eip, f"node {self.node}: {missing}")
+            self.links[pool] = None
+            return None
+        except errors.TransientError as failure:
+            log.warning("pool %s: %s; retrying in %.0f s", pool, failure, RESOLVE_INTERVAL)
+            return None  # not cached: the next sync tries again
+        self._said.pop(pool, None)
+        self.links[pool] = link.name
+        return link.name
+
+    # -- the edges ---------------------------------------------------------------------------
+
+    async def _open(self, ifname: str) -> conn.PacketConn:
+        return await afpacket.AfPacketConn.open(ifname, netns=self.netns)
+
+    def _conflict(self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress) -> None:
+        for obj in self.services.cache.values():
+            service = svc.parse(obj)
+            if str(ip) not in service.ingress or not assignments.read(obj, self.node):
+                continue
+            self.poster.emit(
+                events.Notice(
+                    subject=events.Subject.service(service.namespace, service.name, service.uid),
+                    type="Warning",
+                    reason=reasons.IP_CONFLICT,
+                    message=f"Service {service.key}: {ip} is in use by another host"
+                    f" (MAC {mac}) on {ifname} of node {self.node}",
+                )
+            )
+
+    def _report(self, eip: eip_api.Eip, message: str) -> None:
+        if self._said.get(eip.name) == message:
+            return
+        self._said[eip.name] = message
+        log.warning("%s", message)
+        self.poster.emit(
+            events.Notice(
+                subject=events.Subject.eip(eip.name, _uid(self.eips.cache.get(eip.name))),
+                type="Warning",
+                reason=reasons.INTERFACE_MISSING,
+                message=message,
+            )
+        )
+
+
+def _uid(obj: Mapping[str, object] | None) -> str:
+    meta = (obj or {}).get("metadata")
+    return str(meta.get("uid", "")) if isinstance(meta, dict) else ""

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The project's two entry points on a fresh Debian machine (run as root):
+#   scripts/dev.sh test   install everything, then lint, type-check and run every test tier
+#   scripts/dev.sh demo   install everything, then run the lab demo (arrives with the lab)
+# Installing is idempotent and cached: Debian packages, uv + the locked Python deps, and the
+# Go-built kube-apiserver + etcd under ~/.cache/porterlb (outside the clone, keyed by version).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.8
+DEBIAN_PACKAGES=(iproute2 nftables iputils-ping curl procps)
+
+install() {
+  local missing=()
+  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v go >/dev/null || { echo "Go is required to build kube-apiserver and etcd" >&2; exit 1; }
+  if ! command -v uv >/dev/null || [[ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]]; then
+    python3 -m pip install -q "uv==$UV_VERSION"
+  fi
+  uv sync --frozen --python python3.11 -q
+  uv run --frozen porterlb lab build-control-plane >/dev/null
+}
+
+checks() {
+  uv run --frozen ruff check porterlb tests bench
+  uv run --frozen ruff format --check porterlb tests bench
+  uv run --frozen mypy
+  uv run --frozen lint-imports
+}
+
+case "${1:-}" in
+  test)
+    install
+    checks
+    uv run --frozen pytest "${@:2}"
+    ;;
+  demo)
+    install
+    echo "The lab demo arrives with the Layer 2 data plane; see README.md." >&2
+    exit 2
+    ;;
+  *)
+    echo "usage: scripts/dev.sh test|demo" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,353 @@
+import asyncio
+import contextlib
+import ipaddress
+
+import prometheus_client
+import pytest
+
+from porterlb import errors
+from porterlb.l2 import announcer, arp, conn, ethernet, ndp, responder
+from tests.unit.l2 import samples
+from tests.unit.l2.samples import arp_request, na, ns
+
+pytestmark = pytest.mark.looptime
+
+QUIET = 60.0
+"""Virtual seconds of silence that show nothing more will be sent."""
+
+
+class Node:
+    """An Announcer over MemoryPacketConns, recording conflicts and opens."""
+
+    def __init__(self, mac=samples.OUR_MAC, *, peer_macs=(), config=None, fail=0):
+        self.mac = mac
+        self.conns: dict[str, conn.MemoryPacketConn] = {}
+        self.conflicts: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+        self.failures_left = fail
+        self.opens = 0
+        self.announcer = announcer.Announcer(
+            open_conn=self.open_conn,
+            on_conflict=lambda *report: self.conflicts.put_nowait(report),
+            peer_macs=peer_macs,
+            config=config or announcer.Config(),
+        )
+
+    def conn(self, ifname) -> conn.MemoryPacketConn:
+        return self.conns.setdefault(ifname, conn.MemoryPacketConn(ifname, self.mac))
+
+    async def open_conn(self, ifname):
+        self.opens += 1
+        if self.failures_left:
+            self.failures_left -= 1
+            raise errors.TransientError(f"interface {ifname}: not yet", delay=2.0)
+        packet_conn = self.conn(ifname)
+        packet_conn.closed = False
+        return packet_conn
+
+    def announce(self, **wanted):
+        self.announcer.update(
+            {ipaddress.ip_address(ip.replace("_", ".")): a for ip, a in wanted.items()}
+        )
+
+
+@contextlib.asynccontextmanager
+async def running(*nodes):
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(node.announcer.run(), name="test/announcer") for node in nodes]
+        yield
+        for task in tasks:
+            task.cancel()
+
+
+def now():
+    return asyncio.get_running_loop().time()
+
+
+async def frames(packet_conn, count):
+    return [await packet_conn.next_sent() for _ in range(count)]
+
+
+async def assert_quiet(packet_conn):
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(packet_conn.next_sent(), QUIET)
+
+
+async def answer_to(packet_conn, request):
+    """Inject a request and return the next frame sent (the answer, or a later one)."""
+    packet_conn.inject(request)
+    return ethernet.decode(await packet_conn.next_sent())
+
+
+def announce(node, ip, ifname="eth0", *, probe=False):
+    node.announcer.update({ip: announcer.Announcement(ifname, probe=probe)})
+
+
+async def test_ipv4_burst_schedule():
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        start = now()
+        announce(node, samples.VIP4)
+        sent = await frames(eth0, 2 * len(announcer.BURST))
+        await assert_quiet(eth0)
+    times = [round(s.at - start, 3) for s in eth0.sent]
+    assert times == [offset for offset in announcer.BURST for _ in range(2)]
+    assert sent == list(arp.gratuitous(samples.OUR_MAC, samples.VIP4)) * len(announcer.BURST)
+
+
+async def test_ipv6_burst_and_group():
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        start = now()
+        announce(node, samples.VIP6)
+        sent = await frames(eth0, len(announcer.BURST))
+        assert eth0.groups == {samples.VIP6: 1}
+        await assert_quiet(eth0)
+    assert [round(s.at - start, 3) for s in eth0.sent] == list(announcer.BURST)
+    assert set(sent) == {ndp.unsolicited(samples.OUR_MAC, samples.VIP6)}
+
+
+async def test_refresh_after_burst():
+    node = Node(config=announcer.Config(burst=(0.0, 1.0), refresh_interval=30.0))
+    eth0 = node.conn("eth0")
+    async with running(node):
+        start = now()
+        announce(node, samples.VIP6)
+        await frames(eth0, 4)
+    assert [round(s.at - start, 3) for s in eth0.sent] == [0.0, 1.0, 31.0, 61.0]
+
+
+async def test_release_stops_answers_and_bursts_at_once():
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        node.announcer.update(
+            {
+                samples.VIP4: announcer.Announcement("eth0"),
+                samples.VIP6: announcer.Announcement("eth0"),
+                samples.OTHER4: announcer.Announcement("eth0"),
+            }
+        )
+        await frames(eth0, 5)  # the first round: 2 + 1 + 2 frames
+        node.announcer.update({samples.OTHER4: announcer.Announcement("eth0")})
+        assert eth0.groups == {}
+        eth0.inject(arp_request(samples.VIP4))
+        eth0.inject(ns(samples.VIP6))
+        reply = await answer_to(eth0, arp_request(samples.OTHER4))
+        assert arp.decode(reply.payload).sender_ip == samples.OTHER4
+        rest = await frames(eth0, 2 * (len(announcer.BURST) - 1))
+        await assert_quiet(eth0)
+    assert set(rest) == set(arp.gratuitous(samples.OUR_MAC, samples.OTHER4))
+
+
+@pytest.mark.parametrize(
+    ("request_frame", "ip"),
+    [
+        pytest.param(arp_request(), samples.VIP4, id="arp"),
+        pytest.param(ns(), samples.VIP6, id="ns"),
+        pytest.param(ns(dst=samples.VIP6, source_mac=None), samples.VIP6, id="nud-without-slla"),
+    ],
+)
+async def test_answers_after_bad_frames(request_frame, ip):
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        announce(node, ip)
+        await frames(eth0, 2 if ip.version == 4 else 1)
+        for garbage in (b"", b"\xff" * 13, ns()[:40], arp_request()[:20]):
+            eth0.inject(garbage)
+        before = sample("porterlb_l2_responses_sent_total", ip=str(ip))
+        reply = await answer_to(eth0, request_frame)
+        assert reply.dst == samples.ROUTER_MAC
+    assert sample("porterlb_l2_responses_sent_total", ip=str(ip)) == before + 1
+
+
+async def test_first_placement_probes_and_then_announces():
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        start = now()
+        announce(node, samples.VIP4, probe=True)
+        probe = await eth0.next_sent()
+        assert probe == arp.probe(samples.OUR_MAC, samples.VIP4)
+        eth0.inject(arp_request(samples.VIP4))  # not answered while probing
+        first_round = await frames(eth0, 2)
+    assert first_round == list(arp.gratuitous(samples.OUR_MAC, samples.VIP4))
+    times = [round(s.at - start, 3) for s in eth0.sent[:3]]
+    assert times == [0.0, announcer.Config().probe_timeout, announcer.Config().probe_timeout]
+
+
+@pytest.mark.parametrize(
+    ("ip", "answer"),
+    [
+        pytest.param(
+            samples.VIP4,
+            arp.frame(
+                samples.OUR_MAC,
+                arp.Packet(
+                    arp.REPLY, samples.STRANGER_MAC, samples.VIP4, samples.OUR_MAC, arp.UNSPECIFIED
+                ),
+            ),
+            id="arp-reply",
+        ),
+        pytest.param(samples.VIP6, na(samples.VIP6), id="neighbor-advertisement"),
+    ],
+)
+async def test_answered_probe_reports_and_never_announces(ip, answer):
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        announce(node, ip, probe=True)
+        await eth0.next_sent()
+        eth0.inject(answer)
+        assert await node.conflicts.get() == (ip, "eth0", samples.STRANGER_MAC)
+        request = arp_request(ip) if ip.version == 4 else ns(ip)
+        eth0.inject(request)
+        await assert_quiet(eth0)
+        assert node.announcer.owns(ip, "eth0") is responder.Ownership.NONE
+
+
+async def test_answer_from_peer_speaker_is_not_a_conflict():
+    node = Node(peer_macs=[samples.PEER_MAC])
+    eth0 = node.conn("eth0")
+    async with running(node):
+        announce(node, samples.VIP6, probe=True)
+        await eth0.next_sent()
+        eth0.inject(na(samples.VIP6, mac=samples.PEER_MAC, eth_src=samples.PEER_MAC))
+        garp = await eth0.next_sent()
+    assert garp == ndp.unsolicited(samples.OUR_MAC, samples.VIP6)
+    assert node.conflicts.empty()
+
+
+async def test_failover_placement_announces_at_once():
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        start = now()
+        announce(node, samples.VIP4, probe=False)
+        first = await eth0.next_sent()
+    assert first == arp.gratuitous(samples.OUR_MAC, samples.VIP4)[0]
+    assert eth0.sent[0].at == start
+
+
+async def test_passive_conflict_reports_are_rate_limited():
+    interval = 30.0
+    config = announcer.Config(burst=(0.0,), conflict_report_interval=interval)
+    node = Node(config=config)
+    eth0 = node.conn("eth0")
+    foreign_garp = arp_request(
+        samples.VIP4, sender_ip=samples.VIP4, sender_mac=samples.STRANGER_MAC
+    )
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)  # the whole (one-round) burst
+        eth0.inject(foreign_garp)
+        first = await node.conflicts.get()
+        reported = now()
+        eth0.inject(foreign_garp)
+        await answer_to(eth0, arp_request())  # frames are handled in order: the GARP was seen
+        assert node.conflicts.empty()
+        await asyncio.sleep(interval)  # protocol time passes (virtual): the interval is over
+        eth0.inject(foreign_garp)
+        second = await node.conflicts.get()
+        assert now() - reported >= interval
+    assert first == second == (samples.VIP4, "eth0", samples.STRANGER_MAC)
+
+
+async def test_two_speakers_on_one_wire():
+    old, new = Node(samples.PEER_MAC), Node(samples.OUR_MAC)
+    old.conn("eth0").connect(new.conn("eth0"))
+    async with running(old, new):
+        announce(old, samples.VIP4)
+        await old.conn("eth0").next_sent()
+        announce(new, samples.VIP4, probe=True)
+        assert await new.conflicts.get() == (samples.VIP4, "eth0", samples.PEER_MAC)
+        assert new.announcer.owns(samples.VIP4, "eth0") is responder.Ownership.NONE
+        assert old.announcer.owns(samples.VIP4, "eth0") is responder.Ownership.OURS
+    assert old.conflicts.empty()  # a probe (sender 0.0.0.0) claims nothing (RFC 5227 §2.1.1)
+
+
+async def test_move_between_interfaces_closes_the_unused_one():
+    node = Node()
+    eth0, eth1 = node.conn("eth0"), node.conn("eth1")
+    async with running(node):
+        announce(node, samples.VIP6, "eth0")
+        await eth0.next_sent()
+        announce(node, samples.VIP6, "eth1")
+        assert await eth1.next_sent() == ndp.unsolicited(samples.OUR_MAC, samples.VIP6)
+        assert eth1.groups == {samples.VIP6: 1}
+        reply = await answer_to(eth1, ns())
+        assert reply.dst == samples.ROUTER_MAC
+    assert eth0.closed
+    assert len(eth0.sent) == 1
+
+
+async def test_open_is_retried():
+    node = Node(fail=2)
+    eth0 = node.conn("eth0")
+    async with running(node):
+        start = now()
+        announce(node, samples.VIP4)
+        await eth0.next_sent()
+    assert eth0.sent[0].at - start == pytest.approx(4.0)
+
+
+async def test_receive_error_reopens_the_socket():
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)
+        failed = now()
+        eth0.inject_error(errors.TransientError("interface eth0: receive failed: Network is down"))
+        reply = await answer_to(eth0, arp_request())
+        assert reply.dst == samples.ROUTER_MAC
+        assert now() - failed == pytest.approx(announcer.OPEN_RETRY)  # virtual time
+    assert node.opens == 2
+
+
+class BrokenSend(conn.MemoryPacketConn):
+    """Every send fails, as it does once the interface is gone; attempts are queued."""
+
+    def __init__(self, ifname, mac):
+        super().__init__(ifname, mac)
+        self.attempts: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def send(self, frame):
+        self.attempts.put_nowait(frame)
+        raise errors.InvalidSpec(f"interface {self.ifname}: send failed: No such device")
+
+
+async def test_send_errors_end_neither_answers_nor_bursts():
+    node = Node()
+    eth0 = node.conns["eth0"] = BrokenSend("eth0", samples.OUR_MAC)
+    before = sample("porterlb_l2_socket_errors_total", interface="eth0")
+    async with running(node):  # a failed loop would raise out of here
+        announce(node, samples.VIP4)
+        burst = [await eth0.attempts.get() for _ in range(2 * len(announcer.BURST))]
+        eth0.inject(arp_request())
+        reply = ethernet.decode(await eth0.attempts.get())
+    assert set(burst) == set(arp.gratuitous(samples.OUR_MAC, samples.VIP4))
+    assert reply.dst == samples.ROUTER_MAC
+    errors_counted = sample("porterlb_l2_socket_errors_total", interface="eth0") - before
+    assert errors_counted == 2 * len(announcer.BURST) + 1
+
+
+def test_burst_starts_at_once_and_outlasts_the_arp_locktime():
+    locktime = 1.0  # net.ipv4.neigh.default.locktime: 100 jiffies
+    assert announcer.BURST[0] == 0.0
+    # However recently the old node last updated the router (at most one locktime ago, as it
+    # died), a later round arrives after the lock has expired.
+    for last_update in (-locktime + step / 100 for step in range(101)):
+        assert any(offset > last_update + locktime for offset in announcer.BURST)
+    assert 4.0 <= announcer.BURST[-1] <= 6.0  # "for about 5 s"
+
+
+def test_config_rejects_bad_burst():
+    with pytest.raises(ValueError, match="burst"):
+        announcer.Config(burst=(1.0, 0.5))
+
+
+def sample(name, **labels):
+    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0

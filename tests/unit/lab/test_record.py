@@ -1,0 +1,83 @@
+"""The lab record (``lab.json``) and what ``lab info`` makes of it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from porterlb import errors
+from porterlb.lab import lab, plan, processes
+
+DIRECTORY = Path("/run/porterlb/labs/demo")
+
+
+def record(ipv6: bool = True) -> lab.Record:
+    layout = plan.build("demo", 2, ipv6=ipv6)
+    running = tuple(
+        processes.Process(role=role, pid=100 + n, started=5000 + n, log=DIRECTORY / f"{n}.log")
+        for n, role in enumerate(["control-plane", "manager", "speaker/demo-w1", "kube-proxy"])
+    )
+    return lab.Record(
+        plan=layout,
+        directory=DIRECTORY,
+        processes=running,
+        manager_metrics="127.0.0.1:4000",
+        speaker_metrics={"demo-w1": "127.0.0.1:4001", "demo-w2": "127.0.0.1:4002"},
+    )
+
+
+@pytest.mark.parametrize("ipv6", [pytest.param(True, id="dual"), pytest.param(False, id="v4")])
+def test_record_survives_its_json_file(ipv6):
+    original = record(ipv6)
+    text = json.dumps(original.to_json())
+    assert lab.Record.from_json(json.loads(text), DIRECTORY) == original
+
+
+def test_info_has_what_the_e2e_tests_need():
+    described = lab.describe(record(), alive=lambda p: p.role != "manager")
+    assert described["kubeconfig"] == "/run/porterlb/labs/demo/control-plane/kubeconfig"
+    assert described["router_netns"] == "plb-demo-router"
+    assert described["client_netns"] == "plb-demo-client"
+    assert described["eip"] == {"name": "lab-demo", "address": "198.18.64.200-198.18.64.250"}
+    assert [pool["name"] for pool in described["eips"]] == ["lab-demo", "lab-demo-v6"]
+    assert described["nodes"][1] == {
+        "name": "demo-w2",
+        "netns": "plb-demo-w2",
+        "interface": "eth0",
+        "ipv4": "198.18.64.12",
+        "ipv6": "2001:db8:20:1::12",
+        "mac": "02:70:6c:20:01:02",
+        "speaker_metrics": "127.0.0.1:4002",
+    }
+    assert described["router"]["interface"] == plan.ROUTER_LAN_IF
+    alive = {p["role"]: p["alive"] for p in described["processes"]}
+    assert alive == {
+        "control-plane": True,
+        "manager": False,
+        "speaker/demo-w1": True,
+        "kube-proxy": True,
+    }
+    json.dumps(described)  # plain JSON all the way down
+
+
+def test_summary_names_the_exited_processes():
+    text = lab.summary(lab.describe(record(), alive=lambda p: p.role != "manager"))
+    assert "kubeconfig /run/porterlb/labs/demo/control-plane/kubeconfig" in text
+    assert "node demo-w1: netns plb-demo-w1 eth0" in text
+    assert "exited: manager" in text
+
+
+def test_load_tells_an_absent_lab_from_a_half_built_one(tmp_path):
+    assert lab.load("demo", root=tmp_path) is None
+    (tmp_path / "demo").mkdir()
+    with pytest.raises(errors.PorterlbError, match=r"no lab\.json"):
+        lab.load("demo", root=tmp_path)
+    (tmp_path / "demo" / lab.RECORD).write_text(json.dumps(record().to_json()))
+    assert lab.load("demo", root=tmp_path) == lab.Record.from_json(
+        record().to_json(), tmp_path / "demo"
+    )
+
+
+def test_names_are_checked_before_anything_is_touched(tmp_path):
+    with pytest.raises(errors.InvalidSpec):
+        lab.down("../etc", root=tmp_path)
