@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -118,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="nodes",
         action="append",
         required=True,
-        type=kubeproxy_agent.parse_node,
+        type=_lab_node,
         metavar="NODE=NETNS",
         help="a worker: its Node name and network namespace (repeat per worker)",
     )
@@ -194,8 +195,9 @@ failed and, for a process, ends with its log tail."""
 def _run_lab_up(args: argparse.Namespace) -> int:
     try:
         with _SignalScope():
+            started = time.monotonic()
             record = namespace_lab.up(args.name, workers=args.workers, ipv6=args.ipv6)
-            print(namespace_lab.summary(namespace_lab.describe(record, alive=lambda p: True)))
+            print(namespace_lab.headline(record, elapsed=time.monotonic() - started))
             return 0
     except _LAB_ERRORS as error:
         print(f"porterlb lab up: {error}", file=sys.stderr)
@@ -252,6 +254,13 @@ def _run_lab_service(args: argparse.Namespace) -> int:
         print(f"porterlb lab service: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _lab_node(text: str) -> tuple[str, str]:
+    try:
+        return kubeproxy_agent.parse_node(text)
+    except errors.InvalidSpec as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _run_lab_kube_proxy(args: argparse.Namespace) -> int:

@@ -44,11 +44,19 @@ class Service:
     deleting: bool
 
     def annotation(self, *keys: str) -> str | None:
-        """The value of the first of `keys` present (current spelling first, legacy after)."""
+        """The value of the first of `keys` set (current spelling first, legacy after).
+
+        An empty value counts as unset, so ``key: ""`` never hides a legacy key or a field.
+        """
+        found = self.annotated(*keys)
+        return found[1] if found else None
+
+    def annotated(self, *keys: str) -> tuple[str, str] | None:
+        """(key, value) of the first of `keys` set to a non-empty value."""
         found = dict(self.annotations)
         for key in keys:
-            if key in found:
-                return found[key]
+            if found.get(key):
+                return key, found[key]
         return None
 
     def label(self, key: str) -> str | None:
@@ -120,10 +128,10 @@ def wanted(service: Service) -> Wanted:
     Raises InvalidSpec for a protocol annotation other than layer2, an unparsable requested
     IP, or a requested IP of another family than the Service's single IP family.
     """
-    protocol = service.annotation(*wellknown.PROTOCOL)
-    if protocol is not None and protocol != "layer2":
+    protocol = service.annotated(*wellknown.PROTOCOL)
+    if protocol is not None and protocol[1] != "layer2":
         raise errors.InvalidSpec(
-            f"Service {service.key}: annotation {wellknown.PROTOCOL[0]} is {protocol!r};"
+            f"Service {service.key}: annotation {protocol[0]} is {protocol[1]!r};"
             " porterlb serves only layer2"
         )
     family = _family(service)
@@ -151,11 +159,16 @@ def _requested_ip(service: Service) -> IPAddress | None:
     if not text:
         return None
     try:
-        return ipaddress.ip_address(text.strip())
+        ip = ipaddress.ip_address(text.strip())
     except ValueError:
         raise errors.InvalidSpec(
             f"Service {service.key}: {source} {text!r} is not an IP address"
         ) from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        raise errors.InvalidSpec(
+            f"Service {service.key}: {source} {text!r} has a zone; a LoadBalancer IP has none"
+        )
+    return ip
 
 
 def _family(service: Service) -> address.Family | None:

@@ -18,9 +18,11 @@ REQUEST_TIMEOUT = httpx2.Timeout(10.0, connect=5.0)
 """Every non-watch request gives up after 10 s: a stuck request must not stall a worker."""
 
 
-def connect(kubeconfig: Path | None) -> lightkube.AsyncClient:
+def connect(
+    kubeconfig: Path | None, *, timeout: httpx2.Timeout = REQUEST_TIMEOUT
+) -> lightkube.AsyncClient:
     """A client from `kubeconfig`, or the in-cluster service account when it is None."""
     config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_service_account()
     return lightkube.AsyncClient(
-        config=config, field_manager=wellknown.FIELD_MANAGER, timeout=REQUEST_TIMEOUT
+        config=config, field_manager=wellknown.FIELD_MANAGER, timeout=timeout
     )

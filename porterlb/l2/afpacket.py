@@ -6,7 +6,7 @@ ICMPv6 socket never does (MetalLB #2920). A classic BPF filter is attached befor
 bound, so only ARP and bare ICMPv6 NS/NA ever reach Python, and ``PACKET_IGNORE_OUTGOING``
 hides our own transmissions. Solicited-node groups are joined with ``PACKET_ADD_MEMBERSHIP``,
 refcounted because several VIPs share a group. The socket is non-blocking and driven by the
-asyncio loop. OSError is wrapped here, and only here, with the interface name in the message.
+asyncio loop. The socket's OSErrors are wrapped here, with the interface name in the message.
 
 An AF_PACKET socket belongs to the network namespace it was created in, so ``open(netns=...)``
 sets it up through ``porterlb.l2.namespaces``: the lab runs speakers in the host namespace that
@@ -69,7 +69,8 @@ FILTER: Final[tuple[tuple[int, int, int, int], ...]] = (
     (_RET_K, 0, 0, 0x40000),  # accept: up to 256 KiB of the frame
     (_RET_K, 0, 0, 0),  # drop
 )
-"""Accept ARP, and IPv6 whose next header is ICMPv6 with type NS or NA; drop everything else."""
+"""Accept ARP, and IPv6 whose next header is ICMPv6 with type NS or NA; drop everything else.
+ARP replies and NAs pass too: they are how another host claims an IP (conflict detection)."""
 
 
 class _SockFilter(ctypes.Structure):
@@ -118,10 +119,6 @@ class AfPacketConn:
     @property
     def ifname(self) -> str:
         return self._ifname
-
-    @property
-    def ifindex(self) -> int:
-        return self._ifindex
 
     @property
     def mac(self) -> ethernet.MacAddress:

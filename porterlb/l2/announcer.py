@@ -204,7 +204,8 @@ class Announcer:
             used = {entry.ifname for entry in self._entries.values()}
             for name in [name for name in self._links if name not in used]:
                 del self._links[name]
-                tasks.pop(name).cancel()
+                if task := tasks.pop(name, None):  # None: added and removed between two runs
+                    task.cancel()
             for name, link in self._links.items():
                 if name not in tasks:
                     tasks[name] = group.create_task(self._serve(link), name=f"speaker/l2/{name}")

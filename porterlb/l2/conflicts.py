@@ -48,10 +48,6 @@ class Watch:
         self._report_interval = report_interval
         self._last_report: dict[responder.IPAddress, float] = {}
 
-    @property
-    def peer_macs(self) -> frozenset[ethernet.MacAddress]:
-        return self._peer_macs
-
     def set_peer_macs(self, macs: Iterable[ethernet.MacAddress]) -> None:
         """Replace the MACs of the other porterlb speakers."""
         self._peer_macs = frozenset(macs)

@@ -52,11 +52,6 @@ class MacAddress:
             raise ValueError(f"{text!r} is not a MAC address like aa:bb:cc:dd:ee:ff")
         return cls(bytes(int(part, 16) for part in parts))
 
-    @property
-    def is_multicast(self) -> bool:
-        """The I/G bit (least significant bit of the first octet, IEEE 802 §8.2) is set."""
-        return bool(self.octets[0] & 0x01)
-
 
 BROADCAST: Final = MacAddress(b"\xff" * 6)
 ZERO: Final = MacAddress(b"\x00" * 6)

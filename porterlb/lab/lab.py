@@ -6,11 +6,12 @@
    started first because it takes longest, and waited for last;
 2. the namespace network (:func:`porterlb.lab.network.up`) and one backend per worker, in
    the worker's namespace;
-3. once the API is ready: the kube-proxy stand-in (``porterlb lab kube-proxy``), the CRDs,
-   the manager and one ``porterlb speaker`` per worker (all in the host namespace, so they
-   reach the API server on 127.0.0.1; a speaker opens its sockets in its worker's namespace),
-   then the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
-4. it returns once the kube-proxy stand-in has written every worker's table.
+3. once the API is ready: the kube-proxy stand-in (``porterlb lab kube-proxy``), the manager
+   and one ``porterlb speaker`` per worker (all in the host namespace, so they reach the API
+   server on 127.0.0.1; a speaker opens its sockets in its worker's namespace), and while
+   they start, the CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
+4. it returns once the kube-proxy stand-in has written every worker's table and the manager
+   and the speakers serve their metrics (each on a loopback port of its own).
 
 Everything lives under the lab's state directory ``/run/porterlb/labs/NAME/`` (a tmpfs, like
 ``/run/netns``, so a reboot leaves no stale lab behind): ``lab.json`` (the record ``lab info``
@@ -33,8 +34,8 @@ import dataclasses
 import json
 import logging
 import shutil
+import socket
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -64,6 +65,9 @@ READY_TIMEOUT: Final = 30.0
 """Seconds for the kube-proxy stand-in to start (~1 s of imports on 2 loaded cores), list and
 write every table."""
 
+CONNECT_TIMEOUT: Final = 0.5
+"""Seconds for one probe of a metrics port on loopback: it accepts or refuses at once."""
+
 PORTERLB: Final = (sys.executable, "-m", "porterlb.cli")
 
 
@@ -74,9 +78,8 @@ class Record:
     plan: plan.Lab
     directory: Path
     processes: tuple[procs.Process, ...]
-    manager_metrics: str
-    speaker_metrics: Mapping[str, str]
-    """Node name -> ``HOST:PORT`` of its speaker's metrics."""
+    metrics: Mapping[str, str]
+    """Role (``manager``, ``speaker/NODE``) -> ``HOST:PORT`` of its Prometheus metrics."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -84,7 +87,7 @@ class Record:
 
     def process(self, role: str) -> procs.Process:
         """The process of ``role`` (``manager``, ``speaker/NODE``...); KeyError if none."""
-        return next(p for p in self.processes if p.role == role)
+        return {process.role: process for process in self.processes}[role]
 
     def to_json(self) -> dict[str, Any]:
         """What ``lab.json`` holds: what the plan alone does not say."""
@@ -92,8 +95,7 @@ class Record:
             "name": self.plan.name,
             "workers": len(self.plan.nodes),
             "ipv6": self.plan.ipv6,
-            "manager_metrics": self.manager_metrics,
-            "speaker_metrics": dict(self.speaker_metrics),
+            "metrics": dict(self.metrics),
             "processes": [process.to_dict() for process in self.processes],
         }
 
@@ -103,8 +105,7 @@ class Record:
             plan=plan.build(str(data["name"]), int(data["workers"]), ipv6=bool(data["ipv6"])),
             directory=directory,
             processes=tuple(procs.Process.from_dict(entry) for entry in data["processes"]),
-            manager_metrics=str(data["manager_metrics"]),
-            speaker_metrics={str(k): str(v) for k, v in data["speaker_metrics"].items()},
+            metrics={str(role): str(address) for role, address in data["metrics"].items()},
         )
 
 
@@ -182,12 +183,13 @@ def info(name: str, *, root: Path = STATE_ROOT) -> dict[str, Any] | None:
 def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[str, Any]:
     """The ``lab info`` object of ``record``; ``alive`` says which processes still run."""
     lab = record.plan
-    pools = [
-        {"name": pool["metadata"]["name"], "address": pool["spec"]["address"]}
-        for pool in cluster.eips(lab)
-    ]
+    pools = _pools(lab)
     nodes = [
-        {**_endpoint(node), "name": node.name, "speaker_metrics": record.speaker_metrics[node.name]}
+        {
+            **_endpoint(node),
+            "name": node.name,
+            "metrics": record.metrics.get(f"speaker/{node.name}"),
+        }
         for node in lab.nodes
     ]
     return {
@@ -202,12 +204,23 @@ def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[
         "eips": pools,
         "nodes": nodes,
         "backend_port": cluster.BACKEND_PORT,
-        "manager_metrics": record.manager_metrics,
+        "manager_metrics": record.metrics.get("manager"),
         "processes": [
             {"role": p.role, "pid": p.pid, "alive": alive(p), "log": str(p.log)}
             for p in record.processes
         ],
     }
+
+
+def headline(record: Record, *, elapsed: float) -> str:
+    """The one line ``lab up`` prints when the lab is ready."""
+    pools = ", ".join(f"{pool['name']} {pool['address']}" for pool in _pools(record.plan))
+    workers = len(record.plan.nodes)
+    return (
+        f"lab {record.plan.name} ready in {elapsed:.1f} s: {workers} worker"
+        f"{'s' if workers > 1 else ''}, "
+        f"Eip {pools}, kubeconfig {record.kubeconfig}"
+    )
 
 
 def summary(described: Mapping[str, Any]) -> str:
@@ -235,90 +248,107 @@ def kubeconfig_of(directory: Path) -> Path:
 
 
 def _up(lab: plan.Lab, directory: Path) -> Record:
-    started = time.monotonic()
     logs = directory / "logs"
     logs.mkdir(parents=True)
-    plane = procs.start(
-        lab.name,
-        "control-plane",
-        [*PORTERLB, "lab", "control-plane", "--dir", str(directory / "control-plane")],
-        logs / "control-plane.log",
-    )
+    plane_argv = ["lab", "control-plane", "--dir", str(directory / "control-plane")]
+    plane = _start(lab, "control-plane", [*PORTERLB, *plane_argv], logs)
     network.up(lab)
-    running = [plane]
-    for node in lab.nodes:
-        argv = [sys.executable, "-u", "-m", backend.MODULE, "--node", node.name,
-                "--port", str(cluster.BACKEND_PORT)]  # fmt: skip
-        log_path = logs / f"backend-{node.name}.log"
-        role = f"backend/{node.name}"
-        running.append(procs.start(lab.name, role, argv, log_path, namespace=node.netns))
-    for process in running[1:]:
+    backends = [
+        _start(lab, f"backend/{node.name}", _backend_argv(node), logs, namespace=node.netns)
+        for node in lab.nodes
+    ]
+    for process in backends:
         _wait_logged(lab, process, BACKEND_READY, timeout=backend.READY_TIMEOUT)
     _wait_logged(lab, plane, CONTROL_PLANE_READY, timeout=CONTROL_PLANE_TIMEOUT)
 
     kubeconfig = kubeconfig_of(directory)
-    manager_metrics = f"127.0.0.1:{controlplane.free_port()}"
-    speaker_metrics: dict[str, str] = {
-        node.name: f"127.0.0.1:{controlplane.free_port()}" for node in lab.nodes
-    }
     ready_file = directory / "kube-proxy.ready"
     workers = [arg for node in lab.nodes for arg in ("--node", f"{node.name}={node.netns}")]
-    proxy = procs.start(
-        lab.name,
-        "kube-proxy",
-        [*PORTERLB, "lab", "kube-proxy", "--kubeconfig", str(kubeconfig),
-         "--ready-file", str(ready_file), *workers],
-        logs / "kube-proxy.log",
-    )  # fmt: skip
-    running.append(proxy)
-
-    def start_porterlb() -> None:
-        """The manager and the speakers: started once the CRDs exist, so they list Eips."""
-        running.append(
-            procs.start(
-                lab.name,
-                "manager",
-                [*PORTERLB, "manager", "--kubeconfig", str(kubeconfig),
-                 "--metrics-addr", manager_metrics],
-                logs / "manager.log",
-            )
-        )  # fmt: skip
-        for node in lab.nodes:
-            argv = [*PORTERLB, "speaker", "--node-name", node.name, "--kubeconfig",
-                    str(kubeconfig), "--netns", node.netns,
-                    "--metrics-addr", speaker_metrics[node.name]]  # fmt: skip
-            log_path = logs / f"speaker-{node.name}.log"
-            running.append(procs.start(lab.name, f"speaker/{node.name}", argv, log_path))
-
-    asyncio.run(_populate(lab, kubeconfig, start_porterlb))
+    proxy_argv = ["lab", "kube-proxy", "--kubeconfig", str(kubeconfig),
+                  "--ready-file", str(ready_file), *workers]  # fmt: skip
+    proxy = _start(lab, "kube-proxy", [*PORTERLB, *proxy_argv], logs)
+    # Started before the CRDs exist, so that their imports overlap the install: a list of
+    # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
+    roles = _start_porterlb(lab, kubeconfig, logs)
+    asyncio.run(_populate(lab, kubeconfig))
     _wait(lab, proxy, ready_file.exists, timeout=READY_TIMEOUT)
-
+    _await_porterlb(lab, roles)
     record = Record(
         plan=lab,
         directory=directory,
-        processes=tuple(running),
-        manager_metrics=manager_metrics,
-        speaker_metrics=speaker_metrics,
+        processes=(plane, *backends, proxy, *roles),
+        metrics={process.role: address for process, address in roles.items()},
     )
     scratch = directory / f".{RECORD}.tmp"
     scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
     scratch.replace(directory / RECORD)
-    for process in record.processes:
-        if not procs.alive(process):
-            log.warning(
-                "lab %s: %s (pid %d) has exited; see %s%s",
-                lab.name, process.role, process.pid, process.log, _tail(process.log),
-            )  # fmt: skip
-    log.info("lab %s: up in %.1f s", lab.name, time.monotonic() - started)
     return record
 
 
-async def _populate(lab: plan.Lab, kubeconfig: Path, start_porterlb: Callable[[], None]) -> None:
+async def _populate(lab: plan.Lab, kubeconfig: Path) -> None:
     async with kube_client.connect(kubeconfig) as client:
         await crds.install(client)
-        start_porterlb()
-        await cluster.register_nodes(client, lab)
-        await cluster.create_eips(client, lab)
+        await asyncio.gather(cluster.register_nodes(client, lab), cluster.create_eips(client, lab))
+
+
+def _start(
+    lab: plan.Lab, role: str, argv: list[str], logs: Path, *, namespace: str | None = None
+) -> procs.Process:
+    log_path = logs / f"{role.replace('/', '-')}.log"
+    return procs.start(lab.name, role, argv, log_path, namespace=namespace)
+
+
+def _start_porterlb(lab: plan.Lab, kubeconfig: Path, logs: Path) -> dict[procs.Process, str]:
+    """The manager and one speaker per worker, each serving metrics on a loopback port of its
+    own (several labs share the host namespace); process -> metrics address."""
+    commands = {"manager": ["manager"]}
+    commands |= {
+        f"speaker/{node.name}": ["speaker", "--node-name", node.name, "--netns", node.netns]
+        for node in lab.nodes
+    }
+    started = {}
+    for role, command in commands.items():
+        address = f"127.0.0.1:{controlplane.free_port()}"
+        argv = [*PORTERLB, *command, "--kubeconfig", str(kubeconfig), "--metrics-addr", address]
+        started[_start(lab, role, argv, logs)] = address
+    return started
+
+
+def _backend_argv(node: plan.Node) -> list[str]:
+    port = str(cluster.BACKEND_PORT)
+    return [sys.executable, "-u", "-m", backend.MODULE, "--node", node.name, "--port", port]
+
+
+def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
+    """Wait until each of porterlb's processes serves its metrics (it got past its start) or
+    has exited; warn about those that exited or never served."""
+    pending = dict(roles)
+
+    def settled() -> bool:
+        for process, address in list(pending.items()):
+            if not procs.alive(process) or _serving(address):
+                del pending[process]
+        return not pending
+
+    with contextlib.suppress(netns.LabError):
+        netns.wait_until(settled, timeout=READY_TIMEOUT, what="porterlb's processes")
+    for process in roles:
+        if not procs.alive(process) or process in pending:
+            state = "is not serving metrics" if process in pending else "has exited"
+            log.warning(
+                "lab %s: %s (pid %d) %s; see %s%s",
+                lab.name, process.role, process.pid, state, process.log, _tail(process.log),
+            )  # fmt: skip
+
+
+def _serving(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT),
+    ):
+        return True
+    return False
 
 
 def _wait_logged(lab: plan.Lab, process: procs.Process, line: str, *, timeout: float) -> None:
@@ -353,6 +383,13 @@ def _tail(path: Path, lines: int = 20) -> str:
         if text:
             return ":\n" + "\n".join(text)
     return ""
+
+
+def _pools(lab: plan.Lab) -> list[dict[str, str]]:
+    return [
+        {"name": pool["metadata"]["name"], "address": pool["spec"]["address"]}
+        for pool in cluster.eips(lab)
+    ]
 
 
 def _endpoint(endpoint: plan.Endpoint) -> dict[str, Any]:

@@ -110,14 +110,17 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
     before = ctx.alloc.holding(service.key)
     try:
         wanted = svc.wanted(service)
-        pool = selection.choose(
-            service,
-            wanted,
-            ctx.eips,
-            usable=lambda eip: eip.name in ctx.usable,
-            full=lambda name: _full(ctx.alloc, name),
-            namespace_labels=ctx.namespace_labels,
-        )
+        if before is not None and _still_fits(before, wanted, ctx):
+            pool = before.pool  # never move traffic because a better pool appeared
+        else:
+            pool = selection.choose(
+                service,
+                wanted,
+                ctx.eips,
+                usable=lambda eip: eip.name in ctx.usable,
+                full=lambda name: _full(ctx.alloc, name),
+                namespace_labels=ctx.namespace_labels,
+            )
         sharing = (
             allocator.Sharing(key=wanted.sharing_key, ports=service.ports)
             if wanted.sharing_key
@@ -150,7 +153,22 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
         ingress=(ip,) if service.ingress != (ip,) else None,
         reports=reports,
         freed=moved,
-        pools=_pools(before) | _pools(held),
+        pools=_pools(before) | _pools(held) if before != held else frozenset(),
+    )
+
+
+def _still_fits(held: allocator.Allocation, wanted: svc.Wanted, ctx: Context) -> bool:
+    """Whether the Service keeps the pool it draws from: it asks for nothing else.
+
+    A Service stays where it is while its pool exists, even when disabled (a disabled pool
+    keeps what it has), or when a pool bound to its namespace appears: moving an IP breaks
+    every connection through it, so only an explicit request moves one.
+    """
+    return (
+        held.pool in ctx.usable
+        and wanted.pool in (None, held.pool)
+        and wanted.ip in (None, held.ip)
+        and wanted.family in (None, held.ip.version)
     )
 
 

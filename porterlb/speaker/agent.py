@@ -20,7 +20,7 @@ from typing import Final
 import lightkube
 
 from porterlb import errors
-from porterlb.api import address, reasons
+from porterlb.api import address, reasons, wellknown
 from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName
@@ -62,6 +62,12 @@ class Speaker:
         self.links: dict[PoolName, str | None] = {}
         """Pool -> interface name, or None when this node lacks it (reported)."""
         self._announced: set[address.IPAddress] = set()
+        self._recorded: dict[str, str] = {}
+        """Service key -> the announcing node last recorded on it, to tell a move from a start."""
+        self._moved_in: set[address.IPAddress] = set()
+        """IPs that moved here from another node since the last sync: announced without a
+        probe, since porterlb itself answered for them a moment ago and a failover must not
+        wait (the old node may even still answer the probe)."""
         self._said: dict[PoolName, str] = {}
         self._dirty = asyncio.Event()
 
@@ -78,6 +84,12 @@ class Speaker:
     def _service_changed(self, key: str) -> None:
         obj = self.services.cache.get(key)
         found = assignments.read(obj, self.node) if obj is not None else ()
+        node = svc.parse(obj).annotation(wellknown.ANNOUNCED_BY) if obj is not None else None
+        before = self._recorded.pop(key, None)
+        if node is not None:
+            self._recorded[key] = node
+        if found and before is not None and before != self.node:
+            self._moved_in.update(ip for ip, _ in found)
         if found or key in self.assigned:
             if found:
                 self.assigned[key] = found
@@ -109,10 +121,12 @@ class Speaker:
             for ip, pool in pairs:
                 ifname = await self._interface(pool)
                 if ifname is not None:
-                    # Probe before the first announcement of an IP by this speaker (RFC 5227).
-                    wanted[ip] = announcer.Announcement(ifname, probe=ip not in self._announced)
+                    # Probe before an IP is first announced in the cluster (RFC 5227).
+                    fresh = ip not in self._announced and ip not in self._moved_in
+                    wanted[ip] = announcer.Announcement(ifname, probe=fresh)
         self.announcer.update(wanted)
         self._announced = set(wanted)
+        self._moved_in.clear()
 
     async def _interface(self, pool: PoolName) -> str | None:
         if pool in self.links:

@@ -54,6 +54,18 @@ class Speaker:
         """Make ``ips`` the whole announced set (none: release everything)."""
         self.announcer.update({ip: announcer.Announcement(self.node.ifname, probe) for ip in ips})
 
+    async def announced(self, target: IPAddress) -> None:
+        """Wait until the first gratuitous frame for ``target`` is out: the socket is open.
+
+        Until then a router's request goes unanswered, and the gratuitous frame that follows
+        makes its entry STALE rather than REACHABLE; a test of answers waits for this first.
+        """
+
+        async def sent() -> bool:
+            return gratuitous_sent(target) > 0
+
+        await eventually(sent, what=f"the first announcement of {target}")
+
 
 def fresh_name() -> str:
     """A lab name no running lab uses and whose address index none has."""
@@ -102,9 +114,15 @@ def pool_ip(lab: plan.Lab, family: int, offset: int) -> IPAddress:
     return pool[0] + offset
 
 
-async def ip(netns_name: str | None, *argv: str) -> str:
-    """Run iproute2 off the event loop, which must stay free to answer ARP and NDP."""
-    return await asyncio.to_thread(netns.run, netns_name, ["ip", *argv])
+async def ip(netns_name: str | None, command: str) -> str:
+    """Run ``ip COMMAND`` off the event loop, which must stay free to answer ARP and NDP."""
+    return await asyncio.to_thread(netns.run, netns_name, ["ip", *command.split()])
+
+
+async def neigh(lab: plan.Lab, command: str, target: IPAddress, *options: str) -> str:
+    """``ip neigh COMMAND TARGET dev lan0 OPTIONS`` in the router's namespace."""
+    line = f"{command} {target} dev {plan.ROUTER_LAN_IF} {' '.join(options)}"
+    return await ip(lab.router_netns, f"-j neigh {line}")
 
 
 async def poke(lab: plan.Lab, target: IPAddress) -> None:
@@ -120,19 +138,17 @@ async def poke(lab: plan.Lab, target: IPAddress) -> None:
 
 async def entry(lab: plan.Lab, target: IPAddress) -> dict[str, Any] | None:
     """The router's neighbour entry for ``target`` on its LAN leg, if it has one."""
-    found = await ip(None, "-j", "-n", lab.router_netns, "neigh", "show", str(target), "dev",
-                     plan.ROUTER_LAN_IF)  # fmt: skip
-    entries: list[dict[str, Any]] = json.loads(found)
+    entries: list[dict[str, Any]] = json.loads(await neigh(lab, "show", target))
     return entries[0] if entries else None
 
 
 async def set_state(lab: plan.Lab, target: IPAddress, state: str) -> None:
-    await ip(None, "-n", lab.router_netns, "neigh", "change", str(target), "dev",
-             plan.ROUTER_LAN_IF, "nud", state)  # fmt: skip
+    await neigh(lab, "change", target, "nud", state)
 
 
-async def wait_for_entry(lab: plan.Lab, target: IPAddress, *, state: str, mac: str | None = None,
-                         what: str) -> dict[str, Any]:  # fmt: skip
+async def wait_for_entry(
+    lab: plan.Lab, target: IPAddress, *, state: str, mac: str | None = None, what: str
+) -> dict[str, Any]:
     """Wait until the router's entry is in ``state`` (with ``mac``, if given)."""
 
     async def matches() -> dict[str, Any] | None:
@@ -155,17 +171,24 @@ def gratuitous_sent(target: IPAddress) -> float:
 async def test_router_resolves_an_assigned_ip_to_the_worker(lab, speaker, family):
     target = pool_ip(lab, family, 0)
     speaker.announce(target)
+    await speaker.announced(target)
     await poke(lab, target)
     # REACHABLE, not STALE: the answer was a reply unicast to the router (a broadcast reply
     # or a request would only make the entry STALE, net/ipv4/arp.c arp_process).
-    await wait_for_entry(lab, target, state="REACHABLE", mac=str(speaker.node.mac),
-                         what=f"the router to resolve {target} to worker 1")  # fmt: skip
+    await wait_for_entry(
+        lab,
+        target,
+        state="REACHABLE",
+        mac=str(speaker.node.mac),
+        what=f"the router to resolve {target} to worker 1",
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 async def test_unicast_probe_is_answered(lab, speaker, family):
     target = pool_ip(lab, family, 1)
     speaker.announce(target)
+    await speaker.announced(target)
     await poke(lab, target)
     await wait_for_entry(lab, target, state="REACHABLE", what=f"{target} to resolve")
     await set_state(lab, target, "stale")
@@ -186,8 +209,9 @@ async def test_unassigned_pool_ip_is_not_answered(lab, speaker, family):
     speaker.announce(pool_ip(lab, family, 0))  # the speaker is busy, just not with this IP
     target = pool_ip(lab, family, 2)
     await poke(lab, target)
-    found = await wait_for_entry(lab, target, state="FAILED",
-                                 what=f"the router to give up on {target}")  # fmt: skip
+    found = await wait_for_entry(
+        lab, target, state="FAILED", what=f"the router to give up on {target}"
+    )
     assert "lladdr" not in found
 
 
@@ -195,12 +219,14 @@ async def test_unassigned_pool_ip_is_not_answered(lab, speaker, family):
 async def test_release_stops_answers(lab, speaker, family):
     target = pool_ip(lab, family, 3)
     speaker.announce(target)
+    await speaker.announced(target)
     await poke(lab, target)
     await wait_for_entry(lab, target, state="REACHABLE", what=f"{target} to resolve")
     speaker.announce()
     await set_state(lab, target, "probe")
-    await wait_for_entry(lab, target, state="FAILED",
-                         what=f"the router's probes for released {target} to fail")  # fmt: skip
+    await wait_for_entry(
+        lab, target, state="FAILED", what=f"the router's probes for released {target} to fail"
+    )
     await poke(lab, target)  # and a fresh resolution gets no answer either
     await wait_for_entry(lab, target, state="FAILED", what=f"{target} to stay unresolved")
 
@@ -209,13 +235,17 @@ async def test_release_stops_answers(lab, speaker, family):
 async def test_gratuitous_announcement_moves_an_existing_entry(lab, speaker, family):
     target = pool_ip(lab, family, 4)
     old = lab.nodes[1].mac
-    await ip(None, "-n", lab.router_netns, "neigh", "replace", str(target), "lladdr", str(old),
-             "dev", plan.ROUTER_LAN_IF, "nud", "stale")  # fmt: skip
+    await neigh(lab, "replace", target, "lladdr", str(old), "nud", "stale")
     # No traffic goes to the IP, so only the unsolicited announcement can move the entry
     # (arp_accept=0 and accept_untracked_na=0: it may update, never create).
     speaker.announce(target)
-    await wait_for_entry(lab, target, state="STALE", mac=str(speaker.node.mac),
-                         what=f"the router's entry for {target} to move to worker 1")  # fmt: skip
+    await wait_for_entry(
+        lab,
+        target,
+        state="STALE",
+        mac=str(speaker.node.mac),
+        what=f"the router's entry for {target} to move to worker 1",
+    )
     assert gratuitous_sent(target) > 0
 
 
@@ -224,7 +254,7 @@ async def test_probe_finds_a_foreign_host_and_nothing_is_announced(lab, speaker,
     target = pool_ip(lab, family, 5)
     foreign = lab.nodes[1]
     prefix = 32 if family == 4 else 128
-    await ip(foreign.netns, "address", "add", f"{target}/{prefix}", "dev", foreign.ifname)
+    await ip(foreign.netns, f"address add {target}/{prefix} dev {foreign.ifname}")
     try:
         speaker.announce(target, probe=True)
         report = await asyncio.wait_for(speaker.conflicts.get(), timeout=10.0)
@@ -232,10 +262,15 @@ async def test_probe_finds_a_foreign_host_and_nothing_is_announced(lab, speaker,
         assert speaker.announcer.owns(target, speaker.node.ifname) is responder.Ownership.NONE
         assert gratuitous_sent(target) == 0
         await poke(lab, target)  # only the foreign host's kernel answers
-        await wait_for_entry(lab, target, state="REACHABLE", mac=str(foreign.mac),
-                             what=f"the router to resolve {target} to the foreign host")  # fmt: skip
+        await wait_for_entry(
+            lab,
+            target,
+            state="REACHABLE",
+            mac=str(foreign.mac),
+            what=f"the router to resolve {target} to the foreign host",
+        )
     finally:
-        await ip(foreign.netns, "address", "del", f"{target}/{prefix}", "dev", foreign.ifname)
+        await ip(foreign.netns, f"address del {target}/{prefix} dev {foreign.ifname}")
 
 
 @pytest.mark.parametrize(

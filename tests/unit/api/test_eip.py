@@ -160,8 +160,12 @@ def test_default_pool_only_when_true(annotations, want):
         pytest.param({"disable": False}, "disabled", False, id="enable"),
         pytest.param({"priority": -3}, "priority", -3, id="priority-negative"),
         pytest.param({"priority": 100}, "priority", 100, id="priority"),
-        pytest.param({"interface": "can_reach:198.18.0.1"}, "interface", "can_reach:198.18.0.1",
-                     id="interface"),
+        pytest.param(
+            {"interface": "can_reach:198.18.0.1"},
+            "interface",
+            "can_reach:198.18.0.1",
+            id="interface",
+        ),
         pytest.param({"namespaces": []}, "namespaces", frozenset(), id="namespaces-empty"),
         pytest.param({"namespaces": ["a", "b"]}, "namespaces", frozenset({"a", "b"}), id="ns"),
         pytest.param({"namespaceSelector": {}}, "namespace_selector", (), id="selector-empty"),
@@ -426,4 +430,3 @@ def test_selector_matches_any_superset(selector, extra):
     missing = dict(selector)
     missing.pop(next(iter(selector)))
     assert pool.selects_namespace("ns", missing) is False
-

@@ -194,7 +194,9 @@ def test_annotation_returns_first_present_key():
     service = parsed(annotations={"b": "2", "c": "3", "empty": ""})
     assert service.annotation("a", "b", "c") == "2"
     assert service.annotation("c", "b") == "3"
-    assert service.annotation("empty", "b") == ""  # present but empty still wins
+    assert service.annotation("empty", "b") == "2"  # empty counts as unset
+    assert service.annotation("empty") is None
+    assert service.annotated("empty", "c") == ("c", "3")
     assert service.annotation("a") is None
     assert service.annotation() is None
 
@@ -215,7 +217,7 @@ def test_parse_keeps_annotations_and_labels(annotations, labels):
     assert dict(service.labels) == labels
     assert list(service.annotations) == sorted(annotations.items())
     for key, value in annotations.items():
-        assert service.annotation(key) == value
+        assert service.annotation(key) == (value or None)
     for key, value in labels.items():
         assert service.label(key) == value
 
@@ -413,12 +415,6 @@ def test_wanted(kwargs, want):
             id="protocol-wrong-case",
         ),
         pytest.param(
-            {"annotations": {PROTOCOL_NOW: ""}},
-            "Service shop/web: annotation protocol.openelb.kubesphere.io/v1alpha1 is '';"
-            " porterlb serves only layer2",
-            id="protocol-empty",
-        ),
-        pytest.param(
             {"annotations": {PROTOCOL_NOW: "bgp", PROTOCOL_OLD: "layer2"}},
             "Service shop/web: annotation protocol.openelb.kubesphere.io/v1alpha1 is 'bgp';"
             " porterlb serves only layer2",
@@ -470,9 +466,26 @@ def test_wanted_rejects(kwargs, message):
 
 
 def test_wanted_rejects_legacy_protocol():
-    """The legacy spelling is enforced too (its message names the current spelling)."""
-    with pytest.raises(errors.InvalidSpec, match=r"is 'bgp'; porterlb serves only layer2$"):
+    """The legacy spelling is enforced too, and the message names the key the Service has."""
+    with pytest.raises(errors.InvalidSpec) as raised:
         svc.wanted(parsed(annotations={PROTOCOL_OLD: "bgp"}))
+    assert str(raised.value) == (
+        f"Service shop/web: annotation {PROTOCOL_OLD} is 'bgp'; porterlb serves only layer2"
+    )
+
+
+def test_wanted_rejects_a_zoned_ip():
+    with pytest.raises(errors.InvalidSpec) as raised:
+        svc.wanted(parsed(lb_ip="fe80::1%eth0"))
+    assert str(raised.value) == (
+        "Service shop/web: spec.loadBalancerIP 'fe80::1%eth0' has a zone;"
+        " a LoadBalancer IP has none"
+    )
+
+
+def test_an_empty_requested_ip_annotation_does_not_hide_the_spec_field():
+    found = svc.wanted(parsed(annotations={wellknown.REQUESTED_IP: ""}, lb_ip="198.18.0.7"))
+    assert str(found.ip) == "198.18.0.7"
 
 
 IPS = st.one_of(

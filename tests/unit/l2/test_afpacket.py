@@ -1,5 +1,5 @@
 """The socket's classic BPF program, run by a tiny interpreter: the filter is data, so its
-logic is tested without root. The socket itself is tested in tests/e2e/test_l2_netns.py."""
+logic is tested without root. The socket itself is tested in tests/e2e/test_l2_announcer.py."""
 
 import pytest
 

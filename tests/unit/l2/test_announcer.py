@@ -283,6 +283,16 @@ async def test_move_between_interfaces_closes_the_unused_one():
     assert len(eth0.sent) == 1
 
 
+async def test_interface_added_and_dropped_at_once_is_never_opened():
+    node = Node()
+    async with running(node):
+        announce(node, samples.VIP4, "eth1")
+        node.announcer.update({})
+        announce(node, samples.VIP6, "eth0")
+        assert await node.conn("eth0").next_sent() == ndp.unsolicited(samples.OUR_MAC, samples.VIP6)
+    assert node.opens == 1
+
+
 async def test_open_is_retried():
     node = Node(fail=2)
     eth0 = node.conn("eth0")

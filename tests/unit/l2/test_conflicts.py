@@ -32,7 +32,6 @@ def test_is_foreign(mac, foreign):
 def test_peer_macs_are_replaced():
     watch = conflicts.Watch(peer_macs=[samples.PEER_MAC], report_interval=30.0)
     watch.set_peer_macs([samples.STRANGER_MAC])
-    assert watch.peer_macs == {samples.STRANGER_MAC}
     assert watch.is_foreign(responder.Claim(samples.VIP4, samples.PEER_MAC), samples.OUR_MAC)
     assert not watch.is_foreign(
         responder.Claim(samples.VIP4, samples.STRANGER_MAC), samples.OUR_MAC

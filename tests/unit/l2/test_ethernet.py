@@ -42,18 +42,6 @@ def test_mac_needs_six_octets():
 
 
 @pytest.mark.parametrize(
-    ("mac", "multicast"),
-    [
-        pytest.param(ethernet.BROADCAST, True, id="broadcast"),
-        pytest.param(ethernet.MacAddress.parse("33:33:00:00:00:01"), True, id="ipv6-all-nodes"),
-        pytest.param(samples.OUR_MAC, False, id="unicast"),
-    ],
-)
-def test_mac_is_multicast(mac, multicast):
-    assert mac.is_multicast is multicast
-
-
-@pytest.mark.parametrize(
     ("group", "mac"),
     [
         pytest.param("ff02::1", "33:33:00:00:00:01", id="all-nodes"),

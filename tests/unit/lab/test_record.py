@@ -21,8 +21,11 @@ def record(ipv6: bool = True) -> lab.Record:
         plan=layout,
         directory=DIRECTORY,
         processes=running,
-        manager_metrics="127.0.0.1:4000",
-        speaker_metrics={"demo-w1": "127.0.0.1:4001", "demo-w2": "127.0.0.1:4002"},
+        metrics={
+            "manager": "127.0.0.1:4000",
+            "speaker/demo-w1": "127.0.0.1:4001",
+            "speaker/demo-w2": "127.0.0.1:4002",
+        },
     )
 
 
@@ -47,7 +50,7 @@ def test_info_has_what_the_e2e_tests_need():
         "ipv4": "198.18.64.12",
         "ipv6": "2001:db8:20:1::12",
         "mac": "02:70:6c:20:01:02",
-        "speaker_metrics": "127.0.0.1:4002",
+        "metrics": "127.0.0.1:4002",
     }
     assert described["router"]["interface"] == plan.ROUTER_LAN_IF
     alive = {p["role"]: p["alive"] for p in described["processes"]}
@@ -81,3 +84,10 @@ def test_load_tells_an_absent_lab_from_a_half_built_one(tmp_path):
 def test_names_are_checked_before_anything_is_touched(tmp_path):
     with pytest.raises(errors.InvalidSpec):
         lab.down("../etc", root=tmp_path)
+
+
+def test_headline_is_one_line_with_the_pools_and_the_kubeconfig():
+    line = lab.headline(record(), elapsed=11.26)
+    assert "\n" not in line
+    assert line.startswith("lab demo ready in 11.3 s: 2 workers, Eip lab-demo 198.18.64.200-")
+    assert line.endswith("kubeconfig /run/porterlb/labs/demo/control-plane/kubeconfig")
