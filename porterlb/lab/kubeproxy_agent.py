@@ -1,22 +1,28 @@
 """The kube-proxy stand-in process: Services and EndpointSlices in, nftables DNAT out.
 
-Run as ``porterlb lab kube-proxy --kubeconfig K --node NAME=NETNS ...``: one process for the
-whole lab (it lives in the host namespace, next to the API server on loopback, and reaches
-each worker's ruleset with ``nft`` run in the worker's namespace), where a cluster runs one
-kube-proxy per node. Two reflectors keep Services and EndpointSlices cached; any change marks
+``python -m porterlb.lab.kubeproxy_agent --kubeconfig K --node NAME=NETNS ...`` is one process
+for the whole lab, where a cluster runs one kube-proxy per node: it lives in the host namespace,
+next to the API server on loopback, and reaches each worker's ruleset with ``nft`` run in the
+worker's namespace. It is not a ``porterlb`` subcommand because this module imports ~0.7 s of
+CPU where the whole CLI costs ~2 s, on the path of every ``lab up``.
+
+Two reflectors keep Services and EndpointSlices cached; any change marks
 the state dirty, and one sync task recomputes every node's forwards
 (:func:`porterlb.lab.kubeproxy_rules.forwards`) and rewrites the tables that differ from what
 it last wrote (:func:`porterlb.lab.kubeproxy.sync`, one atomic ``nft -f`` each). Changes that
 arrive while a sync runs are folded into the next one: it always reads the newest cache.
 
 After the first complete sync (every worker has its table, empty or not) it creates the
-``--ready-file``, which is what ``lab up`` waits for.
+``--ready-file``, which is what ``lab up`` waits for. SIGTERM ends it at once (the default
+action): it holds nothing but the worker tables, which go with the lab's namespaces.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -25,6 +31,7 @@ import lightkube
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from porterlb import errors
+from porterlb.kube import client as kube_client
 from porterlb.kube import reflector, resources
 from porterlb.lab import kubeproxy, kubeproxy_rules
 
@@ -122,5 +129,44 @@ def parse_node(text: str) -> tuple[str, str]:
     return name, namespace
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stand-in until killed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument(
+        "--node",
+        dest="nodes",
+        action="append",
+        required=True,
+        type=_node_argument,
+        metavar="NODE=NETNS",
+        help="a worker: its Node name and network namespace (once per worker)",
+    )
+    parser.add_argument("--ready-file", type=Path, help="created after the first full sync")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per request otherwise
+
+    async def serve() -> None:
+        async with kube_client.connect(args.kubeconfig) as client:
+            await Agent(client, dict(args.nodes), ready_file=args.ready_file).run()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _node_argument(text: str) -> tuple[str, str]:
+    try:
+        return parse_node(text)
+    except errors.InvalidSpec as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _host(ip: kubeproxy_rules.IPAddress) -> str:
     return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,11 +2,11 @@
 
 ``lab up --name NAME`` builds, in this order, overlapping the slow parts:
 
-1. the control plane: ``porterlb lab control-plane`` (etcd + kube-apiserver on loopback),
-   started first because it takes longest, and waited for last;
+1. the control plane (:mod:`porterlb.lab.controlplane_main`: etcd + kube-apiserver on
+   loopback), started first because it takes longest, and waited for last;
 2. the namespace network (:func:`porterlb.lab.network.up`) and one backend per worker, in
    the worker's namespace;
-3. once the API is ready: the kube-proxy stand-in (``porterlb lab kube-proxy``), the manager
+3. once the API is ready: the kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the manager
    and one ``porterlb speaker`` per worker (all in the host namespace, so they reach the API
    server on 127.0.0.1; a speaker opens its sockets in its worker's namespace), and while
    they start, the CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
@@ -41,7 +41,18 @@ from pathlib import Path
 from typing import Any, Final
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import backend, binaries, cluster, controlplane, crds, netns, network, plan
+from porterlb.lab import (
+    backend,
+    binaries,
+    cluster,
+    controlplane,
+    controlplane_main,
+    crds,
+    kubeproxy_agent,
+    netns,
+    network,
+    plan,
+)
 from porterlb.lab import processes as procs
 
 log = logging.getLogger(__name__)
@@ -50,9 +61,6 @@ STATE_ROOT: Final = Path("/run/porterlb/labs")
 """One directory per lab; the root itself is left in place, as ``/run/netns`` is."""
 
 RECORD: Final = "lab.json"
-
-CONTROL_PLANE_READY: Final = "control plane ready:"
-"""What ``porterlb lab control-plane`` prints once kube-apiserver answers ``/readyz``."""
 
 BACKEND_READY: Final = "serving on"
 """What a backend prints once it listens (``porterlb.lab.backend``)."""
@@ -68,7 +76,12 @@ write every table."""
 CONNECT_TIMEOUT: Final = 0.5
 """Seconds for one probe of a metrics port on loopback: it accepts or refuses at once."""
 
-PORTERLB: Final = (sys.executable, "-m", "porterlb.cli")
+PYTHON: Final = (sys.executable, "-u", "-m")
+"""How lab processes start: this interpreter (the venv's), unbuffered so logs are current."""
+
+PORTERLB: Final = (*PYTHON, "porterlb.cli")
+"""porterlb's own roles run as they would in a cluster: ``porterlb manager``, ``porterlb
+speaker``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,8 +263,8 @@ def kubeconfig_of(directory: Path) -> Path:
 def _up(lab: plan.Lab, directory: Path) -> Record:
     logs = directory / "logs"
     logs.mkdir(parents=True)
-    plane_argv = ["lab", "control-plane", "--dir", str(directory / "control-plane")]
-    plane = _start(lab, "control-plane", [*PORTERLB, *plane_argv], logs)
+    plane_argv = [*PYTHON, controlplane_main.__name__, str(directory / "control-plane")]
+    plane = _start(lab, "control-plane", plane_argv, logs)
     network.up(lab)
     backends = [
         _start(lab, f"backend/{node.name}", _backend_argv(node), logs, namespace=node.netns)
@@ -259,14 +272,14 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     ]
     for process in backends:
         _wait_logged(lab, process, BACKEND_READY, timeout=backend.READY_TIMEOUT)
-    _wait_logged(lab, plane, CONTROL_PLANE_READY, timeout=CONTROL_PLANE_TIMEOUT)
+    _wait_logged(lab, plane, controlplane_main.READY, timeout=CONTROL_PLANE_TIMEOUT)
 
     kubeconfig = kubeconfig_of(directory)
     ready_file = directory / "kube-proxy.ready"
     workers = [arg for node in lab.nodes for arg in ("--node", f"{node.name}={node.netns}")]
-    proxy_argv = ["lab", "kube-proxy", "--kubeconfig", str(kubeconfig),
+    proxy_argv = [*PYTHON, kubeproxy_agent.__name__, "--kubeconfig", str(kubeconfig),
                   "--ready-file", str(ready_file), *workers]  # fmt: skip
-    proxy = _start(lab, "kube-proxy", [*PORTERLB, *proxy_argv], logs)
+    proxy = _start(lab, "kube-proxy", proxy_argv, logs)
     # Started before the CRDs exist, so that their imports overlap the install: a list of
     # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
     roles = _start_porterlb(lab, kubeconfig, logs)
@@ -316,7 +329,7 @@ def _start_porterlb(lab: plan.Lab, kubeconfig: Path, logs: Path) -> dict[procs.P
 
 def _backend_argv(node: plan.Node) -> list[str]:
     port = str(cluster.BACKEND_PORT)
-    return [sys.executable, "-u", "-m", backend.MODULE, "--node", node.name, "--port", port]
+    return [*PYTHON, backend.MODULE, "--node", node.name, "--port", port]
 
 
 def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:

@@ -1,15 +1,15 @@
 """The processes of a lab that outlive the command that started them: start, find, stop.
 
-``lab up`` returns while the lab keeps running, so every process it starts in the host
-namespace (the control plane, the manager, the speakers, the kube-proxy stand-in) is
-*detached*, in a session of its own, so that neither the end of ``lab up`` nor a Ctrl-C in
-its terminal reaches it, and carries the environment variable ``PORTERLB_LAB=<lab name>``.
-The variable is what :func:`members` looks for in ``/proc/PID/environ``, so ``lab down``
-finds every process of a lab with no record at all: the children of a process (etcd and
-kube-apiserver under the control-plane process) inherit it, a ``lab up`` killed before it
-wrote its record leaves nothing unfindable, and a process that merely mentions the lab (a
-``tail -f`` of one of its logs) never matches. Processes inside a worker's namespace (the
-backends) need no mark: ``network.down`` ends everything in a lab's namespaces.
+``lab up`` returns while the lab keeps running, so every process it starts (the control
+plane, the manager, the speakers, the kube-proxy stand-in, the backends in the workers'
+namespaces) is *detached*, in a session of its own, so that neither the end of ``lab up`` nor
+a Ctrl-C in its terminal reaches it, and carries the environment variables
+``PORTERLB_LAB=<lab name>`` and ``PORTERLB_LAB_ROLE=<role>``. They are what :func:`members`
+looks for in ``/proc/PID/environ``, so ``lab down`` finds every process of a lab with no
+record at all: the children of a process (etcd and kube-apiserver under the control-plane
+process) inherit them, a ``lab up`` killed before it wrote its record leaves nothing
+unfindable, and a process that merely mentions the lab (a ``tail -f`` of one of its logs)
+never matches.
 
 Signals go through pidfds (``pidfd_open(2)``, Linux 5.3): a pid recycled between the
 ``/proc`` scan and the kill is never signalled, and exits are awaited by ``poll(2)`` on the
@@ -21,18 +21,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import select
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from porterlb.lab import netns
 
+log = logging.getLogger(__name__)
+
 MARKER: Final = "PORTERLB_LAB"
 """The environment variable naming the lab a process belongs to."""
+
+ROLE: Final = "PORTERLB_LAB_ROLE"
+"""The environment variable naming its role (``control-plane``, ``manager``...); the
+children of a process inherit both."""
 
 STOP_GRACE: Final = 10.0
 """Seconds between SIGTERM and SIGKILL, as ``controlplane.STOP_GRACE``: kube-apiserver's
@@ -81,7 +88,7 @@ def start(
             raise netns.LabError(f"lab {lab}: netns {namespace} is missing, cannot start {role}")
         full = ["ip", "netns", "exec", namespace, *full]
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, **{MARKER: lab})
+    env = dict(os.environ, **{MARKER: lab, ROLE: role})
     output = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         pid = os.posix_spawnp(
@@ -104,14 +111,8 @@ def start(
 
 def start_time(pid: int) -> int | None:
     """When ``pid`` started (``/proc/PID/stat`` field 22); None if it is gone or a zombie."""
-    try:
-        stat = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces or ')': split after
-    # the last ')'. What follows starts at field 3, the state.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
 
@@ -121,72 +122,126 @@ def alive(process: Process) -> bool:
     return start_time(process.pid) == process.started
 
 
-def members(lab: str) -> list[int]:
-    """The pids of the live processes marked as belonging to ``lab`` (never this one)."""
-    wanted = f"{MARKER}={lab}".encode()
-    found = []
+def members(lab: str) -> dict[int, str]:
+    """pid -> role of the live processes marked as belonging to ``lab`` (never this one)."""
+    found = {}
     for entry in _PROC.iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and _marked(entry, wanted):
-            found.append(int(entry.name))
-    return sorted(found)
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            environ = _environ(entry)
+            if environ.get(MARKER) == lab:
+                found[int(entry.name)] = environ.get(ROLE, "")
+    return dict(sorted(found.items()))
 
 
-def stop(lab: str, *, grace: float = STOP_GRACE) -> None:
+def stop(
+    lab: str, *, grace: float = STOP_GRACE, last: Collection[str] = ("control-plane",)
+) -> None:
     """End every process of ``lab``: SIGTERM, then SIGKILL those left after ``grace`` seconds.
 
-    Raises LabError naming the pids that survive SIGKILL.
+    SIGTERM goes only to the processes whose parent is not one of the lab's: a parent stops
+    its children in its own order (the control-plane process stops kube-apiserver, then
+    etcd; stopped together, each waits on the other for seconds). The processes whose role
+    is in ``last`` go once all the others have, so kube-apiserver no longer has clients
+    watching. Raises LabError naming the pids that survive SIGKILL.
     """
-    handles = _open(lab, members(lab))
+    found = members(lab)
+    _end(lab, [pid for pid, role in found.items() if role not in last], grace)
+    _end(lab, [pid for pid, role in found.items() if role in last], grace)
+
+
+def _end(lab: str, pids: Iterable[int], grace: float) -> None:
+    handles = _open(lab, pids)
     try:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        signalled: set[int] = set()
+        deadline = time.monotonic() + grace
+        while handles and (left := deadline - time.monotonic()) > 0:
+            for pid, pidfd in handles.items():  # the roots, and the orphans of exited roots
+                if pid not in signalled and _parent(pid) not in handles:
+                    _signal(pidfd, signal.SIGTERM)
+                    signalled.add(pid)
+            _reap(handles, left)
+        if handles:
+            log.warning(
+                "lab %s: still running %.0f s after SIGTERM, killing: %s",
+                lab, grace, "; ".join(_describe(pid) for pid in sorted(handles)),
+            )  # fmt: skip
             for pidfd in handles.values():
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(pidfd, sig)
-            _await_exits(handles, grace)
-            if not handles:
-                return
-        raise netns.LabError(f"lab {lab}: processes {sorted(handles)} survived SIGKILL")
+                _signal(pidfd, signal.SIGKILL)
+            deadline = time.monotonic() + grace
+            while handles and (left := deadline - time.monotonic()) > 0:
+                _reap(handles, left)
+        if handles:
+            raise netns.LabError(f"lab {lab}: processes {sorted(handles)} survived SIGKILL")
     finally:
         for pidfd in handles.values():
             os.close(pidfd)
 
 
-def _marked(entry: Path, wanted: bytes) -> bool:
+def _signal(pidfd: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+        signal.pidfd_send_signal(pidfd, sig)
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else None
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` from field 3 (the state) on; None if the process is gone."""
     try:
-        environ = (entry / "environ").read_bytes()
-    except OSError:  # exited meanwhile, or a kernel thread
-        return False
-    return wanted in environ.split(b"\0")
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ')': split after
+    # the last ')'.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _describe(pid: int) -> str:
+    try:
+        argv = (_PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"pid {pid} (gone)"
+    return f"pid {pid} ({' '.join(part.decode(errors='replace') for part in argv[:4])})"
+
+
+def _environ(entry: Path) -> dict[str, str]:
+    """The environment ``/proc/PID`` started with; empty for a kernel thread, a zombie or a
+    process gone meanwhile."""
+    try:
+        raw = (entry / "environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
 
 
 def _open(lab: str, pids: Iterable[int]) -> dict[int, int]:
     """pid -> pidfd, for the pids that still carry the mark once pinned by their pidfd."""
-    wanted = f"{MARKER}={lab}".encode()
     handles = {}
     for pid in pids:
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             continue
-        if _marked(_PROC / str(pid), wanted):  # the pid was not reused before pidfd_open
+        if _environ(_PROC / str(pid)).get(MARKER) == lab:  # not a pid reused before pidfd_open
             handles[pid] = pidfd
         else:
             os.close(pidfd)
     return handles
 
 
-def _await_exits(handles: dict[int, int], timeout: float) -> None:
-    """Drop from ``handles`` (closing their pidfds) each process that exits within ``timeout``."""
+def _reap(handles: dict[int, int], timeout: float) -> None:
+    """Wait up to ``timeout`` for one or more of ``handles`` to exit; drop those that did
+    (closing their pidfds, reaping those that are our children)."""
     poller = select.poll()
-    for pidfd in handles.values():
-        poller.register(pidfd, select.POLLIN)
     by_fd = {pidfd: pid for pid, pidfd in handles.items()}
-    deadline = time.monotonic() + timeout
-    while handles and (left := deadline - time.monotonic()) > 0:
-        for pidfd, _ in poller.poll(left * 1000):  # a pidfd is readable once its process exits
-            poller.unregister(pidfd)
-            pid = by_fd[pidfd]
-            del handles[pid]
-            os.close(pidfd)
-            with contextlib.suppress(ChildProcessError):  # reap it if it is our child
-                os.waitpid(pid, os.WNOHANG)
+    for pidfd in by_fd:
+        poller.register(pidfd, select.POLLIN)
+    for pidfd, _ in poller.poll(timeout * 1000):  # a pidfd is readable once its process exits
+        pid = by_fd[pidfd]
+        del handles[pid]
+        os.close(pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)

@@ -10,7 +10,6 @@ is decided, so a restart or a new leader moves no IP.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import lightkube
@@ -49,16 +48,23 @@ class Announcing:
         )
         services.subscribe(self._service_changed)
 
-    async def run(self) -> None:
-        """Watch Nodes, adopt the recorded placements, then converge forever."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.nodes.run(), name="manager/watch/nodes")
-            await self.services.synced.wait()
-            await self.nodes.synced.wait()
-            self._load()
-            group.create_task(self.queue.run(), name="manager/announcing")
+    async def watch(self) -> None:
+        """Keep the Node cache current, leader or not."""
+        await self.nodes.run()
+
+    async def lead(self) -> None:
+        """Adopt the recorded placements, then converge until cancelled."""
+        await self.services.synced.wait()
+        await self.nodes.synced.wait()
+        self._load()
+        try:
+            await self.queue.run()
+        finally:
+            self.loaded = False
 
     def _load(self) -> None:
+        self.ledger = ledger.Ledger()  # another leader may have placed IPs since
+        self._said = {}
         self.eligible = self._eligible()
         parsed = sorted(map(svc.parse, self.services.cache.values()), key=lambda s: s.created)
         for service in parsed:

@@ -66,16 +66,39 @@ class Ipam:
         )
 
     async def run(self) -> None:
-        """Watch, load the recorded state, then converge forever."""
+        """Watch and lead: what a manager without leader election does."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.poster.run(), name="manager/events")
+            group.create_task(self.watch(), name="manager/ipam/watch")
+            group.create_task(self.lead(), name="manager/ipam/lead")
+
+    async def watch(self) -> None:
+        """Keep the caches current, leader or not, so that a new leader starts at once."""
+        async with asyncio.TaskGroup() as group:
             for source in (self.services, self.eips, self.namespaces):
                 group.create_task(source.run(), name=f"manager/watch/{source.name}")
-            for source in (self.services, self.eips, self.namespaces):
-                await source.synced.wait()
-            self._load()
-            group.create_task(self.service_queue.run(), name="manager/ipam/services")
-            group.create_task(self.eip_queue.run(), name="manager/ipam/eips")
+
+    async def lead(self) -> None:
+        """Rebuild the allocator from the API, then converge until cancelled."""
+        for source in (self.services, self.eips, self.namespaces):
+            await source.synced.wait()
+        self._reset()
+        self._load()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.poster.run(), name="manager/events")
+                group.create_task(self.service_queue.run(), name="manager/ipam/services")
+                group.create_task(self.eip_queue.run(), name="manager/ipam/eips")
+        finally:
+            self.loaded = False
+
+    def _reset(self) -> None:
+        """Forget everything decided before: another leader may have decided since."""
+        self.alloc = allocator.Allocator()
+        self.usable = frozenset()
+        self.problems = {}
+        self._last_report = {}
+        self._last_problem = {}
+        self._eip_written = {}
 
     # -- loading ---------------------------------------------------------------------------
 

@@ -94,7 +94,7 @@ def mentioning(text: str) -> list[int]:
 def assert_gone(name: str, record: lab.Record | None = None) -> None:
     """Nothing of lab ``name`` is left: namespace, process, state."""
     assert [ns for ns in netns.names() if plan.lab_of(ns) == name] == []
-    assert processes.members(name) == []
+    assert processes.members(name) == {}
     assert mentioning(f"{lab.STATE_ROOT / name}/") == []
     assert not (lab.STATE_ROOT / name).exists()
     assert lab.info(name) is None

@@ -31,10 +31,16 @@ _blocks = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.Endpoints]:
-    plane = controlplane.ControlPlane(tmp_path_factory.mktemp("control-plane") / "cp")
-    with plane as endpoints:
-        yield endpoints
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
+    """The session's control plane itself (for tests that restart the API server)."""
+    running = controlplane.ControlPlane(tmp_path_factory.mktemp("control-plane") / "cp")
+    with running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def control_plane(plane: controlplane.ControlPlane) -> controlplane.Endpoints:
+    return plane.endpoints
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

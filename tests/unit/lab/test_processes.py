@@ -33,7 +33,7 @@ def test_a_started_process_is_alive_marked_and_logs(name, tmp_path):
     log = tmp_path / "logs" / "echo.log"
     process = processes.start(name, "echo", sh("echo hello; exec sleep 60"), log)
     assert processes.alive(process)
-    assert processes.members(name) == [process.pid]
+    assert processes.members(name) == {process.pid: "echo"}
     netns.wait_until(lambda: log.read_text() == "hello\n", timeout=10, what="the echo")
     assert os.getsid(process.pid) == process.pid  # detached: a session of its own
 
@@ -42,8 +42,26 @@ def test_stop_ends_children_that_inherit_the_mark(name, tmp_path):
     parent = processes.start(name, "parent", sh("sleep 60 & sleep 60 & wait"), tmp_path / "p.log")
     netns.wait_until(lambda: len(processes.members(name)) == 3, timeout=10, what="the two children")
     processes.stop(name)
-    assert processes.members(name) == []
+    assert processes.members(name) == {}
     assert not processes.alive(parent)
+
+
+def test_the_control_plane_stops_after_everything_else(name, tmp_path):
+    order = tmp_path / "order"
+    for role in ("control-plane", "manager"):  # started in the wrong order on purpose
+        script = (
+            f"trap 'echo {role} >> {order}; exit 0' TERM; echo up; while :; do sleep 0.05; done"
+        )
+        processes.start(name, role, sh(script), tmp_path / f"{role}.log")
+    netns.wait_until(
+        lambda: all(
+            (tmp_path / f"{r}.log").read_text() == "up\n" for r in ("control-plane", "manager")
+        ),
+        timeout=10,
+        what="both traps",
+    )
+    processes.stop(name)
+    assert order.read_text().split() == ["manager", "control-plane"]
 
 
 def test_stop_kills_what_ignores_sigterm(name, tmp_path):

@@ -1,0 +1,181 @@
+"""``porterlb lab ...``: the control plane and the namespace lab, from the command line.
+
+Heavy modules (lightkube, pyroute2, the lab itself) are imported by each command when it runs,
+so that ``porterlb manager`` and ``porterlb speaker`` start without paying for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from porterlb import errors
+from porterlb.lab import binaries, controlplane, controlplane_main
+
+
+def add_parser_to(roles: Any) -> None:
+    """Add ``lab`` and its commands to the top-level subparsers `roles`."""
+    lab = roles.add_parser("lab", help="the real control plane and namespace lab")
+    lab_commands = lab.add_subparsers(required=True, metavar="LAB_COMMAND")
+    build = lab_commands.add_parser("build-control-plane", help="build kube-apiserver and etcd")
+    build.set_defaults(run=_run_build)
+    plane = lab_commands.add_parser("control-plane", help="run etcd + kube-apiserver on loopback")
+    plane.add_argument("--dir", type=Path, help="where to write kubeconfig (default: a temp dir)")
+    plane.set_defaults(run=_run_control_plane)
+
+    up = lab_commands.add_parser("up", help="bring a namespace lab up (replacing a crashed one)")
+    up.add_argument("--name", required=True, help="the lab's name (a short DNS label)")
+    up.add_argument("--workers", type=int, default=3, help="worker nodes (default 3)")
+    up.add_argument("--ipv6", action="store_true", help="dual-stack LAN and an IPv6 Eip too")
+    up.set_defaults(run=_run_lab_up)
+    down = lab_commands.add_parser("down", help="stop and remove everything of a lab")
+    down.add_argument("--name", required=True)
+    down.set_defaults(run=_run_lab_down)
+    info = lab_commands.add_parser("info", help="describe a running lab")
+    info.add_argument("--name", required=True)
+    info.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
+    info.set_defaults(run=_run_lab_info)
+    service = lab_commands.add_parser(
+        "service", help="create (or delete) a sample LoadBalancer Service served by every worker"
+    )
+    service.add_argument("--name", required=True, help="the lab")
+    service.add_argument("service", metavar="SERVICE", help="the Service's name")
+    service.add_argument("--namespace", help="default: default")
+    service.add_argument("--port", type=int, help="default: 80")
+    family = service.add_mutually_exclusive_group()
+    family.add_argument("--ipv6", dest="family", action="store_const", const="ipv6")
+    family.add_argument("--dual-stack", dest="family", action="store_const", const="dual")
+    service.set_defaults(family="ipv4")
+    service.add_argument("--delete", action="store_true", help="delete it and its slices")
+    service.add_argument("--no-wait", action="store_true", help="do not wait for its IP")
+    service.set_defaults(run=_run_lab_service)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    print(binaries.build())
+    return 0
+
+
+def _run_control_plane(args: argparse.Namespace) -> int:
+    scratch = None if args.dir else tempfile.TemporaryDirectory(prefix="porterlb-cp-")
+    directory = args.dir or Path(scratch.name) / "control-plane"  # type: ignore[union-attr]
+    try:
+        controlplane_main.serve(directory)  # until SIGTERM (SystemExit) or Ctrl-C
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    return 0
+
+
+_LAB_ERRORS = (
+    errors.PorterlbError,
+    binaries.BinariesMissing,
+    controlplane.ControlPlaneError,
+)
+"""What a lab command reports in one line instead of a traceback: each message names what
+failed and, for a process, ends with its log tail."""
+
+
+def _run_lab_up(args: argparse.Namespace) -> int:
+    from porterlb.lab import lab as namespace_lab
+
+    try:
+        with SignalScope():
+            started = time.monotonic()
+            record = namespace_lab.up(args.name, workers=args.workers, ipv6=args.ipv6)
+            print(namespace_lab.headline(record, elapsed=time.monotonic() - started))
+            return 0
+    except _LAB_ERRORS as error:
+        print(f"porterlb lab up: {error}", file=sys.stderr)
+    return 1  # failed, or interrupted (everything was cleaned up)
+
+
+def _run_lab_down(args: argparse.Namespace) -> int:
+    from porterlb.lab import lab as namespace_lab
+
+    try:
+        namespace_lab.down(args.name)
+    except _LAB_ERRORS as error:
+        print(f"porterlb lab down: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_lab_info(args: argparse.Namespace) -> int:
+    from porterlb.lab import lab as namespace_lab
+
+    try:
+        described = namespace_lab.info(args.name)
+    except _LAB_ERRORS as error:
+        print(f"porterlb lab info: {error}", file=sys.stderr)
+        return 1
+    if described is None:
+        print(f"porterlb lab info: no lab named {args.name!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(described, indent=2) if args.json else namespace_lab.summary(described))
+    return 0
+
+
+def _run_lab_service(args: argparse.Namespace) -> int:
+    from porterlb.kube import client as kube_client
+    from porterlb.lab import cluster
+    from porterlb.lab import lab as namespace_lab
+
+    options = {
+        key: value
+        for key, value in (("namespace", args.namespace), ("port", args.port))
+        if value is not None
+    }
+    namespace = options.get("namespace", cluster.NAMESPACE)
+
+    async def apply(record: namespace_lab.Record) -> str:
+        async with kube_client.connect(record.kubeconfig) as client:
+            if args.delete:
+                await cluster.delete_service(client, args.service, namespace=namespace)
+                return f"{namespace}/{args.service} deleted"
+            key = await cluster.create_service(
+                client, record.plan, args.service, family=args.family, **options
+            )
+            if args.no_wait:
+                return key
+            found = await cluster.wait_ingress(client, args.service, namespace=namespace)
+            return f"{key} {' '.join(found)}"
+
+    try:
+        record = namespace_lab.load(args.name)
+        if record is None:
+            raise errors.InvalidSpec(f"no lab named {args.name!r}")
+        print(asyncio.run(apply(record)))
+    except _LAB_ERRORS as error:
+        print(f"porterlb lab service: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class Stop(Exception):
+    """SIGTERM, turned into an exception so that every with-block cleans up."""
+
+
+class SignalScope:
+    """Turn SIGTERM into an exception for the duration of a with-block; exit quietly on it."""
+
+    def __enter__(self) -> None:
+        self._old = signal.signal(signal.SIGTERM, self._raise)
+
+    def __exit__(self, kind: object, error: object, tb: object) -> bool:
+        signal.signal(signal.SIGTERM, self._old)
+        return isinstance(error, (Stop, KeyboardInterrupt))
+
+    @staticmethod
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise Stop()

@@ -1,0 +1,162 @@
+"""Leader election among three managers, against the real API server.
+
+Each candidate records when it starts and stops leading (its ``lead`` coroutine runs and is
+cancelled); the tests assert that those intervals never overlap, whatever the fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import lightkube
+import pytest
+import pytest_asyncio
+
+from porterlb.kube import client as kube_client
+from porterlb.kube import election, resources
+from porterlb.lab import controlplane
+from tests.integration.proxy import Proxy
+from tests.waiting import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+FAST = election.Timing(lease_duration=3.0, renew_deadline=2.0, retry_period=0.25)
+
+
+@dataclass
+class Candidate:
+    name: str
+    elector: election.Elector
+    proxy: Proxy
+    task: asyncio.Task[None] | None = None
+    terms: list[list[float]] = field(default_factory=list)
+    """[start, end] of each time it led (end is inf while leading)."""
+
+    async def lead(self) -> None:
+        self.terms.append([time.monotonic(), float("inf")])
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.terms[-1][1] = time.monotonic()
+
+    @property
+    def leading(self) -> bool:
+        return bool(self.terms) and self.terms[-1][1] == float("inf")
+
+
+def overlaps(candidates: list[Candidate]) -> list[tuple[str, str]]:
+    terms = sorted((start, end, c.name) for c in candidates for start, end in c.terms)
+    return [(a[2], b[2]) for a, b in itertools.pairwise(terms) if b[0] < a[1]]
+
+
+async def holder(client: lightkube.AsyncClient, namespace: str, name: str) -> str | None:
+    lease = await client.get(resources.Lease, name, namespace=namespace)
+    return lease.spec.holderIdentity if lease.spec else None
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def candidates(
+    control_plane: controlplane.Endpoints, namespace: str, tmp_path
+) -> AsyncIterator[list[Candidate]]:
+    """Three electors, each talking to the API server through its own partitionable proxy."""
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    lease = f"lease-{uuid.uuid4().hex[:6]}"
+    made: list[Candidate] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for index in range(3):
+            proxy = Proxy(host, int(port))
+            await proxy.start()
+            stack.push_async_callback(proxy.stop)
+            config = proxy.kubeconfig(control_plane.kubeconfig, tmp_path / f"kubeconfig-{index}")
+            api = await stack.enter_async_context(kube_client.connect(config))
+            name = f"manager-{index}"
+            elector = election.Elector(
+                api, namespace=namespace, identity=name, name=lease, timing=FAST
+            )
+            made.append(Candidate(name, elector, proxy))
+        for candidate in made:
+            candidate.task = asyncio.create_task(candidate.elector.run(candidate.lead))
+        yield made
+        for candidate in made:
+            assert candidate.task is not None
+            candidate.task.cancel()
+        await asyncio.gather(*(c.task for c in made if c.task), return_exceptions=True)
+
+
+async def the_leader(
+    candidates: list[Candidate], among: list[Candidate] | None = None
+) -> Candidate:
+    async def one():
+        leading = [c for c in candidates if c.leading]
+        return leading[0] if len(leading) == 1 and leading[0] in (among or candidates) else None
+
+    return await eventually(one, what="exactly one leader")
+
+
+async def test_exactly_one_of_three_leads_and_it_holds_the_lease(client, candidates, namespace):
+    leader = await the_leader(candidates)
+    assert await holder(client, namespace, leader.elector.name) == leader.name
+    assert [c.leading for c in candidates].count(True) == 1
+    assert leader.elector.leading.is_set()
+
+
+async def test_a_graceful_stop_releases_the_lease_for_a_successor(client, candidates, namespace):
+    leader = await the_leader(candidates)
+    assert leader.task is not None
+    leader.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await leader.task
+    # The Lease says nobody or a successor holds it, never the stopped leader.
+    assert await holder(client, namespace, leader.elector.name) != leader.name
+    others = [c for c in candidates if c is not leader]
+    successor = await the_leader(candidates, among=others)
+    assert successor is not leader
+    assert overlaps(candidates) == []
+
+
+async def test_a_partitioned_leader_stops_before_another_starts(client, candidates, namespace):
+    leader = await the_leader(candidates)
+    leader.proxy.forwarding = False
+    others = [c for c in candidates if c is not leader]
+    successor = await the_leader(candidates, among=others)
+    assert not leader.leading
+    assert overlaps(candidates) == []
+
+    leader.proxy.forwarding = True  # the partition heals: the old leader only follows
+
+    async def follows():
+        return leader.elector.observed_holder == successor.name
+
+    await eventually(follows, what="the healed candidate reading the successor's Lease")
+    assert not leader.leading
+    assert successor.leading
+    assert await holder(client, namespace, leader.elector.name) == successor.name
+
+
+async def test_a_killed_leader_is_replaced_after_the_lease_expires(client, candidates, namespace):
+    leader = await the_leader(candidates)
+    # A crash: the process vanishes without releasing the Lease (here: its link goes dead and
+    # its task is cancelled without reaching the API server).
+    leader.proxy.forwarding = False
+    assert leader.task is not None
+    leader.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await leader.task
+    others = [c for c in candidates if c is not leader]
+    successor = await the_leader(candidates, among=others)
+    assert await holder(client, namespace, leader.elector.name) == successor.name
+    assert overlaps(candidates) == []
+
+
+async def test_an_api_server_restart_never_makes_two_leaders(plane, client, candidates, namespace):
+    await the_leader(candidates)
+    await asyncio.to_thread(plane.restart_apiserver)
+    leader = await the_leader(candidates)
+    assert await holder(client, namespace, leader.elector.name) == leader.name
+    assert overlaps(candidates) == []
