@@ -20,6 +20,7 @@ class Proxy:
         self.forwarding = True
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ends: set[asyncio.StreamWriter] = set()
 
     @property
     def port(self) -> int:
@@ -33,9 +34,13 @@ class Proxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Close the sockets rather than cancel the handlers (asyncio logs a cancelled
+        # start_server handler as an error): every pipe then ends on its own.
+        self.forwarding = True
+        for end in self._ends:
+            end.close()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -52,19 +57,22 @@ class Proxy:
         assert task is not None
         self._tasks.add(task)
         ends = [writer]
+        self._ends.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
             ends.append(up_writer)
+            self._ends.add(up_writer)
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         except OSError:
             pass  # the API server is down (a restart): the client sees a closed connection
         finally:
             for end in ends:
                 end.close()
+                self._ends.discard(end)
             self._tasks.discard(task)
 
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, OSError):
             while data := await source.read(65536):
                 if self.forwarding:
                     sink.write(data)

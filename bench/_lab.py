@@ -1,0 +1,104 @@
+"""What the layer-2 benchmarks share: a bare namespace lab, the speaker under test, a table.
+
+The packet benchmarks run on the lab's network alone (``porterlb.lab.network``): no API server,
+no manager, no kube-proxy stand-in, so nothing but the speaker, the prober and the kernel uses
+the CPUs during a measurement, and a run starts in a fraction of a second. The speaker is an
+``Announcer`` fed by the bench (``bench._speaker_proc``), built exactly as ``porterlb speaker``
+builds it. Everything a run creates is removed in ``finally``; SIGTERM and SIGHUP are turned
+into KeyboardInterrupt so that the cleanup runs for them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+
+from porterlb.lab import network, plan
+
+from bench import _speaker_proc
+
+
+def interruptible() -> None:
+    """Make SIGTERM and SIGHUP raise KeyboardInterrupt, so ``finally`` blocks clean up."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
+def fresh_name(prefix: str) -> str:
+    """A lab name no running lab uses and whose address index no running lab has."""
+    running = network.running()
+    return next(
+        name
+        for n in itertools.count()
+        if (name := f"{prefix}{os.getpid() % 100000}-{n}") not in running
+        and not plan.clashes(name, running)
+    )
+
+
+@contextlib.contextmanager
+def bare_lab(prefix: str, workers: int) -> Iterator[plan.Lab]:
+    """A lab network (IPv4 and IPv6) under a fresh name, removed on exit."""
+    lab = plan.build(fresh_name(prefix), workers, ipv6=True)
+    try:
+        network.up(lab)
+        yield lab
+    finally:
+        network.down(lab.name)
+
+
+@contextlib.contextmanager
+def speaker(
+    node: plan.Node, *, imports: str = "speaker", trace: bool = False
+) -> Iterator[_speaker_proc.Speaker]:
+    """A speaker process serving ``node``'s interface; its stderr goes to a temporary log."""
+    with tempfile.TemporaryDirectory(prefix="porterlb-bench-") as directory:
+        log = Path(directory) / "speaker.log"
+        running = _speaker_proc.Speaker(
+            node.netns, ifname=node.ifname, imports=imports, trace=trace, log=log
+        )
+        try:
+            yield running
+        finally:
+            running.close()
+
+
+def pin(cpu: int | None) -> None:
+    """Run this process on ``cpu`` alone (None: leave it to the scheduler)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table; numbers right-aligned, None shown as '-'."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [
+        max(len(header[i]), *(len(row[i]) for row in cells)) if cells else len(header[i])
+        for i in range(len(header))
+    ]
+    lines = ["  ".join(title.rjust(width) for title, width in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    for row in cells:
+        lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

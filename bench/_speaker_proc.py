@@ -1,0 +1,390 @@
+"""The speaker under test: one porterlb ``Announcer`` in its own process, driven over stdin.
+
+A separate process, so the prober's CPU never shares a GIL with the announcer. It is built as
+``porterlb speaker`` builds it (``afpacket.AfPacketConn.open`` with ``netns=``, from the host
+namespace) but takes its IPs from the bench instead of the API. The bench talks to it in JSON
+lines (one command in, one answer out): ``assign``, ``settle``, ``stats``, ``profile``,
+``snapshot``/``snapdiff`` (tracemalloc) and ``quit``.
+
+What it measures from inside, and the parent cannot see from ``/proc``:
+
+- *service time*: from ``recv()`` returning a frame to the responder's next ``recv()`` call,
+  i.e. decode, decide, count and send one frame; its sum over a phase is the loop's busy time;
+- the socket's own drop count (``PACKET_STATISTICS``; read from ``AfPacketConn._sock``, the one
+  private reach into porterlb, since no public API exposes the socket);
+- garbage-collector pauses, by generation (``gc.callbacks``).
+
+    python -m bench._speaker_proc --netns plb-NAME-w1 [--ifname eth0] [--imports speaker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import contextlib
+import gc
+import ipaddress
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import IO, Any
+
+from porterlb.l2 import afpacket, announcer, ethernet
+
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+"""include/uapi/linux/if_packet.h: ``struct tpacket_stats``; reading it resets it."""
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.service_ns: list[int] = []
+        self.gratuitous = 0
+        self.first_gratuitous: float | None = None
+        self.last_gratuitous: float | None = None
+        self.opened: float | None = None
+        self.gc: dict[int, list[float]] = {}
+        """generation -> pause durations in seconds, since the last ``stats``."""
+        self.conflicts = 0
+
+
+class _TimedConn:
+    """An AfPacketConn that times the responder's work on each frame and counts burst sends."""
+
+    def __init__(self, inner: afpacket.AfPacketConn, stats: _Stats) -> None:
+        self._inner = inner
+        self._stats = stats
+        self._since: int | None = None
+
+    @property
+    def ifname(self) -> str:
+        return self._inner.ifname
+
+    @property
+    def mac(self) -> ethernet.MacAddress:
+        return self._inner.mac
+
+    async def recv(self) -> bytes:
+        if self._since is not None:
+            self._stats.service_ns.append(time.perf_counter_ns() - self._since)
+            self._since = None
+        frame = await self._inner.recv()
+        self._since = time.perf_counter_ns()
+        return frame
+
+    async def send(self, frame: bytes) -> None:
+        await self._inner.send(frame)
+        task = asyncio.current_task()
+        if task is not None and task.get_name().endswith("/burst"):
+            now = time.monotonic()
+            self._stats.gratuitous += 1
+            self._stats.last_gratuitous = now
+            if self._stats.first_gratuitous is None:
+                self._stats.first_gratuitous = now
+
+    def join(self, ip: ipaddress.IPv6Address) -> None:
+        self._inner.join(ip)
+
+    def leave(self, ip: ipaddress.IPv6Address) -> None:
+        self._inner.leave(ip)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def socket_stats(self) -> tuple[int, int]:
+        sock: socket.socket = self._inner._sock  # no public way to the socket
+        packets, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        return packets, drops
+
+    def rcvbuf(self) -> int:
+        sock: socket.socket = self._inner._sock
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+class _NullConn:
+    """A PacketConn that sends nowhere: for timing the per-frame Python work alone."""
+
+    def __init__(self, ifname: str, mac: ethernet.MacAddress) -> None:
+        self.ifname = ifname
+        self.mac = mac
+
+    async def recv(self) -> bytes:
+        raise NotImplementedError
+
+    async def send(self, frame: bytes) -> None:
+        return None
+
+    def join(self, ip: ipaddress.IPv6Address) -> None:
+        return None
+
+    def leave(self, ip: ipaddress.IPv6Address) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class _Child:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stats = _Stats()
+        self.conns: list[_TimedConn] = []
+        self.announcer = announcer.Announcer(open_conn=self._open, on_conflict=self._conflict)
+        self.profile: cProfile.Profile | None = None
+        self.snapshots: dict[str, tracemalloc.Snapshot] = {}
+        self.assigned_at = time.monotonic()
+        gc.callbacks.append(self._gc)
+        self._gc_started = 0.0
+
+    async def _open(self, ifname: str) -> _TimedConn:
+        inner = await afpacket.AfPacketConn.open(ifname, netns=self.args.netns)
+        timed = _TimedConn(inner, self.stats)
+        self.conns.append(timed)
+        self.stats.opened = time.monotonic()
+        return timed
+
+    def _conflict(self, ip: Any, ifname: str, mac: ethernet.MacAddress) -> None:
+        self.stats.conflicts += 1
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._gc_started
+            self.stats.gc.setdefault(info["generation"], []).append(pause)
+
+    async def serve(self, reader: asyncio.StreamReader, out: IO[str]) -> None:
+        while line := await reader.readline():
+            command = json.loads(line)
+            if command["cmd"] == "quit":
+                return
+            try:
+                answer = await getattr(self, "cmd_" + command.pop("cmd"))(**command)
+            except Exception as exc:  # handed to the bench, which raises it there
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            out.write(json.dumps(answer) + "\n")
+            out.flush()
+
+    async def cmd_assign(self, ips: list[str], probe: bool = False) -> dict[str, Any]:
+        wanted = {
+            ipaddress.ip_address(ip): announcer.Announcement(self.args.ifname, probe=probe)
+            for ip in ips
+        }
+        self.stats.first_gratuitous = self.stats.last_gratuitous = None
+        self.assigned_at = started = time.monotonic()
+        self.announcer.update(wanted)
+        return {"update_s": time.monotonic() - started}
+
+    async def cmd_settle(self, quiet: float, at_least: float, timeout: float) -> dict[str, Any]:
+        """Wait until the bursts are over: no gratuitous frame for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            last = self.stats.last_gratuitous
+            if last is not None and now - last >= quiet and now - self.assigned_at >= at_least:
+                break
+            if now > deadline:
+                raise TimeoutError(f"bursts still running after {timeout} s (last send {last})")
+            await asyncio.sleep(0.05)
+        first = self.stats.first_gratuitous
+        assert first is not None and last is not None
+        return {
+            "first_gratuitous_s": first - self.assigned_at,
+            "last_gratuitous_s": last - self.assigned_at,
+            "gratuitous": self.stats.gratuitous,
+        }
+
+    async def cmd_stats(self) -> dict[str, Any]:
+        from porterlb.l2 import metrics
+
+        stats, self.stats.service_ns = self.stats.service_ns, []
+        gcs, self.stats.gc = self.stats.gc, {}
+        packets = drops = 0
+        for timed in self.conns:
+            more_packets, more_drops = timed.socket_stats()  # since the last call
+            packets += more_packets
+            drops += more_drops
+        verdicts: dict[str, float] = {}
+        for metric in metrics.FRAMES.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    verdict = sample.labels["verdict"]
+                    verdicts[verdict] = verdicts.get(verdict, 0) + sample.value
+        ordered = sorted(stats)
+
+        def pick(fraction: float) -> float | None:
+            if not ordered:
+                return None
+            return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
+
+        return {
+            "verdicts": verdicts,
+            "socket_packets": packets,
+            "socket_drops": drops,
+            "rcvbuf": self.conns[0].rcvbuf() if self.conns else None,
+            "frames": len(ordered),
+            "service_busy_s": sum(ordered) / 1e9,
+            "service_us": {"p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
+            "gc": {str(gen): [len(p), sum(p), max(p)] for gen, p in sorted(gcs.items())},
+            "gc_objects": len(gc.get_objects()),
+            "conflicts": self.stats.conflicts,
+        }
+
+    async def cmd_calibrate(self, frames: dict[str, str], count: int) -> dict[str, float]:
+        """CPU µs per frame of the announcer's own handling, without the socket.
+
+        Runs the responder task's per-frame step (``Announcer._handle``: decode, decide,
+        count, build the answer) on a conn whose ``send`` does nothing, so the figure is
+        porterlb's Python cost alone; the real loop adds a ``recv`` and a ``send`` syscall.
+        """
+        assert self.conns, "calibrate after the interface is open"
+        null = _NullConn(self.args.ifname, self.conns[0].mac)
+        handle = self.announcer._handle  # the per-frame step; no public seam runs it alone
+        costs = {}
+        for name, text in frames.items():
+            frame = bytes.fromhex(text)
+            started = time.process_time()
+            for _ in range(count):
+                await handle(null, frame)
+            costs[name] = (time.process_time() - started) / count * 1e6
+        return costs
+
+    async def cmd_profile(self, action: str, path: str | None = None) -> dict[str, Any]:
+        if action == "start":
+            self.profile = cProfile.Profile()
+            self.profile.enable()
+        else:
+            assert self.profile is not None and path is not None
+            self.profile.disable()
+            self.profile.dump_stats(path)
+            self.profile = None
+        return {}
+
+    async def cmd_snapshot(self, name: str) -> dict[str, Any]:
+        gc.collect()
+        self.snapshots[name] = tracemalloc.take_snapshot()
+        return {"traced_kb": tracemalloc.get_traced_memory()[0] // 1024}
+
+    async def cmd_snapdiff(self, old: str, new: str, top: int) -> dict[str, Any]:
+        diff = self.snapshots[new].compare_to(self.snapshots[old], "lineno")
+        lines = [
+            [str(stat.traceback[0]), stat.size_diff, stat.count_diff]
+            for stat in diff[:top]
+        ]
+        return {"top": lines, "total": sum(stat.size_diff for stat in diff)}
+
+
+async def _main(args: argparse.Namespace) -> None:
+    if args.imports == "speaker":
+        # The real ``porterlb speaker`` loads the Kubernetes client as well: the baseline RSS.
+        import porterlb.speaker.agent  # noqa: F401
+    child = _Child(args)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print(json.dumps({"pid": os.getpid()}), flush=True)
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(child.announcer.run(), name="bench/speaker/l2")
+        try:
+            await child.serve(reader, sys.stdout)
+        finally:
+            running.cancel()
+
+
+class Speaker:
+    """The parent's handle on a ``_speaker_proc`` child; ``close`` ends it."""
+
+    def __init__(self, netns: str, *, ifname: str, imports: str, trace: bool, log: Path) -> None:
+        argv = [sys.executable]
+        if trace:
+            argv += ["-X", "tracemalloc=1"]
+        argv += ["-m", "bench._speaker_proc", "--netns", netns, "--ifname", ifname]
+        argv += ["--imports", imports]
+        self._log = log.open("ab")
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            preexec_fn=_die_with_parent,
+        )
+        self.pid: int = self._read()["pid"]
+        self.log = log
+
+    def call(self, cmd: str, **arguments: Any) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"cmd": cmd, **arguments}) + "\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait(5)
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"speaker exited with {self._proc.returncode}:\n{tail}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"speaker: {answer['error']}")
+        return answer
+
+    def rss_kb(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) from /proc, in KiB."""
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{self.pid}/status").read_text().splitlines()
+        )
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds so far, from /proc/PID/stat."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        try:
+            if self._proc.poll() is None and self._proc.stdin is not None:
+                try:
+                    self._proc.stdin.write('{"cmd": "quit"}\n')
+                    self._proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                try:
+                    self._proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+        finally:
+            self._log.close()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--netns", required=True)
+    parser.add_argument("--ifname", default="eth0")
+    parser.add_argument("--imports", choices=("l2", "speaker"), default="speaker")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""What the speaker's end-to-end tests share: a running lab per module, and the judges.
+
+A module that asks for ``speaker_lab`` gets a whole lab of its own (``lab up``: the real
+control plane, the manager, three speakers, IPv4 and IPv6) and a :class:`SpeakerLab` around
+it. The judges look only at what a LAN would show:
+
+- the router namespace's kernel neighbour table (``ip -j neigh``), and its netlink neighbour
+  notifications for the transitions a poll cannot see (PROBE lasts one round trip);
+- raw ARP/NDP frames on the router's LAN leg: one request sent with an AF_PACKET socket
+  opened inside the router namespace, and every reply addressed to the router counted;
+- HTTP from the client namespace, through the router, answered by a backend that names its
+  node.
+
+Traffic that makes the router resolve an IP is one UDP datagram from inside the router
+namespace (nothing listens; nothing needs to). Each test makes its own Services, each
+asking for its own pool IP (``eip.openelb.kubesphere.io/v1alpha1``), so no router entry
+and no per-IP counter carries over from one test to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import itertools
+import json
+import os
+import socket
+import struct
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Final, Literal
+
+import lightkube
+import pytest
+import pytest_asyncio
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import Event
+from lightkube.types import PatchType
+from prometheus_client import parser
+
+from porterlb import errors
+from porterlb.api import wellknown
+from porterlb.kube import client as kube_client
+from porterlb.kube import resources
+from porterlb.l2 import arp, ethernet, ndp
+from porterlb.lab import cluster, lab, netns, network, plan
+from tests.waiting import eventually
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Family = Literal["ipv4", "ipv6"]
+
+WORKERS: Final = 3
+"""Enough that "exactly one node answers" and "another node takes over" mean something."""
+
+DISCARD_PORT: Final = 9
+"""Where the router's poke datagrams go (RFC 863); nothing listens, nothing needs to."""
+
+ANSWER_WINDOW: Final = 2.0
+"""Seconds to collect replies to one request. A speaker answers within a millisecond; the
+window is long so that a second, slower answerer (a bug) would be caught too, even on two
+loaded cores. It bounds a receive, it synchronises nothing."""
+
+HTTP_TIMEOUT: Final = 5
+"""curl's --max-time, in seconds; ``eventually`` retries a request that failed."""
+
+ETH_P_ARP: Final = 0x0806
+ETH_P_IPV6: Final = 0x86DD
+PACKET_OUTGOING: Final = 4
+"""include/uapi/linux/if_packet.h: the pkttype of a frame this host sent."""
+
+NETLINK_ROUTE: Final = 0
+RTMGRP_NEIGH: Final = 0x4
+"""include/uapi/linux/rtnetlink.h: the multicast group of neighbour changes (RTNLGRP_NEIGH=3)."""
+RTM_NEWNEIGH: Final = 28
+NDA_DST: Final = 1
+NDA_LLADDR: Final = 2
+NUD_STATES: Final = {
+    0x01: "INCOMPLETE",
+    0x02: "REACHABLE",
+    0x04: "STALE",
+    0x08: "DELAY",
+    0x10: "PROBE",
+    0x20: "FAILED",
+    0x40: "NOARP",
+    0x80: "PERMANENT",
+}
+"""include/uapi/linux/neighbour.h ``NUD_*``."""
+
+_NLMSGHDR: Final = struct.Struct("=IHHII")
+_NDMSG: Final = struct.Struct("=BxxxiHBB")
+_RTATTR: Final = struct.Struct("=HH")
+
+_names = itertools.count()
+
+
+def fresh_name() -> str:
+    """A lab name no running lab uses and whose address index none has."""
+    running = network.running()
+    while True:
+        name = f"sp{os.getpid()}-{next(_names)}"
+        if name not in running and not plan.clashes(name, running):
+            return name
+
+
+class NeighbourWatch:
+    """The router's netlink neighbour notifications: every state an entry passes through.
+
+    The socket joins the group before :func:`SpeakerLab.watch_neighbours` returns it, so no
+    change made afterwards is missed.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._pending: list[tuple[IPAddress, str, str | None]] = []
+
+    async def next(self, target: IPAddress) -> tuple[str, str | None]:
+        """The next (state, lladdr) notified for ``target``; waits as long as it takes."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while self._pending:
+                ip, state, mac = self._pending.pop(0)
+                if ip == target:
+                    return state, mac
+            self._pending.extend(_neighbour_messages(await loop.sock_recv(self._sock, 65536)))
+
+
+def _neighbour_messages(data: bytes) -> Iterator[tuple[IPAddress, str, str | None]]:
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            return
+        if kind == RTM_NEWNEIGH:
+            body = data[offset + _NLMSGHDR.size : offset + length]
+            _, _, state, _, _ = _NDMSG.unpack_from(body)
+            attributes = _attributes(body[_NDMSG.size :])
+            if NDA_DST in attributes:
+                ip = ipaddress.ip_address(attributes[NDA_DST])
+                lladdr = attributes.get(NDA_LLADDR)
+                mac = str(ethernet.MacAddress(lladdr)) if lladdr and len(lladdr) == 6 else None
+                yield ip, NUD_STATES.get(state, hex(state)), mac
+        offset += (length + 3) & ~3
+
+
+def _attributes(data: bytes) -> dict[int, bytes]:
+    found = {}
+    offset = 0
+    while offset + _RTATTR.size <= len(data):
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size:
+            break
+        found[kind] = data[offset + _RTATTR.size : offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+class SpeakerLab:
+    """A running lab, its API client, and the ways the tests look at its network."""
+
+    def __init__(self, record: lab.Record, api: lightkube.AsyncClient) -> None:
+        self.record = record
+        self.plan = record.plan
+        self.api = api
+
+    # -- the cluster ---------------------------------------------------------------------------
+
+    def pool_ip(self, family: Family, offset: int) -> IPAddress:
+        """The ``offset``-th address of the lab's pool of ``family``."""
+        pool: tuple[IPAddress, IPAddress] | None
+        pool = self.plan.pool_v4 if family == "ipv4" else self.plan.pool_v6
+        assert pool is not None
+        first, last = pool
+        assert int(first) + offset <= int(last), f"offset {offset} is outside the pool {pool}"
+        return first + offset
+
+    def node(self, name: str) -> plan.Node:
+        return next(node for node in self.plan.nodes if node.name == name)
+
+    def mac_owner(self, mac: str) -> str:
+        """The node whose MAC ``mac`` is, or ``mac`` itself if it is no node's."""
+        return next((n.name for n in self.plan.nodes if str(n.mac) == mac), mac)
+
+    @contextlib.asynccontextmanager
+    async def service(
+        self,
+        name: str,
+        family: Family,
+        ip: IPAddress | None = None,
+        *,
+        annotations: dict[str, str] | None = None,
+    ) -> AsyncIterator[IPAddress]:
+        """A sample Service asking for ``ip`` (if given); yields its IP, deletes it after."""
+        wanted = dict(annotations or {})
+        if ip is not None:
+            wanted[wellknown.REQUESTED_IP] = str(ip)
+        await cluster.create_service(self.api, self.plan, name, family=family, annotations=wanted)
+        try:
+            [found] = await cluster.wait_ingress(self.api, name)
+            if ip is not None:
+                assert found == str(ip), f"Service {name} got {found}, asked for {ip}"
+            yield ipaddress.ip_address(found)
+        finally:
+            await cluster.delete_service(self.api, name)
+
+    async def announcer(self, name: str, *, other_than: str | None = None) -> plan.Node:
+        """The node named in Service ``name``'s announced-by annotation, once there is one
+        (other than ``other_than``, if given)."""
+
+        async def recorded() -> str | None:
+            found = await self.api.get(resources.Service, name, namespace=cluster.NAMESPACE)
+            assert found.metadata is not None
+            node = (found.metadata.annotations or {}).get(wellknown.ANNOUNCED_BY)
+            return node if node != other_than else None
+
+        what = f"Service {name} to be placed" + (f" off {other_than}" if other_than else "")
+        return self.node(await eventually(recorded, what=what))
+
+    async def events(self, reason: str, *, kind: str, name: str) -> list[Event]:
+        """Events with ``reason`` about object ``kind``/``name``; cluster-scoped objects' and
+        the sample Services' Events both live in namespace ``default``."""
+        return [
+            event
+            async for event in self.api.list(Event, namespace=cluster.NAMESPACE)
+            if event.reason == reason
+            and event.involvedObject.kind == kind
+            and event.involvedObject.name == name
+        ]
+
+    async def set_ready(self, node: plan.Node, ready: bool) -> None:
+        """Write the Node's Ready condition, as a kubelet (or its absence) would."""
+        status = cluster.node_status(node, datetime.datetime.now(datetime.UTC))
+        [condition] = status["status"]["conditions"]
+        if not ready:
+            condition.update(
+                status="False", reason="KubeletNotReady", message="porterlb e2e: node failed"
+            )
+        try:
+            await self.api.patch(
+                resources.Node.Status, node.name, status, patch_type=PatchType.MERGE
+            )
+        except ApiError as error:
+            raise AssertionError(f"Node {node.name}: {error.status.message}") from error
+
+    # -- the speakers ----------------------------------------------------------------------------
+
+    async def sample(self, node: plan.Node, metric: str, ip: IPAddress) -> float:
+        """A per-IP counter of ``node``'s speaker, read from its metrics endpoint (0 if unset)."""
+        address = self.record.metrics[f"speaker/{node.name}"]
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+
+        text = await asyncio.to_thread(scrape)
+        for family in parser.text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == f"{metric}_total" and sample.labels.get("ip") == str(ip):
+                    return float(sample.value)
+        return 0.0
+
+    async def announced(self, node: plan.Node, ip: IPAddress) -> None:
+        """Wait until ``node``'s speaker has sent its first gratuitous frame for ``ip``.
+
+        Until then the speaker may still be probing, and a router request goes unanswered.
+        """
+
+        async def sent() -> bool:
+            return await self.sample(node, "porterlb_l2_gratuitous_sent", ip) > 0
+
+        await eventually(sent, what=f"{node.name} to announce {ip}")
+
+    # -- the router ----------------------------------------------------------------------------
+
+    async def neigh(self, command: str, target: IPAddress, *options: str) -> str:
+        """``ip -j neigh COMMAND TARGET dev lan0 OPTIONS`` in the router's namespace."""
+        argv = ["ip", "-j", "neigh", command, str(target), "dev", plan.ROUTER_LAN_IF, *options]
+        return await asyncio.to_thread(netns.run, self.plan.router_netns, argv)
+
+    async def entry(self, target: IPAddress) -> dict[str, Any] | None:
+        """The router's neighbour entry for ``target`` on its LAN leg, if it has one."""
+        entries: list[dict[str, Any]] = json.loads(await self.neigh("show", target) or "[]")
+        return entries[0] if entries else None
+
+    async def poke(self, target: IPAddress) -> None:
+        """Send one UDP datagram from the router to ``target``: the router must resolve it."""
+
+        def send() -> None:
+            family = socket.AF_INET if target.version == 4 else socket.AF_INET6
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"poke", (str(target), DISCARD_PORT))
+
+        await asyncio.to_thread(netns.call_in, self.plan.router_netns, send)
+
+    async def wait_entry(
+        self,
+        target: IPAddress,
+        *states: str,
+        what: str,
+        mac: ethernet.MacAddress | None = None,
+        poke: bool = False,
+    ) -> dict[str, Any]:
+        """Wait until the router's entry is in one of ``states`` (any, if none given) and
+        holds ``mac`` (if given); ``poke`` whenever it has none or has given up, so that a
+        resolution is always under way."""
+
+        async def settled() -> dict[str, Any] | None:
+            found = await self.entry(target)
+            if (
+                found
+                and (not states or set(found["state"]) & set(states))
+                and (mac is None or found.get("lladdr") == str(mac))
+            ):
+                return found
+            if poke and (found is None or "FAILED" in found["state"]):
+                await self.poke(target)
+            return None
+
+        return await eventually(settled, what=what)
+
+    async def fresh_lookup(self, target: IPAddress) -> dict[str, Any]:
+        """Forget the router's entry, make it resolve ``target`` afresh, return the outcome.
+
+        The datagram makes the entry INCOMPLETE before ``sendto`` returns, so the first state
+        after INCOMPLETE is this lookup's own result (an answer, or FAILED after the kernel's
+        three solicitations, ~3 s).
+        """
+        if await self.entry(target) is not None:
+            await self.neigh("del", target)
+        await self.poke(target)
+
+        async def done() -> dict[str, Any] | None:
+            found = await self.entry(target)
+            assert found is not None, f"the router dropped its entry for {target}"
+            return None if "INCOMPLETE" in found["state"] else found
+
+        return await eventually(done, what=f"the router's lookup of {target} to finish")
+
+    @contextlib.asynccontextmanager
+    async def watch_neighbours(self) -> AsyncIterator[NeighbourWatch]:
+        """Subscribe to the router's neighbour notifications for the duration."""
+
+        def subscribe() -> socket.socket:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+            sock.bind((0, RTMGRP_NEIGH))
+            sock.setblocking(False)
+            return sock
+
+        sock = await asyncio.to_thread(netns.call_in, self.plan.router_netns, subscribe)
+        with sock:
+            yield NeighbourWatch(sock)
+
+    async def answers(self, target: IPAddress, *, window: float = ANSWER_WINDOW) -> set[str]:
+        """Send one broadcast ARP request (IPv4) or one multicast neighbour solicitation (IPv6)
+        for ``target`` from the router's LAN leg; return the MACs that answered the router
+        within ``window`` seconds."""
+        router = self.plan.router_lan
+        request: bytes
+        if isinstance(target, ipaddress.IPv4Address):
+            protocol = ETH_P_ARP
+            ask = arp.Packet(arp.REQUEST, router.mac, router.ipv4.ip, ethernet.ZERO, target)
+            request = arp.frame(ethernet.BROADCAST, ask)
+        else:
+            assert router.ipv6 is not None
+            protocol = ETH_P_IPV6
+            group = ndp.solicited_node(target)
+            packet = ndp.Packet(router.ipv6.ip, group, ndp.NeighborSolicitation(target, router.mac))
+            request = ndp.frame(ethernet.ipv6_multicast(group), router.mac, packet)
+
+        def exchange() -> set[str]:
+            found: set[str] = set()
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol)) as sock:
+                sock.bind((plan.ROUTER_LAN_IF, protocol))  # bound before the request goes out
+                sock.send(request)
+                deadline = time.monotonic() + window
+                while (left := deadline - time.monotonic()) > 0:
+                    sock.settimeout(left)
+                    try:
+                        data, address = sock.recvfrom(65536)
+                    except TimeoutError:
+                        break
+                    if address[2] != PACKET_OUTGOING:
+                        mac = _answer(data, target, router.mac)
+                        if mac is not None:
+                            found.add(mac)
+            return found
+
+        return await asyncio.to_thread(netns.call_in, self.plan.router_netns, exchange)
+
+    # -- the client ----------------------------------------------------------------------------
+
+    async def http(self, target: IPAddress) -> str | None:
+        """GET ``http://TARGET/`` from the client namespace; the body, or None if it failed."""
+        host = f"[{target}]" if target.version == 6 else str(target)
+        argv = ["curl", "-sS", "-g", "--max-time", str(HTTP_TIMEOUT), f"http://{host}/"]
+        try:
+            return await asyncio.to_thread(netns.run, self.plan.client.netns, argv)
+        except netns.LabError:
+            return None
+
+
+def _answer(data: bytes, target: IPAddress, router: ethernet.MacAddress) -> str | None:
+    """The MAC a frame says ``target`` is at, if it is a reply addressed to the router."""
+    try:
+        frame = ethernet.decode(data)
+        if frame.dst != router:
+            return None  # a gratuitous reply goes to broadcast: not an answer to our request
+        if frame.ethertype == ETH_P_ARP:
+            packet = arp.decode(frame.payload)
+            if packet.operation == arp.REPLY and packet.sender_ip == target:
+                return str(packet.sender_mac)
+        elif ndp.icmp_type(frame.payload) == ndp.NEIGHBOR_ADVERTISEMENT:
+            message = ndp.decode(frame.payload).message
+            if isinstance(message, ndp.NeighborAdvertisement) and message.target == target:
+                return str(message.target_mac or frame.src)
+    except errors.MalformedFrame:
+        pass
+    return None
+
+
+@pytest.fixture(scope="module")
+def speaker_record() -> Iterator[lab.Record]:
+    name = fresh_name()
+    try:
+        yield lab.up(name, workers=WORKERS, ipv6=True)
+    finally:
+        lab.down(name)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
+    async with kube_client.connect(speaker_record.kubeconfig) as api:
+        yield SpeakerLab(speaker_record, api)
