@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's two entry points on a fresh Debian machine (run as root):
 #   scripts/dev.sh test   install everything, then lint, type-check and run every test tier
-#   scripts/dev.sh demo   install everything, then run the lab demo (arrives with the lab)
+#   scripts/dev.sh demo   install everything, then run the lab demo (a node fails, its IP moves)
 # Installing is idempotent and cached: Debian packages, uv + the locked Python deps, and the
 # Go-built kube-apiserver + etcd under ~/.cache/porterlb (outside the clone, keyed by version).
 set -euo pipefail
@@ -42,8 +42,7 @@ case "${1:-}" in
     ;;
   demo)
     install
-    echo "The lab demo arrives with the Layer 2 data plane; see README.md." >&2
-    exit 2
+    exec .venv/bin/porterlb lab demo "${@:2}"
     ;;
   *)
     echo "usage: scripts/dev.sh test|demo" >&2

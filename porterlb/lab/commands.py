@@ -43,6 +43,12 @@ def add_parser_to(roles: Any) -> None:
     info.add_argument("--name", required=True)
     info.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
     info.set_defaults(run=_run_lab_info)
+    demo = lab_commands.add_parser(
+        "demo", help="a lab, a Service, traffic, and a node crash with the IP moving live"
+    )
+    demo.add_argument("--name", default="demo", help="the lab's name (default demo)")
+    demo.add_argument("--workers", type=int, default=3)
+    demo.set_defaults(run=_run_lab_demo)
     service = lab_commands.add_parser(
         "service", help="create (or delete) a sample LoadBalancer Service served by every worker"
     )
@@ -124,6 +130,18 @@ def _run_lab_info(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(described, indent=2) if args.json else namespace_lab.summary(described))
     return 0
+
+
+def _run_lab_demo(args: argparse.Namespace) -> int:
+    from porterlb.lab import demo
+
+    try:
+        with SignalScope():
+            demo.run(args.name, workers=args.workers, say=lambda line: print(line, flush=True))
+            return 0
+    except (*_LAB_ERRORS, TimeoutError) as error:
+        print(f"porterlb lab demo: {error}", file=sys.stderr)
+    return 1
 
 
 def _run_lab_service(args: argparse.Namespace) -> int:

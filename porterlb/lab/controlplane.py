@@ -42,7 +42,8 @@ STOP_GRACE = 10.0
 SERVICE_CLUSTER_IP_RANGE = "198.19.128.0/17,2001:db8:ffff:ffff::/112"
 """ClusterIPs are only numbers in the API here, but they still come from the benchmark and
 documentation ranges; dual-stack so that single-stack IPv6 Services can exist. A /17 holds the
-benchmark's 10,000 Services; tests and labs use 198.18.0.0/16 and 198.19.0.0-198.19.127.255."""
+benchmark's 10,000 Services. Labs with a high index put LANs in this range too: harmless, since
+a ClusterIP is never routed here (no kube-proxy serves ClusterIPs in the lab)."""
 
 PR_SET_PDEATHSIG = 1
 """prctl option from <linux/prctl.h>: signal this process when its parent dies."""

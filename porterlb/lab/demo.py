@@ -1,0 +1,149 @@
+"""The lab demo: a Service IP announced from one node, traffic flowing, that node failing.
+
+``porterlb lab demo`` brings a lab up, creates a Service, and sends an HTTP request from the
+client namespace through the router every 100 ms, printing which node answered. Then it
+crashes the announcing worker (SIGKILL to its speaker, its LAN link down) and marks its Node
+NotReady, as the node lifecycle controller of a real cluster does once the kubelet stops
+posting status. The manager moves the IP, the new node's speaker sends its gratuitous ARP
+burst, and the router's neighbour entry and the answering node change. The lab is removed at
+the end, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Final
+
+import lightkube
+from lightkube.resources.core_v1 import Node, Service
+from lightkube.types import PatchType
+
+from porterlb.api import wellknown
+from porterlb.kube import client as kube_client
+from porterlb.lab import cluster, lab, netns, plan
+
+INTERVAL: Final = 0.1
+"""Seconds between two requests from the client."""
+
+REQUEST_TIMEOUT: Final = 0.2
+"""Seconds one request may take before it counts as failed."""
+
+FAILOVER_LIMIT: Final = 60.0
+"""Seconds the demo waits for traffic to resume before it gives up."""
+
+
+def run(name: str, *, workers: int = 3, say: Callable[[str], None] = print) -> None:
+    """Run the whole demo on a fresh lab called `name`, removed afterwards."""
+    say(f"bringing lab {name!r} up ({workers} workers, a real kube-apiserver + etcd)...")
+    record = lab.up(name, workers=workers)
+    try:
+        asyncio.run(_story(record, say))
+    finally:
+        say(f"removing lab {name!r}...")
+        lab.down(name)
+
+
+async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
+    layout = record.plan
+    async with kube_client.connect(record.kubeconfig) as client:
+        await cluster.create_service(client, layout, "web")
+        (ip,) = await cluster.wait_ingress(client, "web")
+        first = await _announcer(client, layout, other_than=None)
+        say(f"Service default/web got {ip}; node {first.name} announces it")
+        await _traffic(layout, ip, say, until=lambda node: node == first.name, limit=10.0)
+        say(f"router neighbour entry: {_neighbour(layout, ip)}")
+
+        say(f"crashing {first.name}: speaker killed, link down, Node NotReady")
+        crashed = time.monotonic()
+        os.kill(record.process(f"speaker/{first.name}").pid, signal.SIGKILL)
+        netns.run(first.netns, ["ip", "link", "set", first.ifname, "down"])
+        await _mark_not_ready(client, first.name)
+        answered = await _traffic(
+            layout, ip, say, until=lambda node: node not in ("", first.name), limit=FAILOVER_LIMIT
+        )
+        second = await _announcer(client, layout, other_than=first.name)
+        say(
+            f"traffic resumed from {second.name} {answered - crashed:.2f} s after the crash"
+            f" (detection here is the Node condition; porterlb's heartbeats are not in yet)"
+        )
+        say(f"router neighbour entry: {_neighbour(layout, ip)}")
+
+
+async def _announcer(
+    client: lightkube.AsyncClient, layout: plan.Lab, *, other_than: str | None
+) -> plan.Node:
+    """The worker the manager recorded for the Service, once it is not `other_than`."""
+    while True:
+        service = await client.get(Service, "web", namespace=cluster.NAMESPACE)
+        annotations = (service.metadata.annotations if service.metadata else None) or {}
+        name = annotations.get(wellknown.ANNOUNCED_BY)
+        if name and name != other_than:
+            return next(node for node in layout.nodes if node.name == name)
+        await asyncio.sleep(INTERVAL)
+
+
+async def _traffic(
+    layout: plan.Lab,
+    ip: str,
+    say: Callable[[str], None],
+    *,
+    until: Callable[[str], bool],
+    limit: float,
+) -> float:
+    """Request every INTERVAL, printing changes, until the answering node satisfies `until`."""
+    started = time.monotonic()
+    last = None
+    while time.monotonic() - started < limit:
+        node = await asyncio.to_thread(netns.call_in, layout.client.netns, lambda: _get(ip))
+        if node != last:
+            say(f"  {time.monotonic() - started:6.2f} s  {node or 'no answer'}")
+            last = node
+        if until(node):
+            return time.monotonic()
+        await asyncio.sleep(INTERVAL)
+    raise TimeoutError(f"traffic to {ip} did not resume within {limit:.0f} s")
+
+
+def _get(ip: str) -> str:
+    """The body of ``GET /`` from `ip`:80 (the answering node's name), or "" on failure."""
+    try:
+        with socket.create_connection((ip, cluster.SERVICE_PORT), timeout=REQUEST_TIMEOUT) as conn:
+            conn.sendall(f"GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
+            reply = b""
+            while chunk := conn.recv(4096):
+                reply += chunk
+    except OSError:
+        return ""
+    return reply.partition(b"\r\n\r\n")[2].decode(errors="replace").strip()
+
+
+def _neighbour(layout: plan.Lab, ip: str) -> str:
+    entries = json.loads(netns.run(layout.router_lan.netns, ["ip", "-j", "neigh", "show", ip]))
+    if not entries:
+        return "none"
+    entry = entries[0]
+    mac = entry.get("lladdr", "")
+    owner = next((n.name for n in layout.nodes if str(n.mac) == mac), "unknown host")
+    return f"{ip} lladdr {mac or '-'} ({owner}) {' '.join(entry.get('state', []))}"
+
+
+async def _mark_not_ready(client: lightkube.AsyncClient, name: str) -> None:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    condition = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "NodeStatusUnknown",
+        "message": "porterlb lab demo: the node crashed",
+        "lastTransitionTime": now,
+        "lastHeartbeatTime": now,
+    }
+    await client.patch(
+        Node.Status, name, {"status": {"conditions": [condition]}}, patch_type=PatchType.STRATEGIC
+    )
