@@ -11,17 +11,18 @@ into KeyboardInterrupt so that the cleanup runs for them too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from porterlb.lab import network, plan
-
 from bench import _speaker_proc
+from porterlb.lab import network, plan
 
 
 def interruptible() -> None:
@@ -76,6 +77,74 @@ def pin(cpu: int | None) -> None:
     """Run this process on ``cpu`` alone (None: leave it to the scheduler)."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
+
+
+RT_PRIORITY = 10
+"""SCHED_FIFO priority for ``--rt``: above every normal task, below the kernel's own RT
+threads (which use 50 and up), so the speaker preempts other processes, not the kernel."""
+
+
+def place(pid: int, *, cpu: int | None, rt: bool) -> None:
+    """Put the speaker on ``cpu`` (None: anywhere) and, with ``rt``, above normal tasks.
+
+    ``rt`` shields the measurement from other processes of a shared host: the speaker then
+    behaves as if it had the core to itself. Threads it starts later inherit both.
+    """
+    if cpu is not None:
+        os.sched_setaffinity(pid, {cpu})
+    if rt:
+        os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """Busy (user, nice, system) and steal time of some CPUs, in seconds, from /proc/stat."""
+
+    busy: float
+    steal: float
+
+
+def cpu_times(cpus: set[int]) -> CpuTimes:
+    """What the CPUs in ``cpus`` have done since boot (proc(5): /proc/stat, in USER_HZ)."""
+    busy = steal = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, _idle, _iowait, _irq, _softirq, stolen = map(int, fields[:8])
+            busy += user + nice + system
+            steal += stolen
+    tick = os.sysconf("SC_CLK_TCK")
+    return CpuTimes(busy / tick, steal / tick)
+
+
+class Interference:
+    """How much of the speaker's CPUs others used while it was measured (a shared host).
+
+    ``own`` is the speaker's CPU time and ``other`` the CPUs' user and system time minus the
+    speaker's own, as fractions of the wall time; ``steal`` is time the hypervisor gave to
+    other guests. Meaningful when the speaker has a CPU to itself (``--pin``); otherwise the
+    prober counts as "other" too.
+    """
+
+    def __init__(self, speaker: _speaker_proc.Speaker, cpus: set[int]) -> None:
+        self._speaker = speaker
+        self._cpus = cpus
+        self.other = self.steal = self.own = self.own_s = 0.0
+
+    def __enter__(self) -> Interference:
+        self._started = time.monotonic()
+        self._times = cpu_times(self._cpus)
+        self._own = self._speaker.cpu_s()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.monotonic() - self._started
+        times = cpu_times(self._cpus)
+        own = self._speaker.cpu_s() - self._own
+        self.own_s = own
+        self.own = own / wall
+        self.other = max(0.0, (times.busy - self._times.busy - own) / wall)
+        self.steal = (times.steal - self._times.steal) / wall
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

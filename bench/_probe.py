@@ -136,6 +136,10 @@ class Phase:
     latencies_ns: array.array[int]
     ring_drops: int
     """Answers the prober's own ring dropped: the measurement, not the responder, failed."""
+    late_p99_us: float = 0.0
+    late_max_us: float = 0.0
+    """How late requests left against the schedule: a late prober sends a burst to catch up,
+    and the answers to a burst queue at a slow responder."""
 
     @property
     def lost(self) -> int:
@@ -174,7 +178,10 @@ class Prober:
         )
         self._rx.setsockopt(SOL_PACKET, PACKET_RX_RING, request)
         self._ring = mmap.mmap(
-            self._rx.fileno(), RING_BLOCK * RING_BLOCKS, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            self._rx.fileno(),
+            RING_BLOCK * RING_BLOCKS,
+            mmap.MAP_SHARED,
+            mmap.PROT_READ | mmap.PROT_WRITE,
         )
         self._block = 0
         self._rx.bind((ifname, 0x0003))  # ETH_P_ALL, after the filter: nothing slips in unfiltered
@@ -190,16 +197,20 @@ class Prober:
         self._rx.close()
         self._tx.close()
 
-    def blast(self, frames: Sequence[bytes], *, rate: float, count: int) -> array.array[int]:
+    def blast(
+        self, frames: Sequence[bytes], *, rate: float, count: int
+    ) -> tuple[array.array[int], array.array[int]]:
         """Send ``count`` requests at ``rate``/s, request i being ``frames[i % len]``.
 
-        Returns each request's send time (``time.time_ns``). A late sender catches up at once
-        rather than skipping, so the count is exact; sleeps are used for gaps over 60 µs.
+        Returns each request's send time (``time.time_ns``) and how late it went out against
+        the schedule (ns). A late sender catches up at once rather than skipping, so the count
+        is exact, but its requests then arrive in a burst; sleeps are used for gaps over 60 µs.
         """
         send = self._tx.send
         stamp = time.time_ns
         clock = time.perf_counter_ns
         sent = array.array("q", bytes(8 * count))
+        late = array.array("q", bytes(8 * count))
         interval = 1e9 / rate
         modulo = len(frames)
         start = clock()
@@ -213,8 +224,9 @@ class Prober:
                 continue
             sent[i] = stamp()
             send(frames[i % modulo])
+            late[i] = -ahead
             i += 1
-        return sent
+        return sent, late
 
     def drain(self) -> tuple[list[Answer], int]:
         """Every answer the ring holds, in arrival order, and the ring's drop count."""
@@ -252,10 +264,10 @@ class Prober:
         """Ask at ``rate`` for ``seconds``, wait ``GRACE``, and match the answers."""
         self.drain()  # strays of an earlier phase
         count = max(1, int(rate * seconds))
-        sent = self.blast(frames, rate=rate, count=count)
+        sent, late = self.blast(frames, rate=rate, count=count)
         time.sleep(GRACE + RING_TIMEOUT_MS / 1000)
         answers, drops = self.drain()
-        return match(
+        phase = match(
             sent,
             answers,
             rate=rate,
@@ -264,6 +276,10 @@ class Prober:
             modulo=len(frames),
             ring_drops=drops,
         )
+        ordered = sorted(late)
+        phase.late_p99_us = ordered[int(0.99 * (len(ordered) - 1))] / 1000
+        phase.late_max_us = ordered[-1] / 1000
+        return phase
 
 
 def match(

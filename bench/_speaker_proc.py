@@ -20,9 +20,10 @@ What it measures from inside, and the parent cannot see from ``/proc``:
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
-import cProfile
 import contextlib
+import cProfile
 import gc
 import ipaddress
 import json
@@ -37,20 +38,23 @@ import tracemalloc
 from pathlib import Path
 from typing import IO, Any
 
-from porterlb.l2 import afpacket, announcer, ethernet
+from porterlb.l2 import afpacket, announcer, ethernet, responder
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 """include/uapi/linux/if_packet.h: ``struct tpacket_stats``; reading it resets it."""
+HISTOGRAM_US = 100_000
+"""Service times are kept to the µs up to 100 ms."""
 
 
 class _Stats:
     def __init__(self) -> None:
-        self.service_ns: list[int] = []
+        self.service = array.array("q", bytes(8 * HISTOGRAM_US))
+        """Frames by service time, one bucket per µs; the last holds everything slower.
+        Fixed size, so that measuring does not grow the RSS being measured."""
         self.gratuitous = 0
         self.first_gratuitous: float | None = None
         self.last_gratuitous: float | None = None
-        self.opened: float | None = None
         self.gc: dict[int, list[float]] = {}
         """generation -> pause durations in seconds, since the last ``stats``."""
         self.conflicts = 0
@@ -74,7 +78,8 @@ class _TimedConn:
 
     async def recv(self) -> bytes:
         if self._since is not None:
-            self._stats.service_ns.append(time.perf_counter_ns() - self._since)
+            bucket = (time.perf_counter_ns() - self._since) // 1000
+            self._stats.service[min(bucket, HISTOGRAM_US - 1)] += 1
             self._since = None
         frame = await self._inner.recv()
         self._since = time.perf_counter_ns()
@@ -148,7 +153,6 @@ class _Child:
         inner = await afpacket.AfPacketConn.open(ifname, netns=self.args.netns)
         timed = _TimedConn(inner, self.stats)
         self.conns.append(timed)
-        self.stats.opened = time.monotonic()
         return timed
 
     def _conflict(self, ip: Any, ifname: str, mac: ethernet.MacAddress) -> None:
@@ -183,16 +187,16 @@ class _Child:
         self.announcer.update(wanted)
         return {"update_s": time.monotonic() - started}
 
-    async def cmd_settle(self, quiet: float, at_least: float, timeout: float) -> dict[str, Any]:
+    async def cmd_settle(self, quiet: float, at_least: float, limit: float) -> dict[str, Any]:
         """Wait until the bursts are over: no gratuitous frame for ``quiet`` seconds."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + limit
         while True:
             now = time.monotonic()
             last = self.stats.last_gratuitous
             if last is not None and now - last >= quiet and now - self.assigned_at >= at_least:
                 break
             if now > deadline:
-                raise TimeoutError(f"bursts still running after {timeout} s (last send {last})")
+                raise TimeoutError(f"bursts still running after {limit} s (last send {last})")
             await asyncio.sleep(0.05)
         first = self.stats.first_gratuitous
         assert first is not None and last is not None
@@ -205,7 +209,7 @@ class _Child:
     async def cmd_stats(self) -> dict[str, Any]:
         from porterlb.l2 import metrics
 
-        stats, self.stats.service_ns = self.stats.service_ns, []
+        service, self.stats.service = self.stats.service, array.array("q", bytes(8 * HISTOGRAM_US))
         gcs, self.stats.gc = self.stats.gc, {}
         packets = drops = 0
         for timed in self.conns:
@@ -218,42 +222,105 @@ class _Child:
                 if sample.name.endswith("_total"):
                     verdict = sample.labels["verdict"]
                     verdicts[verdict] = verdicts.get(verdict, 0) + sample.value
-        ordered = sorted(stats)
+        frames = sum(service)
+        busy_us = sum(us * count for us, count in enumerate(service))
 
-        def pick(fraction: float) -> float | None:
-            if not ordered:
-                return None
-            return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
+        def pick(fraction: float) -> int | None:
+            rank, seen = fraction * frames, 0
+            for us, count in enumerate(service):
+                seen += count
+                if count and seen >= rank:
+                    return us
+            return None
 
         return {
             "verdicts": verdicts,
             "socket_packets": packets,
             "socket_drops": drops,
             "rcvbuf": self.conns[0].rcvbuf() if self.conns else None,
-            "frames": len(ordered),
-            "service_busy_s": sum(ordered) / 1e9,
+            "frames": frames,
+            "service_busy_s": busy_us / 1e6,
             "service_us": {"p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
             "gc": {str(gen): [len(p), sum(p), max(p)] for gen, p in sorted(gcs.items())},
             "gc_objects": len(gc.get_objects()),
             "conflicts": self.stats.conflicts,
         }
 
-    async def cmd_calibrate(self, frames: dict[str, str], count: int) -> dict[str, float]:
+    async def cmd_calibrate(
+        self, frames: dict[str, str], count: int
+    ) -> dict[str, dict[str, float]]:
         """CPU µs per frame of the announcer's own handling, without the socket.
 
-        Runs the responder task's per-frame step (``Announcer._handle``: decode, decide,
-        count, build the answer) on a conn whose ``send`` does nothing, so the figure is
+        ``decide`` is ``responder.handle`` alone (decode, ownership, the answer's bytes);
+        ``total`` is the responder task's whole per-frame step (``Announcer._handle``: that,
+        plus counters and the conflict check) on a conn whose ``send`` does nothing. Both are
         porterlb's Python cost alone; the real loop adds a ``recv`` and a ``send`` syscall.
         """
         assert self.conns, "calibrate after the interface is open"
         null = _NullConn(self.args.ifname, self.conns[0].mac)
         handle = self.announcer._handle  # the per-frame step; no public seam runs it alone
+        owns, mac = self.announcer.owns, null.mac
         costs = {}
         for name, text in frames.items():
             frame = bytes.fromhex(text)
             started = time.process_time()
             for _ in range(count):
+                responder.handle(frame, ifname=null.ifname, mac=mac, owns=owns)
+            decided = time.process_time()
+            for _ in range(count):
                 await handle(null, frame)
+            done = time.process_time()
+            costs[name] = {
+                "decide": (decided - started) / count * 1e6,
+                "total": (done - decided) / count * 1e6,
+            }
+        costs["reference"] = {"loop_ms": _reference_loop() * 1000}
+        return costs
+
+    async def cmd_breakdown(self, frame: str, count: int) -> dict[str, float]:
+        """CPU µs of each step ``Announcer._handle`` takes for one answered request ``frame``.
+
+        The steps are timed one at a time through the public codec and metrics API, in the
+        order the responder runs them, so they add up to about ``calibrate``'s total.
+        """
+        from porterlb.l2 import arp, metrics, ndp
+
+        data = bytes.fromhex(frame)
+        ifname, mac = self.args.ifname, self.conns[0].mac
+        outer = ethernet.decode(data)
+        steps: dict[str, Any] = {"ethernet.decode": lambda: ethernet.decode(data)}
+        if outer.ethertype == ethernet.ETHERTYPE_ARP:
+            request = arp.decode(outer.payload)
+            ip: Any = request.target_ip
+            steps["arp.decode"] = lambda: arp.decode(outer.payload)
+            steps["Announcer.owns"] = lambda: self.announcer.owns(ip, ifname)
+            steps["arp.reply (encode)"] = lambda: arp.reply(request, mac)
+        else:
+            packet = ndp.decode(outer.payload)
+            message = packet.message
+            assert isinstance(message, ndp.NeighborSolicitation)
+            ip = message.target
+            asker = message.source_mac or outer.src
+            steps["ndp.icmp_type"] = lambda: ndp.icmp_type(outer.payload)
+            steps["ndp.decode (incl. checksum)"] = lambda: ndp.decode(outer.payload)
+            steps["ndp.solicited_node"] = lambda: ndp.solicited_node(ip)
+            steps["ethernet.ipv6_multicast"] = lambda: ethernet.ipv6_multicast(packet.dst)
+            steps["Announcer.owns"] = lambda: self.announcer.owns(ip, ifname)
+            steps["ndp.advertisement (encode)"] = lambda: ndp.advertisement(
+                mac, ip, dst=packet.src, dst_mac=asker, solicited=True
+            )
+        steps["FRAMES.labels().inc()"] = lambda: metrics.FRAMES.labels(ifname, "answered").inc()
+        steps["str(ip)"] = lambda: str(ip)
+        text = str(ip)
+        steps["REQUESTS_RECEIVED.labels().inc()"] = lambda: metrics.REQUESTS_RECEIVED.labels(
+            text
+        ).inc()
+        steps["RESPONSES_SENT.labels().inc()"] = lambda: metrics.RESPONSES_SENT.labels(text).inc()
+        costs = {}
+        for name, step in steps.items():
+            started = time.process_time()
+            for _ in range(count):
+                step()
             costs[name] = (time.process_time() - started) / count * 1e6
         return costs
 
@@ -275,10 +342,7 @@ class _Child:
 
     async def cmd_snapdiff(self, old: str, new: str, top: int) -> dict[str, Any]:
         diff = self.snapshots[new].compare_to(self.snapshots[old], "lineno")
-        lines = [
-            [str(stat.traceback[0]), stat.size_diff, stat.count_diff]
-            for stat in diff[:top]
-        ]
+        lines = [[str(stat.traceback[0]), stat.size_diff, stat.count_diff] for stat in diff[:top]]
         return {"top": lines, "total": sum(stat.size_diff for stat in diff)}
 
 
@@ -288,7 +352,7 @@ async def _main(args: argparse.Namespace) -> None:
         import porterlb.speaker.agent  # noqa: F401
     child = _Child(args)
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=1 << 24)  # an assign of 10,000 IPs is ~200 KB
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     print(json.dumps({"pid": os.getpid()}), flush=True)
     async with asyncio.TaskGroup() as group:
@@ -367,6 +431,20 @@ class Speaker:
                     self._proc.wait()
         finally:
             self._log.close()
+
+
+def _reference_loop() -> float:
+    """CPU seconds of a fixed pure-Python loop: how fast this machine runs Python right now.
+
+    One million integer additions in a function take ~0.03 s on a current desktop CPU with
+    CPython 3.11; the ratio scales the per-frame figures to other machines, roughly.
+    """
+    started = time.process_time()
+    total = 0
+    for i in range(1_000_000):
+        total += i
+    assert total
+    return time.process_time() - started
 
 
 def _die_with_parent() -> None:

@@ -1,7 +1,7 @@
 """Benchmark: speaker RSS and CPU with 10,000 assigned IPs, idle and under ARP/NDP load.
 
     .venv/bin/python -m bench.speaker_scale [--ips 10000] [--rows v4,v6,mixed]
-        [--idle 10] [--load-rate 10000] [--load-seconds 10] [--trace] [--pin | --no-pin]
+        [--idle 10] [--load-rate 10000] [--load-seconds 10] [--trace] [--pin | --no-pin] [--rt]
 
 A bare lab network with one worker; porterlb's announcer runs as its own process serving the
 worker's ``eth0`` (``bench._speaker_proc``, with the imports of ``porterlb speaker`` so that
@@ -35,9 +35,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from porterlb.lab import netns, plan
-
 from bench import _lab, _probe, _speaker_proc
+from porterlb.lab import netns, plan
 
 RSS_TARGET_MB = 80.0
 """Issue 3, section 8."""
@@ -90,8 +89,12 @@ class Row:
     load_cpu_s: float = 0.0
     load_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     idle_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    burst_stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     trace: dict[str, Any] | None = None
     resolved: str = ""
+    burst_other: float = 0.0
+    load_other: float = 0.0
+    """Share of the speaker's CPU other processes used (see _lab.Interference)."""
 
 
 def addresses(lab: plan.Lab, row: str, count: int) -> list[_probe.IPAddress]:
@@ -161,6 +164,7 @@ def measure_row(
     load_rate: int,
     load_seconds: float,
     pinned: bool,
+    rt: bool,
     trace: bool,
 ) -> Row:
     node = lab.nodes[0]
@@ -170,13 +174,13 @@ def measure_row(
     row = Row(name, len(ips))
     row.gratuitous_expected = sum(2 if ip.version == 4 else 1 for ip in ips) * 6
     with _lab.speaker(node, trace=trace) as speaker:
-        if pinned:
-            os.sched_setaffinity(speaker.pid, {1})
+        _lab.place(speaker.pid, cpu=1 if pinned else None, rt=rt)
         if trace:
             speaker.call("snapshot", name="before")
         row.baseline_mb = speaker.rss_kb()[0] / 1024
+        cpus = {1} if pinned else set(os.sched_getaffinity(speaker.pid))
         cpu = speaker.cpu_s()
-        with Sampler(speaker) as burst:
+        with Sampler(speaker) as burst, _lab.Interference(speaker, cpus) as others:
             row.update_ms = 1000 * speaker.call("assign", ips=[str(ip) for ip in ips])["update_s"]
             row.burst_load = prober.run(
                 frames,
@@ -185,8 +189,9 @@ def measure_row(
                 responder=node.mac,
                 targets=ips,
             )
-            settled = speaker.call("settle", quiet=0.5, at_least=5.0, timeout=300.0)
+            settled = speaker.call("settle", quiet=0.5, at_least=5.0, limit=300.0)
         row.burst_cpu_s = speaker.cpu_s() - cpu
+        row.burst_other = others.other
         row.burst_peak_mb = burst.peak / 1024
         row.burst_end_s = settled["last_gratuitous_s"]
         row.gratuitous = settled["gratuitous"]
@@ -195,8 +200,8 @@ def measure_row(
             row.trace = speaker.call("snapdiff", old="before", new="after", top=12)
             return row
         row.settled_mb = speaker.rss_kb()[0] / 1024
+        row.burst_stats = speaker.call("stats")
         row.resolved = resolve_check(lab, ips)
-        speaker.call("stats")
         cpu = speaker.cpu_s()
         with Sampler(speaker) as quiet:
             time.sleep(idle)
@@ -204,10 +209,11 @@ def measure_row(
         row.idle_peak_mb = quiet.peak / 1024
         row.idle_stats = speaker.call("stats")
         cpu = speaker.cpu_s()
-        with Sampler(speaker) as busy:
+        with Sampler(speaker) as busy, _lab.Interference(speaker, cpus) as others:
             row.load = prober.run(
                 frames, rate=load_rate, seconds=load_seconds, responder=node.mac, targets=ips
             )
+        row.load_other = others.other
         row.load_cpu_s = speaker.cpu_s() - cpu
         row.load_peak_mb = busy.peak / 1024
         row.load_stats = speaker.call("stats")
@@ -263,15 +269,19 @@ def report(rows: Sequence[Row], *, idle: float, load_rate: int) -> str:
         "p50 µs",
         "p99 µs",
         "max µs",
+        "svc p50 µs",
+        "svc p99 µs",
         "sock drops",
         "gen2 GCs",
         "gen2 max ms",
+        "CPU µs/frame",
+        "other %",
     ]
     lines = []
     for row in rows:
-        for label, phase, stats in (
-            ("during bursts", row.burst_load, None),
-            ("steady", row.load, row.load_stats),
+        for label, phase, stats, other, cpu in (
+            ("during bursts", row.burst_load, row.burst_stats, row.burst_other, None),
+            ("steady", row.load, row.load_stats, row.load_other, row.load_cpu_s),
         ):
             if phase is None:
                 continue
@@ -289,9 +299,13 @@ def report(rows: Sequence[Row], *, idle: float, load_rate: int) -> str:
                     phase.percentile(0.5),
                     phase.percentile(0.99),
                     phase.percentile(1.0),
+                    stats["service_us"]["p50"] if stats else None,
+                    stats["service_us"]["p99"] if stats else None,
                     stats["socket_drops"] if stats else None,
                     gen2[0] if gen2 else (0 if stats else None),
                     1000 * gen2[2] if gen2 else None,
+                    cpu / stats["frames"] * 1e6 if cpu and stats and stats["frames"] else None,
+                    100 * other,
                 ]
             )
     out.append(_lab.table(header, lines))
@@ -302,7 +316,8 @@ def report(rows: Sequence[Row], *, idle: float, load_rate: int) -> str:
             out.append(
                 f"{row.name}: peak RSS {peak:.1f} MB with {row.ips:,} IPs "
                 f"(+{peak - row.baseline_mb:.1f} MB over the {row.baseline_mb:.1f} MB baseline): "
-                f"target <= {RSS_TARGET_MB:.0f} MB {verdict}"
+                f"target <= {RSS_TARGET_MB:.0f} MB {verdict}; "
+                f"{row.load_stats.get('gc_objects', 0):,} objects tracked by the GC"
             )
             out.append(f"  router neighbour entries: {row.resolved}")
     return "\n".join(out)
@@ -335,11 +350,19 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=10.0)
     parser.add_argument("--trace", action="store_true", help="also a tracemalloc run per row")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--rt",
+        action="store_true",
+        help="run the speaker SCHED_FIFO, so other processes of a shared host cannot delay it",
+    )
     args = parser.parse_args()
     names = args.rows.split(",")
     _lab.interruptible()
     pinned = args.pin and len(os.sched_getaffinity(0)) >= 2
-    print(f"CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, pinned {pinned}")
+    print(
+        f"CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, pinned {pinned}, "
+        f"speaker SCHED_FIFO {args.rt}"
+    )
     _lab.pin(0 if pinned else None)
     rows: list[Row] = []
     with _lab.bare_lab("sps", 1) as lab:
@@ -359,6 +382,7 @@ def main() -> None:
                         load_rate=args.load_rate,
                         load_seconds=args.load_seconds,
                         pinned=pinned,
+                        rt=args.rt,
                         trace=trace,
                     )
                     rows.append(row)

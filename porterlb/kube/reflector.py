@@ -10,6 +10,7 @@ each ``on_change(key)`` with the object's key; the caller reads the cache (fetch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -113,12 +114,15 @@ class Reflector:
             resource_version=version,
             server_timeout=WATCH_TIMEOUT,
         )
-        self.watching.set()
-        async for kind, obj in stream:
-            item = _as_dict(obj)
-            key = object_key(item)
-            if kind == "DELETED":
-                self.cache.pop(key, None)
-            else:
-                self.cache[key] = item
-            self._changed(key)
+        # Close the stream (and its HTTP response) at once when cancelled, not at garbage
+        # collection, which would leave the connection to a client already closed.
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            self.watching.set()
+            async for kind, obj in stream:
+                item = _as_dict(obj)
+                key = object_key(item)
+                if kind == "DELETED":
+                    self.cache.pop(key, None)
+                else:
+                    self.cache[key] = item
+                self._changed(key)

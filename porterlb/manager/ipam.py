@@ -12,6 +12,7 @@ older Service, with an Event on the younger.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -34,6 +35,9 @@ EIP_STATUS_INTERVAL = 1.0
 """Seconds between two status writes of one Eip: ``used`` lists every IP, so writing it on
 every allocation would cost O(n^2) bytes while thousands of Services arrive at once."""
 
+WRITE_EXPECTATION = 5.0
+"""Seconds a write is assumed to be on its way through the watch; after that, decide anew."""
+
 REFERENCE_RECHECK = 0.5
 """Seconds before re-checking whether a deleted Eip is still referenced by a Service."""
 
@@ -50,6 +54,9 @@ class Ipam:
         self.loaded = False
         self._last_report: dict[ServiceKey, service_plan.Report] = {}
         self._last_problem: dict[PoolName, tuple[str, str]] = {}
+        self._eips_parsed: list[eip_api.Eip] | None = None
+        self._written: dict[ServiceKey, tuple[PoolName | None, tuple[str, ...] | None, float]] = {}
+        """Service -> the claim and ingress last written, and when (see _not_yet_seen)."""
         self._eip_written: dict[str, float] = {}
         self.service_queue = queueing.WorkQueue(
             self._handle_service, name="ipam/services", workers=workers
@@ -99,6 +106,8 @@ class Ipam:
         self._last_report = {}
         self._last_problem = {}
         self._eip_written = {}
+        self._eips_parsed = None
+        self._written = {}
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -157,7 +166,10 @@ class Ipam:
     # -- pools -----------------------------------------------------------------------------
 
     def _parsed_eips(self) -> list[eip_api.Eip]:
-        return [eip_api.parse(obj) for obj in self.eips.cache.values()]
+        """Every Eip, parsed once per change of any Eip (every Service decision reads them)."""
+        if self._eips_parsed is None:
+            self._eips_parsed = [eip_api.parse(obj) for obj in self.eips.cache.values()]
+        return self._eips_parsed
 
     def _set_pools(self) -> Iterable[ServiceKey]:
         problems: dict[PoolName, tuple[str, str]] = {}
@@ -185,6 +197,7 @@ class Ipam:
         return diff.orphaned
 
     def _eip_changed(self, name: str) -> None:
+        self._eips_parsed = None
         self.eip_queue.add(name)
         if not self.loaded:
             return
@@ -235,8 +248,39 @@ class Ipam:
         if plan.freed:
             self._requeue_pending()
         if service is None:
+            self._written.pop(service_key, None)
             return queueing.Done()
-        return await queueing.attempt(_write(self.client, service, plan))
+        trimmed = self._not_yet_seen(service_key, plan)
+        outcome = await queueing.attempt(_write(self.client, service, trimmed))
+        if not isinstance(outcome, queueing.Done):
+            return outcome
+        if trimmed != plan:
+            # Our own writes are still on their way; look again once they should have arrived,
+            # in case somebody else undid them meanwhile.
+            return queueing.Retry(after=WRITE_EXPECTATION)
+        if plan.claim or plan.ingress is not None:
+            now = asyncio.get_running_loop().time()
+            self._written[service_key] = (plan.claim, plan.ingress, now)
+        return outcome
+
+    def _not_yet_seen(self, key: ServiceKey, plan: service_plan.Plan) -> service_plan.Plan:
+        """Drop the writes of `plan` made moments ago whose watch events have not arrived.
+
+        A claim and a status write are two events; deciding again on the first one would
+        write the second a second time (client-go's controllers keep "expectations" alike).
+        """
+        written = self._written.get(key)
+        if written is None:
+            return plan
+        claim, ingress, at = written
+        if asyncio.get_running_loop().time() - at > WRITE_EXPECTATION:
+            del self._written[key]
+            return plan
+        return dataclasses.replace(
+            plan,
+            claim=None if plan.claim == claim else plan.claim,
+            ingress=None if plan.ingress == ingress else plan.ingress,
+        )
 
     def _report(self, service: svc.Service, report: service_plan.Report) -> None:
         if self._last_report.get(service.key) == report:
@@ -297,15 +341,16 @@ class Ipam:
         )
 
     async def _write_eip_status(self, parsed: eip_api.Eip, old: dict[str, Any]) -> queueing.Outcome:
+        # Wait before computing: the status lists every used IP, O(used) to build.
+        now = asyncio.get_running_loop().time()
+        wait = self._eip_written.get(parsed.name, -EIP_STATUS_INTERVAL) + EIP_STATUS_INTERVAL - now
+        if wait > 0:
+            return queueing.Retry(after=wait)
         status = pool_status.desired(
             parsed, problem=self.problems.get(parsed.name), alloc=self.alloc, old=old
         )
         if not pool_status.changed(old, status):
             return queueing.Done()
-        now = asyncio.get_running_loop().time()
-        wait = self._eip_written.get(parsed.name, -EIP_STATUS_INTERVAL) + EIP_STATUS_INTERVAL - now
-        if wait > 0:
-            return queueing.Retry(after=wait)
         self._eip_written[parsed.name] = now
         await writers.set_eip_status(self.client, parsed.name, status)
         return queueing.Done()

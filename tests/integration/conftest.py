@@ -26,6 +26,7 @@ from porterlb.kube import client as kube_client
 from porterlb.kube import resources
 from porterlb.lab import controlplane, crds
 from porterlb.manager import controller
+from tests.conftest import cancelled_connections_collected
 
 _blocks = itertools.count(1)
 
@@ -79,9 +80,10 @@ async def running_manager(client: lightkube.AsyncClient) -> AsyncIterator[contro
     try:
         yield manager
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        with cancelled_connections_collected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @pytest_asyncio.fixture(loop_scope="session")

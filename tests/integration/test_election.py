@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import time
 import uuid
@@ -22,15 +21,16 @@ import pytest_asyncio
 from porterlb.kube import client as kube_client
 from porterlb.kube import election, resources
 from porterlb.lab import controlplane
+from tests.conftest import cancelled_connections_collected
 from tests.integration.proxy import Proxy
 from tests.waiting import eventually
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.asyncio(loop_scope="session"),
-    # httpcore leaves the socket of a request cancelled mid-flight (here: renewals cut off by
-    # a partition or an API-server restart) to the garbage collector; the fixture collects it
-    # while this filter is active, so the warning cannot surface in a later test.
+    # Renewals cut off by a partition or an API-server restart abandon their sockets to the
+    # garbage collector (see tests.conftest.cancelled_connections_collected); the candidates
+    # fixture collects them before the module ends.
     pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning"),
 ]
 
@@ -91,11 +91,12 @@ async def candidates(
         for candidate in made:
             candidate.task = asyncio.create_task(candidate.elector.run(candidate.lead))
         yield made
-        for candidate in made:
-            assert candidate.task is not None
-            candidate.task.cancel()
-        await asyncio.gather(*(c.task for c in made if c.task), return_exceptions=True)
-    gc.collect()
+        with cancelled_connections_collected():
+            for candidate in made:
+                assert candidate.task is not None
+                candidate.task.cancel()
+            await asyncio.gather(*(c.task for c in made if c.task), return_exceptions=True)
+            await stack.aclose()
 
 
 async def the_leader(
