@@ -274,6 +274,7 @@ def report(rows: Sequence[Row], *, idle: float, load_rate: int) -> str:
         "sock drops",
         "gen2 GCs",
         "gen2 max ms",
+        "lag max ms",
         "CPU µs/frame",
         "other %",
     ]
@@ -304,6 +305,7 @@ def report(rows: Sequence[Row], *, idle: float, load_rate: int) -> str:
                     stats["socket_drops"] if stats else None,
                     gen2[0] if gen2 else (0 if stats else None),
                     1000 * gen2[2] if gen2 else None,
+                    stats["loop_lag_max_ms"] if stats else None,
                     cpu / stats["frames"] * 1e6 if cpu and stats and stats["frames"] else None,
                     100 * other,
                 ]
