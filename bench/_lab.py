@@ -15,9 +15,10 @@ import dataclasses
 import itertools
 import os
 import signal
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -33,6 +34,16 @@ def interruptible() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``; an interruption exits 130 after its cleanup ran."""
+    interruptible()
+    try:
+        main()
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({str(interrupt) or 'SIGINT'}); everything the run made is removed")
+        sys.exit(130)
 
 
 def fresh_name(prefix: str) -> str:

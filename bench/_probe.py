@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from porterlb.l2 import arp, ethernet, ndp
+from porterlb.lab import netns as lab_netns
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -160,8 +161,16 @@ class Prober:
     def __init__(self, ifname: str) -> None:
         self.ifname = ifname
         self._tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        self._tx.bind((ifname, 0))  # protocol 0: send only, nothing is queued for reading
         self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            self._setup(ifname)
+        except BaseException:
+            self._rx.close()
+            self._tx.close()
+            raise
+
+    def _setup(self, ifname: str) -> None:
+        self._tx.bind((ifname, 0))  # protocol 0: send only, nothing is queued for reading
         self._rx.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _filter(ANSWER_FILTER))
         self._rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._rx.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
@@ -188,8 +197,6 @@ class Prober:
 
     @classmethod
     def open_in(cls, netns: str, ifname: str) -> Prober:
-        from porterlb.lab import netns as lab_netns
-
         return lab_netns.call_in(netns, lambda: cls(ifname))
 
     def close(self) -> None:

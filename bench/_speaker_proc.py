@@ -3,15 +3,17 @@
 A separate process, so the prober's CPU never shares a GIL with the announcer. It is built as
 ``porterlb speaker`` builds it (``afpacket.AfPacketConn.open`` with ``netns=``, from the host
 namespace) but takes its IPs from the bench instead of the API. The bench talks to it in JSON
-lines (one command in, one answer out): ``assign``, ``settle``, ``stats``, ``profile``,
-``snapshot``/``snapdiff`` (tracemalloc) and ``quit``.
+lines (one command in, one answer out): ``assign``, ``settle``, ``stats``, ``calibrate`` and
+``breakdown`` (in-process timings), ``profile`` (cProfile), ``snapshot``/``snapdiff``
+(tracemalloc) and ``quit``.
 
 What it measures from inside, and the parent cannot see from ``/proc``:
 
 - *service time*: from ``recv()`` returning a frame to the responder's next ``recv()`` call,
   i.e. decode, decide, count and send one frame; its sum over a phase is the loop's busy time;
-- the socket's own drop count (``PACKET_STATISTICS``; read from ``AfPacketConn._sock``, the one
-  private reach into porterlb, since no public API exposes the socket);
+- the socket's own drop count (``PACKET_STATISTICS``; read from ``AfPacketConn._sock``, since
+  no public API exposes the socket: one of two private reaches into porterlb, the other being
+  ``Announcer._handle`` for the in-process timings);
 - garbage-collector pauses, by generation (``gc.callbacks``);
 - event-loop lag: how late a 10 ms timer fires, i.e. the longest stretch in which one task
   kept the loop to itself.
@@ -41,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
-from porterlb.l2 import afpacket, announcer, ethernet, responder
+from porterlb.l2 import afpacket, announcer, ethernet, metrics, responder
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -50,8 +52,8 @@ LAG_TICK = 0.01
 """Seconds between two event-loop lag samples."""
 REPEATS = 5
 """In-process timings keep the best of this many runs."""
-HISTOGRAM_US = 100_000
-"""Service times are kept to the µs up to 100 ms."""
+HISTOGRAM_US = 20_000
+"""Service times are kept to the µs up to 20 ms (160 KB, part of the RSS measured)."""
 
 
 class _Stats:
@@ -217,8 +219,6 @@ class _Child:
             await asyncio.sleep(0.05)
         first = self.stats.first_gratuitous
         assert first is not None and last is not None
-        from porterlb.l2 import metrics
-
         per_ip: dict[int, int] = {}  # gratuitous frames sent for one IP -> how many IPs
         for metric in metrics.GRATUITOUS_SENT.collect():
             for sample in metric.samples:
@@ -232,8 +232,6 @@ class _Child:
         }
 
     async def cmd_stats(self) -> dict[str, Any]:
-        from porterlb.l2 import metrics
-
         service, self.stats.service = self.stats.service, array.array("q", bytes(8 * HISTOGRAM_US))
         gcs, self.stats.gc = self.stats.gc, {}
         lag, self.stats.lag_max = self.stats.lag_max, 0.0
@@ -310,7 +308,7 @@ class _Child:
         The steps are timed one at a time through the public codec and metrics API, in the
         order the responder runs them, so they add up to about ``calibrate``'s total.
         """
-        from porterlb.l2 import arp, metrics, ndp
+        from porterlb.l2 import arp, ndp
 
         data = bytes.fromhex(frame)
         ifname, mac = self.args.ifname, self.conns[0].mac

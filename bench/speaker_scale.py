@@ -16,9 +16,14 @@ included). Each row starts a fresh speaker and assigns ``--ips`` addresses at on
 Then it measures, with the prober of ``bench.l2_answers`` in the router namespace asking for
 all the IPs in turn: answers *during the gratuitous bursts* (a node taking over every IP at
 once, as in a failover), RSS and CPU over an idle period once the bursts are over, and RSS,
-CPU and answers under a steady load. RSS is VmRSS from /proc, sampled every 0.25 s.
-``--trace`` adds a row-by-row tracemalloc breakdown of what the assignment allocated (in a
-separate run, as tracing doubles the memory).
+CPU and answers under a steady load. RSS is VmRSS from /proc, sampled every 0.25 s; it
+includes ~0.2 MB of the bench's own instrumentation. The router's kernel is also made to
+resolve the first and last IP (a UDP datagram to each), to show they are on-link and
+answered. The phase table has the speaker's socket drops, gen2 GC pauses, the event loop's
+longest stall (``lag max ms``) and the share of its CPU other processes took (``other %``,
+as in ``bench.l2_answers``; ``--pin`` and ``--rt`` work as there). ``--trace`` then repeats
+each row in a speaker under tracemalloc (tracing doubles the memory, so it is not measured)
+and lists what the assignment and the bursts left allocated, by source line.
 
 Target (issue 3): RSS at most 80 MB with 10,000 IPs.
 """
@@ -359,7 +364,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = args.rows.split(",")
-    _lab.interruptible()
     pinned = args.pin and len(os.sched_getaffinity(0)) >= 2
     print(
         f"CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, pinned {pinned}, "
@@ -399,4 +403,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _lab.run(main)

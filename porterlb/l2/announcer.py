@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import enum
 import ipaddress
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
@@ -42,6 +43,9 @@ TOLERANCE: Final = 0.001
 """Seconds early a due send may go out. asyncio fires timers up to its clock resolution early,
 and float sums like 64.4 + 2.2 miss by ulps; without slack the loop would wake again for a
 wait of 1e-14 s instead of sending."""
+
+YIELD_EVERY: Final = 64
+"""Frames answered before the responder lets the other tasks of the speaker run."""
 
 OPEN_RETRY: Final = 1.0
 """Seconds before retrying to open an interface that is missing or not usable."""
@@ -222,8 +226,12 @@ class Announcer:
             try:
                 link.attach(packet_conn)
                 self._wake.set()
-                while True:
+                for handled in itertools.count(1):
                     await self._handle(packet_conn, await packet_conn.recv())
+                    if handled % YIELD_EVERY == 0:
+                        # A receive or send that completes at once does not yield: without
+                        # this, a flood would stall the watches and the releases that fence.
+                        await asyncio.sleep(0)
             except errors.PorterlbError as exc:
                 metrics.SOCKET_ERRORS.labels(link.ifname).inc()
                 log.warning("%s; reopening in %.0f s", exc, OPEN_RETRY)

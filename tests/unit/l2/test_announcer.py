@@ -143,6 +143,24 @@ async def test_release_stops_answers_and_bursts_at_once():
     assert set(rest) == set(arp.gratuitous(samples.OUR_MAC, samples.OTHER4))
 
 
+async def test_a_flood_of_requests_lets_the_rest_of_the_speaker_run():
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)
+        for _ in range(10 * announcer.YIELD_EVERY):
+            eth0.inject(arp_request())
+        sent_before = len(eth0.sent)
+        answered_before_others_ran = []
+
+        async def another_task():
+            answered_before_others_ran.append(len(eth0.sent) - sent_before)
+
+        await asyncio.create_task(another_task())
+    assert 0 < answered_before_others_ran[0] <= announcer.YIELD_EVERY
+
+
 @pytest.mark.parametrize(
     ("request_frame", "ip"),
     [
