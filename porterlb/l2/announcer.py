@@ -257,15 +257,15 @@ class Announcer:
     async def _handle(self, packet_conn: conn.PacketConn, frame: bytes) -> None:
         ifname = packet_conn.ifname
         outcome = responder.handle(frame, ifname=ifname, mac=packet_conn.mac, owns=self.owns)
-        metrics.FRAMES.labels(ifname, outcome.verdict.value).inc()
+        metrics.frames(ifname, outcome.verdict.value).inc()
         if outcome.claim is not None:
             self._check(outcome.claim, packet_conn)
-        if outcome.reply is None:
+        if outcome.reply is None or outcome.ip is None:
             return
-        ip = str(outcome.ip)
-        metrics.REQUESTS_RECEIVED.labels(ip).inc()
+        received, responded = metrics.answering(outcome.ip)
+        received.inc()
         if await self._send(packet_conn, outcome.reply):
-            metrics.RESPONSES_SENT.labels(ip).inc()
+            responded.inc()
 
     def _check(self, claim: responder.Claim, packet_conn: conn.PacketConn) -> None:
         """Report a foreign claim on an IP we probe for or announce on this interface."""
