@@ -45,7 +45,8 @@ and float sums like 64.4 + 2.2 miss by ulps; without slack the loop would wake a
 wait of 1e-14 s instead of sending."""
 
 YIELD_EVERY: Final = 64
-"""Frames answered before the responder lets the other tasks of the speaker run."""
+"""Frames answered, or IPs stepped through by a burst round, before the other tasks of the
+speaker get to run."""
 
 OPEN_RETRY: Final = 1.0
 """Seconds before retrying to open an interface that is missing or not usable."""
@@ -294,7 +295,11 @@ class Announcer:
         while True:
             self._wake.clear()
             next_due = None
-            for entry in list(self._entries.values()):
+            for index, entry in enumerate(list(self._entries.values()), 1):
+                if index % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # 10,000 IPs must not stall the speaker for seconds
+                if self._entries.get(entry.ip) is not entry:
+                    continue  # released (or moved) while this round yielded
                 due = await self._step(entry, loop.time())
                 if due is not None and (next_due is None or due < next_due):
                     next_due = due

@@ -161,6 +161,30 @@ async def test_a_flood_of_requests_lets_the_rest_of_the_speaker_run():
     assert 0 < answered_before_others_ran[0] <= announcer.YIELD_EVERY
 
 
+async def test_a_round_over_many_ips_lets_the_rest_of_the_speaker_run():
+    node = Node()
+    eth0 = node.conn("eth0")
+    many = {
+        ipaddress.ip_address(f"198.18.{n // 250}.{n % 250 + 1}"): announcer.Announcement("eth0")
+        for n in range(10 * announcer.YIELD_EVERY)
+    }
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)  # the link is open
+        sent_before = len(eth0.sent)
+        node.announcer.update({**many, samples.VIP4: announcer.Announcement("eth0")})
+        await eth0.next_sent()  # the round has begun: this task runs again once it yields
+        sent_in_between = []
+
+        async def another_task():
+            sent_in_between.append(len(eth0.sent) - sent_before)
+
+        await asyncio.create_task(another_task())
+        await frames(eth0, 2 * len(many) - 1)  # the rest of the first round still goes out
+    # Two frames per IP; at most two slices of the round went out before the other task ran.
+    assert sent_in_between[0] <= 2 * 2 * announcer.YIELD_EVERY
+
+
 @pytest.mark.parametrize(
     ("request_frame", "ip"),
     [
