@@ -20,6 +20,7 @@ from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
 
+from porterlb.api import service as svc
 from porterlb.kube import metrics
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,14 @@ class Subject:
     uid: str | None = None
 
     @classmethod
-    def service(cls, namespace: str, name: str, uid: str) -> Subject:
-        return cls(kind="Service", api_version="v1", name=name, namespace=namespace, uid=uid)
+    def service(cls, service: svc.Service) -> Subject:
+        return cls(
+            kind="Service",
+            api_version="v1",
+            name=service.name,
+            namespace=service.namespace,
+            uid=service.uid,
+        )
 
     @classmethod
     def eip(cls, name: str, uid: str) -> Subject:

@@ -126,7 +126,7 @@ class Announcing:
         self._said[service.key] = message
         self.poster.emit(
             events.Notice(
-                subject=events.Subject.service(service.namespace, service.name, service.uid),
+                subject=events.Subject.service(service),
                 type="Warning" if node is None else "Normal",
                 reason=reason,
                 message=message,

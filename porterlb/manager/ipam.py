@@ -288,7 +288,7 @@ class Ipam:
         self._last_report[service.key] = report
         self.poster.emit(
             events.Notice(
-                subject=events.Subject.service(service.namespace, service.name, service.uid),
+                subject=events.Subject.service(service),
                 type="Warning" if report.warning else "Normal",
                 reason=report.reason,
                 message=report.message,

@@ -165,7 +165,7 @@ class Speaker:
                 continue
             self.poster.emit(
                 events.Notice(
-                    subject=events.Subject.service(service.namespace, service.name, service.uid),
+                    subject=events.Subject.service(service),
                     type="Warning",
                     reason=reasons.IP_CONFLICT,
                     message=f"Service {service.key}: {ip} is in use by another host"

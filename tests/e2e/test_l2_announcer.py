@@ -17,7 +17,6 @@ import ipaddress
 import itertools
 import json
 import os
-import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -28,13 +27,10 @@ import pytest
 from porterlb import errors
 from porterlb.l2 import afpacket, announcer, ethernet, interfaces, responder
 from porterlb.lab import netns, network, plan
+from tests.e2e import marks
 from tests.waiting import eventually
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2"),
-]
+pytestmark = marks.e2e("ip")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 FAMILIES = [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6")]

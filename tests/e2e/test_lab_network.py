@@ -5,7 +5,6 @@ import ipaddress
 import itertools
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,15 +12,9 @@ import pytest
 
 from porterlb import errors
 from porterlb.lab import backend, kubeproxy, netns, network, plan
+from tests.e2e import marks
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in ("ip", "nft", "ping", "curl")),
-        reason="needs iproute2, nftables, ping and curl",
-    ),
-]
+pytestmark = marks.e2e("ip", "nft", "ping", "curl")
 
 BACKEND_PORT = 8080
 LB_PORT = 80

@@ -12,7 +12,6 @@ import ipaddress
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,21 +24,11 @@ from lightkube.resources.core_v1 import Node
 from porterlb import errors
 from porterlb.kube import client as kube_client
 from porterlb.kube import resources
-from porterlb.lab import binaries, cluster, kubeproxy, lab, netns, network, plan, processes
+from porterlb.lab import cluster, kubeproxy, lab, netns, network, plan, processes
+from tests.e2e import marks
 from tests.waiting import eventually
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in ("ip", "nft", "curl")),
-        reason="needs iproute2, nftables and curl",
-    ),
-    pytest.mark.skipif(
-        not (binaries.bin_dir() / "kube-apiserver").is_file(),
-        reason="run `porterlb lab build-control-plane` first",
-    ),
-]
+pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
 
 CLI = [sys.executable, "-m", "porterlb.cli"]
 SPEAKER = "speaker/"

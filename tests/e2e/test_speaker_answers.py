@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
@@ -25,22 +23,12 @@ from lightkube import codecs
 from porterlb.api import reasons, wellknown
 from porterlb.kube import resources
 from porterlb.l2 import ethernet
-from porterlb.lab import binaries, netns, network, plan
+from porterlb.lab import netns, network, plan
+from tests.e2e import marks
 from tests.e2e.conftest import IPAddress, SpeakerLab
 from tests.waiting import DEADLINE, eventually
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in ("ip", "nft", "curl")),
-        reason="needs iproute2, nftables and curl",
-    ),
-    pytest.mark.skipif(
-        not (binaries.bin_dir() / "kube-apiserver").is_file(),
-        reason="run `porterlb lab build-control-plane` first",
-    ),
-]
+pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
 
 FAMILIES: Final = [pytest.param("ipv4", id="ipv4"), pytest.param("ipv6", id="ipv6")]
 

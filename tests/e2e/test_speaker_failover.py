@@ -10,28 +10,15 @@ changes Node state every other test would see. Needs root.
 
 from __future__ import annotations
 
-import os
-import shutil
 from typing import Final
 
 import pytest
 
 from porterlb.api import reasons
-from porterlb.lab import binaries
+from tests.e2e import marks
 from tests.waiting import eventually
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in ("ip", "nft", "curl")),
-        reason="needs iproute2, nftables and curl",
-    ),
-    pytest.mark.skipif(
-        not (binaries.bin_dir() / "kube-apiserver").is_file(),
-        reason="run `porterlb lab build-control-plane` first",
-    ),
-]
+pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
 
 FAMILIES: Final = [pytest.param("ipv4", id="ipv4"), pytest.param("ipv6", id="ipv6")]
 OFFSETS: Final = {"ipv4": 1, "ipv6": 2}
