@@ -251,8 +251,15 @@ class SpeakerLab:
         address = self.record.metrics[f"speaker/{node.name}"]
 
         def scrape() -> str:
-            with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-                return str(response.read().decode())
+            try:
+                with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+                    return str(response.read().decode())
+            except OSError as error:  # the speaker died: show why, from its log
+                log = self.record.process(f"speaker/{node.name}").log
+                tail = "".join(log.read_text(errors="replace").splitlines(True)[-40:])
+                raise AssertionError(
+                    f"speaker of {node.name} unreachable ({error}):\n{tail}"
+                ) from error
 
         text = await asyncio.to_thread(scrape)
         for family in parser.text_string_to_metric_families(text):
