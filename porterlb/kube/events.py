@@ -3,6 +3,8 @@
 Callers :meth:`Poster.emit` (never blocks); the poster drains the queue in order. When the
 queue is full the event is dropped and counted in the log: an Event is a notice, the
 condition or status carries the truth. Messages are cut to the API's 1 KiB note limit.
+Events are posted as raw JSON through the client's httpx2 client (:func:`client.http`): no
+model is built for a request and its reply is never read.
 """
 
 from __future__ import annotations
@@ -12,16 +14,14 @@ import datetime
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import httpx2
 import lightkube
-from lightkube.core.exceptions import ApiError
-from lightkube.models.core_v1 import EventSource, ObjectReference
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event
 
 from porterlb.api import service as svc
-from porterlb.kube import metrics
+from porterlb.kube import client as kube_client
+from porterlb.kube import metrics, resources
 
 log = logging.getLogger(__name__)
 
@@ -88,30 +88,42 @@ class Poster:
         while True:
             notice = await self.queue.get()
             metrics.API_REQUESTS.labels("create", "event").inc()
+            event = self._event(notice)
+            path = kube_client.path(resources.Event, namespace=event["metadata"]["namespace"])
             try:
-                await self.client.create(self._event(notice))
-            except ApiError as error:
-                log.warning("could not post event %s: %s", notice.reason, error)
+                reply = await kube_client.http(self.client).post(path, json=event)
+            except httpx2.TransportError as error:
+                log.warning("could not post event %s: %r", notice.reason, error)
+                continue
+            if reply.status_code >= 300:
+                log.warning(
+                    "could not post event %s: %s %s",
+                    notice.reason,
+                    reply.status_code,
+                    reply.text[:200],
+                )
 
-    def _event(self, notice: Notice) -> Event:
-        now = datetime.datetime.now(datetime.UTC)
+    def _event(self, notice: Notice) -> dict[str, Any]:
+        """The core/v1 Event for `notice`, as the API takes it."""
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         subject = notice.subject
         namespace = subject.namespace or CLUSTER_EVENTS_NAMESPACE
-        return Event(
-            metadata=ObjectMeta(name=f"{subject.name}.{secrets.token_hex(8)}", namespace=namespace),
-            involvedObject=ObjectReference(
-                kind=subject.kind,
-                apiVersion=subject.api_version,
-                name=subject.name,
-                namespace=subject.namespace,
-                uid=subject.uid,
-            ),
-            type=notice.type,
-            reason=notice.reason,
-            message=notice.message[:MESSAGE_LIMIT],
-            source=EventSource(component=self.component),
-            reportingComponent=self.component,
-            firstTimestamp=now,
-            lastTimestamp=now,
-            count=1,
-        )
+        involved = {"kind": subject.kind, "apiVersion": subject.api_version, "name": subject.name}
+        if subject.namespace is not None:
+            involved["namespace"] = subject.namespace
+        if subject.uid is not None:
+            involved["uid"] = subject.uid
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{subject.name}.{secrets.token_hex(8)}", "namespace": namespace},
+            "involvedObject": involved,
+            "type": notice.type,
+            "reason": notice.reason,
+            "message": notice.message[:MESSAGE_LIMIT],
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }

@@ -1,36 +1,51 @@
 """List, then watch, one kind of object into a local cache.
 
-Why our own loop around lightkube's watch: lightkube restarts a watch that answered
+Why our own loop instead of lightkube's watch: lightkube restarts a watch that answered
 410 Gone *without* a resourceVersion, which replays every object as ADDED but never reports
 the ones deleted during the gap. Here any watch failure goes back to a full list, and the
-new list is diffed against the cache, so deletions are never missed. Every change calls
-each ``on_change(key)`` with the object's key; the caller reads the cache (fetch, then decide).
+new list is diffed against the cache, so deletions are never missed. A watch the server
+ends at its timeout is resumed from the last resourceVersion seen (bookmarks keep it
+fresh), as client-go's reflector does. Every change calls each ``on_change(key)`` with the
+object's key; the caller reads the cache (fetch, then decide).
+
+Objects are read as raw JSON through the client's httpx2 client (:func:`client.http`) and
+cached as dicts without ``metadata.managedFields``, which porterlb never reads and which is
+about half of a Service's bytes: decoding into lightkube models and back to dicts was most
+of the manager's CPU in the issue-2 benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx2
 import lightkube
-from lightkube.core.exceptions import ApiError
-from lightkube.core.resource import NamespacedResource
 
+from porterlb.kube import client as kube_client
 from porterlb.kube import metrics
-
-ALL_NAMESPACES = "*"
 
 log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT = 300
 """Server-side watch timeout in seconds (5 minutes, as client-go's reflector uses)."""
 
+WATCH_SILENCE = WATCH_TIMEOUT + 30
+"""Seconds without a byte after which a watch counts as dead: the server ends every watch
+after WATCH_TIMEOUT and sends bookmarks meanwhile, so silence past it is a lost connection."""
+
+LIST_PAGE = 500
+"""Objects per list request, as client-go's pager asks for."""
+
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 """Back-off between failed lists, in seconds; the last one repeats."""
+
+
+class WatchFailed(Exception):
+    """The API answered a list or watch with an error (410 Gone included): list again."""
 
 
 def object_key(obj: Mapping[str, Any]) -> str:
@@ -40,8 +55,12 @@ def object_key(obj: Mapping[str, Any]) -> str:
     return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return dict(obj) if isinstance(obj, dict) else obj.to_dict()
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` without what no part of porterlb reads (``metadata.managedFields``)."""
+    meta = obj.get("metadata")
+    if meta:
+        meta.pop("managedFields", None)
+    return obj
 
 
 class Reflector:
@@ -60,9 +79,8 @@ class Reflector:
         self._listeners = [on_change]
         self.name = name
         self.cache: dict[str, dict[str, Any]] = {}
-        # lightkube lists a namespaced kind in the kubeconfig's namespace unless told "*".
-        namespaced = issubclass(resource, NamespacedResource)
-        self._namespace = ALL_NAMESPACES if namespaced else None
+        # Namespaced kinds are listed and watched across all namespaces.
+        self._path = kube_client.path(resource)
         self.synced = asyncio.Event()
         self.watching = asyncio.Event()
         """Set while a watch stream is established; the speaker's fence reads it."""
@@ -82,8 +100,9 @@ class Reflector:
             try:
                 version = await self._list()
                 failures = 0
-                await self._watch(version)
-            except (ApiError, httpx2.TransportError, OSError) as error:
+                while True:
+                    version = await self._watch(version)
+            except (WatchFailed, httpx2.HTTPError, OSError, ValueError) as error:
                 self.watching.clear()
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
@@ -93,36 +112,82 @@ class Reflector:
                 await asyncio.sleep(delay)
 
     async def _list(self) -> str:
-        metrics.API_REQUESTS.labels("list", self.name).inc()
-        listing = self.client.list(self.resource, namespace=self._namespace)
-        fresh = {}
-        async for obj in listing:
-            item = _as_dict(obj)
-            fresh[object_key(item)] = item
+        http = kube_client.http(self.client)
+        fresh: dict[str, dict[str, Any]] = {}
+        params = {"limit": str(LIST_PAGE)}
+        while True:
+            metrics.API_REQUESTS.labels("list", self.name).inc()
+            reply = await http.get(self._path, params=params)
+            if reply.status_code != 200:
+                raise WatchFailed(f"list: {reply.status_code} {reply.text[:200]}")
+            page = json.loads(reply.content)
+            for item in page.get("items") or ():
+                item = slim(item)
+                fresh[object_key(item)] = item
+            meta = page.get("metadata") or {}
+            if not meta.get("continue"):
+                break
+            params = {"limit": str(LIST_PAGE), "continue": meta["continue"]}
         old, self.cache = self.cache, fresh
         for key in old.keys() | fresh.keys():
             if old.get(key) != fresh.get(key):
                 self._changed(key)
         self.synced.set()
-        return str(listing.resourceVersion)
+        return str(meta.get("resourceVersion", ""))
 
-    async def _watch(self, version: str) -> None:
+    async def _watch(self, version: str) -> str:
+        """Apply one watch stream from `version`; the last resourceVersion seen when it ends."""
         metrics.API_REQUESTS.labels("watch", self.name).inc()
-        stream = self.client.watch(
-            self.resource,
-            namespace=self._namespace,
-            resource_version=version,
-            server_timeout=WATCH_TIMEOUT,
-        )
-        # Close the stream (and its HTTP response) at once when cancelled, not at garbage
-        # collection, which would leave the connection to a client already closed.
-        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        params = {
+            "watch": "true",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_TIMEOUT),
+        }
+        timeout = httpx2.Timeout(kube_client.REQUEST_TIMEOUT.connect, read=WATCH_SILENCE)
+        # `async with` closes the stream (and its HTTP response) at once when cancelled, not
+        # at garbage collection, which would leave the connection to a client already closed.
+        async with kube_client.http(self.client).stream(
+            "GET", self._path, params=params, timeout=timeout
+        ) as reply:
+            if reply.status_code != 200:
+                await reply.aread()
+                raise WatchFailed(f"watch: {reply.status_code} {reply.text[:200]}")
             self.watching.set()
-            async for kind, obj in stream:
-                item = _as_dict(obj)
-                key = object_key(item)
-                if kind == "DELETED":
-                    self.cache.pop(key, None)
-                else:
-                    self.cache[key] = item
-                self._changed(key)
+            async for line in _lines(reply):
+                version = self._apply(json.loads(line)) or version
+        return version
+
+    def _apply(self, event: dict[str, Any]) -> str | None:
+        """Apply one watch event to the cache; its resourceVersion."""
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            raise WatchFailed(f"watch: {obj.get('code')} {obj.get('message')}")
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind == "BOOKMARK":
+            return version
+        obj = slim(obj)
+        key = object_key(obj)
+        if kind == "DELETED":
+            self.cache.pop(key, None)
+        else:
+            self.cache[key] = obj
+        self._changed(key)
+        return version
+
+
+async def _lines(reply: httpx2.Response) -> AsyncIterator[bytes]:
+    """The non-empty lines of a streamed reply, as bytes (a watch sends one event a line)."""
+    pending = bytearray()
+    async for chunk in reply.aiter_bytes():
+        if b"\n" not in chunk:
+            pending += chunk
+            continue
+        first, *lines, rest = chunk.split(b"\n")
+        pending += first
+        for line in (bytes(pending), *lines):
+            if line.strip():
+                yield line
+        pending = bytearray(rest)
+    if pending.strip():
+        yield bytes(pending)
