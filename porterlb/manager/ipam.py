@@ -266,8 +266,9 @@ class Ipam:
     def _not_yet_seen(self, key: ServiceKey, plan: service_plan.Plan) -> service_plan.Plan:
         """Drop the writes of `plan` made moments ago whose watch events have not arrived.
 
-        A claim and a status write are two events; deciding again on the first one would
-        write the second a second time (client-go's controllers keep "expectations" alike).
+        An event already on its way when we wrote (another change to the Service) shows the
+        Service without our write; deciding on it would write the same again (client-go's
+        controllers keep "expectations" alike).
         """
         written = self._written.get(key)
         if written is None:
@@ -381,9 +382,11 @@ def _looks_ours(obj: dict[str, Any]) -> bool:
 async def _write(
     client: lightkube.AsyncClient, service: svc.Service, plan: service_plan.Plan
 ) -> None:
-    if plan.claim is not None:
-        await writers.claim_service(client, service.namespace, service.name, plan.claim)
-    if plan.ingress is not None:
-        await writers.set_ingress(client, service.namespace, service.name, plan.ingress)
-    if plan.unclaim:
-        await writers.unclaim_service(client, service.namespace, service.name)
+    await writers.write_service(
+        client,
+        service.namespace,
+        service.name,
+        claim=plan.claim,
+        unclaim=plan.unclaim,
+        ingress=plan.ingress,
+    )
