@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx2
@@ -154,7 +154,7 @@ class Reflector:
                 await reply.aread()
                 raise WatchFailed(f"watch: {reply.status_code} {reply.text[:200]}")
             self.watching.set()
-            async for line in _lines(reply):
+            async for line in lines(reply.aiter_bytes()):
                 version = self._apply(json.loads(line)) or version
         return version
 
@@ -176,10 +176,10 @@ class Reflector:
         return version
 
 
-async def _lines(reply: httpx2.Response) -> AsyncIterator[bytes]:
-    """The non-empty lines of a streamed reply, as bytes (a watch sends one event a line)."""
+async def lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """The non-empty lines of a byte stream cut anywhere (a watch sends one event a line)."""
     pending = bytearray()
-    async for chunk in reply.aiter_bytes():
+    async for chunk in chunks:
         if b"\n" not in chunk:
             pending += chunk
             continue

@@ -133,11 +133,11 @@ async def write_service(
         patch_type=PatchType.STRATEGIC,
         what=f"{what}: status",
     )
-    if marks and reply.status_code < 300 and not _marked_as(reply, claim):
+    if marks and reply.status_code < 300 and not carries_marks(reply, claim):
         await _patch_service(client, namespace, name, {"metadata": marks}, "claim")
 
 
-def _marked_as(reply: httpx2.Response, claim: str | None) -> bool:
+def carries_marks(reply: httpx2.Response, claim: str | None) -> bool:
     """Whether the Service in `reply` carries the marks of `claim` (None: carries none)."""
     meta = json.loads(reply.content).get("metadata") or {}
     claimed = wellknown.SERVICE_FINALIZER in (meta.get("finalizers") or ())

@@ -32,8 +32,14 @@ from porterlb.manager import pool_status, service_plan
 log = logging.getLogger(__name__)
 
 EIP_STATUS_INTERVAL = 1.0
-"""Seconds between two status writes of one Eip: ``used`` lists every IP, so writing it on
-every allocation would cost O(n^2) bytes while thousands of Services arrive at once."""
+"""Least seconds between two status writes of one Eip: ``used`` lists every IP, so writing it
+on every allocation would cost O(n^2) bytes while thousands of Services arrive at once."""
+
+EIP_STATUS_RATE = 500
+"""``used`` entries an Eip's status writes may carry per second: a larger pool waits longer
+(1,000 IPs: 2 s) so that the bytes sent stay linear in the number of Services. A fixed
+interval still cost the API server O(n^2) bytes of validation and managedFields, 12% of its
+CPU at 2,000 Services in bench.control_plane."""
 
 WRITE_EXPECTATION = 5.0
 """Seconds a write is assumed to be on its way through the watch; after that, decide anew."""
@@ -58,6 +64,7 @@ class Ipam:
         self._written: dict[ServiceKey, tuple[PoolName | None, tuple[str, ...] | None, float]] = {}
         """Service -> the claim and ingress last written, and when (see _not_yet_seen)."""
         self._eip_written: dict[str, float] = {}
+        """Eip -> when its status may be written again."""
         self.service_queue = queueing.WorkQueue(
             self._handle_service, name="ipam/services", workers=workers
         )
@@ -344,7 +351,7 @@ class Ipam:
     async def _write_eip_status(self, parsed: eip_api.Eip, old: dict[str, Any]) -> queueing.Outcome:
         # Wait before computing: the status lists every used IP, O(used) to build.
         now = asyncio.get_running_loop().time()
-        wait = self._eip_written.get(parsed.name, -EIP_STATUS_INTERVAL) + EIP_STATUS_INTERVAL - now
+        wait = self._eip_written.get(parsed.name, now) - now
         if wait > 0:
             return queueing.Retry(after=wait)
         status = pool_status.desired(
@@ -352,7 +359,8 @@ class Ipam:
         )
         if not pool_status.changed(old, status):
             return queueing.Done()
-        self._eip_written[parsed.name] = now
+        entries = len(status.get("used") or ())
+        self._eip_written[parsed.name] = now + max(EIP_STATUS_INTERVAL, entries / EIP_STATUS_RATE)
         await writers.set_eip_status(self.client, parsed.name, status)
         return queueing.Done()
 

@@ -1,0 +1,116 @@
+"""The raw-JSON edges of kube/: watch line splitting, URL paths, reply mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx2
+import pytest
+
+from porterlb import errors
+from porterlb.api import wellknown
+from porterlb.kube import client, reflector, resources, writers
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        pytest.param([b'{"a":1}\n{"b":2}\n'], [b'{"a":1}', b'{"b":2}'], id="two-in-one-chunk"),
+        pytest.param([b'{"a"', b":1}\n"], [b'{"a":1}'], id="cut-mid-line"),
+        pytest.param([b'{"a":1', b"}", b"\n{"], [b'{"a":1}', b"{"], id="tail-without-newline"),
+        pytest.param([b"\n\n", b'{"a":1}\n'], [b'{"a":1}'], id="blank-lines-skipped"),
+        pytest.param([b"x\ny\nz", b"z\n"], [b"x", b"y", b"zz"], id="rest-carried-over"),
+    ],
+)
+async def test_lines_reassemble_a_stream_cut_anywhere(parts, expected):
+    assert [line async for line in reflector.lines(_chunks(*parts))] == expected
+
+
+def test_slim_drops_managed_fields_and_keeps_the_rest():
+    obj = {"metadata": {"name": "a", "managedFields": [{"manager": "x"}]}, "spec": {"k": 1}}
+    assert reflector.slim(obj) == {"metadata": {"name": "a"}, "spec": {"k": 1}}
+
+
+@pytest.mark.parametrize(
+    ("resource", "namespace", "name", "expected"),
+    [
+        pytest.param(resources.Service, None, None, "/api/v1/services", id="all-namespaces"),
+        pytest.param(
+            resources.Service.Status,
+            "shop",
+            "web",
+            "/api/v1/namespaces/shop/services/web/status",
+            id="status-subresource",
+        ),
+        pytest.param(resources.Event, "shop", None, "/api/v1/namespaces/shop/events", id="post"),
+        pytest.param(
+            resources.Eip,
+            None,
+            "lan",
+            "/apis/network.kubesphere.io/v1alpha2/eips/lan",
+            id="cluster-scoped-crd",
+        ),
+    ],
+)
+def test_paths(resource, namespace, name, expected):
+    assert client.path(resource, namespace=namespace, name=name) == expected
+
+
+def _status(code: int, message: str = "nope") -> httpx2.Response:
+    return httpx2.Response(code, json={"kind": "Status", "code": code, "message": message})
+
+
+@pytest.mark.parametrize(
+    ("code", "raised"),
+    [
+        pytest.param(200, None, id="ok"),
+        pytest.param(404, None, id="gone-meanwhile"),
+        pytest.param(409, errors.Conflict, id="conflict"),
+        pytest.param(422, errors.InvalidSpec, id="invalid"),
+        pytest.param(429, errors.TransientError, id="throttled"),
+        pytest.param(500, errors.TransientError, id="server-error"),
+    ],
+)
+def test_replies_map_to_porterlb_errors(code, raised):
+    if raised is None:
+        writers.raise_for_reply(_status(code), "Service a/b: status")
+        return
+    with pytest.raises(raised):
+        writers.raise_for_reply(_status(code), "Service a/b: status")
+
+
+def test_a_rejection_names_the_object_and_the_api_message():
+    with pytest.raises(errors.InvalidSpec) as caught:
+        writers.raise_for_reply(_status(422, "spec.x: Invalid value"), "Service a/b: status")
+    assert str(caught.value) == "Service a/b: status: rejected: spec.x: Invalid value"
+
+
+def _service_reply(finalizers: list[str], labels: dict[str, str]) -> httpx2.Response:
+    return httpx2.Response(200, json={"metadata": {"finalizers": finalizers, "labels": labels}})
+
+
+@pytest.mark.parametrize(
+    ("finalizers", "labels", "claim", "marked"),
+    [
+        pytest.param(
+            [wellknown.SERVICE_FINALIZER], {wellknown.POOL_LABEL: "lan"}, "lan", True, id="claimed"
+        ),
+        pytest.param([], {}, "lan", False, id="claim-ignored"),
+        pytest.param(
+            [wellknown.SERVICE_FINALIZER],
+            {wellknown.POOL_LABEL: "old"},
+            "lan",
+            False,
+            id="other-pool",
+        ),
+        pytest.param(["other"], {}, None, True, id="unclaimed"),
+        pytest.param([wellknown.SERVICE_FINALIZER], {}, None, False, id="unclaim-ignored"),
+    ],
+)
+def test_the_reply_tells_whether_the_marks_landed(finalizers, labels, claim, marked):
+    assert writers.carries_marks(_service_reply(finalizers, labels), claim) is marked
