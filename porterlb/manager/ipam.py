@@ -204,9 +204,14 @@ class Ipam:
         return diff.orphaned
 
     def _eip_changed(self, name: str) -> None:
-        self._eips_parsed = None
+        before, self._eips_parsed = self._eips_parsed, None
         self.eip_queue.add(name)
         if not self.loaded:
+            return
+        if before is not None and self._parsed_eips() == before:
+            # Only a status changed (mostly our own writes): no pool moved, so nothing waits
+            # on it. Requeueing every pending Service parses them all: at 10,000 Services and
+            # ten Eip status writes a second that saturated the manager (bench.control_plane).
             return
         orphaned = set(self._set_pools())
         for key in orphaned:
