@@ -3,7 +3,8 @@
 Handlers follow STYLE §10: fetch from the cache, decide, write, and return an
 :data:`Outcome`. A key added while it is being handled is handled once more afterwards
 (never twice at once), and a key added many times while waiting is handled once: the
-handler always reads the newest state, so coalescing loses nothing.
+handler always reads the newest state, so coalescing loses nothing. A key whose handling is
+cancelled (the queue stopped) waits for the next :meth:`WorkQueue.run`.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ class WorkQueue:
             self._running.add(key)
             try:
                 outcome = await self.handler(key)
+            except asyncio.CancelledError:
+                # The queue is stopping (a lost Lease) with this key unfinished: its write may
+                # or may not have landed, so the next run must look at it again. Dropping it
+                # left Services without an IP until they next changed (10,000 in the bench).
+                self._running.discard(key)
+                self.add(key)
+                raise
             except Exception:
                 log.exception("%s: handling %s failed; retrying in 1 s", self.name, key)
                 outcome = Retry(after=1.0)

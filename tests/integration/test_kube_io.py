@@ -19,14 +19,20 @@ from tests.waiting import DEADLINE, eventually
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
-async def test_the_claim_and_the_ip_arrive_in_one_status_write(
-    client, manager, namespace, net, eips
-):
+async def _served_web(client, namespace, net, eips):
+    """Service "web" served from a new pool bound to `namespace`; the pool's name."""
     pool = f"{namespace}-a"
     eips.append(pool)
     await client.create(eip_object(pool, f"{net}.0/24", namespaces=[namespace]))
     await client.create(objects.service("web", namespace))
     await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
+    return pool
+
+
+async def test_the_claim_and_the_ip_arrive_in_one_status_write(
+    client, manager, namespace, net, eips
+):
+    pool = await _served_web(client, namespace, net, eips)
 
     svc = await objects.raw(client, Service, "web", namespace)
     assert svc["metadata"]["labels"][wellknown.POOL_LABEL] == pool
@@ -46,11 +52,7 @@ async def test_the_claim_and_the_ip_arrive_in_one_status_write(
 async def test_a_claimed_service_is_deleted_once_its_finalizer_goes(
     client, manager, namespace, net, eips
 ):
-    pool = f"{namespace}-a"
-    eips.append(pool)
-    await client.create(eip_object(pool, f"{net}.0/24", namespaces=[namespace]))
-    await client.create(objects.service("web", namespace))
-    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
+    await _served_web(client, namespace, net, eips)
     await client.delete(Service, "web", namespace=namespace)
 
     async def gone():
