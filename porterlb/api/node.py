@@ -33,3 +33,12 @@ def parse(obj: Mapping[str, Any]) -> Node:
         excluded=wellknown.EXCLUDE_FROM_LB in (meta.get("labels") or {}),
         deleting=meta.get("deletionTimestamp") is not None,
     )
+
+
+def internal_ip(obj: Mapping[str, Any]) -> str | None:
+    """The Node's first ``InternalIP`` (as the kubelet lists them), where its speaker answers
+    heartbeats; None when it reports none."""
+    for entry in (obj.get("status") or {}).get("addresses") or ():
+        if entry.get("type") == "InternalIP" and entry.get("address"):
+            return str(entry["address"])
+    return None

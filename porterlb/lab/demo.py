@@ -85,7 +85,7 @@ async def _announcer(
         annotations = (service.metadata.annotations if service.metadata else None) or {}
         name = annotations.get(wellknown.ANNOUNCED_BY)
         if name and name != other_than:
-            return next(node for node in layout.nodes if node.name == name)
+            return layout.node(name)
         await asyncio.sleep(INTERVAL)
 
 

@@ -6,10 +6,12 @@
    loopback), started first because it takes longest, and waited for last;
 2. the namespace network (:func:`porterlb.lab.network.up`) and one backend per worker, in
    the worker's namespace;
-3. once the API is ready: the kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the manager
-   and one ``porterlb speaker`` per worker (all in the host namespace, so they reach the API
-   server on 127.0.0.1; a speaker opens its sockets in its worker's namespace), and while
-   they start, the CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
+3. once the API is ready: the kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the
+   managers (:data:`MANAGERS` replicas electing a leader) and one ``porterlb speaker`` per
+   worker (all in the host namespace, so they reach the API server on 127.0.0.1; a speaker
+   opens its sockets in its worker's namespace, a manager pings the speakers from the
+   router's, which sits on the LAN as a control-plane node would), and while they start, the
+   CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
 4. it returns once the kube-proxy stand-in has written every worker's table and the manager
    and the speakers serve their metrics (each on a loopback port of its own).
 
@@ -83,6 +85,10 @@ PORTERLB: Final = (*PYTHON, "porterlb.cli")
 """porterlb's own roles run as they would in a cluster: ``porterlb manager``, ``porterlb
 speaker``."""
 
+MANAGERS: Final = 2
+"""Manager replicas: two, as a Deployment with leader election would run, so that killing
+the leader is something the lab can show."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Record:
@@ -92,14 +98,14 @@ class Record:
     directory: Path
     processes: tuple[procs.Process, ...]
     metrics: Mapping[str, str]
-    """Role (``manager``, ``speaker/NODE``) -> ``HOST:PORT`` of its Prometheus metrics."""
+    """Role (``manager/N``, ``speaker/NODE``) -> ``HOST:PORT`` of its Prometheus metrics."""
 
     @property
     def kubeconfig(self) -> Path:
         return kubeconfig_of(self.directory)
 
     def process(self, role: str) -> procs.Process:
-        """The process of ``role`` (``manager``, ``speaker/NODE``...); KeyError if none."""
+        """The process of ``role`` (``manager/1``, ``speaker/NODE``...); KeyError if none."""
         return {process.role: process for process in self.processes}[role]
 
     def to_json(self) -> dict[str, Any]:
@@ -217,7 +223,11 @@ def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[
         "eips": pools,
         "nodes": nodes,
         "backend_port": cluster.BACKEND_PORT,
-        "manager_metrics": record.metrics.get("manager"),
+        "manager_metrics": [
+            address
+            for role, address in sorted(record.metrics.items())
+            if role.startswith("manager/")
+        ],
         "processes": [
             {"role": p.role, "pid": p.pid, "alive": alive(p), "log": str(p.log)}
             for p in record.processes
@@ -282,7 +292,7 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     proxy = _start(lab, "kube-proxy", proxy_argv, logs)
     # Started before the CRDs exist, so that their imports overlap the install: a list of
     # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
-    roles = _start_porterlb(lab, kubeconfig, logs)
+    roles = _start_porterlb(lab, directory)
     asyncio.run(_populate(lab, kubeconfig))
     _wait(lab, proxy, ready_file.exists, timeout=READY_TIMEOUT)
     _await_porterlb(lab, roles)
@@ -292,9 +302,7 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
         processes=(plane, *backends, proxy, *roles),
         metrics={process.role: address for process, address in roles.items()},
     )
-    scratch = directory / f".{RECORD}.tmp"
-    scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
-    scratch.replace(directory / RECORD)
+    _save(record)
     return record
 
 
@@ -311,20 +319,61 @@ def _start(
     return procs.start(lab.name, role, argv, log_path, namespace=namespace)
 
 
-def _start_porterlb(lab: plan.Lab, kubeconfig: Path, logs: Path) -> dict[procs.Process, str]:
-    """The manager and one speaker per worker, each serving metrics on a loopback port of its
+def _start_porterlb(lab: plan.Lab, directory: Path) -> dict[procs.Process, str]:
+    """The managers and one speaker per worker, each serving metrics on a loopback port of its
     own (several labs share the host namespace); process -> metrics address."""
-    commands = {"manager": ["manager"]}
-    commands |= {
-        f"speaker/{node.name}": ["speaker", "--node-name", node.name, "--netns", node.netns]
-        for node in lab.nodes
-    }
+    roles = [f"manager/{n}" for n in range(1, MANAGERS + 1)]
+    roles += [f"speaker/{node.name}" for node in lab.nodes]
     started = {}
-    for role, command in commands.items():
+    for role in roles:
         address = f"127.0.0.1:{controlplane.free_port()}"
-        argv = [*PORTERLB, *command, "--kubeconfig", str(kubeconfig), "--metrics-addr", address]
-        started[_start(lab, role, argv, logs)] = address
+        started[_start_role(lab, directory, role, address)] = address
     return started
+
+
+def _start_role(lab: plan.Lab, directory: Path, role: str, metrics: str) -> procs.Process:
+    kind, _, which = role.partition("/")
+    if kind == "manager":
+        command = [
+            "manager",
+            "--identity",
+            f"manager-{which}",
+            "--heartbeat-netns",
+            lab.router_netns,
+        ]
+    else:
+        command = ["speaker", "--node-name", which, "--netns", lab.node(which).netns]
+    argv = [
+        *PORTERLB,
+        *command,
+        "--kubeconfig",
+        str(kubeconfig_of(directory)),
+        "--metrics-addr",
+        metrics,
+    ]
+    return _start(lab, role, argv, directory / "logs")
+
+
+def restart(record: Record, role: str) -> Record:
+    """Start ``role`` (``manager/N`` or ``speaker/NODE``) again, after it was killed, serving
+    metrics where it did; return the updated record (also written to ``lab.json``).
+
+    Raises KeyError for a role the lab does not have, LabError if it cannot start.
+    """
+    old = record.process(role)
+    if procs.alive(old):
+        raise netns.LabError(f"lab {record.plan.name!r}: {role} (pid {old.pid}) still runs")
+    fresh = _start_role(record.plan, record.directory, role, record.metrics[role])
+    processes = tuple(fresh if p.role == role else p for p in record.processes)
+    updated = dataclasses.replace(record, processes=processes)
+    _save(updated)
+    return updated
+
+
+def _save(record: Record) -> None:
+    scratch = record.directory / f".{RECORD}.tmp"
+    scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
+    scratch.replace(record.directory / RECORD)
 
 
 def _backend_argv(node: plan.Node) -> list[str]:

@@ -4,13 +4,17 @@ For every Service that holds an IP (ours, claimed, ``status.loadBalancer.ingress
 leader picks one eligible node with :mod:`porterlb.placement` and writes it in the Service
 annotation ``porterlb.io/announced-by``; the speakers watch that annotation. A Service whose
 IP no node may announce gets no annotation and a ``NoEligibleNode`` Warning naming each node
-and why. On start the recorded annotations are adopted, oldest Service first, before anything
+and why; an IP that leaves a node no longer eligible gets a ``Failover`` Event naming both
+nodes and why (for a silent speaker: how long after its last heartbeat answer it was found).
+On start the recorded annotations are adopted, oldest Service first, before anything
 is decided, so a restart or a new leader moves no IP.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import lightkube
 
@@ -22,6 +26,13 @@ from porterlb.kube import events, queueing, reflector, resources, writers
 from porterlb.placement import eligibility, ledger
 
 log = logging.getLogger(__name__)
+
+
+class Pinger(Protocol):
+    """What placement reads of liveness (:class:`porterlb.manager.liveness.Liveness`)."""
+
+    silent: Mapping[NodeName, float | None]
+    on_change: Callable[[], None]
 
 
 class Announcing:
@@ -40,6 +51,7 @@ class Announcing:
         self.poster = poster
         self.ledger = ledger.Ledger()
         self.eligible: frozenset[NodeName] = frozenset()
+        self.pinger: Pinger | None = None
         self.loaded = False
         self._said: dict[ServiceKey, str] = {}
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
@@ -76,14 +88,36 @@ class Announcing:
         for key in self.services.cache:
             self.queue.add(key)
 
+    def follow(self, pinger: Pinger) -> None:
+        """Count a node eligible only while its speaker answers `pinger`'s heartbeats."""
+        self.pinger = pinger
+        pinger.on_change = self._recheck
+
+    def _silent(self) -> Mapping[NodeName, float | None]:
+        return self.pinger.silent if self.pinger is not None else {}
+
     def _eligible(self) -> frozenset[NodeName]:
-        return eligibility.eligible(map(node_api.parse, self.nodes.cache.values()))
+        nodes = eligibility.eligible(map(node_api.parse, self.nodes.cache.values()))
+        return nodes - self._silent().keys()
+
+    def _why_not(self, name: NodeName) -> str | None:
+        obj = self.nodes.cache.get(name)
+        if obj is None:
+            return "its Node is gone"
+        if (reason := eligibility.why_not(node_api.parse(obj))) is not None:
+            return reason
+        if name in (silent := self._silent()):
+            return eligibility.silent(silent[name])
+        return None
 
     def _service_changed(self, key: str) -> None:
         if self.loaded:
             self.queue.add(key)
 
     def _node_changed(self, name: str) -> None:
+        self._recheck()
+
+    def _recheck(self) -> None:
         if not self.loaded:
             return
         eligible = self._eligible()
@@ -111,13 +145,25 @@ class Announcing:
             writers.set_announcing_node(self.client, service.namespace, service.name, node)
         )
         if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
-            self._say(service, ip, node)
+            self._say(service, ip, node, moved_from=recorded)
         return outcome
 
-    def _say(self, service: svc.Service, ip: str, node: NodeName | None) -> None:
+    def _say(
+        self,
+        service: svc.Service,
+        ip: str,
+        node: NodeName | None,
+        *,
+        moved_from: str | None = None,
+    ) -> None:
+        gone = self._why_not(NodeName(moved_from)) if moved_from else None
         if node is None:
-            why = eligibility.explain(map(node_api.parse, self.nodes.cache.values()))
+            nodes = map(node_api.parse, self.nodes.cache.values())
+            why = eligibility.explain(nodes, self._silent())
             reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} is not announced: {why}"
+        elif gone is not None:
+            reason = reasons.FAILOVER
+            message = f"{ip} moved from node {moved_from} to node {node}: {moved_from}: {gone}"
         else:
             reason, message = reasons.NODE_ASSIGNED, f"{ip} is announced from node {node}"
         message = f"Service {service.key}: {message}"

@@ -25,9 +25,26 @@ def eligible(nodes: Iterable[Node]) -> frozenset[NodeName]:
     return frozenset(node.name for node in nodes if why_not(node) is None)
 
 
-def explain(nodes: Iterable[Node]) -> str:
+def silent(since: float | None) -> str:
+    """Why a node whose speaker stopped answering heartbeats may not announce; `since` is how
+    long before it was found silent it last answered (None: it never did)."""
+    if since is None:
+        return "its speaker never answered heartbeats"
+    return (
+        "its speaker stopped answering heartbeats"
+        f" (found {since * 1000:.0f} ms after its last answer)"
+    )
+
+
+def explain(
+    nodes: Iterable[Node], silent_nodes: Mapping[NodeName, float | None] | None = None
+) -> str:
     """Why no node may announce, naming each node: ``w1: not Ready; w2: labelled ...``."""
-    reasons: Mapping[NodeName, str | None] = {node.name: why_not(node) for node in nodes}
+    quiet = silent_nodes or {}
+    reasons: Mapping[NodeName, str | None] = {
+        node.name: why_not(node) or (silent(quiet[node.name]) if node.name in quiet else None)
+        for node in nodes
+    }
     if not reasons:
         return "the cluster has no Node"
     return "; ".join(f"{name}: {reason}" for name, reason in sorted(reasons.items()) if reason)

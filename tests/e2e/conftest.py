@@ -177,7 +177,7 @@ class SpeakerLab:
         return first + offset
 
     def node(self, name: str) -> plan.Node:
-        return next(node for node in self.plan.nodes if node.name == name)
+        return self.plan.node(name)
 
     def mac_owner(self, mac: str) -> str:
         """The node whose MAC ``mac`` is, or ``mac`` itself if it is no node's."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightkube
@@ -83,10 +84,13 @@ async def wait_ingress(client, name, namespace, expected):
 
 
 async def wait_event(client, namespace, name, reason, message):
+    """Wait for an Event with `reason` and `message` (a string, or a pattern to fullmatch)."""
     seen: list[str] = []
 
     async def probe():
         seen[:] = messages(await events(client, namespace, name, reason))
+        if isinstance(message, re.Pattern):
+            return any(message.fullmatch(m) for m in seen)
         return message in seen
 
     try:

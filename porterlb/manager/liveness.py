@@ -1,0 +1,125 @@
+"""Which speakers are alive: every manager replica pings every speaker over signed UDP.
+
+Each replica pings, not only the leader, so a replica that becomes leader already knows who
+answers and moves nothing while it learns (a leader change moves no IP). Only the leader acts
+on it: :mod:`porterlb.manager.announcing` reads :attr:`Liveness.silent` through its
+``on_change`` callback. A round pings every Node at its first InternalIP; half an interval
+later the round is due and :class:`porterlb.liveness.tracker.Tracker` says who missed
+``misses`` rounds in a row. No API request is made: heartbeats cost the API server nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from porterlb.api import node as node_api
+from porterlb.api.keys import NodeName
+from porterlb.kube import reflector, secrets
+from porterlb.liveness import metrics, tracker, udp, wire
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Where the key is, where the speakers answer, how often and how patiently to ping."""
+
+    secret_namespace: str
+    secret_name: str = secrets.DEFAULT_NAME
+    port: int = udp.DEFAULT_PORT
+    timing: tracker.Timing = dataclasses.field(default_factory=tracker.Timing)
+    netns: str | None = None
+    """The network namespace to ping from (the lab's router); None: this process's own."""
+
+
+class Liveness:
+    """Pings the speakers of every Node and keeps :attr:`silent` current; :meth:`run`."""
+
+    def __init__(
+        self,
+        *,
+        nodes: reflector.Reflector,
+        key: bytes,
+        timing: tracker.Timing,
+        port: int,
+        netns: str | None = None,
+        on_change: Callable[[], None] = lambda: None,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.nodes = nodes
+        self.key = key
+        self.timing = timing
+        self.port = port
+        self.netns = netns
+        self.on_change = on_change
+        self.wall_clock_ns = wall_clock_ns
+        """Pings carry a wall-clock send time: the speakers' only way to tell a stale one."""
+        self.tracker = tracker.Tracker(session=os.urandom(wire.SESSION_LEN), misses=timing.misses)
+        self.silent: Mapping[NodeName, float | None] = {}
+        """Node -> seconds since it last answered when it was found silent (None: never did)."""
+        self._targets: dict[NodeName, str | None] = {}
+        nodes.subscribe(self._node_changed)
+
+    async def run(self) -> None:
+        await self.nodes.synced.wait()
+        for name in self.nodes.cache:
+            self._node_changed(name)
+        transport = await udp.open_endpoint(port=0, netns=self.netns, on_datagram=self._received)
+        loop = asyncio.get_running_loop()
+        half = self.timing.interval / 2
+        next_round = loop.time()
+        try:
+            while True:
+                self._ping(transport)
+                await asyncio.sleep(max(0.0, next_round + half - loop.time()))
+                self.tracker.close_round()
+                self._judge(loop.time())
+                next_round += self.timing.interval
+                await asyncio.sleep(max(0.0, next_round - loop.time()))
+        finally:
+            transport.close()
+
+    def _node_changed(self, name: str) -> None:
+        obj = self.nodes.cache.get(name)
+        if obj is None:
+            self._targets.pop(NodeName(name), None)
+            self.tracker.forget(NodeName(name))
+        else:
+            self._targets[NodeName(name)] = node_api.internal_ip(obj)
+
+    def _ping(self, transport: asyncio.DatagramTransport) -> None:
+        sequence = self.tracker.next_round()
+        sent_ns = self.wall_clock_ns()
+        for node, ip in self._targets.items():
+            if ip is None:
+                continue  # never answers: found silent after `misses` rounds, and said so
+            ping = wire.Heartbeat(wire.Kind.PING, self.tracker.session, sequence, sent_ns, node)
+            transport.sendto(wire.encode(ping, self.key), udp.destination(transport, ip, self.port))
+            metrics.PINGS_SENT.inc()
+
+    def _received(self, data: bytes, sender: Any) -> None:
+        pong = udp.decode(data, self.key, role="manager", sender=sender)
+        if pong is not None:
+            verdict = self.tracker.received(pong, asyncio.get_running_loop().time())
+            metrics.RECEIVED.labels("manager", verdict.value).inc()
+
+    def _judge(self, now: float) -> None:
+        found = self.tracker.silent(self._targets, now)
+        if found.keys() == self.silent.keys():
+            return
+        for node in found.keys() - self.silent.keys():
+            since = found[node]
+            heard = f"last answered {since:.3f} s ago" if since is not None else "never answered"
+            log.warning("node %s: speaker silent (%s)", node, heard)
+        for node in self.silent.keys() - found.keys():
+            log.info("node %s: speaker answers again", node)
+        # A node still silent keeps the figure of when it was found so: its detection time.
+        self.silent = {node: self.silent.get(node, since) for node, since in found.items()}
+        metrics.SILENT_NODES.set(len(self.silent))
+        self.on_change()
