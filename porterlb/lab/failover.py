@@ -23,6 +23,7 @@ The scenarios (issue 4):
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import math
@@ -144,8 +145,9 @@ def bench(
         say(f"{scenario}: bringing lab {name!r} up ({workers} workers)...")
         record = lab.up(name, workers=workers)
         try:
-            bench_lab = _BenchLab(record, say)
-            outages, measured = asyncio.run(bench_lab.scenario(scenario, runs, measure=not writes))
+            outages, measured = asyncio.run(
+                _measure(record, scenario, runs, measure=not writes, say=say)
+            )
             writes = writes or measured
         finally:
             lab.down(name)
@@ -153,70 +155,112 @@ def bench(
     return summaries, writes
 
 
-class _BenchLab:
-    def __init__(self, record: lab.Record, say: Callable[[str], None]) -> None:
-        self.record = record
-        self.say = say
-
-    async def scenario(
-        self, scenario: str, runs: int, *, measure: bool
-    ) -> tuple[list[traffic.Outage], dict[str, float]]:
-        async with kube_client.connect(self.record.kubeconfig) as client:
-            self.client = client
-            await cluster.create_service(client, self.record.plan, SERVICE)
-            (self.ip,) = await cluster.wait_ingress(client, SERVICE)
-            await self._announcer()
-            writes = await self._steady_writes() if measure else {}
-            outages = []
-            for number in range(1, runs + 1):
-                outage = await self._run(scenario)
-                self.say(
-                    f"  {scenario} run {number}/{runs}: {outage.interruption * 1000:.0f} ms,"
-                    f" {outage.failed} failed requests"
-                )
-                outages.append(outage)
-            return outages, writes
-
-    async def _run(self, scenario: str) -> traffic.Outage:
-        victim = await self._announcer()
-        layout = self.record.plan
-        with traffic.Traffic(layout.client.netns, self.ip, cluster.SERVICE_PORT) as flow:
-            start = time.monotonic()
-            await self._until(
-                lambda: flow.answered_by(start).count(victim) >= WARM_UP, f"traffic via {victim}"
+async def _measure(
+    record: lab.Record, scenario: str, runs: int, *, measure: bool, say: Callable[[str], None]
+) -> tuple[list[traffic.Outage], dict[str, float]]:
+    async with kube_client.connect(record.kubeconfig) as client:
+        await cluster.create_service(client, record.plan, SERVICE)
+        (ip,) = await cluster.wait_ingress(client, SERVICE)
+        faults = FaultLab(record, client)
+        await faults.announcer(SERVICE)
+        writes = await _steady_writes(record.kubeconfig) if measure else {}
+        outages = []
+        for number in range(1, runs + 1):
+            run = await faults.run(scenario, SERVICE, ip)
+            await run.fault.repair()
+            say(
+                f"  {scenario} run {number}/{runs}: {run.outage.interruption * 1000:.0f} ms,"
+                f" {run.outage.failed} failed requests, {run.before} -> {run.after}"
             )
-            fault = time.monotonic()
-            fault_ = await self._inject(scenario, victim)
-            if scenario in MOVING:
+            outages.append(run.outage)
+        return outages, writes
+
+
+async def _nothing() -> None:
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fault:
+    """An injected fault: what to wait for after one that must move nothing, and its repair
+    (which returns once the lab is whole again: every speaker answers the leader)."""
+
+    recovered: Callable[[], Awaitable[None]] = _nothing
+    repair: Callable[[], Awaitable[None]] = _nothing
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Run:
+    """One fault under traffic: its cost, and the announcing node before and after it."""
+
+    scenario: str
+    outage: traffic.Outage
+    before: str
+    after: str
+    fault: Fault
+
+
+class FaultLab:
+    """Injects the scenarios' faults into a running lab and repairs them."""
+
+    def __init__(self, record: lab.Record, client: lightkube.AsyncClient) -> None:
+        self.record = record
+        """Kept current: a repair that restarts a process records its new pid."""
+        self.client = client
+
+    async def run(self, scenario: str, service: str, ip: str) -> Run:
+        """Inject ``scenario`` on the node announcing ``service`` under a request stream to
+        ``ip``; return once traffic flows again (or the system recovered, for a fault that
+        must move nothing) with the fault still in place: ``run.fault.repair()`` undoes it."""
+        victim = await self.announcer(service)
+        layout = self.record.plan
+        with traffic.Traffic(layout.client.netns, ip, cluster.SERVICE_PORT) as flow:
+            start = time.monotonic()
+            try:
                 await self._until(
-                    lambda: any(n not in ("", victim) for n in flow.answered_by(fault)),
-                    f"traffic to move off {victim}",
+                    lambda: flow.answered_by(start).count(victim) >= WARM_UP,
+                    f"traffic via {victim}",
                 )
+            except netns.LabError as error:
+                seen = collections.Counter(flow.answered_by(start))
+                diagnosis = await self._diagnosis(service, ip)
+                raise netns.LabError(f"{error}; answers: {dict(seen)}; {diagnosis}") from None
+            at = time.monotonic()
+            fault = await self.inject(scenario, victim)
+            if scenario in MOVING:
+                try:
+                    await self._until(
+                        lambda: any(n not in ("", victim) for n in flow.answered_by(at)),
+                        f"traffic to move off {victim}",
+                    )
+                except netns.LabError as error:
+                    raise netns.LabError(f"{error}; {await self._diagnosis(service, ip)}") from None
             else:
-                await fault_.recovered()
+                await fault.recovered()
             recovered = time.monotonic()
             await self._until(
                 lambda: len(flow.answered_by(recovered)) >= AFTERMATH, "traffic after recovery"
             )
-        await fault_.repair()
-        return traffic.outage(flow.requests, fault)
+        after = await self.announcer(service)
+        return Run(scenario, traffic.outage(flow.requests, at), victim, after, fault)
 
-    async def _inject(self, scenario: str, victim: str) -> _Fault:
+    async def inject(self, scenario: str, victim: str) -> Fault:
+        """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""
         node = self.record.plan.node(victim)
         if scenario == "worker-crash":
             self._kill(f"speaker/{victim}")
             self._cable(node, "down")
-            return _Fault(repair=functools.partial(self._repair_worker, victim, link=True))
+            return Fault(repair=functools.partial(self._repair_worker, victim, link=True))
         if scenario == "speaker-kill":
             self._kill(f"speaker/{victim}")
-            return _Fault(repair=functools.partial(self._repair_worker, victim, link=False))
+            return Fault(repair=functools.partial(self._repair_worker, victim, link=False))
         if scenario == "heartbeat-partition":
             netns.run(node.netns, ["nft", "-f", "-"], input=_drop_heartbeats())
-            return _Fault(repair=functools.partial(self._heal_partition, victim))
+            return Fault(repair=functools.partial(self._heal_partition, victim))
         if scenario == "leader-kill":
-            leader = await self._leader()
+            leader = await self.leader()
             self._kill(leader)
-            return _Fault(
+            return Fault(
                 recovered=functools.partial(self._new_leader, other_than=leader),
                 repair=functools.partial(self._restart, leader),
             )
@@ -224,7 +268,7 @@ class _BenchLab:
             plane = self.record.process("control-plane")
             before = plane.log.read_text().count(controlplane_main.RESTARTED)
             os.kill(plane.pid, signal.SIGHUP)
-            return _Fault(recovered=functools.partial(self._apiserver_back, before))
+            return Fault(recovered=functools.partial(self._apiserver_back, before))
         raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
 
     # -- repairs and recoveries --------------------------------------------------------------
@@ -245,7 +289,7 @@ class _BenchLab:
 
     async def _new_leader(self, *, other_than: str) -> None:
         async def changed() -> bool:
-            return (await self._leader()) not in ("", other_than)
+            return (await self.leader()) not in ("", other_than)
 
         await self._until_async(changed, "a new leader")
 
@@ -257,7 +301,7 @@ class _BenchLab:
         )
 
         async def leading() -> bool:
-            return bool(await self._leader())
+            return bool(await self.leader())
 
         await self._until_async(leading, "a leader after the restart")
 
@@ -265,7 +309,7 @@ class _BenchLab:
         """Until the leader hears every speaker again."""
 
         async def answering() -> bool:
-            leader = await self._leader()
+            leader = await self.leader()
             if not leader:
                 return False
             text = await asyncio.to_thread(_scrape, self.record.metrics[leader])
@@ -276,19 +320,26 @@ class _BenchLab:
 
     # -- reading the lab ---------------------------------------------------------------------
 
-    async def _announcer(self) -> str:
+    async def _diagnosis(self, service: str, ip: str) -> str:
+        router = self.record.plan.router_lan.netns
+        entry = netns.run(router, ["ip", "neigh", "show", ip]).strip() or "none"
+        return f"Service {service} recorded on {await self._recorded(service)!r}; router: {entry}"
+
+    async def announcer(self, service: str) -> str:
+        """The node recorded for ``service``, once there is one."""
+
         async def recorded() -> bool:
-            return bool(await self._recorded())
+            return bool(await self._recorded(service))
 
-        await self._until_async(recorded, f"Service {SERVICE} to be placed")
-        return await self._recorded()
+        await self._until_async(recorded, f"Service {service} to be placed")
+        return await self._recorded(service)
 
-    async def _recorded(self) -> str:
-        service = await self.client.get(Service, SERVICE, namespace=cluster.NAMESPACE)
+    async def _recorded(self, name: str) -> str:
+        service = await self.client.get(Service, name, namespace=cluster.NAMESPACE)
         annotations = (service.metadata.annotations if service.metadata else None) or {}
         return str(annotations.get(wellknown.ANNOUNCED_BY, ""))
 
-    async def _leader(self) -> str:
+    async def leader(self) -> str:
         """The role (``manager/N``) holding the Lease; "" when none or the API is away."""
         try:
             lease = await self.client.get(Lease, election.LEASE_NAME, namespace="default")
@@ -303,19 +354,6 @@ class _BenchLab:
 
     def _kill(self, role: str) -> None:
         os.kill(self.record.process(role).pid, signal.SIGKILL)
-
-    async def _steady_writes(self) -> dict[str, float]:
-        """API writes per second over :data:`STEADY_WINDOW`, Lease renewals apart."""
-        kubeconfig = self.record.kubeconfig
-        before = await asyncio.to_thread(_api_writes, kubeconfig)
-        await asyncio.sleep(STEADY_WINDOW)  # the measurement window itself, not a wait
-        after = await asyncio.to_thread(_api_writes, kubeconfig)
-        delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
-        leases = delta.get("leases", 0.0)
-        return {
-            "leases": leases / STEADY_WINDOW,
-            "other": (sum(delta.values()) - leases) / STEADY_WINDOW,
-        }
 
     async def _until(self, condition: Callable[[], bool], what: str) -> None:
         async def check() -> bool:
@@ -332,16 +370,17 @@ class _BenchLab:
             await asyncio.sleep(traffic.INTERVAL)
 
 
-async def _nothing() -> None:
-    pass
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Fault:
-    """What to wait for after a fault that must move nothing, and how to repair it."""
-
-    recovered: Callable[[], Awaitable[None]] = _nothing
-    repair: Callable[[], Awaitable[None]] = _nothing
+async def _steady_writes(kubeconfig: Path) -> dict[str, float]:
+    """API writes per second over :data:`STEADY_WINDOW`, Lease renewals apart."""
+    before = await asyncio.to_thread(_api_writes, kubeconfig)
+    await asyncio.sleep(STEADY_WINDOW)  # the measurement window itself, not a wait
+    after = await asyncio.to_thread(_api_writes, kubeconfig)
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    leases = delta.get("leases", 0.0)
+    return {
+        "leases": leases / STEADY_WINDOW,
+        "other": (sum(delta.values()) - leases) / STEADY_WINDOW,
+    }
 
 
 def _drop_heartbeats() -> str:

@@ -62,6 +62,8 @@ class Tracker:
         self._answered: dict[NodeName, int] = {}
         """Node -> the latest round it answered (or the round due when it was first seen)."""
         self._heard_at: dict[NodeName, float] = {}
+        self._latest_answered = 0
+        """The latest round anyone answered."""
 
     def next_round(self) -> int:
         """Start a round; return the sequence number its pings carry."""
@@ -85,7 +87,14 @@ class Tracker:
             return Verdict.REPLAYED
         self._answered[node] = pong.sequence
         self._heard_at[node] = now
+        self._latest_answered = max(self._latest_answered, pong.sequence)
         return Verdict.ACCEPTED
+
+    @property
+    def deaf(self) -> bool:
+        """True when no node at all answered the last ``misses`` due rounds: the pinger cannot
+        tell a dead cluster from its own broken network, so its silences prove nothing."""
+        return self.due - self._latest_answered >= self.misses
 
     def silent(self, nodes: Iterable[NodeName], now: float) -> dict[NodeName, float | None]:
         """Those of `nodes` that missed the last ``misses`` due rounds, with the seconds since

@@ -5,7 +5,9 @@ answers and moves nothing while it learns (a leader change moves no IP). Only th
 on it: :mod:`porterlb.manager.announcing` reads :attr:`Liveness.silent` through its
 ``on_change`` callback. A round pings every Node at its first InternalIP; half an interval
 later the round is due and :class:`porterlb.liveness.tracker.Tracker` says who missed
-``misses`` rounds in a row. No API request is made: heartbeats cost the API server nothing.
+``misses`` rounds in a row. While no speaker at all answers, the fault is taken to be this
+manager's (its link, its namespace), and nothing changes until one is heard again. No API
+request is made: heartbeats cost the API server nothing.
 """
 
 from __future__ import annotations
@@ -72,16 +74,19 @@ class Liveness:
             self._node_changed(name)
         transport = await udp.open_endpoint(port=0, netns=self.netns, on_datagram=self._received)
         loop = asyncio.get_running_loop()
-        half = self.timing.interval / 2
         next_round = loop.time()
         try:
             while True:
                 self._ping(transport)
-                await asyncio.sleep(max(0.0, next_round + half - loop.time()))
+                # Answers are due half an interval after the pings actually left: a round
+                # sent late (this process was not scheduled) still gets its full half.
+                await asyncio.sleep(self.timing.interval / 2)
                 self.tracker.close_round()
                 self._judge(loop.time())
-                next_round += self.timing.interval
-                await asyncio.sleep(max(0.0, next_round - loop.time()))
+                # Late rounds are skipped, never sent in a burst: a burst would close each
+                # round before any answer could arrive and find every speaker silent.
+                next_round = max(next_round + self.timing.interval, loop.time())
+                await asyncio.sleep(next_round - loop.time())
         finally:
             transport.close()
 
@@ -111,6 +116,13 @@ class Liveness:
 
     def _judge(self, now: float) -> None:
         found = self.tracker.silent(self._targets, now)
+        if self.tracker.deaf:
+            # No speaker answers at all: far likelier this manager's own network than the
+            # whole cluster, and declaring every node dead would unannounce every IP. What
+            # was decided before stands until some speaker is heard again.
+            if found.keys() != self.silent.keys():
+                log.warning("no speaker answers: suspecting this manager's network, not nodes")
+            return
         if found.keys() == self.silent.keys():
             return
         for node in found.keys() - self.silent.keys():

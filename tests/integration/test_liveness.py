@@ -25,7 +25,7 @@ from porterlb.liveness import guard, tracker
 from porterlb.manager import liveness
 from porterlb.speaker import heartbeats
 from tests.integration import objects
-from tests.integration.conftest import running_manager
+from tests.integration.conftest import running_manager, set_node_ready
 from tests.integration.test_announcing import announced_by, pool_with_service, wait_announced_by
 from tests.waiting import eventually
 
@@ -126,11 +126,17 @@ async def test_a_node_whose_speaker_never_answered_or_has_another_key_gets_no_ip
 ):
     mute = await node_at(client, nodes, f"{namespace}-mute", "127.0.0.30")
     forger = await node_at(client, nodes, f"{namespace}-forger", "127.0.0.31")
+    # One speaker answers (on a node not Ready), or the manager would blame its own network.
+    good = await node_at(client, nodes, f"{namespace}-good", "127.0.0.32")
+    await set_node_ready(client, good, False)
     key = await key_of(client, namespace)
-    async with answering(forger, "127.0.0.31", port, os.urandom(32)):
+    async with (
+        answering(forger, "127.0.0.31", port, os.urandom(32)),
+        answering(good, "127.0.0.32", port, key),
+    ):
         await pool_with_service(client, eips, namespace, net)
         never = "its speaker never answered heartbeats"
-        why = f"{forger}: {never}; {mute}: {never}"
+        why = f"{forger}: {never}; {good}: not Ready; {mute}: {never}"
         await objects.wait_event(
             client,
             namespace,
@@ -142,3 +148,21 @@ async def test_a_node_whose_speaker_never_answered_or_has_another_key_gets_no_ip
 
     async with answering(mute, "127.0.0.30", port, key):
         await wait_announced_by(client, "web", namespace, {mute})
+
+
+async def test_when_no_speaker_answers_the_manager_blames_itself_and_keeps_every_node(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    first = await node_at(client, nodes, f"{namespace}-a", "127.0.0.40")
+    second = await node_at(client, nodes, f"{namespace}-b", "127.0.0.41")
+    await pool_with_service(client, eips, namespace, net)
+    node = await wait_announced_by(client, "web", namespace, {first, second})
+    pinger = pinging_manager.announcing.pinger
+    due = pinger.tracker.due
+
+    async def rounds_passed():
+        return pinger.tracker.due >= due + 2 * TIMING.misses
+
+    await eventually(rounds_passed, what="the silent rounds to be counted")
+    assert pinger.silent == {}
+    assert await announced_by(client, "web", namespace) == node

@@ -137,3 +137,16 @@ def test_silent_exactly_when_the_last_misses_rounds_went_unanswered(answers, mis
 def test_timing_refuses_nonsense(interval, misses, message):
     with pytest.raises(ValueError, match=message):
         tracker.Timing(interval, misses)
+
+
+def test_deaf_while_no_node_at_all_answered_the_last_misses_rounds():
+    t = tracker.Tracker(session=SESSION, misses=2)
+    assert not t.deaf
+    rounds(t, 2, set())
+    assert t.deaf
+    rounds(t, 1, {"w1"})
+    assert not t.deaf
+    rounds(t, 1, set())
+    assert not t.deaf
+    rounds(t, 1, set())
+    assert t.deaf
