@@ -27,7 +27,11 @@ class Manager:
         self.elector = elector
         self.ipam = ipam.Ipam(client, workers=workers)
         self.announcing = announcing.Announcing(
-            client, services=self.ipam.services, poster=self.ipam.poster, workers=workers
+            client,
+            services=self.ipam.services,
+            eips=self.ipam.eips,
+            poster=self.ipam.poster,
+            workers=workers,
         )
 
     async def run(self) -> None:
