@@ -266,7 +266,8 @@ class Announcing:
         """A Warning on the Eip when its node selector stops parsing or says something new."""
         obj = self.eips.cache.get(pool)
         parsed = eip_api.parse(obj) if obj is not None else None
-        error = parsed.node_selector_error if parsed is not None else None
+        layer2 = parsed is not None and parsed.protocol == "layer2"  # IPAM reports the others
+        error = parsed.node_selector_error if parsed is not None and layer2 else None
         if not self.loaded or self._said_pool.get(pool) == error:
             return
         if error is None or obj is None:

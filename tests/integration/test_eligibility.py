@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lightkube.types import PatchType
 
-from porterlb.api import reasons
+from porterlb.api import reasons, wellknown
 from porterlb.kube import resources
 from tests.integration import objects
 from tests.integration.conftest import eip_object
@@ -91,6 +91,23 @@ async def test_local_traffic_is_announced_where_a_ready_endpoint_runs_and_follow
 
     await objects.set_endpoints(client, "web", namespace, ready=(a,), not_ready=(b,))
     await wait_announced_by(client, "web", namespace, {a})
+
+
+async def test_services_sharing_an_ip_go_to_a_node_that_suits_them_all(
+    client, manager, namespace, net, eips, nodes
+):
+    a, b, c = [await nodes(f"{namespace}-{x}") for x in "abc"]
+    await make_pool(client, eips, namespace, net)
+    sharing = {wellknown.SHARING_KEY: "shop"}
+    for name, port, ready in (("web", 80, (a, b)), ("api", 443, (b, c))):
+        local = objects.service(name, namespace, annotations=sharing, ports=(("TCP", port),))
+        assert local.spec is not None
+        local.spec.externalTrafficPolicy = "Local"
+        await client.create(local)
+        await objects.set_endpoints(client, name, namespace, ready=ready)
+        await objects.wait_ingress(client, name, namespace, (f"{net}.1",))
+    await wait_announced_by(client, "web", namespace, {b})
+    await wait_announced_by(client, "api", namespace, {b})
 
 
 async def test_a_service_without_a_ready_endpoint_is_not_announced_and_says_so(
