@@ -10,9 +10,10 @@ selector of the IP's pool, and the ready endpoints of every Service using the IP
 Warning naming each node and why. On start the recorded annotations are adopted, oldest
 Service first, before anything is decided, so a restart or a new leader moves no IP.
 
-Nodes, Eips and EndpointSlices are kept parsed as they change, leader or not; a change that
-alters what placement reads goes through :meth:`Announcing._recheck`, which requeues only the
-Services whose IP must move or could now be placed.
+Nodes, Eips and EndpointSlices are kept parsed as they change, leader or not. A Node or Eip
+change that alters what placement reads goes through :meth:`Announcing._recheck`, which
+requeues only the Services whose IP must move or could now be placed; an EndpointSlice change
+requeues its own Service, and an IP that moves requeues its other users.
 """
 
 from __future__ import annotations
