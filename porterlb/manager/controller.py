@@ -32,7 +32,11 @@ class Manager:
         self.heartbeat = heartbeat
         self.ipam = ipam.Ipam(client, workers=workers)
         self.announcing = announcing.Announcing(
-            client, services=self.ipam.services, poster=self.ipam.poster, workers=workers
+            client,
+            services=self.ipam.services,
+            eips=self.ipam.eips,
+            poster=self.ipam.poster,
+            workers=workers,
         )
 
     async def run(self) -> None:
