@@ -195,3 +195,26 @@ def test_explain_names_exactly_the_ineligible_nodes(nodes, pools, needs):
     why = eligibility.explain(nodes, pools=pools, needs=needs)
     named = {part.split(":")[0] for part in why.split("; ")} if nodes and why else set()
     assert named == {n.name for n in nodes} - eligible
+
+
+@pytest.mark.parametrize(
+    ("silent", "reason"),
+    [
+        pytest.param({}, None, id="answering"),
+        pytest.param(
+            {NodeName("w1"): 0.3125},
+            "its speaker stopped answering heartbeats (found 312 ms after its last answer)",
+            id="stopped",
+        ),
+        pytest.param({NodeName("w1"): None}, "its speaker never answered heartbeats", id="never"),
+        pytest.param({NodeName("w2"): None}, None, id="another-node"),
+    ],
+)
+def test_a_silent_speaker_makes_its_node_ineligible(silent, reason):
+    assert eligibility.why_not(node=node(), silent=silent) == reason
+    assert (NodeName("w1") in eligibility.eligible([node()], silent=silent)) is (reason is None)
+
+
+def test_node_facts_come_before_silence():
+    silent = {NodeName("w1"): None}
+    assert eligibility.why_not(node=node(ready="False"), silent=silent) == "not Ready"
