@@ -66,6 +66,7 @@ class Liveness:
         self.silent: Mapping[NodeName, float | None] = {}
         """Node -> seconds since it last answered when it was found silent (None: never did)."""
         self._targets: dict[NodeName, str | None] = {}
+        self._deaf = False
         nodes.subscribe(self._node_changed)
 
     async def run(self) -> None:
@@ -120,9 +121,11 @@ class Liveness:
             # No speaker answers at all: far likelier this manager's own network than the
             # whole cluster, and declaring every node dead would unannounce every IP. What
             # was decided before stands until some speaker is heard again.
-            if found.keys() != self.silent.keys():
+            if not self._deaf and self._targets:
                 log.warning("no speaker answers: suspecting this manager's network, not nodes")
+            self._deaf = True
             return
+        self._deaf = False
         if found.keys() == self.silent.keys():
             return
         for node in found.keys() - self.silent.keys():
