@@ -63,6 +63,12 @@ def add_parser_to(roles: Any) -> None:
         " apiserver-restart, heartbeat-partition",
     )
     failover.add_argument("--workers", type=int, default=3)
+    failover.add_argument(
+        "--services",
+        type=int,
+        default=1,
+        help="Services during the steady-state measurement (issue 4 asks 1000 on 10 workers)",
+    )
     failover.add_argument("--name", default="bench-failover", help="the labs' name")
     failover.set_defaults(run=_run_bench_failover)
     service = lab_commands.add_parser(
@@ -170,6 +176,7 @@ def _run_bench_failover(args: argparse.Namespace) -> int:
                 args.runs,
                 scenarios=args.scenarios or failover.SCENARIOS,
                 workers=args.workers,
+                services=args.services,
                 name=args.name,
                 say=progress,
             )

@@ -58,6 +58,11 @@ MOVING: Final = frozenset({"worker-crash", "speaker-kill", "heartbeat-partition"
 """Scenarios after which the IP must move; in the others it must stay and no request fail."""
 
 SERVICE: Final = "web"
+SHARED_IPS: Final = 40
+"""IPs the extra Services of the steady-state measurement share (sharing keys): the lab's
+pool holds 51 addresses, and 1,000 Services cannot each have one."""
+IDLE_PORTS: Final = 10_000
+"""The extra Services' ports start here, so that Services sharing an IP never collide."""
 WARM_UP: Final = 20
 """Requests the announcing node must have answered before a fault: the stream is flowing."""
 
@@ -134,19 +139,22 @@ def bench(
     *,
     scenarios: Sequence[str] = SCENARIOS,
     workers: int = 3,
+    services: int = 1,
     name: str = "bench-failover",
     say: Callable[[str], None] = print,
 ) -> tuple[list[Summary], dict[str, float]]:
     """Run every scenario ``runs`` times, each scenario in a fresh lab; return the summaries
-    and the steady-state API writes per second (``leases``, ``other``)."""
+    and the steady-state API writes per second (``leases``, ``other``), measured in the first
+    lab with ``services`` Services in all (the extra ones share :data:`SHARED_IPS` IPs)."""
     summaries = []
     writes: dict[str, float] = {}
     for scenario in scenarios:
         say(f"{scenario}: bringing lab {name!r} up ({workers} workers)...")
         record = lab.up(name, workers=workers)
         try:
+            extra = services - 1 if not writes else 0
             outages, measured = asyncio.run(
-                _measure(record, scenario, runs, measure=not writes, say=say)
+                _measure(record, scenario, runs, measure=not writes, extra=extra, say=say)
             )
             writes = writes or measured
         finally:
@@ -156,13 +164,22 @@ def bench(
 
 
 async def _measure(
-    record: lab.Record, scenario: str, runs: int, *, measure: bool, say: Callable[[str], None]
+    record: lab.Record,
+    scenario: str,
+    runs: int,
+    *,
+    measure: bool,
+    extra: int,
+    say: Callable[[str], None],
 ) -> tuple[list[traffic.Outage], dict[str, float]]:
     async with kube_client.connect(record.kubeconfig) as client:
         await cluster.create_service(client, record.plan, SERVICE)
         (ip,) = await cluster.wait_ingress(client, SERVICE)
         faults = FaultLab(record, client)
         await faults.announcer(SERVICE)
+        if extra:
+            say(f"  creating {extra} more Services sharing {SHARED_IPS} IPs...")
+            await _idle_services(client, record.plan, extra)
         writes = await _steady_writes(record.kubeconfig) if measure else {}
         outages = []
         for number in range(1, runs + 1):
@@ -174,6 +191,31 @@ async def _measure(
             )
             outages.append(run.outage)
         return outages, writes
+
+
+async def _idle_services(client: lightkube.AsyncClient, layout: plan.Lab, count: int) -> None:
+    """``count`` more Services, 16 created at a time; returns once every one is placed."""
+    gate = asyncio.Semaphore(16)
+
+    async def create(n: int) -> None:
+        async with gate:
+            sharing = {wellknown.SHARING_KEY: f"idle-{n % SHARED_IPS}"}
+            await cluster.create_service(
+                client, layout, f"idle-{n}", port=IDLE_PORTS + n, annotations=sharing
+            )
+
+    await asyncio.gather(*(create(n) for n in range(count)))
+    deadline = time.monotonic() + RECOVERY_LIMIT + count * 0.1
+    while True:
+        placed = 0
+        async for service in client.list(Service, namespace=cluster.NAMESPACE):
+            annotations = (service.metadata.annotations if service.metadata else None) or {}
+            placed += wellknown.ANNOUNCED_BY in annotations
+        if placed > count:  # the benchmark's own Service too
+            return
+        if time.monotonic() > deadline:
+            raise netns.LabError(f"lab {layout.name}: {placed} of {count + 1} Services placed")
+        await asyncio.sleep(0.5)
 
 
 async def _nothing() -> None:
