@@ -413,16 +413,28 @@ class FaultLab:
 
 
 async def _steady_writes(kubeconfig: Path) -> dict[str, float]:
-    """API writes per second over :data:`STEADY_WINDOW`, Lease renewals apart."""
+    """API writes per second over :data:`STEADY_WINDOW`, Lease renewals apart, once the
+    writes that follow a burst of changes (Events, Eip status) have drained."""
+    deadline = time.monotonic() + RECOVERY_LIMIT
     before = await asyncio.to_thread(_api_writes, kubeconfig)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)  # one sample of the write rate
+        after = await asyncio.to_thread(_api_writes, kubeconfig)
+        quiet = _other_writes(before, after) == 0
+        before = after
+        if quiet:
+            break
     await asyncio.sleep(STEADY_WINDOW)  # the measurement window itself, not a wait
     after = await asyncio.to_thread(_api_writes, kubeconfig)
-    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
-    leases = delta.get("leases", 0.0)
+    leases = after.get("leases", 0.0) - before.get("leases", 0.0)
     return {
         "leases": leases / STEADY_WINDOW,
-        "other": (sum(delta.values()) - leases) / STEADY_WINDOW,
+        "other": _other_writes(before, after) / STEADY_WINDOW,
     }
+
+
+def _other_writes(before: dict[str, float], after: dict[str, float]) -> float:
+    return sum(v - before.get(k, 0.0) for k, v in after.items() if k != "leases")
 
 
 def _drop_heartbeats() -> str:

@@ -1,4 +1,4 @@
-"""The heartbeat socket: one UDP endpoint, opened inside the node's network namespace.
+"""The heartbeat socket: one UDP socket, opened inside the node's network namespace.
 
 Dual-stack (an IPv6 socket with ``IPV6_V6ONLY`` off) so one socket serves Nodes whose
 InternalIP is IPv4 or IPv6; where IPv6 is disabled it falls back to IPv4 alone. The socket is
@@ -8,10 +8,8 @@ router's) namespace while the process stays next to the API server.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
-from collections.abc import Callable
 from typing import Any, Final
 
 from porterlb import errors
@@ -24,29 +22,17 @@ DEFAULT_PORT: Final = 7473
 """The speakers' heartbeat port: next to MetalLB's 7472 (metrics) and 7946 (memberlist), and
 free of both."""
 
-Receive = Callable[[bytes, Any], None]
-"""Called with each datagram and the sender's address tuple."""
 
-
-async def open_endpoint(
-    *, port: int, netns: str | None, on_datagram: Receive, host: str | None = None
-) -> asyncio.DatagramTransport:
-    """A datagram transport bound to ``host`` (None: every address) and ``port`` (0: any) in
-    ``netns``, feeding ``on_datagram``.
-
-    Raises OSError naming the address and namespace when the socket cannot be bound.
-    """
+async def bind(*, port: int, netns: str | None, host: str | None = None) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host`` (None: every address) and ``port`` in
+    ``netns``. Raises OSError naming the address and namespace when it cannot be bound."""
     try:
-        sock = await namespaces.call(netns, lambda: _bind(host, port))
+        return await namespaces.call(netns, lambda: _bind(host, port))
     except OSError as error:
         where = f"netns {netns}" if netns else "the host namespace"
         raise OSError(
             error.errno, f"heartbeat UDP {host or '*'} port {port} in {where}: {error}"
         ) from error
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _Protocol(on_datagram), sock=sock
-    )
-    return transport
 
 
 def decode(data: bytes, key: bytes, *, role: str, sender: Any) -> wire.Heartbeat | None:
@@ -84,20 +70,8 @@ def _bind(host: str | None, port: int) -> socket.socket:
     return sock
 
 
-def destination(transport: asyncio.DatagramTransport, ip: str, port: int) -> tuple[Any, ...]:
-    """The sendto address of ``ip`` for this transport's family (IPv4 mapped into IPv6)."""
-    if transport.get_extra_info("socket").family == socket.AF_INET6 and ":" not in ip:
+def destination(sock: socket.socket, ip: str, port: int) -> tuple[Any, ...]:
+    """The sendto address of ``ip`` for this socket's family (IPv4 mapped into IPv6)."""
+    if sock.family == socket.AF_INET6 and ":" not in ip:
         return (f"::ffff:{ip}", port, 0, 0)
     return (ip, port)
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Receive) -> None:
-        self.on_datagram = on_datagram
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a node whose speaker is down: the missing pong says it.
-        pass

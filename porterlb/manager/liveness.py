@@ -16,9 +16,9 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from porterlb.api import node as node_api
 from porterlb.api.keys import NodeName
@@ -73,15 +73,18 @@ class Liveness:
         await self.nodes.synced.wait()
         for name in self.nodes.cache:
             self._node_changed(name)
-        transport = await udp.open_endpoint(port=0, netns=self.netns, on_datagram=self._received)
+        sock = await udp.bind(port=0, netns=self.netns)
         loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), self._drain, sock)
         next_round = loop.time()
         try:
             while True:
-                self._ping(transport)
+                self._ping(sock)
                 # Answers are due half an interval after the pings actually left: a round
                 # sent late (this process was not scheduled) still gets its full half.
                 await asyncio.sleep(self.timing.interval / 2)
+                # Every answer already here counts, however busy the loop was meanwhile.
+                self._drain(sock)
                 self.tracker.close_round()
                 self._judge(loop.time())
                 # Late rounds are skipped, never sent in a burst: a burst would close each
@@ -89,7 +92,8 @@ class Liveness:
                 next_round = max(next_round + self.timing.interval, loop.time())
                 await asyncio.sleep(next_round - loop.time())
         finally:
-            transport.close()
+            loop.remove_reader(sock.fileno())
+            sock.close()
 
     def _node_changed(self, name: str) -> None:
         obj = self.nodes.cache.get(name)
@@ -99,21 +103,35 @@ class Liveness:
         else:
             self._targets[NodeName(name)] = node_api.internal_ip(obj)
 
-    def _ping(self, transport: asyncio.DatagramTransport) -> None:
+    def _ping(self, sock: socket.socket) -> None:
         sequence = self.tracker.next_round()
         sent_ns = self.wall_clock_ns()
         for node, ip in self._targets.items():
             if ip is None:
                 continue  # never answers: found silent after `misses` rounds, and said so
             ping = wire.Heartbeat(wire.Kind.PING, self.tracker.session, sequence, sent_ns, node)
-            transport.sendto(wire.encode(ping, self.key), udp.destination(transport, ip, self.port))
+            try:
+                sock.sendto(wire.encode(ping, self.key), udp.destination(sock, ip, self.port))
+            except OSError as error:  # a full buffer or no route: the missing pong says it
+                log.debug("ping to node %s at %s: %s", node, ip, error)
+                continue
             metrics.PINGS_SENT.inc()
 
-    def _received(self, data: bytes, sender: Any) -> None:
-        pong = udp.decode(data, self.key, role="manager", sender=sender)
-        if pong is not None:
-            verdict = self.tracker.received(pong, asyncio.get_running_loop().time())
-            metrics.RECEIVED.labels("manager", verdict.value).inc()
+    def _drain(self, sock: socket.socket) -> None:
+        """Read every pong waiting in the socket (the loop would read one per iteration)."""
+        now = asyncio.get_running_loop().time()
+        while True:
+            try:
+                data, sender = sock.recvfrom(wire.MAX_LEN + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # ICMP port unreachable from a dead speaker, queued
+                log.debug("heartbeat socket: %s", error)
+                continue
+            pong = udp.decode(data, self.key, role="manager", sender=sender)
+            if pong is not None:
+                verdict = self.tracker.received(pong, now)
+                metrics.RECEIVED.labels("manager", verdict.value).inc()
 
     def _judge(self, now: float) -> None:
         found = self.tracker.silent(self._targets, now)

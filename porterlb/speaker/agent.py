@@ -176,7 +176,8 @@ class Speaker:
 
     async def _sync(self) -> None:
         wanted: dict[address.IPAddress, announcer.Announcement] = {}
-        for pairs in () if self.fenced else self.assigned.values():
+        # A snapshot: resolving an interface awaits, and watch events change `assigned` then.
+        for pairs in () if self.fenced else list(self.assigned.values()):
             for ip, pool in pairs:
                 ifname = await self._interface(pool)
                 if ifname is not None:
