@@ -129,6 +129,8 @@ class AfPacketConn:
         self._readable: asyncio.Future[None] | None = None
         self._error: errors.PorterlbError | None = None
         """A receive error met after some frames of a batch: raised by the next call."""
+        self._drained = False
+        """The last drain emptied the socket: wait for the loop's word before reading."""
 
     @classmethod
     async def open(cls, ifname: str, *, netns: str | None = None) -> AfPacketConn:
@@ -155,9 +157,10 @@ class AfPacketConn:
 
     async def recv_batch(self, limit: int) -> list[bytes]:
         while True:
-            frames = self._drain(limit)
-            if frames:
-                return frames
+            if not self._drained:
+                frames = self._drain(limit)
+                if frames:
+                    return frames
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
                 self._loop.add_reader(self._sock.fileno(), self._wake)
@@ -166,6 +169,7 @@ class AfPacketConn:
                 await self._readable
             finally:
                 self._readable = None
+                self._drained = False
 
     def _drain(self, limit: int) -> list[bytes]:
         """Up to ``limit`` frames the socket holds now, without waiting."""
@@ -178,7 +182,7 @@ class AfPacketConn:
             while len(frames) < limit:
                 frames.append(view[: recv_into(view)].tobytes())
         except (BlockingIOError, InterruptedError):
-            pass
+            self._drained = True  # the next call waits at once, saving a recv that fails
         except OSError as exc:
             error = _wrap(self._ifname, "receive failed", exc)
             if not frames:

@@ -59,7 +59,11 @@ def frames(ifname: str, verdict: str) -> Any:
 
 
 @functools.lru_cache(maxsize=65_536)
-def answering(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[Any, Any]:
-    """The ``REQUESTS_RECEIVED`` and ``RESPONSES_SENT`` children of one IP."""
-    label = str(ip)
+def answering(packed: bytes) -> tuple[Any, Any]:
+    """The ``REQUESTS_RECEIVED`` and ``RESPONSES_SENT`` children of the IP ``packed``.
+
+    Keyed by the packed address, which the responder's fast path has at hand and which
+    hashes in C (an ``ipaddress`` object hashes ``hex()`` of itself, in Python, every time).
+    """
+    label = str(ipaddress.ip_address(packed))
     return REQUESTS_RECEIVED.labels(label), RESPONSES_SENT.labels(label)
