@@ -343,8 +343,7 @@ class _Child:
             ),
             "of which Announcer.owns_packed": lambda: owns_packed(target, ifname),
             "frames(...).inc() (once a batch)": lambda: metrics.frames(ifname, "answered").inc(),
-            "answering(ip)[0].inc() (once a batch)": lambda: metrics.answering(target)[0].inc(),
-            "answering(ip)[1].inc() (once a batch)": lambda: metrics.answering(target)[1].inc(),
+            "metrics.answered() (once a batch)": lambda: metrics.answered({target: 1}, {target: 1}),
         }
         return {name: _best(step, count) for name, step in steps.items()}
 

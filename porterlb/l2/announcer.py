@@ -272,10 +272,10 @@ class Announcer:
         """Decide on and answer a batch of frames; count them once per batch.
 
         Each frame goes through ``fastpath.decide`` and, if that declines, the reference
-        ``responder.handle``. The counters are Prometheus children whose ``inc`` takes a lock,
-        so a batch's verdicts and answers are gathered first and added once; nothing reads
-        them in between. They are gathered without hashing an Enum or an address object (both
-        hash in Python code): verdicts in a list, IPs by their packed bytes.
+        ``responder.handle``. The verdict counters are Prometheus children whose ``inc`` takes a
+        lock, so a batch's verdicts and answers are gathered first and added once; nothing
+        reads them in between. They are gathered without hashing an Enum or an address object
+        (both hash in Python code): verdicts in a list, IPs by their packed bytes.
         """
         ifname, octets, owns = packet_conn.ifname, packet_conn.mac.octets, self.owns_packed
         entries, decide = self._entries, fastpath.decide
@@ -301,10 +301,7 @@ class Announcer:
             for verdict in _VERDICTS:
                 if count := verdicts.count(verdict):
                     metrics.frames(ifname, verdict.value).inc(count)
-            for target, count in received.items():
-                metrics.answering(target)[0].inc(count)
-            for target, count in responded.items():
-                metrics.answering(target)[1].inc(count)
+            metrics.answered(received, responded)
 
     def _reference(
         self, frame: bytes, packet_conn: conn.PacketConn
@@ -387,7 +384,7 @@ class Announcer:
             if self._entries.get(entry.ip.packed) is not entry:
                 return None
             if await self._send(packet_conn, frame):
-                metrics.GRATUITOUS_SENT.labels(str(entry.ip)).inc()
+                metrics.gratuitous(entry.ip.packed)
         return due
 
     def _due(self, entry: _Entry) -> float | None:
