@@ -217,7 +217,8 @@ class Prober:
 
         Returns each request's send time (``time.time_ns``) and how late it went out against
         the schedule (ns). A late sender catches up at once rather than skipping, so the count
-        is exact, but its requests then arrive in a burst; sleeps are used for gaps over 60 µs.
+        is exact, but its requests then arrive in a burst; it sleeps through gaps over ``SPIN``
+        (``SPIN_RT`` with ``rt``) and spins through shorter ones.
         """
         send = self._tx.send
         stamp = time.time_ns
@@ -226,12 +227,13 @@ class Prober:
         late = array.array("q", bytes(8 * count))
         interval = 1e9 / rate
         modulo = len(frames)
+        spin = SPIN_RT if self.rt else SPIN
         start = clock()
         i = 0
         while i < count:
             ahead = start + int(i * interval) - clock()
-            if ahead > 60_000:
-                time.sleep((ahead - 50_000) / 1e9)
+            if ahead > spin:
+                time.sleep((ahead - spin + SPIN_MARGIN) / 1e9)
                 continue
             if ahead > 0:
                 continue
@@ -295,6 +297,16 @@ class Prober:
         phase.late_max_us = ordered[-1] / 1000
         return phase
 
+
+SPIN: Final = 60_000
+SPIN_RT: Final = 20_000
+"""Nanoseconds to the next request below which the sender spins instead of sleeping. A normal
+task may wake 50 µs late (timer slack, other tasks). A SCHED_FIFO one sleeps without slack and
+must not spin through a whole phase: Linux throttles real-time tasks that use more than
+``sched_rt_runtime_us`` (0.95 s a second), and a throttled prober stops for 50 ms, then sends
+1,000 requests at once at 20,000/s."""
+SPIN_MARGIN: Final = 10_000
+"""Nanoseconds before the due time at which a sleep ends, to spin the rest."""
 
 RT_PRIORITY: Final = 10
 """SCHED_FIFO priority of the sending loop with ``rt``: as ``bench._lab.RT_PRIORITY``, above
