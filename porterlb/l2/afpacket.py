@@ -5,8 +5,9 @@ link layer porterlb also sees unicast NUD probes for addresses no interface hold
 ICMPv6 socket never does (MetalLB #2920). A classic BPF filter is attached before the socket is
 bound, so only ARP and bare ICMPv6 NS/NA ever reach Python, and ``PACKET_IGNORE_OUTGOING``
 hides our own transmissions. Solicited-node groups are joined with ``PACKET_ADD_MEMBERSHIP``,
-refcounted because several VIPs share a group. The socket's OSErrors are wrapped here, with the
-interface name in the message.
+refcounted because several VIPs share a group; past ``MAX_GROUPS`` the socket asks for all
+multicast instead. The socket's OSErrors are wrapped here, with the interface name in the
+message.
 
 The socket is non-blocking and read in batches: ``recv_batch`` drains it with ``recv_into`` one
 preallocated buffer until it would block, and only then waits, on a reader that stays
@@ -43,6 +44,7 @@ SOL_PACKET: Final = 263
 PACKET_ADD_MEMBERSHIP: Final = 1
 PACKET_DROP_MEMBERSHIP: Final = 2
 PACKET_MR_MULTICAST: Final = 0
+PACKET_MR_ALLMULTI: Final = 2
 PACKET_IGNORE_OUTGOING: Final = 23
 """include/uapi/linux/if_packet.h (PACKET_IGNORE_OUTGOING since Linux 4.20)."""
 SO_ATTACH_FILTER: Final = 26
@@ -57,6 +59,14 @@ SO_RCVBUFFORCE: Final = 33
 
 RECV_SIZE: Final = 9216
 """Large enough for a jumbo frame; ARP and ND frames are under 100 bytes."""
+
+MAX_GROUPS: Final = 1024
+"""Solicited-node groups joined one by one; past this the socket asks for all multicast
+instead, and back under half of it joins them one by one again. The kernel keeps a socket's
+and a device's groups in lists, so joining 10,000 took 0.87 s in which the speaker's loop
+stood still (bench/speaker_scale.py, v6 row, "lag max ms"); NICs' multicast filters hold far
+fewer (hundreds to a few thousand) and their drivers fall back to all-multicast anyway. The
+solicitations for other hosts this lets in cost a fast-path verdict each."""
 
 RCVBUF: Final = 4 << 20
 """Bytes of receive buffer asked for (the kernel doubles it for its bookkeeping). A queued
@@ -121,6 +131,11 @@ class AfPacketConn:
         self._ifindex = ifindex
         self._mac = mac
         self._groups: collections.Counter[ethernet.MacAddress] = collections.Counter()
+        """Joins wanted, by group MAC."""
+        self._joined: set[ethernet.MacAddress] = set()
+        """Groups the socket holds a membership of."""
+        self._allmulti = False
+        """The socket asked for every multicast frame: more than MAX_GROUPS were wanted."""
         self._closed = False
         self._buffer = bytearray(RECV_SIZE)
         self._view = memoryview(self._buffer)
@@ -205,9 +220,15 @@ class AfPacketConn:
 
     def join(self, ip: ipaddress.IPv6Address) -> None:
         group = ethernet.ipv6_multicast(ndp.solicited_node(ip))
-        if self._groups[group] == 0:
-            self._membership(PACKET_ADD_MEMBERSHIP, group)
         self._groups[group] += 1
+        if self._groups[group] > 1 or self._allmulti:
+            return
+        if len(self._groups) > MAX_GROUPS:
+            self._membership(PACKET_ADD_MEMBERSHIP, None)
+            self._allmulti = True
+        else:
+            self._membership(PACKET_ADD_MEMBERSHIP, group)
+            self._joined.add(group)
 
     def leave(self, ip: ipaddress.IPv6Address) -> None:
         group = ethernet.ipv6_multicast(ndp.solicited_node(ip))
@@ -216,7 +237,16 @@ class AfPacketConn:
         self._groups[group] -= 1
         if self._groups[group] == 0:
             del self._groups[group]
-            self._membership(PACKET_DROP_MEMBERSHIP, group)
+            if group in self._joined:
+                self._joined.discard(group)
+                self._membership(PACKET_DROP_MEMBERSHIP, group)
+        if self._allmulti and len(self._groups) <= MAX_GROUPS // 2:
+            for wanted in list(self._groups):
+                if wanted not in self._joined:
+                    self._membership(PACKET_ADD_MEMBERSHIP, wanted)
+                    self._joined.add(wanted)
+            self._membership(PACKET_DROP_MEMBERSHIP, None)
+            self._allmulti = False
 
     def close(self) -> None:
         if not self._closed:
@@ -229,14 +259,19 @@ class AfPacketConn:
                 )
             self._sock.close()
 
-    def _membership(self, option: int, group: ethernet.MacAddress) -> None:
+    def _membership(self, option: int, group: ethernet.MacAddress | None) -> None:
+        """Add or drop one group, or all-multicast reception if ``group`` is None."""
         # struct packet_mreq {int mr_ifindex; unsigned short mr_type, mr_alen;
         #                     unsigned char mr_address[8];} (include/uapi/linux/if_packet.h)
-        mreq = struct.pack("iHH8s", self._ifindex, PACKET_MR_MULTICAST, 6, group.octets)
+        if group is None:
+            mreq = struct.pack("iHH8s", self._ifindex, PACKET_MR_ALLMULTI, 0, b"")
+        else:
+            mreq = struct.pack("iHH8s", self._ifindex, PACKET_MR_MULTICAST, 6, group.octets)
         try:
             self._sock.setsockopt(SOL_PACKET, option, mreq)
         except OSError as exc:
-            raise _wrap(self._ifname, f"cannot change membership of {group}", exc) from exc
+            what = "all-multicast reception" if group is None else f"membership of {group}"
+            raise _wrap(self._ifname, f"cannot change {what}", exc) from exc
 
 
 def _open(ifname: str) -> AfPacketConn:
