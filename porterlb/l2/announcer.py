@@ -51,6 +51,7 @@ OPEN_RETRY: Final = 1.0
 """Seconds before retrying to open an interface that is missing or not usable."""
 
 _VERDICTS: Final = tuple(responder.Verdict)
+"""Every verdict, for counting a batch's with ``list.count`` (see ``Announcer._answer``)."""
 
 OnConflict = Callable[[IPAddress, str, ethernet.MacAddress], None]
 """Called with (ip, interface, foreign MAC) when another host answers for or claims an IP."""
@@ -272,10 +273,10 @@ class Announcer:
         """Decide on and answer a batch of frames; count them once per batch.
 
         Each frame goes through ``fastpath.decide`` and, if that declines, the reference
-        ``responder.handle``. The verdict counters are Prometheus children whose ``inc`` takes a
-        lock, so a batch's verdicts and answers are gathered first and added once; nothing
-        reads them in between. They are gathered without hashing an Enum or an address object
-        (both hash in Python code): verdicts in a list, IPs by their packed bytes.
+        ``responder.handle``. A batch's verdicts and answers are gathered first and counted
+        once (a Prometheus ``inc`` takes a lock); nothing reads them in between. They are
+        gathered without hashing an Enum or an address object (both hash in Python code):
+        verdicts in a list, IPs by their packed bytes.
         """
         ifname, octets, owns = packet_conn.ifname, packet_conn.mac.octets, self.owns_packed
         entries, decide = self._entries, fastpath.decide
