@@ -64,6 +64,8 @@ class Tracker:
         self._heard_at: dict[NodeName, float] = {}
         self._latest_answered = 0
         """The latest round anyone answered."""
+        self.lacking: dict[NodeName, frozenset[str]] = {}
+        """Node -> the pools whose interface it lacks, as its latest pong said (none: absent)."""
 
     def next_round(self) -> int:
         """Start a round; return the sequence number its pings carry."""
@@ -87,6 +89,10 @@ class Tracker:
             return Verdict.REPLAYED
         self._answered[node] = pong.sequence
         self._heard_at[node] = now
+        if pong.pools:
+            self.lacking[node] = frozenset(pong.pools)
+        else:
+            self.lacking.pop(node, None)
         self._latest_answered = max(self._latest_answered, pong.sequence)
         return Verdict.ACCEPTED
 
@@ -111,3 +117,4 @@ class Tracker:
         """Drop what is known of `node` (its Node is gone)."""
         self._answered.pop(node, None)
         self._heard_at.pop(node, None)
+        self.lacking.pop(node, None)

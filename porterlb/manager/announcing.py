@@ -45,6 +45,7 @@ class Pinger(Protocol):
     """What placement reads of liveness (:class:`porterlb.manager.liveness.Liveness`)."""
 
     silent: eligibility.Silent
+    lacking: eligibility.Lacking
     on_change: Callable[[], None]
 
 
@@ -78,6 +79,7 @@ class Announcing:
         self.pool_rules: dict[PoolName, eligibility.PoolRule] = {}
         self.endpoints = endpoints.Index()
         self.silent: eligibility.Silent = eligibility.NONE_SILENT
+        self.lacking: eligibility.Lacking = eligibility.NONE_LACKING
         self.pinger: Pinger | None = None
         self._asks: dict[ServiceKey, _Asks] = {}
         self._said: dict[ServiceKey, str] = {}
@@ -135,7 +137,12 @@ class Announcing:
     def _liveness_changed(self) -> None:
         assert self.pinger is not None
         before, self.silent = self.silent, dict(self.pinger.silent)
-        self._recheck(nodes=before.keys() ^ self.silent.keys())
+        changed = before.keys() ^ self.silent.keys()
+        was, self.lacking = self.lacking, dict(self.pinger.lacking)
+        changed |= {
+            n for n in was.keys() | self.lacking.keys() if was.get(n) != self.lacking.get(n)
+        }
+        self._recheck(nodes=changed)
 
     def _service_changed(self, key: str) -> None:
         if self.loaded:
@@ -258,7 +265,9 @@ class Announcing:
     def _eligible_for(self, ip: str) -> frozenset[NodeName]:
         rules, needs = self._facts(ip)
         nodes = self.node_facts.values()
-        return eligibility.eligible(nodes, pools=rules, needs=needs, silent=self.silent)
+        return eligibility.eligible(
+            nodes, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+        )
 
     def _why_not(self, name: str, ip: str) -> str | None:
         """Why node `name` may not announce `ip` (None: it may)."""
@@ -266,7 +275,9 @@ class Announcing:
         if node is None:
             return "its Node is gone"
         rules, needs = self._facts(ip)
-        return eligibility.why_not(node=node, pools=rules, needs=needs, silent=self.silent)
+        return eligibility.why_not(
+            node=node, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+        )
 
     # -- telling users ----------------------------------------------------------------------
 
@@ -286,7 +297,9 @@ class Announcing:
         elif node is None:
             rules, needs = self._facts(ip)
             nodes = self.node_facts.values()
-            why = eligibility.explain(nodes, pools=rules, needs=needs, silent=self.silent)
+            why = eligibility.explain(
+                nodes, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+            )
             reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} is not announced: {why}"
         elif gone is not None:
             reason = reasons.FAILOVER

@@ -65,6 +65,8 @@ class Liveness:
         self.tracker = tracker.Tracker(session=os.urandom(wire.SESSION_LEN), misses=timing.misses)
         self.silent: Mapping[NodeName, float | None] = {}
         """Node -> seconds since it last answered when it was found silent (None: never did)."""
+        self.lacking: Mapping[NodeName, frozenset[str]] = {}
+        """Node -> the pools whose interface its speaker says the node lacks."""
         self._targets: dict[NodeName, str | None] = {}
         self._deaf = False
         nodes.subscribe(self._node_changed)
@@ -134,6 +136,9 @@ class Liveness:
                 metrics.RECEIVED.labels("manager", verdict.value).inc()
 
     def _judge(self, now: float) -> None:
+        if self.tracker.lacking != self.lacking:
+            self.lacking = dict(self.tracker.lacking)
+            self.on_change()
         found = self.tracker.silent(self._targets, now)
         if self.tracker.deaf:
             # No speaker answers at all: far likelier this manager's own network than the

@@ -3,7 +3,8 @@
 Eligibility is per IP, not per node: a node must be fit (exists, Ready, not being deleted,
 not excluded), match the node selector of the IP's pool, and, for each Service using the IP
 with ``externalTrafficPolicy: Local``, run a ready endpoint of it; and its speaker must answer
-the managers' heartbeats (``silent`` names the nodes whose speakers stopped). Services sharing an IP
+the managers' heartbeats (``silent`` names the nodes whose speakers stopped) and have the
+pool's interface (``lacking``, as the speakers report it in their answers). Services sharing an IP
 are announced from one node, so that node must suit all of them: the facts of every user are
 checked together (an intersection). :func:`why_not` takes each fact as a keyword argument
 and answers with the first unmet one, so a new fact is one argument and one line.
@@ -25,6 +26,11 @@ Silent = Mapping[NodeName, float | None]
 it never answered), as :mod:`porterlb.manager.liveness` reports it."""
 
 NONE_SILENT: Final[Silent] = types.MappingProxyType({})
+
+Lacking = Mapping[NodeName, frozenset[str]]
+"""Node -> the pools whose interface its speaker reports the node lacks."""
+
+NONE_LACKING: Final[Lacking] = types.MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ def why_not(
     pools: Collection[PoolRule] = (),
     needs: Collection[Need] = (),
     silent: Silent = NONE_SILENT,
+    lacking: Lacking = NONE_LACKING,
 ) -> str | None:
     """None when `node` may announce an IP of `pools` used by `needs`; else why not, briefly."""
     if node.deleting:
@@ -65,6 +72,8 @@ def why_not(
     if node.name in silent:
         return speaker_silent(silent[node.name])
     for rule in sorted(pools, key=lambda r: r.pool):
+        if rule.pool in lacking.get(node.name, ()):
+            return f"lacks the interface of pool {rule.pool}"
         if rule.invalid:
             return f"pool {rule.pool}'s nodeSelector is invalid"
         if rule.selector is not None and not rule.selector.matches(node.labels):
@@ -92,10 +101,12 @@ def verdicts(
     pools: Collection[PoolRule] = (),
     needs: Collection[Need] = (),
     silent: Silent = NONE_SILENT,
+    lacking: Lacking = NONE_LACKING,
 ) -> dict[NodeName, str | None]:
     """Every node's :func:`why_not` for one IP."""
     return {
-        node.name: why_not(node=node, pools=pools, needs=needs, silent=silent) for node in nodes
+        node.name: why_not(node=node, pools=pools, needs=needs, silent=silent, lacking=lacking)
+        for node in nodes
     }
 
 
@@ -105,9 +116,10 @@ def eligible(
     pools: Collection[PoolRule] = (),
     needs: Collection[Need] = (),
     silent: Silent = NONE_SILENT,
+    lacking: Lacking = NONE_LACKING,
 ) -> frozenset[NodeName]:
     """The names of the nodes that may announce the IP."""
-    found = verdicts(nodes, pools=pools, needs=needs, silent=silent)
+    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking)
     return frozenset(name for name, reason in found.items() if reason is None)
 
 
@@ -117,9 +129,10 @@ def explain(
     pools: Collection[PoolRule] = (),
     needs: Collection[Need] = (),
     silent: Silent = NONE_SILENT,
+    lacking: Lacking = NONE_LACKING,
 ) -> str:
     """Why no node may announce, naming each node: ``w1: not Ready; w2: labelled ...``."""
-    found = verdicts(nodes, pools=pools, needs=needs, silent=silent)
+    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking)
     if not found:
         return "the cluster has no Node"
     return "; ".join(f"{name}: {reason}" for name, reason in sorted(found.items()) if reason)

@@ -61,6 +61,7 @@ class Speaker:
         self.heartbeat = heartbeat
         self.fence: guard.Fence | None = None
         self.fenced = False
+        self.endpoint: heartbeats.Heartbeats | None = None
         self.poster = events.Poster(client, component="porterlb-speaker")
         self.services = reflector.Reflector(
             client, resources.Service, on_change=self._service_changed, name="services"
@@ -105,7 +106,7 @@ class Speaker:
         )
         loop = asyncio.get_running_loop()
         self.fence = guard.Fence(after=settings.fence_after, now=loop.time())
-        endpoint = heartbeats.Heartbeats(
+        self.endpoint = endpoint = heartbeats.Heartbeats(
             node=self.node,
             key=key,
             fence=self.fence,
@@ -187,6 +188,18 @@ class Speaker:
         self.announcer.update(wanted)
         self._announced = set(wanted)
         self._moved_in.clear()
+        await self._resolve_every_pool()
+
+    async def _resolve_every_pool(self) -> None:
+        """Resolve the interface of every layer-2 pool, assigned here or not, so that the
+        heartbeat answers name the pools this node lacks and the leader places none of their
+        IPs here (each missing one is also reported once, as ``InterfaceMissing``)."""
+        for name, obj in list(self.eips.cache.items()):
+            if eip_api.parse(obj).protocol == "layer2":
+                await self._interface(PoolName(name))
+        lacking = sorted(pool for pool, link in self.links.items() if link is None)
+        if self.endpoint is not None:
+            self.endpoint.lacking = tuple(lacking)
 
     async def _interface(self, pool: PoolName) -> str | None:
         if pool in self.links:

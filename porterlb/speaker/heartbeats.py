@@ -74,6 +74,9 @@ class Heartbeats:
         """Pings carry the pinger's wall-clock send time; only a wall clock can judge it."""
         self._loop_seen = time.monotonic()
         """When the event loop last ran (``time.monotonic``, the loop's own clock)."""
+        self.lacking: tuple[str, ...] = ()
+        """The pools whose interface this node lacks, named in every answer; the speaker's
+        loop replaces the tuple whole, the answering thread only reads it."""
 
     async def run(self) -> None:
         sock = await udp.bind(port=self.port, netns=self.netns, host=self.address)
@@ -116,5 +119,5 @@ class Heartbeats:
         verdict = self.guard.check(ping, self.wall_clock_ns())
         metrics.RECEIVED.labels("speaker", verdict.value).inc()
         if verdict is guard.Verdict.ANSWERED:
-            sock.sendto(wire.encode(ping.answer(), self.key), sender)
+            sock.sendto(wire.encode(ping.answer(self.lacking), self.key), sender)
             self.fence.sign_of_life(now)

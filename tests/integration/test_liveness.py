@@ -61,10 +61,14 @@ async def node_at(client, nodes, name: str, ip: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def answering(node: str, ip: str, port: int, key: bytes) -> AsyncIterator[None]:
-    """A speaker's heartbeat endpoint for `node` on `ip`:`port` while the block runs."""
+async def answering(
+    node: str, ip: str, port: int, key: bytes, *, lacking: tuple[str, ...] = ()
+) -> AsyncIterator[None]:
+    """A speaker's heartbeat endpoint for `node` on `ip`:`port` while the block runs,
+    saying it lacks the interfaces of `lacking`."""
     fence = guard.Fence(now=asyncio.get_running_loop().time())
     endpoint = heartbeats.Heartbeats(node=node, key=key, fence=fence, port=port, address=ip)
+    endpoint.lacking = lacking
     task = asyncio.create_task(endpoint.run(), name=f"test/heartbeats/{node}")
     try:
         yield
@@ -166,3 +170,24 @@ async def test_when_no_speaker_answers_the_manager_blames_itself_and_keeps_every
     await eventually(rounds_passed, what="the silent rounds to be counted")
     assert pinger.silent == {}
     assert await announced_by(client, "web", namespace) == node
+
+
+async def test_no_ip_goes_to_a_node_whose_speaker_lacks_the_pools_interface(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    without = await node_at(client, nodes, f"{namespace}-without", "127.0.0.50")
+    key = await key_of(client, namespace)
+    pool = f"{namespace}-pool"
+    async with answering(without, "127.0.0.50", port, key, lacking=(pool,)):
+        await pool_with_service(client, eips, namespace, net)
+        why = f"{without}: lacks the interface of pool {pool}"
+        await objects.wait_event(
+            client,
+            namespace,
+            "web",
+            reasons.NO_ELIGIBLE_NODE,
+            f"Service {namespace}/web: {net}.1 is not announced: {why}",
+        )
+        with_it = await node_at(client, nodes, f"{namespace}-with", "127.0.0.51")
+        async with answering(with_it, "127.0.0.51", port, key):
+            await wait_announced_by(client, "web", namespace, {with_it})

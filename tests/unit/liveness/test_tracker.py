@@ -150,3 +150,13 @@ def test_deaf_while_no_node_at_all_answered_the_last_misses_rounds():
     assert not t.deaf
     rounds(t, 1, set())
     assert t.deaf
+
+
+def test_the_latest_pong_says_which_pools_a_node_lacks():
+    t = tracker.Tracker(session=SESSION, misses=3)
+    first, second = t.next_round(), t.next_round()
+    lacking = wire.Heartbeat(wire.Kind.PONG, SESSION, first, 0, "w1", ("lan",))
+    assert t.received(lacking, 0.0) is tracker.Verdict.ACCEPTED
+    assert t.lacking == {W1: frozenset({"lan"})}
+    assert t.received(pong("w1", second), 0.0) is tracker.Verdict.ACCEPTED
+    assert t.lacking == {}

@@ -19,6 +19,7 @@ heartbeats = st.builds(
     sequence=st.integers(0, 2**64 - 1),
     sent_ns=st.integers(0, 2**64 - 1),
     node=st.text(min_size=1, max_size=60).filter(lambda n: len(n.encode()) <= 253),
+    pools=st.lists(st.text(min_size=1, max_size=20), max_size=wire.MAX_POOLS).map(tuple),
 )
 
 
@@ -72,9 +73,22 @@ def _patched(offset: int, value: int) -> bytes:
         (_patched(5, 3), "kind", "kind 3 is neither ping nor pong"),
         (_patched(6, 0), "node name length", "do not hold a 0-byte node name"),
         (_patched(6, 9), "node name length", "do not hold a 9-byte node name"),
-        (wire.encode(PING, KEY) + b"x", "node name length", "67 bytes do not hold a 2-byte"),
+        (wire.encode(PING, KEY) + b"x", "length", "1 bytes between the last name and the tag"),
+        (_patched(7, 17), "pool count", "17 pools: at most 16"),
+        (_patched(7, 1), "pool name", "a pool name runs past the tag, or is empty"),
     ],
-    ids=["empty", "truncated", "magic", "version", "kind", "no-name", "name-too-long", "trailing"],
+    ids=[
+        "empty",
+        "truncated",
+        "magic",
+        "version",
+        "kind",
+        "no-name",
+        "name-too-long",
+        "trailing",
+        "too-many-pools",
+        "pool-past-the-tag",
+    ],
 )
 def test_malformed_names_the_field(data, field, message):
     with pytest.raises(errors.MalformedFrame, match=message) as raised:
@@ -102,9 +116,32 @@ def test_decode_raises_only_malformed_or_bad_signature(data):
         (wire.Heartbeat(wire.Kind.PING, b"session!", 1, 1, ""), "must be 1..253 bytes"),
         (wire.Heartbeat(wire.Kind.PING, b"session!", 1, 1, "n" * 254), "must be 1..253 bytes"),
         (wire.Heartbeat(wire.Kind.PING, b"short", 1, 1, "w1"), "session must be 8 bytes, got 5"),
+        (wire.Heartbeat(wire.Kind.PONG, b"session!", 1, 1, "w1", ("",)), "pool name ''"),
+        (
+            wire.Heartbeat(wire.Kind.PONG, b"session!", 1, 1, "w1", ("p",) * 17),
+            "17 pools: at most 16 fit",
+        ),
     ],
-    ids=["empty-name", "long-name", "short-session"],
+    ids=["empty-name", "long-name", "short-session", "empty-pool", "too-many-pools"],
 )
 def test_encode_refuses_what_cannot_be_sent(heartbeat, message):
     with pytest.raises(ValueError, match=message):
         wire.encode(heartbeat, KEY)
+
+
+def test_a_pong_names_the_pools_whose_interface_the_node_lacks():
+    pong = PING.answer(pools=("lan", "dmz"))
+    assert wire.decode(wire.encode(pong, KEY), KEY).pools == ("lan", "dmz")
+
+
+def test_a_pong_names_at_most_max_pools():
+    pong = PING.answer(pools=tuple(f"p{n}" for n in range(40)))
+    assert len(wire.decode(wire.encode(pong, KEY), KEY).pools) == wire.MAX_POOLS
+
+
+def test_a_pool_name_that_is_not_utf8_is_malformed_even_when_signed():
+    body = wire.encode(PING.answer(pools=("ab",)), KEY)[: -wire.TAG_LEN]
+    body = body[:-2] + b"\xff\xfe"
+    data = body + hmac.digest(KEY, body, hashlib.sha256)
+    with pytest.raises(errors.MalformedFrame, match="pool name is not UTF-8"):
+        wire.decode(data, KEY)

@@ -218,3 +218,14 @@ def test_a_silent_speaker_makes_its_node_ineligible(silent, reason):
 def test_node_facts_come_before_silence():
     silent = {NodeName("w1"): None}
     assert eligibility.why_not(node=node(ready="False"), silent=silent) == "not Ready"
+
+
+def test_a_node_lacking_the_pools_interface_is_ineligible_for_its_ips_only():
+    lacking = {NodeName("w1"): frozenset({"lan"})}
+    rule = eligibility.PoolRule(pool=LAN)
+    other = eligibility.PoolRule(pool=PoolName("dmz"))
+    assert eligibility.why_not(node=node(), pools=(rule,), lacking=lacking) == (
+        "lacks the interface of pool lan"
+    )
+    assert eligibility.why_not(node=node(), pools=(other,), lacking=lacking) is None
+    assert eligibility.eligible([node(), node("w2")], pools=(rule,), lacking=lacking) == {"w2"}
