@@ -12,21 +12,25 @@ an answer is credited to the latest request of its slot sent before the answer a
 Timestamps: a request is stamped with ``time.time_ns()`` just before its ``send()``; an answer
 with the kernel's receive time (CLOCK_REALTIME, like ``time_ns``) in a TPACKET_V3 receive ring.
 The ring is read only after the sending stops, so during a measurement the prober spends CPU on
-sending alone: on a small machine the speaker under test competes with it for cores.
+sending alone: on a small machine the speaker under test competes with it for cores. On a
+shared host other processes delay the sender too, and a late sender catches up in a burst that
+queues at a slow responder; ``rt`` makes the sending loop alone SCHED_FIFO (``RT_PRIORITY``).
 """
 
 from __future__ import annotations
 
 import array
 import bisect
+import contextlib
 import ctypes
 import dataclasses
 import ipaddress
 import mmap
+import os
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from porterlb.l2 import arp, ethernet, ndp
@@ -160,6 +164,8 @@ class Prober:
 
     def __init__(self, ifname: str) -> None:
         self.ifname = ifname
+        self.rt = False
+        """Send each phase's requests at SCHED_FIFO priority (the receive side stays normal)."""
         self._tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
@@ -211,7 +217,8 @@ class Prober:
 
         Returns each request's send time (``time.time_ns``) and how late it went out against
         the schedule (ns). A late sender catches up at once rather than skipping, so the count
-        is exact, but its requests then arrive in a burst; sleeps are used for gaps over 60 µs.
+        is exact, but its requests then arrive in a burst; it sleeps through gaps over ``SPIN``
+        (``SPIN_RT`` with ``rt``) and spins through shorter ones.
         """
         send = self._tx.send
         stamp = time.time_ns
@@ -220,12 +227,13 @@ class Prober:
         late = array.array("q", bytes(8 * count))
         interval = 1e9 / rate
         modulo = len(frames)
+        spin = SPIN_RT if self.rt else SPIN
         start = clock()
         i = 0
         while i < count:
             ahead = start + int(i * interval) - clock()
-            if ahead > 60_000:
-                time.sleep((ahead - 50_000) / 1e9)
+            if ahead > spin:
+                time.sleep((ahead - spin + SPIN_MARGIN) / 1e9)
                 continue
             if ahead > 0:
                 continue
@@ -271,7 +279,8 @@ class Prober:
         """Ask at ``rate`` for ``seconds``, wait ``GRACE``, and match the answers."""
         self.drain()  # strays of an earlier phase
         count = max(1, int(rate * seconds))
-        sent, late = self.blast(frames, rate=rate, count=count)
+        with _realtime(self.rt):
+            sent, late = self.blast(frames, rate=rate, count=count)
         time.sleep(GRACE + RING_TIMEOUT_MS / 1000)
         answers, drops = self.drain()
         phase = match(
@@ -287,6 +296,35 @@ class Prober:
         phase.late_p99_us = ordered[int(0.99 * (len(ordered) - 1))] / 1000
         phase.late_max_us = ordered[-1] / 1000
         return phase
+
+
+SPIN: Final = 60_000
+SPIN_RT: Final = 20_000
+"""Nanoseconds to the next request below which the sender spins instead of sleeping. A normal
+task may wake 50 µs late (timer slack, other tasks). A SCHED_FIFO one sleeps without slack and
+must not spin through a whole phase: Linux throttles real-time tasks that use more than
+``sched_rt_runtime_us`` (0.95 s a second), and a throttled prober stops for 50 ms, then sends
+1,000 requests at once at 20,000/s."""
+SPIN_MARGIN: Final = 10_000
+"""Nanoseconds before the due time at which a sleep ends, to spin the rest."""
+
+RT_PRIORITY: Final = 10
+"""SCHED_FIFO priority of the sending loop with ``rt``: as ``bench._lab.RT_PRIORITY``, above
+normal tasks and below the kernel's own RT threads. Linux's RT throttling
+(``sched_rt_runtime_us``, 0.95 s a second by default) still leaves other tasks a share."""
+
+
+@contextlib.contextmanager
+def _realtime(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, before[0], before[1])
 
 
 def match(

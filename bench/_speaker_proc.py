@@ -9,11 +9,12 @@ lines (one command in, one answer out): ``assign``, ``settle``, ``stats``, ``cal
 
 What it measures from inside, and the parent cannot see from ``/proc``:
 
-- *service time*: from ``recv()`` returning a frame to the responder's next ``recv()`` call,
-  i.e. decode, decide, count and send one frame; its sum over a phase is the loop's busy time;
+- *service time*: from ``recv_batch()`` returning frames to the responder's next call, i.e.
+  decide, count and answer a batch, divided evenly over the batch's frames; its sum over a
+  phase is the loop's busy time;
 - the socket's own drop count (``PACKET_STATISTICS``; read from ``AfPacketConn._sock``, since
   no public API exposes the socket: one of two private reaches into porterlb, the other being
-  ``Announcer._handle`` for the in-process timings);
+  ``Announcer._answer`` for the in-process timings);
 - garbage-collector pauses, by generation (``gc.callbacks``);
 - event-loop lag: how late a 10 ms timer fires, i.e. the longest stretch in which one task
   kept the loop to itself.
@@ -43,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
-from porterlb.l2 import afpacket, announcer, ethernet, metrics, responder
+from porterlb.l2 import afpacket, announcer, ethernet, fastpath, metrics, responder
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -78,6 +79,7 @@ class _TimedConn:
         self._inner = inner
         self._stats = stats
         self._since: int | None = None
+        self._batch = 0
 
     @property
     def ifname(self) -> str:
@@ -88,18 +90,24 @@ class _TimedConn:
         return self._inner.mac
 
     async def recv(self) -> bytes:
+        return (await self.recv_batch(1))[0]
+
+    async def recv_batch(self, limit: int) -> list[bytes]:
         if self._since is not None:
-            bucket = (time.perf_counter_ns() - self._since) // 1000
-            self._stats.service[min(bucket, HISTOGRAM_US - 1)] += 1
+            bucket = (time.perf_counter_ns() - self._since) // 1000 // self._batch
+            self._stats.service[min(bucket, HISTOGRAM_US - 1)] += self._batch
             self._since = None
-        frame = await self._inner.recv()
+        frames = await self._inner.recv_batch(limit)
         self._since = time.perf_counter_ns()
-        return frame
+        self._batch = len(frames)
+        return frames
 
     async def send(self, frame: bytes) -> None:
         await self._inner.send(frame)
-        task = asyncio.current_task()
-        if task is not None and task.get_name().endswith("/burst"):
+        if frame[0] & 1:
+            # To a group: a gratuitous frame (or a probe, or an answer to a DAD probe, which
+            # the bench does not send); answers to its requests are unicast. Cheaper than
+            # asking which task sends, which the measured CPU time would include.
             now = time.monotonic()
             self._stats.gratuitous += 1
             self._stats.last_gratuitous = now
@@ -133,6 +141,9 @@ class _NullConn:
         self.mac = mac
 
     async def recv(self) -> bytes:
+        raise NotImplementedError
+
+    async def recv_batch(self, limit: int) -> list[bytes]:
         raise NotImplementedError
 
     async def send(self, frame: bytes) -> None:
@@ -276,71 +287,64 @@ class _Child:
     ) -> dict[str, dict[str, float]]:
         """CPU µs per frame of the announcer's own handling, without the socket.
 
-        ``decide`` is ``responder.handle`` alone (decode, ownership, the answer's bytes);
-        ``total`` is the responder task's whole per-frame step (``Announcer._handle``: that,
-        plus counters and the conflict check) on a conn whose ``send`` does nothing. Both are
+        ``reference`` is ``responder.handle`` alone (full decode, ownership, the answer's
+        bytes), ``fast`` is ``fastpath.decide`` (the same verdict from slices; the announcer
+        falls back to the reference only when it declines); ``total`` is the responder
+        task's whole step for one frame (``Announcer._answer``: the fast path or the
+        reference, the counters, the conflict check) on a conn whose ``send`` does nothing,
+        and ``in batch`` the same per frame for a batch of ``announcer.YIELD_EVERY``. All are
         porterlb's Python cost alone; the real loop adds a ``recv`` and a ``send`` syscall.
         """
         assert self.conns, "calibrate after the interface is open"
         null = _NullConn(self.args.ifname, self.conns[0].mac)
-        handle = self.announcer._handle  # the per-frame step; no public seam runs it alone
-        owns, mac = self.announcer.owns, null.mac
+        answer = self.announcer._answer  # the per-batch step; no public seam runs it alone
+        owns, owns_packed, mac = self.announcer.owns, self.announcer.owns_packed, null.mac
         costs = {}
         for name, text in frames.items():
             frame = bytes.fromhex(text)
+            batch = [frame] * announcer.YIELD_EVERY
 
-            def decide(frame: bytes = frame) -> None:
+            def reference(frame: bytes = frame) -> None:
                 responder.handle(frame, ifname=null.ifname, mac=mac, owns=owns)
 
+            def fast(frame: bytes = frame) -> None:
+                fastpath.decide(frame, ifname=null.ifname, mac=mac.octets, owns=owns_packed)
+
             async def whole(frame: bytes = frame) -> None:
-                await handle(null, frame)
+                await answer(null, [frame])
+
+            async def batched(batch: list[bytes] = batch) -> None:
+                await answer(null, batch)
 
             costs[name] = {
-                "decide": _best(decide, count),
+                "reference": _best(reference, count),
+                "fast": _best(fast, count),
                 "total": await _best_async(whole, count),
+                "in batch": await _best_async(batched, count // len(batch)) / len(batch),
             }
         costs["reference"] = {"loop_ms": min(_reference_loop() for _ in range(REPEATS)) * 1000}
         return costs
 
     async def cmd_breakdown(self, frame: str, count: int) -> dict[str, float]:
-        """CPU µs of each step ``Announcer._handle`` takes for one answered request ``frame``.
+        """CPU µs of each step ``Announcer._answer`` takes for one answered request ``frame``.
 
-        The steps are timed one at a time through the public codec and metrics API, in the
-        order the responder runs them, so they add up to about ``calibrate``'s total.
+        The steps are timed one at a time through the public fast path and metrics API, in
+        the order the responder runs them, so they add up to about ``calibrate``'s total.
         """
-        from porterlb.l2 import arp, ndp
-
         data = bytes.fromhex(frame)
         ifname, mac = self.args.ifname, self.conns[0].mac
-        outer = ethernet.decode(data)
-        steps: dict[str, Any] = {"ethernet.decode": lambda: ethernet.decode(data)}
-        if outer.ethertype == ethernet.ETHERTYPE_ARP:
-            request = arp.decode(outer.payload)
-            ip: Any = request.target_ip
-            steps["arp.decode"] = lambda: arp.decode(outer.payload)
-            steps["Announcer.owns"] = lambda: self.announcer.owns(ip, ifname)
-            steps["arp.reply (encode)"] = lambda: arp.reply(request, mac)
-        else:
-            packet = ndp.decode(outer.payload)
-            message = packet.message
-            assert isinstance(message, ndp.NeighborSolicitation)
-            ip = message.target
-            asker = message.source_mac or outer.src
-            steps["ndp.icmp_type"] = lambda: ndp.icmp_type(outer.payload)
-            steps["ndp.decode (incl. checksum)"] = lambda: ndp.decode(outer.payload)
-            steps["ndp.solicited_node"] = lambda: ndp.solicited_node(ip)
-            steps["ethernet.ipv6_multicast"] = lambda: ethernet.ipv6_multicast(packet.dst)
-            steps["Announcer.owns"] = lambda: self.announcer.owns(ip, ifname)
-            steps["ndp.advertisement (encode)"] = lambda: ndp.advertisement(
-                mac, ip, dst=packet.src, dst_mac=asker, solicited=True
-            )
-        steps["FRAMES.labels().inc()"] = lambda: metrics.FRAMES.labels(ifname, "answered").inc()
-        steps["str(ip)"] = lambda: str(ip)
-        text = str(ip)
-        steps["REQUESTS_RECEIVED.labels().inc()"] = lambda: metrics.REQUESTS_RECEIVED.labels(
-            text
-        ).inc()
-        steps["RESPONSES_SENT.labels().inc()"] = lambda: metrics.RESPONSES_SENT.labels(text).inc()
+        owns_packed = self.announcer.owns_packed
+        decided = fastpath.decide(data, ifname=ifname, mac=mac.octets, owns=owns_packed)
+        assert decided is not None and decided.target is not None
+        target = decided.target
+        steps: dict[str, Any] = {
+            "fastpath.decide": lambda: fastpath.decide(
+                data, ifname=ifname, mac=mac.octets, owns=owns_packed
+            ),
+            "of which Announcer.owns_packed": lambda: owns_packed(target, ifname),
+            "frames(...).inc() (once a batch)": lambda: metrics.frames(ifname, "answered").inc(),
+            "metrics.answered() (once a batch)": lambda: metrics.answered({target: 1}, {target: 1}),
+        }
         return {name: _best(step, count) for name, step in steps.items()}
 
     async def cmd_profile(self, action: str, path: str | None = None) -> dict[str, Any]:

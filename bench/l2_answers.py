@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.l2_answers [--rates 1000,5000,10000,20000,35000,50000]
         [--seconds 3] [--ips 1] [--pin | --no-pin] [--bisect | --no-bisect]
-        [--max-other 5] [--attempts 3] [--rt] [--profile-rate 20000]
+        [--max-other 5] [--attempts 3] [--rt] [--rt-prober] [--profile-rate 20000]
 
 Builds a bare lab network of two workers (no API server or manager: nothing else of the lab
 competes for the CPUs), starts porterlb's announcer as its own process for ``--ips`` pool
@@ -20,7 +20,10 @@ porterlb needs a core of its own. On a shared host, a phase in which other proce
 more than ``--max-other`` % of the speaker's CPU is repeated (``--attempts`` in all; the
 least disturbed one is kept), and the table shows that share (``other %``). ``--rt`` runs
 the speaker SCHED_FIFO instead, so that others cannot preempt it at all (as if it had the
-core to itself; phases are then not repeated). Figures that do
+core to itself; phases are then not repeated). ``--rt-prober`` also sends each phase's requests
+SCHED_FIFO: on a busy host the prober is late too (``late p99 µs``), and the bursts in which it
+catches up queue at porterlb (not at the kernel, which answers inside the prober's own
+``send()``), so its lateness shows as porterlb latency. Figures that do
 not depend on the host being quiet: ``CPU µs/frame`` (the speaker's CPU time per frame it
 handled, syscalls included) and the in-process timings printed first. ``--profile-rate``
 adds a porterlb-only phase per family under cProfile, which slows it and, being wall-clock
@@ -257,13 +260,17 @@ def calibrate(
     }
     costs = speaker.call("calibrate", frames=named, count=CALIBRATE_FRAMES)
     out = [
-        "porterlb CPU µs per frame in the speaker process, without syscalls: "
-        "'decide' is responder.handle alone,",
-        "'total' the whole Announcer._handle (adds the Prometheus counters and conflict check):",
+        "porterlb CPU µs per frame in the speaker process, without syscalls: 'reference' is",
+        "responder.handle (full decode), 'fast' fastpath.decide (what runs unless it declines),",
+        "'total' the whole Announcer._answer for one frame (adds the counters and conflict",
+        "check), 'in batch' the same per frame in a batch of 64:",
     ]
     reference = costs.pop("reference")["loop_ms"]
     for name, cost in costs.items():
-        out.append(f"  {name:<13} decide {cost['decide']:6.1f}   total {cost['total']:6.1f}")
+        out.append(
+            f"  {name:<13} reference {cost['reference']:6.1f}   fast {cost['fast']:6.1f}   "
+            f"total {cost['total']:6.1f}   in batch {cost['in batch']:6.1f}"
+        )
     out.append(f"  (machine: 1M Python additions take {reference:.0f} ms of CPU in that process)")
     for r in chosen:
         if r.name != "porterlb":
@@ -507,6 +514,11 @@ def main() -> None:
         action="store_true",
         help="run the speaker SCHED_FIFO, so other processes of a shared host cannot delay it",
     )
+    parser.add_argument(
+        "--rt-prober",
+        action="store_true",
+        help="send requests SCHED_FIFO, so other processes cannot make the prober late",
+    )
     parser.add_argument("--profile-rate", type=int, default=0, help="0: no profile phase")
     parser.add_argument(
         "--max-other",
@@ -527,7 +539,7 @@ def main() -> None:
     pinned = args.pin and len(os.sched_getaffinity(0)) >= 2
     print(
         f"CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, pinned {pinned}, "
-        f"speaker SCHED_FIFO {args.rt}"
+        f"speaker SCHED_FIFO {args.rt}, prober SCHED_FIFO {args.rt_prober}"
     )
     _lab.pin(0 if pinned else None)
     with _lab.bare_lab("l2a", 2) as lab:
@@ -538,6 +550,7 @@ def main() -> None:
             ips = [str(ip) for r in chosen if r.name == "porterlb" for ip in r.targets]
             speaker.call("assign", ips=ips)
             prober = _probe.Prober.open_in(lab.router_netns, plan.ROUTER_LAN_IF)
+            prober.rt = args.rt_prober
             try:
                 v6 = lab.router_lan.ipv6.ip if lab.router_lan.ipv6 else None
                 frames = {

@@ -23,8 +23,9 @@ from typing import Any
 
 import prometheus_client
 
-from porterlb.kube import election
+from porterlb.kube import election, secrets
 from porterlb.lab import commands as lab_commands
+from porterlb.liveness import guard, tracker, udp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +79,20 @@ def _parser() -> argparse.ArgumentParser:
         ("--retry-period", defaults.retry_period),
     ):
         election_flags.add_argument(flag, type=float, default=default, help="seconds")
+    heartbeat_flags = manager.add_argument_group("heartbeats")
+    _add_heartbeat_flags(heartbeat_flags)
+    heartbeat_flags.add_argument(
+        "--heartbeat-interval", type=float, default=tracker.DEFAULT_INTERVAL, help="seconds"
+    )
+    heartbeat_flags.add_argument(
+        "--heartbeat-misses",
+        type=int,
+        default=tracker.DEFAULT_MISSES,
+        help="unanswered pings in a row after which a speaker counts as dead",
+    )
+    heartbeat_flags.add_argument(
+        "--heartbeat-netns", help="network namespace to ping from (the lab's router)"
+    )
     manager.set_defaults(run=_run_manager)
 
     speaker = roles.add_parser("speaker", help="answer ARP/NDP for this node's Service IPs")
@@ -92,10 +107,39 @@ def _parser() -> argparse.ArgumentParser:
         "--netns", help="network namespace holding the node's interfaces (the lab's workers)"
     )
     speaker.add_argument("--metrics-addr", default=":50053", help="HOST:PORT; 0 disables")
+    heartbeat_flags = speaker.add_argument_group("heartbeats")
+    _add_heartbeat_flags(heartbeat_flags)
+    heartbeat_flags.add_argument(
+        "--fence-after",
+        type=float,
+        default=guard.DEFAULT_FENCE_AFTER,
+        help="seconds without API watch and heartbeat before answering for nothing",
+    )
     speaker.set_defaults(run=_run_speaker)
 
     lab_commands.add_parser_to(roles)
     return parser
+
+
+def _add_heartbeat_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--no-heartbeats",
+        dest="heartbeats",
+        action="store_false",
+        help="no UDP heartbeats: every speaker counts as alive, none fences itself",
+    )
+    group.add_argument(
+        "--heartbeat-secret",
+        default=f"{os.environ.get('POD_NAMESPACE', 'default')}/{secrets.DEFAULT_NAME}",
+        help="NAMESPACE/NAME of the Secret holding the heartbeat key (default:"
+        " $POD_NAMESPACE, else default, /%(default)s)",
+    )
+    group.add_argument("--heartbeat-port", type=int, default=udp.DEFAULT_PORT, help="UDP port")
+
+
+def _secret(args: argparse.Namespace) -> tuple[str, str]:
+    namespace, _, name = args.heartbeat_secret.rpartition("/")
+    return namespace or os.environ.get("POD_NAMESPACE", "default"), name
 
 
 def _serve_metrics(address: str) -> None:
@@ -109,7 +153,7 @@ def _serve_metrics(address: str) -> None:
 
 def _run_manager(args: argparse.Namespace) -> int:
     from porterlb.kube import client as kube_client
-    from porterlb.manager import controller
+    from porterlb.manager import controller, liveness
 
     _serve_metrics(args.metrics_addr)
 
@@ -127,7 +171,20 @@ def _run_manager(args: argparse.Namespace) -> int:
                 if args.leader_elect
                 else None
             )
-            await controller.Manager(client, workers=args.workers, elector=elector).run()
+            heartbeat = None
+            if args.heartbeats:
+                namespace, name = _secret(args)
+                heartbeat = liveness.Settings(
+                    secret_namespace=namespace,
+                    secret_name=name,
+                    port=args.heartbeat_port,
+                    timing=tracker.Timing(args.heartbeat_interval, args.heartbeat_misses),
+                    netns=args.heartbeat_netns,
+                )
+            manager = controller.Manager(
+                client, workers=args.workers, elector=elector, heartbeat=heartbeat
+            )
+            await manager.run()
 
     _run_until_signalled(manage())
     return 0
@@ -136,13 +193,25 @@ def _run_manager(args: argparse.Namespace) -> int:
 def _run_speaker(args: argparse.Namespace) -> int:
     from porterlb.api.keys import NodeName
     from porterlb.kube import client as kube_client
-    from porterlb.speaker import agent
+    from porterlb.speaker import agent, heartbeats
 
     _serve_metrics(args.metrics_addr)
 
     async def speak() -> None:
         async with kube_client.connect(args.kubeconfig) as client:
-            await agent.Speaker(client, node=NodeName(args.node_name), netns=args.netns).run()
+            heartbeat = None
+            if args.heartbeats:
+                namespace, name = _secret(args)
+                heartbeat = heartbeats.Settings(
+                    secret_namespace=namespace,
+                    secret_name=name,
+                    port=args.heartbeat_port,
+                    fence_after=args.fence_after,
+                )
+            speaker = agent.Speaker(
+                client, node=NodeName(args.node_name), netns=args.netns, heartbeat=heartbeat
+            )
+            await speaker.run()
 
     _run_until_signalled(speak())
     return 0

@@ -2,7 +2,10 @@
 
 Parsing never raises: an Eip whose address does not parse (possible only if it was created
 before the CRD's CEL rules, or through v1alpha1 of an older CRD) becomes an Eip with
-``error`` set, so the manager can put the message in a condition instead of crashing.
+``error`` set, so the manager can put the message in a condition instead of crashing. A
+malformed ``spec.nodeSelector`` sets ``node_selector_error`` instead: the pool still holds
+its addresses, but no node may announce them until the selector is fixed (an unreadable
+selector matches nothing, as Kubernetes controllers treat one).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from porterlb import errors
-from porterlb.api import address, wellknown
+from porterlb.api import address, selector, wellknown
 from porterlb.api.keys import PoolName
 
 Protocol = Literal["layer2", "bgp", "vip"]
@@ -38,6 +41,10 @@ class Eip:
     is_default: bool
     deleting: bool
     finalizers: tuple[str, ...]
+    node_selector: selector.LabelSelector | None = None
+    """Which nodes may announce this pool's IPs (``spec.nodeSelector``); None: every node."""
+    node_selector_error: str | None = None
+    """Why ``spec.nodeSelector`` does not parse; then no node may announce this pool's IPs."""
 
     @property
     def precedence(self) -> tuple[str, str]:
@@ -63,6 +70,7 @@ def parse(obj: Mapping[str, Any]) -> Eip:
         error = None
     except errors.InvalidSpec as invalid:
         addresses, error = None, f'Eip "{meta.get("name", "")}": {invalid}'
+    node_selector, node_selector_error = _node_selector(meta, spec)
     return Eip(
         name=PoolName(meta.get("name", "")),
         created=str(meta.get("creationTimestamp", "")),
@@ -79,4 +87,18 @@ def parse(obj: Mapping[str, Any]) -> Eip:
         is_default=(meta.get("annotations") or {}).get(wellknown.DEFAULT_POOL) == "true",
         deleting=meta.get("deletionTimestamp") is not None,
         finalizers=tuple(meta.get("finalizers") or ()),
+        node_selector=node_selector,
+        node_selector_error=node_selector_error,
     )
+
+
+def _node_selector(
+    meta: Mapping[str, Any], spec: Mapping[str, Any]
+) -> tuple[selector.LabelSelector | None, str | None]:
+    if spec.get("nodeSelector") is None:
+        return None, None
+    try:
+        return selector.parse(spec["nodeSelector"], field="spec.nodeSelector"), None
+    except errors.InvalidSpec as invalid:
+        name = meta.get("name", "")
+        return None, f'Eip "{name}": {invalid}; no node announces its IPs until that is fixed'

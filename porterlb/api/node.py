@@ -1,4 +1,4 @@
-"""A Node as placement sees it: its name, whether it is Ready, whether it opted out.
+"""A Node as placement sees it: its name, whether it is Ready, whether it opted out, its labels.
 
 A Node whose Ready condition is missing or not ``True`` is not Ready, as the node lifecycle
 controller treats it; the exclusion label counts whatever its value, as kube-controller-manager's
@@ -8,7 +8,7 @@ service controller reads ``node.kubernetes.io/exclude-from-external-load-balance
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from porterlb.api import wellknown
@@ -21,15 +21,28 @@ class Node:
     ready: bool
     excluded: bool
     deleting: bool
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """For the pools' node selectors (a copy; never changed)."""
 
 
 def parse(obj: Mapping[str, Any]) -> Node:
     """Build a :class:`Node` from the API object (a dict as the API server sends it)."""
     meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
     conditions = (obj.get("status") or {}).get("conditions") or ()
     return Node(
         name=NodeName(str(meta.get("name", ""))),
         ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
-        excluded=wellknown.EXCLUDE_FROM_LB in (meta.get("labels") or {}),
+        excluded=wellknown.EXCLUDE_FROM_LB in labels,
         deleting=meta.get("deletionTimestamp") is not None,
+        labels={str(key): str(value) for key, value in labels.items()},
     )
+
+
+def internal_ip(obj: Mapping[str, Any]) -> str | None:
+    """The Node's first ``InternalIP`` (as the kubelet lists them), where its speaker answers
+    heartbeats; None when it reports none."""
+    for entry in (obj.get("status") or {}).get("addresses") or ():
+        if entry.get("type") == "InternalIP" and entry.get("address"):
+            return str(entry["address"])
+    return None

@@ -15,6 +15,8 @@ IP_CONFLICT: Final = "IPConflict"
 FAILOVER: Final = "Failover"
 NODE_ASSIGNED: Final = "NodeAssigned"
 NO_ELIGIBLE_NODE: Final = "NoEligibleNode"
+NO_READY_ENDPOINT: Final = "NoReadyEndpoint"
+"""The Service has no ready endpoint at all, so its IP is not announced (as MetalLB does)."""
 
 # Eip Events and condition reasons
 POOL_READY: Final = "PoolReady"
@@ -22,6 +24,8 @@ POOL_OVERLAP: Final = "PoolOverlap"
 POOL_INVALID: Final = "InvalidAddress"
 UNSUPPORTED_PROTOCOL: Final = "UnsupportedProtocol"
 INTERFACE_MISSING: Final = "InterfaceMissing"
+INVALID_NODE_SELECTOR: Final = "InvalidNodeSelector"
+"""``spec.nodeSelector`` does not parse: no node announces the pool's IPs until it is fixed."""
 
 # Condition types
 READY: Final = "Ready"
@@ -35,11 +39,13 @@ ALL: Final = frozenset(
         FAILOVER,
         NODE_ASSIGNED,
         NO_ELIGIBLE_NODE,
+        NO_READY_ENDPOINT,
         POOL_READY,
         POOL_OVERLAP,
         POOL_INVALID,
         UNSUPPORTED_PROTOCOL,
         INTERFACE_MISSING,
+        INVALID_NODE_SELECTOR,
         READY,
     }
 )

@@ -42,6 +42,8 @@ class Service:
     ingress: tuple[str, ...]
     finalizers: tuple[str, ...]
     deleting: bool
+    local_traffic: bool = False
+    """``spec.externalTrafficPolicy: Local``: only a node with a ready endpoint may announce."""
 
     def annotation(self, *keys: str) -> str | None:
         """The value of the first of `keys` set (current spelling first, legacy after).
@@ -106,6 +108,7 @@ def parse(obj: Mapping[str, Any]) -> Service:
         ingress=tuple(str(entry["ip"]) for entry in ingress if entry.get("ip")),
         finalizers=tuple(meta.get("finalizers") or ()),
         deleting=meta.get("deletionTimestamp") is not None,
+        local_traffic=spec.get("externalTrafficPolicy") == "Local",
     )
 
 

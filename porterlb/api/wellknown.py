@@ -33,6 +33,9 @@ One writer (the leading manager), one small patch per change, visible in ``kubec
 EXCLUDE_FROM_LB: Final = "node.kubernetes.io/exclude-from-external-load-balancers"
 """The standard Node label: a node carrying it never announces a LoadBalancer IP."""
 
+SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
+"""The label the EndpointSlice controller puts on each EndpointSlice, naming its Service."""
+
 POOL_LABEL: Final = "eip.openelb.kubesphere.io/v1alpha2"
 """Label written on an allocated Service naming its pool, as OpenELB writes it."""
 

@@ -7,10 +7,11 @@ from typing import Any
 from lightkube.generic_resource import create_global_resource
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Namespace, Node, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
 
 EIP_GROUP = "network.kubesphere.io"
 EIP_VERSION = "v1alpha2"
 
 Eip: Any = create_global_resource(EIP_GROUP, EIP_VERSION, "Eip", "eips")
 
-__all__ = ["Eip", "Event", "Lease", "Namespace", "Node", "Service"]
+__all__ = ["Eip", "EndpointSlice", "Event", "Lease", "Namespace", "Node", "Service"]

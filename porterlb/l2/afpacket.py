@@ -5,8 +5,18 @@ link layer porterlb also sees unicast NUD probes for addresses no interface hold
 ICMPv6 socket never does (MetalLB #2920). A classic BPF filter is attached before the socket is
 bound, so only ARP and bare ICMPv6 NS/NA ever reach Python, and ``PACKET_IGNORE_OUTGOING``
 hides our own transmissions. Solicited-node groups are joined with ``PACKET_ADD_MEMBERSHIP``,
-refcounted because several VIPs share a group. The socket is non-blocking and driven by the
-asyncio loop. The socket's OSErrors are wrapped here, with the interface name in the message.
+refcounted because several VIPs share a group; past ``MAX_GROUPS`` the socket asks for all
+multicast instead. The socket's OSErrors are wrapped here, with the interface name in the
+message.
+
+The socket is non-blocking and read in batches: ``recv_batch`` drains it with ``recv_into`` one
+preallocated buffer until it would block, and only then waits, on a reader that stays
+registered with the loop while the socket is open. ``loop.sock_recv`` instead registered and
+removed a reader (two ``epoll_ctl`` calls) and took a task switch for every frame, which was
+most of a frame's cost at 20,000 requests a second (bench/l2_answers.py). ``send`` writes at
+once and waits for room only when the socket says it has none. The receive buffer is raised to
+``RCVBUF`` so that a pause of the speaker (a GC pass, a burst round, a preempted CPU) queues
+requests instead of dropping them.
 
 An AF_PACKET socket belongs to the network namespace it was created in, so ``open(netns=...)``
 sets it up through ``porterlb.l2.namespaces``: the lab runs speakers in the host namespace that
@@ -34,6 +44,7 @@ SOL_PACKET: Final = 263
 PACKET_ADD_MEMBERSHIP: Final = 1
 PACKET_DROP_MEMBERSHIP: Final = 2
 PACKET_MR_MULTICAST: Final = 0
+PACKET_MR_ALLMULTI: Final = 2
 PACKET_IGNORE_OUTGOING: Final = 23
 """include/uapi/linux/if_packet.h (PACKET_IGNORE_OUTGOING since Linux 4.20)."""
 SO_ATTACH_FILTER: Final = 26
@@ -43,8 +54,26 @@ ETH_P_ALL: Final = 0x0003
 ARPHRD_ETHER: Final = 1
 """include/uapi/linux/if_arp.h: the only link type the codecs speak."""
 
+SO_RCVBUFFORCE: Final = 33
+"""include/uapi/asm-generic/socket.h: SO_RCVBUF past ``net.core.rmem_max``, with CAP_NET_ADMIN."""
+
 RECV_SIZE: Final = 9216
 """Large enough for a jumbo frame; ARP and ND frames are under 100 bytes."""
+
+MAX_GROUPS: Final = 1024
+"""Solicited-node groups joined one by one; past this the socket asks for all multicast
+instead, and back under half of it joins them one by one again. The kernel keeps a socket's
+and a device's groups in lists, so joining 10,000 took 0.87 s in which the speaker's loop
+stood still (bench/speaker_scale.py, v6 row, "lag max ms"); NICs' multicast filters hold far
+fewer (hundreds to a few thousand) and their drivers fall back to all-multicast anyway. The
+solicitations for other hosts this lets in cost a fast-path verdict each."""
+
+RCVBUF: Final = 4 << 20
+"""Bytes of receive buffer asked for (the kernel doubles it for its bookkeeping). A queued
+60-byte frame costs ~1 KiB of it (skb truesize), so 4 MiB hold ~4,000-8,000 requests: over
+80 ms at 50,000/s, issue 3's lossless target, where the default ``rmem_default`` of 208 KiB
+held ~4 ms (bench/l2_answers.py counted socket drops with it). Without CAP_NET_ADMIN the
+plain SO_RCVBUF is capped at ``net.core.rmem_max``."""
 
 # Classic BPF opcodes (include/uapi/linux/bpf_common.h): class | size | mode.
 _LDH_ABS: Final = 0x00 | 0x08 | 0x20
@@ -102,7 +131,21 @@ class AfPacketConn:
         self._ifindex = ifindex
         self._mac = mac
         self._groups: collections.Counter[ethernet.MacAddress] = collections.Counter()
+        """Joins wanted, by group MAC."""
+        self._joined: set[ethernet.MacAddress] = set()
+        """Groups the socket holds a membership of."""
+        self._allmulti = False
+        """The socket asked for every multicast frame: more than MAX_GROUPS were wanted."""
         self._closed = False
+        self._buffer = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buffer)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop the socket's reader is registered with, once ``recv_batch`` ran."""
+        self._readable: asyncio.Future[None] | None = None
+        self._error: errors.PorterlbError | None = None
+        """A receive error met after some frames of a batch: raised by the next call."""
+        self._drained = False
+        """The last drain emptied the socket: wait for the loop's word before reading."""
 
     @classmethod
     async def open(cls, ifname: str, *, netns: str | None = None) -> AfPacketConn:
@@ -125,22 +168,67 @@ class AfPacketConn:
         return self._mac
 
     async def recv(self) -> bytes:
+        return (await self.recv_batch(1))[0]
+
+    async def recv_batch(self, limit: int) -> list[bytes]:
+        while True:
+            if not self._drained:
+                frames = self._drain(limit)
+                if frames:
+                    return frames
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+                self._loop.add_reader(self._sock.fileno(), self._wake)
+            self._readable = self._loop.create_future()
+            try:
+                await self._readable
+            finally:
+                self._readable = None
+                self._drained = False
+
+    def _drain(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` frames the socket holds now, without waiting."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        frames: list[bytes] = []
+        recv_into, view = self._sock.recv_into, self._view
         try:
-            return await asyncio.get_running_loop().sock_recv(self._sock, RECV_SIZE)
+            while len(frames) < limit:
+                frames.append(view[: recv_into(view)].tobytes())
+        except (BlockingIOError, InterruptedError):
+            self._drained = True  # the next call waits at once, saving a recv that fails
         except OSError as exc:
-            raise _wrap(self._ifname, "receive failed", exc) from exc
+            error = _wrap(self._ifname, "receive failed", exc)
+            if not frames:
+                raise error from exc
+            self._error = error  # the frames before it are good; report it next time
+        return frames
+
+    def _wake(self) -> None:
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
 
     async def send(self, frame: bytes) -> None:
         try:
-            await asyncio.get_running_loop().sock_sendall(self._sock, frame)
+            try:
+                self._sock.send(frame)
+            except (BlockingIOError, InterruptedError):
+                await asyncio.get_running_loop().sock_sendall(self._sock, frame)
         except OSError as exc:
             raise _wrap(self._ifname, "send failed", exc) from exc
 
     def join(self, ip: ipaddress.IPv6Address) -> None:
         group = ethernet.ipv6_multicast(ndp.solicited_node(ip))
-        if self._groups[group] == 0:
-            self._membership(PACKET_ADD_MEMBERSHIP, group)
         self._groups[group] += 1
+        if self._groups[group] > 1 or self._allmulti:
+            return
+        if len(self._groups) > MAX_GROUPS:
+            self._membership(PACKET_ADD_MEMBERSHIP, None)
+            self._allmulti = True
+        else:
+            self._membership(PACKET_ADD_MEMBERSHIP, group)
+            self._joined.add(group)
 
     def leave(self, ip: ipaddress.IPv6Address) -> None:
         group = ethernet.ipv6_multicast(ndp.solicited_node(ip))
@@ -149,21 +237,41 @@ class AfPacketConn:
         self._groups[group] -= 1
         if self._groups[group] == 0:
             del self._groups[group]
-            self._membership(PACKET_DROP_MEMBERSHIP, group)
+            if group in self._joined:
+                self._joined.discard(group)
+                self._membership(PACKET_DROP_MEMBERSHIP, group)
+        if self._allmulti and len(self._groups) <= MAX_GROUPS // 2:
+            for wanted in list(self._groups):
+                if wanted not in self._joined:
+                    self._membership(PACKET_ADD_MEMBERSHIP, wanted)
+                    self._joined.add(wanted)
+            self._membership(PACKET_DROP_MEMBERSHIP, None)
+            self._allmulti = False
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
+            if self._readable is not None and not self._readable.done():
+                self._readable.set_exception(
+                    errors.TransientError(f"interface {self._ifname}: connection is closed")
+                )
             self._sock.close()
 
-    def _membership(self, option: int, group: ethernet.MacAddress) -> None:
+    def _membership(self, option: int, group: ethernet.MacAddress | None) -> None:
+        """Add or drop one group, or all-multicast reception if ``group`` is None."""
         # struct packet_mreq {int mr_ifindex; unsigned short mr_type, mr_alen;
         #                     unsigned char mr_address[8];} (include/uapi/linux/if_packet.h)
-        mreq = struct.pack("iHH8s", self._ifindex, PACKET_MR_MULTICAST, 6, group.octets)
+        if group is None:
+            mreq = struct.pack("iHH8s", self._ifindex, PACKET_MR_ALLMULTI, 0, b"")
+        else:
+            mreq = struct.pack("iHH8s", self._ifindex, PACKET_MR_MULTICAST, 6, group.octets)
         try:
             self._sock.setsockopt(SOL_PACKET, option, mreq)
         except OSError as exc:
-            raise _wrap(self._ifname, f"cannot change membership of {group}", exc) from exc
+            what = "all-multicast reception" if group is None else f"membership of {group}"
+            raise _wrap(self._ifname, f"cannot change {what}", exc) from exc
 
 
 def _open(ifname: str) -> AfPacketConn:
@@ -174,6 +282,7 @@ def _open(ifname: str) -> AfPacketConn:
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        _grow_receive_buffer(sock)
         sock.bind((ifname, ETH_P_ALL))
         sock.setblocking(False)
         ifindex = socket.if_nametoindex(ifname)
@@ -185,6 +294,13 @@ def _open(ifname: str) -> AfPacketConn:
         raise
     mac = ethernet.MacAddress(address)
     return AfPacketConn(sock, ifname=ifname, ifindex=ifindex, mac=mac)
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
 
 
 def _wrap(ifname: str, action: str, exc: OSError) -> errors.PorterlbError:

@@ -17,13 +17,12 @@ import contextlib
 import dataclasses
 import enum
 import ipaddress
-import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from porterlb import errors
-from porterlb.l2 import arp, conflicts, conn, ethernet, metrics, ndp, responder
+from porterlb.l2 import arp, conflicts, conn, ethernet, fastpath, metrics, ndp, responder
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +44,14 @@ and float sums like 64.4 + 2.2 miss by ulps; without slack the loop would wake a
 wait of 1e-14 s instead of sending."""
 
 YIELD_EVERY: Final = 64
-"""Frames answered, or IPs stepped through by a burst round, before the other tasks of the
-speaker get to run."""
+"""Frames answered (one batch), or IPs stepped through by a burst round, before the other
+tasks of the speaker get to run."""
 
 OPEN_RETRY: Final = 1.0
 """Seconds before retrying to open an interface that is missing or not usable."""
+
+_VERDICTS: Final = tuple(responder.Verdict)
+"""Every verdict, for counting a batch's with ``list.count`` (see ``Announcer._answer``)."""
 
 OnConflict = Callable[[IPAddress, str, ethernet.MacAddress], None]
 """Called with (ip, interface, foreign MAC) when another host answers for or claims an IP."""
@@ -156,7 +158,9 @@ class Announcer:
         self._watch = conflicts.Watch(
             peer_macs=peer_macs, report_interval=config.conflict_report_interval
         )
-        self._entries: dict[IPAddress, _Entry] = {}
+        self._entries: dict[bytes, _Entry] = {}
+        """By ``ip.packed``: the responder's fast path looks targets up without making
+        address objects (IPv4 and IPv6 keys differ in length, so they never collide)."""
         self._links: dict[str, _Link] = {}
         self._wake = asyncio.Event()
         """Set when the burst loop has new work: an update, or a link that opened."""
@@ -164,19 +168,21 @@ class Announcer:
 
     def update(self, wanted: Mapping[IPAddress, Announcement]) -> None:
         """Make ``wanted`` the announced set; removed IPs stop being answered at once."""
-        for ip, entry in list(self._entries.items()):
+        for key, entry in list(self._entries.items()):
+            ip = entry.ip
             want = wanted.get(ip)
             if want is None or want.ifname != entry.ifname:
-                del self._entries[ip]
+                del self._entries[key]
                 self._links[entry.ifname].leave(ip)
                 self._watch.forget(ip)
                 log.info("stopped announcing %s on %s", ip, entry.ifname)
         for ip, want in wanted.items():
-            if ip in self._entries:
+            key = ip.packed
+            if key in self._entries:
                 continue
             link = self._links.setdefault(want.ifname, _Link(want.ifname))
             phase = _Phase.PROBING if want.probe else _Phase.ANNOUNCING
-            self._entries[ip] = _Entry(ip, want.ifname, phase)
+            self._entries[key] = _Entry(ip, want.ifname, phase)
             if phase is _Phase.ANNOUNCING:
                 link.join(ip)
         self._wake.set()
@@ -188,7 +194,11 @@ class Announcer:
 
     def owns(self, ip: IPAddress, ifname: str) -> responder.Ownership:
         """Whether ``ip`` is announced, on ``ifname`` or elsewhere (the responder's seam)."""
-        entry = self._entries.get(ip)
+        return self.owns_packed(ip.packed, ifname)
+
+    def owns_packed(self, packed: bytes, ifname: str) -> responder.Ownership:
+        """``owns`` for the IP whose bytes are ``packed`` (the fast path's seam)."""
+        entry = self._entries.get(packed)
         if entry is None or entry.phase is not _Phase.ANNOUNCING:
             return responder.Ownership.NONE
         if entry.ifname != ifname:
@@ -227,11 +237,15 @@ class Announcer:
             try:
                 link.attach(packet_conn)
                 self._wake.set()
-                for handled in itertools.count(1):
-                    await self._handle(packet_conn, await packet_conn.recv())
-                    if handled % YIELD_EVERY == 0:
+                handled = 0
+                while True:
+                    frames = await packet_conn.recv_batch(YIELD_EVERY)
+                    await self._answer(packet_conn, frames)
+                    handled += len(frames)
+                    if handled >= YIELD_EVERY:
                         # A receive or send that completes at once does not yield: without
                         # this, a flood would stall the watches and the releases that fence.
+                        handled = 0
                         await asyncio.sleep(0)
             except errors.PorterlbError as exc:
                 metrics.SOCKET_ERRORS.labels(link.ifname).inc()
@@ -255,22 +269,56 @@ class Announcer:
                 said = str(exc)
                 await asyncio.sleep(delay)
 
-    async def _handle(self, packet_conn: conn.PacketConn, frame: bytes) -> None:
-        ifname = packet_conn.ifname
-        outcome = responder.handle(frame, ifname=ifname, mac=packet_conn.mac, owns=self.owns)
-        metrics.frames(ifname, outcome.verdict.value).inc()
+    async def _answer(self, packet_conn: conn.PacketConn, frames: list[bytes]) -> None:
+        """Decide on and answer a batch of frames; count them once per batch.
+
+        Each frame goes through ``fastpath.decide`` and, if that declines, the reference
+        ``responder.handle``. A batch's verdicts and answers are gathered first and counted
+        once (a Prometheus ``inc`` takes a lock); nothing reads them in between. They are
+        gathered without hashing an Enum or an address object (both hash in Python code):
+        verdicts in a list, IPs by their packed bytes.
+        """
+        ifname, octets, owns = packet_conn.ifname, packet_conn.mac.octets, self.owns_packed
+        entries, decide = self._entries, fastpath.decide
+        verdicts: list[responder.Verdict] = []
+        received: dict[bytes, int] = {}
+        responded: dict[bytes, int] = {}
+        try:
+            for frame in frames:
+                fast = decide(frame, ifname=ifname, mac=octets, owns=owns)
+                if fast is None:
+                    verdict, target, reply = self._reference(frame, packet_conn)
+                else:
+                    verdict, target, reply, claim = fast
+                    if claim is not None and claim[0] in entries:
+                        self._check(_claim(*claim), packet_conn)
+                verdicts.append(verdict)
+                if reply is None or target is None:
+                    continue
+                received[target] = received.get(target, 0) + 1
+                if await self._send(packet_conn, reply):
+                    responded[target] = responded.get(target, 0) + 1
+        finally:
+            for verdict in _VERDICTS:
+                if count := verdicts.count(verdict):
+                    metrics.frames(ifname, verdict.value).inc(count)
+            metrics.answered(received, responded)
+
+    def _reference(
+        self, frame: bytes, packet_conn: conn.PacketConn
+    ) -> tuple[responder.Verdict, bytes | None, bytes | None]:
+        """The frames the fast path declines: verdict, packed target and reply, as it gives."""
+        outcome = responder.handle(
+            frame, ifname=packet_conn.ifname, mac=packet_conn.mac, owns=self.owns
+        )
         if outcome.claim is not None:
             self._check(outcome.claim, packet_conn)
-        if outcome.reply is None or outcome.ip is None:
-            return
-        received, responded = metrics.answering(outcome.ip)
-        received.inc()
-        if await self._send(packet_conn, outcome.reply):
-            responded.inc()
+        target = None if outcome.ip is None else outcome.ip.packed
+        return outcome.verdict, target, outcome.reply
 
     def _check(self, claim: responder.Claim, packet_conn: conn.PacketConn) -> None:
         """Report a foreign claim on an IP we probe for or announce on this interface."""
-        entry = self._entries.get(claim.ip)
+        entry = self._entries.get(claim.ip.packed)
         if entry is None or entry.ifname != packet_conn.ifname:
             return
         if not self._watch.is_foreign(claim, packet_conn.mac):
@@ -298,7 +346,7 @@ class Announcer:
             for index, entry in enumerate(list(self._entries.values()), 1):
                 if index % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # 10,000 IPs must not stall the speaker for seconds
-                if self._entries.get(entry.ip) is not entry:
+                if self._entries.get(entry.ip.packed) is not entry:
                     continue  # released (or moved) while this round yielded
                 due = await self._step(entry, loop.time())
                 if due is not None and (next_due is None or due < next_due):
@@ -310,7 +358,7 @@ class Announcer:
     async def _step(self, entry: _Entry, now: float) -> float | None:
         """Send what ``entry`` has due at ``now``; return when it next needs the loop."""
         link = self._links.get(entry.ifname)
-        if self._entries.get(entry.ip) is not entry or link is None or link.conn is None:
+        if self._entries.get(entry.ip.packed) is not entry or link is None or link.conn is None:
             return None  # released meanwhile, or its link is not open yet (opening wakes us)
         packet_conn = link.conn
         if entry.phase is _Phase.PROBING:
@@ -334,10 +382,10 @@ class Announcer:
             entry.sends += 1
             due = self._due(entry)
         for frame in _gratuitous(packet_conn.mac, entry.ip):
-            if self._entries.get(entry.ip) is not entry:
+            if self._entries.get(entry.ip.packed) is not entry:
                 return None
             if await self._send(packet_conn, frame):
-                metrics.GRATUITOUS_SENT.labels(str(entry.ip)).inc()
+                metrics.gratuitous(entry.ip.packed)
         return due
 
     def _due(self, entry: _Entry) -> float | None:
@@ -358,6 +406,10 @@ class Announcer:
             log.warning("%s", exc)
             return False
         return True
+
+
+def _claim(ip: bytes, mac: bytes) -> responder.Claim:
+    return responder.Claim(ipaddress.ip_address(ip), ethernet.MacAddress(mac))
 
 
 def _gratuitous(mac: ethernet.MacAddress, ip: IPAddress) -> tuple[bytes, ...]:

@@ -4,7 +4,9 @@ The announcer and responders talk to an interface only through this Protocol, so
 probes and answers run in plain pytest on virtual time (the httpx ``MockTransport`` and
 MetalLB ``arp_test.go`` pattern). ``porterlb.l2.afpacket.AfPacketConn`` is the real one.
 ``MemoryPacketConn`` records what was sent with the loop time, lets a test inject frames (or a
-receive error), and can be wired to another one like two ends of a cable.
+receive error), and can be wired to another one like two ends of a cable. Frames are read
+one at a time (``recv``) or in batches of what is queued (``recv_batch``), as the responder
+does.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ class PacketConn(Protocol):
 
     async def recv(self) -> bytes:
         """The next received frame; raises TransientError if the socket fails."""
+        ...
+
+    async def recv_batch(self, limit: int) -> list[bytes]:
+        """The next received frames, 1 to ``limit`` of them: those already queued, or else the
+        first to arrive. Raises TransientError if the socket fails before any frame.
+
+        One wakeup for many frames: under load the responder's cost per frame is its own
+        work, not the event loop's.
+        """
         ...
 
     async def send(self, frame: bytes) -> None:
@@ -80,6 +91,8 @@ class MemoryPacketConn:
         self.groups: collections.Counter[ipaddress.IPv6Address] = collections.Counter()
         """Current ``join`` counts; released groups are removed."""
         self.closed = False
+        self._error: errors.PorterlbError | None = None
+        """An injected error met while a batch was being gathered: raised next."""
 
     @property
     def ifname(self) -> str:
@@ -107,10 +120,23 @@ class MemoryPacketConn:
         return await self._outbox.get()
 
     async def recv(self) -> bytes:
+        return (await self.recv_batch(1))[0]
+
+    async def recv_batch(self, limit: int) -> list[bytes]:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         item = await self._inbox.get()
         if isinstance(item, errors.PorterlbError):
             raise item
-        return item
+        frames = [item]
+        while len(frames) < limit and not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, errors.PorterlbError):
+                self._error = item
+                break
+            frames.append(item)
+        return frames
 
     async def send(self, frame: bytes) -> None:
         if self.closed:

@@ -5,31 +5,25 @@ The three per-IP counters keep OpenELB's and MetalLB's names (``requests_receive
 prefix, so existing dashboards map over. ``frames`` counts every received frame by verdict, so
 hostile or stray input is visible (STYLE §9). The IP label is bounded by the number of
 assigned addresses.
+
+The per-IP counts are plain ints in one table, exposed by a collector, not
+``prometheus_client.Counter`` children: a child is a Counter object with a lock and a creation
+timestamp, ~530 bytes, and three of them per IP were ~16 MiB of a speaker's ~27 MiB at 10,000
+IPs (bench/speaker_scale.py --trace); a row of the table is a list of a label and three ints.
+Counting is an integer addition on the event loop's thread. A scrape, on the HTTP server's
+thread, reads a copy of the table (``dict.copy`` runs under the GIL in one piece).
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import prometheus_client
+from prometheus_client import metrics_core, registry
 
-REQUESTS_RECEIVED: Final = prometheus_client.Counter(
-    "porterlb_l2_requests_received",
-    "ARP requests and neighbour solicitations received for an announced IP.",
-    ["ip"],
-)
-RESPONSES_SENT: Final = prometheus_client.Counter(
-    "porterlb_l2_responses_sent",
-    "ARP replies and neighbour advertisements sent in answer to a request.",
-    ["ip"],
-)
-GRATUITOUS_SENT: Final = prometheus_client.Counter(
-    "porterlb_l2_gratuitous_sent",
-    "Gratuitous ARP frames and unsolicited neighbour advertisements sent.",
-    ["ip"],
-)
 FRAMES: Final = prometheus_client.Counter(
     "porterlb_l2_frames",
     "Frames received, by the responder's verdict.",
@@ -46,20 +40,75 @@ SOCKET_ERRORS: Final = prometheus_client.Counter(
     ["interface"],
 )
 
+_LABEL, _RECEIVED, _RESPONDED, _GRATUITOUS = range(4)
+_per_ip: dict[bytes, list[Any]] = {}
+"""``ip.packed`` -> [label, requests received, responses sent, gratuitous frames sent]."""
+
+
+class _PerIp(registry.Collector):
+    """One per-IP counter family, read from the shared table."""
+
+    def __init__(self, name: str, documentation: str, column: int) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._column = column
+        prometheus_client.REGISTRY.register(self)
+
+    def describe(self) -> Iterator[metrics_core.Metric]:
+        yield metrics_core.CounterMetricFamily(self._name, self._documentation, labels=["ip"])
+
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        family = metrics_core.CounterMetricFamily(self._name, self._documentation, labels=["ip"])
+        column = self._column
+        for row in _per_ip.copy().values():
+            if row[column]:
+                family.add_metric([row[_LABEL]], row[column])
+        yield family
+
+
+REQUESTS_RECEIVED: Final = _PerIp(
+    "porterlb_l2_requests_received",
+    "ARP requests and neighbour solicitations received for an announced IP.",
+    _RECEIVED,
+)
+RESPONSES_SENT: Final = _PerIp(
+    "porterlb_l2_responses_sent",
+    "ARP replies and neighbour advertisements sent in answer to a request.",
+    _RESPONDED,
+)
+GRATUITOUS_SENT: Final = _PerIp(
+    "porterlb_l2_gratuitous_sent",
+    "Gratuitous ARP frames and unsolicited neighbour advertisements sent.",
+    _GRATUITOUS,
+)
+
+
+def _row(packed: bytes) -> list[Any]:
+    row = _per_ip.get(packed)
+    if row is None:
+        row = _per_ip[packed] = [str(ipaddress.ip_address(packed)), 0, 0, 0]
+    return row
+
+
+def answered(received: Mapping[bytes, int], responded: Mapping[bytes, int]) -> None:
+    """Add a batch's requests received and responses sent, by packed IP."""
+    for packed, count in received.items():
+        _row(packed)[_RECEIVED] += count
+    for packed, count in responded.items():
+        _row(packed)[_RESPONDED] += count
+
+
+def gratuitous(packed: bytes) -> None:
+    """Count one gratuitous frame sent for the IP ``packed``."""
+    _row(packed)[_GRATUITOUS] += 1
+
 
 # The per-frame path asks for the same label children again and again; ``labels()`` costs
-# several microseconds each (a lock, a tuple, a dict lookup, and ``str(ip)`` for the key),
-# a quarter of an ARP answer's CPU. The children live as long as the metric anyway.
+# several microseconds each (a lock, a tuple, a dict lookup), so the few children of
+# ``FRAMES`` are cached. They live as long as the metric anyway.
 
 
 @functools.cache
 def frames(ifname: str, verdict: str) -> Any:
     """The ``FRAMES`` child for one interface and verdict (a handful per interface)."""
     return FRAMES.labels(ifname, verdict)
-
-
-@functools.lru_cache(maxsize=65_536)
-def answering(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[Any, Any]:
-    """The ``REQUESTS_RECEIVED`` and ``RESPONSES_SENT`` children of one IP."""
-    label = str(ip)
-    return REQUESTS_RECEIVED.labels(label), RESPONSES_SENT.labels(label)

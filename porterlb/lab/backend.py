@@ -63,6 +63,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _DualStackServer(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6
     daemon_threads = True
+    request_queue_size = 256
+    """socketserver's default listen backlog is 5: at the failover benchmark's 100 new
+    connections per second, a backend slowed for a moment by a loaded CPU would drop SYNs,
+    and a dropped SYN costs a full second (the client's retransmission) that is not a
+    failover's doing."""
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

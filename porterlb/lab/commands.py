@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
@@ -49,6 +50,27 @@ def add_parser_to(roles: Any) -> None:
     demo.add_argument("--name", default="demo", help="the lab's name (default demo)")
     demo.add_argument("--workers", type=int, default=3)
     demo.set_defaults(run=_run_lab_demo)
+    failover = lab_commands.add_parser(
+        "bench-failover", help="inject faults into fresh labs; print the traffic interruptions"
+    )
+    failover.add_argument("--runs", type=int, default=5, help="runs per scenario (default 5)")
+    failover.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
+    failover.add_argument(
+        "--scenario",
+        action="append",
+        dest="scenarios",
+        help="run only this one (repeatable): worker-crash, speaker-kill, leader-kill,"
+        " apiserver-restart, heartbeat-partition",
+    )
+    failover.add_argument("--workers", type=int, default=3)
+    failover.add_argument(
+        "--services",
+        type=int,
+        default=1,
+        help="Services during the steady-state measurement (issue 4 asks 1000 on 10 workers)",
+    )
+    failover.add_argument("--name", default="bench-failover", help="the labs' name")
+    failover.set_defaults(run=_run_bench_failover)
     service = lab_commands.add_parser(
         "service", help="create (or delete) a sample LoadBalancer Service served by every worker"
     )
@@ -141,6 +163,32 @@ def _run_lab_demo(args: argparse.Namespace) -> int:
             return 0
     except (*_LAB_ERRORS, TimeoutError) as error:
         print(f"porterlb lab demo: {error}", file=sys.stderr)
+    return 1
+
+
+def _run_bench_failover(args: argparse.Namespace) -> int:
+    from porterlb.lab import failover
+
+    progress = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    try:
+        with SignalScope():
+            summaries, writes = failover.bench(
+                args.runs,
+                scenarios=args.scenarios or failover.SCENARIOS,
+                workers=args.workers,
+                services=args.services,
+                name=args.name,
+                say=progress,
+            )
+            if args.json:
+                scenarios = [dataclasses.asdict(summary) for summary in summaries]
+                document = {"scenarios": scenarios, "api_writes_per_s": writes["other"]}
+                print(json.dumps(document | {"lease_writes_per_s": writes["leases"]}, indent=2))
+            else:
+                print(failover.table(summaries, writes))
+            return 0
+    except (*_LAB_ERRORS, ValueError) as error:
+        print(f"porterlb lab bench-failover: {error}", file=sys.stderr)
     return 1
 
 

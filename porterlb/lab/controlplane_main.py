@@ -1,5 +1,8 @@
 """A control plane as a process of its own, until SIGTERM: ``porterlb lab control-plane``.
 
+SIGHUP restarts kube-apiserver alone (etcd keeps every object): the lab's failover benchmark
+uses it to show that an API-server restart moves no IP.
+
 ``lab up`` starts it as ``python -m porterlb.lab.controlplane_main DIR`` rather than through
 the ``porterlb`` command: this module imports the control-plane harness and nothing else
 (~0.6 s of CPU, where importing every role of the CLI costs ~2 s), and etcd cannot start
@@ -23,6 +26,9 @@ READY: Final = "control plane ready:"
 """The start of the line printed once kube-apiserver answers ``/readyz``; ``lab up`` waits
 for it in the log."""
 
+RESTARTED: Final = "kube-apiserver restarted:"
+"""The start of the line printed each time a SIGHUP-ed kube-apiserver answers again."""
+
 
 def serve(directory: Path) -> None:
     """Run etcd + kube-apiserver in ``directory``, print :data:`READY`, wait for SIGTERM.
@@ -30,14 +36,22 @@ def serve(directory: Path) -> None:
     SIGTERM (and Ctrl-C) stop both processes and remove their files before this returns or
     raises. Raises ControlPlaneError if the control plane does not start.
     """
+    restarts: list[int] = []
     previous = signal.signal(signal.SIGTERM, _exit)
+    previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: restarts.append(signum))
     try:
-        with controlplane.ControlPlane(directory) as endpoints:
+        plane = controlplane.ControlPlane(directory)
+        with plane as endpoints:
             print(f"{READY} {endpoints.server} kubeconfig={endpoints.kubeconfig}", flush=True)
             while True:
                 signal.pause()
+                while restarts:
+                    restarts.pop()
+                    plane.restart_apiserver()
+                    print(f"{RESTARTED} {endpoints.server}", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,17 +2,16 @@
 
 ``porterlb lab demo`` brings a lab up, creates a Service, and sends an HTTP request from the
 client namespace through the router every 100 ms, printing which node answered. Then it
-crashes the announcing worker (SIGKILL to its speaker, its LAN link down) and marks its Node
-NotReady, as the node lifecycle controller of a real cluster does once the kubelet stops
-posting status. The manager moves the IP, the new node's speaker sends its gratuitous ARP
-burst, and the router's neighbour entry and the answering node change. The lab is removed at
+crashes the announcing worker (SIGKILL to its speaker, its cable pulled: its LAN bridge port
+down). Nothing tells the API server: the managers find the speaker silent after three missed
+heartbeats (~300 ms), the leader moves the IP, the new node's speaker sends its gratuitous
+ARP burst, and the router's neighbour entry and the answering node change. The lab is removed at
 the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import signal
@@ -22,8 +21,7 @@ from collections.abc import Callable
 from typing import Final
 
 import lightkube
-from lightkube.resources.core_v1 import Node, Service
-from lightkube.types import PatchType
+from lightkube.resources.core_v1 import Service
 
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
@@ -60,18 +58,17 @@ async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
         await _traffic(layout, ip, say, until=lambda node: node == first.name, limit=10.0)
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
 
-        say(f"crashing {first.name}: speaker killed, link down, Node NotReady")
+        say(f"crashing {first.name}: speaker killed, cable pulled (the API server is not told)")
         crashed = time.monotonic()
         os.kill(record.process(f"speaker/{first.name}").pid, signal.SIGKILL)
-        netns.run(first.netns, ["ip", "link", "set", first.ifname, "down"])
-        await _mark_not_ready(client, first.name)
+        netns.run(layout.lan_netns, ["ip", "link", "set", layout.bridge_port(first), "down"])
         answered = await _traffic(
             layout, ip, say, until=lambda node: node not in ("", first.name), limit=FAILOVER_LIMIT
         )
         second = await _announcer(client, layout, other_than=first.name)
         say(
             f"traffic resumed from {second.name} {answered - crashed:.2f} s after the crash"
-            f" (detection here is the Node condition; porterlb's heartbeats are not in yet)"
+            " (its speaker missed three heartbeats)"
         )
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
 
@@ -85,7 +82,7 @@ async def _announcer(
         annotations = (service.metadata.annotations if service.metadata else None) or {}
         name = annotations.get(wellknown.ANNOUNCED_BY)
         if name and name != other_than:
-            return next(node for node in layout.nodes if node.name == name)
+            return layout.node(name)
         await asyncio.sleep(INTERVAL)
 
 
@@ -132,18 +129,3 @@ def _neighbour(layout: plan.Lab, ip: str) -> str:
     mac = entry.get("lladdr", "")
     owner = next((n.name for n in layout.nodes if str(n.mac) == mac), "unknown host")
     return f"{ip} lladdr {mac or '-'} ({owner}) {' '.join(entry.get('state', []))}"
-
-
-async def _mark_not_ready(client: lightkube.AsyncClient, name: str) -> None:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    condition = {
-        "type": "Ready",
-        "status": "False",
-        "reason": "NodeStatusUnknown",
-        "message": "porterlb lab demo: the node crashed",
-        "lastTransitionTime": now,
-        "lastHeartbeatTime": now,
-    }
-    await client.patch(
-        Node.Status, name, {"status": {"conditions": [condition]}}, patch_type=PatchType.STRATEGIC
-    )

@@ -6,10 +6,12 @@
    loopback), started first because it takes longest, and waited for last;
 2. the namespace network (:func:`porterlb.lab.network.up`) and one backend per worker, in
    the worker's namespace;
-3. once the API is ready: the kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the manager
-   and one ``porterlb speaker`` per worker (all in the host namespace, so they reach the API
-   server on 127.0.0.1; a speaker opens its sockets in its worker's namespace), and while
-   they start, the CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
+3. once the API is ready: the kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the
+   managers (:data:`MANAGERS` replicas electing a leader) and one ``porterlb speaker`` per
+   worker (all in the host namespace, so they reach the API server on 127.0.0.1; a speaker
+   opens its sockets in its worker's namespace, a manager pings the speakers from the
+   router's, which sits on the LAN as a control-plane node would), and while they start, the
+   CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
 4. it returns once the kube-proxy stand-in has written every worker's table and the manager
    and the speakers serve their metrics (each on a loopback port of its own).
 
@@ -33,12 +35,15 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import socket
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
+
+import httpx2
 
 from porterlb.kube import client as kube_client
 from porterlb.lab import (
@@ -83,6 +88,21 @@ PORTERLB: Final = (*PYTHON, "porterlb.cli")
 """porterlb's own roles run as they would in a cluster: ``porterlb manager``, ``porterlb
 speaker``."""
 
+NICE: Final = ("nice", "-n", "-10")
+"""porterlb's processes run before the rest of the lab: a lab packs a cluster's nodes onto a
+few shared cores, where a speaker starved for 300 ms by a neighbour's startup misses three
+heartbeats and is taken for dead; on a real node it has a core of its own (and a DaemonSet's
+priority class). ``nice`` execs in place, so the recorded pid is porterlb's own."""
+
+ANSWERED_PING: Final = re.compile(
+    r'^porterlb_heartbeat_received_total\{role="speaker",verdict="answered"\} [1-9]', re.M
+)
+"""A speaker's metrics once it has answered a heartbeat: its node is eligible from then on."""
+
+MANAGERS: Final = 2
+"""Manager replicas: two, as a Deployment with leader election would run, so that killing
+the leader is something the lab can show."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Record:
@@ -92,14 +112,14 @@ class Record:
     directory: Path
     processes: tuple[procs.Process, ...]
     metrics: Mapping[str, str]
-    """Role (``manager``, ``speaker/NODE``) -> ``HOST:PORT`` of its Prometheus metrics."""
+    """Role (``manager/N``, ``speaker/NODE``) -> ``HOST:PORT`` of its Prometheus metrics."""
 
     @property
     def kubeconfig(self) -> Path:
         return kubeconfig_of(self.directory)
 
     def process(self, role: str) -> procs.Process:
-        """The process of ``role`` (``manager``, ``speaker/NODE``...); KeyError if none."""
+        """The process of ``role`` (``manager/1``, ``speaker/NODE``...); KeyError if none."""
         return {process.role: process for process in self.processes}[role]
 
     def to_json(self) -> dict[str, Any]:
@@ -217,7 +237,11 @@ def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[
         "eips": pools,
         "nodes": nodes,
         "backend_port": cluster.BACKEND_PORT,
-        "manager_metrics": record.metrics.get("manager"),
+        "manager_metrics": [
+            address
+            for role, address in sorted(record.metrics.items())
+            if role.startswith("manager/")
+        ],
         "processes": [
             {"role": p.role, "pid": p.pid, "alive": alive(p), "log": str(p.log)}
             for p in record.processes
@@ -282,7 +306,7 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     proxy = _start(lab, "kube-proxy", proxy_argv, logs)
     # Started before the CRDs exist, so that their imports overlap the install: a list of
     # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
-    roles = _start_porterlb(lab, kubeconfig, logs)
+    roles = _start_porterlb(lab, directory)
     asyncio.run(_populate(lab, kubeconfig))
     _wait(lab, proxy, ready_file.exists, timeout=READY_TIMEOUT)
     _await_porterlb(lab, roles)
@@ -292,9 +316,7 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
         processes=(plane, *backends, proxy, *roles),
         metrics={process.role: address for process, address in roles.items()},
     )
-    scratch = directory / f".{RECORD}.tmp"
-    scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
-    scratch.replace(directory / RECORD)
+    _save(record)
     return record
 
 
@@ -311,20 +333,50 @@ def _start(
     return procs.start(lab.name, role, argv, log_path, namespace=namespace)
 
 
-def _start_porterlb(lab: plan.Lab, kubeconfig: Path, logs: Path) -> dict[procs.Process, str]:
-    """The manager and one speaker per worker, each serving metrics on a loopback port of its
+def _start_porterlb(lab: plan.Lab, directory: Path) -> dict[procs.Process, str]:
+    """The managers and one speaker per worker, each serving metrics on a loopback port of its
     own (several labs share the host namespace); process -> metrics address."""
-    commands = {"manager": ["manager"]}
-    commands |= {
-        f"speaker/{node.name}": ["speaker", "--node-name", node.name, "--netns", node.netns]
-        for node in lab.nodes
-    }
+    roles = [f"manager/{n}" for n in range(1, MANAGERS + 1)]
+    roles += [f"speaker/{node.name}" for node in lab.nodes]
     started = {}
-    for role, command in commands.items():
+    for role in roles:
         address = f"127.0.0.1:{controlplane.free_port()}"
-        argv = [*PORTERLB, *command, "--kubeconfig", str(kubeconfig), "--metrics-addr", address]
-        started[_start(lab, role, argv, logs)] = address
+        started[_start_role(lab, directory, role, address)] = address
     return started
+
+
+def _start_role(lab: plan.Lab, directory: Path, role: str, metrics: str) -> procs.Process:
+    kind, _, which = role.partition("/")
+    if kind == "manager":
+        command = ["manager", "--identity", f"manager-{which}"]
+        command += ["--heartbeat-netns", lab.router_netns]
+    else:
+        command = ["speaker", "--node-name", which, "--netns", lab.node(which).netns]
+    command += ["--kubeconfig", str(kubeconfig_of(directory)), "--metrics-addr", metrics]
+    argv = [*NICE, *PORTERLB, *command]
+    return _start(lab, role, argv, directory / "logs")
+
+
+def restart(record: Record, role: str) -> Record:
+    """Start ``role`` (``manager/N`` or ``speaker/NODE``) again, after it was killed, serving
+    metrics where it did; return the updated record (also written to ``lab.json``).
+
+    Raises KeyError for a role the lab does not have, LabError if it cannot start.
+    """
+    old = record.process(role)
+    if procs.alive(old):
+        raise netns.LabError(f"lab {record.plan.name!r}: {role} (pid {old.pid}) still runs")
+    fresh = _start_role(record.plan, record.directory, role, record.metrics[role])
+    processes = tuple(fresh if p.role == role else p for p in record.processes)
+    updated = dataclasses.replace(record, processes=processes)
+    _save(updated)
+    return updated
+
+
+def _save(record: Record) -> None:
+    scratch = record.directory / f".{RECORD}.tmp"
+    scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
+    scratch.replace(record.directory / RECORD)
 
 
 def _backend_argv(node: plan.Node) -> list[str]:
@@ -333,13 +385,14 @@ def _backend_argv(node: plan.Node) -> list[str]:
 
 
 def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
-    """Wait until each of porterlb's processes serves its metrics (it got past its start) or
-    has exited; warn about those that exited or never served."""
+    """Wait until each of porterlb's processes is ready (a manager serves its metrics; a
+    speaker has answered a manager's heartbeat, so no IP is placed on a node whose speaker is
+    still starting) or has exited; warn about those that exited or never got ready."""
     pending = dict(roles)
 
     def settled() -> bool:
         for process, address in list(pending.items()):
-            if not procs.alive(process) or _serving(address):
+            if not procs.alive(process) or _ready(process.role, address):
                 del pending[process]
         return not pending
 
@@ -347,11 +400,21 @@ def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
         netns.wait_until(settled, timeout=READY_TIMEOUT, what="porterlb's processes")
     for process in roles:
         if not procs.alive(process) or process in pending:
-            state = "is not serving metrics" if process in pending else "has exited"
+            state = "is not ready" if process in pending else "has exited"
             log.warning(
                 "lab %s: %s (pid %d) %s; see %s%s",
                 lab.name, process.role, process.pid, state, process.log, _tail(process.log),
             )  # fmt: skip
+
+
+def _ready(role: str, address: str) -> bool:
+    if not role.startswith("speaker/"):
+        return _serving(address)
+    try:
+        text = httpx2.get(f"http://{address}/metrics", timeout=CONNECT_TIMEOUT).text
+    except httpx2.HTTPError:
+        return False
+    return ANSWERED_PING.search(text) is not None
 
 
 def _serving(address: str) -> bool:

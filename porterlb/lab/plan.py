@@ -132,6 +132,17 @@ class Lab:
     def router_netns(self) -> str:
         return self.router_lan.netns
 
+    def bridge_port(self, node: Node) -> str:
+        """The LAN bridge's port for ``node``'s cable: ``w<K>`` for worker K."""
+        return f"w{self.nodes.index(node) + 1}"
+
+    def node(self, name: str) -> Node:
+        """The worker called ``name``; KeyError if the lab has none."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"lab {self.name!r} has no worker {name!r}")
+
     @property
     def namespaces(self) -> tuple[str, ...]:
         """Every namespace of the lab, in creation order."""
@@ -147,7 +158,7 @@ class Lab:
         """The router's LAN leg and each worker's ``eth0`` end on a bridge port; the client's
         ``eth0`` pairs with the router's ``cli0``."""
         bridged = [(self.router_lan, ROUTER_PORT)]
-        bridged += [(node, f"w{number}") for number, node in enumerate(self.nodes, start=1)]
+        bridged += [(node, self.bridge_port(node)) for node in self.nodes]
         pairs = [_veth(end, self.lan_netns, port, None) for end, port in bridged]
         pairs.append(_veth(self.router_client, self.client.netns, HOST_IF, self.client.mac))
         return tuple(pairs)

@@ -1,61 +1,109 @@
 """The manager's placement loop: which node announces each Service IP, recorded in the API.
 
-For every Service that holds an IP (ours, claimed, ``status.loadBalancer.ingress`` set) the
-leader picks one eligible node with :mod:`porterlb.placement` and writes it in the Service
-annotation ``porterlb.io/announced-by``; the speakers watch that annotation. A Service whose
-IP no node may announce gets no annotation and a ``NoEligibleNode`` Warning naming each node
-and why. On start the recorded annotations are adopted, oldest Service first, before anything
-is decided, so a restart or a new leader moves no IP.
+For every Service that holds an IP (ours, claimed, ``status.loadBalancer.ingress`` set) and
+has a ready endpoint, the leader picks one node eligible for that IP with
+:mod:`porterlb.placement` and writes it in the Service annotation ``porterlb.io/announced-by``;
+the speakers watch that annotation. Eligibility is per IP: the Node's own facts, the node
+selector of the IP's pool, and the ready endpoints of every Service using the IP that asks for
+``externalTrafficPolicy: Local``. A Service with no ready endpoint at all is not announced
+(``NoReadyEndpoint``); an IP no node may announce gets no annotation and a ``NoEligibleNode``
+Warning naming each node and why; an IP that leaves a node no longer eligible gets a
+``Failover`` Event naming both nodes and why (for a speaker that went silent: how long after
+its last heartbeat answer it was found so). On start the recorded annotations are adopted, oldest
+Service first, before anything is decided, so a restart or a new leader moves no IP.
+
+Nodes, Eips and EndpointSlices are kept parsed as they change, leader or not. A Node or Eip
+change that alters what placement reads, and a speaker going silent or answering again
+(:meth:`Announcing.follow`), goes through :meth:`Announcing._recheck`, which
+requeues only the Services whose IP must move or could now be placed; an EndpointSlice change
+requeues its own Service, and an IP that moves requeues its other users.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol
 
 import lightkube
 
+from porterlb.api import eip as eip_api
+from porterlb.api import endpoints as endpoints_api
 from porterlb.api import node as node_api
 from porterlb.api import reasons, wellknown
 from porterlb.api import service as svc
-from porterlb.api.keys import NodeName, ServiceKey
+from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.kube import events, queueing, reflector, resources, writers
-from porterlb.placement import eligibility, ledger
+from porterlb.placement import eligibility, endpoints, ledger
 
 log = logging.getLogger(__name__)
 
 
+class Pinger(Protocol):
+    """What placement reads of liveness (:class:`porterlb.manager.liveness.Liveness`)."""
+
+    silent: eligibility.Silent
+    lacking: eligibility.Lacking
+    on_change: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Asks:
+    """What a Service in the ledger asks of its IP's node, read when it was last handled."""
+
+    pool: PoolName
+    local: bool
+
+
 class Announcing:
-    """The placement controller; it reads the Services cache IPAM keeps. Run with :meth:`run`."""
+    """The placement controller; it reads the Services and Eips caches IPAM keeps."""
 
     def __init__(
         self,
         client: lightkube.AsyncClient,
         *,
         services: reflector.Reflector,
+        eips: reflector.Reflector,
         poster: events.Poster,
         workers: int = 16,
     ) -> None:
         self.client = client
         self.services = services
+        self.eips = eips
         self.poster = poster
         self.ledger = ledger.Ledger()
-        self.eligible: frozenset[NodeName] = frozenset()
         self.loaded = False
+        self.node_facts: dict[NodeName, node_api.Node] = {}
+        self.pool_rules: dict[PoolName, eligibility.PoolRule] = {}
+        self.endpoints = endpoints.Index()
+        self.silent: eligibility.Silent = eligibility.NONE_SILENT
+        self.lacking: eligibility.Lacking = eligibility.NONE_LACKING
+        self.pinger: Pinger | None = None
+        self._asks: dict[ServiceKey, _Asks] = {}
         self._said: dict[ServiceKey, str] = {}
+        self._said_pool: dict[PoolName, str] = {}
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
         self.nodes = reflector.Reflector(
             client, resources.Node, on_change=self._node_changed, name="nodes"
         )
+        self.slices = reflector.Reflector(
+            client, resources.EndpointSlice, on_change=self._slice_changed, name="endpointslices"
+        )
         services.subscribe(self._service_changed)
+        eips.subscribe(self._eip_changed)
 
     async def watch(self) -> None:
-        """Keep the Node cache current, leader or not."""
-        await self.nodes.run()
+        """Keep the Node and EndpointSlice caches current, leader or not."""
+        async with asyncio.TaskGroup() as group:
+            for source in (self.nodes, self.slices):
+                group.create_task(source.run(), name=f"manager/watch/{source.name}")
 
     async def lead(self) -> None:
         """Adopt the recorded placements, then converge until cancelled."""
-        await self.services.synced.wait()
-        await self.nodes.synced.wait()
+        for source in (self.services, self.eips, self.nodes, self.slices):
+            await source.synced.wait()
         self._load()
         try:
             await self.queue.run()
@@ -64,8 +112,9 @@ class Announcing:
 
     def _load(self) -> None:
         self.ledger = ledger.Ledger()  # another leader may have placed IPs since
+        self._asks = {}
         self._said = {}
-        self.eligible = self._eligible()
+        self._said_pool = {}
         parsed = sorted(map(svc.parse, self.services.cache.values()), key=lambda s: s.created)
         for service in parsed:
             ip = _announced_ip(service)
@@ -73,51 +122,188 @@ class Announcing:
                 node = service.annotation(wellknown.ANNOUNCED_BY)
                 self.ledger.adopt(service.key, ip, NodeName(node) if node else None)
         self.loaded = True
+        for name in self.eips.cache:
+            self._report_pool(PoolName(name))
         for key in self.services.cache:
             self.queue.add(key)
 
-    def _eligible(self) -> frozenset[NodeName]:
-        return eligibility.eligible(map(node_api.parse, self.nodes.cache.values()))
+    # -- what placement reads, kept current -------------------------------------------------
+
+    def follow(self, pinger: Pinger) -> None:
+        """Count a node eligible only while its speaker answers `pinger`'s heartbeats."""
+        self.pinger = pinger
+        pinger.on_change = self._liveness_changed
+
+    def _liveness_changed(self) -> None:
+        assert self.pinger is not None
+        before, self.silent = self.silent, dict(self.pinger.silent)
+        changed = before.keys() ^ self.silent.keys()
+        was, self.lacking = self.lacking, dict(self.pinger.lacking)
+        changed |= {
+            n for n in was.keys() | self.lacking.keys() if was.get(n) != self.lacking.get(n)
+        }
+        self._recheck(nodes=changed)
 
     def _service_changed(self, key: str) -> None:
         if self.loaded:
             self.queue.add(key)
 
     def _node_changed(self, name: str) -> None:
+        obj = self.nodes.cache.get(name)
+        fact = node_api.parse(obj) if obj is not None else None
+        node = NodeName(name)
+        if fact == self.node_facts.get(node):
+            return  # a heartbeat or a status field placement does not read
+        if fact is None:
+            del self.node_facts[node]
+        else:
+            self.node_facts[node] = fact
+        self._recheck(nodes={node})
+
+    def _eip_changed(self, name: str) -> None:
+        obj = self.eips.cache.get(name)
+        pool = PoolName(name)
+        rule = _rule(eip_api.parse(obj)) if obj is not None else None
+        if rule == self.pool_rules.get(pool):
+            return  # a status write, or a change of the addresses (IPAM's business)
+        if rule is None:
+            del self.pool_rules[pool]
+        else:
+            self.pool_rules[pool] = rule
+        self._report_pool(pool)
+        self._recheck(pools={pool})
+
+    def _slice_changed(self, key: str) -> None:
+        obj = self.slices.cache.get(key)
+        changed = self.endpoints.update(key, endpoints_api.parse(obj) if obj is not None else None)
+        if self.loaded:
+            for service in changed:
+                if service in self.services.cache:  # most slices serve no LoadBalancer
+                    self.queue.add(service)
+
+    def _recheck(
+        self, *, nodes: Collection[NodeName] = (), pools: Collection[PoolName] = ()
+    ) -> None:
+        """Requeue the Services whose IP must move or may now be placed after a change.
+
+        The one door for changes of eligibility (a Node, a pool's selector; a speaker's
+        liveness): an IP on one of `nodes` or of one of `pools` is requeued only if its node
+        is no longer eligible for it, an IP announced by no node only if some node now is.
+        An IP never moves while its node stays eligible.
+        """
         if not self.loaded:
             return
-        eligible = self._eligible()
-        if eligible == self.eligible:
-            return
-        self.eligible = eligible
-        for key in self.ledger.users_of_nodes_outside(eligible):
-            self.queue.add(key)
+        candidates = {*self.ledger.ips_on(nodes), *self.ledger.unplaced()}
+        if pools:
+            candidates.update(
+                ip
+                for ip in self.ledger.ips()
+                if any(
+                    key in self._asks and self._asks[key].pool in pools
+                    for key in self.ledger.users_of(ip)
+                )
+            )
+        for ip in candidates:
+            node = self.ledger.node_of(ip)
+            eligible = self._eligible_for(ip)
+            if (node is None and eligible) or (node is not None and node not in eligible):
+                for key in self.ledger.users_of(ip):
+                    self.queue.add(key)
+
+    # -- deciding one Service -----------------------------------------------------------------
 
     async def _handle(self, key: str) -> queueing.Outcome:
+        service_key = ServiceKey(key)
         obj = self.services.cache.get(key)
         service = svc.parse(obj) if obj is not None else None
         ip = _announced_ip(service) if service is not None else None
-        self.ledger.use(ServiceKey(key), ip)
+        served = ip is not None and self.endpoints.of(service_key).ready
+        self.ledger.use(service_key, ip if served else None)
+        self._asks.pop(service_key, None)
         if service is None:
-            self._said.pop(ServiceKey(key), None)
+            self._said.pop(service_key, None)
             return queueing.Done()
-        node = self.ledger.place(ip, self.eligible) if ip is not None else None
-        recorded = service.annotation(wellknown.ANNOUNCED_BY)
+        node = None
+        if ip is not None and served:
+            pool = PoolName(service.label(wellknown.POOL_LABEL) or "")
+            self._asks[service_key] = _Asks(pool=pool, local=service.local_traffic)
+            node = self._place(service_key, ip)
         if ip is not None and node is None:
-            self._say(service, ip, None)
-        if recorded == node:
+            self._say(service, ip, None, served=served)
+        if service.annotation(wellknown.ANNOUNCED_BY) == node:
             return queueing.Done()
         outcome = await queueing.attempt(
             writers.set_announcing_node(self.client, service.namespace, service.name, node)
         )
         if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
-            self._say(service, ip, node)
+            self._say(service, ip, node, moved_from=service.annotation(wellknown.ANNOUNCED_BY))
         return outcome
 
-    def _say(self, service: svc.Service, ip: str, node: NodeName | None) -> None:
+    def _place(self, key: ServiceKey, ip: str) -> NodeName | None:
+        """Choose (or keep) the node of `ip`; when it moves, its other users follow."""
+        before = self.ledger.node_of(ip)
+        node = self.ledger.place(ip, self._eligible_for(ip))
+        if node != before:
+            for other in self.ledger.users_of(ip) - {key}:
+                self.queue.add(other)
+        return node
+
+    def _facts(self, ip: str) -> tuple[list[eligibility.PoolRule], list[eligibility.Need]]:
+        """What the Services using `ip` ask of its node: their pools' rules and their needs."""
+        rules: dict[PoolName, eligibility.PoolRule] = {}
+        needs = []
+        for user in self.ledger.users_of(ip):
+            asks = self._asks.get(user)
+            if asks is None:
+                continue  # adopted, not handled yet: it is queued and will say
+            if asks.pool in self.pool_rules:
+                rules[asks.pool] = self.pool_rules[asks.pool]
+            ready_nodes = self.endpoints.of(user).ready_nodes
+            needs.append(eligibility.Need(service=user, local=asks.local, ready_nodes=ready_nodes))
+        return list(rules.values()), needs
+
+    def _eligible_for(self, ip: str) -> frozenset[NodeName]:
+        rules, needs = self._facts(ip)
+        nodes = self.node_facts.values()
+        return eligibility.eligible(
+            nodes, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+        )
+
+    def _why_not(self, name: str, ip: str) -> str | None:
+        """Why node `name` may not announce `ip` (None: it may)."""
+        node = self.node_facts.get(NodeName(name))
         if node is None:
-            why = eligibility.explain(map(node_api.parse, self.nodes.cache.values()))
+            return "its Node is gone"
+        rules, needs = self._facts(ip)
+        return eligibility.why_not(
+            node=node, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+        )
+
+    # -- telling users ----------------------------------------------------------------------
+
+    def _say(
+        self,
+        service: svc.Service,
+        ip: str,
+        node: NodeName | None,
+        *,
+        served: bool = True,
+        moved_from: str | None = None,
+    ) -> None:
+        gone = self._why_not(moved_from, ip) if moved_from else None
+        if not served:
+            reason = reasons.NO_READY_ENDPOINT
+            message = f"{ip} is not announced: the Service has no ready endpoint"
+        elif node is None:
+            rules, needs = self._facts(ip)
+            nodes = self.node_facts.values()
+            why = eligibility.explain(
+                nodes, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+            )
             reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} is not announced: {why}"
+        elif gone is not None:
+            reason = reasons.FAILOVER
+            message = f"{ip} moved from node {moved_from} to node {node}: {moved_from}: {gone}"
         else:
             reason, message = reasons.NODE_ASSIGNED, f"{ip} is announced from node {node}"
         message = f"Service {service.key}: {message}"
@@ -127,11 +313,41 @@ class Announcing:
         self.poster.emit(
             events.Notice(
                 subject=events.Subject.service(service),
-                type="Warning" if node is None else "Normal",
+                type="Normal" if node is not None else "Warning",
                 reason=reason,
                 message=message,
             )
         )
+
+    def _report_pool(self, pool: PoolName) -> None:
+        """A Warning on the Eip when its node selector stops parsing or says something new."""
+        obj = self.eips.cache.get(pool)
+        parsed = eip_api.parse(obj) if obj is not None else None
+        layer2 = parsed is not None and parsed.protocol == "layer2"  # IPAM reports the others
+        error = parsed.node_selector_error if parsed is not None and layer2 else None
+        if not self.loaded or self._said_pool.get(pool) == error:
+            return
+        if error is None or obj is None:
+            self._said_pool.pop(pool, None)
+            return
+        self._said_pool[pool] = error
+        uid = str((obj.get("metadata") or {}).get("uid", ""))
+        self.poster.emit(
+            events.Notice(
+                subject=events.Subject.eip(pool, uid),
+                type="Warning",
+                reason=reasons.INVALID_NODE_SELECTOR,
+                message=error,
+            )
+        )
+
+
+def _rule(parsed: eip_api.Eip) -> eligibility.PoolRule:
+    return eligibility.PoolRule(
+        pool=parsed.name,
+        selector=parsed.node_selector,
+        invalid=parsed.node_selector_error is not None,
+    )
 
 
 def _announced_ip(service: svc.Service) -> str | None:

@@ -2,6 +2,8 @@
 
 Every replica watches all the time; only the one holding the Lease decides and writes
 (:mod:`porterlb.kube.election`). Without an elector the manager leads unconditionally.
+Every replica also pings the speakers (:mod:`porterlb.manager.liveness`), so a new leader
+starts knowing which of them answer; without heartbeat settings every speaker counts as alive.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import asyncio
 
 import lightkube
 
-from porterlb.kube import election
-from porterlb.manager import announcing, ipam
+from porterlb.kube import election, secrets
+from porterlb.manager import announcing, ipam, liveness
 
 
 class Manager:
@@ -23,17 +25,26 @@ class Manager:
         *,
         workers: int = 16,
         elector: election.Elector | None = None,
+        heartbeat: liveness.Settings | None = None,
     ) -> None:
+        self.client = client
         self.elector = elector
+        self.heartbeat = heartbeat
         self.ipam = ipam.Ipam(client, workers=workers)
         self.announcing = announcing.Announcing(
-            client, services=self.ipam.services, poster=self.ipam.poster, workers=workers
+            client,
+            services=self.ipam.services,
+            eips=self.ipam.eips,
+            poster=self.ipam.poster,
+            workers=workers,
         )
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.ipam.watch(), name="manager/ipam/watch")
             group.create_task(self.announcing.watch(), name="manager/announcing/watch")
+            if self.heartbeat is not None:
+                group.create_task(self._ping(self.heartbeat), name="manager/liveness")
             if self.elector is None:
                 group.create_task(self._lead(), name="manager/lead")
             else:
@@ -43,3 +54,20 @@ class Manager:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.ipam.lead(), name="manager/ipam/lead")
             group.create_task(self.announcing.lead(), name="manager/announcing/lead")
+
+    async def _ping(self, settings: liveness.Settings) -> None:
+        key = await secrets.heartbeat_key(
+            self.client,
+            namespace=settings.secret_namespace,
+            name=settings.secret_name,
+            create=True,
+        )
+        pinger = liveness.Liveness(
+            nodes=self.announcing.nodes,
+            key=key,
+            timing=settings.timing,
+            port=settings.port,
+            netns=settings.netns,
+        )
+        self.announcing.follow(pinger)
+        await pinger.run()

@@ -2,7 +2,9 @@
 
 ``firstIP``, ``lastIP`` and ``poolSize`` describe the pool as written (a /24 has 256
 addresses, as in OpenELB), while ``occupied`` compares usage with what porterlb actually
-hands out (a /24 without its network and broadcast addresses: 254).
+hands out (a /24 without its network and broadcast addresses: 254). A pool whose node
+selector does not parse keeps its usage (its IPs stay allocated) but is not Ready: no node
+announces its IPs until the selector is fixed.
 """
 
 from __future__ import annotations
@@ -60,12 +62,23 @@ def desired(
             "lastIP": str(eip.addresses.last),
             "v4": eip.addresses.family == 4,
             "occupied": usage.used >= usage.size,
-            "ready": True,
+            "ready": eip.node_selector_error is None,
         }
+        reason, message = (
+            (
+                reasons.POOL_READY,
+                f'Eip "{eip.name}" ({eip.address_text}) serves {usage.size} addresses',
+            )
+            if eip.node_selector_error is None
+            else (
+                reasons.INVALID_NODE_SELECTOR,
+                eip.node_selector_error,
+            )
+        )
         ready = condition(
-            ready=True,
-            reason=reasons.POOL_READY,
-            message=f'Eip "{eip.name}" ({eip.address_text}) serves {usage.size} addresses',
+            ready=eip.node_selector_error is None,
+            reason=reason,
+            message=message,
             old=old_ready,
             generation=eip.generation,
         )

@@ -54,14 +54,21 @@ class Ledger:
     def node_of(self, ip: str) -> NodeName | None:
         return self._node_of.get(ip)
 
-    def users_of_nodes_outside(self, eligible: Collection[NodeName]) -> set[ServiceKey]:
-        """Services whose IP is on no eligible node (unplaced, or on a node that left)."""
-        return {
-            key
-            for ip, users in self._users.items()
-            if self._node_of.get(ip) not in eligible
-            for key in users
-        }
+    def users_of(self, ip: str) -> frozenset[ServiceKey]:
+        """The Services using `ip` (none for an IP nobody uses)."""
+        return frozenset(self._users.get(ip, ()))
+
+    def ips(self) -> list[str]:
+        """Every IP in use, placed or not."""
+        return list(self._users)
+
+    def ips_on(self, nodes: Collection[NodeName]) -> list[str]:
+        """The IPs placed on any of `nodes`."""
+        return [ip for ip, node in self._node_of.items() if node in nodes]
+
+    def unplaced(self) -> list[str]:
+        """The IPs in use that no node announces."""
+        return [ip for ip in self._users if ip not in self._node_of]
 
     def load(self) -> dict[NodeName, int]:
         """IPs announced per node (nodes announcing none are absent)."""

@@ -7,6 +7,10 @@ resolved per pool over netlink in the node's network namespace, cached, and reso
 when the Eip changes and every :data:`RESOLVE_INTERVAL`. A pool whose interface this node
 lacks gets a Warning Event ``InterfaceMissing`` naming node and interface, and nothing of it
 is announced; an address conflict gets ``IPConflict`` on the Services using the IP.
+
+With heartbeats on, the speaker answers the managers' pings (:mod:`.heartbeats`) and fences
+itself: after the fence time with neither an established API watch nor a valid ping it
+announces nothing until one of them is back (:class:`porterlb.liveness.guard.Fence`).
 """
 
 from __future__ import annotations
@@ -24,14 +28,19 @@ from porterlb.api import address, reasons, wellknown
 from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName
-from porterlb.kube import events, reflector, resources
+from porterlb.kube import events, reflector, resources, secrets
 from porterlb.l2 import afpacket, announcer, conn, ethernet, interfaces
-from porterlb.speaker import assignments
+from porterlb.liveness import guard
+from porterlb.liveness import metrics as liveness_metrics
+from porterlb.speaker import assignments, heartbeats
 
 log = logging.getLogger(__name__)
 
 RESOLVE_INTERVAL: Final = 10.0
 """Seconds between two interface resolutions of a pool: links come and go under a node."""
+
+FENCE_CHECK: Final = 0.05
+"""Seconds between two looks at the fence: a small fraction of the fence time."""
 
 
 class Speaker:
@@ -44,9 +53,15 @@ class Speaker:
         node: NodeName,
         netns: str | None = None,
         config: announcer.Config | None = None,
+        heartbeat: heartbeats.Settings | None = None,
     ) -> None:
+        self.client = client
         self.node = node
         self.netns = netns
+        self.heartbeat = heartbeat
+        self.fence: guard.Fence | None = None
+        self.fenced = False
+        self.endpoint: heartbeats.Heartbeats | None = None
         self.poster = events.Poster(client, component="porterlb-speaker")
         self.services = reflector.Reflector(
             client, resources.Service, on_change=self._service_changed, name="services"
@@ -78,6 +93,51 @@ class Speaker:
             group.create_task(self.eips.run(), name="speaker/watch/eips")
             group.create_task(self.announcer.run(), name="speaker/l2")
             group.create_task(self._sync_loop(), name="speaker/sync")
+            if self.heartbeat is not None:
+                group.create_task(self._heartbeats(self.heartbeat), name="speaker/heartbeats")
+
+    async def _heartbeats(self, settings: heartbeats.Settings) -> None:
+        """Answer the managers' pings, and keep the fence shut while nothing is heard."""
+        key = await secrets.heartbeat_key(
+            self.client,
+            namespace=settings.secret_namespace,
+            name=settings.secret_name,
+            create=False,
+        )
+        loop = asyncio.get_running_loop()
+        self.fence = guard.Fence(after=settings.fence_after, now=loop.time())
+        self.endpoint = endpoint = heartbeats.Heartbeats(
+            node=self.node,
+            key=key,
+            fence=self.fence,
+            port=settings.port,
+            address=settings.address,
+            netns=self.netns,
+        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(endpoint.run(), name="speaker/heartbeats/udp")
+            group.create_task(self._fence_loop(self.fence), name="speaker/heartbeats/fence")
+
+    async def _fence_loop(self, fence: guard.Fence) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if self.services.watching.is_set():
+                fence.sign_of_life(now)
+            if fence.closed(now) != self.fenced:
+                self.fenced = not self.fenced
+                liveness_metrics.FENCED.set(int(self.fenced))
+                if self.fenced:
+                    log.warning(
+                        "node %s: no API watch and no heartbeat for %.1f s: fenced, answering"
+                        " for no IP until one is back",
+                        self.node,
+                        fence.after,
+                    )
+                else:
+                    log.info("node %s: heard again, no longer fenced", self.node)
+                self._dirty.set()
+            await asyncio.sleep(FENCE_CHECK)
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -117,7 +177,8 @@ class Speaker:
 
     async def _sync(self) -> None:
         wanted: dict[address.IPAddress, announcer.Announcement] = {}
-        for pairs in self.assigned.values():
+        # A snapshot: resolving an interface awaits, and watch events change `assigned` then.
+        for pairs in () if self.fenced else list(self.assigned.values()):
             for ip, pool in pairs:
                 ifname = await self._interface(pool)
                 if ifname is not None:
@@ -127,6 +188,18 @@ class Speaker:
         self.announcer.update(wanted)
         self._announced = set(wanted)
         self._moved_in.clear()
+        await self._resolve_every_pool()
+
+    async def _resolve_every_pool(self) -> None:
+        """Resolve the interface of every layer-2 pool, assigned here or not, so that the
+        heartbeat answers name the pools this node lacks and the leader places none of their
+        IPs here (each missing one is also reported once, as ``InterfaceMissing``)."""
+        for name, obj in list(self.eips.cache.items()):
+            if eip_api.parse(obj).protocol == "layer2":
+                await self._interface(PoolName(name))
+        lacking = sorted(pool for pool, link in self.links.items() if link is None)
+        if self.endpoint is not None:
+            self.endpoint.lacking = tuple(lacking)
 
     async def _interface(self, pool: PoolName) -> str | None:
         if pool in self.links:

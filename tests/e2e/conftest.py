@@ -28,7 +28,6 @@ import json
 import os
 import socket
 import struct
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final, Literal
@@ -41,12 +40,11 @@ from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
 from prometheus_client import parser
 
-from porterlb import errors
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import resources
-from porterlb.l2 import arp, ethernet, ndp
-from porterlb.lab import cluster, lab, netns, network, plan
+from porterlb.l2 import ethernet
+from porterlb.lab import arping, cluster, lab, netns, network, plan
 from tests.waiting import eventually
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -65,11 +63,6 @@ loaded cores. It bounds a receive, it synchronises nothing."""
 
 HTTP_TIMEOUT: Final = 5
 """curl's --max-time, in seconds; ``eventually`` retries a request that failed."""
-
-ETH_P_ARP: Final = 0x0806
-ETH_P_IPV6: Final = 0x86DD
-PACKET_OUTGOING: Final = 4
-"""include/uapi/linux/if_packet.h: the pkttype of a frame this host sent."""
 
 NETLINK_ROUTE: Final = 0
 RTMGRP_NEIGH: Final = 0x4
@@ -177,7 +170,7 @@ class SpeakerLab:
         return first + offset
 
     def node(self, name: str) -> plan.Node:
-        return next(node for node in self.plan.nodes if node.name == name)
+        return self.plan.node(name)
 
     def mac_owner(self, mac: str) -> str:
         """The node whose MAC ``mac`` is, or ``mac`` itself if it is no node's."""
@@ -363,38 +356,8 @@ class SpeakerLab:
         """Send one broadcast ARP request (IPv4) or one multicast neighbour solicitation (IPv6)
         for ``target`` from the router's LAN leg; return the MACs that answered the router
         within ``window`` seconds."""
-        router = self.plan.router_lan
-        request: bytes
-        if isinstance(target, ipaddress.IPv4Address):
-            protocol = ETH_P_ARP
-            ask = arp.Packet(arp.REQUEST, router.mac, router.ipv4.ip, ethernet.ZERO, target)
-            request = arp.frame(ethernet.BROADCAST, ask)
-        else:
-            assert router.ipv6 is not None
-            protocol = ETH_P_IPV6
-            group = ndp.solicited_node(target)
-            packet = ndp.Packet(router.ipv6.ip, group, ndp.NeighborSolicitation(target, router.mac))
-            request = ndp.frame(ethernet.ipv6_multicast(group), router.mac, packet)
-
-        def exchange() -> set[str]:
-            found: set[str] = set()
-            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol)) as sock:
-                sock.bind((plan.ROUTER_LAN_IF, protocol))  # bound before the request goes out
-                sock.send(request)
-                deadline = time.monotonic() + window
-                while (left := deadline - time.monotonic()) > 0:
-                    sock.settimeout(left)
-                    try:
-                        data, address = sock.recvfrom(65536)
-                    except TimeoutError:
-                        break
-                    if address[2] != PACKET_OUTGOING:
-                        mac = _answer(data, target, router.mac)
-                        if mac is not None:
-                            found.add(mac)
-            return found
-
-        return await asyncio.to_thread(netns.call_in, self.plan.router_netns, exchange)
+        found = await asyncio.to_thread(arping.who_answers, self.plan, [target], window=window)
+        return found[target]
 
     # -- the client ----------------------------------------------------------------------------
 
@@ -406,25 +369,6 @@ class SpeakerLab:
             return await asyncio.to_thread(netns.run, self.plan.client.netns, argv)
         except netns.LabError:
             return None
-
-
-def _answer(data: bytes, target: IPAddress, router: ethernet.MacAddress) -> str | None:
-    """The MAC a frame says ``target`` is at, if it is a reply addressed to the router."""
-    try:
-        frame = ethernet.decode(data)
-        if frame.dst != router:
-            return None  # a gratuitous reply goes to broadcast: not an answer to our request
-        if frame.ethertype == ETH_P_ARP:
-            packet = arp.decode(frame.payload)
-            if packet.operation == arp.REPLY and packet.sender_ip == target:
-                return str(packet.sender_mac)
-        elif ndp.icmp_type(frame.payload) == ndp.NEIGHBOR_ADVERTISEMENT:
-            message = ndp.decode(frame.payload).message
-            if isinstance(message, ndp.NeighborAdvertisement) and message.target == target:
-                return str(message.target_mac or frame.src)
-    except errors.MalformedFrame:
-        pass
-    return None
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ def test_info_describes_the_running_lab(running):
         p.role: True for p in infrastructure(running)
     }
     roles = {p["role"] for p in described["processes"]}
-    assert {"control-plane", "manager", "kube-proxy"} <= roles
+    assert {"control-plane", "manager/1", "manager/2", "kube-proxy"} <= roles
     assert {f"speaker/{n.name}" for n in running.plan.nodes} <= roles
 
 

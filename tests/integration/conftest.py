@@ -73,9 +73,12 @@ def net() -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_manager(client: lightkube.AsyncClient) -> AsyncIterator[controller.Manager]:
-    """Run a manager (IPAM and placement) for the duration of a with-block."""
-    manager = controller.Manager(client)
+async def running_manager(
+    client: lightkube.AsyncClient, **options: Any
+) -> AsyncIterator[controller.Manager]:
+    """Run a manager (IPAM and placement; `options` as Manager takes them) for the duration
+    of a with-block."""
+    manager = controller.Manager(client, **options)
     task = asyncio.create_task(manager.run(), name="test/manager")
     try:
         yield manager

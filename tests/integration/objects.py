@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, cast
 
 import lightkube
 from lightkube.models.core_v1 import ServicePort, ServiceSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
 
 from porterlb.api import wellknown
 from tests.waiting import eventually
@@ -43,6 +45,61 @@ def service(
             ipFamilyPolicy="SingleStack" if ip_family else None,
         ),
     )
+
+
+def endpoint_slice(
+    service: str,
+    namespace: str,
+    *,
+    ready: tuple[str | None, ...] = (None,),
+    not_ready: tuple[str | None, ...] = (),
+) -> dict[str, Any]:
+    """The EndpointSlice of `service`: one endpoint per node named (None: no ``nodeName``).
+
+    No controller-manager runs in these tests, so tests write what the EndpointSlice
+    controller would. By default one ready endpoint on no particular node: enough for an
+    ``externalTrafficPolicy: Cluster`` Service to be announced.
+    """
+    endpoints = [
+        {
+            "addresses": [f"10.250.0.{index}"],
+            "conditions": {"ready": is_ready},
+            **({"nodeName": node} if node else {}),
+        }
+        for index, (node, is_ready) in enumerate(
+            [(n, True) for n in ready] + [(n, False) for n in not_ready], start=1
+        )
+    ]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-test",
+            "namespace": namespace,
+            "labels": {wellknown.SERVICE_NAME_LABEL: service},
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+
+
+async def set_endpoints(
+    client: lightkube.AsyncClient,
+    service: str,
+    namespace: str,
+    *,
+    ready: tuple[str | None, ...] = (None,),
+    not_ready: tuple[str | None, ...] = (),
+) -> None:
+    """Create or replace the EndpointSlice of `service` (see :func:`endpoint_slice`)."""
+    wanted = endpoint_slice(service, namespace, ready=ready, not_ready=not_ready)
+    endpoint_slice_ = cast(EndpointSlice, EndpointSlice.from_dict(wanted))
+    await client.apply(endpoint_slice_, field_manager="tests", force=True)
+
+
+async def delete_endpoints(client: lightkube.AsyncClient, service: str, namespace: str) -> None:
+    await client.delete(EndpointSlice, f"{service}-test", namespace=namespace)
 
 
 async def ingress(client: lightkube.AsyncClient, name: str, namespace: str) -> tuple[str, ...]:
@@ -83,10 +140,13 @@ async def wait_ingress(client, name, namespace, expected):
 
 
 async def wait_event(client, namespace, name, reason, message):
+    """Wait for an Event with `reason` and `message` (a string, or a pattern to fullmatch)."""
     seen: list[str] = []
 
     async def probe():
         seen[:] = messages(await events(client, namespace, name, reason))
+        if isinstance(message, re.Pattern):
+            return any(message.fullmatch(m) for m in seen)
         return message in seen
 
     try:

@@ -31,10 +31,16 @@ async def wait_announced_by(client, name, namespace, accept):
     return await announced_by(client, name, namespace)
 
 
+async def served_service(client, name, namespace, **service):
+    """Create a Service with one ready endpoint: what placement needs to announce it."""
+    await client.create(objects.service(name, namespace, **service))
+    await objects.set_endpoints(client, name, namespace)
+
+
 async def pool_with_service(client, eips, namespace, net, name="web", **service):
     eips.append(f"{namespace}-pool")
     await client.create(eip_object(f"{namespace}-pool", f"{net}.0/24", namespaces=[namespace]))
-    await client.create(objects.service(name, namespace, **service))
+    await served_service(client, name, namespace, **service)
     await objects.wait_ingress(client, name, namespace, (f"{net}.1",))
 
 
@@ -89,7 +95,7 @@ async def test_the_ip_moves_when_its_node_becomes_ineligible_and_stays_when_it_r
 
     await set_node_ready(client, first, True)
     # Sticky: a node coming back takes nothing back. A second Service goes to the idle node.
-    await client.create(objects.service("api", namespace))
+    await served_service(client, "api", namespace)
     await wait_announced_by(client, "api", namespace, {first})
     assert await announced_by(client, "web", namespace) == other
 
@@ -117,9 +123,7 @@ async def test_services_sharing_an_ip_are_announced_from_one_node(
     names = {await nodes(f"{namespace}-{i}") for i in range(4)}
     sharing = {wellknown.SHARING_KEY: "shop"}
     await pool_with_service(client, eips, namespace, net, annotations=sharing)
-    await client.create(
-        objects.service("api", namespace, annotations=sharing, ports=(("TCP", 443),))
-    )
+    await served_service(client, "api", namespace, annotations=sharing, ports=(("TCP", 443),))
     await objects.wait_ingress(client, "api", namespace, (f"{net}.1",))
 
     web = await wait_announced_by(client, "web", namespace, names)
@@ -141,7 +145,7 @@ async def test_a_restarted_manager_moves_no_ip(client, namespace, net, eips, nod
     async with running_manager(client):
         await pool_with_service(client, eips, namespace, net)
         for i in range(6):
-            await client.create(objects.service(f"s{i}", namespace))
+            await served_service(client, f"s{i}", namespace)
         before = {}
         for name in ("web", *(f"s{i}" for i in range(6))):
             before[name] = await wait_announced_by(client, name, namespace, names)
@@ -150,7 +154,7 @@ async def test_a_restarted_manager_moves_no_ip(client, namespace, net, eips, nod
     # The new manager sees a node that would now be the least loaded; nothing moves to it.
     await nodes(f"{namespace}-new")
     async with running_manager(client) as manager:
-        await client.create(objects.service("late", namespace))
+        await served_service(client, "late", namespace)
         await wait_announced_by(client, "late", namespace, {f"{namespace}-new"})
         await manager.announcing.queue.idle()  # every adopted Service has been decided again
         for name, node in before.items():

@@ -117,3 +117,51 @@ def resources_v1alpha1() -> Any:
     from lightkube.generic_resource import create_global_resource
 
     return create_global_resource("network.kubesphere.io", "v1alpha1", "Eip", "eips")
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        pytest.param(
+            {"key": "rack", "operator": "In"},
+            "operator In needs at least one value",
+            id="in-without-values",
+        ),
+        pytest.param(
+            {"key": "rack", "operator": "NotIn", "values": []},
+            "operator NotIn needs at least one value",
+            id="notin-empty-values",
+        ),
+        pytest.param(
+            {"key": "gpu", "operator": "Exists", "values": ["1"]},
+            "operator Exists takes no values",
+            id="exists-with-values",
+        ),
+        pytest.param(
+            {"key": "rack", "operator": "Gt", "values": ["1"]},
+            'Unsupported value: "Gt"',
+            id="unknown-operator",
+        ),
+    ],
+)
+async def test_malformed_node_selector_expressions_are_rejected(
+    client: lightkube.AsyncClient, expression: dict[str, Any], message: str
+) -> None:
+    selector = {"matchExpressions": [expression]}
+    with pytest.raises(ApiError) as rejected:
+        await client.create(eip_object(_name(), "198.19.107.0/24", nodeSelector=selector))
+    assert rejected.value.status.code == 422
+    assert message in (rejected.value.status.message or "")
+
+
+async def test_a_node_selector_is_accepted_in_both_versions(client: lightkube.AsyncClient) -> None:
+    name = _name()
+    selector = {
+        "matchLabels": {"rack": "a"},
+        "matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}],
+    }
+    await client.create(eip_object(name, "198.19.108.0/24", nodeSelector=selector))
+    for resource in (resources.Eip, resources_v1alpha1()):
+        fetched = await client.get(resource, name)
+        assert fetched["spec"]["nodeSelector"] == selector
+    await client.delete(resources.Eip, name)

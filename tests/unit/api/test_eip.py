@@ -430,3 +430,58 @@ def test_selector_matches_any_superset(selector, extra):
     missing = dict(selector)
     missing.pop(next(iter(selector)))
     assert pool.selects_namespace("ns", missing) is False
+
+
+# -- spec.nodeSelector (porterlb extension) -------------------------------------------------
+
+
+def test_no_node_selector_means_every_node():
+    parsed = eip.parse(make())
+    assert parsed.node_selector is None
+    assert parsed.node_selector_error is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "labels", "want"),
+    [
+        pytest.param({}, {"rack": "b"}, True, id="empty"),
+        pytest.param({"matchLabels": {"rack": "a"}}, {"rack": "a"}, True, id="labels-hit"),
+        pytest.param({"matchLabels": {"rack": "a"}}, {"rack": "b"}, False, id="labels-miss"),
+        pytest.param(
+            {"matchExpressions": [{"key": "rack", "operator": "NotIn", "values": ["a"]}]},
+            {"rack": "b"},
+            True,
+            id="expression",
+        ),
+    ],
+)
+def test_node_selector_is_parsed(spec, labels, want):
+    parsed = eip.parse(make(nodeSelector=spec))
+    assert parsed.node_selector_error is None
+    assert parsed.node_selector is not None
+    assert parsed.node_selector.matches(labels) is want
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param(
+            {"matchLabels": {"bad key": "a"}},
+            "spec.nodeSelector.matchLabels: label key 'bad key' is not valid",
+            id="bad-key",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "rack", "operator": "In"}]},
+            "spec.nodeSelector.matchExpressions[0].values: operator In needs at least one value",
+            id="in-without-values",
+        ),
+        pytest.param("rack=a", "spec.nodeSelector: 'rack=a' is not a selector", id="a-string"),
+    ],
+)
+def test_malformed_node_selector_sets_its_error_and_keeps_the_pool(spec, message):
+    parsed = eip.parse(make("lan", nodeSelector=spec))
+    assert parsed.node_selector is None
+    assert parsed.node_selector_error is not None
+    assert parsed.node_selector_error.startswith(f'Eip "lan": {message}')
+    assert parsed.node_selector_error.endswith("; no node announces its IPs until that is fixed")
+    assert parsed.error is None and parsed.addresses is not None

@@ -1,6 +1,11 @@
 """The socket's classic BPF program, run by a tiny interpreter: the filter is data, so its
 logic is tested without root. The socket itself is tested in tests/e2e/test_l2_announcer.py."""
 
+import ipaddress
+import socket
+import struct
+import typing
+
 import pytest
 
 from porterlb.l2 import afpacket, ethernet, ndp
@@ -69,3 +74,68 @@ def test_filter_jumps_stay_inside_the_program():
         if code == JEQ_K:
             assert pc + 1 + max(jt, jf) < len(afpacket.FILTER)
     assert afpacket.FILTER[-1][0] == RET_K
+
+
+class RecordingSocket:
+    """Stands in for the AF_PACKET socket: records membership changes, as (add, MAC or None)."""
+
+    def __init__(self):
+        self.changes = []
+
+    def setsockopt(self, level, option, value):
+        assert level == afpacket.SOL_PACKET
+        _, kind, _, address = struct.unpack("iHH8s", value)
+        group = address[:6] if kind == afpacket.PACKET_MR_MULTICAST else None
+        assert kind in (afpacket.PACKET_MR_MULTICAST, afpacket.PACKET_MR_ALLMULTI)
+        self.changes.append((option == afpacket.PACKET_ADD_MEMBERSHIP, group))
+
+
+def recording_conn():
+    sock = RecordingSocket()
+    fake = typing.cast(socket.socket, sock)
+    return sock, afpacket.AfPacketConn(fake, ifname="eth0", ifindex=2, mac=samples.OUR_MAC)
+
+
+def group_of(ip):
+    return ethernet.ipv6_multicast(ndp.solicited_node(ip)).octets
+
+
+def test_groups_are_refcounted():
+    sock, packet_conn = recording_conn()
+    same_group = ipaddress.IPv6Address(int(samples.VIP6) + (1 << 24))  # same low 24 bits
+    packet_conn.join(samples.VIP6)
+    packet_conn.join(same_group)
+    packet_conn.leave(samples.VIP6)
+    assert sock.changes == [(True, group_of(samples.VIP6))]
+    packet_conn.leave(same_group)
+    packet_conn.leave(same_group)  # nothing joined any more: ignored
+    assert sock.changes[1:] == [(False, group_of(samples.VIP6))]
+
+
+def test_many_groups_become_all_multicast_and_back():
+    sock, packet_conn = recording_conn()
+    ips = [samples.VIP6 + k for k in range(afpacket.MAX_GROUPS + 10)]
+    for ip in ips:
+        packet_conn.join(ip)
+    one_by_one = [(True, group_of(ip)) for ip in ips[: afpacket.MAX_GROUPS]]
+    assert sock.changes == [*one_by_one, (True, None)]
+    sock.changes.clear()
+    keep = afpacket.MAX_GROUPS // 2
+    for ip in ips[keep:]:
+        packet_conn.leave(ip)
+    dropped = [(False, group_of(ip)) for ip in ips[keep : afpacket.MAX_GROUPS]]
+    assert sock.changes == [*dropped, (False, None)]
+    sock.changes.clear()
+    packet_conn.leave(ips[0])
+    assert sock.changes == [(False, group_of(ips[0]))]
+
+
+def test_groups_wanted_under_all_multicast_are_joined_when_it_ends():
+    sock, packet_conn = recording_conn()
+    ips = [samples.VIP6 + k for k in range(afpacket.MAX_GROUPS + 1)]
+    for ip in ips:
+        packet_conn.join(ip)
+    sock.changes.clear()
+    for ip in ips[: afpacket.MAX_GROUPS // 2 + 1]:
+        packet_conn.leave(ip)  # only the last IP's group was never joined one by one
+    assert sock.changes[-2:] == [(True, group_of(ips[-1])), (False, None)]

@@ -390,3 +390,40 @@ async def test_send_errors_end_neither_answers_nor_bursts():
 
 def sample(name, **labels):
     return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_answers_are_counted_per_ip_and_verdict():
+    node = Node()
+    eth0 = node.conn("eth0")
+    labels = {"ip": str(samples.VIP4)}
+    before = [
+        sample("porterlb_l2_requests_received_total", **labels),
+        sample("porterlb_l2_responses_sent_total", **labels),
+        sample("porterlb_l2_frames_total", interface="eth0", verdict="answered"),
+        sample("porterlb_l2_frames_total", interface="eth0", verdict="not_ours"),
+    ]
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)
+        for request in (arp_request(), arp_request(samples.OTHER4), arp_request()):
+            eth0.inject(request)
+        await frames(eth0, 2)  # the two answers; a batch is counted once it is done
+        await answer_to(eth0, arp_request())
+    after = [
+        sample("porterlb_l2_requests_received_total", **labels),
+        sample("porterlb_l2_responses_sent_total", **labels),
+        sample("porterlb_l2_frames_total", interface="eth0", verdict="answered"),
+        sample("porterlb_l2_frames_total", interface="eth0", verdict="not_ours"),
+    ]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 3, 3, 1]
+
+
+async def test_gratuitous_frames_are_counted_per_ip():
+    node = Node()
+    eth0 = node.conn("eth0")
+    before = sample("porterlb_l2_gratuitous_sent_total", ip=str(samples.VIP6))
+    async with running(node):
+        announce(node, samples.VIP6)
+        await frames(eth0, len(announcer.BURST))
+    after = sample("porterlb_l2_gratuitous_sent_total", ip=str(samples.VIP6))
+    assert after - before == len(announcer.BURST)

@@ -64,3 +64,31 @@ async def test_injected_error_is_raised_once_in_order():
     with pytest.raises(errors.TransientError, match="receive failed"):
         await packet_conn.recv()
     assert await packet_conn.recv() == b"after"
+
+
+async def test_recv_batch_takes_what_is_queued_up_to_the_limit():
+    packet_conn = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
+    for frame in (b"one", b"two", b"three"):
+        packet_conn.inject(frame)
+    assert await packet_conn.recv_batch(2) == [b"one", b"two"]
+    assert await packet_conn.recv_batch(2) == [b"three"]
+
+
+async def test_recv_batch_waits_for_the_first_frame():
+    packet_conn = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
+    batch = asyncio.ensure_future(packet_conn.recv_batch(8))
+    await asyncio.sleep(0)
+    assert not batch.done()
+    packet_conn.inject(b"late")
+    assert await batch == [b"late"]
+
+
+async def test_error_in_a_batch_ends_it_and_is_raised_next():
+    packet_conn = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
+    packet_conn.inject(b"before")
+    packet_conn.inject_error(errors.TransientError("interface eth0: receive failed"))
+    packet_conn.inject(b"after")
+    assert await packet_conn.recv_batch(8) == [b"before"]
+    with pytest.raises(errors.TransientError, match="receive failed"):
+        await packet_conn.recv_batch(8)
+    assert await packet_conn.recv_batch(8) == [b"after"]

@@ -477,3 +477,29 @@ def test_writing_desired_converges(holders, stale, problem, generation):
     else:
         assert not written.get("used")
         assert written["usage"] == 0
+
+
+def test_a_pool_with_a_malformed_node_selector_keeps_its_usage_but_is_not_ready():
+    lan = eip.parse(
+        {
+            "metadata": {"name": "lan", "generation": 2},
+            "spec": {
+                "address": "198.18.0.0/24",
+                "protocol": "layer2",
+                "nodeSelector": {"matchLabels": {"bad key": "a"}},
+            },
+        }
+    )
+    alloc = loaded(lan, holders={"shop/a": "lan:198.18.0.1"})
+    status = pool_status.desired(lan, problem=None, alloc=alloc, old={})
+    rest, condition = split(status)
+    assert rest["usage"] == 1
+    assert rest["used"] == {"198.18.0.1": "shop/a"}
+    assert rest["ready"] is False
+    assert condition == {
+        "type": "Ready",
+        "status": "False",
+        "reason": reasons.INVALID_NODE_SELECTOR,
+        "message": lan.node_selector_error,
+        "observedGeneration": 2,
+    }

@@ -38,15 +38,26 @@ def test_an_ip_nobody_uses_is_forgotten_and_its_node_unloaded():
     assert book.load() == {}
 
 
-def test_a_node_leaving_names_the_services_to_move():
+def test_ips_on_nodes_and_unplaced_ips():
     book = ledger.Ledger()
     for key, ip in ((A, "198.18.0.1"), (B, "198.18.0.2"), (C, "198.18.0.3")):
         book.use(key, ip)
-        book.place(ip, {W1, W2})
-    on_w1 = {
-        key for key, host in ((A, 1), (B, 2), (C, 3)) if book.node_of(f"198.18.0.{host}") == W1
-    }
-    assert book.users_of_nodes_outside({W2}) == on_w1
+    book.place("198.18.0.1", {W1})
+    book.place("198.18.0.2", {W2})
+    assert book.ips_on({W1}) == ["198.18.0.1"]
+    assert sorted(book.ips_on({W1, W2})) == ["198.18.0.1", "198.18.0.2"]
+    assert book.unplaced() == ["198.18.0.3"]
+    assert sorted(book.ips()) == ["198.18.0.1", "198.18.0.2", "198.18.0.3"]
+
+
+def test_users_of_an_ip():
+    book = ledger.Ledger()
+    book.use(A, "198.18.0.1")
+    book.use(B, "198.18.0.1")
+    assert book.users_of("198.18.0.1") == {A, B}
+    book.use(A, None)
+    assert book.users_of("198.18.0.1") == {B}
+    assert book.users_of("198.18.0.9") == frozenset()
 
 
 def test_an_ip_nobody_uses_is_not_placed():
@@ -102,10 +113,13 @@ class LedgerMachine(stateful.RuleBasedStateMachine):
         assert self.book.load() == dict(collections.Counter(placed.values()))
 
     @stateful.invariant()
-    def outside_names_exactly_the_unplaced_users(self):
-        for eligible in (frozenset(), frozenset({W1}), frozenset({W1, W2, W3})):
-            expected = {k for k, ip in self.ip_of.items() if self.book.node_of(ip) not in eligible}
-            assert self.book.users_of_nodes_outside(eligible) == expected
+    def every_ip_in_use_is_placed_or_unplaced_never_both(self):
+        in_use = set(self.ip_of.values())
+        placed = set(self.book.ips_on({W1, W2, W3}))
+        assert placed | set(self.book.unplaced()) == in_use == set(self.book.ips())
+        assert not placed & set(self.book.unplaced())
+        for ip in in_use:
+            assert self.book.users_of(ip) == {k for k, used in self.ip_of.items() if used == ip}
 
 
 TestLedgerMachine = LedgerMachine.TestCase

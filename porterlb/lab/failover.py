@@ -1,0 +1,468 @@
+"""``porterlb lab bench-failover``: faults injected into a live lab, the traffic they cost.
+
+For each scenario a fresh lab comes up with one Service; then, ``runs`` times, the client
+sends its request stream (:mod:`porterlb.lab.traffic`) to the Service IP while one fault is
+injected, the stream runs until traffic flows again (or, for a fault that must move nothing,
+until the system has recovered), and the fault is repaired before the next run. A run's
+figure is the interruption: the last answered request sent before the fault to the first
+answered one sent after it. Steady-state API writes are read from kube-apiserver's own
+``apiserver_request_total`` before any fault, split into Lease renewals and the rest.
+
+The scenarios (issue 4):
+
+- ``worker-crash``: the announcing worker's speaker is SIGKILLed and its cable pulled (its
+  LAN bridge port taken down: ``ip link set eth0 down`` inside the worker would also delete
+  its default route, which the kernel does not restore when the link comes back);
+- ``speaker-kill``: only the announcing worker's speaker is SIGKILLed;
+- ``leader-kill``: the manager holding the Lease is SIGKILLed (no IP may move);
+- ``apiserver-restart``: kube-apiserver is restarted (no IP may move);
+- ``heartbeat-partition``: heartbeats to the announcing worker are dropped (nftables) while
+  its link and its API watch stay up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import functools
+import math
+import os
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+import httpx2
+import lightkube
+import yaml
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Service
+
+from porterlb.api import wellknown
+from porterlb.kube import client as kube_client
+from porterlb.kube import election
+from porterlb.lab import cluster, controlplane, controlplane_main, lab, netns, plan, traffic
+from porterlb.liveness import udp
+
+SCENARIOS: Final = (
+    "worker-crash",
+    "speaker-kill",
+    "leader-kill",
+    "apiserver-restart",
+    "heartbeat-partition",
+)
+MOVING: Final = frozenset({"worker-crash", "speaker-kill", "heartbeat-partition"})
+"""Scenarios after which the IP must move; in the others it must stay and no request fail."""
+
+SERVICE: Final = "web"
+SHARED_IPS: Final = 40
+"""IPs the extra Services of the steady-state measurement share (sharing keys): the lab's
+pool holds 51 addresses, and 1,000 Services cannot each have one."""
+IDLE_PORTS: Final = 10_000
+"""The extra Services' ports start here, so that Services sharing an IP never collide."""
+WARM_UP: Final = 20
+"""Requests the announcing node must have answered before a fault: the stream is flowing."""
+
+AFTERMATH: Final = 100
+"""Requests sent after recovery before a run ends: a second of traffic at 100 per second."""
+
+RECOVERY_LIMIT: Final = 60.0
+"""Seconds a run may take to recover before the benchmark gives up (a lease expiry is 6 s)."""
+
+STEADY_WINDOW: Final = 10.0
+"""Seconds over which steady-state API writes are counted."""
+
+FAULT_TABLE: Final = "porterlb_fault"
+"""The nftables table a heartbeat partition adds in the worker's namespace."""
+
+_WRITE_VERBS: Final = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
+_REQUESTS: Final = re.compile(
+    r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Summary:
+    """One scenario's runs, as the table and ``--json`` print them."""
+
+    name: str
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    failed_requests: int
+
+
+def summarize(name: str, outages: Sequence[traffic.Outage]) -> Summary:
+    """Percentiles (nearest rank) of the interruptions of ``outages``, in milliseconds."""
+    ordered = sorted(outage.interruption * 1000 for outage in outages)
+
+    def rank(p: int) -> float:
+        return round(ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)], 1)
+
+    return Summary(
+        name=name,
+        runs=len(ordered),
+        p50_ms=rank(50),
+        p90_ms=rank(90),
+        p99_ms=rank(99),
+        max_ms=round(ordered[-1], 1),
+        failed_requests=sum(outage.failed for outage in outages),
+    )
+
+
+def table(summaries: Sequence[Summary], writes: dict[str, float]) -> str:
+    """The Markdown table ``bench-failover`` prints."""
+    lines = [
+        "| scenario | runs | p50 ms | p90 ms | p99 ms | max ms | failed requests |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s.name} | {s.runs} | {s.p50_ms} | {s.p90_ms} | {s.p99_ms} | {s.max_ms} |"
+        f" {s.failed_requests} |"
+        for s in summaries
+    ]
+    lines.append("")
+    lines.append(
+        f"steady state: {writes['other']:.2f} API writes/s besides {writes['leases']:.2f}"
+        " Lease writes/s"
+    )
+    return "\n".join(lines)
+
+
+def bench(
+    runs: int,
+    *,
+    scenarios: Sequence[str] = SCENARIOS,
+    workers: int = 3,
+    services: int = 1,
+    name: str = "bench-failover",
+    say: Callable[[str], None] = print,
+) -> tuple[list[Summary], dict[str, float]]:
+    """Run every scenario ``runs`` times, each scenario in a fresh lab; return the summaries
+    and the steady-state API writes per second (``leases``, ``other``), measured in the first
+    lab with ``services`` Services in all (the extra ones share :data:`SHARED_IPS` IPs)."""
+    summaries = []
+    writes: dict[str, float] = {}
+    for scenario in scenarios:
+        say(f"{scenario}: bringing lab {name!r} up ({workers} workers)...")
+        record = lab.up(name, workers=workers)
+        try:
+            extra = services - 1 if not writes else 0
+            outages, measured = asyncio.run(
+                _measure(record, scenario, runs, measure=not writes, extra=extra, say=say)
+            )
+            writes = writes or measured
+        finally:
+            lab.down(name)
+        summaries.append(summarize(scenario, outages))
+    return summaries, writes
+
+
+async def _measure(
+    record: lab.Record,
+    scenario: str,
+    runs: int,
+    *,
+    measure: bool,
+    extra: int,
+    say: Callable[[str], None],
+) -> tuple[list[traffic.Outage], dict[str, float]]:
+    async with kube_client.connect(record.kubeconfig) as client:
+        await cluster.create_service(client, record.plan, SERVICE)
+        (ip,) = await cluster.wait_ingress(client, SERVICE)
+        faults = FaultLab(record, client)
+        await faults.announcer(SERVICE)
+        if extra:
+            say(f"  creating {extra} more Services sharing {SHARED_IPS} IPs...")
+            await _idle_services(client, record.plan, extra)
+        writes = await _steady_writes(record.kubeconfig) if measure else {}
+        outages = []
+        for number in range(1, runs + 1):
+            run = await faults.run(scenario, SERVICE, ip)
+            await run.fault.repair()
+            say(
+                f"  {scenario} run {number}/{runs}: {run.outage.interruption * 1000:.0f} ms,"
+                f" {run.outage.failed} failed requests, {run.before} -> {run.after}"
+            )
+            outages.append(run.outage)
+        return outages, writes
+
+
+async def _idle_services(client: lightkube.AsyncClient, layout: plan.Lab, count: int) -> None:
+    """``count`` more Services, 16 created at a time; returns once every one is placed."""
+    gate = asyncio.Semaphore(16)
+
+    async def create(n: int) -> None:
+        async with gate:
+            sharing = {wellknown.SHARING_KEY: f"idle-{n % SHARED_IPS}"}
+            await cluster.create_service(
+                client, layout, f"idle-{n}", port=IDLE_PORTS + n, annotations=sharing
+            )
+
+    await asyncio.gather(*(create(n) for n in range(count)))
+    deadline = time.monotonic() + RECOVERY_LIMIT + count * 0.1
+    while True:
+        placed = 0
+        async for service in client.list(Service, namespace=cluster.NAMESPACE):
+            annotations = (service.metadata.annotations if service.metadata else None) or {}
+            placed += wellknown.ANNOUNCED_BY in annotations
+        if placed > count:  # the benchmark's own Service too
+            return
+        if time.monotonic() > deadline:
+            raise netns.LabError(f"lab {layout.name}: {placed} of {count + 1} Services placed")
+        await asyncio.sleep(0.5)
+
+
+async def _nothing() -> None:
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fault:
+    """An injected fault: what to wait for after one that must move nothing, and its repair
+    (which returns once the lab is whole again: every speaker answers the leader)."""
+
+    recovered: Callable[[], Awaitable[None]] = _nothing
+    repair: Callable[[], Awaitable[None]] = _nothing
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Run:
+    """One fault under traffic: its cost, and the announcing node before and after it."""
+
+    scenario: str
+    outage: traffic.Outage
+    before: str
+    after: str
+    fault: Fault
+
+
+class FaultLab:
+    """Injects the scenarios' faults into a running lab and repairs them."""
+
+    def __init__(self, record: lab.Record, client: lightkube.AsyncClient) -> None:
+        self.record = record
+        """Kept current: a repair that restarts a process records its new pid."""
+        self.client = client
+
+    async def run(self, scenario: str, service: str, ip: str) -> Run:
+        """Inject ``scenario`` on the node announcing ``service`` under a request stream to
+        ``ip``; return once traffic flows again (or the system recovered, for a fault that
+        must move nothing) with the fault still in place: ``run.fault.repair()`` undoes it."""
+        victim = await self.announcer(service)
+        layout = self.record.plan
+        with traffic.Traffic(layout.client.netns, ip, cluster.SERVICE_PORT) as flow:
+            start = time.monotonic()
+            try:
+                await self._until(
+                    lambda: flow.answered_by(start).count(victim) >= WARM_UP,
+                    f"traffic via {victim}",
+                )
+            except netns.LabError as error:
+                seen = collections.Counter(flow.answered_by(start))
+                diagnosis = await self._diagnosis(service, ip)
+                raise netns.LabError(f"{error}; answers: {dict(seen)}; {diagnosis}") from None
+            at = time.monotonic()
+            fault = await self.inject(scenario, victim)
+            if scenario in MOVING:
+                try:
+                    await self._until(
+                        lambda: any(n not in ("", victim) for n in flow.answered_by(at)),
+                        f"traffic to move off {victim}",
+                    )
+                except netns.LabError as error:
+                    raise netns.LabError(f"{error}; {await self._diagnosis(service, ip)}") from None
+            else:
+                await fault.recovered()
+            recovered = time.monotonic()
+            await self._until(
+                lambda: len(flow.answered_by(recovered)) >= AFTERMATH, "traffic after recovery"
+            )
+        after = await self.announcer(service)
+        return Run(scenario, traffic.outage(flow.requests, at), victim, after, fault)
+
+    async def inject(self, scenario: str, victim: str) -> Fault:
+        """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""
+        node = self.record.plan.node(victim)
+        if scenario == "worker-crash":
+            self._kill(f"speaker/{victim}")
+            self._cable(node, "down")
+            return Fault(repair=functools.partial(self._repair_worker, victim, link=True))
+        if scenario == "speaker-kill":
+            self._kill(f"speaker/{victim}")
+            return Fault(repair=functools.partial(self._repair_worker, victim, link=False))
+        if scenario == "heartbeat-partition":
+            netns.run(node.netns, ["nft", "-f", "-"], input=_drop_heartbeats())
+            return Fault(repair=functools.partial(self._heal_partition, victim))
+        if scenario == "leader-kill":
+            leader = await self.leader()
+            self._kill(leader)
+            return Fault(
+                recovered=functools.partial(self._new_leader, other_than=leader),
+                repair=functools.partial(self._restart, leader),
+            )
+        if scenario == "apiserver-restart":
+            plane = self.record.process("control-plane")
+            before = plane.log.read_text().count(controlplane_main.RESTARTED)
+            os.kill(plane.pid, signal.SIGHUP)
+            return Fault(recovered=functools.partial(self._apiserver_back, before))
+        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+
+    # -- repairs and recoveries --------------------------------------------------------------
+
+    async def _repair_worker(self, victim: str, *, link: bool) -> None:
+        if link:
+            self._cable(self.record.plan.node(victim), "up")
+        await self._restart(f"speaker/{victim}")
+        await self._all_answering()
+
+    async def _heal_partition(self, victim: str) -> None:
+        node = self.record.plan.node(victim)
+        netns.run(node.netns, ["nft", "delete", "table", "inet", FAULT_TABLE])
+        await self._all_answering()
+
+    async def _restart(self, role: str) -> None:
+        self.record = lab.restart(self.record, role)
+
+    async def _new_leader(self, *, other_than: str) -> None:
+        async def changed() -> bool:
+            return (await self.leader()) not in ("", other_than)
+
+        await self._until_async(changed, "a new leader")
+
+    async def _apiserver_back(self, restarts: int) -> None:
+        log = self.record.process("control-plane").log
+        await self._until(
+            lambda: log.read_text().count(controlplane_main.RESTARTED) > restarts,
+            "kube-apiserver to restart",
+        )
+
+        async def leading() -> bool:
+            return bool(await self.leader())
+
+        await self._until_async(leading, "a leader after the restart")
+
+    async def _all_answering(self) -> None:
+        """Until the leader hears every speaker again."""
+
+        async def answering() -> bool:
+            leader = await self.leader()
+            if not leader:
+                return False
+            text = await asyncio.to_thread(_scrape, self.record.metrics[leader])
+            found = re.search(r"^porterlb_heartbeat_silent_nodes (\S+)$", text, re.M)
+            return found is not None and float(found.group(1)) == 0
+
+        await self._until_async(answering, "every speaker to answer heartbeats")
+
+    # -- reading the lab ---------------------------------------------------------------------
+
+    async def _diagnosis(self, service: str, ip: str) -> str:
+        router = self.record.plan.router_lan.netns
+        entry = netns.run(router, ["ip", "neigh", "show", ip]).strip() or "none"
+        return f"Service {service} recorded on {await self._recorded(service)!r}; router: {entry}"
+
+    async def announcer(self, service: str) -> str:
+        """The node recorded for ``service``, once there is one."""
+
+        async def recorded() -> bool:
+            return bool(await self._recorded(service))
+
+        await self._until_async(recorded, f"Service {service} to be placed")
+        return await self._recorded(service)
+
+    async def _recorded(self, name: str) -> str:
+        service = await self.client.get(Service, name, namespace=cluster.NAMESPACE)
+        annotations = (service.metadata.annotations if service.metadata else None) or {}
+        return str(annotations.get(wellknown.ANNOUNCED_BY, ""))
+
+    async def leader(self) -> str:
+        """The role (``manager/N``) holding the Lease; "" when none or the API is away."""
+        try:
+            lease = await self.client.get(Lease, election.LEASE_NAME, namespace="default")
+        except (lightkube.ApiError, httpx2.HTTPError):
+            return ""
+        holder = (lease.spec.holderIdentity if lease.spec else None) or ""
+        return holder.replace("manager-", "manager/", 1) if holder else ""
+
+    def _cable(self, node: plan.Node, state: str) -> None:
+        layout = self.record.plan
+        netns.run(layout.lan_netns, ["ip", "link", "set", layout.bridge_port(node), state])
+
+    def _kill(self, role: str) -> None:
+        os.kill(self.record.process(role).pid, signal.SIGKILL)
+
+    async def _until(self, condition: Callable[[], bool], what: str) -> None:
+        async def check() -> bool:
+            return condition()
+
+        await self._until_async(check, what)
+
+    async def _until_async(self, condition: Callable[[], Awaitable[bool]], what: str) -> None:
+        deadline = time.monotonic() + RECOVERY_LIMIT
+        while not await condition():
+            if time.monotonic() > deadline:
+                name = self.record.plan.name
+                raise netns.LabError(f"lab {name}: no {what} within {RECOVERY_LIMIT} s")
+            await asyncio.sleep(traffic.INTERVAL)
+
+
+async def _steady_writes(kubeconfig: Path) -> dict[str, float]:
+    """API writes per second over :data:`STEADY_WINDOW`, Lease renewals apart, once the
+    writes that follow a burst of changes (Events, Eip status) have drained."""
+    deadline = time.monotonic() + RECOVERY_LIMIT
+    before = await asyncio.to_thread(_api_writes, kubeconfig)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)  # one sample of the write rate
+        after = await asyncio.to_thread(_api_writes, kubeconfig)
+        quiet = _other_writes(before, after) == 0
+        before = after
+        if quiet:
+            break
+    await asyncio.sleep(STEADY_WINDOW)  # the measurement window itself, not a wait
+    after = await asyncio.to_thread(_api_writes, kubeconfig)
+    leases = after.get("leases", 0.0) - before.get("leases", 0.0)
+    return {
+        "leases": leases / STEADY_WINDOW,
+        "other": _other_writes(before, after) / STEADY_WINDOW,
+    }
+
+
+def _other_writes(before: dict[str, float], after: dict[str, float]) -> float:
+    return sum(v - before.get(k, 0.0) for k, v in after.items() if k != "leases")
+
+
+def _drop_heartbeats() -> str:
+    return (
+        f"table inet {FAULT_TABLE} {{\n"
+        "  chain input {\n"
+        "    type filter hook input priority -10; policy accept;\n"
+        f"    udp dport {udp.DEFAULT_PORT} drop\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def _scrape(address: str) -> str:
+    return httpx2.get(f"http://{address}/metrics", timeout=2.0).text
+
+
+def _api_writes(kubeconfig: Path) -> dict[str, float]:
+    """kube-apiserver's count of write requests so far, by resource."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    text = httpx2.get(
+        f"{server}/metrics", verify=controlplane.ssl_context(kubeconfig), timeout=5.0
+    ).text
+    found: dict[str, float] = {}
+    for match in _REQUESTS.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
+        if labels.get("verb") in _WRITE_VERBS:
+            resource = labels.get("resource", "")
+            found[resource] = found.get(resource, 0.0) + float(match.group("value"))
+    return found

@@ -1,0 +1,164 @@
+"""A steady request stream from the lab's client to a Service IP, and what an outage cost it.
+
+:class:`Traffic` opens a new TCP connection to ``IP:port`` every :data:`INTERVAL` from a
+process inside the client namespace, sends ``GET /`` and records when it was sent and which
+node's backend answered ("" for a failure). A request does not wait for the one before it, so
+a stalled connection to a dead node never hides the moment traffic flows again. The
+measurement is pure: :func:`outage` turns the records into the interruption (the longest
+time between two answered requests, by send time: a fault's gap from the last request
+answered before it to the first answered after it) and the number of failed requests, as
+``lab bench-failover`` reports them. Taking the longest gap rather than the gap around the
+instant the fault was injected makes the figure independent of how long the injection took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Final
+
+INTERVAL: Final = 0.01
+"""Seconds between two requests: 100 per second resolves an interruption to 10 ms."""
+
+CONNECT_TIMEOUT: Final = 0.9
+"""Seconds a connection may take to open: Linux retransmits a lost SYN after 1 s (RFC 6298
+§2.1), so a request sent to a dead node fails here rather than succeed late on another and
+hide the outage it fell into."""
+
+ANSWER_TIMEOUT: Final = 5.0
+"""Seconds an open connection may take to answer: generous, since a slow answer comes from a
+live backend on a loaded machine (the lab's Python backends share two cores with everything
+else), which is no failover's doing."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    sent: float
+    """``time.monotonic()`` when the connection was opened."""
+    node: str
+    """The node whose backend answered; "" when the request failed."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outage:
+    interruption: float
+    """Seconds from the last answered request sent before the fault to the first after it."""
+    failed: int
+    """Requests that got no answer."""
+
+
+def outage(requests: Sequence[Request], fault: float) -> Outage:
+    """What the fault at ``fault`` cost ``requests``. Raises ValueError when no request was
+    answered before the fault, or none after it (traffic never resumed)."""
+    answered = sorted(r.sent for r in requests if r.node)
+    if not any(sent <= fault for sent in answered) or not any(sent > fault for sent in answered):
+        side = "before" if not any(sent <= fault for sent in answered) else "after"
+        raise ValueError(f"no request sent {side} the fault was answered")
+    longest = max(later - earlier for earlier, later in itertools.pairwise(answered))
+    return Outage(longest, sum(1 for r in requests if not r.node))
+
+
+class Traffic:
+    """Requests every :data:`INTERVAL` while the with-block runs; :attr:`requests` holds them.
+
+    The stream runs as a process of its own in the client namespace (``python -m
+    porterlb.lab.traffic``), not as a thread of the caller: sharing the caller's interpreter
+    lock with an API client and a test loop delayed requests by hundreds of milliseconds on a
+    busy machine. It prints a line per finished request (CLOCK_MONOTONIC is one clock for
+    every process), read here by a thread.
+    """
+
+    def __init__(self, client_netns: str, ip: str, port: int, *, interval: float = INTERVAL):
+        self.argv = [
+            *("ip", "netns", "exec", client_netns),
+            *(sys.executable, "-u", "-m", __name__, ip, str(port), "--interval", str(interval)),
+        ]
+        self.requests: list[Request] = []
+        self._process: subprocess.Popen[str] | None = None
+        self._reader = threading.Thread(target=self._read, name=f"traffic/{ip}", daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._process = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+        )
+        self._reader.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._process is not None
+        with self._process:  # closes its stdout and waits for it
+            self._process.terminate()  # it finishes the requests under way, then exits
+            self._reader.join()
+
+    def answered_by(self, since: float) -> list[str]:
+        """The nodes that answered requests sent after ``since``, in order of sending."""
+        return [r.node for r in sorted(self.requests, key=lambda r: r.sent) if r.sent > since]
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            sent, _, node = line.rstrip("\n").partition(" ")
+            self.requests.append(Request(float(sent), node))
+
+
+async def _stream(ip: str, port: int, interval: float) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    pending: set[asyncio.Task[None]] = set()
+    next_at = time.monotonic()
+    while not stop.is_set():
+        task = asyncio.create_task(_request(ip, port, time.monotonic()))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        next_at += interval
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
+    await asyncio.gather(*pending)
+
+
+async def _request(ip: str, port: int, sent: float) -> None:
+    node = ""
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(ip, port)
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            try:
+                writer.write(f"GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
+                reply = await reader.read()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        node = reply.partition(b"\r\n\r\n")[2].decode(errors="replace").strip()
+    except (OSError, TimeoutError):
+        pass
+    print(f"{sent:.6f} {node}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="send GET / to IP:PORT every INTERVAL")
+    parser.add_argument("ip")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--interval", type=float, default=INTERVAL)
+    args = parser.parse_args(argv)
+    asyncio.run(_stream(args.ip, args.port, args.interval))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

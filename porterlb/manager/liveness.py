@@ -1,0 +1,163 @@
+"""Which speakers are alive: every manager replica pings every speaker over signed UDP.
+
+Each replica pings, not only the leader, so a replica that becomes leader already knows who
+answers and moves nothing while it learns (a leader change moves no IP). Only the leader acts
+on it: :mod:`porterlb.manager.announcing` reads :attr:`Liveness.silent` through its
+``on_change`` callback. A round pings every Node at its first InternalIP; half an interval
+later the round is due and :class:`porterlb.liveness.tracker.Tracker` says who missed
+``misses`` rounds in a row. While no speaker at all answers, the fault is taken to be this
+manager's (its link, its namespace), and nothing changes until one is heard again. No API
+request is made: heartbeats cost the API server nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+
+from porterlb.api import node as node_api
+from porterlb.api.keys import NodeName
+from porterlb.kube import reflector, secrets
+from porterlb.liveness import metrics, tracker, udp, wire
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Where the key is, where the speakers answer, how often and how patiently to ping."""
+
+    secret_namespace: str
+    secret_name: str = secrets.DEFAULT_NAME
+    port: int = udp.DEFAULT_PORT
+    timing: tracker.Timing = dataclasses.field(default_factory=tracker.Timing)
+    netns: str | None = None
+    """The network namespace to ping from (the lab's router); None: this process's own."""
+
+
+class Liveness:
+    """Pings the speakers of every Node and keeps :attr:`silent` current; :meth:`run`."""
+
+    def __init__(
+        self,
+        *,
+        nodes: reflector.Reflector,
+        key: bytes,
+        timing: tracker.Timing,
+        port: int,
+        netns: str | None = None,
+        on_change: Callable[[], None] = lambda: None,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.nodes = nodes
+        self.key = key
+        self.timing = timing
+        self.port = port
+        self.netns = netns
+        self.on_change = on_change
+        self.wall_clock_ns = wall_clock_ns
+        """Pings carry a wall-clock send time: the speakers' only way to tell a stale one."""
+        self.tracker = tracker.Tracker(session=os.urandom(wire.SESSION_LEN), misses=timing.misses)
+        self.silent: Mapping[NodeName, float | None] = {}
+        """Node -> seconds since it last answered when it was found silent (None: never did)."""
+        self.lacking: Mapping[NodeName, frozenset[str]] = {}
+        """Node -> the pools whose interface its speaker says the node lacks."""
+        self._targets: dict[NodeName, str | None] = {}
+        self._deaf = False
+        nodes.subscribe(self._node_changed)
+
+    async def run(self) -> None:
+        await self.nodes.synced.wait()
+        for name in self.nodes.cache:
+            self._node_changed(name)
+        sock = await udp.bind(port=0, netns=self.netns)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), self._drain, sock)
+        next_round = loop.time()
+        try:
+            while True:
+                self._ping(sock)
+                # Answers are due half an interval after the pings actually left: a round
+                # sent late (this process was not scheduled) still gets its full half.
+                await asyncio.sleep(self.timing.interval / 2)
+                # Every answer already here counts, however busy the loop was meanwhile.
+                self._drain(sock)
+                self.tracker.close_round()
+                self._judge(loop.time())
+                # Late rounds are skipped, never sent in a burst: a burst would close each
+                # round before any answer could arrive and find every speaker silent.
+                next_round = max(next_round + self.timing.interval, loop.time())
+                await asyncio.sleep(next_round - loop.time())
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _node_changed(self, name: str) -> None:
+        obj = self.nodes.cache.get(name)
+        if obj is None:
+            self._targets.pop(NodeName(name), None)
+            self.tracker.forget(NodeName(name))
+        else:
+            self._targets[NodeName(name)] = node_api.internal_ip(obj)
+
+    def _ping(self, sock: socket.socket) -> None:
+        sequence = self.tracker.next_round()
+        sent_ns = self.wall_clock_ns()
+        for node, ip in self._targets.items():
+            if ip is None:
+                continue  # never answers: found silent after `misses` rounds, and said so
+            ping = wire.Heartbeat(wire.Kind.PING, self.tracker.session, sequence, sent_ns, node)
+            try:
+                sock.sendto(wire.encode(ping, self.key), udp.destination(sock, ip, self.port))
+            except OSError as error:  # a full buffer or no route: the missing pong says it
+                log.debug("ping to node %s at %s: %s", node, ip, error)
+                continue
+            metrics.PINGS_SENT.inc()
+
+    def _drain(self, sock: socket.socket) -> None:
+        """Read every pong waiting in the socket (the loop would read one per iteration)."""
+        now = asyncio.get_running_loop().time()
+        while True:
+            try:
+                data, sender = sock.recvfrom(wire.MAX_LEN + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # ICMP port unreachable from a dead speaker, queued
+                log.debug("heartbeat socket: %s", error)
+                continue
+            pong = udp.decode(data, self.key, role="manager", sender=sender)
+            if pong is not None:
+                verdict = self.tracker.received(pong, now)
+                metrics.RECEIVED.labels("manager", verdict.value).inc()
+
+    def _judge(self, now: float) -> None:
+        if self.tracker.lacking != self.lacking:
+            self.lacking = dict(self.tracker.lacking)
+            self.on_change()
+        found = self.tracker.silent(self._targets, now)
+        if self.tracker.deaf:
+            # No speaker answers at all: far likelier this manager's own network than the
+            # whole cluster, and declaring every node dead would unannounce every IP. What
+            # was decided before stands until some speaker is heard again.
+            if not self._deaf and self._targets:
+                log.warning("no speaker answers: suspecting this manager's network, not nodes")
+            self._deaf = True
+            return
+        self._deaf = False
+        if found.keys() == self.silent.keys():
+            return
+        for node in found.keys() - self.silent.keys():
+            since = found[node]
+            heard = f"last answered {since:.3f} s ago" if since is not None else "never answered"
+            log.warning("node %s: speaker silent (%s)", node, heard)
+        for node in self.silent.keys() - found.keys():
+            log.info("node %s: speaker answers again", node)
+        # A node still silent keeps the figure of when it was found so: its detection time.
+        self.silent = {node: self.silent.get(node, since) for node, since in found.items()}
+        metrics.SILENT_NODES.set(len(self.silent))
+        self.on_change()

@@ -1,0 +1,87 @@
+"""Failover in a live lab under a steady request stream: the scenarios of ``bench-failover``.
+
+Each test injects one fault into the node announcing its Service (or into the control plane)
+while the client sends a request every 10 ms, checks where the IP went and what the router
+and the traffic saw, then repairs the fault and checks that the repaired node gets nothing
+back. The lab is this module's own: the tests kill and restart its processes. Needs root.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pytest
+
+from porterlb.api import reasons
+from porterlb.lab import failover
+from tests.e2e import marks
+
+pytestmark = marks.e2e("ip", "nft", control_plane=True)
+
+OFFSETS: Final = {
+    "worker-crash": 3,
+    "speaker-kill": 4,
+    "heartbeat-partition": 5,
+    "leader-kill": 6,
+    "apiserver-restart": 7,
+}
+"""Each test's own pool IP, so no router entry carries over."""
+
+
+@pytest.fixture(scope="module")
+def faults(speaker_lab):
+    """One for the module: it keeps the record current as repairs restart processes."""
+    return failover.FaultLab(speaker_lab.record, speaker_lab.api)
+
+
+@pytest.mark.parametrize("scenario", ["worker-crash", "speaker-kill", "heartbeat-partition"])
+async def test_a_failed_announcer_hands_its_ip_to_one_other_node_for_good(
+    speaker_lab, faults, scenario
+):
+    name = scenario
+    async with speaker_lab.service(
+        name, "ipv4", speaker_lab.pool_ip("ipv4", OFFSETS[scenario])
+    ) as ip:
+        run = await faults.run(scenario, name, str(ip))
+        try:
+            assert run.after != run.before
+            new = speaker_lab.node(run.after)
+            await speaker_lab.wait_entry(
+                ip, mac=new.mac, what=f"the router's entry for {ip} to move to {new.name}"
+            )
+            # A partitioned speaker still runs and still watches the API: it must have let go.
+            assert await speaker_lab.answers(ip) == {str(new.mac)}
+            moved = [
+                event.message
+                for event in await speaker_lab.events(reasons.FAILOVER, kind="Service", name=name)
+            ]
+            assert any(
+                f"moved from node {run.before} to node {run.after}: {run.before}: its speaker"
+                " stopped answering heartbeats" in message
+                for message in moved
+            ), moved
+        finally:
+            await run.fault.repair()
+        # The repaired node answers heartbeats again; the IP stays where it went.
+        assert await faults.announcer(name) == run.after
+        assert await speaker_lab.answers(ip) == {str(new.mac)}
+
+
+@pytest.mark.parametrize("scenario", ["leader-kill", "apiserver-restart"])
+async def test_a_control_plane_fault_moves_no_ip_and_fails_no_request(
+    speaker_lab, faults, scenario
+):
+    name = scenario
+    async with speaker_lab.service(
+        name, "ipv4", speaker_lab.pool_ip("ipv4", OFFSETS[scenario])
+    ) as ip:
+        leader = await faults.leader()
+        run = await faults.run(scenario, name, str(ip))
+        try:
+            assert run.after == run.before
+            assert run.outage.failed == 0
+            assert await speaker_lab.answers(ip) == {str(speaker_lab.node(run.before).mac)}
+            if scenario == "leader-kill":
+                assert await faults.leader() not in ("", leader)
+        finally:
+            await run.fault.repair()

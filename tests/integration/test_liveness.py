@@ -1,0 +1,193 @@
+"""Heartbeats decide which nodes may announce, against the real API server.
+
+The manager pings over real UDP on loopback: each test Node reports an InternalIP in
+127.0.0.0/8 and a speaker heartbeat endpoint (the speaker's own class) answers on it. A node
+whose endpoint stops loses its IP with a ``Failover`` Event; a node whose endpoint never
+answered, or answers with another key, never gets one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from lightkube.resources.core_v1 import Node
+from lightkube.types import PatchType
+
+from porterlb.api import reasons
+from porterlb.kube import secrets
+from porterlb.liveness import guard, tracker
+from porterlb.manager import liveness
+from porterlb.speaker import heartbeats
+from tests.integration import objects
+from tests.integration.conftest import running_manager, set_node_ready
+from tests.integration.test_announcing import announced_by, pool_with_service, wait_announced_by
+from tests.waiting import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+TIMING = tracker.Timing(interval=0.05, misses=3)
+SILENT = r"its speaker stopped answering heartbeats \(found \d+ ms after its last answer\)"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def port() -> int:
+    return free_udp_port()
+
+
+@pytest.fixture
+async def pinging_manager(client, namespace, port):
+    settings = liveness.Settings(secret_namespace=namespace, port=port, timing=TIMING)
+    async with running_manager(client, heartbeat=settings) as manager:
+        yield manager
+
+
+async def node_at(client, nodes, name: str, ip: str) -> str:
+    await nodes(name)
+    status = {"status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+    await client.patch(Node.Status, name, status, patch_type=PatchType.MERGE)
+    return name
+
+
+@contextlib.asynccontextmanager
+async def answering(
+    node: str, ip: str, port: int, key: bytes, *, lacking: tuple[str, ...] = ()
+) -> AsyncIterator[None]:
+    """A speaker's heartbeat endpoint for `node` on `ip`:`port` while the block runs,
+    saying it lacks the interfaces of `lacking`."""
+    fence = guard.Fence(now=asyncio.get_running_loop().time())
+    endpoint = heartbeats.Heartbeats(node=node, key=key, fence=fence, port=port, address=ip)
+    endpoint.lacking = lacking
+    task = asyncio.create_task(endpoint.run(), name=f"test/heartbeats/{node}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def key_of(client, namespace: str) -> bytes:
+    """The heartbeat key the manager created."""
+    return await secrets.heartbeat_key(
+        client, namespace=namespace, name=secrets.DEFAULT_NAME, create=False
+    )
+
+
+async def wait_silent(manager, node: str, silent: bool) -> None:
+    async def probe():
+        pinger = manager.announcing.pinger
+        return pinger is not None and (node in pinger.silent) is silent
+
+    await eventually(probe, what=f"node {node} {'silent' if silent else 'answering'}")
+
+
+async def test_a_silent_speaker_loses_its_ip_with_a_failover_event_and_no_ip_returns(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    names = {f"{namespace}-{n}": f"127.0.0.{20 + n}" for n in range(3)}
+    for name, ip in names.items():
+        await node_at(client, nodes, name, ip)
+    key = await key_of(client, namespace)
+    async with contextlib.AsyncExitStack() as stack:
+        for name, ip in names.items():
+            await stack.enter_async_context(answering(name, ip, port, key))
+        await pool_with_service(client, eips, namespace, net)
+        first = await wait_announced_by(client, "web", namespace, set(names))
+
+    async with contextlib.AsyncExitStack() as stack:
+        for name, ip in names.items():
+            if name != first:
+                await stack.enter_async_context(answering(name, ip, port, key))
+        second = await wait_announced_by(client, "web", namespace, set(names) - {first})
+        message = rf"Service {namespace}/web: {re.escape(net)}\.1 moved from node {first}"
+        await objects.wait_event(
+            client,
+            namespace,
+            "web",
+            reasons.FAILOVER,
+            re.compile(rf"{message} to node {second}: {first}: {SILENT}"),
+        )
+
+        async with answering(first, names[first], port, key):
+            await wait_silent(pinging_manager, first, False)
+            assert await announced_by(client, "web", namespace) == second
+
+
+async def test_a_node_whose_speaker_never_answered_or_has_another_key_gets_no_ip(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    mute = await node_at(client, nodes, f"{namespace}-mute", "127.0.0.30")
+    forger = await node_at(client, nodes, f"{namespace}-forger", "127.0.0.31")
+    # One speaker answers (on a node not Ready), or the manager would blame its own network.
+    good = await node_at(client, nodes, f"{namespace}-good", "127.0.0.32")
+    await set_node_ready(client, good, False)
+    key = await key_of(client, namespace)
+    async with (
+        answering(forger, "127.0.0.31", port, os.urandom(32)),
+        answering(good, "127.0.0.32", port, key),
+    ):
+        await pool_with_service(client, eips, namespace, net)
+        never = "its speaker never answered heartbeats"
+        why = f"{forger}: {never}; {good}: not Ready; {mute}: {never}"
+        await objects.wait_event(
+            client,
+            namespace,
+            "web",
+            reasons.NO_ELIGIBLE_NODE,
+            f"Service {namespace}/web: {net}.1 is not announced: {why}",
+        )
+        assert await announced_by(client, "web", namespace) is None
+
+    async with answering(mute, "127.0.0.30", port, key):
+        await wait_announced_by(client, "web", namespace, {mute})
+
+
+async def test_when_no_speaker_answers_the_manager_blames_itself_and_keeps_every_node(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    first = await node_at(client, nodes, f"{namespace}-a", "127.0.0.40")
+    second = await node_at(client, nodes, f"{namespace}-b", "127.0.0.41")
+    await pool_with_service(client, eips, namespace, net)
+    node = await wait_announced_by(client, "web", namespace, {first, second})
+    pinger = pinging_manager.announcing.pinger
+    due = pinger.tracker.due
+
+    async def rounds_passed():
+        return pinger.tracker.due >= due + 2 * TIMING.misses
+
+    await eventually(rounds_passed, what="the silent rounds to be counted")
+    assert pinger.silent == {}
+    assert await announced_by(client, "web", namespace) == node
+
+
+async def test_no_ip_goes_to_a_node_whose_speaker_lacks_the_pools_interface(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    without = await node_at(client, nodes, f"{namespace}-without", "127.0.0.50")
+    key = await key_of(client, namespace)
+    pool = f"{namespace}-pool"
+    async with answering(without, "127.0.0.50", port, key, lacking=(pool,)):
+        await pool_with_service(client, eips, namespace, net)
+        why = f"{without}: lacks the interface of pool {pool}"
+        await objects.wait_event(
+            client,
+            namespace,
+            "web",
+            reasons.NO_ELIGIBLE_NODE,
+            f"Service {namespace}/web: {net}.1 is not announced: {why}",
+        )
+        with_it = await node_at(client, nodes, f"{namespace}-with", "127.0.0.51")
+        async with answering(with_it, "127.0.0.51", port, key):
+            await wait_announced_by(client, "web", namespace, {with_it})
