@@ -295,6 +295,15 @@ async def ingress(
     return tuple(entry.ip for entry in (balancer.ingress or ()) if entry.ip) if balancer else ()
 
 
+async def announced_by(
+    client: lightkube.AsyncClient, name: str, *, namespace: str = NAMESPACE
+) -> str | None:
+    """The node the manager recorded for a Service (``porterlb.io/announced-by``), if any."""
+    found = await client.get(resources.Service, name, namespace=namespace)
+    annotations = (found.metadata.annotations if found.metadata else None) or {}
+    return annotations.get(wellknown.ANNOUNCED_BY) or None
+
+
 async def wait_ingress(
     client: lightkube.AsyncClient,
     name: str,

@@ -21,9 +21,7 @@ from collections.abc import Callable
 from typing import Final
 
 import lightkube
-from lightkube.resources.core_v1 import Service
 
-from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.lab import cluster, lab, netns, plan
 
@@ -78,9 +76,7 @@ async def _announcer(
 ) -> plan.Node:
     """The worker the manager recorded for the Service, once it is not `other_than`."""
     while True:
-        service = await client.get(Service, "web", namespace=cluster.NAMESPACE)
-        annotations = (service.metadata.annotations if service.metadata else None) or {}
-        name = annotations.get(wellknown.ANNOUNCED_BY)
+        name = await cluster.announced_by(client, "web")
         if name and name != other_than:
             return layout.node(name)
         await asyncio.sleep(INTERVAL)

@@ -354,7 +354,7 @@ class FaultLab:
             leader = await self.leader()
             if not leader:
                 return False
-            text = await asyncio.to_thread(_scrape, self.record.metrics[leader])
+            text = await asyncio.to_thread(lab.metrics_text, self.record.metrics[leader])
             found = re.search(r"^porterlb_heartbeat_silent_nodes (\S+)$", text, re.M)
             return found is not None and float(found.group(1)) == 0
 
@@ -377,9 +377,7 @@ class FaultLab:
         return await self._recorded(service)
 
     async def _recorded(self, name: str) -> str:
-        service = await self.client.get(Service, name, namespace=cluster.NAMESPACE)
-        annotations = (service.metadata.annotations if service.metadata else None) or {}
-        return str(annotations.get(wellknown.ANNOUNCED_BY, ""))
+        return await cluster.announced_by(self.client, name) or ""
 
     async def leader(self) -> str:
         """The role (``manager/N``) holding the Lease; "" when none or the API is away."""
@@ -446,10 +444,6 @@ def _drop_heartbeats() -> str:
         "  }\n"
         "}\n"
     )
-
-
-def _scrape(address: str) -> str:
-    return httpx2.get(f"http://{address}/metrics", timeout=2.0).text
 
 
 def _api_writes(kubeconfig: Path) -> dict[str, float]:

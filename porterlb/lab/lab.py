@@ -411,10 +411,15 @@ def _ready(role: str, address: str) -> bool:
     if not role.startswith("speaker/"):
         return _serving(address)
     try:
-        text = httpx2.get(f"http://{address}/metrics", timeout=CONNECT_TIMEOUT).text
+        return ANSWERED_PING.search(metrics_text(address)) is not None
     except httpx2.HTTPError:
         return False
-    return ANSWERED_PING.search(text) is not None
+
+
+def metrics_text(address: str) -> str:
+    """What a porterlb process serves on ``/metrics`` at ``HOST:PORT``. Raises
+    httpx2.HTTPError when it does not answer within :data:`CONNECT_TIMEOUT`."""
+    return httpx2.get(f"http://{address}/metrics", timeout=CONNECT_TIMEOUT).text
 
 
 def _serving(address: str) -> bool:

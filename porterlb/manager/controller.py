@@ -62,12 +62,6 @@ class Manager:
             name=settings.secret_name,
             create=True,
         )
-        pinger = liveness.Liveness(
-            nodes=self.announcing.nodes,
-            key=key,
-            timing=settings.timing,
-            port=settings.port,
-            netns=settings.netns,
-        )
+        pinger = liveness.Liveness(nodes=self.announcing.nodes, key=key, settings=settings)
         self.announcing.follow(pinger)
         await pinger.run()

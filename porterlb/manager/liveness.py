@@ -48,21 +48,18 @@ class Liveness:
         *,
         nodes: reflector.Reflector,
         key: bytes,
-        timing: tracker.Timing,
-        port: int,
-        netns: str | None = None,
+        settings: Settings,
         on_change: Callable[[], None] = lambda: None,
         wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.nodes = nodes
         self.key = key
-        self.timing = timing
-        self.port = port
-        self.netns = netns
+        self.settings = settings
         self.on_change = on_change
         self.wall_clock_ns = wall_clock_ns
         """Pings carry a wall-clock send time: the speakers' only way to tell a stale one."""
-        self.tracker = tracker.Tracker(session=os.urandom(wire.SESSION_LEN), misses=timing.misses)
+        session = os.urandom(wire.SESSION_LEN)
+        self.tracker = tracker.Tracker(session=session, misses=settings.timing.misses)
         self.silent: Mapping[NodeName, float | None] = {}
         """Node -> seconds since it last answered when it was found silent (None: never did)."""
         self.lacking: Mapping[NodeName, frozenset[str]] = {}
@@ -75,7 +72,7 @@ class Liveness:
         await self.nodes.synced.wait()
         for name in self.nodes.cache:
             self._node_changed(name)
-        sock = await udp.bind(port=0, netns=self.netns)
+        sock = await udp.bind(port=0, netns=self.settings.netns)
         loop = asyncio.get_running_loop()
         loop.add_reader(sock.fileno(), self._drain, sock)
         next_round = loop.time()
@@ -84,14 +81,14 @@ class Liveness:
                 self._ping(sock)
                 # Answers are due half an interval after the pings actually left: a round
                 # sent late (this process was not scheduled) still gets its full half.
-                await asyncio.sleep(self.timing.interval / 2)
+                await asyncio.sleep(self.settings.timing.interval / 2)
                 # Every answer already here counts, however busy the loop was meanwhile.
                 self._drain(sock)
                 self.tracker.close_round()
                 self._judge(loop.time())
                 # Late rounds are skipped, never sent in a burst: a burst would close each
                 # round before any answer could arrive and find every speaker silent.
-                next_round = max(next_round + self.timing.interval, loop.time())
+                next_round = max(next_round + self.settings.timing.interval, loop.time())
                 await asyncio.sleep(next_round - loop.time())
         finally:
             loop.remove_reader(sock.fileno())
@@ -112,8 +109,9 @@ class Liveness:
             if ip is None:
                 continue  # never answers: found silent after `misses` rounds, and said so
             ping = wire.Heartbeat(wire.Kind.PING, self.tracker.session, sequence, sent_ns, node)
+            address = udp.destination(sock, ip, self.settings.port)
             try:
-                sock.sendto(wire.encode(ping, self.key), udp.destination(sock, ip, self.port))
+                sock.sendto(wire.encode(ping, self.key), address)
             except OSError as error:  # a full buffer or no route: the missing pong says it
                 log.debug("ping to node %s at %s: %s", node, ip, error)
                 continue

@@ -195,7 +195,8 @@ class Speaker:
         heartbeat answers name the pools this node lacks and the leader places none of their
         IPs here (each missing one is also reported once, as ``InterfaceMissing``)."""
         for name, obj in list(self.eips.cache.items()):
-            if eip_api.parse(obj).protocol == "layer2":
+            # Resolved pools are cached until their Eip changes: parse only the others.
+            if PoolName(name) not in self.links and eip_api.parse(obj).protocol == "layer2":
                 await self._interface(PoolName(name))
         lacking = sorted(pool for pool, link in self.links.items() if link is None)
         if self.endpoint is not None:

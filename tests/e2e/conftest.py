@@ -203,9 +203,7 @@ class SpeakerLab:
         (other than ``other_than``, if given)."""
 
         async def recorded() -> str | None:
-            found = await self.api.get(resources.Service, name, namespace=cluster.NAMESPACE)
-            assert found.metadata is not None
-            node = (found.metadata.annotations or {}).get(wellknown.ANNOUNCED_BY)
+            node = await cluster.announced_by(self.api, name)
             return node if node != other_than else None
 
         what = f"Service {name} to be placed" + (f" off {other_than}" if other_than else "")
