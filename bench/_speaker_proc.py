@@ -9,9 +9,9 @@ lines (one command in, one answer out): ``assign``, ``settle``, ``stats``, ``cal
 
 What it measures from inside, and the parent cannot see from ``/proc``:
 
-- *service time*: from ``recv_batch()`` returning frames to the responder's next call, i.e.
-  decide, count and answer a batch, divided evenly over the batch's frames; its sum over a
-  phase is the loop's busy time;
+- *service time*: the time the conn's answer function took over a batch (decide, count and
+  answer it, on the reader thread), divided evenly over the batch's frames; its sum over a
+  phase is the reader's busy time;
 - the socket's own drop count (``PACKET_STATISTICS``; read from ``AfPacketConn._sock``, since
   no public API exposes the socket: one of two private reaches into porterlb, the other being
   ``Announcer._answer`` for the in-process timings);
@@ -40,11 +40,11 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from porterlb.l2 import afpacket, announcer, ethernet, fastpath, metrics, responder
+from porterlb.l2 import afpacket, announcer, conn, ethernet, fastpath, metrics, responder
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -78,8 +78,6 @@ class _TimedConn:
     def __init__(self, inner: afpacket.AfPacketConn, stats: _Stats) -> None:
         self._inner = inner
         self._stats = stats
-        self._since: int | None = None
-        self._batch = 0
 
     @property
     def ifname(self) -> str:
@@ -89,18 +87,19 @@ class _TimedConn:
     def mac(self) -> ethernet.MacAddress:
         return self._inner.mac
 
-    async def recv(self) -> bytes:
-        return (await self.recv_batch(1))[0]
+    async def serve(self, answer: conn.Answer) -> None:
+        service = self._stats
 
-    async def recv_batch(self, limit: int) -> list[bytes]:
-        if self._since is not None:
-            bucket = (time.perf_counter_ns() - self._since) // 1000 // self._batch
-            self._stats.service[min(bucket, HISTOGRAM_US - 1)] += self._batch
-            self._since = None
-        frames = await self._inner.recv_batch(limit)
-        self._since = time.perf_counter_ns()
-        self._batch = len(frames)
-        return frames
+        def timed(frames: list[bytes]) -> None:
+            started = time.perf_counter_ns()
+            answer(frames)
+            bucket = (time.perf_counter_ns() - started) // 1000 // len(frames)
+            service.service[min(bucket, HISTOGRAM_US - 1)] += len(frames)
+
+        await self._inner.serve(timed)
+
+    def transmit(self, frame: bytes) -> None:
+        self._inner.transmit(frame)
 
     async def send(self, frame: bytes) -> None:
         await self._inner.send(frame)
@@ -140,11 +139,11 @@ class _NullConn:
         self.ifname = ifname
         self.mac = mac
 
-    async def recv(self) -> bytes:
+    async def serve(self, answer: conn.Answer) -> None:
         raise NotImplementedError
 
-    async def recv_batch(self, limit: int) -> list[bytes]:
-        raise NotImplementedError
+    def transmit(self, frame: bytes) -> None:
+        return None
 
     async def send(self, frame: bytes) -> None:
         return None
@@ -292,8 +291,8 @@ class _Child:
         falls back to the reference only when it declines); ``total`` is the responder
         task's whole step for one frame (``Announcer._answer``: the fast path or the
         reference, the counters, the conflict check) on a conn whose ``send`` does nothing,
-        and ``in batch`` the same per frame for a batch of ``announcer.YIELD_EVERY``. All are
-        porterlb's Python cost alone; the real loop adds a ``recv`` and a ``send`` syscall.
+        and ``in batch`` the same per frame for a batch of ``conn.BATCH``. All are porterlb's
+        Python cost alone; the reader thread adds a ``poll``, a ``recv`` and a ``send``.
         """
         assert self.conns, "calibrate after the interface is open"
         null = _NullConn(self.args.ifname, self.conns[0].mac)
@@ -302,7 +301,7 @@ class _Child:
         costs = {}
         for name, text in frames.items():
             frame = bytes.fromhex(text)
-            batch = [frame] * announcer.YIELD_EVERY
+            batch = [frame] * conn.BATCH
 
             def reference(frame: bytes = frame) -> None:
                 responder.handle(frame, ifname=null.ifname, mac=mac, owns=owns)
@@ -310,17 +309,17 @@ class _Child:
             def fast(frame: bytes = frame) -> None:
                 fastpath.decide(frame, ifname=null.ifname, mac=mac.octets, owns=owns_packed)
 
-            async def whole(frame: bytes = frame) -> None:
-                await answer(null, [frame])
+            def whole(frame: bytes = frame) -> None:
+                answer(null, [frame])
 
-            async def batched(batch: list[bytes] = batch) -> None:
-                await answer(null, batch)
+            def batched(batch: list[bytes] = batch) -> None:
+                answer(null, batch)
 
             costs[name] = {
                 "reference": _best(reference, count),
                 "fast": _best(fast, count),
-                "total": await _best_async(whole, count),
-                "in batch": await _best_async(batched, count // len(batch)) / len(batch),
+                "total": _best(whole, count),
+                "in batch": _best(batched, count // len(batch)) / len(batch),
             }
         costs["reference"] = {"loop_ms": min(_reference_loop() for _ in range(REPEATS)) * 1000}
         return costs
@@ -343,7 +342,7 @@ class _Child:
             ),
             "of which Announcer.owns_packed": lambda: owns_packed(target, ifname),
             "frames(...).inc() (once a batch)": lambda: metrics.frames(ifname, "answered").inc(),
-            "metrics.answered() (once a batch)": lambda: metrics.answered({target: 1}, {target: 1}),
+            "metrics.answered() (once a batch)": lambda: metrics.answered([target], []),
         }
         return {name: _best(step, count) for name, step in steps.items()}
 
@@ -468,16 +467,6 @@ def _best(step: Callable[[], object], count: int) -> float:
         started = time.process_time()
         for _ in range(count // REPEATS):
             step()
-        runs.append(time.process_time() - started)
-    return min(runs) / (count // REPEATS) * 1e6
-
-
-async def _best_async(step: Callable[[], Awaitable[None]], count: int) -> float:
-    runs = []
-    for _ in range(REPEATS):
-        started = time.process_time()
-        for _ in range(count // REPEATS):
-            await step()
         runs.append(time.process_time() - started)
     return min(runs) / (count // REPEATS) * 1e6
 

@@ -9,14 +9,20 @@ refcounted because several VIPs share a group; past ``MAX_GROUPS`` the socket as
 multicast instead. The socket's OSErrors are wrapped here, with the interface name in the
 message.
 
-The socket is non-blocking and read in batches: ``recv_batch`` drains it with ``recv_into`` one
-preallocated buffer until it would block, and only then waits, on a reader that stays
-registered with the loop while the socket is open. ``loop.sock_recv`` instead registered and
-removed a reader (two ``epoll_ctl`` calls) and took a task switch for every frame, which was
-most of a frame's cost at 20,000 requests a second (bench/l2_answers.py). ``send`` writes at
-once and waits for room only when the socket says it has none. The receive buffer is raised to
-``RCVBUF`` so that a pause of the speaker (a GC pass, a burst round, a preempted CPU) queues
-requests instead of dropping them.
+Received frames are answered on a reader thread of the conn's own (``serve``): it waits in
+``poll`` on the socket (and on an eventfd that ``close`` signals), drains what is queued with
+``recv``, and hands the batch to the answer function, which
+replies with ``transmit``: a plain ``send`` on the same thread. Awaiting each frame on the event
+loop cost a wakeup, a future and a task switch per frame, ~3/4 of the speaker's CPU per frame
+at 20,000 requests a second, and made every answer wait for whatever else the loop was doing
+(bench/l2_answers.py). The thread holds the GIL only while it decides. ``send`` (the loop's
+bursts and probes) writes at once and waits for room only when the socket says it has none.
+The receive buffer is raised to ``RCVBUF`` so that a pause of the speaker (a GC pass, a burst
+round, a preempted CPU) queues requests instead of dropping them.
+
+While the reader runs, it owns the socket's end: ``close`` stops the loop's use at once and
+signals the thread, which closes the socket after its last ``recv``, so that no thread ever
+reads a descriptor number that was closed and reused.
 
 An AF_PACKET socket belongs to the network namespace it was created in, so ``open(netns=...)``
 sets it up through ``porterlb.l2.namespaces``: the lab runs speakers in the host namespace that
@@ -27,16 +33,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import errno
 import functools
 import ipaddress
+import os
+import select
 import socket
 import struct
+import threading
 from typing import Final
 
 from porterlb import errors
-from porterlb.l2 import ethernet, namespaces, ndp
+from porterlb.l2 import conn, ethernet, namespaces, ndp
 
 # Constants Python 3.11's socket module lacks.
 SOL_PACKET: Final = 263
@@ -57,8 +67,11 @@ ARPHRD_ETHER: Final = 1
 SO_RCVBUFFORCE: Final = 33
 """include/uapi/asm-generic/socket.h: SO_RCVBUF past ``net.core.rmem_max``, with CAP_NET_ADMIN."""
 
-RECV_SIZE: Final = 9216
-"""Large enough for a jumbo frame; ARP and ND frames are under 100 bytes."""
+RECV_SIZE: Final = 2048
+"""Bytes read per frame. ARP and ND frames are under 100 bytes; a longer one is cut, and a cut
+NS fails its length check as malformed. ``recv`` of a fresh 2 KiB buffer costs less than
+``recv_into`` a reused one and copying the frame out of it (0.9 vs 1.9 µs per frame), and a
+9 KiB one (jumbo frames) more (1.3 µs)."""
 
 MAX_GROUPS: Final = 1024
 """Solicited-node groups joined one by one; past this the socket asks for all multicast
@@ -137,15 +150,11 @@ class AfPacketConn:
         self._allmulti = False
         """The socket asked for every multicast frame: more than MAX_GROUPS were wanted."""
         self._closed = False
-        self._buffer = bytearray(RECV_SIZE)
-        self._view = memoryview(self._buffer)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        """The loop the socket's reader is registered with, once ``recv_batch`` ran."""
-        self._readable: asyncio.Future[None] | None = None
-        self._error: errors.PorterlbError | None = None
-        """A receive error met after some frames of a batch: raised by the next call."""
-        self._drained = False
-        """The last drain emptied the socket: wait for the loop's word before reading."""
+        """No more use from the loop; the socket itself may still be the reader's."""
+        self._lock = threading.Lock()
+        """Guards who closes the socket: ``close`` or the reader thread as it ends."""
+        self._stop: int | None = None
+        """An eventfd, while a reader thread runs: written to wake it out of ``poll`` to end."""
 
     @classmethod
     async def open(cls, ifname: str, *, netns: str | None = None) -> AfPacketConn:
@@ -167,49 +176,88 @@ class AfPacketConn:
     def mac(self) -> ethernet.MacAddress:
         return self._mac
 
-    async def recv(self) -> bytes:
-        return (await self.recv_batch(1))[0]
-
-    async def recv_batch(self, limit: int) -> list[bytes]:
-        while True:
-            if not self._drained:
-                frames = self._drain(limit)
-                if frames:
-                    return frames
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-                self._loop.add_reader(self._sock.fileno(), self._wake)
-            self._readable = self._loop.create_future()
-            try:
-                await self._readable
-            finally:
-                self._readable = None
-                self._drained = False
-
-    def _drain(self, limit: int) -> list[bytes]:
-        """Up to ``limit`` frames the socket holds now, without waiting."""
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        frames: list[bytes] = []
-        recv_into, view = self._sock.recv_into, self._view
+    async def serve(self, answer: conn.Answer) -> None:
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                return
+            if self._stop is not None:
+                raise RuntimeError(f"interface {self._ifname}: already served")
+            self._stop = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        thread = threading.Thread(
+            target=self._read,
+            args=(answer, loop, ended),
+            name=f"porterlb/l2/{self._ifname}",
+            daemon=True,
+        )
+        thread.start()
         try:
-            while len(frames) < limit:
-                frames.append(view[: recv_into(view)].tobytes())
-        except (BlockingIOError, InterruptedError):
-            self._drained = True  # the next call waits at once, saving a recv that fails
-        except OSError as exc:
-            error = _wrap(self._ifname, "receive failed", exc)
-            if not frames:
-                raise error from exc
-            self._error = error  # the frames before it are good; report it next time
-        return frames
+            await ended
+        finally:
+            self._stop_reading()  # if cancelled: the thread must not outlive its caller
 
-    def _wake(self) -> None:
-        if self._readable is not None and not self._readable.done():
-            self._readable.set_result(None)
+    def _read(
+        self, answer: conn.Answer, loop: asyncio.AbstractEventLoop, ended: asyncio.Future[None]
+    ) -> None:
+        """The reader thread: answer every batch until stopped or failing; report to ``ended``."""
+        outcome: BaseException | None = None
+        try:
+            self._answer_until_stopped(answer)
+        except BaseException as exc:  # re-raised by ``serve``, on the loop
+            outcome = exc
+        finally:
+            self._reader_ended()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle, ended, outcome)
+
+    def _answer_until_stopped(self, answer: conn.Answer) -> None:
+        stop, batch = self._stop, conn.BATCH
+        assert stop is not None
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        poller.register(stop, select.POLLIN)
+        recv = self._sock.recv
+        while True:
+            ready = poller.poll()
+            if any(fd == stop for fd, _ in ready):
+                return
+            frames: list[bytes] = []
+            try:
+                for _ in range(batch):
+                    frames.append(recv(RECV_SIZE))
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                if frames:
+                    answer(frames)
+                raise _wrap(self._ifname, "receive failed", exc) from exc
+            if frames:
+                answer(frames)
+            if len(frames) == batch:
+                # More are likely queued: let the loop's thread have the CPU and the GIL first,
+                # or a flood would keep it from its watches and fencing (under SCHED_FIFO on
+                # one CPU, nothing else would preempt this thread at all).
+                os.sched_yield()
+
+    def _reader_ended(self) -> None:
+        with self._lock:
+            if self._stop is not None:
+                os.close(self._stop)
+                self._stop = None
+            closed = self._closed
+        if closed:
+            self._sock.close()
+
+    def transmit(self, frame: bytes) -> None:
+        try:
+            self._sock.send(frame)
+        except OSError as exc:
+            raise _wrap(self._ifname, "send failed", exc) from exc
 
     async def send(self, frame: bytes) -> None:
+        if self._closed:
+            raise errors.TransientError(f"interface {self._ifname}: connection is closed")
         try:
             try:
                 self._sock.send(frame)
@@ -249,15 +297,20 @@ class AfPacketConn:
             self._allmulti = False
 
     def close(self) -> None:
-        if not self._closed:
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._sock.fileno())
-            if self._readable is not None and not self._readable.done():
-                self._readable.set_exception(
-                    errors.TransientError(f"interface {self._ifname}: connection is closed")
-                )
-            self._sock.close()
+            if self._stop is not None:
+                os.eventfd_write(self._stop, 1)  # and the reader thread closes the socket
+                return
+        self._sock.close()
+
+    def _stop_reading(self) -> None:
+        """Wake the reader thread to end; under the lock, since the thread closes the eventfd."""
+        with self._lock:
+            if self._stop is not None:
+                os.eventfd_write(self._stop, 1)
 
     def _membership(self, option: int, group: ethernet.MacAddress | None) -> None:
         """Add or drop one group, or all-multicast reception if ``group`` is None."""
@@ -308,3 +361,12 @@ def _wrap(ifname: str, action: str, exc: OSError) -> errors.PorterlbError:
     if exc.errno in (errno.ENODEV, errno.ENXIO, errno.EPROTONOSUPPORT):
         return errors.InvalidSpec(message)
     return errors.TransientError(message)
+
+
+def _settle(ended: asyncio.Future[None], outcome: BaseException | None) -> None:
+    if ended.done():
+        return
+    if outcome is None:
+        ended.set_result(None)
+    else:
+        ended.set_exception(outcome)

@@ -3,11 +3,16 @@
 It owns the set of IPs this node announces, each on one interface. ``update`` takes the whole
 wanted set at once (the speaker derives it from the manager's assignments) and takes effect
 synchronously: a removed IP is no longer answered for from that instant, which is what makes
-fencing safe. The tasks run in one TaskGroup: one responder loop per interface in use
-(``speaker/l2/eth0``; one socket carries ARP and NDP), one loop that opens and closes those,
-and one loop that owns every timed send: probes and gratuitous bursts (MetalLB keeps GARP
-repetition in one loop too). Sockets come from an injected ``open_conn``, so tests use
-``MemoryPacketConn`` on virtual time and the speaker uses ``AfPacketConn``.
+fencing safe. The tasks run in one TaskGroup: one task per interface in use
+(``speaker/l2/eth0``; one socket carries ARP and NDP) that keeps its conn open and serving, one
+loop that opens and closes those, and one loop that owns every timed send: probes and
+gratuitous bursts (MetalLB keeps GARP repetition in one loop too). Sockets come from an
+injected ``open_conn``, so tests use ``MemoryPacketConn`` on virtual time and the speaker uses
+``AfPacketConn``.
+
+Answers are decided and sent by ``_answer``, which the real conn runs on its reader thread:
+it only reads the entries (under ``_answering``, which ``update`` holds while it removes any,
+so no answer decided before a removal leaves after it) and hands claims of our IPs to the loop.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import ipaddress
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
@@ -44,8 +52,7 @@ and float sums like 64.4 + 2.2 miss by ulps; without slack the loop would wake a
 wait of 1e-14 s instead of sending."""
 
 YIELD_EVERY: Final = 64
-"""Frames answered (one batch), or IPs stepped through by a burst round, before the other
-tasks of the speaker get to run."""
+"""IPs stepped through by a burst round before the other tasks of the speaker get to run."""
 
 OPEN_RETRY: Final = 1.0
 """Seconds before retrying to open an interface that is missing or not usable."""
@@ -165,17 +172,24 @@ class Announcer:
         self._wake = asyncio.Event()
         """Set when the burst loop has new work: an update, or a link that opened."""
         self._links_changed = asyncio.Event()
+        self._answering = threading.Lock()
+        """Held by ``_answer`` over a batch, and by ``update`` while it removes entries."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop ``run`` runs on: claims found by ``_answer`` are checked there."""
 
     def update(self, wanted: Mapping[IPAddress, Announcement]) -> None:
         """Make ``wanted`` the announced set; removed IPs stop being answered at once."""
-        for key, entry in list(self._entries.items()):
-            ip = entry.ip
-            want = wanted.get(ip)
-            if want is None or want.ifname != entry.ifname:
-                del self._entries[key]
-                self._links[entry.ifname].leave(ip)
-                self._watch.forget(ip)
-                log.info("stopped announcing %s on %s", ip, entry.ifname)
+        removed = []
+        with self._answering:
+            for key, entry in list(self._entries.items()):
+                want = wanted.get(entry.ip)
+                if want is None or want.ifname != entry.ifname:
+                    del self._entries[key]
+                    removed.append(entry)
+        for entry in removed:
+            self._links[entry.ifname].leave(entry.ip)
+            self._watch.forget(entry.ip)
+            log.info("stopped announcing %s on %s", entry.ip, entry.ifname)
         for ip, want in wanted.items():
             key = ip.packed
             if key in self._entries:
@@ -207,6 +221,7 @@ class Announcer:
 
     async def run(self) -> None:
         """Run every loop until cancelled; a loop that fails ends the group, loudly."""
+        self._loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._burst_loop(), name="speaker/l2/burst")
             group.create_task(self._links_loop(group), name="speaker/l2/links")
@@ -237,16 +252,7 @@ class Announcer:
             try:
                 link.attach(packet_conn)
                 self._wake.set()
-                handled = 0
-                while True:
-                    frames = await packet_conn.recv_batch(YIELD_EVERY)
-                    await self._answer(packet_conn, frames)
-                    handled += len(frames)
-                    if handled >= YIELD_EVERY:
-                        # A receive or send that completes at once does not yield: without
-                        # this, a flood would stall the watches and the releases that fence.
-                        handled = 0
-                        await asyncio.sleep(0)
+                await packet_conn.serve(functools.partial(self._answer, packet_conn))
             except errors.PorterlbError as exc:
                 metrics.SOCKET_ERRORS.labels(link.ifname).inc()
                 log.warning("%s; reopening in %.0f s", exc, OPEN_RETRY)
@@ -269,52 +275,65 @@ class Announcer:
                 said = str(exc)
                 await asyncio.sleep(delay)
 
-    async def _answer(self, packet_conn: conn.PacketConn, frames: list[bytes]) -> None:
+    def _answer(self, packet_conn: conn.PacketConn, frames: list[bytes]) -> None:
         """Decide on and answer a batch of frames; count them once per batch.
 
-        Each frame goes through ``fastpath.decide`` and, if that declines, the reference
-        ``responder.handle``. A batch's verdicts and answers are gathered first and counted
-        once (a Prometheus ``inc`` takes a lock); nothing reads them in between. They are
-        gathered without hashing an Enum or an address object (both hash in Python code):
-        verdicts in a list, IPs by their packed bytes.
+        Runs on the conn's reader thread (see the module docstring). Each frame goes through
+        ``fastpath.decide`` and, if that declines, the reference ``responder.handle``. A
+        batch's verdicts and answers are gathered first and counted once (a Prometheus
+        ``inc`` takes a lock); nothing reads them in between. They are gathered in lists,
+        without hashing an Enum or an address object (both hash in Python code): verdicts,
+        and the packed IPs of the answers sent and of those that failed to go.
         """
         ifname, octets, owns = packet_conn.ifname, packet_conn.mac.octets, self.owns_packed
-        entries, decide = self._entries, fastpath.decide
+        entries, decide, transmit = self._entries, fastpath.decide, packet_conn.transmit
         verdicts: list[responder.Verdict] = []
-        received: dict[bytes, int] = {}
-        responded: dict[bytes, int] = {}
+        sent: list[bytes] = []
+        unsent: list[bytes] = []
+        claims: list[responder.Claim] = []
         try:
-            for frame in frames:
-                fast = decide(frame, ifname=ifname, mac=octets, owns=owns)
-                if fast is None:
-                    verdict, target, reply = self._reference(frame, packet_conn)
-                else:
-                    verdict, target, reply, claim = fast
-                    if claim is not None and claim[0] in entries:
-                        self._check(_claim(*claim), packet_conn)
-                verdicts.append(verdict)
-                if reply is None or target is None:
-                    continue
-                received[target] = received.get(target, 0) + 1
-                if await self._send(packet_conn, reply):
-                    responded[target] = responded.get(target, 0) + 1
+            with self._answering:
+                for frame in frames:
+                    fast = decide(frame, ifname=ifname, mac=octets, owns=owns)
+                    if fast is None:
+                        verdict, target, reply, claim = self._reference(frame, packet_conn)
+                        if claim is not None and claim.ip.packed in entries:
+                            claims.append(claim)
+                    else:
+                        verdict, target, reply, packed = fast
+                        if packed is not None and packed[0] in entries:
+                            claims.append(_claim(*packed))
+                    verdicts.append(verdict)
+                    if reply is None or target is None:
+                        continue
+                    try:
+                        transmit(reply)
+                    except errors.PorterlbError as exc:
+                        unsent.append(target)
+                        _failed(packet_conn, exc)
+                    else:
+                        sent.append(target)
         finally:
             for verdict in _VERDICTS:
                 if count := verdicts.count(verdict):
                     metrics.frames(ifname, verdict.value).inc(count)
-            metrics.answered(received, responded)
+            metrics.answered(sent, unsent)
+            if claims and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._check_all, claims, packet_conn)
 
     def _reference(
         self, frame: bytes, packet_conn: conn.PacketConn
-    ) -> tuple[responder.Verdict, bytes | None, bytes | None]:
-        """The frames the fast path declines: verdict, packed target and reply, as it gives."""
+    ) -> tuple[responder.Verdict, bytes | None, bytes | None, responder.Claim | None]:
+        """The frames the fast path declines: verdict, packed target, reply and claim."""
         outcome = responder.handle(
             frame, ifname=packet_conn.ifname, mac=packet_conn.mac, owns=self.owns
         )
-        if outcome.claim is not None:
-            self._check(outcome.claim, packet_conn)
         target = None if outcome.ip is None else outcome.ip.packed
-        return outcome.verdict, target, outcome.reply
+        return outcome.verdict, target, outcome.reply, outcome.claim
+
+    def _check_all(self, claims: list[responder.Claim], packet_conn: conn.PacketConn) -> None:
+        for claim in claims:
+            self._check(claim, packet_conn)
 
     def _check(self, claim: responder.Claim, packet_conn: conn.PacketConn) -> None:
         """Report a foreign claim on an IP we probe for or announce on this interface."""
@@ -345,7 +364,11 @@ class Announcer:
             next_due = None
             for index, entry in enumerate(list(self._entries.values()), 1):
                 if index % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # 10,000 IPs must not stall the speaker for seconds
+                    # 10,000 IPs must not stall the speaker for seconds: let the other tasks
+                    # run, and the answering threads (under SCHED_FIFO on one CPU, nothing
+                    # else would preempt this one; elsewhere it is a cheap hint).
+                    os.sched_yield()
+                    await asyncio.sleep(0)
                 if self._entries.get(entry.ip.packed) is not entry:
                     continue  # released (or moved) while this round yielded
                 due = await self._step(entry, loop.time())
@@ -401,11 +424,16 @@ class Announcer:
     async def _send(self, packet_conn: conn.PacketConn, frame: bytes) -> bool:
         try:
             await packet_conn.send(frame)
-        except errors.PorterlbError as exc:  # the receive side reopens the socket if need be
-            metrics.SOCKET_ERRORS.labels(packet_conn.ifname).inc()
-            log.warning("%s", exc)
-            return False
+        except errors.PorterlbError as exc:
+            return _failed(packet_conn, exc)
         return True
+
+
+def _failed(packet_conn: conn.PacketConn, exc: errors.PorterlbError) -> bool:
+    """Count and log a failed send; the receive side reopens the socket if need be."""
+    metrics.SOCKET_ERRORS.labels(packet_conn.ifname).inc()
+    log.warning("%s", exc)
+    return False
 
 
 def _claim(ip: bytes, mac: bytes) -> responder.Claim:

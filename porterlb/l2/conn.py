@@ -4,9 +4,13 @@ The announcer and responders talk to an interface only through this Protocol, so
 probes and answers run in plain pytest on virtual time (the httpx ``MockTransport`` and
 MetalLB ``arp_test.go`` pattern). ``porterlb.l2.afpacket.AfPacketConn`` is the real one.
 ``MemoryPacketConn`` records what was sent with the loop time, lets a test inject frames (or a
-receive error), and can be wired to another one like two ends of a cable. Frames are read
-one at a time (``recv``) or in batches of what is queued (``recv_batch``), as the responder
-does.
+receive error), and can be wired to another one like two ends of a cable.
+
+Received frames are not awaited one by one: ``serve`` hands each batch of them to a plain
+function that decides and replies at once with ``transmit``. The real conn calls it from a
+reader thread of its own, so an answer costs a ``poll``, a ``recv`` and a ``send`` and never
+waits for the event loop (a busy loop, or its own wakeup and task switch, was most of an
+answer's latency: bench/l2_answers.py); the memory conn calls it on the loop.
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ import collections
 import dataclasses
 import ipaddress
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from porterlb import errors
 from porterlb.l2 import ethernet
+
+Answer = Callable[[list[bytes]], None]
+"""Decides on a batch of received frames and replies to them with ``PacketConn.transmit``.
+
+It may run on another thread than the event loop's (``AfPacketConn`` calls it from its reader
+thread), so it must only read the loop's state and hand anything else to the loop."""
 
 
 class PacketConn(Protocol):
@@ -35,21 +45,21 @@ class PacketConn(Protocol):
         """The interface's MAC: the source of every frame we send."""
         ...
 
-    async def recv(self) -> bytes:
-        """The next received frame; raises TransientError if the socket fails."""
-        ...
-
-    async def recv_batch(self, limit: int) -> list[bytes]:
-        """The next received frames, 1 to ``limit`` of them: those already queued, or else the
-        first to arrive. Raises TransientError if the socket fails before any frame.
-
-        One wakeup for many frames: under load the responder's cost per frame is its own
-        work, not the event loop's.
+    async def serve(self, answer: Answer) -> None:
+        """Call ``answer`` with the received frames, 1 to ``BATCH`` at a time (those queued
+        together), until the conn is closed (returns) or its socket fails (raises
+        TransientError, once the frames before the failure were answered). Call it once.
         """
         ...
 
+    def transmit(self, frame: bytes) -> None:
+        """Transmit one frame now, from any thread; raises TransientError if the socket fails
+        or has no room (an answer is worth no wait: the asker asks again)."""
+        ...
+
     async def send(self, frame: bytes) -> None:
-        """Transmit one frame; raises TransientError if the socket fails."""
+        """Transmit one frame, waiting for room if need be; raises TransientError if the
+        socket fails. For the loop's own sends: bursts and probes."""
         ...
 
     def join(self, ip: ipaddress.IPv6Address) -> None:
@@ -66,6 +76,9 @@ class PacketConn(Protocol):
 
 
 OpenConn = Callable[[str], Awaitable[PacketConn]]
+
+BATCH: Final = 64
+"""Most frames handed to an ``Answer`` at once: the counters are updated once a batch."""
 """Opens a PacketConn on the named interface; raises a ``porterlb.errors.PorterlbError``."""
 
 
@@ -91,8 +104,6 @@ class MemoryPacketConn:
         self.groups: collections.Counter[ipaddress.IPv6Address] = collections.Counter()
         """Current ``join`` counts; released groups are removed."""
         self.closed = False
-        self._error: errors.PorterlbError | None = None
-        """An injected error met while a batch was being gathered: raised next."""
 
     @property
     def ifname(self) -> str:
@@ -108,43 +119,43 @@ class MemoryPacketConn:
         other._peers.append(self)
 
     def inject(self, frame: bytes) -> None:
-        """Make ``frame`` the next thing ``recv`` returns (after those already injected)."""
+        """Queue ``frame`` for ``serve`` (after those already injected)."""
         self._inbox.put_nowait(frame)
 
     def inject_error(self, error: errors.PorterlbError) -> None:
-        """Make ``recv`` raise ``error`` once, after the frames already injected."""
+        """Make ``serve`` raise ``error``, after answering the frames already injected."""
         self._inbox.put_nowait(error)
 
     async def next_sent(self) -> bytes:
         """Wait for the next frame sent on this conn (each frame is returned once)."""
         return await self._outbox.get()
 
-    async def recv(self) -> bytes:
-        return (await self.recv_batch(1))[0]
-
-    async def recv_batch(self, limit: int) -> list[bytes]:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        item = await self._inbox.get()
-        if isinstance(item, errors.PorterlbError):
-            raise item
-        frames = [item]
-        while len(frames) < limit and not self._inbox.empty():
-            item = self._inbox.get_nowait()
+    async def serve(self, answer: Answer) -> None:
+        """Answers on the loop; an injected error ends it, after the frames before it."""
+        while not self.closed:
+            frames: list[bytes] = []
+            item = await self._inbox.get()
+            while not isinstance(item, errors.PorterlbError):
+                frames.append(item)
+                if len(frames) == BATCH or self._inbox.empty():
+                    break
+                item = self._inbox.get_nowait()
+            if frames:
+                answer(frames)
             if isinstance(item, errors.PorterlbError):
-                self._error = item
-                break
-            frames.append(item)
-        return frames
+                raise item
+            await asyncio.sleep(0)  # a flood must not keep the loop from other tasks
 
-    async def send(self, frame: bytes) -> None:
+    def transmit(self, frame: bytes) -> None:
         if self.closed:
             raise errors.TransientError(f"interface {self._ifname}: connection is closed")
         self.sent.append(Sent(asyncio.get_running_loop().time(), frame))
         self._outbox.put_nowait(frame)
         for peer in self._peers:
             peer.inject(frame)
+
+    async def send(self, frame: bytes) -> None:
+        self.transmit(frame)
 
     def join(self, ip: ipaddress.IPv6Address) -> None:
         self.groups[ip] += 1

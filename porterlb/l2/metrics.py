@@ -10,15 +10,16 @@ The per-IP counts are plain ints in one table, exposed by a collector, not
 ``prometheus_client.Counter`` children: a child is a Counter object with a lock and a creation
 timestamp, ~530 bytes, and three of them per IP were ~16 MiB of a speaker's ~27 MiB at 10,000
 IPs (bench/speaker_scale.py --trace); a row of the table is a list of a label and three ints.
-Counting is an integer addition on the event loop's thread. A scrape, on the HTTP server's
-thread, reads a copy of the table (``dict.copy`` runs under the GIL in one piece).
+Counting is an integer addition: requests and responses on the interface's answering thread,
+gratuitous frames on the event loop's (each column has one writer). A scrape, on the HTTP
+server's thread, reads a copy of the table (``dict.copy`` runs under the GIL in one piece).
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import prometheus_client
@@ -86,16 +87,21 @@ GRATUITOUS_SENT: Final = _PerIp(
 def _row(packed: bytes) -> list[Any]:
     row = _per_ip.get(packed)
     if row is None:
-        row = _per_ip[packed] = [str(ipaddress.ip_address(packed)), 0, 0, 0]
+        # setdefault, not a store: the answering thread and the loop may both add the row.
+        row = _per_ip.setdefault(packed, [str(ipaddress.ip_address(packed)), 0, 0, 0])
     return row
 
 
-def answered(received: Mapping[bytes, int], responded: Mapping[bytes, int]) -> None:
-    """Add a batch's requests received and responses sent, by packed IP."""
-    for packed, count in received.items():
-        _row(packed)[_RECEIVED] += count
-    for packed, count in responded.items():
-        _row(packed)[_RESPONDED] += count
+def answered(sent: Sequence[bytes], unsent: Sequence[bytes]) -> None:
+    """Count a batch's requests for announced IPs, by packed IP: each answered request whose
+    answer was ``sent``, and each whose answer failed to go (``unsent``)."""
+    for packed in set(sent):
+        row = _row(packed)
+        count = sent.count(packed)
+        row[_RECEIVED] += count
+        row[_RESPONDED] += count
+    for packed in set(unsent):
+        _row(packed)[_RECEIVED] += unsent.count(packed)
 
 
 def gratuitous(packed: bytes) -> None:

@@ -149,7 +149,7 @@ async def test_a_flood_of_requests_lets_the_rest_of_the_speaker_run():
     async with running(node):
         announce(node, samples.VIP4)
         await frames(eth0, 2)
-        for _ in range(10 * announcer.YIELD_EVERY):
+        for _ in range(10 * conn.BATCH):
             eth0.inject(arp_request())
         sent_before = len(eth0.sent)
         answered_before_others_ran = []
@@ -158,7 +158,7 @@ async def test_a_flood_of_requests_lets_the_rest_of_the_speaker_run():
             answered_before_others_ran.append(len(eth0.sent) - sent_before)
 
         await asyncio.create_task(another_task())
-    assert 0 < answered_before_others_ran[0] <= announcer.YIELD_EVERY
+    assert 0 < answered_before_others_ran[0] <= conn.BATCH
 
 
 async def test_a_round_over_many_ips_lets_the_rest_of_the_speaker_run():
@@ -368,7 +368,7 @@ class BrokenSend(conn.MemoryPacketConn):
         super().__init__(ifname, mac)
         self.attempts: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def send(self, frame):
+    def transmit(self, frame):
         self.attempts.put_nowait(frame)
         raise errors.InvalidSpec(f"interface {self.ifname}: send failed: No such device")
 

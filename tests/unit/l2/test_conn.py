@@ -7,11 +7,26 @@ from porterlb.l2 import conn
 from tests.unit.l2 import samples
 
 
-async def test_inject_then_recv_in_order():
+class Served:
+    """``serve`` running in a task, its batches queued as they come."""
+
+    def __init__(self, packet_conn):
+        self.batches: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self.task = asyncio.ensure_future(packet_conn.serve(self.batches.put_nowait))
+
+    async def next(self):
+        return await asyncio.wait_for(self.batches.get(), 5)
+
+
+async def test_serve_hands_over_what_is_queued_in_order_in_batches():
     packet_conn = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
-    packet_conn.inject(b"one")
-    packet_conn.inject(b"two")
-    assert [await packet_conn.recv(), await packet_conn.recv()] == [b"one", b"two"]
+    frames = [b"%d" % n for n in range(conn.BATCH + 3)]
+    for frame in frames:
+        packet_conn.inject(frame)
+    served = Served(packet_conn)
+    assert await served.next() == frames[: conn.BATCH]
+    assert await served.next() == frames[conn.BATCH :]
+    served.task.cancel()
 
 
 async def test_send_is_recorded_with_loop_time():
@@ -27,9 +42,12 @@ async def test_connected_conns_hear_each_other():
     a = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
     b = conn.MemoryPacketConn("eth0", samples.PEER_MAC)
     a.connect(b)
+    heard_by_a, heard_by_b = Served(a), Served(b)
     await a.send(b"from a")
-    await b.send(b"from b")
-    assert (await b.recv(), await a.recv()) == (b"from a", b"from b")
+    b.transmit(b"from b")
+    assert (await heard_by_b.next(), await heard_by_a.next()) == ([b"from a"], [b"from b"])
+    heard_by_a.task.cancel()
+    heard_by_b.task.cancel()
 
 
 async def test_send_after_close_fails():
@@ -38,6 +56,8 @@ async def test_send_after_close_fails():
     packet_conn.close()
     with pytest.raises(errors.TransientError, match="eth0"):
         await packet_conn.send(b"frame")
+    with pytest.raises(errors.TransientError, match="eth0"):
+        packet_conn.transmit(b"frame")
 
 
 def test_groups_are_counted():
@@ -55,40 +75,26 @@ def test_memory_conn_is_a_packet_conn():
     assert (packet_conn.ifname, packet_conn.mac) == ("eth0", samples.OUR_MAC)
 
 
-async def test_injected_error_is_raised_once_in_order():
+async def test_injected_error_ends_serve_after_the_frames_before_it():
     packet_conn = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
     packet_conn.inject(b"before")
     packet_conn.inject_error(errors.TransientError("interface eth0: receive failed"))
     packet_conn.inject(b"after")
-    assert await packet_conn.recv() == b"before"
+    served = Served(packet_conn)
     with pytest.raises(errors.TransientError, match="receive failed"):
-        await packet_conn.recv()
-    assert await packet_conn.recv() == b"after"
+        await served.task
+    assert served.batches.get_nowait() == [b"before"]
+    assert served.batches.empty()
+    again = Served(packet_conn)  # as after reopening: the rest is still queued
+    assert await again.next() == [b"after"]
+    again.task.cancel()
 
 
-async def test_recv_batch_takes_what_is_queued_up_to_the_limit():
+async def test_serve_waits_for_the_first_frame():
     packet_conn = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
-    for frame in (b"one", b"two", b"three"):
-        packet_conn.inject(frame)
-    assert await packet_conn.recv_batch(2) == [b"one", b"two"]
-    assert await packet_conn.recv_batch(2) == [b"three"]
-
-
-async def test_recv_batch_waits_for_the_first_frame():
-    packet_conn = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
-    batch = asyncio.ensure_future(packet_conn.recv_batch(8))
+    served = Served(packet_conn)
     await asyncio.sleep(0)
-    assert not batch.done()
+    assert served.batches.empty()
     packet_conn.inject(b"late")
-    assert await batch == [b"late"]
-
-
-async def test_error_in_a_batch_ends_it_and_is_raised_next():
-    packet_conn = conn.MemoryPacketConn("eth0", samples.OUR_MAC)
-    packet_conn.inject(b"before")
-    packet_conn.inject_error(errors.TransientError("interface eth0: receive failed"))
-    packet_conn.inject(b"after")
-    assert await packet_conn.recv_batch(8) == [b"before"]
-    with pytest.raises(errors.TransientError, match="receive failed"):
-        await packet_conn.recv_batch(8)
-    assert await packet_conn.recv_batch(8) == [b"after"]
+    assert await served.next() == [b"late"]
+    served.task.cancel()
