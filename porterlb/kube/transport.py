@@ -30,16 +30,15 @@ CONNECTIONS = 100
 class AiohttpTransport(httpx2.AsyncBaseTransport):
     """Sends httpx2 requests with one aiohttp session, opened on the first request."""
 
-    def __init__(self, *, tls: ssl.SSLContext, connections: int = CONNECTIONS) -> None:
+    def __init__(self, *, tls: ssl.SSLContext) -> None:
         self._tls = tls
-        self._connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         # Opened lazily: an aiohttp session belongs to the loop it is created in.
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._tls, limit=self._connections),
+                connector=aiohttp.TCPConnector(ssl=self._tls, limit=CONNECTIONS),
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
