@@ -56,6 +56,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 headers=request.headers.multi_items(),
                 data=body or None,
                 allow_redirects=False,
+                # httpx2's write timeout has no aiohttp counterpart: a request body here is
+                # one small JSON document, and a server that stops reading stops answering.
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeout.get("pool"),
