@@ -1,7 +1,9 @@
 """The one place porterlb builds its Kubernetes client.
 
 lightkube's async client (httpx2 underneath) is the client; objects cross into the rest of
-porterlb as plain dicts, so only ``kube/`` knows lightkube's types.
+porterlb as plain dicts, so only ``kube/`` knows lightkube's types. Its requests go out over
+aiohttp (:mod:`porterlb.kube.transport`), with the TLS context lightkube builds from the
+same kubeconfig.
 
 The hot paths (the reflector's list and watch, the writers, the Event poster) skip lightkube's
 models: they send and read JSON through :func:`http`, the very httpx2 client lightkube built
@@ -17,10 +19,13 @@ from typing import Any
 
 import httpx2
 import lightkube
+from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig
+from lightkube.core.exceptions import ConfigError
 from lightkube.core.resource import api_info
 
 from porterlb.api import wellknown
+from porterlb.kube import transport
 
 REQUEST_TIMEOUT = httpx2.Timeout(10.0, connect=5.0)
 """Every non-watch request gives up after 10 s: a stuck request must not stall a worker."""
@@ -33,8 +38,15 @@ def connect(
 ) -> lightkube.AsyncClient:
     """A client from `kubeconfig`, or the in-cluster service account when it is None."""
     config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_service_account()
+    single = config.get()
+    if single is None or single.user is None:
+        raise ConfigError(f"{kubeconfig or 'service account'}: the current context names no user")
+    tls = client_adapter.verify_cluster(single.cluster, single.user, single.abs_file)
     return lightkube.AsyncClient(
-        config=config, field_manager=wellknown.FIELD_MANAGER, timeout=timeout
+        config=single,
+        field_manager=wellknown.FIELD_MANAGER,
+        timeout=timeout,
+        transport=transport.AiohttpTransport(tls=tls),
     )
 
 

@@ -20,12 +20,12 @@ replies that say something (the claim's, an error's Status) are decoded.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx2
 import lightkube
+import msgspec
 from lightkube.core.resource import api_info
 from lightkube.types import PatchType
 
@@ -40,7 +40,7 @@ Patch = Mapping[str, Any]
 def status_message(reply: httpx2.Response) -> str:
     """The message of the API's Status in `reply`, or its HTTP reason when it has none."""
     try:
-        message = json.loads(reply.content).get("message")
+        message = msgspec.json.decode(reply.content).get("message")
     except (ValueError, AttributeError):
         message = None
     return str(message or f"{reply.status_code} {reply.reason_phrase}")
@@ -77,7 +77,7 @@ async def _patch(
     try:
         reply = await kube_client.http(client).patch(
             kube_client.path(resource, namespace=namespace, name=name),
-            content=json.dumps(patch).encode(),
+            content=msgspec.json.encode(patch),
             headers={"Content-Type": patch_type.value},
             params={"fieldManager": wellknown.FIELD_MANAGER},
         )
@@ -139,7 +139,7 @@ async def write_service(
 
 def carries_marks(reply: httpx2.Response, claim: str | None) -> bool:
     """Whether the Service in `reply` carries the marks of `claim` (None: carries none)."""
-    meta = json.loads(reply.content).get("metadata") or {}
+    meta = msgspec.json.decode(reply.content).get("metadata") or {}
     claimed = wellknown.SERVICE_FINALIZER in (meta.get("finalizers") or ())
     label = (meta.get("labels") or {}).get(wellknown.POOL_LABEL)
     return claimed and label == claim if claim is not None else not claimed and label is None
