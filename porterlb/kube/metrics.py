@@ -9,3 +9,7 @@ API_REQUESTS = Counter(
     "Requests sent to the Kubernetes API server, by verb and resource.",
     ["verb", "resource"],
 )
+EVENTS_DROPPED = Counter(
+    "porterlb_events_dropped",
+    "Events not posted because the queue of Events to post was full.",
+)
