@@ -1,8 +1,9 @@
 """The speaker: watches the manager's assignments for this node and drives the announcer.
 
-Two reflectors (Services, Eips) feed one sync loop. Each changed Service is read with
-:func:`porterlb.speaker.assignments.read`, so a change costs O(1) however many Services
-exist; the wanted set (IP -> interface) is handed to the announcer whole. Interfaces are
+Two reflectors (Services, Eips) feed one sync loop. Each changed Service goes into
+:class:`porterlb.speaker.assignments.Records`, so a change costs O(1) however many Services
+exist; the wanted set (IP -> interface) is handed to the announcer whole. An IP that another
+Service assigns to another node is left out: the manager is moving it. Interfaces are
 resolved per pool over netlink in the node's network namespace, cached, and resolved again
 when the Eip changes and every :data:`RESOLVE_INTERVAL`. A pool whose interface this node
 lacks gets a Warning Event ``InterfaceMissing`` naming node and interface, and nothing of it
@@ -72,7 +73,7 @@ class Speaker:
         self.announcer = announcer.Announcer(
             open_conn=self._open, on_conflict=self._conflict, config=config or announcer.Config()
         )
-        self.assigned: dict[str, assignments.Assigned] = {}
+        self.records = assignments.Records(node)
         """Service key -> the (IP, pool) pairs it assigns to this node; only non-empty ones."""
         self.links: dict[PoolName, str | None] = {}
         """Pool -> interface name, or None when this node lacks it (reported)."""
@@ -143,18 +144,14 @@ class Speaker:
 
     def _service_changed(self, key: str) -> None:
         obj = self.services.cache.get(key)
-        found = assignments.read(obj, self.node) if obj is not None else ()
         node = svc.parse(obj).annotation(wellknown.ANNOUNCED_BY) if obj is not None else None
         before = self._recorded.pop(key, None)
         if node is not None:
             self._recorded[key] = node
-        if found and before is not None and before != self.node:
-            self._moved_in.update(ip for ip, _ in found)
-        if found or key in self.assigned:
-            if found:
-                self.assigned[key] = found
-            else:
-                del self.assigned[key]
+        if self.records.update(key, obj):
+            found = self.records.mine.get(key, ())
+            if before is not None and before != self.node:
+                self._moved_in.update(ip for ip, _ in found)
             self._dirty.set()
 
     def _eip_changed(self, name: str) -> None:
@@ -177,9 +174,11 @@ class Speaker:
 
     async def _sync(self) -> None:
         wanted: dict[address.IPAddress, announcer.Announcement] = {}
-        # A snapshot: resolving an interface awaits, and watch events change `assigned` then.
-        for pairs in () if self.fenced else list(self.assigned.values()):
+        # A snapshot: resolving an interface awaits, and watch events change the records then.
+        for pairs in () if self.fenced else list(self.records.mine.values()):
             for ip, pool in pairs:
+                if self.records.contested(ip):
+                    continue  # being moved: its old node may still answer until it is done
                 ifname = await self._interface(pool)
                 if ifname is not None:
                     # Probe before an IP is first announced in the cluster (RFC 5227).

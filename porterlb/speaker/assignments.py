@@ -1,14 +1,19 @@
 """Which IPs this node must announce, read from the manager's records: pure, no I/O.
 
-A Service IP is this node's when the Service carries ``porterlb.io/announced-by: <this node>``,
-publishes the IP in ``status.loadBalancer.ingress`` and names its pool in the pool label. The
-speaker trusts the manager for everything else (ownership, allocation): it only reads.
+A Service assigns its IPs to a node when it carries ``porterlb.io/announced-by: <node>``,
+publishes the IPs in ``status.loadBalancer.ingress``, names its pool in the pool label and is
+not being deleted. The speaker trusts the manager for everything else (ownership,
+allocation): it only reads. Services sharing an IP each carry the record, and the manager
+rewrites them one by one when the IP moves; while they disagree, no node answers for the IP
+(:meth:`Records.contested`), so that two nodes never answer for it at once.
 """
 
 from __future__ import annotations
 
+import collections
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from porterlb.api import address, wellknown
@@ -18,16 +23,81 @@ from porterlb.api.keys import NodeName, PoolName
 Assigned = tuple[tuple[address.IPAddress, PoolName], ...]
 
 
-def read(obj: Mapping[str, Any], node: NodeName) -> Assigned:
-    """The (IP, pool) pairs the Service object `obj` assigns to `node`; empty when none."""
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The node a Service assigns its IPs to, and those (IP, pool) pairs."""
+
+    node: NodeName
+    assigned: Assigned
+
+
+def record(obj: Mapping[str, Any]) -> Record | None:
+    """What the Service object `obj` assigns, to which node; None when it assigns nothing."""
     service = svc.parse(obj)
+    node = service.annotation(wellknown.ANNOUNCED_BY)
     pool = service.label(wellknown.POOL_LABEL)
-    if service.annotation(wellknown.ANNOUNCED_BY) != node or pool is None or service.deleting:
-        return ()
+    if not node or pool is None or service.deleting:
+        return None
     found = []
     for text in service.ingress:
         try:
             found.append((ipaddress.ip_address(text), PoolName(pool)))
         except ValueError:
             continue  # the manager wrote it and reports bad input; the speaker only reads
-    return tuple(found)
+    return Record(NodeName(node), tuple(found)) if found else None
+
+
+def read(obj: Mapping[str, Any], node: NodeName) -> Assigned:
+    """The (IP, pool) pairs the Service object `obj` assigns to `node`; empty when none."""
+    found = record(obj)
+    return found.assigned if found is not None and found.node == node else ()
+
+
+class Records:
+    """Every Service's record as this node's speaker needs it; each change costs O(1).
+
+    ``mine`` holds, by Service key, what is assigned to ``node``. An IP is *contested* while
+    another Service assigns it to another node: the manager is moving a shared IP and has
+    rewritten only some of its Services.
+    """
+
+    def __init__(self, node: NodeName) -> None:
+        self.node = node
+        self.mine: dict[str, Assigned] = {}
+        self._theirs: dict[str, tuple[address.IPAddress, ...]] = {}
+        self._here: collections.Counter[address.IPAddress] = collections.Counter()
+        self._elsewhere: collections.Counter[address.IPAddress] = collections.Counter()
+
+    def update(self, key: str, obj: Mapping[str, Any] | None) -> bool:
+        """Take the Service `key` as it now is (None: gone); True if an IP of this node
+        was added, removed, contested or uncontested by the change."""
+        found = record(obj) if obj is not None else None
+        mine: Assigned = ()
+        theirs: tuple[address.IPAddress, ...] = ()
+        if found is not None and found.node == self.node:
+            mine = found.assigned
+        elif found is not None:
+            theirs = tuple(ip for ip, _ in found.assigned)
+        old_mine, old_theirs = self.mine.pop(key, ()), self._theirs.pop(key, ())
+        if mine:
+            self.mine[key] = mine
+        if theirs:
+            self._theirs[key] = theirs
+        _count(self._here, [ip for ip, _ in old_mine], [ip for ip, _ in mine])
+        _count(self._elsewhere, old_theirs, theirs)
+        return old_mine != mine or any(ip in self._here for ip in {*old_theirs, *theirs})
+
+    def contested(self, ip: address.IPAddress) -> bool:
+        return ip in self._elsewhere
+
+
+def _count(
+    counter: collections.Counter[address.IPAddress],
+    removed: Sequence[address.IPAddress],
+    added: Sequence[address.IPAddress],
+) -> None:
+    counter.update(added)
+    counter.subtract(removed)
+    for ip in removed:
+        if counter[ip] <= 0:
+            del counter[ip]

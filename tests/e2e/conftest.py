@@ -184,12 +184,15 @@ class SpeakerLab:
         ip: IPAddress | None = None,
         *,
         annotations: dict[str, str] | None = None,
+        port: int = cluster.SERVICE_PORT,
     ) -> AsyncIterator[IPAddress]:
         """A sample Service asking for ``ip`` (if given); yields its IP, deletes it after."""
         wanted = dict(annotations or {})
         if ip is not None:
             wanted[wellknown.REQUESTED_IP] = str(ip)
-        await cluster.create_service(self.api, self.plan, name, family=family, annotations=wanted)
+        await cluster.create_service(
+            self.api, self.plan, name, family=family, annotations=wanted, port=port
+        )
         try:
             [found] = await cluster.wait_ingress(self.api, name)
             if ip is not None:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from porterlb.api import wellknown
 from porterlb.api.keys import NodeName
@@ -47,3 +50,74 @@ def test_both_ips_of_a_dual_stack_service():
 )
 def test_nothing_to_announce(obj):
     assert assignments.read(obj, W1) == ()
+
+
+def shared(name, node, ip="198.18.2.200"):
+    obj = service(node=node, ingress=(ip,))
+    obj["metadata"]["name"] = name
+    return obj
+
+
+def test_a_shared_ip_being_moved_is_contested_until_every_service_names_one_node():
+    records = assignments.Records(W1)
+    assert not records.update("shop/a", shared("a", "w2"))  # nothing of this node changed
+    assert not records.update("shop/b", shared("b", "w2"))
+    assert records.mine == {}
+    assert records.update("shop/a", shared("a", "w1"))  # the manager moves the IP here
+    ip = ipaddress.ip_address("198.18.2.200")
+    assert records.mine == {"shop/a": ((ip, "lan"),)}
+    assert records.contested(ip)
+    assert records.update("shop/b", shared("b", "w1"))
+    assert not records.contested(ip)
+    assert records.update("shop/a", None)  # deleted
+    assert records.mine == {"shop/b": ((ip, "lan"),)}
+
+
+def test_another_service_on_another_node_contests_only_its_own_ip():
+    records = assignments.Records(W1)
+    records.update("shop/a", shared("a", "w1", "198.18.2.200"))
+    assert not records.update("shop/b", shared("b", "w2", "198.18.2.201"))
+    assert not records.contested(ipaddress.ip_address("198.18.2.200"))
+
+
+changes = st.lists(
+    st.tuples(
+        st.sampled_from(["shop/a", "shop/b", "shop/c", "shop/d"]),
+        st.one_of(
+            st.none(),  # the Service is gone
+            st.builds(
+                lambda node, ips: service(node=node, ingress=tuple(sorted(ips))),
+                st.sampled_from([None, "w1", "w2", "w3"]),
+                st.sets(st.sampled_from(["198.18.2.200", "198.18.2.201", "2001:db8::200"])),
+            ),
+        ),
+    ),
+    max_size=40,
+)
+
+
+@hypothesis.given(changes)
+def test_records_match_the_services_they_were_given(changes):
+    records = assignments.Records(W1)
+    objects: dict[str, dict[str, Any] | None] = {}
+    for key, obj in changes:
+        before = view(records)
+        changed = records.update(key, obj)
+        objects[key] = obj
+        found = {k: assignments.record(o) for k, o in objects.items() if o is not None}
+        mine = {k: f.assigned for k, f in found.items() if f is not None and f.node == W1}
+        elsewhere = {
+            ip for f in found.values() if f is not None and f.node != W1 for ip, _ in f.assigned
+        }
+        assert records.mine == mine
+        assert all(records.contested(ip) == (ip in elsewhere) for ip in IPS)
+        assert changed or view(records) == before
+
+
+IPS = [ipaddress.ip_address(ip) for ip in ("198.18.2.200", "198.18.2.201", "2001:db8::200")]
+
+
+def view(records):
+    """What the speaker acts on: this node's records, and which of their IPs are contested."""
+    here = {ip for pairs in records.mine.values() for ip, _ in pairs}
+    return dict(records.mine), {ip for ip in here if records.contested(ip)}
