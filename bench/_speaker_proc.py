@@ -88,13 +88,14 @@ class _TimedConn:
         return self._inner.mac
 
     async def serve(self, answer: conn.Answer) -> None:
-        service = self._stats
+        stats = self._stats
 
         def timed(frames: list[bytes]) -> None:
             started = time.perf_counter_ns()
             answer(frames)
             bucket = (time.perf_counter_ns() - started) // 1000 // len(frames)
-            service.service[min(bucket, HISTOGRAM_US - 1)] += len(frames)
+            # Read ``stats.service`` each time: ``cmd_stats`` swaps it, on the loop's thread.
+            stats.service[min(bucket, HISTOGRAM_US - 1)] += len(frames)
 
         await self._inner.serve(timed)
 
