@@ -11,8 +11,8 @@ message.
 
 Received frames are answered on a reader thread of the conn's own (``serve``): it waits in
 ``poll`` on the socket (and on an eventfd that ``close`` signals), drains what is queued with
-``recv``, and hands the batch to the answer function, which
-replies with ``transmit``: a plain ``send`` on the same thread. Awaiting each frame on the event
+``recv``, and hands the batch to the answer function, which replies with ``transmit``: a plain
+``send`` on the same thread. Awaiting each frame on the event
 loop cost a wakeup, a future and a task switch per frame, ~3/4 of the speaker's CPU per frame
 at 20,000 requests a second, and made every answer wait for whatever else the loop was doing
 (bench/l2_answers.py). The thread holds the GIL only while it decides. ``send`` (the loop's
@@ -301,10 +301,11 @@ class AfPacketConn:
             if self._closed:
                 return
             self._closed = True
-            if self._stop is not None:
-                os.eventfd_write(self._stop, 1)  # and the reader thread closes the socket
-                return
-        self._sock.close()
+            reading = self._stop is not None
+        if reading:
+            self._stop_reading()  # and the reader thread closes the socket as it ends
+        else:
+            self._sock.close()  # no reader can start any more: ``serve`` sees ``_closed``
 
     def _stop_reading(self) -> None:
         """Wake the reader thread to end; under the lock, since the thread closes the eventfd."""

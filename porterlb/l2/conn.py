@@ -76,10 +76,10 @@ class PacketConn(Protocol):
 
 
 OpenConn = Callable[[str], Awaitable[PacketConn]]
+"""Opens a PacketConn on the named interface; raises a ``porterlb.errors.PorterlbError``."""
 
 BATCH: Final = 64
 """Most frames handed to an ``Answer`` at once: the counters are updated once a batch."""
-"""Opens a PacketConn on the named interface; raises a ``porterlb.errors.PorterlbError``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
