@@ -41,8 +41,6 @@ from pathlib import Path
 import aiohttp
 import httpx2
 import msgspec
-from lightkube.config import client_adapter
-from lightkube.config.kubeconfig import KubeConfig
 
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
@@ -112,10 +110,9 @@ class CpuClock:
 
 def _load_session(kubeconfig: Path) -> aiohttp.ClientSession:
     """The load generator's own connections, with the lab kubeconfig's token and CA."""
-    config = KubeConfig.from_file(kubeconfig).get()
-    if config is None or config.user is None or config.user.token is None:
+    config, tls = kube_client.context(kubeconfig)
+    if config.user is None or config.user.token is None:
         raise SystemExit(f"{kubeconfig}: the load generator needs a user with a token")
-    tls = client_adapter.verify_cluster(config.cluster, config.user, config.abs_file)
     return aiohttp.ClientSession(
         base_url=config.cluster.server,
         headers={"Authorization": f"Bearer {config.user.token}", **JSON_HEADERS},

@@ -14,13 +14,14 @@ benchmark (13 ms per Service), for objects that porterlb reads as dicts anyway.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import lightkube
 from lightkube.config import client_adapter
-from lightkube.config.kubeconfig import KubeConfig
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 from lightkube.core.resource import api_info
 
@@ -37,17 +38,24 @@ def connect(
     kubeconfig: Path | None, *, timeout: httpx2.Timeout = REQUEST_TIMEOUT
 ) -> lightkube.AsyncClient:
     """A client from `kubeconfig`, or the in-cluster service account when it is None."""
-    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_service_account()
-    single = config.get()
-    if single is None or single.user is None:
-        raise ConfigError(f"{kubeconfig or 'service account'}: the current context names no user")
-    tls = client_adapter.verify_cluster(single.cluster, single.user, single.abs_file)
+    config, tls = context(kubeconfig)
     return lightkube.AsyncClient(
-        config=single,
+        config=config,
         field_manager=wellknown.FIELD_MANAGER,
         timeout=timeout,
         transport=transport.AiohttpTransport(tls=tls),
     )
+
+
+def context(kubeconfig: Path | None) -> tuple[SingleConfig, ssl.SSLContext]:
+    """The current context of `kubeconfig` (the service account's when it is None), and the
+    TLS context for its cluster: its CA and any client certificate. Raises ConfigError if the
+    context names no user."""
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_service_account()
+    single = config.get()
+    if single is None or single.user is None:
+        raise ConfigError(f"{kubeconfig or 'service account'}: the current context names no user")
+    return single, client_adapter.verify_cluster(single.cluster, single.user, single.abs_file)
 
 
 def http(client: lightkube.AsyncClient) -> httpx2.AsyncClient:
