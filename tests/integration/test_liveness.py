@@ -93,6 +93,12 @@ async def wait_silent(manager, node: str, silent: bool) -> None:
     await eventually(probe, what=f"node {node} {'silent' if silent else 'answering'}")
 
 
+async def wait_not_announced(client, namespace: str, net: str, why: str) -> None:
+    """Wait for the NoEligibleNode Event of Service ``web`` that gives ``why``."""
+    message = f"Service {namespace}/web: {net}.1 is not announced: {why}"
+    await objects.wait_event(client, namespace, "web", reasons.NO_ELIGIBLE_NODE, message)
+
+
 async def test_a_silent_speaker_loses_its_ip_with_a_failover_event_and_no_ip_returns(
     client, pinging_manager, namespace, net, eips, nodes, port
 ):
@@ -141,13 +147,7 @@ async def test_a_node_whose_speaker_never_answered_or_has_another_key_gets_no_ip
         await pool_with_service(client, eips, namespace, net)
         never = "its speaker never answered heartbeats"
         why = f"{forger}: {never}; {good}: not Ready; {mute}: {never}"
-        await objects.wait_event(
-            client,
-            namespace,
-            "web",
-            reasons.NO_ELIGIBLE_NODE,
-            f"Service {namespace}/web: {net}.1 is not announced: {why}",
-        )
+        await wait_not_announced(client, namespace, net, why)
         assert await announced_by(client, "web", namespace) is None
 
     async with answering(mute, "127.0.0.30", port, key):
@@ -181,13 +181,7 @@ async def test_no_ip_goes_to_a_node_whose_speaker_lacks_the_pools_interface(
     async with answering(without, "127.0.0.50", port, key, lacking=(pool,)):
         await pool_with_service(client, eips, namespace, net)
         why = f"{without}: lacks the interface of pool {pool}"
-        await objects.wait_event(
-            client,
-            namespace,
-            "web",
-            reasons.NO_ELIGIBLE_NODE,
-            f"Service {namespace}/web: {net}.1 is not announced: {why}",
-        )
+        await wait_not_announced(client, namespace, net, why)
         with_it = await node_at(client, nodes, f"{namespace}-with", "127.0.0.51")
         async with answering(with_it, "127.0.0.51", port, key):
             await wait_announced_by(client, "web", namespace, {with_it})

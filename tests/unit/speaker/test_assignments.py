@@ -73,6 +73,15 @@ def test_a_shared_ip_being_moved_is_contested_until_every_service_names_one_node
     assert records.mine == {"shop/b": ((ip, "lan"),)}
 
 
+def test_an_ip_listed_twice_is_counted_and_forgotten_once():
+    records = assignments.Records(W1)
+    twice = service(node="w2", ingress=("198.18.2.200", "198.18.2.200"))
+    records.update("shop/web", twice)
+    assert records.contested(ipaddress.ip_address("198.18.2.200"))
+    records.update("shop/web", None)
+    assert not records.contested(ipaddress.ip_address("198.18.2.200"))
+
+
 def test_another_service_on_another_node_contests_only_its_own_ip():
     records = assignments.Records(W1)
     records.update("shop/a", shared("a", "w1", "198.18.2.200"))
