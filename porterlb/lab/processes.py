@@ -45,6 +45,11 @@ STOP_GRACE: Final = 10.0
 """Seconds between SIGTERM and SIGKILL, as ``controlplane.STOP_GRACE``: kube-apiserver's
 graceful shutdown (closing watches, draining requests) takes about a second."""
 
+STOP_SCANS: Final = 3
+"""Scans of ``/proc`` in one :func:`stop`: a process in the middle of an ``execve`` shows an
+empty ``environ`` for that instant (its old memory is gone, the new one not yet filled), so
+one scan can miss it. Each scan after the first finds only such stragglers."""
+
 _PROC: Final = Path("/proc")
 
 
@@ -144,9 +149,14 @@ def stop(
     is in ``last`` go once all the others have, so kube-apiserver no longer has clients
     watching. Raises LabError naming the pids that survive SIGKILL.
     """
-    found = members(lab)
-    _end(lab, [pid for pid, role in found.items() if role not in last], grace)
-    _end(lab, [pid for pid, role in found.items() if role in last], grace)
+    for _ in range(STOP_SCANS):
+        found = members(lab)
+        if not found:
+            return
+        _end(lab, [pid for pid, role in found.items() if role not in last], grace)
+        _end(lab, [pid for pid, role in found.items() if role in last], grace)
+    if found := members(lab):
+        raise netns.LabError(f"lab {lab}: processes {sorted(found)} keep appearing")
 
 
 def _end(lab: str, pids: Iterable[int], grace: float) -> None:

@@ -33,7 +33,10 @@ def test_a_started_process_is_alive_marked_and_logs(name, tmp_path):
     log = tmp_path / "logs" / "echo.log"
     process = processes.start(name, "echo", sh("echo hello; exec sleep 60"), log)
     assert processes.alive(process)
-    assert processes.members(name) == {process.pid: "echo"}
+    # `sh` execs `sleep`: during that execve its environ reads empty, so wait, don't assume.
+    netns.wait_until(
+        lambda: processes.members(name) == {process.pid: "echo"}, timeout=10, what="the mark"
+    )
     netns.wait_until(lambda: log.read_text() == "hello\n", timeout=10, what="the echo")
     assert os.getsid(process.pid) == process.pid  # detached: a session of its own
 
