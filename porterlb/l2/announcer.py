@@ -219,6 +219,10 @@ class Announcer:
             return responder.Ownership.ELSEWHERE
         return responder.Ownership.OURS
 
+    def unopened(self) -> list[str]:
+        """The interfaces IPs are announced on whose socket is not open (yet, or again)."""
+        return sorted(name for name, link in self._links.items() if link.conn is None)
+
     async def run(self) -> None:
         """Run every loop until cancelled; a loop that fails ends the group, loudly."""
         self._loop = asyncio.get_running_loop()
