@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from porterlb import errors
+from porterlb import errors, logs
 from porterlb.l2 import arp, conflicts, conn, ethernet, fastpath, metrics, ndp, responder
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,12 @@ class Announcer:
         for entry in removed:
             self._links[entry.ifname].leave(entry.ip)
             self._watch.forget(entry.ip)
-            log.info("stopped announcing %s on %s", entry.ip, entry.ifname)
+            log.info(
+                "stopped announcing %s on %s",
+                entry.ip,
+                entry.ifname,
+                extra=logs.fields(ip=entry.ip, interface=entry.ifname),
+            )
         for ip, want in wanted.items():
             key = ip.packed
             if key in self._entries:

@@ -29,6 +29,7 @@ from typing import Protocol
 
 import lightkube
 
+from porterlb import logs
 from porterlb.api import eip as eip_api
 from porterlb.api import endpoints as endpoints_api
 from porterlb.api import node as node_api
@@ -312,6 +313,13 @@ class Announcing:
         if self._said.get(service.key) == message:
             return  # the same news again: say it once
         self._said[service.key] = message
+        if reason in (reasons.FAILOVER, reasons.NO_ELIGIBLE_NODE):  # one line per Service
+            log.log(
+                logging.INFO if node is not None else logging.WARNING,
+                "%s",
+                message,
+                extra=logs.fields(service=service.key, ip=ip, node=node),
+            )
         self.poster.emit(
             events.Notice(
                 subject=events.Subject.service(service),

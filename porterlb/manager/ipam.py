@@ -20,7 +20,7 @@ from typing import Any
 
 import lightkube
 
-from porterlb import errors
+from porterlb import errors, logs
 from porterlb.api import address, reasons, wellknown
 from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
@@ -337,7 +337,7 @@ class Ipam:
         except errors.Conflict:
             return queueing.Retry(after=0.0)
         except errors.TransientError as failure:
-            log.warning("%s", failure)
+            log.warning("%s", failure, extra=logs.fields(pool=name))
             return queueing.Retry(after=failure.delay)
 
     def _report_problem(self, name: PoolName, uid: str) -> None:

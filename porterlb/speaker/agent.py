@@ -24,7 +24,7 @@ from typing import Final
 
 import lightkube
 
-from porterlb import errors, health
+from porterlb import errors, health, logs
 from porterlb.api import address, reasons, wellknown
 from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
@@ -137,9 +137,14 @@ class Speaker:
                         " for no IP until one is back",
                         self.node,
                         fence.after,
+                        extra=logs.fields(node=self.node),
                     )
                 else:
-                    log.info("node %s: heard again, no longer fenced", self.node)
+                    log.info(
+                        "node %s: heard again, no longer fenced",
+                        self.node,
+                        extra=logs.fields(node=self.node),
+                    )
                 self._dirty.set()
             await asyncio.sleep(FENCE_CHECK)
 
@@ -223,7 +228,13 @@ class Speaker:
             self.links[pool] = None
             return None
         except errors.TransientError as failure:
-            log.warning("pool %s: %s; retrying in %.0f s", pool, failure, RESOLVE_INTERVAL)
+            log.warning(
+                "pool %s: %s; retrying in %.0f s",
+                pool,
+                failure,
+                RESOLVE_INTERVAL,
+                extra=logs.fields(pool=pool, node=self.node),
+            )
             return None  # not cached: the next sync tries again
         self._said.pop(pool, None)
         self.links[pool] = link.name
@@ -274,7 +285,9 @@ class Speaker:
         if self._said.get(eip.name) == message:
             return
         self._said[eip.name] = message
-        log.warning("%s", message)
+        log.warning(
+            "%s", message, extra=logs.fields(node=self.node, pool=eip.name, interface=eip.interface)
+        )
         self.poster.emit(
             events.Notice(
                 subject=events.Subject.eip(eip.name, _uid(self.eips.cache.get(eip.name))),

@@ -1,5 +1,6 @@
 import json
 import logging
+import sys
 
 import pytest
 
@@ -32,12 +33,10 @@ def test_json_is_one_object_per_line_with_the_fields_given():
 
 
 def test_a_traceback_stays_on_the_one_line():
+    failed = record()
     try:
         raise ValueError("bad\nworse")
     except ValueError:
-        import sys
-
-        failed = record()
         failed.exc_info = sys.exc_info()
     line = logs.JsonFormatter().format(failed)
     assert "\n" not in line

@@ -1,5 +1,6 @@
 """The service-account token is read again before it expires, not only after a 401."""
 
+import contextlib
 import os
 
 import httpx2
@@ -21,10 +22,8 @@ def sent(auth: kube_client.TokenFile, status: int = 200) -> list[str]:
     request = httpx2.Request("GET", "https://api.invalid/api")
     flow = auth.auth_flow(request)
     headers = [next(flow).headers["Authorization"]]
-    try:
+    with contextlib.suppress(StopIteration):
         headers.append(flow.send(httpx2.Response(status)).headers["Authorization"])
-    except StopIteration:
-        pass
     return headers
 
 
