@@ -278,7 +278,12 @@ def _serve_metrics(address: tuple[str, int] | None) -> None:
     # No `_created` series beside each counter: they double the scrape for no use.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     host, port = address
-    prometheus_client.start_http_server(port, addr=host or "::")
+    try:
+        prometheus_client.start_http_server(port, addr=host or "::")
+    except OSError as error:
+        if host:
+            raise Usage(f"--metrics-addr: cannot serve on {host}:{port}: {error}") from None
+        prometheus_client.start_http_server(port, addr="0.0.0.0")  # no IPv6 on this host
 
 
 def _started(args: argparse.Namespace, **resolved: object) -> None:
