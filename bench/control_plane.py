@@ -192,6 +192,7 @@ async def run(
                 process = await asyncio.create_subprocess_exec(
                     *(sys.executable, "-m", "porterlb.cli", "manager"),
                     *("--kubeconfig", str(kubeconfig), "--metrics-addr", f"127.0.0.1:{port}"),
+                    *("--health-addr", "0"),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )

@@ -2,9 +2,12 @@
 
 porterlb manager [--kubeconfig PATH]      IP address management and placement
 porterlb speaker --node-name NODE         answer ARP/NDP for this node's Service IPs
-porterlb lab build-control-plane          build kube-apiserver + etcd into the cache
-porterlb lab control-plane --dir DIR      run a real control plane until interrupted
-porterlb lab up --name NAME               bring a namespace lab up (lab down, info, service)
+porterlb lab ...                          the real control plane and the namespace lab
+
+The roles import nothing of the lab: ``lab`` is listed, but its parser and code (and the
+``porterlb[lab]`` extra's dependencies) are imported only when the command line asks for it.
+Flags with a node-specific default read the Downward API's environment (``POD_NAMESPACE``,
+``NODE_NAME``, ``HOST_IP``, ``HOST_IPS``), so a pod spec needs no arguments for them.
 """
 
 from __future__ import annotations
@@ -12,48 +15,119 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import importlib.metadata
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import prometheus_client
+import lightkube
+from lightkube.core.exceptions import ConfigError
 
+from porterlb import health, logs
+from porterlb.api import wellknown
+from porterlb.kube import client as kube_client
 from porterlb.kube import election, secrets
-from porterlb.lab import commands as lab_commands
 from porterlb.liveness import guard, tracker, udp
+
+log = logging.getLogger("porterlb")
+
+ROLES = ("manager", "speaker")
+
+
+class Usage(Exception):
+    """A start-up problem the operator fixes with a flag or the pod spec: one line, exit 2."""
+
+
+def version() -> str:
+    """porterlb's installed version (its package metadata)."""
+    return importlib.metadata.version("porterlb")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    code: int = args.run(args)
-    return code
+    args = _parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    if args.role in ROLES:
+        level: logs.Level = "debug" if args.verbose else args.log_level
+        logs.configure(level=level, fmt=args.log_format)
+    else:
+        logs.configure(level="debug" if args.verbose else "info")
+    try:
+        return run(args)
+    except Usage as problem:
+        print(f"porterlb {args.role}: error: {problem}", file=sys.stderr)
+        return 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="porterlb", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    roles = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    manager = roles.add_parser(
-        "manager", help="run the manager: IP address management and placement"
+    parser.add_argument("--version", action="version", version=f"porterlb {version()}")
+    roles = parser.add_subparsers(required=True, metavar="COMMAND", dest="role")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,  # keep a -v given before the role
+        help="debug logging (as --log-level debug)",
     )
-    manager.add_argument("--kubeconfig", type=Path, help="default: in-cluster service account")
+    common.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
+    common.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object per line, with service, ip, node, pool, interface fields",
+    )
+    common.add_argument("--kubeconfig", type=Path, help="default: in-cluster service account")
+    _manager_parser(roles, common)
+    _speaker_parser(roles, common)
+    if _role(argv) == "lab":
+        # By name, so that no import of the lab appears in what the roles load (and the
+        # import contract holds): its commands exist only in a ``porterlb[lab]`` install.
+        try:
+            lab_commands = importlib.import_module("porterlb.lab.commands")
+        except ImportError as missing:
+            parser.error(f"lab: {missing}; install porterlb[lab] from a clone of the repository")
+        lab_commands.add_parser_to(roles)
+    else:
+        roles.add_parser("lab", help="the real control plane and namespace lab (porterlb[lab])")
+    return parser
+
+
+def _role(argv: Sequence[str]) -> str | None:
+    """The subcommand `argv` names: its first word that is no option (the top-level options
+    take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _manager_parser(roles: Any, common: argparse.ArgumentParser) -> None:
+    manager = roles.add_parser(
+        "manager", parents=[common], help="run the manager: IP address management and placement"
+    )
+    manager.add_argument(
+        "--lb-class",
+        default=wellknown.LOAD_BALANCER_CLASS,
+        help="the spec.loadBalancerClass served (default %(default)s)",
+    )
     manager.add_argument("--workers", type=int, default=16, help="Services reconciled at once")
     manager.add_argument(
         "--metrics-addr",
         default=":50052",
         help="HOST:PORT for Prometheus metrics (OpenELB's controller port); 0 disables",
+    )
+    manager.add_argument(
+        "--health-addr",
+        default=":50054",
+        help="HOST:PORT for /healthz and /readyz (default %(default)s: the pod IP, for the"
+        " kubelet); 0 disables",
     )
     election_flags = manager.add_argument_group("leader election")
     election_flags.add_argument(
@@ -64,8 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     election_flags.add_argument(
         "--lease-namespace",
-        default=os.environ.get("POD_NAMESPACE", "default"),
-        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the service account's)",
     )
     election_flags.add_argument(
         "--identity",
@@ -82,6 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     heartbeat_flags = manager.add_argument_group("heartbeats")
     _add_heartbeat_flags(heartbeat_flags)
     heartbeat_flags.add_argument(
+        "--no-create-heartbeat-secret",
+        dest="create_heartbeat_secret",
+        action="store_false",
+        help="only read the heartbeat Secret (made by the chart), never create it",
+    )
+    heartbeat_flags.add_argument(
         "--heartbeat-interval", type=float, default=tracker.DEFAULT_INTERVAL, help="seconds"
     )
     heartbeat_flags.add_argument(
@@ -95,20 +174,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     manager.set_defaults(run=_run_manager)
 
-    speaker = roles.add_parser("speaker", help="answer ARP/NDP for this node's Service IPs")
+
+def _speaker_parser(roles: Any, common: argparse.ArgumentParser) -> None:
+    env = os.environ
+    node_ips = host_ips(env)
+    speaker = roles.add_parser(
+        "speaker", parents=[common], help="answer ARP/NDP for this node's Service IPs"
+    )
     speaker.add_argument(
         "--node-name",
-        default=os.environ.get("NODE_NAME"),
-        required="NODE_NAME" not in os.environ,
+        default=env.get("NODE_NAME"),
+        required="NODE_NAME" not in env,
         help="this node's Node name (default: $NODE_NAME, set from the downward API)",
     )
-    speaker.add_argument("--kubeconfig", type=Path, help="default: in-cluster service account")
     speaker.add_argument(
         "--netns", help="network namespace holding the node's interfaces (the lab's workers)"
     )
-    speaker.add_argument("--metrics-addr", default=":50053", help="HOST:PORT; 0 disables")
+    speaker.add_argument(
+        "--metrics-addr",
+        default=f"{_host_port(node_ips[0], 50053)}" if node_ips else "127.0.0.1:50053",
+        help="HOST:PORT for Prometheus metrics (default: $HOST_IP, else loopback); 0 disables",
+    )
+    speaker.add_argument(
+        "--health-addr",
+        default="127.0.0.1:50055",
+        help="HOST:PORT for /healthz and /readyz (default %(default)s: hostNetwork, the kubelet"
+        " probes the node's loopback); 0 disables",
+    )
     heartbeat_flags = speaker.add_argument_group("heartbeats")
     _add_heartbeat_flags(heartbeat_flags)
+    heartbeat_flags.add_argument(
+        "--heartbeat-addr",
+        default=",".join(node_ips),
+        help="comma-separated node addresses to answer heartbeats on (default: $HOST_IPS, else"
+        " $HOST_IP, else every address)",
+    )
     heartbeat_flags.add_argument(
         "--fence-after",
         type=float,
@@ -116,9 +216,6 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds without API watch and heartbeat before answering for nothing",
     )
     speaker.set_defaults(run=_run_speaker)
-
-    lab_commands.add_parser_to(roles)
-    return parser
 
 
 def _add_heartbeat_flags(group: argparse._ArgumentGroup) -> None:
@@ -130,39 +227,93 @@ def _add_heartbeat_flags(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--heartbeat-secret",
-        default=f"{os.environ.get('POD_NAMESPACE', 'default')}/{secrets.DEFAULT_NAME}",
-        help="NAMESPACE/NAME of the Secret holding the heartbeat key (default:"
-        " $POD_NAMESPACE, else default, /%(default)s)",
+        help=f"[NAMESPACE/]NAME of the Secret holding the heartbeat key (default: the pod's"
+        f" namespace/{secrets.DEFAULT_NAME})",
     )
     group.add_argument("--heartbeat-port", type=int, default=udp.DEFAULT_PORT, help="UDP port")
 
 
-def _secret(args: argparse.Namespace) -> tuple[str, str]:
-    namespace, _, name = args.heartbeat_secret.rpartition("/")
-    return namespace or os.environ.get("POD_NAMESPACE", "default"), name
+def host_ips(env: Mapping[str, str]) -> list[str]:
+    """The node's addresses from the Downward API: ``HOST_IPS`` (``status.hostIPs``, comma
+    separated, both families on a dual-stack node), else ``HOST_IP``; none when unset."""
+    listed = env.get("HOST_IPS") or env.get("HOST_IP") or ""
+    return [ip.strip() for ip in listed.split(",") if ip.strip()]
 
 
-def _serve_metrics(address: str) -> None:
-    if address == "0":
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _address(flag: str, text: str) -> tuple[str, int] | None:
+    try:
+        return health.parse_address(text)
+    except ValueError as bad:
+        raise Usage(f"{flag}: {bad}") from None
+
+
+def _own_namespace(kubeconfig: Path | None) -> str:
+    """The pod's namespace: ``$POD_NAMESPACE``, else the service account's, else (outside a
+    cluster) the kubeconfig context's. Never ``default`` by accident."""
+    found = os.environ.get("POD_NAMESPACE") or kube_client.InCluster().namespace()
+    if not found and kubeconfig is not None:
+        found = kube_client.context_namespace(kubeconfig)
+    if not found:
+        raise Usage(
+            "no namespace for the Lease, the heartbeat Secret and Events: set $POD_NAMESPACE,"
+            " run in a pod, or name one in the kubeconfig's context"
+        )
+    return found
+
+
+def _secret(args: argparse.Namespace, namespace: str) -> tuple[str, str]:
+    namespace_given, _, name = (args.heartbeat_secret or secrets.DEFAULT_NAME).rpartition("/")
+    return namespace_given or namespace, name
+
+
+def _serve_metrics(address: tuple[str, int] | None) -> None:
+    import prometheus_client
+
+    if address is None:
         return
     # No `_created` series beside each counter: they double the scrape for no use.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-    host, _, port = address.rpartition(":")
-    prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
+    host, port = address
+    try:
+        prometheus_client.start_http_server(port, addr=host or "::")
+    except OSError as error:
+        if host:
+            raise Usage(f"--metrics-addr: cannot serve on {host}:{port}: {error}") from None
+        prometheus_client.start_http_server(port, addr="0.0.0.0")  # no IPv6 on this host
+
+
+def _started(args: argparse.Namespace, **resolved: object) -> None:
+    """The start-up line: version, and every setting as it will be used."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("run", "role", "verbose")}
+    settings.update(resolved)
+    shown = " ".join(f"{key}={value}" for key, value in sorted(settings.items()))
+    log.info("porterlb %s %s starting: %s", version(), args.role, shown)
 
 
 def _run_manager(args: argparse.Namespace) -> int:
-    from porterlb.kube import client as kube_client
     from porterlb.manager import controller, liveness
 
-    _serve_metrics(args.metrics_addr)
+    metrics_at = _address("--metrics-addr", args.metrics_addr)
+    health_at = _address("--health-addr", args.health_addr)
+    client = _connect(args.kubeconfig)
+    namespace = _own_namespace(args.kubeconfig)
+    lease_namespace = args.lease_namespace or namespace
+    secret_namespace, secret_name = _secret(args, namespace)
+    lease = f"{lease_namespace}/{election.LEASE_NAME}"
+    secret = f"{secret_namespace}/{secret_name}"
+    _started(args, namespace=namespace, lease=lease, heartbeat_secret=secret)
+    _serve_metrics(metrics_at)
 
     async def manage() -> None:
-        async with kube_client.connect(args.kubeconfig) as client:
+        async with client:
             elector = (
                 election.Elector(
                     client,
-                    namespace=args.lease_namespace,
+                    namespace=lease_namespace,
                     identity=args.identity,
                     timing=election.Timing(
                         args.lease_duration, args.renew_deadline, args.retry_period
@@ -173,18 +324,26 @@ def _run_manager(args: argparse.Namespace) -> int:
             )
             heartbeat = None
             if args.heartbeats:
-                namespace, name = _secret(args)
                 heartbeat = liveness.Settings(
-                    secret_namespace=namespace,
-                    secret_name=name,
+                    secret_namespace=secret_namespace,
+                    secret_name=secret_name,
                     port=args.heartbeat_port,
                     timing=tracker.Timing(args.heartbeat_interval, args.heartbeat_misses),
                     netns=args.heartbeat_netns,
                 )
             manager = controller.Manager(
-                client, workers=args.workers, elector=elector, heartbeat=heartbeat
+                client,
+                namespace=namespace,
+                lb_class=args.lb_class,
+                workers=args.workers,
+                elector=elector,
+                heartbeat=heartbeat,
+                create_secret=args.create_heartbeat_secret,
             )
-            await manager.run()
+            async with asyncio.TaskGroup() as group:
+                if health_at is not None:
+                    group.create_task(health.serve(health_at, manager), name="manager/health")
+                group.create_task(manager.run(), name="manager")
 
     _run_until_signalled(manage())
     return 0
@@ -192,29 +351,50 @@ def _run_manager(args: argparse.Namespace) -> int:
 
 def _run_speaker(args: argparse.Namespace) -> int:
     from porterlb.api.keys import NodeName
-    from porterlb.kube import client as kube_client
     from porterlb.speaker import agent, heartbeats
 
-    _serve_metrics(args.metrics_addr)
+    metrics_at = _address("--metrics-addr", args.metrics_addr)
+    health_at = _address("--health-addr", args.health_addr)
+    addresses = tuple(a.strip() for a in args.heartbeat_addr.split(",") if a.strip())
+    client = _connect(args.kubeconfig)
+    namespace = _own_namespace(args.kubeconfig)
+    secret_namespace, secret_name = _secret(args, namespace)
+    _started(args, namespace=namespace, heartbeat_secret=f"{secret_namespace}/{secret_name}")
+    _serve_metrics(metrics_at)
 
     async def speak() -> None:
-        async with kube_client.connect(args.kubeconfig) as client:
+        async with client:
             heartbeat = None
             if args.heartbeats:
-                namespace, name = _secret(args)
                 heartbeat = heartbeats.Settings(
-                    secret_namespace=namespace,
-                    secret_name=name,
+                    secret_namespace=secret_namespace,
+                    secret_name=secret_name,
                     port=args.heartbeat_port,
+                    addresses=addresses,
                     fence_after=args.fence_after,
                 )
             speaker = agent.Speaker(
-                client, node=NodeName(args.node_name), netns=args.netns, heartbeat=heartbeat
+                client,
+                node=NodeName(args.node_name),
+                namespace=namespace,
+                netns=args.netns,
+                heartbeat=heartbeat,
             )
-            await speaker.run()
+            async with asyncio.TaskGroup() as group:
+                if health_at is not None:
+                    group.create_task(health.serve(health_at, speaker), name="speaker/health")
+                group.create_task(speaker.run(), name="speaker")
 
     _run_until_signalled(speak())
     return 0
+
+
+def _connect(kubeconfig: Path | None) -> lightkube.AsyncClient:
+    """The role's API client; Usage when there is no configuration to build it from."""
+    try:
+        return kube_client.connect(kubeconfig)
+    except (kube_client.NoConfig, ConfigError, OSError) as problem:
+        raise Usage(str(problem)) from None
 
 
 def _run_until_signalled(main: Coroutine[Any, Any, None]) -> None:

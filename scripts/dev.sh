@@ -23,7 +23,7 @@ install() {
   if ! command -v uv >/dev/null || [[ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]]; then
     python3 -m pip install -q "uv==$UV_VERSION"
   fi
-  uv sync --frozen --python python3.11 -q
+  uv sync --frozen --all-extras --python python3.11 -q
   uv run --frozen porterlb lab build-control-plane >/dev/null
 }
 

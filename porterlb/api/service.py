@@ -112,12 +112,13 @@ def parse(obj: Mapping[str, Any]) -> Service:
     )
 
 
-def ownership(service: Service) -> Ownership:
-    """Whether porterlb serves `service`; a Service with any other class is never touched."""
+def ownership(service: Service, lb_class: str) -> Ownership:
+    """Whether porterlb serves `service` as `lb_class` (its ``--lb-class``, by default
+    :data:`wellknown.LOAD_BALANCER_CLASS`); a Service of any other class is never touched."""
     if not service.is_load_balancer:
         return Ownership.NOT_LOAD_BALANCER
     if service.load_balancer_class is not None:
-        if service.load_balancer_class == wellknown.LOAD_BALANCER_CLASS:
+        if service.load_balancer_class == lb_class:
             return Ownership.OURS
         return Ownership.OTHER_CLASS
     if service.annotation(wellknown.LB_OPT_IN) in wellknown.LB_OPT_IN_VALUES:

@@ -3,7 +3,8 @@
 lightkube's async client (httpx2 underneath) is the client; objects cross into the rest of
 porterlb as plain dicts, so only ``kube/`` knows lightkube's types. Its requests go out over
 aiohttp (:mod:`porterlb.kube.transport`), with the TLS context lightkube builds from the
-same kubeconfig.
+same kubeconfig. In a pod (no kubeconfig) the configuration comes from the service account
+(:class:`InCluster`), and its token is read again before it expires (:class:`TokenFile`).
 
 The hot paths (the reflector's list and watch, the writers, the Event poster) skip lightkube's
 models: they send and read JSON through :func:`http`, the very httpx2 client lightkube built
@@ -14,14 +15,19 @@ benchmark (13 ms per Service), for objects that porterlb reads as dicts anyway.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import ssl
+import time
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 import lightkube
 from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.config.models import Cluster, User
 from lightkube.core.exceptions import ConfigError
 from lightkube.core.resource import api_info
 
@@ -33,29 +39,160 @@ REQUEST_TIMEOUT = httpx2.Timeout(10.0, connect=5.0)
 
 JSON = "application/json"
 
+SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+"""Where the kubelet mounts a pod's service-account ``token``, ``ca.crt`` and ``namespace``."""
+
+TOKEN_REREAD: Final = 60.0
+"""Seconds after which the token file is read again even if its mtime looks unchanged:
+client-go's ``cachingTokenSource`` period. Bound tokens are refreshed by the kubelet at 80%
+of their (default one hour) lifetime, so a minute is far inside the margin."""
+
+
+class NoConfig(Exception):
+    """Neither a kubeconfig nor an in-cluster service account: the message says which was
+    looked for and what to do."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InCluster:
+    """The in-cluster configuration's sources: the service-account directory and the API
+    server's address, which the kubelet puts in every pod's environment."""
+
+    directory: Path = SERVICE_ACCOUNT_DIR
+    host: str | None = None
+    port: str | None = None
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str], directory: Path = SERVICE_ACCOUNT_DIR
+    ) -> InCluster:
+        return cls(
+            directory=directory,
+            host=environ.get("KUBERNETES_SERVICE_HOST"),
+            port=environ.get("KUBERNETES_SERVICE_PORT"),
+        )
+
+    def namespace(self) -> str | None:
+        """The pod's namespace, as the service account's ``namespace`` file names it."""
+        try:
+            return (self.directory / "namespace").read_text().strip() or None
+        except OSError:
+            return None
+
+    def config(self) -> SingleConfig:
+        """Raises NoConfig naming what is missing."""
+        token = self.directory / "token"
+        if not self.host or not self.port or not token.is_file():
+            missing = [
+                *(["$KUBERNETES_SERVICE_HOST/PORT"] if not self.host or not self.port else []),
+                *([str(token)] if not token.is_file() else []),
+            ]
+            raise NoConfig(
+                f"no Kubernetes configuration: no --kubeconfig given and not in a pod"
+                f" ({' and '.join(missing)} missing); pass --kubeconfig PATH"
+            )
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        config = KubeConfig.from_one(
+            cluster=Cluster(
+                server=f"https://{host}:{self.port}",
+                certificate_auth=str(self.directory / "ca.crt"),
+            ),
+            user=User(token_file=str(token)),
+            namespace=self.namespace(),
+        ).get()
+        assert config is not None  # from_one makes its one context the current one
+        return config
+
 
 def connect(
-    kubeconfig: Path | None, *, timeout: httpx2.Timeout = REQUEST_TIMEOUT
+    kubeconfig: Path | None,
+    *,
+    timeout: httpx2.Timeout = REQUEST_TIMEOUT,
+    in_cluster: InCluster | None = None,
 ) -> lightkube.AsyncClient:
-    """A client from `kubeconfig`, or the in-cluster service account when it is None."""
-    config, tls = context(kubeconfig)
-    return lightkube.AsyncClient(
+    """A client from `kubeconfig`, or the in-cluster service account when it is None.
+
+    Raises NoConfig when there is neither, ConfigError when the kubeconfig is unusable.
+    """
+    config, tls = context(kubeconfig, in_cluster=in_cluster)
+    client = lightkube.AsyncClient(
         config=config,
         field_manager=wellknown.FIELD_MANAGER,
         timeout=timeout,
         transport=transport.AiohttpTransport(tls=tls),
     )
+    if config.user is not None and config.user.token_file is not None:
+        http(client).auth = TokenFile(Path(config.abs_file(config.user.token_file)))
+    return client
 
 
-def context(kubeconfig: Path | None) -> tuple[SingleConfig, ssl.SSLContext]:
+def context(
+    kubeconfig: Path | None, *, in_cluster: InCluster | None = None
+) -> tuple[SingleConfig, ssl.SSLContext]:
     """The current context of `kubeconfig` (the service account's when it is None), and the
-    TLS context for its cluster: its CA and any client certificate. Raises ConfigError if the
-    context names no user."""
-    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_service_account()
-    single = config.get()
+    TLS context for its cluster: its CA and any client certificate. Raises NoConfig when
+    `kubeconfig` is None and this is no pod, ConfigError if the context names no user."""
+    if kubeconfig is not None:
+        single = KubeConfig.from_file(kubeconfig).get()
+    else:
+        single = (in_cluster or InCluster.from_environ(os.environ)).config()
     if single is None or single.user is None:
         raise ConfigError(f"{kubeconfig or 'service account'}: the current context names no user")
     return single, client_adapter.verify_cluster(single.cluster, single.user, single.abs_file)
+
+
+def context_namespace(kubeconfig: Path) -> str | None:
+    """The namespace the current context of `kubeconfig` names, if it names one."""
+    config = KubeConfig.from_file(kubeconfig)
+    current = config.contexts.get(config.current_context or "")
+    return current.namespace if current is not None else None
+
+
+class TokenFile(httpx2.Auth):
+    """A bearer token read from a file, read again before it expires: when the file changes
+    (the kubelet replaces it atomically, so its mtime moves), every :data:`TOKEN_REREAD`
+    seconds in any case, and once more when the API server answers 401 anyway.
+
+    lightkube's own token-file auth re-reads only on a 401, so every rotation would cost one
+    refused request, and a watch opened with an expired token fails.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._clock = clock
+        self._bearer = ""
+        self._mtime_ns = -1
+        self._read_at = -TOKEN_REREAD
+
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        request.headers["Authorization"] = self._current()
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = self._read()
+            yield request
+
+    def _current(self) -> str:
+        try:
+            mtime_ns = self._path.stat().st_mtime_ns
+        except OSError:
+            mtime_ns = self._mtime_ns  # read below names the failure
+        if mtime_ns != self._mtime_ns or self._clock() - self._read_at >= TOKEN_REREAD:
+            return self._read()
+        return self._bearer
+
+    def _read(self) -> str:
+        try:
+            stat = self._path.stat()
+            token = self._path.read_text().strip()
+        except OSError as error:
+            if self._bearer:
+                return self._bearer  # mid-rotation: the last token may still be valid
+            raise ConfigError(f"service-account token {self._path}: {error}") from error
+        self._bearer = f"Bearer {token}"
+        self._mtime_ns, self._read_at = stat.st_mtime_ns, self._clock()
+        return self._bearer
 
 
 def http(client: lightkube.AsyncClient) -> httpx2.AsyncClient:

@@ -45,7 +45,7 @@ import struct
 import threading
 from typing import Final
 
-from porterlb import errors
+from porterlb import errors, health
 from porterlb.l2 import conn, ethernet, namespaces, ndp
 
 # Constants Python 3.11's socket module lacks.
@@ -66,6 +66,10 @@ ARPHRD_ETHER: Final = 1
 
 SO_RCVBUFFORCE: Final = 33
 """include/uapi/asm-generic/socket.h: SO_RCVBUF past ``net.core.rmem_max``, with CAP_NET_ADMIN."""
+
+READER_BEAT: Final = 1000
+"""Milliseconds a reader thread waits in ``poll`` before it wakes anyway, so that its
+liveness stamp stays fresh on a quiet link: one wake-up a second, no cost per frame."""
 
 RECV_SIZE: Final = 2048
 """Bytes read per frame. ARP and ND frames are under 100 bytes; a longer one is cut, and a cut
@@ -155,6 +159,9 @@ class AfPacketConn:
         """Guards who closes the socket: ``close`` or the reader thread as it ends."""
         self._stop: int | None = None
         """An eventfd, while a reader thread runs: written to wake it out of ``poll`` to end."""
+        self.ran = health.Stamp()
+        """When the reader thread last woke (at least every :data:`READER_BEAT` ms); None
+        while no reader runs. The liveness probe reads it."""
 
     @classmethod
     async def open(cls, ifname: str, *, netns: str | None = None) -> AfPacketConn:
@@ -219,7 +226,8 @@ class AfPacketConn:
         poller.register(stop, select.POLLIN)
         recv = self._sock.recv
         while True:
-            ready = poller.poll()
+            ready = poller.poll(READER_BEAT)
+            self.ran.mark()
             if any(fd == stop for fd, _ in ready):
                 return
             frames: list[bytes] = []
@@ -241,6 +249,7 @@ class AfPacketConn:
                 os.sched_yield()
 
     def _reader_ended(self) -> None:
+        self.ran.last = None
         with self._lock:
             if self._stop is not None:
                 os.close(self._stop)

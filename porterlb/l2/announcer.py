@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from porterlb import errors
+from porterlb import errors, logs
 from porterlb.l2 import arp, conflicts, conn, ethernet, fastpath, metrics, ndp, responder
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,12 @@ class Announcer:
         for entry in removed:
             self._links[entry.ifname].leave(entry.ip)
             self._watch.forget(entry.ip)
-            log.info("stopped announcing %s on %s", entry.ip, entry.ifname)
+            log.info(
+                "stopped announcing %s on %s",
+                entry.ip,
+                entry.ifname,
+                extra=logs.fields(ip=entry.ip, interface=entry.ifname),
+            )
         for ip, want in wanted.items():
             key = ip.packed
             if key in self._entries:
@@ -218,6 +223,10 @@ class Announcer:
         if entry.ifname != ifname:
             return responder.Ownership.ELSEWHERE
         return responder.Ownership.OURS
+
+    def unopened(self) -> list[str]:
+        """The interfaces IPs are announced on whose socket is not open (yet, or again)."""
+        return sorted(name for name, link in self._links.items() if link.conn is None)
 
     async def run(self) -> None:
         """Run every loop until cancelled; a loop that fails ends the group, loudly."""

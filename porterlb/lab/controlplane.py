@@ -323,7 +323,11 @@ def _write_kubeconfig(path: Path, server: str, bundle: certs.Bundle, token: str)
             }
         ],
         "contexts": [
-            {"name": "porterlb-lab", "context": {"cluster": "porterlb-lab", "user": "admin"}}
+            {
+                "name": "porterlb-lab",
+                # The roles' own namespace (Lease, heartbeat Secret, Events about Eips).
+                "context": {"cluster": "porterlb-lab", "user": "admin", "namespace": "default"},
+            }
         ],
         "current-context": "porterlb-lab",
     }

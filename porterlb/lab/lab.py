@@ -353,6 +353,7 @@ def _start_role(lab: plan.Lab, directory: Path, role: str, metrics: str) -> proc
     else:
         command = ["speaker", "--node-name", which, "--netns", lab.node(which).netns]
     command += ["--kubeconfig", str(kubeconfig_of(directory)), "--metrics-addr", metrics]
+    command += ["--health-addr", "0"]  # several labs and roles share the host's ports
     argv = [*NICE, *PORTERLB, *command]
     return _start(lab, role, argv, directory / "logs")
 

@@ -29,6 +29,7 @@ from typing import Protocol
 
 import lightkube
 
+from porterlb import logs
 from porterlb.api import eip as eip_api
 from porterlb.api import endpoints as endpoints_api
 from porterlb.api import node as node_api
@@ -67,9 +68,11 @@ class Announcing:
         services: reflector.Reflector,
         eips: reflector.Reflector,
         poster: events.Poster,
+        lb_class: str,
         workers: int = 16,
     ) -> None:
         self.client = client
+        self.lb_class = lb_class
         self.services = services
         self.eips = eips
         self.poster = poster
@@ -117,7 +120,7 @@ class Announcing:
         self._said_pool = {}
         parsed = sorted(map(svc.parse, self.services.cache.values()), key=lambda s: s.created)
         for service in parsed:
-            ip = _announced_ip(service)
+            ip = _announced_ip(service, self.lb_class)
             if ip is not None:
                 node = service.annotation(wellknown.ANNOUNCED_BY)
                 self.ledger.adopt(service.key, ip, NodeName(node) if node else None)
@@ -216,7 +219,7 @@ class Announcing:
         service_key = ServiceKey(key)
         obj = self.services.cache.get(key)
         service = svc.parse(obj) if obj is not None else None
-        ip = _announced_ip(service) if service is not None else None
+        ip = _announced_ip(service, self.lb_class) if service is not None else None
         served = ip is not None and self.endpoints.of(service_key).ready
         self.ledger.use(service_key, ip if served else None)
         self._asks.pop(service_key, None)
@@ -310,6 +313,13 @@ class Announcing:
         if self._said.get(service.key) == message:
             return  # the same news again: say it once
         self._said[service.key] = message
+        if reason in (reasons.FAILOVER, reasons.NO_ELIGIBLE_NODE):  # one line per Service
+            log.log(
+                logging.INFO if node is not None else logging.WARNING,
+                "%s",
+                message,
+                extra=logs.fields(service=service.key, ip=ip, node=node),
+            )
         self.poster.emit(
             events.Notice(
                 subject=events.Subject.service(service),
@@ -350,12 +360,12 @@ def _rule(parsed: eip_api.Eip) -> eligibility.PoolRule:
     )
 
 
-def _announced_ip(service: svc.Service) -> str | None:
+def _announced_ip(service: svc.Service, lb_class: str) -> str | None:
     """The IP to announce for `service`: set only once IPAM has claimed and published it."""
     if (
         service.deleting
         or not service.ingress
-        or svc.ownership(service) is not svc.Ownership.OURS
+        or svc.ownership(service, lb_class) is not svc.Ownership.OURS
         or service.label(wellknown.POOL_LABEL) is None
     ):
         return None

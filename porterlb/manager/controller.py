@@ -12,6 +12,8 @@ import asyncio
 
 import lightkube
 
+from porterlb import health
+from porterlb.api import wellknown
 from porterlb.kube import election, secrets
 from porterlb.manager import announcing, ipam, liveness
 
@@ -23,21 +25,42 @@ class Manager:
         self,
         client: lightkube.AsyncClient,
         *,
+        namespace: str,
+        lb_class: str = wellknown.LOAD_BALANCER_CLASS,
         workers: int = 16,
         elector: election.Elector | None = None,
         heartbeat: liveness.Settings | None = None,
+        create_secret: bool = True,
     ) -> None:
+        """`namespace` is the manager's own, where Events about Eips and Nodes go."""
         self.client = client
         self.elector = elector
         self.heartbeat = heartbeat
-        self.ipam = ipam.Ipam(client, workers=workers)
+        self.create_secret = create_secret
+        self.ipam = ipam.Ipam(client, namespace=namespace, lb_class=lb_class, workers=workers)
         self.announcing = announcing.Announcing(
             client,
             services=self.ipam.services,
             eips=self.ipam.eips,
             poster=self.ipam.poster,
+            lb_class=lb_class,
             workers=workers,
         )
+
+    def beats(self) -> list[health.Beat]:
+        """No thread of its own: the event loop's beat, kept by the health server, is all."""
+        return []
+
+    def conditions(self) -> list[tuple[str, bool]]:
+        """Ready once every watch cache has synced (a replica that is not the leader too)."""
+        sources = (
+            self.ipam.services,
+            self.ipam.eips,
+            self.ipam.namespaces,
+            self.announcing.nodes,
+            self.announcing.slices,
+        )
+        return [(f"{source.name} synced", source.synced.is_set()) for source in sources]
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -60,7 +83,7 @@ class Manager:
             self.client,
             namespace=settings.secret_namespace,
             name=settings.secret_name,
-            create=True,
+            create=self.create_secret,
         )
         pinger = liveness.Liveness(nodes=self.announcing.nodes, key=key, settings=settings)
         self.announcing.follow(pinger)

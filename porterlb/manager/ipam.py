@@ -20,7 +20,7 @@ from typing import Any
 
 import lightkube
 
-from porterlb import errors
+from porterlb import errors, logs
 from porterlb.api import address, reasons, wellknown
 from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
@@ -53,9 +53,12 @@ REFERENCE_RECHECK = 0.5
 class Ipam:
     """The IPAM controller: run it with :meth:`run`."""
 
-    def __init__(self, client: lightkube.AsyncClient, *, workers: int = 16) -> None:
+    def __init__(
+        self, client: lightkube.AsyncClient, *, namespace: str, lb_class: str, workers: int = 16
+    ) -> None:
         self.client = client
-        self.poster = events.Poster(client, component="porterlb-manager")
+        self.lb_class = lb_class
+        self.poster = events.Poster(client, component="porterlb-manager", namespace=namespace)
         self.alloc = allocator.Allocator()
         self.usable: frozenset[PoolName] = frozenset()
         self.problems: dict[PoolName, tuple[str, str]] = {}
@@ -127,7 +130,7 @@ class Ipam:
             for service in map(svc.parse, self.services.cache.values())
             if service.ingress
             and not service.deleting
-            and svc.ownership(service) is svc.Ownership.OURS
+            and svc.ownership(service, self.lb_class) is svc.Ownership.OURS
             and wellknown.SERVICE_FINALIZER in service.finalizers
         ]
         for service in sorted(recorded, key=lambda s: (s.created, s.key)):
@@ -229,7 +232,7 @@ class Ipam:
         for key, obj in self.services.cache.items():
             if namespace is not None and not key.startswith(f"{namespace}/"):
                 continue
-            if self.alloc.holding(ServiceKey(key)) is None and _looks_ours(obj):
+            if self.alloc.holding(ServiceKey(key)) is None and _looks_ours(obj, self.lb_class):
                 self.service_queue.add(key)
 
     # -- Services --------------------------------------------------------------------------
@@ -250,6 +253,7 @@ class Ipam:
                 eips=self._parsed_eips(),
                 namespace_labels=labels,
                 usable=self.usable,
+                lb_class=self.lb_class,
             ),
         )
         for report in plan.reports:
@@ -333,7 +337,7 @@ class Ipam:
         except errors.Conflict:
             return queueing.Retry(after=0.0)
         except errors.TransientError as failure:
-            log.warning("%s", failure)
+            log.warning("%s", failure, extra=logs.fields(pool=name))
             return queueing.Retry(after=failure.delay)
 
     def _report_problem(self, name: PoolName, uid: str) -> None:
@@ -394,9 +398,9 @@ class Ipam:
         return queueing.Done()
 
 
-def _looks_ours(obj: dict[str, Any]) -> bool:
+def _looks_ours(obj: dict[str, Any], lb_class: str) -> bool:
     service = svc.parse(obj)
-    return not service.deleting and svc.ownership(service) is svc.Ownership.OURS
+    return not service.deleting and svc.ownership(service, lb_class) is svc.Ownership.OURS
 
 
 async def _write(

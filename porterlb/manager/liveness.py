@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from porterlb import logs
 from porterlb.api import node as node_api
 from porterlb.api.keys import NodeName
 from porterlb.kube import reflector, secrets
@@ -152,9 +153,9 @@ class Liveness:
         for node in found.keys() - self.silent.keys():
             since = found[node]
             heard = f"last answered {since:.3f} s ago" if since is not None else "never answered"
-            log.warning("node %s: speaker silent (%s)", node, heard)
+            log.warning("node %s: speaker silent (%s)", node, heard, extra=logs.fields(node=node))
         for node in self.silent.keys() - found.keys():
-            log.info("node %s: speaker answers again", node)
+            log.info("node %s: speaker answers again", node, extra=logs.fields(node=node))
         # A node still silent keeps the figure of when it was found so: its detection time.
         self.silent = {node: self.silent.get(node, since) for node, since in found.items()}
         metrics.SILENT_NODES.set(len(self.silent))

@@ -58,13 +58,15 @@ class Context:
     namespace_labels: Mapping[str, str]
     usable: frozenset[PoolName]
     """Pools the allocator accepted (layer2, valid, not overlapping, not deleting)."""
+    lb_class: str
+    """The ``spec.loadBalancerClass`` porterlb serves (``--lb-class``)."""
 
 
 def decide(key: ServiceKey, service: svc.Service | None, ctx: Context) -> Plan:
     """The plan for the Service at `key` (None when it was deleted)."""
     if service is None:
         return _release(key, ctx, service=None)
-    ownership = svc.ownership(service)
+    ownership = svc.ownership(service, ctx.lb_class)
     if ownership is svc.Ownership.OTHER_CLASS:
         return Plan()  # never touch a Service of another class
     if service.deleting or ownership is not svc.Ownership.OURS:

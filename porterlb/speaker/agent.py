@@ -24,7 +24,7 @@ from typing import Final
 
 import lightkube
 
-from porterlb import errors
+from porterlb import errors, health, logs
 from porterlb.api import address, reasons, wellknown
 from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
@@ -52,6 +52,7 @@ class Speaker:
         client: lightkube.AsyncClient,
         *,
         node: NodeName,
+        namespace: str,
         netns: str | None = None,
         config: announcer.Config | None = None,
         heartbeat: heartbeats.Settings | None = None,
@@ -63,7 +64,7 @@ class Speaker:
         self.fence: guard.Fence | None = None
         self.fenced = False
         self.endpoint: heartbeats.Heartbeats | None = None
-        self.poster = events.Poster(client, component="porterlb-speaker")
+        self.poster = events.Poster(client, component="porterlb-speaker", namespace=namespace)
         self.services = reflector.Reflector(
             client, resources.Service, on_change=self._service_changed, name="services"
         )
@@ -86,6 +87,8 @@ class Speaker:
         wait (the old node may even still answer the probe)."""
         self._said: dict[PoolName, str] = {}
         self._dirty = asyncio.Event()
+        self._readers: dict[str, afpacket.AfPacketConn] = {}
+        """Interface -> its latest packet socket, for the stamps of their reader threads."""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -112,7 +115,7 @@ class Speaker:
             key=key,
             fence=self.fence,
             port=settings.port,
-            address=settings.address,
+            addresses=settings.addresses,
             netns=self.netns,
         )
         async with asyncio.TaskGroup() as group:
@@ -134,9 +137,14 @@ class Speaker:
                         " for no IP until one is back",
                         self.node,
                         fence.after,
+                        extra=logs.fields(node=self.node),
                     )
                 else:
-                    log.info("node %s: heard again, no longer fenced", self.node)
+                    log.info(
+                        "node %s: heard again, no longer fenced",
+                        self.node,
+                        extra=logs.fields(node=self.node),
+                    )
                 self._dirty.set()
             await asyncio.sleep(FENCE_CHECK)
 
@@ -220,16 +228,43 @@ class Speaker:
             self.links[pool] = None
             return None
         except errors.TransientError as failure:
-            log.warning("pool %s: %s; retrying in %.0f s", pool, failure, RESOLVE_INTERVAL)
+            log.warning(
+                "pool %s: %s; retrying in %.0f s",
+                pool,
+                failure,
+                RESOLVE_INTERVAL,
+                extra=logs.fields(pool=pool, node=self.node),
+            )
             return None  # not cached: the next sync tries again
         self._said.pop(pool, None)
         self.links[pool] = link.name
         return link.name
 
+    # -- health ------------------------------------------------------------------------------
+
+    def beats(self) -> list[health.Beat]:
+        """The answering threads: one reader per interface, one per heartbeat address."""
+        beats = [health.Beat(f"reader of {name}", c.ran.last) for name, c in self._readers.items()]
+        if self.endpoint is not None:
+            beats += [health.Beat("heartbeat thread", s.last) for s in self.endpoint.threads_ran]
+        return beats
+
+    def conditions(self) -> list[tuple[str, bool]]:
+        """Ready: both caches synced and a packet socket open on every interface in use.
+        Fenced is ready too (see :mod:`porterlb.health`)."""
+        unopened = self.announcer.unopened()
+        return [
+            ("services synced", self.services.synced.is_set()),
+            ("eips synced", self.eips.synced.is_set()),
+            (f"packet socket on {', '.join(unopened)}", not unopened),
+        ]
+
     # -- the edges ---------------------------------------------------------------------------
 
     async def _open(self, ifname: str) -> conn.PacketConn:
-        return await afpacket.AfPacketConn.open(ifname, netns=self.netns)
+        opened = await afpacket.AfPacketConn.open(ifname, netns=self.netns)
+        self._readers[ifname] = opened
+        return opened
 
     def _conflict(self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress) -> None:
         for obj in self.services.cache.values():
@@ -250,7 +285,9 @@ class Speaker:
         if self._said.get(eip.name) == message:
             return
         self._said[eip.name] = message
-        log.warning("%s", message)
+        log.warning(
+            "%s", message, extra=logs.fields(node=self.node, pool=eip.name, interface=eip.interface)
+        )
         self.poster.emit(
             events.Notice(
                 subject=events.Subject.eip(eip.name, _uid(self.eips.cache.get(eip.name))),

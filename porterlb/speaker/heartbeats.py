@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from porterlb import health
 from porterlb.kube import secrets
 from porterlb.liveness import guard, metrics, udp, wire
 
@@ -45,8 +46,8 @@ class Settings:
     secret_namespace: str
     secret_name: str = secrets.DEFAULT_NAME
     port: int = udp.DEFAULT_PORT
-    address: str | None = None
-    """The address to answer on; None: every address of the node."""
+    addresses: tuple[str, ...] = ()
+    """The node's addresses to answer on (``--heartbeat-addr``); none: every address."""
     fence_after: float = guard.DEFAULT_FENCE_AFTER
 
 
@@ -60,16 +61,21 @@ class Heartbeats:
         key: bytes,
         fence: guard.Fence,
         port: int = udp.DEFAULT_PORT,
-        address: str | None = None,
+        addresses: tuple[str, ...] = (),
         netns: str | None = None,
         wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.key = key
         self.fence = fence
         self.port = port
-        self.address = address
+        self.addresses = addresses
         self.netns = netns
         self.guard = guard.PingGuard(node=node)
+        self._checking = threading.Lock()
+        """One answering thread per address: the guard's replay memory is checked by one at
+        a time, so a ping sent to two addresses of the node is answered once."""
+        self.threads_ran: list[health.Stamp] = []
+        """When each answering thread last turned (every :data:`RECEIVE_TIMEOUT` at least)."""
         self.wall_clock_ns = wall_clock_ns
         """Pings carry the pinger's wall-clock send time; only a wall clock can judge it."""
         self._loop_seen = time.monotonic()
@@ -79,25 +85,38 @@ class Heartbeats:
         loop replaces the tuple whole, the answering thread only reads it."""
 
     async def run(self) -> None:
-        sock = await udp.bind(port=self.port, netns=self.netns, host=self.address)
-        sock.settimeout(RECEIVE_TIMEOUT)
+        socks: list[socket.socket] = []
+        threads: list[threading.Thread] = []
         stop = threading.Event()
-        thread = threading.Thread(
-            target=self._answer, args=(sock, stop), name="speaker/heartbeats", daemon=True
-        )
-        thread.start()
         try:
-            while thread.is_alive():
+            for host in self.addresses or (None,):
+                sock = await udp.bind(port=self.port, netns=self.netns, host=host)
+                socks.append(sock)
+                sock.settimeout(RECEIVE_TIMEOUT)
+                stamp = health.Stamp()
+                self.threads_ran.append(stamp)
+                thread = threading.Thread(
+                    target=self._answer,
+                    args=(sock, stop, stamp),
+                    name=f"speaker/heartbeats/{host or 'any'}",
+                    daemon=True,
+                )
+                threads.append(thread)
+                thread.start()
+            while all(thread.is_alive() for thread in threads):
                 self._loop_seen = time.monotonic()
                 await asyncio.sleep(LOOP_BEAT)
-            raise RuntimeError("the heartbeat thread ended")  # it only ends when told to
+            raise RuntimeError("a heartbeat thread ended")  # they only end when told to
         finally:
             stop.set()
-            await asyncio.to_thread(thread.join)
-            sock.close()
+            for thread in threads:
+                await asyncio.to_thread(thread.join)
+            for sock in socks:
+                sock.close()
 
-    def _answer(self, sock: socket.socket, stop: threading.Event) -> None:
+    def _answer(self, sock: socket.socket, stop: threading.Event, ran: health.Stamp) -> None:
         while not stop.is_set():
+            ran.mark()
             try:
                 data, sender = sock.recvfrom(wire.MAX_LEN + 1)
             except TimeoutError:
@@ -116,7 +135,8 @@ class Heartbeats:
         if now - self._loop_seen > LOOP_STALL_LIMIT:
             metrics.RECEIVED.labels("speaker", "loop_stalled").inc()
             return
-        verdict = self.guard.check(ping, self.wall_clock_ns())
+        with self._checking:
+            verdict = self.guard.check(ping, self.wall_clock_ns())
         metrics.RECEIVED.labels("speaker", verdict.value).inc()
         if verdict is guard.Verdict.ANSWERED:
             sock.sendto(wire.encode(ping.answer(self.lacking), self.key), sender)

@@ -67,7 +67,7 @@ async def answering(
     """A speaker's heartbeat endpoint for `node` on `ip`:`port` while the block runs,
     saying it lacks the interfaces of `lacking`."""
     fence = guard.Fence(now=asyncio.get_running_loop().time())
-    endpoint = heartbeats.Heartbeats(node=node, key=key, fence=fence, port=port, address=ip)
+    endpoint = heartbeats.Heartbeats(node=node, key=key, fence=fence, port=port, addresses=(ip,))
     endpoint.lacking = lacking
     task = asyncio.create_task(endpoint.run(), name=f"test/heartbeats/{node}")
     try:

@@ -276,7 +276,7 @@ def test_parse_keeps_annotations_and_labels(annotations, labels):
     ],
 )
 def test_ownership(kwargs, want):
-    assert svc.ownership(parsed(**kwargs)) is want
+    assert svc.ownership(parsed(**kwargs), wellknown.LOAD_BALANCER_CLASS) is want
 
 
 # -- wanted ----------------------------------------------------------------------------------

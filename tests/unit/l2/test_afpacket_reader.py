@@ -100,8 +100,7 @@ async def test_close_ends_serve_and_the_reader_closes_the_socket_last(wires):
     async with asyncio.timeout(DEADLINE):
         assert await serving is None
     await wait_for(lambda: wire.sock.fileno() == -1)
-    # The thread settles `serving` and only then returns: it may still be alive for a moment.
-    await wait_for(lambda: readers() == [])
+    await wait_for(lambda: readers() == [])  # the thread returns just after it reported
     with pytest.raises(errors.TransientError, match="eth0: connection is closed"):
         await wire.conn.send(b"frame")
 

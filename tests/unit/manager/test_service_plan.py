@@ -61,7 +61,13 @@ def context(*eips: eip.Eip, alloc: allocator.Allocator | None = None) -> service
     ]
     diff = alloc.set_pools(specs)
     usable = frozenset(p.name for p in specs) - diff.rejected.keys()
-    return service_plan.Context(alloc=alloc, eips=eips, namespace_labels={}, usable=usable)
+    return service_plan.Context(
+        alloc=alloc,
+        eips=eips,
+        namespace_labels={},
+        usable=usable,
+        lb_class=wellknown.LOAD_BALANCER_CLASS,
+    )
 
 
 def service(

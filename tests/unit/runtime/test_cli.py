@@ -1,0 +1,88 @@
+"""The command line as a pod runs it: what it imports, its defaults, its start-up errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from porterlb import cli
+
+FORBIDDEN = ("porterlb.lab", "cryptography", "tests", "bench")
+"""What the roles must never load: the lab, its dependencies, the tests and benches."""
+
+
+def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("POD_NAMESPACE", "HOST_IP")}
+    base.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, env={**base, **(env or {})}
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["manager", "--help"], id="manager"),
+        pytest.param(["speaker", "--node-name", "w1", "--help"], id="speaker"),
+        pytest.param(["manager", "--kubeconfig", "/nonexistent"], id="manager-starting"),
+    ],
+)
+def test_the_roles_import_nothing_of_the_lab(argv):
+    done = run("-X", "importtime", "-m", "porterlb", *argv)
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "porterlb.cli" in imported
+    assert [m for m in imported if m.split(".")[0] in FORBIDDEN or m.startswith(FORBIDDEN)] == []
+
+
+def test_lab_is_listed_and_loaded_when_asked():
+    assert "lab" in run("-m", "porterlb", "--help").stdout
+    assert "build-control-plane" in run("-m", "porterlb", "lab", "--help").stdout
+
+
+def test_version():
+    done = run("-m", "porterlb", "--version")
+    assert done.stdout.strip() == f"porterlb {cli.version()}"
+
+
+@pytest.mark.parametrize("role", [["manager"], ["speaker", "--node-name", "w1"]])
+def test_no_configuration_is_one_line_and_exit_code_2(role):
+    done = run("-m", "porterlb", *role, "-v")  # -v after the role is accepted
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert "no Kubernetes configuration" in line and "--kubeconfig" in line
+
+
+def test_no_namespace_is_one_line_and_never_default(tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    done = run("-m", "porterlb", "manager", "--kubeconfig", str(kubeconfig))
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "no namespace" in line and "POD_NAMESPACE" in line
+
+
+@pytest.mark.parametrize(
+    ("env", "want"),
+    [
+        pytest.param({}, [], id="unknown"),
+        pytest.param({"HOST_IP": "198.18.0.2"}, ["198.18.0.2"], id="host-ip"),
+        pytest.param(
+            {"HOST_IPS": "198.18.0.2,2001:db8::2", "HOST_IP": "198.18.0.2"},
+            ["198.18.0.2", "2001:db8::2"],
+            id="dual-stack-host-ips-first",
+        ),
+    ],
+)
+def test_host_ips(env, want):
+    assert cli.host_ips(env) == want
