@@ -36,6 +36,7 @@ from porterlb.api import reasons, wellknown
 from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.kube import events, queueing, reflector, resources, writers
+from porterlb.manager import metrics
 from porterlb.placement import eligibility, endpoints, ledger
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class Announcing:
         self._asks: dict[ServiceKey, _Asks] = {}
         self._said: dict[ServiceKey, str] = {}
         self._said_pool: dict[PoolName, str] = {}
+        self._lost: dict[str, tuple[NodeName, float]] = {}
+        """IP -> the node found unfit to announce it, and when (loop time): a failover to
+        time. Dropped when a Service of the IP is next handled."""
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
         self.nodes = reflector.Reflector(
             client, resources.Node, on_change=self._node_changed, name="nodes"
@@ -206,6 +210,8 @@ class Announcing:
         for ip in candidates:
             node = self.ledger.node_of(ip)
             eligible = self._eligible_for(ip)
+            if node is not None and node not in eligible and ip not in self._lost:
+                self._lost[ip] = (node, asyncio.get_running_loop().time())
             if (node is None and eligible) or (node is not None and node not in eligible):
                 for key in self.ledger.users_of(ip):
                     self.queue.add(key)
@@ -230,14 +236,25 @@ class Announcing:
             node = self._place(service_key, ip)
         if ip is not None and node is None:
             self._say(service, ip, None, served=served)
-        if service.annotation(wellknown.ANNOUNCED_BY) == node:
+        moved_from = service.annotation(wellknown.ANNOUNCED_BY)
+        if moved_from == node:
+            if ip is not None and node is not None:
+                self._lost.pop(ip, None)  # it stayed, or its move is already recorded
             return queueing.Done()
         outcome = await queueing.attempt(
             writers.set_announcing_node(self.client, service.namespace, service.name, node)
         )
         if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
-            self._say(service, ip, node, moved_from=service.annotation(wellknown.ANNOUNCED_BY))
+            self._say(service, ip, node, moved_from=moved_from)
+            self._count_failover(ip, moved_from)
         return outcome
+
+    def _count_failover(self, ip: str, moved_from: str | None) -> None:
+        """Count the move of `ip` just recorded, timed from when its node was found unfit."""
+        lost = self._lost.pop(ip, None)
+        if lost is not None and lost[0] == moved_from:
+            metrics.FAILOVERS.inc()
+            metrics.FAILOVER_DURATION.observe(asyncio.get_running_loop().time() - lost[1])
 
     def _place(self, key: ServiceKey, ip: str) -> NodeName | None:
         """Choose (or keep) the node of `ip`; when it moves, its other users follow."""
