@@ -2,6 +2,7 @@
 
 porterlb manager [--kubeconfig PATH]      IP address management and placement
 porterlb speaker --node-name NODE         answer ARP/NDP for this node's Service IPs
+porterlb status [--json]                  pools, Services, their nodes, as recorded in the API
 porterlb lab build-control-plane          build kube-apiserver + etcd into the cache
 porterlb lab control-plane --dir DIR      run a real control plane until interrupted
 porterlb lab up --name NAME               bring a namespace lab up (lab down, info, service)
@@ -26,6 +27,7 @@ import prometheus_client
 from porterlb.kube import election, secrets
 from porterlb.lab import commands as lab_commands
 from porterlb.liveness import guard, tracker, udp
+from porterlb.status import command as status_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     speaker.set_defaults(run=_run_speaker)
 
+    status_command.add_parser_to(roles)
     lab_commands.add_parser_to(roles)
     return parser
 

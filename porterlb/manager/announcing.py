@@ -245,16 +245,19 @@ class Announcing:
             writers.set_announcing_node(self.client, service.namespace, service.name, node)
         )
         if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
-            self._say(service, ip, node, moved_from=moved_from)
-            self._count_failover(ip, moved_from)
+            took = self._count_failover(ip, moved_from)
+            self._say(service, ip, node, moved_from=moved_from, took=took)
         return outcome
 
-    def _count_failover(self, ip: str, moved_from: str | None) -> None:
-        """Count the move of `ip` just recorded, timed from when its node was found unfit."""
+    def _count_failover(self, ip: str, moved_from: str | None) -> float | None:
+        """Count the move of `ip` just recorded; the seconds since its node was found unfit."""
         lost = self._lost.pop(ip, None)
-        if lost is not None and lost[0] == moved_from:
-            metrics.FAILOVERS.inc()
-            metrics.FAILOVER_DURATION.observe(asyncio.get_running_loop().time() - lost[1])
+        if lost is None or lost[0] != moved_from:
+            return None
+        took = asyncio.get_running_loop().time() - lost[1]
+        metrics.FAILOVERS.inc()
+        metrics.FAILOVER_DURATION.observe(took)
+        return took
 
     def _place(self, key: ServiceKey, ip: str) -> NodeName | None:
         """Choose (or keep) the node of `ip`; when it moves, its other users follow."""
@@ -306,6 +309,7 @@ class Announcing:
         *,
         served: bool = True,
         moved_from: str | None = None,
+        took: float | None = None,
     ) -> None:
         gone = self._why_not(moved_from, ip) if moved_from else None
         if not served:
@@ -321,6 +325,8 @@ class Announcing:
         elif gone is not None:
             reason = reasons.FAILOVER
             message = f"{ip} moved from node {moved_from} to node {node}: {moved_from}: {gone}"
+            if took is not None:
+                message += f"; recorded {took * 1000:.0f} ms after that was found"
         else:
             reason, message = reasons.NODE_ASSIGNED, f"{ip} is announced from node {node}"
         message = f"Service {service.key}: {message}"
