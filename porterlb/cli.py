@@ -24,6 +24,7 @@ from typing import Any
 
 import prometheus_client
 
+import porterlb.metrics  # noqa: F401  (porterlb_build_info, for every role)
 from porterlb.kube import election, secrets
 from porterlb.lab import commands as lab_commands
 from porterlb.liveness import guard, tracker, udp

@@ -11,7 +11,6 @@ in one piece under the GIL.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
@@ -46,11 +45,6 @@ FAILOVER_DURATION: Final = prometheus_client.Histogram(
     # Around the failover budget: ~30 ms to record a move, seconds under heavy load.
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
-BUILD_INFO: Final = prometheus_client.Gauge(
-    "porterlb_build_info", "Always 1; the running porterlb version as a label.", ["version"]
-)
-BUILD_INFO.labels(importlib.metadata.version("porterlb")).set(1)
-
 POOL_FAILURES: Final[Mapping[type[Exception], str]] = {
     allocator.PoolFull: "pool_full",
     allocator.IPInUse: "ip_in_use",
