@@ -18,12 +18,13 @@ import prometheus_client
 from prometheus_client import metrics_core, registry
 
 from porterlb.api.keys import PoolName
-from porterlb.ipam import allocator
+from porterlb.ipam import allocator, selection
 
 ALLOCATION_FAILURES: Final = prometheus_client.Counter(
     "porterlb_allocation_failures",
     "Decisions that could not give a Service the IP it asks for, by reason (pool_full,"
-    " ip_in_use, pool_missing, pool_disabled, family_mismatch, ip_outside_pool, invalid_spec).",
+    " ip_in_use, no_pool, pool_missing, pool_disabled, family_mismatch, ip_outside_pool,"
+    " invalid_spec).",
     ["reason"],
 )
 LEADER: Final = prometheus_client.Gauge(
@@ -52,6 +53,7 @@ POOL_FAILURES: Final[Mapping[type[Exception], str]] = {
     allocator.PoolDisabled: "pool_disabled",
     allocator.FamilyMismatch: "family_mismatch",
     allocator.IPOutsidePool: "ip_outside_pool",
+    selection.NoPool: "no_pool",
 }
 """The ``reason`` label of each allocator error; any other InvalidSpec is ``invalid_spec``."""
 

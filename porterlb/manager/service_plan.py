@@ -48,8 +48,9 @@ class Plan:
     """An address went back to a pool: Services waiting for one may now get it."""
     pools: frozenset[PoolName] = field(default_factory=frozenset)
     """Pools whose usage changed (their Eip status needs refreshing)."""
-    failure: str | None = None
-    """Why no IP could be given, as the ``porterlb_allocation_failures_total`` label."""
+    failure: str | None = field(default=None, compare=False)
+    """Why no IP could be given, as the ``porterlb_allocation_failures_total`` label (a
+    counter's concern, not a write: plans that write the same compare equal)."""
 
 
 @dataclass(frozen=True, slots=True)

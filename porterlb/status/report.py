@@ -174,6 +174,9 @@ def _nodes(
         stamp = _event_time(event)
         if stamp is None or now - stamp > RECENT:
             continue
+        placed = _placed_on(event)
+        if placed is not None and found.get(placed, {}).get("at") is not None:
+            del found[placed]  # given an IP since it was reported: it announces again
         for name, why in _speaker_reports(event):
             if name not in found or found[name]["at"] is not None:
                 involved = event.get("involvedObject") or {}
@@ -185,6 +188,16 @@ def _nodes(
 
 def _problem(node: str, why: str, source: str, at: str | None) -> dict[str, Any]:
     return {"node": node, "why": why, "source": source, "at": at}
+
+
+def _placed_on(event: Mapping[str, Any]) -> str | None:
+    """The node an Event says an IP was just placed on (NodeAssigned, Failover)."""
+    message = str(event.get("message") or "")
+    if event.get("reason") == reasons.NODE_ASSIGNED:
+        _, found, node = message.rpartition(" is announced from node ")
+        return node if found else None
+    moved = _MOVED.search(message) if event.get("reason") == reasons.FAILOVER else None
+    return moved["new"] if moved else None
 
 
 def _speaker_reports(event: Mapping[str, Any]) -> Iterable[tuple[str, str]]:

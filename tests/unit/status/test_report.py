@@ -231,3 +231,18 @@ def test_the_json_report_round_trips_with_stable_keys():
         "ready",
         "conditions",
     }
+
+
+def test_a_node_given_an_ip_after_it_was_reported_is_no_longer_listed():
+    never = (
+        "Service shop/web: 198.18.0.1 is not announced: w1: its speaker never answered heartbeats"
+    )
+    built = build(
+        events=[
+            event(reasons.NO_ELIGIBLE_NODE, never, 60, type_="Warning"),
+            event(
+                reasons.NODE_ASSIGNED, "Service shop/web: 198.18.0.1 is announced from node w1", 50
+            ),
+        ],
+    )
+    assert built["nodes"] == []
