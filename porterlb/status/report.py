@@ -214,9 +214,14 @@ def _speaker_reports(event: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
     return [(node, why) for node, why in pairs if "speaker" in why or "interface" in why]
 
 
-def _order(event: Mapping[str, Any]) -> datetime.datetime:
-    """Events oldest first; one without a time first of all."""
-    return _event_time(event) or datetime.datetime.min.replace(tzinfo=datetime.UTC)
+def _order(event: Mapping[str, Any]) -> tuple[datetime.datetime, int]:
+    """Events oldest first; one without a time first of all. Event times have whole seconds,
+    so within one second the order they were written in decides: etcd's revision, which is
+    what a resourceVersion is on every API server porterlb runs with (best effort: the API
+    calls it opaque, and an unparsable one sorts first)."""
+    version = str((event.get("metadata") or {}).get("resourceVersion", ""))
+    stamp = _event_time(event) or datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return stamp, int(version) if version.isdigit() else 0
 
 
 def _event_time(event: Mapping[str, Any]) -> datetime.datetime | None:

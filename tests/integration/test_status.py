@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -13,8 +14,11 @@ from lightkube.resources.core_v1 import Service
 from prometheus_client import REGISTRY
 
 from porterlb.api import reasons
+from porterlb.manager import liveness
 from tests.integration import objects
+from tests.integration.conftest import running_manager
 from tests.integration.test_announcing import pool_with_service, wait_announced_by
+from tests.integration.test_liveness import TIMING, answering, free_udp_port, key_of, node_at
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -135,3 +139,49 @@ async def test_status_says_so_when_the_kubeconfig_is_missing(tmp_path: Path):
     assert code == 1
     assert err.startswith("porterlb status: no usable Kubernetes credentials in ")
     assert err.count("\n") == 1
+
+
+async def test_a_failover_is_counted_timed_and_shown_by_status(
+    client, control_plane, namespace, net, eips, nodes
+):
+    port = free_udp_port()
+    settings = liveness.Settings(secret_namespace=namespace, port=port, timing=TIMING)
+    names = {f"{namespace}-{n}": f"127.0.0.{40 + n}" for n in range(2)}
+    for name, ip in names.items():
+        await node_at(client, nodes, name, ip)
+
+    def count(name):
+        return REGISTRY.get_sample_value(name) or 0
+
+    failovers = count("porterlb_failovers_total")
+    timed = count("porterlb_failover_duration_seconds_count")
+    async with running_manager(client, heartbeat=settings), contextlib.AsyncExitStack() as stack:
+        key = await eventually(lambda: key_of(client, namespace), what="the heartbeat key")
+        speakers = {}
+        for name, ip in names.items():
+            speakers[name] = await stack.enter_async_context(contextlib.AsyncExitStack())
+            await speakers[name].enter_async_context(answering(name, ip, port, key))
+        await pool_with_service(client, eips, namespace, net)
+        first = await wait_announced_by(client, "web", namespace, set(names))
+        await speakers[first].aclose()  # its speaker stops answering
+        second = await wait_announced_by(client, "web", namespace, set(names) - {first})
+
+        async def counted():
+            return count("porterlb_failovers_total") > failovers
+
+        await eventually(counted, what="the failover to be counted")
+        assert count("porterlb_failover_duration_seconds_count") == timed + 1
+
+        async def shown():
+            code, out, err = await status("--kubeconfig", str(control_plane.kubeconfig), "--json")
+            assert code == 0, err
+            found = json.loads(out)
+            row = next(s for s in found["services"] if s["service"] == f"{namespace}/web")
+            return (row, found["nodes"]) if row["lastFailover"] else None
+
+        row, reported = await eventually(shown, what="status to show the failover")
+        moved = row["lastFailover"]
+        assert (moved["from"], moved["to"], row["node"]) == (first, second, second)
+        assert moved["detectedAfterSeconds"] is not None
+        assert moved["recordedAfterSeconds"] is not None
+        assert first in [n["node"] for n in reported]

@@ -246,3 +246,14 @@ def test_a_node_given_an_ip_after_it_was_reported_is_no_longer_listed():
         ],
     )
     assert built["nodes"] == []
+
+
+def test_events_of_one_second_are_ordered_by_when_they_were_written():
+    assigned = event(
+        reasons.NODE_ASSIGNED, "Service shop/web: 198.18.0.1 is announced from node w2", 5
+    )
+    moved = event(reasons.FAILOVER, FAILOVER, 5)
+    assigned["metadata"], moved["metadata"] = {"resourceVersion": "99"}, {"resourceVersion": "100"}
+    built = build(services=[service()], events=[moved, assigned])
+    assert [n["node"] for n in built["nodes"]] == ["w2"]
+    assert built["services"][0]["lastFailover"]["from"] == "w2"
