@@ -8,8 +8,8 @@ and cannot ask a manager: the Eips' status (usage, conditions), the Services' in
 label and ``porterlb.io/announced-by`` annotation, the Events the manager posts (when a
 node took an IP over, the last failover, nodes that could not announce), the Nodes' Ready
 condition, and the MACs the speakers publish in the ConfigMap ``porterlb-peers`` when there
-is one. Events expire (one hour by default), so "since" and the last failover may be unknown
-for an old placement: they show ``-``.
+is one. Events expire (one hour by default): "since" then falls back to when porterlb last
+wrote the annotation (``managedFields``), and an older failover is unknown (``-``).
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def build(
         if involved.get("kind") == "Service":
             key = f"{involved.get('namespace')}/{involved.get('name')}"
             by_service.setdefault(key, []).append(event)
-    ours = [s for s in map(svc.parse, services) if _is_ours(s)]
+    ours = sorted((s for s in services if _is_ours(svc.parse(s))), key=_service_key)
     return {
         "pools": [_pool(eip) for eip in sorted(eips, key=_name)],
-        "services": [_service(s, by_service.get(s.key, []), macs) for s in sorted(ours, key=_key)],
+        "services": [_service(s, by_service.get(_service_key(s), []), macs) for s in ours],
         "nodes": _nodes(nodes, events, now),
     }
 
@@ -63,8 +63,9 @@ def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
 
 
-def _key(service: svc.Service) -> str:
-    return service.key
+def _service_key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 def _is_ours(service: svc.Service) -> bool:
@@ -101,8 +102,11 @@ def _pool(eip: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _service(
-    service: svc.Service, events: Sequence[Mapping[str, Any]], macs: Mapping[str, str]
+    service_obj: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    macs: Mapping[str, str],
 ) -> dict[str, Any]:
+    service = svc.parse(service_obj)
     node = service.annotation(wellknown.ANNOUNCED_BY)
     latest = events[-1] if events else None
     problem = None
@@ -114,7 +118,7 @@ def _service(
         "pool": service.label(wellknown.POOL_LABEL),
         "node": node,
         "mac": macs.get(node) if node else None,
-        "since": _since(events, node),
+        "since": _since(events, node) or (_annotated_at(service_obj) if node else None),
         "lastFailover": _last_failover(events),
         "problem": problem,
     }
@@ -131,6 +135,20 @@ def _since(events: Sequence[Mapping[str, Any]], node: str | None) -> str | None:
         if reason == reasons.FAILOVER and f"to node {node}:" in message:
             return _stamp(event)
     return None
+
+
+def _annotated_at(obj: Mapping[str, Any]) -> str | None:
+    """When porterlb last wrote the fields holding the announced-by annotation (the
+    Service's ``managedFields``): "since" once the Events that said it have expired."""
+    found = None
+    for entry in (obj.get("metadata") or {}).get("managedFields") or ():
+        fields = entry.get("fieldsV1") or {}
+        annotations = (fields.get("f:metadata") or {}).get("f:annotations") or {}
+        if entry.get("manager") == wellknown.FIELD_MANAGER and (
+            f"f:{wellknown.ANNOUNCED_BY}" in annotations
+        ):
+            found = max(found or "", str(entry.get("time") or "")) or None
+    return found
 
 
 def _last_failover(events: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

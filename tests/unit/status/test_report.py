@@ -257,3 +257,16 @@ def test_events_of_one_second_are_ordered_by_when_they_were_written():
     built = build(services=[service()], events=[moved, assigned])
     assert [n["node"] for n in built["nodes"]] == ["w2"]
     assert built["services"][0]["lastFailover"]["from"] == "w2"
+
+
+def test_since_falls_back_to_when_porterlb_wrote_the_annotation():
+    obj = service()
+    obj["metadata"]["managedFields"] = [
+        {
+            "manager": wellknown.FIELD_MANAGER,
+            "time": at(7200),
+            "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{wellknown.ANNOUNCED_BY}": {}}}},
+        },
+        {"manager": "kubectl", "time": at(10), "fieldsV1": {"f:spec": {}}},
+    ]
+    assert build(services=[obj])["services"][0]["since"] == at(7200)
