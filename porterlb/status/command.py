@@ -40,6 +40,10 @@ class StatusError(Exception):
     """Status cannot be shown; the message is the one line to print."""
 
 
+class Forbidden(StatusError):
+    """The credentials may not list that kind."""
+
+
 def add_parser_to(roles: Any) -> None:
     """Add ``status`` to the subcommands of ``porterlb``."""
     status = roles.add_parser("status", help="show pools, Services and their nodes")
@@ -99,12 +103,18 @@ async def fetch(kubeconfig: Path | None, *, namespace: str) -> dict[str, Any]:
         eips = await _list(http, kube_client.path(resources.Eip), what="Eips")
         services = await _list(http, kube_client.path(resources.Service), what="Services")
         nodes = await _list(http, kube_client.path(resources.Node), what="Nodes")
-        events = await _list(
-            http,
-            kube_client.path(resources.Event),
-            what="Events",
-            selector="involvedObject.kind=Service",
-        )
+        try:
+            events = await _list(
+                http,
+                kube_client.path(resources.Event),
+                what="Events",
+                selector="involvedObject.kind=Service",
+            )
+        except Forbidden as forbidden:
+            # The manager's own account may post Events but not list them: say what is
+            # missing and show the rest (in-cluster, ``kubectl exec ... porterlb status``).
+            print(f"porterlb status: {forbidden}; no since or last failover", file=sys.stderr)
+            events = []
         macs = await _peers(http, f"/api/v1/namespaces/{namespace}/configmaps/{PEERS_CONFIGMAP}")
     except httpx2.TransportError as error:
         raise StatusError(f"cannot reach the API server at {server}: {error!r}") from error
@@ -129,7 +139,8 @@ async def _list(
             )
         if reply.status_code != 200:
             message = writers.status_message(reply)
-            raise StatusError(f"listing {what} at {path}: {reply.status_code} {message}")
+            failed = Forbidden if reply.status_code == 403 else StatusError
+            raise failed(f"listing {what} at {path}: {reply.status_code} {message}")
         page = msgspec.json.decode(reply.content)
         items.extend(page.get("items") or ())
         token = (page.get("metadata") or {}).get("continue")
