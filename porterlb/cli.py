@@ -2,6 +2,7 @@
 
 porterlb manager [--kubeconfig PATH]      IP address management and placement
 porterlb speaker --node-name NODE         answer ARP/NDP for this node's Service IPs
+porterlb status [--json]                  pools, Services, their nodes, as recorded in the API
 porterlb lab ...                          the real control plane and the namespace lab
 
 The roles import nothing of the lab: ``lab`` is listed, but its parser and code (and the
@@ -29,11 +30,13 @@ from typing import Any
 import lightkube
 from lightkube.core.exceptions import ConfigError
 
+import porterlb.metrics  # noqa: F401  (porterlb_build_info, for every role)
 from porterlb import health, logs
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import election, secrets
 from porterlb.liveness import guard, tracker, udp
+from porterlb.status import command as status_command
 
 log = logging.getLogger("porterlb")
 
@@ -89,6 +92,7 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     common.add_argument("--kubeconfig", type=Path, help="default: in-cluster service account")
     _manager_parser(roles, common)
     _speaker_parser(roles, common)
+    status_command.add_parser_to(roles)
     if _role(argv) == "lab":
         # By name, so that no import of the lab appears in what the roles load (and the
         # import contract holds): its commands exist only in a ``porterlb[lab]`` install.

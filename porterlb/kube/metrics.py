@@ -1,15 +1,34 @@
-"""Metrics of porterlb's use of the Kubernetes API: what it costs the API server."""
+"""Metrics of porterlb's use of the Kubernetes API: what it costs the API server, what fails,
+and whether each cache is current."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from typing import Final
 
-API_REQUESTS = Counter(
+from prometheus_client import Counter, Gauge
+
+API_REQUESTS: Final = Counter(
     "porterlb_api_requests",
     "Requests sent to the Kubernetes API server, by verb and resource.",
     ["verb", "resource"],
 )
-EVENTS_DROPPED = Counter(
+API_REQUEST_ERRORS: Final = Counter(
+    "porterlb_api_request_errors",
+    "Requests to the Kubernetes API server that failed, by verb, resource and HTTP status code"
+    " (``transport`` when no answer came: refused, reset, timed out).",
+    ["verb", "resource", "code"],
+)
+EVENTS_DROPPED: Final = Counter(
     "porterlb_events_dropped",
     "Events not posted because the queue of Events to post was full.",
+)
+WATCH_SYNCED: Final = Gauge(
+    "porterlb_watch_synced",
+    "1 once the cache of the resource has been listed completely at least once.",
+    ["resource"],
+)
+WATCH_ESTABLISHED: Final = Gauge(
+    "porterlb_watch_established",
+    "1 while a watch stream of the resource is open, 0 between a failure and the next one.",
+    ["resource"],
 )

@@ -86,6 +86,8 @@ class Reflector:
         self.synced = asyncio.Event()
         self.watching = asyncio.Event()
         """Set while a watch stream is established; the speaker's fence reads it."""
+        metrics.WATCH_SYNCED.labels(name).set(0)
+        metrics.WATCH_ESTABLISHED.labels(name).set(0)
 
     def subscribe(self, on_change: Callable[[str], None]) -> None:
         """Also call `on_change` with the key of every changed object."""
@@ -106,6 +108,7 @@ class Reflector:
                     version = await self._watch(version)
             except (WatchFailed, httpx2.HTTPError, OSError, ValueError) as error:
                 self.watching.clear()
+                metrics.WATCH_ESTABLISHED.labels(self.name).set(0)
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
                 log.warning(
@@ -135,6 +138,7 @@ class Reflector:
             if old.get(key) != fresh.get(key):
                 self._changed(key)
         self.synced.set()
+        metrics.WATCH_SYNCED.labels(self.name).set(1)
         return str(meta.get("resourceVersion", ""))
 
     async def _watch(self, version: str) -> str:
@@ -156,6 +160,7 @@ class Reflector:
                 await reply.aread()
                 raise WatchFailed(f"watch: {reply.status_code} {reply.text[:200]}")
             self.watching.set()
+            metrics.WATCH_ESTABLISHED.labels(self.name).set(1)
             async for line in lines(reply.aiter_bytes()):
                 version = self._apply(msgspec.json.decode(line)) or version
         return version

@@ -10,18 +10,22 @@ here: the context, with the cluster's CA and any client certificate, is built by
 from the same kubeconfig (:func:`porterlb.kube.client.connect`).
 
 aiohttp's errors are translated into httpx2's at this one boundary (:func:`_mapped`), so the
-callers keep catching ``httpx2.TransportError``. Responses reach httpx2 as undecoded bytes
-(``auto_decompress=False``): httpx2 decodes them as it does for its own transport.
+callers keep catching ``httpx2.TransportError``; every request that fails, whoever sent it,
+is counted here too (``porterlb_api_request_errors_total``). Responses reach httpx2 as
+undecoded bytes (``auto_decompress=False``): httpx2 decodes them as it does for its own
+transport.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import httpx2
+
+from porterlb.kube import metrics
 
 CONNECTIONS = 100
 """Connections per client, aiohttp's default; requests beyond it wait for one to free."""
@@ -49,7 +53,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         """Send `request`; the response body streams. Raises httpx2.TransportError."""
         timeout = request.extensions.get("timeout") or {}
         body = await request.aread()
-        with _mapped(request):
+        with _mapped(request), _counted(request) as count:
             reply = await self._open().request(
                 request.method,
                 str(request.url),
@@ -65,6 +69,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
+            if reply.status >= 400:
+                count(str(reply.status))
         return httpx2.Response(
             reply.status,
             headers=reply.raw_headers,
@@ -96,6 +102,37 @@ class _Body(httpx2.AsyncByteStream):
     async def aclose(self) -> None:
         # Back to the pool when read to the end, closed otherwise (aiohttp decides).
         self._reply.release()
+
+
+def describe(method: str, url: httpx2.URL) -> tuple[str, str]:
+    """The (verb, resource) of a request to the API, as the metrics label them:
+    ``("patch", "services/status")``, ``("watch", "eips")``."""
+    parts = url.path.strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # /api/v1, /apis/GROUP/VERSION
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]  # a namespaced resource, not the Namespace itself
+    resource = "/".join(rest[:1] + rest[2:3]) or "discovery"
+    named = len(rest) > 1
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
+    if verb is None:
+        watch = url.params.get("watch") in ("true", "1")
+        verb = "get" if named else "watch" if watch else "list"
+    return verb, resource
+
+
+@contextlib.contextmanager
+def _counted(request: httpx2.Request) -> Iterator[Callable[[str], None]]:
+    """Yield a function counting `request` as failed with a code; count a transport failure
+    (no answer at all) as ``transport``."""
+
+    def count(code: str) -> None:
+        metrics.API_REQUEST_ERRORS.labels(*describe(request.method, request.url), code).inc()
+
+    try:
+        yield count
+    except (aiohttp.ClientError, TimeoutError):
+        count("transport")
+        raise
 
 
 @contextlib.contextmanager

@@ -21,6 +21,10 @@ class BinariesMissing(RuntimeError):
     """The control plane has not been built yet."""
 
 
+class BuildFailed(RuntimeError):
+    """The build script failed; it has printed the end of its log."""
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PORTERLB_CACHE", Path.home() / ".cache" / "porterlb"))
 
@@ -40,8 +44,18 @@ def locate() -> Path:
     return directory
 
 
+def log_file() -> Path:
+    """Where the build script writes Go's output (the terminal gets one line per step)."""
+    return cache_dir() / f"build-kubernetes-{K8S_VERSION}.log"
+
+
 def build() -> Path:
-    """Build both binaries from the Go module proxy if missing; return their directory."""
+    """Build both binaries from the Go module proxy if missing; return their directory.
+
+    Progress goes to stderr, one line as each step starts and ends. Raises BuildFailed.
+    """
     env = dict(os.environ, PORTERLB_K8S_VERSION=K8S_VERSION, PORTERLB_CACHE=str(cache_dir()))
-    subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise BuildFailed(f"building kube-apiserver and etcd failed; Go's output: {log_file()}")
     return locate()

@@ -5,6 +5,9 @@
 # `replace` lines, which Go ignores in a dependency, so every staging module is replaced
 # here by its published v0.<minor>.<patch> tag (kubernetes/kubernetes#79384).
 # Prints the directory holding the two binaries. Rebuilds only what is missing.
+# Go's own output (hundreds of "go: downloading" lines) goes to a log file in the cache; the
+# terminal gets one line as each step starts and one as it ends, with the time taken, and the
+# log's last lines if a step fails.
 set -euo pipefail
 
 K8S_VERSION="${PORTERLB_K8S_VERSION:?set by porterlb.lab.binaries}"
@@ -21,8 +24,35 @@ export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
 mkdir -p "$SRC/cmd/kube-apiserver" "$SRC/cmd/etcd" "$OUT"
 cd "$SRC"
+LOG="$CACHE/build-kubernetes-$K8S_VERSION.log"
+: >"$LOG"
+STEPS=4
+STEP=0
 
-gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+# step WHAT COMMAND...: run COMMAND with its output in $LOG; progress on stderr.
+step() {
+  local what=$1 started=$SECONDS
+  shift
+  STEP=$((STEP + 1))
+  echo "control plane $K8S_VERSION [$STEP/$STEPS] $what ..." >&2
+  if ! "$@" >>"$LOG" 2>&1; then
+    echo "control plane $K8S_VERSION [$STEP/$STEPS] $what FAILED after $((SECONDS - started)) s;" \
+      "the end of $LOG:" >&2
+    tail -n 25 "$LOG" >&2
+    exit 1
+  fi
+  echo "control plane $K8S_VERSION [$STEP/$STEPS] $what: done in $((SECONDS - started)) s" \
+    "($((SECONDS / 60)) min $((SECONDS % 60)) s in all)" >&2
+}
+
+echo "building kube-apiserver and etcd $K8S_VERSION from the Go module proxy (about 5-10 min" \
+  "the first time, then cached in $OUT); Go's output: $LOG" >&2
+download() {
+  go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >"$SRC/download.json" ||
+    { cat "$SRC/download.json"; return 1; }  # the error is in the JSON
+}
+step "downloading k8s.io/kubernetes@$K8S_VERSION" download
+gomod=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["GoMod"])' "$SRC/download.json")
 godirective=$(awk '$1 == "go" { print $2; exit }' "$gomod")
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 patch=${K8S_VERSION##*.}
@@ -67,10 +97,11 @@ import (
 func main() { etcdmain.Main(os.Args) }
 GO
 
-go mod tidy
+step "resolving and downloading every module (go mod tidy)" go mod tidy
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-go build -trimpath -ldflags "$ldflags" -o "$OUT/kube-apiserver.tmp" ./cmd/kube-apiserver
-go build -trimpath -ldflags "-s -w" -o "$OUT/etcd.tmp" ./cmd/etcd
+step "compiling kube-apiserver" \
+  go build -trimpath -ldflags "$ldflags" -o "$OUT/kube-apiserver.tmp" ./cmd/kube-apiserver
+step "compiling etcd" go build -trimpath -ldflags "-s -w" -o "$OUT/etcd.tmp" ./cmd/etcd
 mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
 mv "$OUT/etcd.tmp" "$OUT/etcd"
 echo "$OUT"

@@ -88,7 +88,11 @@ def add_parser_to(roles: Any) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    print(binaries.build())
+    try:
+        print(binaries.build())
+    except binaries.BuildFailed as failed:
+        print(f"porterlb lab build-control-plane: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -37,6 +37,7 @@ from porterlb.api import reasons, wellknown
 from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.kube import events, queueing, reflector, resources, writers
+from porterlb.manager import metrics
 from porterlb.placement import eligibility, endpoints, ledger
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class Announcing:
         self._asks: dict[ServiceKey, _Asks] = {}
         self._said: dict[ServiceKey, str] = {}
         self._said_pool: dict[PoolName, str] = {}
+        self._lost: dict[str, tuple[NodeName, float]] = {}
+        """IP -> the node found unfit to announce it, and when (loop time): a failover to
+        time. Dropped when a Service of the IP is next handled."""
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
         self.nodes = reflector.Reflector(
             client, resources.Node, on_change=self._node_changed, name="nodes"
@@ -209,6 +213,8 @@ class Announcing:
         for ip in candidates:
             node = self.ledger.node_of(ip)
             eligible = self._eligible_for(ip)
+            if node is not None and node not in eligible and ip not in self._lost:
+                self._lost[ip] = (node, asyncio.get_running_loop().time())
             if (node is None and eligible) or (node is not None and node not in eligible):
                 for key in self.ledger.users_of(ip):
                     self.queue.add(key)
@@ -233,14 +239,28 @@ class Announcing:
             node = self._place(service_key, ip)
         if ip is not None and node is None:
             self._say(service, ip, None, served=served)
-        if service.annotation(wellknown.ANNOUNCED_BY) == node:
+        moved_from = service.annotation(wellknown.ANNOUNCED_BY)
+        if moved_from == node:
+            if ip is not None and node is not None:
+                self._lost.pop(ip, None)  # it stayed, or its move is already recorded
             return queueing.Done()
         outcome = await queueing.attempt(
             writers.set_announcing_node(self.client, service.namespace, service.name, node)
         )
         if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
-            self._say(service, ip, node, moved_from=service.annotation(wellknown.ANNOUNCED_BY))
+            took = self._count_failover(ip, moved_from)
+            self._say(service, ip, node, moved_from=moved_from, took=took)
         return outcome
+
+    def _count_failover(self, ip: str, moved_from: str | None) -> float | None:
+        """Count the move of `ip` just recorded; the seconds since its node was found unfit."""
+        lost = self._lost.pop(ip, None)
+        if lost is None or lost[0] != moved_from:
+            return None
+        took = asyncio.get_running_loop().time() - lost[1]
+        metrics.FAILOVERS.inc()
+        metrics.FAILOVER_DURATION.observe(took)
+        return took
 
     def _place(self, key: ServiceKey, ip: str) -> NodeName | None:
         """Choose (or keep) the node of `ip`; when it moves, its other users follow."""
@@ -292,6 +312,7 @@ class Announcing:
         *,
         served: bool = True,
         moved_from: str | None = None,
+        took: float | None = None,
     ) -> None:
         gone = self._why_not(moved_from, ip) if moved_from else None
         if not served:
@@ -307,6 +328,8 @@ class Announcing:
         elif gone is not None:
             reason = reasons.FAILOVER
             message = f"{ip} moved from node {moved_from} to node {node}: {moved_from}: {gone}"
+            if took is not None:
+                message += f"; recorded {took * 1000:.0f} ms after that was found"
         else:
             reason, message = reasons.NODE_ASSIGNED, f"{ip} is announced from node {node}"
         message = f"Service {service.key}: {message}"

@@ -15,7 +15,7 @@ import lightkube
 from porterlb import health
 from porterlb.api import wellknown
 from porterlb.kube import election, secrets
-from porterlb.manager import announcing, ipam, liveness
+from porterlb.manager import announcing, ipam, liveness, metrics
 
 
 class Manager:
@@ -74,9 +74,14 @@ class Manager:
                 group.create_task(self.elector.run(self._lead), name="manager/election")
 
     async def _lead(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.ipam.lead(), name="manager/ipam/lead")
-            group.create_task(self.announcing.lead(), name="manager/announcing/lead")
+        metrics.LEADER.set(1)
+        metrics.LEADER_TRANSITIONS.inc()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.ipam.lead(), name="manager/ipam/lead")
+                group.create_task(self.announcing.lead(), name="manager/announcing/lead")
+        finally:
+            metrics.LEADER.set(0)
 
     async def _ping(self, settings: liveness.Settings) -> None:
         key = await secrets.heartbeat_key(

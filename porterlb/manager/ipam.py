@@ -27,7 +27,7 @@ from porterlb.api import service as svc
 from porterlb.api.keys import PoolName, ServiceKey
 from porterlb.ipam import allocator, pool
 from porterlb.kube import events, queueing, reflector, resources, writers
-from porterlb.manager import pool_status, service_plan
+from porterlb.manager import metrics, pool_status, service_plan
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Ipam:
         self.alloc = allocator.Allocator()
         self.usable: frozenset[PoolName] = frozenset()
         self.problems: dict[PoolName, tuple[str, str]] = {}
+        self._families: dict[PoolName, int] = {}
         self.loaded = False
         self._last_report: dict[ServiceKey, service_plan.Report] = {}
         self._last_problem: dict[PoolName, tuple[str, str]] = {}
@@ -102,13 +103,27 @@ class Ipam:
             await source.synced.wait()
         self._reset()
         self._load()
+        metrics.watch_pools(self._pool_usage)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.poster.run(), name="manager/events")
                 group.create_task(self.service_queue.run(), name="manager/ipam/services")
                 group.create_task(self.eip_queue.run(), name="manager/ipam/eips")
         finally:
+            metrics.watch_pools(dict)
             self.loaded = False
+
+    def _pool_usage(self) -> dict[PoolName, tuple[int, allocator.PoolUsage]]:
+        """Each served pool's family and usage, for a scrape (on the metrics server's thread:
+        it reads only attributes the loop replaces whole, and O(1) usage figures)."""
+        families = self._families
+        usage = {}
+        for name in self.usable & families.keys():
+            try:
+                usage[name] = (families[name], self.alloc.usage(name))
+            except errors.AllocationError:
+                continue  # removed since the pool list was read
+        return usage
 
     def _reset(self) -> None:
         """Forget everything decided before: another leader may have decided since."""
@@ -206,6 +221,7 @@ class Ipam:
             problems[name] = (reasons.POOL_OVERLAP, message)
         self.problems = problems
         self.usable = frozenset(p.name for p in pools) - problems.keys()
+        self._families = {p.name: p.addresses.family for p in pools}
         return diff.orphaned
 
     def _eip_changed(self, name: str) -> None:
@@ -256,6 +272,8 @@ class Ipam:
                 lb_class=self.lb_class,
             ),
         )
+        if plan.failure is not None:
+            metrics.ALLOCATION_FAILURES.labels(plan.failure).inc()
         for report in plan.reports:
             if service is not None:
                 self._report(service, report)

@@ -21,6 +21,7 @@ from porterlb.api import service as svc
 from porterlb.api.eip import Eip
 from porterlb.api.keys import PoolName, ServiceKey
 from porterlb.ipam import allocator, selection
+from porterlb.manager import metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,9 @@ class Plan:
     """An address went back to a pool: Services waiting for one may now get it."""
     pools: frozenset[PoolName] = field(default_factory=frozenset)
     """Pools whose usage changed (their Eip status needs refreshing)."""
+    failure: str | None = field(default=None, compare=False)
+    """Why no IP could be given, as the ``porterlb_allocation_failures_total`` label (a
+    counter's concern, not a write: plans that write the same compare equal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,7 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
             allocator.Request(pool=pool, ip=wanted.ip, family=wanted.family, sharing=sharing),
         )
     except errors.InvalidSpec as failure:
-        return _failed(service, before, str(failure))
+        return _failed(service, before, failure)
 
     ip = str(held.ip)
     reports: tuple[Report, ...] = ()
@@ -174,15 +178,19 @@ def _still_fits(held: allocator.Allocation, wanted: svc.Wanted, ctx: Context) ->
     )
 
 
-def _failed(service: svc.Service, held: allocator.Allocation | None, why: str) -> Plan:
-    report = Report(True, reasons.ALLOCATION_FAILED, why)
+def _failed(
+    service: svc.Service, held: allocator.Allocation | None, failure: errors.InvalidSpec
+) -> Plan:
+    report = Report(True, reasons.ALLOCATION_FAILED, str(failure))
+    label = metrics.failure_reason(failure)
     if held is not None:
-        return Plan(reports=(report,))  # keeps the IP it has
+        return Plan(reports=(report,), failure=label)  # keeps the IP it has
     marked = _ours_marked(service)
     return Plan(
         unclaim=marked,
         ingress=() if service.ingress else None,
         reports=(report,),
+        failure=label,
     )
 
 

@@ -33,7 +33,7 @@ from porterlb.kube import events, reflector, resources, secrets
 from porterlb.l2 import afpacket, announcer, conn, ethernet, interfaces
 from porterlb.liveness import guard
 from porterlb.liveness import metrics as liveness_metrics
-from porterlb.speaker import assignments, heartbeats
+from porterlb.speaker import assignments, heartbeats, metrics
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class Speaker:
             addresses=settings.addresses,
             netns=self.netns,
         )
+        metrics.HEARTBEAT_AGE.set_function(endpoint.age)
         async with asyncio.TaskGroup() as group:
             group.create_task(endpoint.run(), name="speaker/heartbeats/udp")
             group.create_task(self._fence_loop(self.fence), name="speaker/heartbeats/fence")
@@ -193,6 +194,7 @@ class Speaker:
                     fresh = ip not in self._announced and ip not in self._moved_in
                     wanted[ip] = announcer.Announcement(ifname, probe=fresh)
         self.announcer.update(wanted)
+        metrics.ANNOUNCED_IPS.set(len(wanted))
         self._announced = set(wanted)
         self._moved_in.clear()
         await self._resolve_every_pool()

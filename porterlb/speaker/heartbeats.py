@@ -80,6 +80,8 @@ class Heartbeats:
         """Pings carry the pinger's wall-clock send time; only a wall clock can judge it."""
         self._loop_seen = time.monotonic()
         """When the event loop last ran (``time.monotonic``, the loop's own clock)."""
+        self._answered = time.monotonic()
+        """When a valid ping was last answered (at first: when this endpoint was made)."""
         self.lacking: tuple[str, ...] = ()
         """The pools whose interface this node lacks, named in every answer; the speaker's
         loop replaces the tuple whole, the answering thread only reads it."""
@@ -140,4 +142,9 @@ class Heartbeats:
         metrics.RECEIVED.labels("speaker", verdict.value).inc()
         if verdict is guard.Verdict.ANSWERED:
             sock.sendto(wire.encode(ping.answer(self.lacking), self.key), sender)
+            self._answered = now
             self.fence.sign_of_life(now)
+
+    def age(self) -> float:
+        """Seconds since a valid ping was last answered (a metric, read on any thread)."""
+        return time.monotonic() - self._answered

@@ -1,0 +1,19 @@
+"""Prometheus metrics of the speaker's own state (the layer-2 counters are in
+:mod:`porterlb.l2.metrics`, the heartbeat datagrams and the fence in
+:mod:`porterlb.liveness.metrics`)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import prometheus_client
+
+ANNOUNCED_IPS: Final = prometheus_client.Gauge(
+    "porterlb_speaker_announced_ips",
+    "Service IPs this speaker answers ARP/NDP for (0 while fenced).",
+)
+HEARTBEAT_AGE: Final = prometheus_client.Gauge(
+    "porterlb_speaker_heartbeat_age_seconds",
+    "Seconds since this speaker last answered a valid heartbeat ping from a manager (since it"
+    " started, before the first).",
+)

@@ -1,0 +1,3 @@
+"""``porterlb status``: what porterlb recorded in the API, for people and scripts."""
+
+__all__ = ["command", "report"]

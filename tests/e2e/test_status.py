@@ -1,0 +1,70 @@
+"""``porterlb status`` against the lab: the node it names is the one that answers on the wire.
+
+The lab's own API server, managers and speakers; a Service gets an IP and a node; status must
+name that node, and the MAC the router's LAN leg hears answering for the IP. The speakers do
+not publish their MACs themselves (yet), so the test writes the ConfigMap ``porterlb-peers``
+that status reads, from the lab's plan. Needs root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ConfigMap
+
+from porterlb.lab import cluster
+from porterlb.status import command
+from tests.e2e import marks
+from tests.waiting import eventually
+
+pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
+
+
+async def status(kubeconfig: str, *args: str):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "porterlb.cli",
+        "status",
+        "--kubeconfig",
+        kubeconfig,
+        "--json",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+async def test_status_names_the_node_and_mac_that_answer_for_the_ip(speaker_lab):
+    macs = {node.name: str(node.mac) for node in speaker_lab.plan.nodes}
+    meta = ObjectMeta(name=command.PEERS_CONFIGMAP, namespace=cluster.NAMESPACE)
+    await speaker_lab.api.create(ConfigMap(metadata=meta, data=macs))
+    ip = speaker_lab.pool_ip("ipv4", 7)
+    async with speaker_lab.service("shown", "ipv4", ip):
+        node = await speaker_lab.announcer("shown")
+        await eventually(
+            lambda: answered_by(speaker_lab, ip, str(node.mac)), what=f"{node.name} to answer"
+        )
+        kubeconfig = str(speaker_lab.record.kubeconfig)
+
+        async def shown():
+            found = await status(kubeconfig, "--namespace", cluster.NAMESPACE)
+            row = next(s for s in found["services"] if s["service"] == f"{cluster.NAMESPACE}/shown")
+            return row if row["since"] else None
+
+        row = await eventually(shown, what="status to show the Service with its node")
+        assert row["ips"] == [str(ip)]
+        assert (row["node"], row["mac"]) == (node.name, str(node.mac))
+        # Announcing now: not among the nodes that may not announce, whatever the lab's start
+        # (speakers not answering yet) reported.
+        assert node.name not in [n["node"] for n in (await status(kubeconfig))["nodes"]]
+
+
+async def answered_by(speaker_lab, ip, mac):
+    return await speaker_lab.answers(ip) == {mac}
