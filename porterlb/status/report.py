@@ -72,7 +72,7 @@ def _is_ours(service: svc.Service) -> bool:
     """porterlb's: it opts in (annotation or class), or porterlb has claimed it (pool label:
     also under a ``--lb-class`` of the cluster's choosing)."""
     return (
-        svc.ownership(service) is svc.Ownership.OURS
+        svc.ownership(service, wellknown.LOAD_BALANCER_CLASS) is svc.Ownership.OURS
         or service.label(wellknown.POOL_LABEL) is not None
     )
 

@@ -96,7 +96,7 @@ def flags(parser: argparse.ArgumentParser, role: str) -> list[str]:
 @pytest.mark.parametrize("role", ["manager", "speaker", "status"])
 def test_every_flag_is_documented(role):
     section = REFERENCE.split(f"### `porterlb {role}`", 1)[1].split("\n### ", 1)[0]
-    for flag in flags(cli._parser(), role):
+    for flag in flags(cli._parser([role]), role):
         assert f"`{flag}" in section, f"porterlb {role} {flag} is missing from docs/reference.md"
 
 
