@@ -8,11 +8,15 @@ fencing safe. The tasks run in one TaskGroup: one task per interface in use
 loop that opens and closes those, and one loop that owns every timed send: probes and
 gratuitous bursts (MetalLB keeps GARP repetition in one loop too). Sockets come from an
 injected ``open_conn``, so tests use ``MemoryPacketConn`` on virtual time and the speaker uses
-``AfPacketConn``.
+``AfPacketConn``. With an injected ``watch_links`` (netlink, in the speaker), one more task
+restarts the bursts of an interface that comes back up (``link_up``).
 
 Answers are decided and sent by ``_answer``, which the real conn runs on its reader thread:
 it only reads the entries (under ``_answering``, which ``update`` holds while it removes any,
 so no answer decided before a removal leaves after it) and hands claims of our IPs to the loop.
+Refused frames and failed sends, which a hostile host or a firewall can make as frequent as
+frames, are counted each and logged at most once per ``Config.log_interval`` per cause
+(``throttling``); a failed send never ends the reader.
 """
 
 from __future__ import annotations
