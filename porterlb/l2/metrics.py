@@ -123,15 +123,15 @@ def gratuitous(packed: bytes) -> None:
         row[_GRATUITOUS] += 1
 
 
-# The per-frame path asks for the same label children again and again; ``labels()`` costs
-# several microseconds each (a lock, a tuple, a dict lookup), so the few children of
-# ``FRAMES`` are cached. They live as long as the metric anyway.
-
-
 def send_failed(ifname: str, reason: str) -> None:
     """Count one frame the socket of ``ifname`` refused to send, by errno name."""
     SOCKET_ERRORS.labels(ifname).inc()
     SEND_FAILURES.labels(ifname, reason).inc()
+
+
+# The per-frame path asks for the same label children again and again; ``labels()`` costs
+# several microseconds each (a lock, a tuple, a dict lookup), so the few children of
+# ``FRAMES`` are cached. They live as long as the metric anyway.
 
 
 @functools.cache
