@@ -313,7 +313,8 @@ class Announcer:
                 await packet_conn.serve(functools.partial(self._answer, packet_conn))
             except errors.PorterlbError as exc:
                 metrics.SOCKET_ERRORS.labels(link.ifname).inc()
-                log.warning("%s; reopening in %.0f s", exc, OPEN_RETRY)
+                # Once a second while a link is down: bounded like the rest.
+                self._warn((link.ifname, "receive"), f"{exc}; reopening every {OPEN_RETRY:.0f} s")
             finally:
                 link.conn = None
                 packet_conn.close()
@@ -411,20 +412,22 @@ class Announcer:
         cause = exc.__cause__
         code = cause.errno if isinstance(cause, OSError) else None
         reason = errno.errorcode.get(code, "unknown") if code is not None else "unknown"
-        ifname = packet_conn.ifname
-        metrics.send_failed(ifname, reason)
+        metrics.send_failed(packet_conn.ifname, reason)
+        self._warn((packet_conn.ifname, reason), str(exc))
+        return False
+
+    def _warn(self, cause: tuple[str, str], text: str) -> None:
+        """Log ``text`` as a warning if no line about ``cause`` went out in the log interval,
+        with the count of occurrences since the last one."""
         assert self._loop is not None
-        total = self._throttle.count((ifname, reason), self._loop.time())
+        total = self._throttle.count(cause, self._loop.time())
         if total is not None:
             log.warning(
-                "%s (%d send(s) failed so with %s since the last report; the next report in "
-                "%.0f s at the earliest)",
-                exc,
+                "%s (%d time(s) since the last report; the next in %.0f s at the earliest)",
+                text,
                 total,
-                reason,
                 self._config.log_interval,
             )
-        return False
 
     def _reference(
         self, frame: bytes, packet_conn: conn.PacketConn
