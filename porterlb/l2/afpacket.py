@@ -3,7 +3,8 @@
 One SOCK_RAW socket per interface, bound to it with ETH_P_ALL, carries both ARP and NDP: at the
 link layer porterlb also sees unicast NUD probes for addresses no interface holds, which a raw
 ICMPv6 socket never does (MetalLB #2920). A classic BPF filter is attached before the socket is
-bound, so only ARP and bare ICMPv6 NS/NA ever reach Python, and ``PACKET_IGNORE_OUTGOING``
+bound, so only untagged ARP and bare ICMPv6 NS/NA ever reach Python (not frames of a VLAN
+on top of the interface, see ``FILTER``), and ``PACKET_IGNORE_OUTGOING``
 hides our own transmissions. Solicited-node groups are joined with ``PACKET_ADD_MEMBERSHIP``,
 refcounted because several VIPs share a group; past ``MAX_GROUPS`` the socket asks for all
 multicast instead. The socket's OSErrors are wrapped here, with the interface name in the
@@ -92,18 +93,35 @@ RCVBUF: Final = 4 << 20
 held ~4 ms (bench/l2_answers.py counted socket drops with it). Without CAP_NET_ADMIN the
 plain SO_RCVBUF is capped at ``net.core.rmem_max``."""
 
-# Classic BPF opcodes (include/uapi/linux/bpf_common.h): class | size | mode.
+# Classic BPF opcodes (include/uapi/linux/bpf_common.h): class | size | mode (| op | source).
+_LD_ABS: Final = 0x00 | 0x00 | 0x20
 _LDH_ABS: Final = 0x00 | 0x08 | 0x20
 _LDB_ABS: Final = 0x00 | 0x10 | 0x20
 _JEQ_K: Final = 0x05 | 0x10 | 0x00
+_JSET_K: Final = 0x05 | 0x40 | 0x00
 _RET_K: Final = 0x06 | 0x00
+
+SKF_AD_OFF: Final = -0x1000
+SKF_AD_VLAN_TAG: Final = 44
+SKF_AD_VLAN_TAG_PRESENT: Final = 48
+"""include/uapi/linux/filter.h: loads at SKF_AD_OFF + n read the frame's metadata, not its
+bytes; these give the 802.1Q tag the kernel took out of the frame, and whether there was one."""
+
+VLAN_VID_MASK: Final = 0x0FFF
+"""The VLAN ID bits of a tag control information (IEEE 802.1Q clause 9.6)."""
 
 _ETHERTYPE_AT: Final = 12
 _NEXT_HEADER_AT: Final = ethernet.HEADER_LEN + 6
 _ICMP_TYPE_AT: Final = ethernet.HEADER_LEN + ndp.IPV6_HEADER_LEN
+_AD: Final = 1 << 32
+"""Offsets are unsigned 32-bit in ``struct sock_filter``: SKF_AD_OFF + n wraps to this + that."""
 
 FILTER: Final[tuple[tuple[int, int, int, int], ...]] = (
     # (code, jump if true, jump if false, k); jumps count instructions after the next one.
+    (_LD_ABS, 0, 0, _AD + SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT),
+    (_JEQ_K, 2, 0, 0),  # untagged -> the EtherType
+    (_LD_ABS, 0, 0, _AD + SKF_AD_OFF + SKF_AD_VLAN_TAG),
+    (_JSET_K, 9, 0, VLAN_VID_MASK),  # -> drop; VLAN ID 0 (priority tag only) is untagged
     (_LDH_ABS, 0, 0, _ETHERTYPE_AT),
     (_JEQ_K, 6, 0, ethernet.ETHERTYPE_ARP),  # -> accept
     (_JEQ_K, 0, 6, ethernet.ETHERTYPE_IPV6),  # -> drop
@@ -115,8 +133,18 @@ FILTER: Final[tuple[tuple[int, int, int, int], ...]] = (
     (_RET_K, 0, 0, 0x40000),  # accept: up to 256 KiB of the frame
     (_RET_K, 0, 0, 0),  # drop
 )
-"""Accept ARP, and IPv6 whose next header is ICMPv6 with type NS or NA; drop everything else.
-ARP replies and NAs pass too: they are how another host claims an IP (conflict detection)."""
+"""Accept untagged ARP, and untagged IPv6 whose next header is ICMPv6 with type NS or NA; drop
+everything else. ARP replies and NAs pass too: they are how another host claims an IP
+(conflict detection).
+
+A frame of VLAN 10 reaches a packet socket on the parent interface too, with its tag moved
+into metadata (``skb_vlan_untag``, before the taps in ``__netif_receive_skb_core``,
+net/core/dev.c), so its bytes look untagged. It is not addressed to this interface's subnet:
+answering would bind the IP to our MAC in a VLAN we do not serve, with an untagged reply the
+asker may never see, and its claims are another broadcast domain's business. The kernel
+itself marks such a frame PACKET_OTHERHOST when no VLAN device takes it, and handles a
+priority tag (VLAN ID 0) as untagged; the filter does the same. A pool on a VLAN is served
+on the VLAN's own interface, where frames arrive untagged."""
 
 
 class _SockFilter(ctypes.Structure):

@@ -8,11 +8,15 @@ fencing safe. The tasks run in one TaskGroup: one task per interface in use
 loop that opens and closes those, and one loop that owns every timed send: probes and
 gratuitous bursts (MetalLB keeps GARP repetition in one loop too). Sockets come from an
 injected ``open_conn``, so tests use ``MemoryPacketConn`` on virtual time and the speaker uses
-``AfPacketConn``.
+``AfPacketConn``. With an injected ``watch_links`` (netlink, in the speaker), one more task
+restarts the bursts of an interface that comes back up (``link_up``).
 
 Answers are decided and sent by ``_answer``, which the real conn runs on its reader thread:
 it only reads the entries (under ``_answering``, which ``update`` holds while it removes any,
 so no answer decided before a removal leaves after it) and hands claims of our IPs to the loop.
+Refused frames and failed sends, which a hostile host or a firewall can make as frequent as
+frames, are counted each and logged at most once per ``Config.log_interval`` per cause
+(``throttling``); a failed send never ends the reader.
 """
 
 from __future__ import annotations
@@ -21,16 +25,27 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import errno
 import functools
 import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Final
 
 from porterlb import errors, logs
-from porterlb.l2 import arp, conflicts, conn, ethernet, fastpath, metrics, ndp, responder
+from porterlb.l2 import (
+    arp,
+    conflicts,
+    conn,
+    ethernet,
+    fastpath,
+    metrics,
+    ndp,
+    responder,
+    throttling,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +78,10 @@ _VERDICTS: Final = tuple(responder.Verdict)
 OnConflict = Callable[[IPAddress, str, ethernet.MacAddress], None]
 """Called with (ip, interface, foreign MAC) when another host answers for or claims an IP."""
 
+WatchLinks = Callable[[], AsyncIterator[tuple[str, bool]]]
+"""Yields ``(interface, running)`` for every link, then on every change of one; raises a
+``porterlb.errors.PorterlbError`` when it fails (``porterlb.l2.interfaces.watch_running``)."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Announcement:
@@ -86,6 +105,8 @@ class Config:
     MetalLB #1761). Off by default, as in MetalLB and OpenELB."""
     probe_timeout: float = conflicts.PROBE_TIMEOUT
     conflict_report_interval: float = conflicts.REPORT_INTERVAL
+    log_interval: float = throttling.INTERVAL
+    """Least time between two log lines about one cause of refused frames or failed sends."""
 
     def __post_init__(self) -> None:
         if not self.burst or list(self.burst) != sorted(self.burst) or self.burst[0] < 0:
@@ -158,8 +179,10 @@ class Announcer:
         on_conflict: OnConflict,
         peer_macs: Iterable[ethernet.MacAddress] = (),
         config: Config = Config(),
+        watch_links: WatchLinks | None = None,
     ) -> None:
         self._open_conn = open_conn
+        self._watch_links = watch_links
         self._on_conflict = on_conflict
         self._config = config
         self._watch = conflicts.Watch(
@@ -176,6 +199,8 @@ class Announcer:
         """Held by ``_answer`` over a batch, and by ``update`` while it removes entries."""
         self._loop: asyncio.AbstractEventLoop | None = None
         """The loop ``run`` runs on: claims found by ``_answer`` are checked there."""
+        self._throttle = throttling.Throttle[tuple[str, str]](config.log_interval)
+        """Log lines about refused frames and failed sends, by (interface, cause)."""
 
     def update(self, wanted: Mapping[IPAddress, Announcement]) -> None:
         """Make ``wanted`` the announced set; removed IPs stop being answered at once."""
@@ -189,6 +214,7 @@ class Announcer:
         for entry in removed:
             self._links[entry.ifname].leave(entry.ip)
             self._watch.forget(entry.ip)
+            metrics.forget(entry.ip, entry.ifname)
             log.info(
                 "stopped announcing %s on %s",
                 entry.ip,
@@ -201,6 +227,7 @@ class Announcer:
                 continue
             link = self._links.setdefault(want.ifname, _Link(want.ifname))
             phase = _Phase.PROBING if want.probe else _Phase.ANNOUNCING
+            metrics.track(ip)
             self._entries[key] = _Entry(ip, want.ifname, phase)
             if phase is _Phase.ANNOUNCING:
                 link.join(ip)
@@ -228,12 +255,43 @@ class Announcer:
         """The interfaces IPs are announced on whose socket is not open (yet, or again)."""
         return sorted(name for name, link in self._links.items() if link.conn is None)
 
+    def link_up(self, ifname: str) -> None:
+        """``ifname`` came back up: announce its IPs afresh, with a whole burst each.
+
+        The frames sent while it was down reached nobody, and a router may have flushed its
+        entries or moved them to a node that answered meanwhile.
+        """
+        fresh = 0
+        for entry in self._entries.values():
+            if entry.ifname == ifname and entry.phase is _Phase.ANNOUNCING:
+                entry.started, entry.sends = None, 0
+                fresh += 1
+        if fresh:
+            log.info("%s is up again: announcing its %d IP(s) afresh", ifname, fresh)
+            self._wake.set()
+
     async def run(self) -> None:
         """Run every loop until cancelled; a loop that fails ends the group, loudly."""
         self._loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._burst_loop(), name="speaker/l2/burst")
             group.create_task(self._links_loop(group), name="speaker/l2/links")
+            if self._watch_links is not None:
+                group.create_task(self._link_state_loop(self._watch_links), name="speaker/l2/up")
+
+    async def _link_state_loop(self, watch_links: WatchLinks) -> None:
+        """Call ``link_up`` for every interface that goes from down to running."""
+        running: dict[str, bool] = {}
+        while True:
+            try:
+                async for ifname, now_running in watch_links():
+                    if now_running and running.get(ifname) is False:
+                        self.link_up(ifname)
+                    running[ifname] = now_running
+            except errors.PorterlbError as exc:
+                # Whatever changed meanwhile shows in the fresh dump, compared with ``running``.
+                log.warning("%s; following links again in %.0f s", exc, OPEN_RETRY)
+            await asyncio.sleep(OPEN_RETRY)
 
     async def _links_loop(self, group: asyncio.TaskGroup) -> None:
         """Start a responder per interface in use; stop those no IP needs any more."""
@@ -264,7 +322,8 @@ class Announcer:
                 await packet_conn.serve(functools.partial(self._answer, packet_conn))
             except errors.PorterlbError as exc:
                 metrics.SOCKET_ERRORS.labels(link.ifname).inc()
-                log.warning("%s; reopening in %.0f s", exc, OPEN_RETRY)
+                # Once a second while a link is down: bounded like the rest.
+                self._warn((link.ifname, "receive"), f"{exc}; reopening every {OPEN_RETRY:.0f} s")
             finally:
                 link.conn = None
                 packet_conn.close()
@@ -319,16 +378,65 @@ class Announcer:
                         transmit(reply)
                     except errors.PorterlbError as exc:
                         unsent.append(target)
-                        _failed(packet_conn, exc)
+                        self._failed(packet_conn, exc)
                     else:
                         sent.append(target)
         finally:
             for verdict in _VERDICTS:
                 if count := verdicts.count(verdict):
                     metrics.frames(ifname, verdict.value).inc(count)
+                    if verdict in responder.SUSPECT:
+                        self._refused(ifname, verdict, count, frames, verdicts)
             metrics.answered(sent, unsent)
             if claims and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._check_all, claims, packet_conn)
+
+    def _refused(
+        self,
+        ifname: str,
+        verdict: responder.Verdict,
+        count: int,
+        frames: list[bytes],
+        verdicts: list[responder.Verdict],
+    ) -> None:
+        """Log frames refused as ``verdict`` (``count`` in this batch), at a bounded rate."""
+        assert self._loop is not None
+        total = self._throttle.count((ifname, verdict.value), self._loop.time(), count)
+        if total is None:
+            return
+        latest = frames[len(verdicts) - 1 - verdicts[::-1].index(verdict)]
+        log.warning(
+            "%s: %d frame(s) refused as %s since the last report, the latest from %s; "
+            "the next report in %.0f s at the earliest",
+            ifname,
+            total,
+            verdict.value,
+            ethernet.MacAddress(latest[6:12]) if len(latest) >= 12 else "a runt frame",
+            self._config.log_interval,
+        )
+
+    def _failed(self, packet_conn: conn.PacketConn, exc: errors.PorterlbError) -> bool:
+        """Count a failed send and log it at a bounded rate; the receive side reopens the
+        socket if need be. Returns False, for ``_send``."""
+        cause = exc.__cause__
+        code = cause.errno if isinstance(cause, OSError) else None
+        reason = errno.errorcode.get(code, "unknown") if code is not None else "unknown"
+        metrics.send_failed(packet_conn.ifname, reason)
+        self._warn((packet_conn.ifname, reason), str(exc))
+        return False
+
+    def _warn(self, cause: tuple[str, str], text: str) -> None:
+        """Log ``text`` as a warning if no line about ``cause`` went out in the log interval,
+        with the count of occurrences since the last one."""
+        assert self._loop is not None
+        total = self._throttle.count(cause, self._loop.time())
+        if total is not None:
+            log.warning(
+                "%s (%d time(s) since the last report; the next in %.0f s at the earliest)",
+                text,
+                total,
+                self._config.log_interval,
+            )
 
     def _reference(
         self, frame: bytes, packet_conn: conn.PacketConn
@@ -384,8 +492,12 @@ class Announcer:
                 if due is not None and (next_due is None or due < next_due):
                     next_due = due
             timeout = None if next_due is None else max(0.0, next_due - loop.time())
+            # Not ``asyncio.wait_for``: on 3.11 it loses a cancellation that arrives as the
+            # wait ends (CPython gh-86296), e.g. an ``update`` just before shutdown, and this
+            # loop then waits forever for a wake-up nobody sends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _step(self, entry: _Entry, now: float) -> float | None:
         """Send what ``entry`` has due at ``now``; return when it next needs the loop."""
@@ -434,15 +546,8 @@ class Announcer:
         try:
             await packet_conn.send(frame)
         except errors.PorterlbError as exc:
-            return _failed(packet_conn, exc)
+            return self._failed(packet_conn, exc)
         return True
-
-
-def _failed(packet_conn: conn.PacketConn, exc: errors.PorterlbError) -> bool:
-    """Count and log a failed send; the receive side reopens the socket if need be."""
-    metrics.SOCKET_ERRORS.labels(packet_conn.ifname).inc()
-    log.warning("%s", exc)
-    return False
 
 
 def _claim(ip: bytes, mac: bytes) -> responder.Claim:

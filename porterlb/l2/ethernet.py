@@ -2,8 +2,11 @@
 
 A pure codec (bytes in, frozen values out, no sockets): ARP and NDP ride in Ethernet II frames,
 and the responder needs the source and destination MACs to decide who asked and whom to
-answer. 802.1Q tags never reach us: Linux strips them into packet metadata before an
-AF_PACKET socket sees the frame, and a VLAN is just another interface to porterlb.
+answer. No 802.1Q tag is ever in these bytes: Linux moves a frame's tag into packet
+metadata before an AF_PACKET socket sees it, so a frame of VLAN 10 read on the parent
+interface looks untagged here. ``porterlb.l2.afpacket.FILTER`` reads that metadata and drops
+tagged frames before they reach Python; a VLAN is served on its own interface, where its
+frames arrive untagged.
 """
 
 from __future__ import annotations

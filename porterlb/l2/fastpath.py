@@ -15,6 +15,7 @@ whenever ``decide`` answers, its verdict, target, reply bytes and claim equal th
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
@@ -46,6 +47,8 @@ _ARP_FIXED: Final = bytes.fromhex("0001 0800 06 04")
 _ARP_REQUEST: Final = arp.REQUEST.to_bytes(2, "big")
 _ARP_REPLY_HEAD: Final = _ETHERTYPE_ARP + _ARP_FIXED + arp.REPLY.to_bytes(2, "big")
 _ARP_UNSPECIFIED: Final = arp.UNSPECIFIED.packed
+_ARP_BROADCAST: Final = b"\xff" * 4
+_ZERO_MAC: Final = ethernet.ZERO.octets
 _ARP_END: Final = ethernet.HEADER_LEN + arp.PACKET_LEN
 _ARP_PAD: Final = bytes(ethernet.MIN_FRAME_LEN - _ARP_END)
 
@@ -68,6 +71,9 @@ _SOLICITED_PREFIX: Final = ndp.solicited_node(ndp.UNSPECIFIED).packed[:13]
 """ff02::1:ff00:0/104: the group of a target is this plus its last three bytes."""
 _GROUP_MAC_PREFIX: Final = ethernet.ipv6_multicast(ndp.solicited_node(ndp.UNSPECIFIED)).octets[:3]
 _ALL_NODES: Final = ndp.ALL_NODES.packed
+_LOOPBACK6: Final = ipaddress.IPv6Address("::1").packed
+_V4_MAPPED: Final = ipaddress.IPv6Address("::ffff:0:0").packed[:12]
+"""::ffff:0:0/96 (RFC 4291 §2.5.5.2)."""
 _ALL_NODES_MAC: Final = ethernet.ipv6_multicast(ndp.ALL_NODES).octets
 _NA_LEN: Final = 32
 """An NA with one Target link-layer address option (RFC 4861 §4.4, §4.6.1)."""
@@ -107,6 +113,16 @@ def _arp(frame: bytes, ifname: str, mac: bytes, owns: OwnsPacked) -> Fast | None
     dst = frame[0:6]
     if dst != _BROADCAST and dst != mac:
         return Fast(Verdict.WRONG_DESTINATION, target, None, claim)
+    if sender_mac[0] & 1 or sender_mac == _ZERO_MAC:
+        return Fast(Verdict.BAD_SENDER_MAC, target, None, None)
+    first = sender_ip[0]
+    if (
+        first & 0xF0 == 0xE0  # multicast
+        or first == 127
+        or (first == 0 and claim is not None)  # 0/8, but not a probe's 0.0.0.0
+        or sender_ip == _ARP_BROADCAST
+    ):
+        return Fast(Verdict.BAD_SENDER_IP, target, None, None)
     verdict = _verdict(owns(target, ifname))
     if verdict is not Verdict.ANSWERED:
         return Fast(verdict, target, None, claim)
@@ -152,6 +168,11 @@ def _ndp(frame: bytes, ifname: str, mac: bytes, owns: OwnsPacked) -> Fast | None
     unicast = dst == target and eth_dst == mac
     if not (multicast or unicast):
         return Fast(Verdict.WRONG_DESTINATION, target, None, claim)
+    if not dad:
+        if asker[0] & 1 or asker == _ZERO_MAC:
+            return Fast(Verdict.BAD_SENDER_MAC, target, None, None)
+        if src[0] == 0xFF or src == _LOOPBACK6 or src[:12] == _V4_MAPPED:
+            return Fast(Verdict.BAD_SENDER_IP, target, None, None)
     verdict = _verdict(owns(target, ifname))
     if verdict is not Verdict.ANSWERED:
         return Fast(verdict, target, None, claim)

@@ -9,7 +9,10 @@ link that actually carries the node's traffic (MetalLB #316). An explicit name o
 trusted even if its subnets do not hold the pool (unlike OpenELB's check): the router, not the
 node, must consider the VIP on-link. ``read_links``, ``route_index`` and ``resolve`` fetch the
 facts with pyroute2 over a netlink socket made in the node's namespace
-(``porterlb.l2.namespaces``) and are the only I/O here.
+(``porterlb.l2.namespaces``) and are the only I/O here, with ``watch_running``, which follows
+links going down and up (a pulled cable, a switch reboot, ``ip link set down``): gratuitous
+frames sent while a link was down reached nobody, so the announcer repeats them when it is
+back.
 """
 
 from __future__ import annotations
@@ -35,8 +38,13 @@ CAN_REACH: Final = "can_reach:"
 
 IFF_UP: Final = 0x1
 IFF_LOOPBACK: Final = 0x8
+IFF_RUNNING: Final = 0x40
 IFF_NOARP: Final = 0x80
-"""include/uapi/linux/if.h."""
+"""include/uapi/linux/if.h. IFF_RUNNING is the operational state as ``ip link`` shows it: up
+and with carrier (``dev_get_flags`` sets it from ``netif_oper_up``, net/core/dev.c)."""
+
+RTMGRP_LINK: Final = 0x1
+"""include/uapi/linux/rtnetlink.h: the multicast group of RTM_NEWLINK/RTM_DELLINK."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,19 +159,47 @@ async def resolve(
     return select(spec, pool_first=pool_first, pool_last=pool_last, links=links, route=route)
 
 
+async def watch_running(*, netns: str | None = None) -> AsyncIterator[tuple[str, bool]]:
+    """Yield ``(name, running)`` for every link now, then again on every change of a link.
+
+    ``running`` is up with carrier (IFF_UP and IFF_RUNNING). A change that leaves it as it was
+    (an address, an MTU) is yielded too; the caller compares. Raises TransientError when
+    netlink fails (including events lost to a full socket buffer: ENOBUFS), so the caller
+    starts again from a fresh dump.
+    """
+    try:
+        async with _netlink(netns, groups=RTMGRP_LINK) as ipr:
+            for message in [message async for message in await ipr.link("dump")]:
+                yield _running(message)
+            while True:
+                async for message in ipr.get():
+                    if message.get("event") == "RTM_NEWLINK":
+                        yield _running(message)
+    except (OSError, pyroute2.NetlinkError) as exc:
+        raise errors.TransientError(f"{_where(netns)}: cannot follow links: {exc}") from exc
+
+
+def _running(message: Any) -> tuple[str, bool]:
+    flags = message["flags"]
+    return message.get("ifname"), bool(flags & IFF_UP and flags & IFF_RUNNING)
+
+
 @contextlib.asynccontextmanager
-async def _netlink(netns: str | None) -> AsyncIterator[pyroute2.AsyncIPRoute]:
-    """An rtnetlink client whose socket lives in ``netns``; raises OSError if it cannot."""
+async def _netlink(netns: str | None, *, groups: int = 0) -> AsyncIterator[pyroute2.AsyncIPRoute]:
+    """An rtnetlink client whose socket lives in ``netns``, a member of the multicast
+    ``groups``; raises OSError if it cannot."""
     sock = await namespaces.call(
         netns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
     )
     fd = sock.detach()
     try:
-        ipr = pyroute2.AsyncIPRoute(fileno=fd)
+        ipr = pyroute2.AsyncIPRoute(fileno=fd, groups=groups)
     except BaseException:
         os.close(fd)
         raise
     async with ipr:
+        if groups:
+            await ipr.bind(groups=groups)
         yield ipr
 
 

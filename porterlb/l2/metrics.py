@@ -3,8 +3,11 @@
 The three per-IP counters keep OpenELB's and MetalLB's names (``requests_received``,
 ``responses_sent``, ``gratuitous_sent``, one increment per packet) under a ``porterlb_l2_``
 prefix, so existing dashboards map over. ``frames`` counts every received frame by verdict, so
-hostile or stray input is visible (STYLE §9). The IP label is bounded by the number of
-assigned addresses.
+hostile or stray input is visible (STYLE §9). A row with an IP label exists only while this
+node announces the IP: ``track`` adds it, ``forget`` drops it when the IP is released, moved
+or fenced, so a scrape never shows an IP the node gave up (and the label stays bounded by
+the IPs announced now, not by every IP ever announced). A count that arrives for an IP no
+longer tracked (an answer decided just before the release) is dropped with it.
 
 The per-IP counts are plain ints in one table, exposed by a collector, not
 ``prometheus_client.Counter`` children: a child is a Counter object with a lock and a creation
@@ -39,6 +42,12 @@ SOCKET_ERRORS: Final = prometheus_client.Counter(
     "porterlb_l2_socket_errors",
     "Failures to open, read, write or join a group on a packet socket.",
     ["interface"],
+)
+SEND_FAILURES: Final = prometheus_client.Counter(
+    "porterlb_l2_send_failures",
+    "Frames (answers, gratuitous frames, probes) the packet socket refused to send, by errno "
+    "name (ENOBUFS: transmit queue full; EPERM: a firewall; ENETDOWN: link down).",
+    ["interface", "reason"],
 )
 
 _LABEL, _RECEIVED, _RESPONDED, _GRATUITOUS = range(4)
@@ -84,29 +93,40 @@ GRATUITOUS_SENT: Final = _PerIp(
 )
 
 
-def _row(packed: bytes) -> list[Any]:
-    row = _per_ip.get(packed)
-    if row is None:
-        # setdefault, not a store: the answering thread and the loop may both add the row.
-        row = _per_ip.setdefault(packed, [str(ipaddress.ip_address(packed)), 0, 0, 0])
-    return row
+def track(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Start the per-IP rows of ``ip``, which this node now announces (idempotent)."""
+    _per_ip.setdefault(ip.packed, [str(ip), 0, 0, 0])
+
+
+def forget(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, ifname: str) -> None:
+    """Drop every row labelled with ``ip`` (announced on ``ifname`` until now)."""
+    _per_ip.pop(ip.packed, None)
+    CONFLICTS.remove(str(ip), ifname)
 
 
 def answered(sent: Sequence[bytes], unsent: Sequence[bytes]) -> None:
     """Count a batch's requests for announced IPs, by packed IP: each answered request whose
     answer was ``sent``, and each whose answer failed to go (``unsent``)."""
     for packed in set(sent):
-        row = _row(packed)
-        count = sent.count(packed)
-        row[_RECEIVED] += count
-        row[_RESPONDED] += count
+        if row := _per_ip.get(packed):
+            count = sent.count(packed)
+            row[_RECEIVED] += count
+            row[_RESPONDED] += count
     for packed in set(unsent):
-        _row(packed)[_RECEIVED] += unsent.count(packed)
+        if row := _per_ip.get(packed):
+            row[_RECEIVED] += unsent.count(packed)
 
 
 def gratuitous(packed: bytes) -> None:
     """Count one gratuitous frame sent for the IP ``packed``."""
-    _row(packed)[_GRATUITOUS] += 1
+    if row := _per_ip.get(packed):
+        row[_GRATUITOUS] += 1
+
+
+def send_failed(ifname: str, reason: str) -> None:
+    """Count one frame the socket of ``ifname`` refused to send, by errno name."""
+    SOCKET_ERRORS.labels(ifname).inc()
+    SEND_FAILURES.labels(ifname, reason).inc()
 
 
 # The per-frame path asks for the same label children again and again; ``labels()`` costs

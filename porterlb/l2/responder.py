@@ -6,6 +6,15 @@ announced: it asks an injected ``owns(ip, ifname)`` (MetalLB's "should announce"
 announcer owns that state. Every frame ends in a ``Verdict`` that a counter is labelled by, so
 hostile or stray input is visible and never raises. Frames that bind an IP to a MAC (ARP
 senders, NS sources, NA targets) are reported as a ``Claim`` for conflict detection.
+
+A request from a sender that no host can be is refused as Linux refuses it, each with its own
+verdict: an ARP sender IP that ``ip_route_input`` calls a martian source (multicast,
+broadcast, loopback, 0/8 other than a probe's 0.0.0.0; net/ipv4/route.c
+``ip_route_input_slow``, reached from ``arp_process``), an NS source that ``ip6_rcv_core``
+drops (multicast, loopback, IPv4-mapped; net/ipv6/ip6_input.c), and a sender MAC that is not
+a unicast address (FreeBSD's ``in_arpinput`` logs "link address is broadcast" and drops it):
+our reply is unicast to that MAC, so answering would turn one forged request into a frame
+flooded to every port. A request refused so claims nothing either.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import dataclasses
 import enum
 import ipaddress
 from collections.abc import Callable
+from typing import Final
 
 from porterlb import errors
 from porterlb.l2 import arp, ethernet, ndp
@@ -52,6 +62,23 @@ class Verdict(enum.Enum):
     """Decoded, but breaks RFC 4861 §7.1.1 validation (hop limit, multicast target, DAD)."""
     FROM_SELF = "from_self"
     """Sent from our own MAC: never answer ourselves."""
+    BAD_SENDER_MAC = "bad_sender_mac"
+    """The asker's MAC, where the answer would go, is broadcast, multicast or all zeros."""
+    BAD_SENDER_IP = "bad_sender_ip"
+    """The asker's IP is one no host has: multicast, broadcast, loopback, 0/8 other than an
+    ARP probe's 0.0.0.0, or IPv4-mapped (NS)."""
+
+
+SUSPECT: Final = frozenset(
+    (Verdict.MALFORMED, Verdict.INVALID, Verdict.BAD_SENDER_MAC, Verdict.BAD_SENDER_IP)
+)
+"""Verdicts on frames no host sends in good faith: worth a (rate-limited) log line, not only
+a count."""
+
+_ZERO_NET: Final = ipaddress.IPv4Network("0.0.0.0/8")
+"""RFC 1122 §3.2.1.3 (a): "this network"; only 0.0.0.0 itself is a legitimate (probe) sender."""
+_LIMITED_BROADCAST: Final = ipaddress.IPv4Address("255.255.255.255")
+"""RFC 919 §7."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +127,10 @@ def _arp(outer: ethernet.Frame, ifname: str, mac: ethernet.MacAddress, owns: Own
         return Outcome(Verdict.NOT_A_REQUEST, ip, claim=claim)
     if outer.dst not in (ethernet.BROADCAST, mac):
         return Outcome(Verdict.WRONG_DESTINATION, ip, claim=claim)
+    if not unicast(packet.sender_mac):
+        return Outcome(Verdict.BAD_SENDER_MAC, ip)
+    if packet.sender_ip != arp.UNSPECIFIED and _martian4(packet.sender_ip):
+        return Outcome(Verdict.BAD_SENDER_IP, ip)
     verdict = _ownership(owns(ip, ifname))
     reply = arp.reply(packet, mac) if verdict is Verdict.ANSWERED else None
     return Outcome(verdict, ip, reply, claim)
@@ -122,10 +153,16 @@ def _ndp(outer: ethernet.Frame, ifname: str, mac: ethernet.MacAddress, owns: Own
     group = ndp.solicited_node(ip)
     if dad and (packet.dst != group or message.source_mac is not None):
         return Outcome(Verdict.INVALID, ip)
-    multicast = packet.dst == group and outer.dst == ethernet.ipv6_multicast(group)
-    unicast = packet.dst == ip and outer.dst == mac
-    if not (multicast or unicast):
+    to_group = packet.dst == group and outer.dst == ethernet.ipv6_multicast(group)
+    to_us = packet.dst == ip and outer.dst == mac
+    if not (to_group or to_us):
         return Outcome(Verdict.WRONG_DESTINATION, ip, claim=claim)
+    asker = message.source_mac or outer.src
+    if not dad:
+        if not unicast(asker):
+            return Outcome(Verdict.BAD_SENDER_MAC, ip)
+        if _martian6(packet.src):
+            return Outcome(Verdict.BAD_SENDER_IP, ip)
     verdict = _ownership(owns(ip, ifname))
     if verdict is not Verdict.ANSWERED:
         return Outcome(verdict, ip, claim=claim)
@@ -134,10 +171,21 @@ def _ndp(outer: ethernet.Frame, ifname: str, mac: ethernet.MacAddress, owns: Own
         reply = ndp.unsolicited(mac, ip)
     else:
         # MetalLB #2920: NUD probes may omit the SLLA option; the Ethernet source is the asker.
-        reply = ndp.advertisement(
-            mac, ip, dst=packet.src, dst_mac=message.source_mac or outer.src, solicited=True
-        )
+        reply = ndp.advertisement(mac, ip, dst=packet.src, dst_mac=asker, solicited=True)
     return Outcome(verdict, ip, reply, claim)
+
+
+def unicast(mac: ethernet.MacAddress) -> bool:
+    """True for a MAC one host can have: not a group address (I/G bit, IEEE 802 §8.2), not 0."""
+    return not mac.octets[0] & 1 and mac != ethernet.ZERO
+
+
+def _martian4(ip: ipaddress.IPv4Address) -> bool:
+    return ip.is_multicast or ip.is_loopback or ip == _LIMITED_BROADCAST or ip in _ZERO_NET
+
+
+def _martian6(ip: ipaddress.IPv6Address) -> bool:
+    return ip.is_multicast or ip.is_loopback or ip.ipv4_mapped is not None
 
 
 def _ownership(ownership: Ownership) -> Verdict:

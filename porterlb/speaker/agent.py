@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Final
@@ -72,7 +73,10 @@ class Speaker:
             client, resources.Eip, on_change=self._eip_changed, name="eips"
         )
         self.announcer = announcer.Announcer(
-            open_conn=self._open, on_conflict=self._conflict, config=config or announcer.Config()
+            open_conn=self._open,
+            on_conflict=self._conflict,
+            config=config or announcer.Config(),
+            watch_links=functools.partial(interfaces.watch_running, netns=netns),
         )
         self.records = assignments.Records(node)
         """Service key -> the (IP, pool) pairs it assigns to this node; only non-empty ones."""

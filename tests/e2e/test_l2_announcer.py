@@ -18,6 +18,8 @@ import itertools
 import json
 import os
 import socket
+import struct
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -25,10 +27,10 @@ import prometheus_client
 import pytest
 
 from porterlb import errors
-from porterlb.l2 import afpacket, announcer, ethernet, interfaces, responder
+from porterlb.l2 import afpacket, announcer, arp, ethernet, interfaces, ndp, responder
 from porterlb.lab import netns, network, plan
 from tests.e2e import marks
-from tests.waiting import eventually
+from tests.waiting import DEADLINE, eventually
 
 pytestmark = marks.e2e("ip")
 
@@ -92,6 +94,7 @@ async def speaker(lab: plan.Lab) -> AsyncIterator[Speaker]:
         announcer.Announcer(
             open_conn=functools.partial(afpacket.AfPacketConn.open, netns=node.netns),
             on_conflict=lambda *report: conflicts.put_nowait(report),
+            watch_links=functools.partial(interfaces.watch_running, netns=node.netns),
         ),
         conflicts,
     )
@@ -303,3 +306,125 @@ async def test_lacking_interface_is_reported(lab, spec, message):
 async def test_opening_a_missing_interface_is_an_invalid_spec(lab):
     with pytest.raises(errors.InvalidSpec, match="interface eth9: cannot open"):
         await afpacket.AfPacketConn.open("eth9", netns=lab.nodes[0].netns)
+
+
+VLAN_ID = 10
+ETH_P_8021Q = 0x8100
+"""IEEE 802.1Q tag protocol identifier (include/uapi/linux/if_ether.h)."""
+ETH_P_ALL = 0x0003
+
+
+def tagged(frame: bytes, vlan_id: int) -> bytes:
+    """``frame`` with an 802.1Q tag for ``vlan_id`` after its MACs, as a VLAN device sends it."""
+    return frame[:12] + struct.pack("!HH", ETH_P_8021Q, vlan_id) + frame[12:]
+
+
+def request(lab: plan.Lab, target: IPAddress, asker: IPAddress) -> bytes:
+    """A broadcast ARP request or multicast NS for ``target`` from the router's MAC, asked
+    from ``asker``: the answer goes back to ``asker``, which tells the answers apart."""
+    mac = lab.router_lan.mac
+    if isinstance(target, ipaddress.IPv4Address):
+        assert isinstance(asker, ipaddress.IPv4Address)
+        return arp.frame(
+            ethernet.BROADCAST, arp.Packet(arp.REQUEST, mac, asker, ethernet.ZERO, target)
+        )
+    assert isinstance(asker, ipaddress.IPv6Address)
+    group = ndp.solicited_node(target)
+    packet = ndp.Packet(asker, group, ndp.NeighborSolicitation(target, mac))
+    return ndp.frame(ethernet.ipv6_multicast(group), mac, packet)
+
+
+def answered_asker(data: bytes, router: ethernet.MacAddress) -> IPAddress | None:
+    """The asker an ARP reply or NA addressed to the router answers, if ``data`` is one."""
+    try:
+        frame = ethernet.decode(data)
+        if frame.dst != router:
+            return None
+        if frame.ethertype == ethernet.ETHERTYPE_ARP:
+            reply = arp.decode(frame.payload)
+            return reply.target_ip if reply.operation == arp.REPLY else None
+        if ndp.icmp_type(frame.payload) == ndp.NEIGHBOR_ADVERTISEMENT:
+            return ndp.decode(frame.payload).dst
+    except errors.MalformedFrame:  # any other frame on the LAN: not an answer
+        return None
+    return None
+
+
+def answers_in_order(lab: plan.Lab, frames: list[bytes], last: IPAddress) -> list[IPAddress]:
+    """Send ``frames`` from the router's LAN leg in order; the askers answered, in the order
+    the answers came, until the answer to ``last`` (the deadline fails the test)."""
+
+    def exchange() -> list[IPAddress]:
+        seen: list[IPAddress] = []
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as sock:
+            sock.bind((plan.ROUTER_LAN_IF, ETH_P_ALL))  # bound before the requests go out
+            for frame in frames:
+                sock.send(frame)
+            deadline = time.monotonic() + DEADLINE
+            while last not in seen:
+                sock.settimeout(max(0.0, deadline - time.monotonic()))
+                asker = answered_asker(sock.recv(65536), lab.router_lan.mac)
+                if asker is not None:
+                    seen.append(asker)
+        return seen
+
+    return netns.call_in(lab.router_netns, exchange)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+async def test_requests_from_a_vlan_are_not_answered(lab, speaker, family):
+    """The router asks twice, first in VLAN 10, then untagged, from two addresses. The worker
+    serves eth0 itself, not a VLAN on it: only the untagged request is answered. Requests are
+    answered in the order they arrive, so an answer to the tagged one would come first.
+
+    (A real VLAN device on the router would be the natural asker, but the kernels this runs on
+    may lack the 8021q module; a tagged frame from a packet socket is what such a device
+    sends, and the receiving kernel strips its tag into metadata all the same.)"""
+    target = pool_ip(lab, family, 6)
+    speaker.announce(target)
+    await speaker.announced(target)
+    router = lab.router_lan
+    if family == 4:
+        in_vlan, untagged = router.ipv4.ip + 100, router.ipv4.ip
+    else:
+        assert router.ipv6 is not None
+        in_vlan, untagged = router.ipv6.ip + 0x100, router.ipv6.ip
+    frames = [
+        tagged(request(lab, target, in_vlan), VLAN_ID),
+        request(lab, target, untagged),
+    ]
+    seen = await asyncio.to_thread(answers_in_order, lab, frames, untagged)
+    assert seen == [untagged]
+
+
+def full_burst(family: int) -> int:
+    """Gratuitous frames of a whole burst: a request and a reply per round for IPv4."""
+    return len(announcer.BURST) * (2 if family == 4 else 1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+async def test_link_back_up_announces_afresh(lab, speaker, family):
+    """While the worker's link is down the router's entry moves elsewhere (as a flush and a
+    stray answer would leave it); when the link is up again the worker announces at once,
+    without any request from the router."""
+    target = pool_ip(lab, family, 7)
+    worker = speaker.node
+    speaker.announce(target)
+
+    async def burst_over() -> bool:
+        return gratuitous_sent(target) >= full_burst(family)
+
+    await eventually(burst_over, what=f"the first burst for {target} to end")
+    await ip(worker.netns, f"link set {worker.ifname} down")
+    try:
+        await neigh(lab, "replace", target, "lladdr", str(lab.nodes[1].mac), "nud", "stale")
+    finally:
+        await ip(worker.netns, f"link set {worker.ifname} up")
+    await wait_for_entry(
+        lab,
+        target,
+        state="STALE",
+        mac=str(worker.mac),
+        what=f"the router's entry for {target} to come back to worker 1",
+    )
+    assert gratuitous_sent(target) > full_burst(family)

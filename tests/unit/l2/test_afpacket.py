@@ -12,16 +12,27 @@ from porterlb.l2 import afpacket, ethernet, ndp
 from tests.unit.l2 import samples
 from tests.unit.l2.samples import arp_request, na, ns
 
-LD_ABS = {0x28: 2, 0x30: 1}  # ldh / ldb [k]: bytes loaded
-JEQ_K, RET_K = 0x15, 0x06
+LD_ABS = {0x20: 4, 0x28: 2, 0x30: 1}  # ld / ldh / ldb [k]: bytes loaded
+JEQ_K, JSET_K, RET_K = 0x15, 0x45, 0x06
+AD = (1 << 32) + afpacket.SKF_AD_OFF
 
 
-def run_filter(frame: bytes) -> int:
-    """Classic BPF semantics for the opcodes FILTER uses; an out-of-bounds load drops."""
+def run_filter(frame: bytes, *, vlan_tci: int | None = None) -> int:
+    """Classic BPF semantics for the opcodes FILTER uses; an out-of-bounds load drops.
+
+    ``vlan_tci`` is the 802.1Q tag the kernel took out of the frame into metadata, if any
+    (what the ancillary loads SKF_AD_VLAN_TAG_PRESENT and SKF_AD_VLAN_TAG read)."""
+    ancillary = {
+        AD + afpacket.SKF_AD_VLAN_TAG_PRESENT: int(vlan_tci is not None),
+        AD + afpacket.SKF_AD_VLAN_TAG: vlan_tci or 0,
+    }
     accumulator, pc = 0, 0
     while True:
         code, jt, jf, k = afpacket.FILTER[pc]
-        if code in LD_ABS:
+        if code in LD_ABS and k >= AD:
+            accumulator = ancillary[k]
+            pc += 1
+        elif code in LD_ABS:
             size = LD_ABS[code]
             if k + size > len(frame):
                 return 0
@@ -29,6 +40,8 @@ def run_filter(frame: bytes) -> int:
             pc += 1
         elif code == JEQ_K:
             pc += 1 + (jt if accumulator == k else jf)
+        elif code == JSET_K:
+            pc += 1 + (jt if accumulator & k else jf)
         elif code == RET_K:
             return k
         else:
@@ -69,9 +82,30 @@ def test_filter(frame, accepted):
     assert (run_filter(frame) > 0) is accepted
 
 
+PRIORITY_5 = 5 << 13
+"""A tag's priority code point sits above its VLAN ID (IEEE 802.1Q clause 9.6)."""
+
+
+@pytest.mark.parametrize(
+    ("frame", "vlan_tci", "accepted"),
+    [
+        pytest.param(arp_request(), 10, False, id="arp-vlan-10"),
+        pytest.param(ns(), 10, False, id="ns-vlan-10"),
+        pytest.param(na(), 10, False, id="na-vlan-10"),
+        pytest.param(arp_request(), 4094, False, id="arp-vlan-4094"),
+        pytest.param(arp_request(), PRIORITY_5 | 10, False, id="arp-vlan-10-with-priority"),
+        pytest.param(arp_request(), 0, True, id="arp-priority-tag-only"),
+        pytest.param(ns(), PRIORITY_5, True, id="ns-priority-tag-only"),
+        pytest.param(arp_request(), None, True, id="arp-untagged"),
+    ],
+)
+def test_filter_drops_frames_of_a_vlan(frame, vlan_tci, accepted):
+    assert (run_filter(frame, vlan_tci=vlan_tci) > 0) is accepted
+
+
 def test_filter_jumps_stay_inside_the_program():
     for pc, (code, jt, jf, _) in enumerate(afpacket.FILTER):
-        if code == JEQ_K:
+        if code in (JEQ_K, JSET_K):
             assert pc + 1 + max(jt, jf) < len(afpacket.FILTER)
     assert afpacket.FILTER[-1][0] == RET_K
 

@@ -1,12 +1,15 @@
 import asyncio
 import contextlib
+import errno
 import ipaddress
+import os
 
 import prometheus_client
 import pytest
 
 from porterlb import errors
-from porterlb.l2 import announcer, arp, conn, ethernet, ndp, responder
+from porterlb.l2 import announcer, arp, conn, ethernet, metrics, ndp, responder
+from tests import waiting
 from tests.unit.l2 import samples
 from tests.unit.l2.samples import arp_request, na, ns
 
@@ -361,6 +364,24 @@ async def test_receive_error_reopens_the_socket():
     assert node.opens == 2
 
 
+async def test_a_link_down_for_long_logs_its_receive_errors_once_per_interval(caplog):
+    """The socket fails and is reopened once a second while the link is down: 61 failures
+    over a minute make 3 lines (at 0, 30 and 60 s), the later ones with their counts."""
+    node = Node(config=announcer.Config(log_interval=30.0))
+    eth0 = node.conn("eth0")
+    down = errors.TransientError("interface eth0: receive failed: Network is down")
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)
+        for _ in range(61):
+            opens = node.opens
+            eth0.inject_error(down)
+            await wait_for(lambda opens=opens: node.opens > opens)
+        await answer_to(eth0, arp_request())
+    reports = lines(caplog, "Network is down; reopening every")
+    assert [line.split("(")[1].split(" ")[0] for line in reports] == ["1", "30", "30"]
+
+
 class BrokenSend(conn.MemoryPacketConn):
     """Every send fails, as it does once the interface is gone; attempts are queued."""
 
@@ -427,3 +448,216 @@ async def test_gratuitous_frames_are_counted_per_ip():
         await frames(eth0, len(announcer.BURST))
     after = sample("porterlb_l2_gratuitous_sent_total", ip=str(samples.VIP6))
     assert after - before == len(announcer.BURST)
+
+
+def row_samples(ip, ifname="eth0"):
+    """Every sample labelled with ``ip`` (and, for conflicts, ``ifname``): None if no row."""
+    labels = {"ip": str(ip)}
+    return [
+        prometheus_client.REGISTRY.get_sample_value(name, labels)
+        for name in (
+            "porterlb_l2_requests_received_total",
+            "porterlb_l2_responses_sent_total",
+            "porterlb_l2_gratuitous_sent_total",
+        )
+    ] + [
+        prometheus_client.REGISTRY.get_sample_value(
+            "porterlb_l2_conflicts_total", {**labels, "interface": ifname}
+        )
+    ]
+
+
+FOREIGN_CLAIM = arp_request(
+    samples.OTHER4, sender_ip=samples.OTHER4, sender_mac=samples.STRANGER_MAC
+)
+"""A foreign host says OTHER4 is at its MAC: a passive conflict on OTHER4."""
+
+
+@pytest.mark.parametrize(
+    ("keep", "then"),
+    [
+        pytest.param({}, {}, id="released-or-fenced"),
+        pytest.param({samples.VIP4: announcer.Announcement("eth0")}, {}, id="others-stay"),
+        pytest.param({}, {samples.OTHER4: announcer.Announcement("eth1")}, id="moved-interface"),
+    ],
+)
+async def test_per_ip_rows_go_when_the_ip_leaves(keep, then):
+    """And the announcer still shuts down when cancelled right after the last release."""
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        node.announcer.update({samples.OTHER4: announcer.Announcement("eth0"), **keep})
+        await frames(eth0, 2 * (1 + len(keep)))
+        await answer_to(eth0, arp_request(samples.OTHER4))
+        eth0.inject(FOREIGN_CLAIM)
+        await node.conflicts.get()
+        assert None not in row_samples(samples.OTHER4)
+        node.announcer.update(keep)
+        assert row_samples(samples.OTHER4) == [None] * 4
+        if keep:
+            assert row_samples(samples.VIP4)[2]  # the IP still announced keeps its rows
+        if then:
+            node.announcer.update(then)  # and back, elsewhere: rows from zero
+            assert row_samples(samples.OTHER4, "eth1") == [None] * 4
+            await frames(node.conn("eth1"), 2)
+            assert row_samples(samples.OTHER4, "eth1")[2] == 2
+
+
+async def test_a_count_for_a_released_ip_brings_no_row_back():
+    metrics.answered([samples.OTHER6.packed], [samples.OTHER6.packed])
+    metrics.gratuitous(samples.OTHER6.packed)
+    assert row_samples(samples.OTHER6) == [None] * 4
+
+
+class FailingSend(conn.MemoryPacketConn):
+    """Sends fail with ``errno`` while ``failing``, as a full queue or a firewall makes them."""
+
+    def __init__(self, ifname, mac, errno):
+        super().__init__(ifname, mac)
+        self.errno = errno
+        self.failing = True
+        self.failed = 0
+
+    def transmit(self, frame):
+        if not self.failing:
+            return super().transmit(frame)
+        self.failed += 1
+        cause = OSError(self.errno, os.strerror(self.errno))
+        raise errors.TransientError(
+            f"interface {self.ifname}: send failed: {cause.strerror}"
+        ) from cause
+
+
+async def wait_for(condition):
+    async def holds():
+        return condition()
+
+    await waiting.eventually(holds, what="the sends to be tried")
+
+
+def lines(caplog, text):
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        pytest.param(errno.ENOBUFS, "ENOBUFS", id="enobufs"),
+        pytest.param(errno.EPERM, "EPERM", id="eperm"),
+        pytest.param(errno.ENETDOWN, "ENETDOWN", id="enetdown"),
+    ],
+)
+async def test_failed_sends_are_counted_and_logged_once_per_interval(caplog, code, reason):
+    config = announcer.Config(burst=(0.0,), log_interval=30.0)
+    node = Node(config=config)
+    eth0 = node.conns["eth0"] = FailingSend("eth0", samples.OUR_MAC, code)
+    before = sample("porterlb_l2_send_failures_total", interface="eth0", reason=reason)
+    async with running(node):
+        announce(node, samples.VIP4)
+        await wait_for(lambda: eth0.failed == 2)  # the burst's two frames
+        for _ in range(200):
+            eth0.inject(arp_request())
+        await wait_for(lambda: eth0.failed == 202)
+        assert len(lines(caplog, "send failed")) == 1
+        await asyncio.sleep(config.log_interval)
+        eth0.inject(arp_request())
+        await wait_for(lambda: eth0.failed == 203)
+        eth0.failing = False
+        reply = await answer_to(eth0, arp_request())  # the reader is alive and well
+    assert reply.dst == samples.ROUTER_MAC
+    first, second = lines(caplog, "send failed")
+    assert os.strerror(code) in first and "(1 time(s) since the last report" in first
+    assert "(202 time(s) since the last report" in second
+    after = sample("porterlb_l2_send_failures_total", interface="eth0", reason=reason)
+    assert after - before == 203
+
+
+async def test_refused_frames_are_logged_once_per_interval_with_a_count(caplog):
+    config = announcer.Config(log_interval=30.0)
+    node = Node(config=config)
+    eth0 = node.conn("eth0")
+    hostile = arp_request(sender_ip=ipaddress.IPv4Address("255.255.255.255"))
+    before = sample("porterlb_l2_frames_total", interface="eth0", verdict="bad_sender_ip")
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2 * len(announcer.BURST))
+        for _ in range(200):
+            eth0.inject(hostile)
+        await answer_to(eth0, arp_request())  # after every hostile frame, in order
+        assert len(lines(caplog, "refused as bad_sender_ip")) == 1
+        await asyncio.sleep(config.log_interval)
+        eth0.inject(hostile)
+        await answer_to(eth0, arp_request())
+    first, second = lines(caplog, "refused as bad_sender_ip")
+    batch = conn.BATCH  # the first line comes with the first batch
+    assert first.startswith(f"eth0: {batch} frame(s) refused as bad_sender_ip")
+    assert second.startswith(f"eth0: {200 - batch + 1} frame(s) refused as bad_sender_ip")
+    assert str(samples.ROUTER_MAC) in first
+    after = sample("porterlb_l2_frames_total", interface="eth0", verdict="bad_sender_ip")
+    assert after - before == 201
+
+
+class Links:
+    """Stands in for netlink's link events: a test puts ``(interface, running)`` in."""
+
+    def __init__(self, *initial):
+        self.events: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        for event in initial:
+            self.events.put_nowait(event)
+
+    async def watch(self):
+        while True:
+            yield await self.events.get()
+
+
+async def test_link_back_up_sends_a_fresh_burst():
+    links = Links(("eth0", True), ("eth1", True))
+    config = announcer.Config(burst=(0.0, 1.0))
+    node = Node(config=config)
+    node.announcer = announcer.Announcer(
+        open_conn=node.open_conn,
+        on_conflict=lambda *report: None,
+        config=config,
+        watch_links=links.watch,
+    )
+    eth0 = node.conn("eth0")
+    async with running(node):
+        announce(node, samples.VIP6)
+        await frames(eth0, 2)
+        await assert_quiet(eth0)
+        links.events.put_nowait(("eth1", False))
+        links.events.put_nowait(("eth1", True))  # another link: nothing to say on eth0
+        links.events.put_nowait(("eth0", True))  # no change
+        await assert_quiet(eth0)
+        links.events.put_nowait(("eth0", False))
+        await assert_quiet(eth0)
+        back = now()
+        links.events.put_nowait(("eth0", True))
+        again = await frames(eth0, 2)
+        await assert_quiet(eth0)
+    assert set(again) == {ndp.unsolicited(samples.OUR_MAC, samples.VIP6)}
+    assert [round(s.at - back, 3) for s in eth0.sent[-2:]] == [0.0, 1.0]
+
+
+async def test_a_failing_link_watch_is_started_again():
+    attempts = []
+
+    async def watch():
+        attempts.append(now())
+        if len(attempts) == 1:
+            yield ("eth0", False)
+            raise errors.TransientError("netlink: cannot follow links: No buffer space")
+        yield ("eth0", True)  # came up while the watch was broken: still a link-up
+        await asyncio.Event().wait()
+
+    config = announcer.Config(burst=(0.0,))
+    node = Node(config=config)
+    node.announcer = announcer.Announcer(
+        open_conn=node.open_conn, on_conflict=lambda *r: None, config=config, watch_links=watch
+    )
+    eth0 = node.conn("eth0")
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)
+        await frames(eth0, 2)  # the fresh burst, once the watch is back
+    assert len(attempts) == 2 and attempts[1] - attempts[0] == pytest.approx(announcer.OPEN_RETRY)

@@ -16,6 +16,7 @@ from tests.unit.l2.samples import arp_request, na, ns
 Verdict = responder.Verdict
 ANNOUNCED = {samples.VIP4: "eth0", samples.VIP6: "eth0"}
 IFNAMES = ("eth0", "eth1")
+GROUP_MAC = ethernet.MacAddress.parse("01:00:5e:00:00:fb")
 
 
 def owns(ip, ifname):
@@ -85,6 +86,23 @@ HOT = [
     pytest.param(ns(samples.OTHER6), id="ns-not-ours"),
     pytest.param(ns(samples.OTHER6, src=samples.VIP6), id="ns-source-claims"),
     pytest.param(ns(eth_src=samples.OUR_MAC), id="ns-from-self"),
+    *(
+        pytest.param(frame, id=f"hostile-{name}")
+        for name, frame in {
+            "arp-broadcast-mac": arp_request(sender_mac=ethernet.BROADCAST),
+            "arp-multicast-mac": arp_request(sender_mac=GROUP_MAC),
+            "arp-zero-mac": arp_request(sender_mac=ethernet.ZERO),
+            "arp-broadcast-ip": arp_request(sender_ip=ipaddress.IPv4Address("255.255.255.255")),
+            "arp-multicast-ip": arp_request(sender_ip=ipaddress.IPv4Address("224.0.0.251")),
+            "arp-loopback-ip": arp_request(sender_ip=ipaddress.IPv4Address("127.0.0.1")),
+            "arp-zero-net-ip": arp_request(sender_ip=ipaddress.IPv4Address("0.1.2.3")),
+            "ns-multicast-slla": ns(source_mac=GROUP_MAC),
+            "ns-multicast-eth-src": ns(source_mac=None, eth_src=GROUP_MAC),
+            "ns-multicast-src": ns(src=ipaddress.IPv6Address("ff02::1")),
+            "ns-loopback-src": ns(src=ipaddress.IPv6Address("::1")),
+            "ns-v4-mapped-src": ns(src=ipaddress.IPv6Address("::ffff:198.18.0.1")),
+        }.items()
+    ),
     pytest.param(
         ethernet.encode(ethernet.Frame(samples.OUR_MAC, samples.ROUTER_MAC, 0x0800, bytes(46))),
         id="ipv4",
@@ -148,9 +166,10 @@ def test_truncated_and_padded_frames_agree(frame, cut, ifname):
 
 @given(
     target=st.sampled_from([samples.VIP6, samples.OTHER6]) | samples.ipv6s,
-    src=st.sampled_from([samples.ROUTER6, ndp.UNSPECIFIED]) | samples.ipv6s,
+    src=st.sampled_from([samples.ROUTER6, ndp.UNSPECIFIED, ipaddress.IPv6Address("::1")])
+    | samples.ipv6s,
     dst=st.sampled_from(["group", "target"]) | samples.ipv6s,
-    source_mac=st.none() | samples.macs,
+    source_mac=st.none() | st.just(ethernet.BROADCAST) | samples.macs,
     eth_src=samples.macs,
     eth_dst=st.sampled_from(["group", "ours"]) | samples.macs,
     hop_limit=st.sampled_from([255, 64]),
@@ -174,8 +193,11 @@ def test_solicitations_agree(target, src, dst, source_mac, eth_src, eth_dst, hop
 
 @given(
     target=st.sampled_from([samples.VIP4, samples.OTHER4]) | samples.ipv4s,
-    sender_ip=st.sampled_from([samples.ROUTER4, arp.UNSPECIFIED]) | samples.ipv4s,
-    sender_mac=samples.macs,
+    sender_ip=st.sampled_from(
+        [samples.ROUTER4, arp.UNSPECIFIED, ipaddress.IPv4Address("255.255.255.255")]
+    )
+    | samples.ipv4s,
+    sender_mac=st.sampled_from([ethernet.BROADCAST, ethernet.ZERO]) | samples.macs,
     dst=st.sampled_from([ethernet.BROADCAST, samples.OUR_MAC]) | samples.macs,
     operation=st.sampled_from([arp.REQUEST, arp.REPLY]) | st.integers(0, 0xFFFF),
 )

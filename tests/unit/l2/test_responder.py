@@ -114,6 +114,62 @@ def test_verdicts(frame, ifname, verdict):
     assert (outcome.reply is not None) is (verdict is Verdict.ANSWERED)
 
 
+GROUP_MAC = ethernet.MacAddress.parse("01:00:5e:00:00:01")
+V4 = ipaddress.IPv4Address
+V6 = ipaddress.IPv6Address
+
+
+@pytest.mark.parametrize(
+    ("frame", "verdict"),
+    [
+        pytest.param(arp_request(sender_mac=ethernet.BROADCAST), Verdict.BAD_SENDER_MAC,
+                     id="arp-broadcast-sender-mac"),
+        pytest.param(arp_request(sender_mac=GROUP_MAC), Verdict.BAD_SENDER_MAC,
+                     id="arp-multicast-sender-mac"),
+        pytest.param(arp_request(sender_mac=ethernet.ZERO), Verdict.BAD_SENDER_MAC,
+                     id="arp-zero-sender-mac"),
+        pytest.param(arp_request(sender_mac=GROUP_MAC, sender_ip=arp.UNSPECIFIED),
+                     Verdict.BAD_SENDER_MAC, id="arp-probe-multicast-sender-mac"),
+        pytest.param(arp_request(sender_ip=V4("255.255.255.255")), Verdict.BAD_SENDER_IP,
+                     id="arp-broadcast-sender-ip"),
+        pytest.param(arp_request(sender_ip=V4("224.0.0.1")), Verdict.BAD_SENDER_IP,
+                     id="arp-multicast-sender-ip"),
+        pytest.param(arp_request(sender_ip=V4("239.255.255.250")), Verdict.BAD_SENDER_IP,
+                     id="arp-multicast-sender-ip-top"),
+        pytest.param(arp_request(sender_ip=V4("127.0.0.1")), Verdict.BAD_SENDER_IP,
+                     id="arp-loopback-sender-ip"),
+        pytest.param(arp_request(sender_ip=V4("0.0.0.7")), Verdict.BAD_SENDER_IP,
+                     id="arp-zero-net-sender-ip"),
+        pytest.param(arp_request(sender_ip=arp.UNSPECIFIED), Verdict.ANSWERED,
+                     id="arp-probe-is-fine"),
+        pytest.param(arp_request(sender_ip=V4("240.0.0.1")), Verdict.ANSWERED,
+                     id="arp-class-e-is-not-martian"),
+        pytest.param(arp_request(src=GROUP_MAC), Verdict.ANSWERED,
+                     id="arp-ethernet-source-is-not-the-asker"),
+        pytest.param(ns(source_mac=GROUP_MAC), Verdict.BAD_SENDER_MAC,
+                     id="ns-multicast-slla"),
+        pytest.param(ns(source_mac=ethernet.BROADCAST), Verdict.BAD_SENDER_MAC,
+                     id="ns-broadcast-slla"),
+        pytest.param(ns(source_mac=None, eth_src=GROUP_MAC), Verdict.BAD_SENDER_MAC,
+                     id="ns-multicast-ethernet-source-no-slla"),
+        pytest.param(ns(source_mac=ethernet.ZERO), Verdict.BAD_SENDER_MAC, id="ns-zero-slla"),
+        pytest.param(ns(src=V6("ff02::1")), Verdict.BAD_SENDER_IP, id="ns-multicast-source"),
+        pytest.param(ns(src=V6("::1")), Verdict.BAD_SENDER_IP, id="ns-loopback-source"),
+        pytest.param(ns(src=V6("::ffff:198.18.0.1")), Verdict.BAD_SENDER_IP,
+                     id="ns-v4-mapped-source"),
+        pytest.param(ns(src=ndp.UNSPECIFIED, source_mac=None, eth_src=GROUP_MAC),
+                     Verdict.ANSWERED, id="ns-dad-answer-goes-to-all-nodes-anyway"),
+        pytest.param(ns(src=samples.ROUTER_LL), Verdict.ANSWERED, id="ns-link-local-is-fine"),
+    ],
+)  # fmt: skip
+def test_hostile_requests_are_refused_and_claim_nothing(frame, verdict):
+    outcome = handle(frame)
+    assert outcome.verdict is verdict
+    assert (outcome.reply is not None) is (verdict is Verdict.ANSWERED)
+    if verdict is not Verdict.ANSWERED:
+        assert outcome.claim is None
+
+
 def test_arp_reply_goes_to_the_asker():
     outcome = handle(arp_request(sender_mac=samples.PEER_MAC, src=samples.ROUTER_MAC))
     assert outcome.ip == samples.VIP4
@@ -203,3 +259,41 @@ def test_mutated_frames_never_raise(frame, flips):
         data[offset % len(data)] = value
     outcome = handle(bytes(data))
     assert (outcome.reply is not None) is (outcome.verdict is Verdict.ANSWERED)
+
+
+group_macs = samples.macs.map(
+    lambda mac: ethernet.MacAddress(bytes([mac.octets[0] | 1]) + mac.octets[1:])
+)
+martian4 = st.one_of(
+    st.ip_addresses(network="224.0.0.0/4"),
+    st.ip_addresses(network="127.0.0.0/8"),
+    st.ip_addresses(network="0.0.0.0/8").filter(lambda ip: ip != arp.UNSPECIFIED),
+    st.just(ipaddress.IPv4Address("255.255.255.255")),
+)
+martian6 = st.one_of(
+    st.ip_addresses(network="ff00::/8"),
+    st.just(ipaddress.IPv6Address("::1")),
+    st.ip_addresses(network="::ffff:0:0/96"),
+)
+
+
+@given(sender_mac=group_macs | st.just(ethernet.ZERO), sender_ip=samples.ipv4s)
+def test_no_arp_request_from_a_group_mac_is_answered(sender_mac, sender_ip):
+    outcome = handle(arp_request(sender_mac=sender_mac, sender_ip=sender_ip))
+    assert outcome.verdict is Verdict.BAD_SENDER_MAC
+    assert outcome.reply is None and outcome.claim is None
+
+
+@given(sender_ip=martian4)
+def test_no_arp_request_from_a_martian_ip_is_answered(sender_ip):
+    outcome = handle(arp_request(sender_ip=sender_ip))
+    assert outcome.verdict is Verdict.BAD_SENDER_IP
+    assert outcome.reply is None and outcome.claim is None
+
+
+@given(src=martian6, source_mac=st.none() | samples.macs)
+def test_no_ns_from_a_martian_source_is_answered(src, source_mac):
+    asker_ok = source_mac is None or responder.unicast(source_mac)
+    outcome = handle(ns(src=src, source_mac=source_mac))
+    assert outcome.verdict is (Verdict.BAD_SENDER_IP if asker_ok else Verdict.BAD_SENDER_MAC)
+    assert outcome.reply is None and outcome.claim is None
