@@ -3,28 +3,40 @@
 Every manager replica pings every speaker (:mod:`porterlb.manager.liveness`); the speaker
 answers each ping :class:`porterlb.liveness.guard.PingGuard` accepts with a signed pong and
 counts it as a sign of life for its :class:`~porterlb.liveness.guard.Fence`. Anything else
-that reaches the port (forged, stale, replayed, garbage) is counted by verdict and dropped.
+that reaches the port (forged, stale, replayed, garbage) is counted by verdict and dropped;
+what is not a ping for this node is dropped before its HMAC is computed, and a pong the kernel
+refuses to send (a firewall, a full queue) is counted, never fatal.
 
 Pings are answered by a thread of their own, not by the event loop: a loop busy for a few
 hundred milliseconds with a burst of Service changes (1,000 Services arriving at once on a
 loaded node did that in the lab) would miss three pings and have its node taken for dead,
 moving every IP it holds. The thread needs the interpreter lock only for microseconds, which
 a busy loop yields every 5 ms (``sys.getswitchinterval``). It answers only while the loop
-itself has run within :data:`LOOP_STALL_LIMIT`, so a wedged speaker still goes silent.
+itself has run within :data:`LOOP_STALL_LIMIT`, so a wedged speaker still goes silent. It
+reads the socket in batches once woken (one ``poll``, then reads until it is empty), so a
+flood of forged datagrams costs one system call each and the genuine pings queued among them
+are answered within a batch.
+
+The managers are pods: the speaker cannot tell their addresses from a Node's, so it does not
+screen pings by sender; only the key says a ping is genuine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from porterlb.kube import secrets
-from porterlb.liveness import guard, metrics, udp, wire
+from porterlb.liveness import guard, keys, metrics, udp, wire
+
+log = logging.getLogger(__name__)
 
 LOOP_STALL_LIMIT: Final = 2.0
 """Seconds the event loop may go without running before pings go unanswered: longer than
@@ -35,7 +47,10 @@ LOOP_BEAT: Final = 0.1
 """Seconds between two marks of the loop's life."""
 
 RECEIVE_TIMEOUT: Final = 0.2
-"""Seconds the answering thread blocks in one receive before it looks at its stop flag."""
+"""Seconds the answering thread waits for a datagram before it looks at its stop flag."""
+
+BATCH: Final = 256
+"""Datagrams read per wake-up before the counters are updated and the stop flag looked at."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,6 +63,7 @@ class Settings:
     address: str | None = None
     """The address to answer on; None: every address of the node."""
     fence_after: float = guard.DEFAULT_FENCE_AFTER
+    rotation: keys.Rotation = dataclasses.field(default_factory=keys.Rotation)
 
 
 class Heartbeats:
@@ -63,8 +79,10 @@ class Heartbeats:
         address: str | None = None,
         netns: str | None = None,
         wall_clock_ns: Callable[[], int] = time.time_ns,
+        rotation: keys.Rotation | None = None,
     ) -> None:
-        self.key = key
+        self.keys = keys.Keyring(key, rotation=rotation or keys.Rotation())
+        """Replaced whole by :meth:`rekey`; the answering thread only reads it."""
         self.fence = fence
         self.port = port
         self.address = address
@@ -77,10 +95,16 @@ class Heartbeats:
         self.lacking: tuple[str, ...] = ()
         """The pools whose interface this node lacks, named in every answer; the speaker's
         loop replaces the tuple whole, the answering thread only reads it."""
+        self._tally = metrics.Tally("speaker")
+        self._dropped = udp.BoundedLog(log, logging.DEBUG)
+        self._unsent = udp.BoundedLog(log, logging.WARNING)
+
+    def rekey(self, key: bytes) -> None:
+        """The heartbeat Secret now holds `key` (see :mod:`porterlb.liveness.keys`)."""
+        self.keys = self.keys.rotated(key, time.monotonic())
 
     async def run(self) -> None:
         sock = await udp.bind(port=self.port, netns=self.netns, host=self.address)
-        sock.settimeout(RECEIVE_TIMEOUT)
         stop = threading.Event()
         thread = threading.Thread(
             target=self._answer, args=(sock, stop), name="speaker/heartbeats", daemon=True
@@ -97,27 +121,50 @@ class Heartbeats:
             sock.close()
 
     def _answer(self, sock: socket.socket, stop: threading.Event) -> None:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         while not stop.is_set():
-            try:
-                data, sender = sock.recvfrom(wire.MAX_LEN + 1)
-            except TimeoutError:
+            if not poller.poll(RECEIVE_TIMEOUT * 1000):
                 continue
+            now = time.monotonic()
+            accepted = self.keys.accepted(now)
+            try:
+                for _ in range(BATCH):
+                    data, sender = sock.recvfrom(wire.MAX_LEN + 1)
+                    self._received(sock, data, sender, accepted)
+            except (BlockingIOError, InterruptedError):
+                pass  # read it empty
             except OSError:
                 if stop.is_set():
                     return
                 raise
-            self._received(sock, data, sender)
+            finally:
+                self._tally.flush()
 
-    def _received(self, sock: socket.socket, data: bytes, sender: Any) -> None:
-        ping = udp.decode(data, self.key, role="speaker", sender=sender)
-        if ping is None:
+    def _received(
+        self, sock: socket.socket, data: bytes, sender: Any, accepted: Sequence[bytes]
+    ) -> None:
+        signed = udp.verify(data, accepted, sender=sender, screen=self._screen)
+        if isinstance(signed, str):
+            self._tally.add(signed)
+            self._dropped(signed, "datagram from %s dropped: %s", sender[0], signed)
             return
+        ping = signed.heartbeat
         now = time.monotonic()
         if now - self._loop_seen > LOOP_STALL_LIMIT:
-            metrics.RECEIVED.labels("speaker", "loop_stalled").inc()
+            self._tally.add("loop_stalled")
             return
         verdict = self.guard.check(ping, self.wall_clock_ns())
-        metrics.RECEIVED.labels("speaker", verdict.value).inc()
+        self._tally.add(verdict.value)
         if verdict is guard.Verdict.ANSWERED:
-            sock.sendto(wire.encode(ping.answer(self.lacking), self.key), sender)
+            pong = wire.encode(ping.answer(self.lacking), signed.key)
+            udp.send(sock, pong, sender, role="speaker", what="a pong", logged=self._unsent)
             self.fence.sign_of_life(now)
+
+    def _screen(self, kind: wire.Kind, node: str, sender: Any) -> str | None:
+        """Only a ping for this node is worth an HMAC."""
+        if kind is not wire.Kind.PING:
+            return guard.Verdict.NOT_A_PING.value
+        if node != self.guard.node:
+            return guard.Verdict.WRONG_NODE.value
+        return None
