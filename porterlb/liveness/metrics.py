@@ -17,7 +17,7 @@ PINGS_SENT: Final = prometheus_client.Counter(
 )
 RECEIVED: Final = prometheus_client.Counter(
     "porterlb_heartbeat_received",
-    "Heartbeat datagrams received, by what became of them (malformed, bad_signature,"
+    "Heartbeat datagrams received, by what became of them (malformed, bad_signature, shed,"
     " unknown_sender and wrong_node included: forged or stray traffic on the heartbeat port"
     " shows here).",
     ["role", "verdict"],

@@ -30,11 +30,13 @@ DEFAULT_PORT: Final = 7473
 """The speakers' heartbeat port: next to MetalLB's 7472 (metrics) and 7946 (memberlist), and
 free of both."""
 
-RECEIVE_BUFFER: Final = 8 << 20
-"""Bytes of datagrams the kernel queues for the socket: a small datagram takes about 1 KiB
-of buffer (its skb's truesize), so 8 MiB holds some 80 ms of a 100,000/s flood while the
-reader is held up (a garbage collection, the interpreter lock), and a genuine ping is queued,
-not dropped. Set with ``SO_RCVBUFFORCE`` where the process may (``CAP_NET_ADMIN``, as the
+RECEIVE_BUFFER: Final = 4 << 20
+"""Bytes of datagrams the kernel may queue for the socket (it doubles the figure, for its
+bookkeeping): a small datagram takes 832 bytes of it (its skb's truesize, measured), so some
+10,000 of them: 100 ms of a 100,000/s flood while the reader is held up (a garbage
+collection, the interpreter lock) before a genuine ping is dropped, and a queue the speaker
+reads through in ~40 ms (``bench/heartbeat_flood.py``), within the half interval in which a
+pong is due. Set with ``SO_RCVBUFFORCE`` where the process may (``CAP_NET_ADMIN``, as the
 speaker has); elsewhere ``SO_RCVBUF`` is capped by ``net.core.rmem_max``, which porterlb
 leaves alone."""
 

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from porterlb.api import reasons
 from porterlb.kube import secrets
 from porterlb.liveness import keys, wire
-from porterlb.manager import liveness
+from porterlb.manager import controller, liveness
 from tests.integration import objects
 from tests.integration.conftest import running_manager, set_node_ready
 from tests.integration.test_announcing import announced_by, pool_with_service, wait_announced_by
@@ -34,6 +34,12 @@ ROTATION = keys.Rotation(adopt_after=2.0, grace=4.0)
 def received(role: str, verdict: str) -> float:
     labels = {"role": role, "verdict": verdict}
     return REGISTRY.get_sample_value("porterlb_heartbeat_received_total", labels) or 0.0
+
+
+def pinger_of(manager: controller.Manager) -> liveness.Liveness:
+    pinger = manager.announcing.pinger
+    assert isinstance(pinger, liveness.Liveness)
+    return pinger
 
 
 def udp_socket(ip: str, port: int = 0) -> socket.socket:
@@ -91,7 +97,7 @@ async def test_a_pong_counts_only_from_an_address_of_its_node(
                     return received("manager", "unknown_sender") >= before + TIMING.misses
 
                 await eventually(refused, what="pongs from 127.0.0.62 refused")
-                assert manager.announcing.pinger.silent[node] is None  # never answered
+                assert pinger_of(manager).silent == {node: None}  # never answered
 
                 reply_from = own_ipv6
                 await wait_silent(manager, node, False)
@@ -119,7 +125,7 @@ async def test_a_rotated_key_is_taken_up_while_running_and_moves_no_ip(
             ]
             await pool_with_service(client, eips, namespace, net)
             first = await wait_announced_by(client, "web", namespace, set(names))
-            pinger = manager.announcing.pinger
+            pinger = pinger_of(manager)
             rings = lambda: [pinger.keys, *(endpoint.keys for endpoint in endpoints)]  # noqa: E731
 
             new = os.urandom(secrets.KEY_LEN)
