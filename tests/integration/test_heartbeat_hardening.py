@@ -27,7 +27,7 @@ from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
-ROTATION = keys.Rotation(adopt_after=2.0, grace=4.0)
+ROTATION = keys.Rotation(adopt_after=3.0, grace=6.0)
 """Short enough for a test, long enough for a watch event to reach everyone on loaded cores."""
 
 
