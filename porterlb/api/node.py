@@ -7,6 +7,7 @@ service controller reads ``node.kubernetes.io/exclude-from-external-load-balance
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,3 +47,16 @@ def internal_ip(obj: Mapping[str, Any]) -> str | None:
         if entry.get("type") == "InternalIP" and entry.get("address"):
             return str(entry["address"])
     return None
+
+
+def ip_addresses(obj: Mapping[str, Any]) -> frozenset[str]:
+    """Every IP address in the Node's ``status.addresses`` (InternalIP, ExternalIP, IPv4 and
+    IPv6; host names left out), written as :mod:`ipaddress` writes it: those its speaker may
+    answer heartbeats from, since a reply leaves by whichever address the route picks."""
+    found = set()
+    for entry in (obj.get("status") or {}).get("addresses") or ():
+        try:
+            found.add(str(ipaddress.ip_address(str(entry.get("address", "")))))
+        except ValueError:
+            continue  # a Hostname or InternalDNS entry
+    return frozenset(found)

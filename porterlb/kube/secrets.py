@@ -1,9 +1,10 @@
 """The heartbeat key: 32 random bytes in a Secret that every manager and speaker reads.
 
 A manager creates the Secret when it is missing (two replicas racing both end up reading the
-winner's key: the loser's create answers 409 and it reads again); a speaker waits for it. The
-key is read once at start: rotating it means restarting the pods, as with MetalLB's
-memberlist Secret.
+winner's key: the loser's create answers 409 and it reads again); a speaker waits for it.
+Both then follow the Secret (:func:`follow`: a watch of that one object, by name, so RBAC can
+grant it by ``resourceNames``): a new key is taken up while running, in the two steps of
+:mod:`porterlb.liveness.keys`, and no pod restarts, unlike MetalLB's memberlist Secret.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import asyncio
 import base64
 import logging
 import os
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import httpx2
 import lightkube
@@ -21,7 +23,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
 from porterlb import errors
-from porterlb.kube import metrics
+from porterlb.kube import metrics, reflector
 from porterlb.liveness import wire
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,52 @@ async def _read_or_create(
             secret = await client.get(Secret, name, namespace=namespace)
         else:
             log.info("created heartbeat key Secret %s/%s", namespace, name)
-    encoded = (secret.data or {}).get(FIELD)
-    key = base64.b64decode(encoded) if encoded else b""
+    return _key(namespace, name, secret.data or {})
+
+
+async def follow(
+    client: lightkube.AsyncClient, *, namespace: str, name: str, on_key: Callable[[bytes], None]
+) -> None:
+    """Call `on_key` with the key of Secret ``namespace/name`` whenever it is listed or
+    changes, until cancelled. A Secret deleted, or changed to hold no usable key, is logged
+    and changes nothing: the key in use stays."""
+    last: list[bytes] = []
+
+    def changed(_: str) -> None:
+        obj = secrets.cache.get(f"{namespace}/{name}")
+        if obj is None:
+            log.warning(
+                "heartbeat key Secret %s/%s is gone: keeping the key in use", namespace, name
+            )
+            return
+        try:
+            key = _key(namespace, name, obj.get("data") or {})
+        except errors.InvalidSpec as error:
+            log.warning("%s; keeping the key in use", error)
+            return
+        if last and key != last[0]:
+            log.info("heartbeat key Secret %s/%s: a new key; rotating to it", namespace, name)
+        last[:] = [key]
+        on_key(key)
+
+    secrets = reflector.Reflector(
+        client,
+        Secret,
+        on_change=changed,
+        name="secrets",
+        namespace=namespace,
+        field_selector=f"metadata.name={name}",
+    )
+    await secrets.run()
+
+
+def _key(namespace: str, name: str, data: Mapping[str, Any]) -> bytes:
+    """The key in a Secret's ``data``. Raises InvalidSpec when it holds no usable key."""
+    encoded = data.get(FIELD)
+    try:
+        key = base64.b64decode(str(encoded), validate=True) if encoded else b""
+    except ValueError:
+        raise errors.InvalidSpec(f"Secret {namespace}/{name}: data.{FIELD} is not base64") from None
     if len(key) < wire.MIN_KEY_LEN:
         raise errors.InvalidSpec(
             f"Secret {namespace}/{name}: data.{FIELD} must hold at least"

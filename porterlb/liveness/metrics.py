@@ -1,7 +1,13 @@
-"""Prometheus metrics of the heartbeats: every datagram by verdict, and the silent nodes."""
+"""Prometheus metrics of the heartbeats: every datagram by verdict, and the silent nodes.
+
+Received datagrams are counted per batch (:class:`Tally`): an ``inc`` takes a lock and a
+label lookup, about a microsecond, which a flood of forged datagrams would pay 100,000 times
+a second.
+"""
 
 from __future__ import annotations
 
+import collections
 from typing import Final
 
 import prometheus_client
@@ -11,9 +17,16 @@ PINGS_SENT: Final = prometheus_client.Counter(
 )
 RECEIVED: Final = prometheus_client.Counter(
     "porterlb_heartbeat_received",
-    "Heartbeat datagrams received, by what became of them (malformed and bad_signature"
-    " included: forged or stray traffic on the heartbeat port shows here).",
+    "Heartbeat datagrams received, by what became of them (malformed, bad_signature, shed,"
+    " unknown_sender and wrong_node included: forged or stray traffic on the heartbeat port"
+    " shows here).",
     ["role", "verdict"],
+)
+SEND_FAILURES: Final = prometheus_client.Counter(
+    "porterlb_heartbeat_send_failures",
+    "Heartbeat datagrams (pings, pongs) the kernel refused to send, by errno name (EPERM: a"
+    " firewall; ENOBUFS, EAGAIN: a full queue).",
+    ["role", "errno"],
 )
 SILENT_NODES: Final = prometheus_client.Gauge(
     "porterlb_heartbeat_silent_nodes",
@@ -23,3 +36,19 @@ FENCED: Final = prometheus_client.Gauge(
     "porterlb_speaker_fenced",
     "1 while the speaker has stopped answering because it heard neither the API nor a manager.",
 )
+
+
+class Tally:
+    """Verdicts of received datagrams, added to :data:`RECEIVED` by :meth:`flush`."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, verdict: str) -> None:
+        self.counts[verdict] += 1
+
+    def flush(self) -> None:
+        for verdict, count in self.counts.items():
+            RECEIVED.labels(self.role, verdict).inc(count)
+        self.counts.clear()

@@ -112,30 +112,8 @@ def decode(data: bytes, key: bytes) -> Heartbeat:
     Raises MalformedFrame (naming field and offset) for bytes that are not a heartbeat, and
     BadSignature for a well-formed datagram not signed with `key`.
     """
-    if len(data) < HEADER.size + 1 + TAG_LEN:
-        raise errors.MalformedFrame(
-            f"heartbeat of {len(data)} bytes is shorter than the smallest one",
-            field="length",
-            offset=len(data),
-        )
-    magic, version, kind, name_len, pool_count, session, sequence, sent_ns = HEADER.unpack_from(
-        data
-    )
-    if magic != MAGIC:
-        raise errors.MalformedFrame(f"magic {magic!r} is not {MAGIC!r}", field="magic", offset=0)
-    if version != VERSION:
-        raise errors.MalformedFrame(
-            f"version {version} is not {VERSION}", field="version", offset=4
-        )
-    if kind not in Kind.__members__.values():
-        raise errors.MalformedFrame(f"kind {kind} is neither ping nor pong", field="kind", offset=5)
+    _, _, kind, name_len, pool_count, session, sequence, sent_ns = _header(data)
     body_len = len(data) - TAG_LEN
-    if name_len == 0 or HEADER.size + name_len > body_len:
-        raise errors.MalformedFrame(
-            f"{len(data)} bytes do not hold a {name_len}-byte node name and the tag",
-            field="node name length",
-            offset=6,
-        )
     if pool_count > MAX_POOLS:
         raise errors.MalformedFrame(
             f"{pool_count} pools: at most {MAX_POOLS}", field="pool count", offset=7
@@ -160,6 +138,41 @@ def decode(data: bytes, key: bytes) -> Heartbeat:
         raise BadSignature(f"{Kind(kind).name.lower()} tag does not match: forged or damaged")
     names = [_text(data, start, end) for start, end in bounds]
     return Heartbeat(Kind(kind), session, sequence, sent_ns, names[0], tuple(names[1:]))
+
+
+def peek(data: bytes) -> tuple[Kind, str]:
+    """The kind and node name `data` claims, read without checking its tag: a receiver
+    screens out what it would refuse anyway (a ping for another node, a pong from an address
+    not the node's) before paying for the HMAC. Raises MalformedFrame as :func:`decode`."""
+    kind, name_len = _header(data)[2:4]
+    return Kind(kind), _text(data, HEADER.size, HEADER.size + name_len)
+
+
+def _header(data: bytes) -> tuple[bytes, int, int, int, int, bytes, int, int]:
+    """The fixed header of `data`, with magic, version, kind and node name length checked."""
+    if len(data) < HEADER.size + 1 + TAG_LEN:
+        raise errors.MalformedFrame(
+            f"heartbeat of {len(data)} bytes is shorter than the smallest one",
+            field="length",
+            offset=len(data),
+        )
+    header: tuple[bytes, int, int, int, int, bytes, int, int] = HEADER.unpack_from(data)
+    magic, version, kind, name_len = header[:4]
+    if magic != MAGIC:
+        raise errors.MalformedFrame(f"magic {magic!r} is not {MAGIC!r}", field="magic", offset=0)
+    if version != VERSION:
+        raise errors.MalformedFrame(
+            f"version {version} is not {VERSION}", field="version", offset=4
+        )
+    if kind not in Kind.__members__.values():
+        raise errors.MalformedFrame(f"kind {kind} is neither ping nor pong", field="kind", offset=5)
+    if name_len == 0 or HEADER.size + name_len > len(data) - TAG_LEN:
+        raise errors.MalformedFrame(
+            f"{len(data)} bytes do not hold a {name_len}-byte node name and the tag",
+            field="node name length",
+            offset=6,
+        )
+    return header
 
 
 def _text(data: bytes, start: int, end: int) -> str:

@@ -92,4 +92,14 @@ class Manager:
         )
         pinger = liveness.Liveness(nodes=self.announcing.nodes, key=key, settings=settings)
         self.announcing.follow(pinger)
-        await pinger.run()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(pinger.run(), name="manager/liveness/ping")
+            group.create_task(
+                secrets.follow(
+                    self.client,
+                    namespace=settings.secret_namespace,
+                    name=settings.secret_name,
+                    on_key=pinger.rekey,
+                ),
+                name="manager/liveness/key",
+            )

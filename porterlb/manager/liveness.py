@@ -5,9 +5,11 @@ answers and moves nothing while it learns (a leader change moves no IP). Only th
 on it: :mod:`porterlb.manager.announcing` reads :attr:`Liveness.silent` through its
 ``on_change`` callback. A round pings every Node at its first InternalIP; half an interval
 later the round is due and :class:`porterlb.liveness.tracker.Tracker` says who missed
-``misses`` rounds in a row. While no speaker at all answers, the fault is taken to be this
-manager's (its link, its namespace), and nothing changes until one is heard again. No API
-request is made: heartbeats cost the API server nothing.
+``misses`` rounds in a row. A pong counts only from one of its Node's addresses, checked
+before its signature, so a forged pong costs a lookup, not an HMAC. While no speaker at all
+answers, the fault is taken to be this manager's (its link, its namespace), and nothing
+changes until one is heard again. No API request is made: heartbeats cost the API server
+nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from porterlb import logs
 from porterlb.api import node as node_api
 from porterlb.api.keys import NodeName
 from porterlb.kube import reflector, secrets
-from porterlb.liveness import metrics, tracker, udp, wire
+from porterlb.liveness import keys, metrics, tracker, udp, wire
 
 log = logging.getLogger(__name__)
+
+DRAIN_BATCH: Final = 1024
+"""Datagrams read per turn of the event loop: a flood faster than they are read would
+otherwise keep the loop in the reader, and pings would stop. Ample for a round's pongs."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -39,6 +46,7 @@ class Settings:
     timing: tracker.Timing = dataclasses.field(default_factory=tracker.Timing)
     netns: str | None = None
     """The network namespace to ping from (the lab's router); None: this process's own."""
+    rotation: keys.Rotation = dataclasses.field(default_factory=keys.Rotation)
 
 
 class Liveness:
@@ -54,7 +62,8 @@ class Liveness:
         wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.nodes = nodes
-        self.key = key
+        self.keys = keys.Keyring(key, rotation=settings.rotation)
+        """Replaced whole by :meth:`rekey`."""
         self.settings = settings
         self.on_change = on_change
         self.wall_clock_ns = wall_clock_ns
@@ -66,6 +75,11 @@ class Liveness:
         self.lacking: Mapping[NodeName, frozenset[str]] = {}
         """Node -> the pools whose interface its speaker says the node lacks."""
         self._targets: dict[NodeName, str | None] = {}
+        self._addresses: dict[NodeName, frozenset[str]] = {}
+        """Node -> every address of its Node: the only ones its pongs count from."""
+        self._tally = metrics.Tally("manager")
+        self._dropped = udp.BoundedLog(log, logging.DEBUG)
+        self._unsent = udp.BoundedLog(log, logging.WARNING)
         self._deaf = False
         nodes.subscribe(self._node_changed)
 
@@ -95,44 +109,71 @@ class Liveness:
             loop.remove_reader(sock.fileno())
             sock.close()
 
+    def rekey(self, key: bytes) -> None:
+        """The heartbeat Secret now holds `key` (see :mod:`porterlb.liveness.keys`)."""
+        self.keys = self.keys.rotated(key, asyncio.get_running_loop().time())
+
     def _node_changed(self, name: str) -> None:
         obj = self.nodes.cache.get(name)
         if obj is None:
             self._targets.pop(NodeName(name), None)
+            self._addresses.pop(NodeName(name), None)
             self.tracker.forget(NodeName(name))
         else:
             self._targets[NodeName(name)] = node_api.internal_ip(obj)
+            self._addresses[NodeName(name)] = node_api.ip_addresses(obj)
 
     def _ping(self, sock: socket.socket) -> None:
         sequence = self.tracker.next_round()
         sent_ns = self.wall_clock_ns()
+        key = self.keys.signing(asyncio.get_running_loop().time())
         for node, ip in self._targets.items():
             if ip is None:
                 continue  # never answers: found silent after `misses` rounds, and said so
             ping = wire.Heartbeat(wire.Kind.PING, self.tracker.session, sequence, sent_ns, node)
             address = udp.destination(sock, ip, self.settings.port)
-            try:
-                sock.sendto(wire.encode(ping, self.key), address)
-            except OSError as error:  # a full buffer or no route: the missing pong says it
-                log.debug("ping to node %s at %s: %s", node, ip, error)
-                continue
-            metrics.PINGS_SENT.inc()
+            # A refused send (a firewall, a full buffer) is counted; the missing pong says it.
+            what = f"the ping to node {node}"
+            if udp.send(
+                sock,
+                wire.encode(ping, key),
+                address,
+                role="manager",
+                what=what,
+                logged=self._unsent,
+            ):
+                metrics.PINGS_SENT.inc()
 
     def _drain(self, sock: socket.socket) -> None:
-        """Read every pong waiting in the socket (the loop would read one per iteration)."""
+        """Read the pongs waiting in the socket, up to :data:`DRAIN_BATCH` (the loop would
+        read one per iteration)."""
         now = asyncio.get_running_loop().time()
-        while True:
-            try:
-                data, sender = sock.recvfrom(wire.MAX_LEN + 1)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:  # ICMP port unreachable from a dead speaker, queued
-                log.debug("heartbeat socket: %s", error)
-                continue
-            pong = udp.decode(data, self.key, role="manager", sender=sender)
-            if pong is not None:
-                verdict = self.tracker.received(pong, now)
-                metrics.RECEIVED.labels("manager", verdict.value).inc()
+        accepted = self.keys.accepted(now)
+        try:
+            for _ in range(DRAIN_BATCH):
+                try:
+                    data, sender = sock.recvfrom(wire.MAX_LEN + 1)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as error:  # ICMP port unreachable from a dead speaker, queued
+                    self._dropped("socket", "heartbeat socket: %s", error)
+                    continue
+                signed = udp.verify(data, accepted, sender=sender, screen=self._screen)
+                if isinstance(signed, str):
+                    self._tally.add(signed)
+                    self._dropped(signed, "pong from %s dropped: %s", sender[0], signed)
+                else:
+                    self._tally.add(self.tracker.received(signed.heartbeat, now).value)
+        finally:
+            self._tally.flush()
+
+    def _screen(self, kind: wire.Kind, node: str, sender: Any) -> str | None:
+        """A pong counts only from an address of the Node it names."""
+        if kind is not wire.Kind.PONG:
+            return tracker.Verdict.NOT_A_PONG.value
+        if udp.source(sender) not in self._addresses.get(NodeName(node), ()):
+            return "unknown_sender"
+        return None
 
     def _judge(self, now: float) -> None:
         if self.tracker.lacking != self.lacking:

@@ -121,10 +121,20 @@ class Speaker:
             port=settings.port,
             addresses=settings.addresses,
             netns=self.netns,
+            rotation=settings.rotation,
         )
         metrics.HEARTBEAT_AGE.set_function(endpoint.age)
         async with asyncio.TaskGroup() as group:
             group.create_task(endpoint.run(), name="speaker/heartbeats/udp")
+            group.create_task(
+                secrets.follow(
+                    self.client,
+                    namespace=settings.secret_namespace,
+                    name=settings.secret_name,
+                    on_key=endpoint.rekey,
+                ),
+                name="speaker/heartbeats/key",
+            )
             group.create_task(self._fence_loop(self.fence), name="speaker/heartbeats/fence")
 
     async def _fence_loop(self, fence: guard.Fence) -> None:

@@ -3,29 +3,48 @@
 Every manager replica pings every speaker (:mod:`porterlb.manager.liveness`); the speaker
 answers each ping :class:`porterlb.liveness.guard.PingGuard` accepts with a signed pong and
 counts it as a sign of life for its :class:`~porterlb.liveness.guard.Fence`. Anything else
-that reaches the port (forged, stale, replayed, garbage) is counted by verdict and dropped.
+that reaches the port (forged, stale, replayed, garbage) is counted by verdict and dropped;
+what is not a ping for this node is dropped before its HMAC is computed, and a pong the kernel
+refuses to send (a firewall, a full queue) is counted, never fatal.
 
 Pings are answered by a thread of their own, not by the event loop: a loop busy for a few
 hundred milliseconds with a burst of Service changes (1,000 Services arriving at once on a
 loaded node did that in the lab) would miss three pings and have its node taken for dead,
 moving every IP it holds. The thread needs the interpreter lock only for microseconds, which
 a busy loop yields every 5 ms (``sys.getswitchinterval``). It answers only while the loop
-itself has run within :data:`LOOP_STALL_LIMIT`, so a wedged speaker still goes silent.
+itself has run within :data:`LOOP_STALL_LIMIT`, so a wedged speaker still goes silent. It
+reads the socket in batches once woken (one ``poll``, then reads until it is empty), so a
+flood of forged datagrams costs one system call each and the genuine pings queued among them
+are answered within a batch.
+
+The managers are pods: the speaker cannot tell their addresses from a Node's, so no sender is
+refused for its address; only the key says a ping is genuine. But a sender whose ping was
+answered is remembered (address and port: a manager pings from one socket while it runs), and
+while the endpoint is behind (a batch read full), a ping from a sender not remembered gets an
+HMAC only within :data:`UNTRUSTED_BUDGET`; the rest are shed, unread beyond their header. A
+flood of forged pings then costs what garbage costs, and the managers already heard keep
+being answered (``bench/heartbeat_flood.py`` has the figures).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
+import logging
+import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from porterlb import health
 from porterlb.kube import secrets
-from porterlb.liveness import guard, metrics, udp, wire
+from porterlb.liveness import guard, keys, metrics, udp, wire
+
+log = logging.getLogger(__name__)
 
 LOOP_STALL_LIMIT: Final = 2.0
 """Seconds the event loop may go without running before pings go unanswered: longer than
@@ -36,7 +55,19 @@ LOOP_BEAT: Final = 0.1
 """Seconds between two marks of the loop's life."""
 
 RECEIVE_TIMEOUT: Final = 0.2
-"""Seconds the answering thread blocks in one receive before it looks at its stop flag."""
+"""Seconds the answering thread waits for a datagram before it looks at its stop flag."""
+
+BATCH: Final = 256
+"""Datagrams read per wake-up before they are handled; a batch read full means the endpoint
+is behind."""
+
+UNTRUSTED_BUDGET: Final = 16
+"""HMACs a full batch spends on senders not yet answered: a sixteenth of it, so a flood costs
+little more than reading it, and a manager that has just started (a new socket) is still
+heard after some sixteen pings (1.6 s) while the flood lasts, far sooner once it stops."""
+
+TRUSTED_KEPT: Final = guard.SESSIONS_KEPT
+"""Answered senders remembered: one per manager replica, plus restarts, as the sessions."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,6 +80,7 @@ class Settings:
     addresses: tuple[str, ...] = ()
     """The node's addresses to answer on (``--heartbeat-addr``); none: every address."""
     fence_after: float = guard.DEFAULT_FENCE_AFTER
+    rotation: keys.Rotation = dataclasses.field(default_factory=keys.Rotation)
 
 
 class Heartbeats:
@@ -64,8 +96,10 @@ class Heartbeats:
         addresses: tuple[str, ...] = (),
         netns: str | None = None,
         wall_clock_ns: Callable[[], int] = time.time_ns,
+        rotation: keys.Rotation | None = None,
     ) -> None:
-        self.key = key
+        self.keys = keys.Keyring(key, rotation=rotation or keys.Rotation())
+        """Replaced whole by :meth:`rekey`; the answering thread only reads it."""
         self.fence = fence
         self.port = port
         self.addresses = addresses
@@ -85,6 +119,17 @@ class Heartbeats:
         self.lacking: tuple[str, ...] = ()
         """The pools whose interface this node lacks, named in every answer; the speaker's
         loop replaces the tuple whole, the answering thread only reads it."""
+        self._tally = metrics.Tally("speaker")
+        self._dropped = udp.BoundedLog(log, logging.DEBUG)
+        self._unsent = udp.BoundedLog(log, logging.WARNING)
+        self._trusted: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        """Senders (address, port) whose pings were answered, least recently first."""
+        self._budget = 0
+        """HMACs left for senders not trusted, in the batch being handled."""
+
+    def rekey(self, key: bytes) -> None:
+        """The heartbeat Secret now holds `key` (see :mod:`porterlb.liveness.keys`)."""
+        self.keys = self.keys.rotated(key, time.monotonic())
 
     async def run(self) -> None:
         socks: list[socket.socket] = []
@@ -94,7 +139,6 @@ class Heartbeats:
             for host in self.addresses or (None,):
                 sock = await udp.bind(port=self.port, netns=self.netns, host=host)
                 socks.append(sock)
-                sock.settimeout(RECEIVE_TIMEOUT)
                 stamp = health.Stamp()
                 self.threads_ran.append(stamp)
                 thread = threading.Thread(
@@ -117,33 +161,70 @@ class Heartbeats:
                 sock.close()
 
     def _answer(self, sock: socket.socket, stop: threading.Event, ran: health.Stamp) -> None:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         while not stop.is_set():
             ran.mark()
-            try:
-                data, sender = sock.recvfrom(wire.MAX_LEN + 1)
-            except TimeoutError:
+            if not poller.poll(RECEIVE_TIMEOUT * 1000):
                 continue
+            try:
+                self.answer_batch(sock)
             except OSError:
                 if stop.is_set():
                     return
                 raise
-            self._received(sock, data, sender)
 
-    def _received(self, sock: socket.socket, data: bytes, sender: Any) -> None:
-        ping = udp.decode(data, self.key, role="speaker", sender=sender)
-        if ping is None:
+    def answer_batch(self, sock: socket.socket) -> None:
+        """Read up to :data:`BATCH` datagrams waiting in `sock` and answer the pings among
+        them (the answering thread's step). Raises OSError when the socket fails."""
+        batch = []
+        with contextlib.suppress(BlockingIOError, InterruptedError):  # read it empty
+            for _ in range(BATCH):
+                batch.append(sock.recvfrom(wire.MAX_LEN + 1))
+        self._budget = UNTRUSTED_BUDGET if len(batch) == BATCH else BATCH
+        accepted = self.keys.accepted(time.monotonic())
+        for data, sender in batch:
+            self._received(sock, data, sender, accepted)
+        self._tally.flush()
+
+    def _received(
+        self, sock: socket.socket, data: bytes, sender: Any, accepted: Sequence[bytes]
+    ) -> None:
+        signed = udp.verify(data, accepted, sender=sender, screen=self._screen)
+        if isinstance(signed, str):
+            self._tally.add(signed)
+            self._dropped(signed, "datagram from %s dropped: %s", sender[0], signed)
             return
+        ping = signed.heartbeat
         now = time.monotonic()
         if now - self._loop_seen > LOOP_STALL_LIMIT:
-            metrics.RECEIVED.labels("speaker", "loop_stalled").inc()
+            self._tally.add("loop_stalled")
             return
         with self._checking:
             verdict = self.guard.check(ping, self.wall_clock_ns())
-        metrics.RECEIVED.labels("speaker", verdict.value).inc()
+        self._tally.add(verdict.value)
         if verdict is guard.Verdict.ANSWERED:
-            sock.sendto(wire.encode(ping.answer(self.lacking), self.key), sender)
+            pong = wire.encode(ping.answer(self.lacking), signed.key)
+            udp.send(sock, pong, sender, role="speaker", what="a pong", logged=self._unsent)
             self._answered = now
             self.fence.sign_of_life(now)
+            self._trusted[sender[:2]] = None
+            self._trusted.move_to_end(sender[:2])
+            if len(self._trusted) > TRUSTED_KEPT:
+                self._trusted.popitem(last=False)
+
+    def _screen(self, kind: wire.Kind, node: str, sender: Any) -> str | None:
+        """Only a ping for this node is worth an HMAC, and while behind, one from a sender
+        answered before or within the budget."""
+        if kind is not wire.Kind.PING:
+            return guard.Verdict.NOT_A_PING.value
+        if node != self.guard.node:
+            return guard.Verdict.WRONG_NODE.value
+        if sender[:2] not in self._trusted:
+            if not self._budget:
+                return "shed"
+            self._budget -= 1
+        return None
 
     def age(self) -> float:
         """Seconds since a valid ping was last answered (a metric, read on any thread)."""

@@ -15,13 +15,14 @@ import re
 import socket
 from collections.abc import AsyncIterator
 
+import lightkube
 import pytest
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from porterlb.api import reasons
 from porterlb.kube import secrets
-from porterlb.liveness import guard, tracker
+from porterlb.liveness import guard, keys, tracker
 from porterlb.manager import liveness
 from porterlb.speaker import heartbeats
 from tests.integration import objects
@@ -63,20 +64,36 @@ async def node_at(client, nodes, name: str, ip: str) -> str:
 
 @contextlib.asynccontextmanager
 async def answering(
-    node: str, ip: str, port: int, key: bytes, *, lacking: tuple[str, ...] = ()
-) -> AsyncIterator[None]:
+    node: str,
+    ip: str,
+    port: int,
+    key: bytes,
+    *,
+    lacking: tuple[str, ...] = (),
+    secret: tuple[lightkube.AsyncClient, str] | None = None,
+    rotation: keys.Rotation | None = None,
+) -> AsyncIterator[heartbeats.Heartbeats]:
     """A speaker's heartbeat endpoint for `node` on `ip`:`port` while the block runs,
-    saying it lacks the interfaces of `lacking`."""
+    saying it lacks the interfaces of `lacking`; with `secret` (client, namespace) it follows
+    the heartbeat Secret as the speaker does."""
     fence = guard.Fence(now=asyncio.get_running_loop().time())
-    endpoint = heartbeats.Heartbeats(node=node, key=key, fence=fence, port=port, addresses=(ip,))
+    endpoint = heartbeats.Heartbeats(
+        node=node, key=key, fence=fence, port=port, addresses=(ip,), rotation=rotation
+    )
     endpoint.lacking = lacking
-    task = asyncio.create_task(endpoint.run(), name=f"test/heartbeats/{node}")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(endpoint.run(), name=f"test/heartbeats/{node}")]
+        if secret is not None:
+            client, namespace = secret
+            follow = secrets.follow(
+                client, namespace=namespace, name=secrets.DEFAULT_NAME, on_key=endpoint.rekey
+            )
+            tasks.append(group.create_task(follow, name=f"test/heartbeats/{node}/key"))
+        try:
+            yield endpoint
+        finally:
+            for task in tasks:
+                task.cancel()
 
 
 async def key_of(client, namespace: str) -> bytes:
