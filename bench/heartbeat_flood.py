@@ -168,7 +168,7 @@ def main() -> None:
 async def _serve(namespace: str) -> None:
     fence = guard.Fence(now=asyncio.get_running_loop().time())
     endpoint = heartbeats.Heartbeats(
-        node=NODE, key=KEY, fence=fence, address=SPEAKER, netns=namespace
+        node=NODE, key=KEY, fence=fence, addresses=(SPEAKER,), netns=namespace
     )
     await endpoint.run()
 

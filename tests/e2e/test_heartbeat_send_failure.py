@@ -50,7 +50,7 @@ def namespace() -> Iterator[str]:
 async def endpoint(namespace: str) -> AsyncIterator[asyncio.Task[None]]:
     fence = guard.Fence(now=asyncio.get_running_loop().time())
     answering = heartbeats.Heartbeats(
-        node=NODE, key=KEY, fence=fence, address=LOOPBACK, netns=namespace
+        node=NODE, key=KEY, fence=fence, addresses=(LOOPBACK,), netns=namespace
     )
     task = asyncio.create_task(answering.run(), name="test/heartbeats")
     yield task
