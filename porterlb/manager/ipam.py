@@ -261,11 +261,13 @@ class Ipam:
             self.eip_queue.add(name)
         if plan.freed:
             self._requeue_pending()
-        if service is None:
+        if obj is None or service is None:
             self._written.pop(service_key, None)
             return queueing.Done()
         trimmed = self._not_yet_seen(service_key, plan)
-        outcome = await queueing.attempt(_write(self.client, service, trimmed))
+        outcome = await queueing.attempt(
+            _write(self.client, service, trimmed, resource_version=reflector.version(obj))
+        )
         if not isinstance(outcome, queueing.Done):
             return outcome
         if trimmed != plan:
@@ -329,9 +331,9 @@ class Ipam:
                     str(meta.get("resourceVersion", "")),
                 )
             self._report_problem(parsed.name, str(meta.get("uid", "")))
-            return await self._write_eip_status(parsed, obj.get("status") or {})
+            return await self._write_eip_status(parsed, obj)
         except errors.Conflict:
-            return queueing.Retry(after=0.0)
+            return queueing.Retry(after=queueing.CONFLICT_RECHECK)
         except errors.TransientError as failure:
             log.warning("%s", failure)
             return queueing.Retry(after=failure.delay)
@@ -355,7 +357,14 @@ class Ipam:
             )
         )
 
-    async def _write_eip_status(self, parsed: eip_api.Eip, old: dict[str, Any]) -> queueing.Outcome:
+    async def _write_eip_status(self, parsed: eip_api.Eip, obj: dict[str, Any]) -> queueing.Outcome:
+        """Bring the Eip's status in line, by a patch of the version `obj` was read as.
+
+        The patch deletes the ``used`` entries `obj` shows and the allocator does not, so it
+        is right only for that version: a newer one (another leader's write) makes it a
+        Conflict and the Eip is decided again from the newer status.
+        """
+        old = obj.get("status") or {}
         # Wait before computing: the status lists every used IP, O(used) to build.
         now = asyncio.get_running_loop().time()
         wait = self._eip_written.get(parsed.name, now) - now
@@ -370,7 +379,9 @@ class Ipam:
         # all of them together EIP_STATUS_RATE entries a second.
         entries = max(len(status.get("used") or ()), self._used_everywhere())
         self._eip_written[parsed.name] = now + max(EIP_STATUS_INTERVAL, entries / EIP_STATUS_RATE)
-        await writers.set_eip_status(self.client, parsed.name, status)
+        await writers.set_eip_status(
+            self.client, parsed.name, status, resource_version=reflector.version(obj)
+        )
         return queueing.Done()
 
     def _used_everywhere(self) -> int:
@@ -400,12 +411,17 @@ def _looks_ours(obj: dict[str, Any]) -> bool:
 
 
 async def _write(
-    client: lightkube.AsyncClient, service: svc.Service, plan: service_plan.Plan
+    client: lightkube.AsyncClient,
+    service: svc.Service,
+    plan: service_plan.Plan,
+    *,
+    resource_version: str,
 ) -> None:
     await writers.write_service(
         client,
         service.namespace,
         service.name,
+        resource_version=resource_version,
         claim=plan.claim,
         unclaim=plan.unclaim,
         ingress=plan.ingress,

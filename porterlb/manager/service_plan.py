@@ -8,6 +8,13 @@ they fail, so a plan that is never written can be decided again safely.
 Bad input never disturbs what works: a malformed annotation or a request that cannot be
 met leaves a Service's current IP in place and reports why; only a Service whose pool
 went away, or that stopped being ours, loses its IP.
+
+A Service that leaves porterlb's class in any way (its type, the opt-in annotation, or, by way
+of another type since the API server keeps the class immutable on a LoadBalancer, another
+``loadBalancerClass``), deleting or not, loses our finalizer and pool label and gives its IP
+back: a finalizer nobody removes leaves the Service Terminating forever, and its pool label
+keeps its Eip from ever being deleted. A Service of another class that carries none of our
+marks is never touched, and its ``status.loadBalancer`` is never ours to clear.
 """
 
 from __future__ import annotations
@@ -65,10 +72,8 @@ def decide(key: ServiceKey, service: svc.Service | None, ctx: Context) -> Plan:
     if service is None:
         return _release(key, ctx, service=None)
     ownership = svc.ownership(service)
-    if ownership is svc.Ownership.OTHER_CLASS:
-        return Plan()  # never touch a Service of another class
     if service.deleting or ownership is not svc.Ownership.OURS:
-        return _release(key, ctx, service=service)
+        return _release(key, ctx, service=service, ownership=ownership)
     return _allocate(service, ctx)
 
 
@@ -79,7 +84,18 @@ def _ours_marked(service: svc.Service) -> bool:
     )
 
 
-def _release(key: ServiceKey, ctx: Context, *, service: svc.Service | None) -> Plan:
+def _release(
+    key: ServiceKey,
+    ctx: Context,
+    *,
+    service: svc.Service | None,
+    ownership: svc.Ownership | None = None,
+) -> Plan:
+    """Give back what `key` holds and take our marks off the Service (None: it is gone).
+
+    The ingress is cleared only on a Service still in no other class, not being deleted and
+    marked as ours: another class's controller owns the status of its Services.
+    """
     held = ctx.alloc.holding(key)
     ctx.alloc.release(key)
     if service is None:
@@ -96,7 +112,8 @@ def _release(key: ServiceKey, ctx: Context, *, service: svc.Service | None) -> P
                 f'"{held.pool}" because the Service {why}',
             ),
         )
-    clear = () if service.ingress and marked and not service.deleting else None
+    theirs = ownership is svc.Ownership.OTHER_CLASS
+    clear = () if service.ingress and marked and not service.deleting and not theirs else None
     return Plan(
         unclaim=marked,
         ingress=clear,

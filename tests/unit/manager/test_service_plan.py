@@ -498,18 +498,38 @@ def test_opted_out_before_the_claim_was_written():
         pytest.param({"lb_class": "metallb.io/l2"}, id="other-class"),
         pytest.param({"lb_class": "metallb.io/l2", "annotations": {}}, id="other-class-only"),
         pytest.param({"lb_class": "metallb.io/l2", "deleting": True}, id="other-class-deleting"),
-        pytest.param(
-            {"lb_class": "metallb.io/l2", "finalizer": True, "label": "lan"},
-            id="other-class-marked",
-        ),
     ],
 )
-def test_service_of_another_class_is_never_touched(kwargs):
+def test_unmarked_service_of_another_class_is_never_touched(kwargs):
     ctx = default_lan()
-    give(ctx, "shop/web", "lan", "198.18.0.1")
+    give(ctx, "shop/db", "lan", "198.18.0.1")
     plan = service_plan.decide(WEB, service(ingress=["198.18.0.7"], **kwargs), ctx)
     assert plan == Plan()
-    assert held(ctx) == {"shop/web": "lan:198.18.0.1"}
+    assert held(ctx) == {"shop/db": "lan:198.18.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        pytest.param({}, NOT_OURS, id="other-class"),
+        pytest.param({"annotations": {}}, NOT_OURS, id="other-class-only"),
+        pytest.param({"deleting": True}, DELETED, id="other-class-deleting"),
+    ],
+)
+def test_service_moved_to_another_class_gives_back_its_ip_and_marks(kwargs, why):
+    """LB -> NodePort -> LB of another class, seen only at the end: the ingress is theirs."""
+    ctx = default_lan()
+    give(ctx, "shop/web", "lan", "198.18.0.1")
+    before = service(
+        ingress=["198.18.0.7"], finalizer=True, label="lan", lb_class="metallb.io/l2", **kwargs
+    )
+    assert service_plan.decide(WEB, before, ctx) == Plan(
+        unclaim=True,
+        reports=(released("198.18.0.1", why),),
+        freed=True,
+        pools=frozenset({LAN}),
+    )
+    assert held(ctx) == {}
 
 
 # -- failures --------------------------------------------------------------------------------
