@@ -67,6 +67,9 @@ class Ipam:
         """Service -> the claim and ingress last written, and when (see _not_yet_seen)."""
         self._eip_written: dict[str, float] = {}
         """Eip -> when its status may be written again."""
+        self._kept: set[ServiceKey] = set()
+        """Services that keep an IP while asking for another one that could not be had (a
+        full pool, a taken IP): like those holding nothing, they wait for an address to free."""
         self.service_queue = queueing.WorkQueue(
             self._handle_service, name="ipam/services", workers=workers
         )
@@ -117,6 +120,7 @@ class Ipam:
         self._eip_written = {}
         self._eips_parsed = None
         self._written = {}
+        self._kept = set()
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -225,11 +229,14 @@ class Ipam:
             self._requeue_pending(namespace=name)
 
     def _requeue_pending(self, namespace: str | None = None) -> None:
-        """Enqueue every Service of ours that holds no IP (a pool may have room for it now)."""
+        """Enqueue every Service of ours that holds no IP, or not the one it asks for (a pool
+        may have room for it now)."""
         for key, obj in self.services.cache.items():
             if namespace is not None and not key.startswith(f"{namespace}/"):
                 continue
-            if self.alloc.holding(ServiceKey(key)) is None and _looks_ours(obj):
+            if (self.alloc.holding(ServiceKey(key)) is None or key in self._kept) and _looks_ours(
+                obj
+            ):
                 self.service_queue.add(key)
 
     # -- Services --------------------------------------------------------------------------
@@ -259,6 +266,11 @@ class Ipam:
             self._last_report.pop(service_key, None)
         for name in plan.pools:
             self.eip_queue.add(name)
+        failed = any(r.reason == reasons.ALLOCATION_FAILED for r in plan.reports)
+        if failed and self.alloc.holding(service_key) is not None:
+            self._kept.add(service_key)
+        else:
+            self._kept.discard(service_key)
         if plan.freed:
             self._requeue_pending()
         if obj is None or service is None:
