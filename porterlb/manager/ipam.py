@@ -340,8 +340,12 @@ class Ipam:
                     self.client,
                     name,
                     [*parsed.finalizers, wellknown.EIP_FINALIZER],
-                    str(meta.get("resourceVersion", "")),
+                    reflector.version(obj),
                 )
+                # The status is written from the version this write made, which the watch
+                # brings with the Eip queued again: a status written from `obj` would be
+                # refused as a Conflict.
+                return queueing.Done()
             self._report_problem(parsed.name, str(meta.get("uid", "")))
             return await self._write_eip_status(parsed, obj)
         except errors.Conflict:
