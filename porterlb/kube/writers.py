@@ -12,9 +12,12 @@ leader's Lease ``leaseTransitions`` recorded beside the decision, would only let
 ignore a stale record after it had landed, and every reader (speakers, the lab, kubectl
 users) would have to read the Lease to know; the precondition keeps stale records out of the
 API altogether and costs nothing but the field. Within one object's history this gives a
-total order; across objects a late write is an ordinary change that the new leader reads
-from its watch like any other (an IP recorded twice is settled for the older Service, see
-:mod:`porterlb.manager.ipam`).
+total order. Across objects a late write is an ordinary change that the new leader reads from
+its watch and decides again like any other: a Service whose late-recorded IP the new leader
+gave to another Service meanwhile gets an address of its own, and a late announcing record
+that disagrees with the other Services of a shared IP leaves that IP unanswered, never
+answered twice, until the new leader writes it again (speakers answer for a shared IP only
+when all its Services name their node).
 
 Services take strategic-merge patches, so adding or removing our finalizer never rewrites
 somebody else's; Eips (a CRD, no strategic merge) take JSON merge patches.
