@@ -429,13 +429,38 @@ def violations(snapshot: Snapshot, pools: Sequence[Pool]) -> list[str]:
         expected = {ip: ";".join(sorted(h)) for ip, h in recount[pool.name].items()}
         used = status.get("used") or {}
         if used != expected or status.get("usage") != len(expected):
-            missing = expected.keys() - used.keys()
-            extra = used.keys() - expected.keys()
+            differ = sorted(
+                ip for ip in used.keys() | expected.keys() if used.get(ip) != expected.get(ip)
+            )
             found.append(
-                f"Eip {pool.name}: usage {status.get('usage')} and {len(used)} used, recount"
-                f" {len(expected)} (missing {sorted(missing)[:5]}, leaked {sorted(extra)[:5]})"
+                f"Eip {pool.name}: usage {status.get('usage')}, recount {len(expected)}; "
+                + "; ".join(
+                    f"{ip} recorded for {used.get(ip)}, held by {expected.get(ip)}"
+                    f" ({_describe(snapshot, used.get(ip))})"
+                    for ip in differ[:5]
+                )
             )
     return found
+
+
+def _describe(snapshot: Snapshot, holders: str | None) -> str:
+    """What the API shows of the Services an Eip's status names."""
+    shown = []
+    for holder in (holders or "").split(";"):
+        name = holder.partition("/")[2]
+        found = [s for s in snapshot.services if s["metadata"]["name"] == name]
+        if not found:
+            shown.append(f"{name}: gone")
+            continue
+        svc = found[0]
+        meta = svc["metadata"]
+        shown.append(
+            f"{name}: {svc['spec'].get('type')} class {svc['spec'].get('loadBalancerClass')}"
+            f" ours {_ours(svc)} ingress {_ingress(svc)}"
+            f" label {(meta.get('labels') or {}).get(wellknown.POOL_LABEL)}"
+            f" finalizers {meta.get('finalizers')} rv {meta.get('resourceVersion')}"
+        )
+    return ", ".join(shown)
 
 
 def _full(pool: Pool, snapshot: Snapshot) -> bool:
@@ -563,10 +588,17 @@ async def _setup(http: httpx2.AsyncClient, namespace: str, pools: Sequence[Pool]
 
 
 async def _teardown(
-    http: httpx2.AsyncClient, namespace: str, pools: Sequence[Pool], nodes: Sequence[str]
+    http: httpx2.AsyncClient,
+    namespace: str,
+    services: Sequence[str],
+    pools: Sequence[Pool],
+    nodes: Sequence[str],
 ) -> None:
     """Delete the Services and Eips while a manager still runs to let them go, then the Nodes."""
-    await _request(http, Request("DELETE", f"/api/v1/namespaces/{namespace}/services"))
+    path = f"/api/v1/namespaces/{namespace}/services"
+    await send(
+        http, [Op("delete", name, (Request("DELETE", f"{path}/{name}"),)) for name in services]
+    )
     for pool in pools:
         await _request(
             http, Request("DELETE", f"/apis/network.kubesphere.io/v1alpha2/eips/{pool.name}")
@@ -644,11 +676,14 @@ async def run(
                 )
             except Diverged as diverged:
                 raise Diverged(f"phase {index + 1}: {diverged}\n{managers.tail()}") from None
-            result.phases.append(Phase(count, sent, converged, killed, await managers.leader(http)))
+            phase = Phase(count, sent, converged, killed, await managers.leader(http))
+            result.phases.append(phase)
+            print(f"phase {index + 1}: {phase}", file=sys.stderr, flush=True)
         final = await read(http, namespace, [p.name for p in pools])
         result.services = len(final.services)
         result.holding = sum(bool(_ingress(s)) for s in final.services if _ours(s))
-        await _teardown(http, namespace, pools, nodes)
+        names = [svc["metadata"]["name"] for svc in final.services]
+        await _teardown(http, namespace, names, pools, nodes)
         await _wait_eips_gone(http, [p.name for p in pools], settings.converge_within)
     finally:
         await managers.stop()
