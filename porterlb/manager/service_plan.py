@@ -160,17 +160,36 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
                 f'Service {service.key}: allocated {ip} from pool "{held.pool}"',
             ),
         )
+    moved = before is not None and before.ip != held.ip
+    return _recorded(
+        service,
+        held,
+        reports=reports,
+        freed=moved,
+        pools=_pools(before) | _pools(held) if before != held else frozenset(),
+    )
+
+
+def _recorded(
+    service: svc.Service,
+    held: allocator.Allocation,
+    *,
+    reports: tuple[Report, ...],
+    freed: bool = False,
+    pools: frozenset[PoolName] = frozenset(),
+) -> Plan:
+    """The writes that make the Service show `held`: the claim of its pool and its IP."""
+    ip = str(held.ip)
     needs_claim = (
         wellknown.SERVICE_FINALIZER not in service.finalizers
         or service.label(wellknown.POOL_LABEL) != held.pool
     )
-    moved = before is not None and before.ip != held.ip
     return Plan(
         claim=held.pool if needs_claim else None,
         ingress=(ip,) if service.ingress != (ip,) else None,
         reports=reports,
-        freed=moved,
-        pools=_pools(before) | _pools(held) if before != held else frozenset(),
+        freed=freed,
+        pools=pools,
     )
 
 
@@ -190,9 +209,16 @@ def _still_fits(held: allocator.Allocation, wanted: svc.Wanted, ctx: Context) ->
 
 
 def _failed(service: svc.Service, held: allocator.Allocation | None, why: str) -> Plan:
+    """A request that cannot be met: the Service keeps the IP it holds, recorded.
+
+    Recorded, because the allocator may hold an IP the Service does not show: a write of it
+    refused (a Conflict) just before the Service changed its request, or the status cleared
+    by a round trip through another type. Kept in memory but never written, it would be
+    counted in its Eip's status by no Service: a leak (bench.churn found it).
+    """
     report = Report(True, reasons.ALLOCATION_FAILED, why)
     if held is not None:
-        return Plan(reports=(report,))  # keeps the IP it has
+        return _recorded(service, held, reports=(report,))
     marked = _ours_marked(service)
     return Plan(
         unclaim=marked,

@@ -691,16 +691,39 @@ def test_failure_keeps_the_current_address(eips, kwargs, message):
         ctx = context(*eips, make_eip("spare", "198.18.5.0/24", day=9))
         give(ctx, "other/svc", "lan", "198.18.0.7")
         give(ctx, "shop/web", "spare", "198.18.5.1")
-        current = "198.18.5.1"
+        current, pool_name = "198.18.5.1", "spare"
         kwargs = {**kwargs, "annotations": pool_annotation("lan")}
     else:
         give(ctx, "shop/web", "lan", "198.18.0.1")
-        current = "198.18.0.1"
+        current, pool_name = "198.18.0.1", "lan"
     before = held(ctx)
-    written = service(ingress=[current], finalizer=True, label="lan", **kwargs)
+    written = service(ingress=[current], finalizer=True, label=pool_name, **kwargs)
     plan = service_plan.decide(WEB, written, ctx)
     assert plan == Plan(reports=(failed(message),))
     assert held(ctx) == before
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({}, id="never-written"),
+        pytest.param({"finalizer": True, "label": "lan"}, id="status-cleared"),
+    ],
+)
+def test_failure_records_the_address_held_but_not_shown(kwargs):
+    """Held in memory, not on the Service (its write was refused, or a round trip through
+    another type cleared it) when its new request fails: kept, and written, never leaked."""
+    ctx = context(*TWO_POOLS, make_eip("full", "198.18.3.1", day=4))
+    give(ctx, "other/svc", "full", "198.18.3.1")
+    give(ctx, "shop/web", "lan", "198.18.0.1")
+    asks_full = service(annotations=pool_annotation("full"), **kwargs)
+    plan = service_plan.decide(WEB, asks_full, ctx)
+    assert plan == Plan(
+        claim=None if kwargs else LAN,
+        ingress=("198.18.0.1",),
+        reports=(failed('Service shop/web: pool "full" (198.18.3.1) has no free address'),),
+    )
+    assert held(ctx) == {"other/svc": "full:198.18.3.1", "shop/web": "lan:198.18.0.1"}
 
 
 def test_failure_after_the_pool_went_away_clears_the_service():
