@@ -66,6 +66,10 @@ MANAGER_TIMING = ("--lease-duration", "3", "--renew-deadline", "2", "--retry-per
 POLL = 0.5
 """Seconds between two reads of the API while waiting for a phase to converge."""
 
+TIMEOUT = httpx2.Timeout(60.0, connect=5.0)
+"""The driver's and the checker's requests: the managers' 10 s limit (kube.client) was
+exceeded on 2 cores shared with seven other loads, and a lost operation spoils the run."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
@@ -324,6 +328,7 @@ async def _request(http: httpx2.AsyncClient, request: Request) -> None:
         request.path,
         content=None if request.body is None else msgspec.json.encode(request.body),
         headers={"Content-Type": request.content_type},
+        timeout=TIMEOUT,
     )
     if reply.status_code >= 300 and reply.status_code != 404:
         raise RuntimeError(f"{request.method} {request.path}: {reply.status_code} {reply.text}")
@@ -471,12 +476,12 @@ def _full(pool: Pool, snapshot: Snapshot) -> bool:
 async def read(http: httpx2.AsyncClient, namespace: str, eips: Sequence[str]) -> Snapshot:
     """The Services of `namespace`, the Eips named and the Nodes, as the API has them now."""
     services = msgspec.json.decode(
-        (await http.get(f"/api/v1/namespaces/{namespace}/services")).content
+        (await http.get(f"/api/v1/namespaces/{namespace}/services", timeout=TIMEOUT)).content
     )["items"]
     listed = msgspec.json.decode(
-        (await http.get("/apis/network.kubesphere.io/v1alpha2/eips")).content
+        (await http.get("/apis/network.kubesphere.io/v1alpha2/eips", timeout=TIMEOUT)).content
     )["items"]
-    nodes = msgspec.json.decode((await http.get("/api/v1/nodes")).content)["items"]
+    nodes = msgspec.json.decode((await http.get("/api/v1/nodes", timeout=TIMEOUT)).content)["items"]
     return Snapshot(
         services=services,
         eips={e["metadata"]["name"]: e for e in listed if e["metadata"]["name"] in eips},
@@ -695,7 +700,7 @@ async def _wait_eips_gone(http: httpx2.AsyncClient, names: Sequence[str], within
     deadline = loop.time() + within
     while loop.time() < deadline:
         listed = msgspec.json.decode(
-            (await http.get("/apis/network.kubesphere.io/v1alpha2/eips")).content
+            (await http.get("/apis/network.kubesphere.io/v1alpha2/eips", timeout=TIMEOUT)).content
         )["items"]
         if not {e["metadata"]["name"] for e in listed} & set(names):
             return
