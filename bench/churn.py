@@ -132,6 +132,8 @@ class Phase:
     seconds: float
     converged: float
     killed: str | None
+    holder_killed: bool
+    """Whether the replica killed held the Lease (else none was recorded as holding it)."""
     leader_after: str | None
 
 
@@ -144,6 +146,8 @@ class Result:
     next allocation of that IP written in either order): counted, never a failure."""
     services: int = 0
     holding: int = 0
+    transitions: int = 0
+    """Times the Lease changed hands: the kills, and renewals missed on a loaded machine."""
 
 
 class Diverged(AssertionError):
@@ -521,23 +525,34 @@ class Managers:
 
     async def leader(self, http: httpx2.AsyncClient) -> str | None:
         reply = await http.get(
-            f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{election.LEASE_NAME}"
+            f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{election.LEASE_NAME}",
+            timeout=TIMEOUT,
         )
         if reply.status_code != 200:
             return None
         holder = (msgspec.json.decode(reply.content).get("spec") or {}).get("holderIdentity")
         return str(holder) if holder else None
 
-    async def kill_leader(self, http: httpx2.AsyncClient) -> str:
-        """SIGKILL the replica holding the Lease (any, if none does) and start another."""
-        victim = await self.leader(http)
-        if victim not in self.running:
-            victim = sorted(self.running)[0]
+    async def kill_leader(self, http: httpx2.AsyncClient) -> tuple[str, bool]:
+        """SIGKILL the replica holding the Lease (any, if none does) and start another; the
+        replica killed and whether it held the Lease."""
+        holder = await self.leader(http)
+        victim = holder if holder in self.running else sorted(self.running)[0]
         process = self.running.pop(victim)
         process.send_signal(signal.SIGKILL)
         await process.wait()
         await self.start()
-        return victim
+        return victim, victim == holder
+
+    async def transitions(self, http: httpx2.AsyncClient) -> int:
+        """How often the Lease changed hands (``spec.leaseTransitions``)."""
+        reply = await http.get(
+            f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{election.LEASE_NAME}",
+            timeout=TIMEOUT,
+        )
+        return int(
+            (msgspec.json.decode(reply.content).get("spec") or {}).get("leaseTransitions", 0)
+        )
 
     async def stop(self) -> None:
         for process in self.running.values():
@@ -674,19 +689,24 @@ async def run(
             started = time.monotonic()
             await send(http, ops)
             sent = time.monotonic() - started
-            killed = await managers.kill_leader(http) if index in boundaries else None
+            killed, holder_killed = (
+                await managers.kill_leader(http) if index in boundaries else (None, False)
+            )
             try:
                 converged = await _converge(
                     http, namespace, pools, settings.converge_within, result
                 )
             except Diverged as diverged:
                 raise Diverged(f"phase {index + 1}: {diverged}\n{managers.tail()}") from None
-            phase = Phase(count, sent, converged, killed, await managers.leader(http))
+            phase = Phase(
+                count, sent, converged, killed, holder_killed, await managers.leader(http)
+            )
             result.phases.append(phase)
             print(f"phase {index + 1}: {phase}", file=sys.stderr, flush=True)
         final = await read(http, namespace, [p.name for p in pools])
         result.services = len(final.services)
         result.holding = sum(bool(_ingress(s)) for s in final.services if _ours(s))
+        result.transitions = await managers.transitions(http)
         names = [svc["metadata"]["name"] for svc in final.services]
         await _teardown(http, namespace, names, pools, nodes)
         await _wait_eips_gone(http, [p.name for p in pools], settings.converge_within)
@@ -723,15 +743,17 @@ def _kill_points(phases: int, kills: int) -> frozenset[int]:
 def table(settings: Settings, result: Result, elapsed: float) -> Iterator[str]:
     converged = [p.converged for p in result.phases]
     kills = sum(p.killed is not None for p in result.phases)
-    leaders = {p.leader_after for p in result.phases if p.leader_after}
+    of_holder = sum(p.holder_killed for p in result.phases)
     yield (
-        "| ops | seed | phases | leader kills | leaders seen | ops/s sent | converged p50 / max"
-        " | violations | transient double records | Services at end (holding an IP) | wall |"
+        "| ops | seed | phases | kills (of the Lease holder) | Lease transitions | ops/s sent"
+        " | converged p50 / max | violations | transient double records"
+        " | Services at end (holding an IP) | wall |"
     )
     yield "|---|---|---|---|---|---|---|---|---|---|---|"
     sent = sum(p.seconds for p in result.phases)
     yield (
-        f"| {settings.ops} | {settings.seed} | {len(result.phases)} | {kills} | {len(leaders)}"
+        f"| {settings.ops} | {settings.seed} | {len(result.phases)} | {kills} ({of_holder})"
+        f" | {result.transitions}"
         f" | {settings.ops / sent:.0f} | {statistics.median(converged):.1f} s /"
         f" {max(converged):.1f} s | 0 | {result.transient_double} | {result.services}"
         f" ({result.holding}) | {elapsed:.0f} s |"
