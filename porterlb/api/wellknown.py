@@ -28,7 +28,8 @@ SHARING_KEY: Final = "porterlb.io/sharing-key"
 
 ANNOUNCED_BY: Final = "porterlb.io/announced-by"
 """Annotation the manager writes on a Service: the one node that answers ARP/NDP for its IP.
-One writer (the leading manager), one small patch per change, visible in ``kubectl get -o yaml``."""
+One writer (the leading manager), one small patch of the Service's ``/status`` per change (so
+the manager needs no ``patch`` on Services), visible in ``kubectl get -o yaml``."""
 
 EXCLUDE_FROM_LB: Final = "node.kubernetes.io/exclude-from-external-load-balancers"
 """The standard Node label: a node carrying it never announces a LoadBalancer IP."""

@@ -41,13 +41,22 @@ class GiveUp:
 Outcome = Done | Retry | GiveUp
 Handler = Callable[[str], Awaitable[Outcome]]
 
+CONFLICT_RECHECK = 1.0
+"""Seconds before deciding again a key whose write lost to a newer version (a Conflict).
+
+Writes carry the resourceVersion they were decided from (:mod:`porterlb.kube.writers`), so a
+Conflict means the cache is behind: the newer version's watch event requeues the key as soon
+as the cache holds it, and that is what deciding again must wait for. Retrying at once would
+decide from the same stale copy and be refused again, a loop of refused writes for as long as
+the watch lags; this retry is only the safety net should that event never come."""
+
 
 async def attempt(write: Awaitable[object]) -> Outcome:
     """Await `write` and turn porterlb's error classes into the handler's outcome."""
     try:
         await write
     except errors.Conflict:
-        return Retry(after=0.0)
+        return Retry(after=CONFLICT_RECHECK)
     except errors.TransientError as failure:
         log.warning("%s", failure)
         return Retry(after=failure.delay)

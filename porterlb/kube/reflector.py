@@ -57,6 +57,11 @@ def object_key(obj: Mapping[str, Any]) -> str:
     return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
 
 
+def version(obj: Mapping[str, Any]) -> str:
+    """The ``metadata.resourceVersion`` of a cached object: what a decision was read from."""
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
 def slim(obj: dict[str, Any]) -> dict[str, Any]:
     """`obj` without what no part of porterlb reads (``metadata.managedFields``)."""
     meta = obj.get("metadata")

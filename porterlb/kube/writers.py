@@ -1,21 +1,42 @@
 """The writes the manager makes, each one small patch, each error mapped to porterlb's.
 
-Services take strategic-merge patches, so adding or removing our finalizer never rewrites
-somebody else's; Eips (a CRD, no strategic merge) take JSON merge patches carrying the
-resourceVersion they were decided from, so a concurrent change is a :class:`Conflict`
-instead of a lost update.
+**Every write is a compare-and-swap.** Each patch carries the ``metadata.resourceVersion`` of
+the object the decision was read from (the watch cache's copy), and the API server refuses it
+with 409 (:class:`porterlb.errors.Conflict`) when the object changed since. This is how a
+leader's late write is fenced: a patch sent just before the leader stepped down, delayed in
+the network or in the API server, cannot land after a newer leader's write to that object,
+because that write changed the resourceVersion it was decided from; and a newer leader never
+overwrites what an old one wrote without having read it. A write that loses is decided
+again from the newer object, whose watch event requeues its key. The alternative, the
+leader's Lease ``leaseTransitions`` recorded beside the decision, would only let readers
+ignore a stale record after it had landed, and every reader (speakers, the lab, kubectl
+users) would have to read the Lease to know; the precondition keeps stale records out of the
+API altogether and costs nothing but the field. Within one object's history this gives a
+total order. Across objects a late write is an ordinary change that the new leader reads from
+its watch and decides again like any other: a Service whose late-recorded IP the new leader
+gave to another Service meanwhile gets an address of its own, and a late announcing record
+that disagrees with the other Services of a shared IP leaves that IP unanswered, never
+answered twice, until the new leader writes it again (speakers answer for a shared IP only
+when all its Services name their node).
 
-A Service is claimed (finalizer and pool label) and given its IP in *one* patch of its
-``status`` subresource: a Service's status strategy resets only ``spec`` (kube-apiserver
-``pkg/registry/core/service/strategy.go``), and Kubernetes' own cloud-provider Service
-controller adds and removes its finalizer through ``/status`` the same way
-(``k8s.io/cloud-provider/service/helpers.PatchService``). One write instead of two halves
-what each Service costs the API server and the watchers, and the IP is never visible
-without the finalizer that releases it. If a server ever ignored metadata there, the reply
-shows it and the marks are written to the object itself at once.
+Services take strategic-merge patches, so adding or removing our finalizer never rewrites
+somebody else's; Eips (a CRD, no strategic merge) take JSON merge patches.
+
+**Only the ``/status`` subresource of a Service is written.** The claim (finalizer and pool
+label), the IP and the announcing node (annotation ``porterlb.io/announced-by``) all go
+through ``services/status``: a Service's status strategy resets only ``spec``
+(kube-apiserver ``pkg/registry/core/service/strategy.go``, ``serviceStatusStrategy``), and
+Kubernetes' own cloud-provider Service controller adds and removes its finalizer through
+``/status`` the same way (``k8s.io/cloud-provider/service/helpers.PatchService``). So the
+manager needs no ``patch`` on ``services`` itself, which would let it rewrite any Service's
+selector and ports. One write instead of two halves what each Service costs the API server
+and the watchers, and the IP is never visible without the finalizer that releases it. The
+reply is checked: should a server (or a mutating webhook) drop the metadata of a status
+write, the write fails with a :class:`porterlb.errors.TransientError` naming what was
+dropped rather than falling back to a write of the object itself.
 
 Patches go out as raw JSON through the client's httpx2 client (:func:`client.http`); only
-replies that say something (the claim's, an error's Status) are decoded.
+replies that say something (the Service's, an error's Status) are decoded.
 """
 
 from __future__ import annotations
@@ -101,73 +122,129 @@ def _marks(claim: str | None, unclaim: bool) -> dict[str, Any]:
     return {}
 
 
+METADATA_DROPPED_DELAY = 30.0
+"""Seconds before retrying a status write whose metadata the server dropped: a cluster's
+configuration (a webhook) has to change first, so retrying at once would only repeat it."""
+
+
 async def write_service(
     client: lightkube.AsyncClient,
     namespace: str,
     name: str,
     *,
+    resource_version: str,
     claim: str | None = None,
     unclaim: bool = False,
     ingress: Sequence[str] | None = None,
 ) -> None:
     """Claim (finalizer + pool label `claim`) or unclaim a Service and set its ingress IPs.
 
-    One strategic-merge patch of ``status``; `ingress` None leaves the IPs, an empty list
-    clears them. Raises Conflict, InvalidSpec or TransientError (see :func:`raise_for_reply`).
+    One strategic-merge patch of ``status`` that applies only to `resource_version`;
+    `ingress` None leaves the IPs, an empty list clears them. Raises Conflict (the Service
+    changed since `resource_version`), InvalidSpec or TransientError (see
+    :func:`raise_for_reply`; also when the server dropped the finalizer or label).
     """
-    what = f"Service {namespace}/{name}"
-    patch: dict[str, Any] = {}
     marks = _marks(claim, unclaim)
-    if marks:
-        patch["metadata"] = marks
+    meta: dict[str, Any] = dict(marks)
+    status = None
     if ingress is not None:
-        patch["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress]}}
-    if not patch:
+        status = {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress]}}
+    if not marks and status is None:
         return
-    reply = await _patch(
+    reply = await _patch_status(client, namespace, name, meta, status, resource_version)
+    if marks and reply.status_code < 300 and not carries_marks(reply, claim):
+        mark = f"finalizer and pool label {claim}" if claim is not None else "removal of the marks"
+        raise errors.TransientError(
+            f"Service {namespace}/{name}: the API server accepted the {mark} through"
+            " services/status but the Service does not show it; a mutating webhook or a server"
+            " that ignores metadata on status writes is in the way",
+            delay=METADATA_DROPPED_DELAY,
+        )
+
+
+async def set_announcing_node(
+    client: lightkube.AsyncClient,
+    namespace: str,
+    name: str,
+    node: str | None,
+    *,
+    resource_version: str | None,
+) -> None:
+    """Record on a Service which node announces its IP (None removes the record).
+
+    Written through ``status`` like the claim, applying only to `resource_version` (None:
+    to any version, for tools and tests). Raises as :func:`write_service`.
+    """
+    meta = {"annotations": {wellknown.ANNOUNCED_BY: node}}
+    reply = await _patch_status(client, namespace, name, meta, None, resource_version)
+    if reply.status_code < 300 and announced_by(reply) != node:
+        raise errors.TransientError(
+            f"Service {namespace}/{name}: the API server accepted announcing node {node}"
+            f" (annotation {wellknown.ANNOUNCED_BY}) through services/status but the Service"
+            " does not show it; a mutating webhook or a server that ignores metadata on status"
+            " writes is in the way",
+            delay=METADATA_DROPPED_DELAY,
+        )
+
+
+async def _patch_status(
+    client: lightkube.AsyncClient,
+    namespace: str,
+    name: str,
+    meta: dict[str, Any],
+    status: dict[str, Any] | None,
+    resource_version: str | None,
+) -> httpx2.Response:
+    if resource_version is not None:
+        meta = {**meta, "resourceVersion": resource_version}
+    patch: dict[str, Any] = {"metadata": meta} if meta else {}
+    if status is not None:
+        patch["status"] = status
+    return await _patch(
         client,
         resources.Service.Status,
         name,
         patch,
         namespace=namespace,
         patch_type=PatchType.STRATEGIC,
-        what=f"{what}: status",
+        what=f"Service {namespace}/{name}: status",
     )
-    if marks and reply.status_code < 300 and not carries_marks(reply, claim):
-        await _patch_service(client, namespace, name, {"metadata": marks}, "claim")
+
+
+def _reply_meta(reply: httpx2.Response) -> dict[str, Any]:
+    meta: dict[str, Any] = msgspec.json.decode(reply.content).get("metadata") or {}
+    return meta
 
 
 def carries_marks(reply: httpx2.Response, claim: str | None) -> bool:
     """Whether the Service in `reply` carries the marks of `claim` (None: carries none)."""
-    meta = msgspec.json.decode(reply.content).get("metadata") or {}
+    meta = _reply_meta(reply)
     claimed = wellknown.SERVICE_FINALIZER in (meta.get("finalizers") or ())
     label = (meta.get("labels") or {}).get(wellknown.POOL_LABEL)
     return claimed and label == claim if claim is not None else not claimed and label is None
 
 
-async def _patch_service(
-    client: lightkube.AsyncClient, namespace: str, name: str, patch: Patch, what: str
-) -> None:
-    await _patch(
-        client,
-        resources.Service,
-        name,
-        patch,
-        namespace=namespace,
-        patch_type=PatchType.STRATEGIC,
-        what=f"Service {namespace}/{name}: {what}",
-    )
+def announced_by(reply: httpx2.Response) -> str | None:
+    """The announcing node recorded on the Service in `reply` (None: none)."""
+    return (_reply_meta(reply).get("annotations") or {}).get(wellknown.ANNOUNCED_BY) or None
 
 
 async def set_eip_status(
-    client: lightkube.AsyncClient, name: str, status: Mapping[str, Any]
+    client: lightkube.AsyncClient,
+    name: str,
+    status: Mapping[str, Any],
+    *,
+    resource_version: str,
 ) -> None:
-    """Replace the porterlb-owned fields of an Eip's status."""
+    """Replace the porterlb-owned fields of an Eip's status, decided from `resource_version`.
+
+    Raises Conflict when the Eip changed since, else as :func:`raise_for_reply`.
+    """
     await _patch(
         client,
         resources.Eip.Status,
         name,
-        {"status": status},
+        {"metadata": {"resourceVersion": resource_version}, "status": status},
         namespace=None,
         patch_type=PatchType.MERGE,
         what=f'Eip "{name}": status',
@@ -188,11 +265,3 @@ async def set_eip_finalizers(
         patch_type=PatchType.MERGE,
         what=f'Eip "{name}": finalizers',
     )
-
-
-async def set_announcing_node(
-    client: lightkube.AsyncClient, namespace: str, name: str, node: str | None
-) -> None:
-    """Record on a Service which node announces its IP (None removes the record)."""
-    patch = {"metadata": {"annotations": {wellknown.ANNOUNCED_BY: node}}}
-    await _patch_service(client, namespace, name, patch, "announcing node")

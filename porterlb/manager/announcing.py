@@ -229,7 +229,7 @@ class Announcing:
         served = ip is not None and self.endpoints.of(service_key).ready
         self.ledger.use(service_key, ip if served else None)
         self._asks.pop(service_key, None)
-        if service is None:
+        if obj is None or service is None:
             self._said.pop(service_key, None)
             return queueing.Done()
         node = None
@@ -245,7 +245,13 @@ class Announcing:
                 self._lost.pop(ip, None)  # it stayed, or its move is already recorded
             return queueing.Done()
         outcome = await queueing.attempt(
-            writers.set_announcing_node(self.client, service.namespace, service.name, node)
+            writers.set_announcing_node(
+                self.client,
+                service.namespace,
+                service.name,
+                node,
+                resource_version=reflector.version(obj),
+            )
         )
         if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
             took = self._count_failover(ip, moved_from)

@@ -71,6 +71,9 @@ class Ipam:
         """Service -> the claim and ingress last written, and when (see _not_yet_seen)."""
         self._eip_written: dict[str, float] = {}
         """Eip -> when its status may be written again."""
+        self._kept: set[ServiceKey] = set()
+        """Services that keep an IP while asking for another one that could not be had (a
+        full pool, a taken IP): like those holding nothing, they wait for an address to free."""
         self.service_queue = queueing.WorkQueue(
             self._handle_service, name="ipam/services", workers=workers
         )
@@ -135,6 +138,7 @@ class Ipam:
         self._eip_written = {}
         self._eips_parsed = None
         self._written = {}
+        self._kept = set()
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -244,11 +248,13 @@ class Ipam:
             self._requeue_pending(namespace=name)
 
     def _requeue_pending(self, namespace: str | None = None) -> None:
-        """Enqueue every Service of ours that holds no IP (a pool may have room for it now)."""
+        """Enqueue every Service of ours that holds no IP, or not the one it asks for (a pool
+        may have room for it now)."""
         for key, obj in self.services.cache.items():
             if namespace is not None and not key.startswith(f"{namespace}/"):
                 continue
-            if self.alloc.holding(ServiceKey(key)) is None and _looks_ours(obj, self.lb_class):
+            held = self.alloc.holding(ServiceKey(key))
+            if (held is None or key in self._kept) and _looks_ours(obj, self.lb_class):
                 self.service_queue.add(key)
 
     # -- Services --------------------------------------------------------------------------
@@ -281,13 +287,20 @@ class Ipam:
             self._last_report.pop(service_key, None)
         for name in plan.pools:
             self.eip_queue.add(name)
+        failed = any(r.reason == reasons.ALLOCATION_FAILED for r in plan.reports)
+        if failed and self.alloc.holding(service_key) is not None:
+            self._kept.add(service_key)
+        else:
+            self._kept.discard(service_key)
         if plan.freed:
             self._requeue_pending()
-        if service is None:
+        if obj is None or service is None:
             self._written.pop(service_key, None)
             return queueing.Done()
         trimmed = self._not_yet_seen(service_key, plan)
-        outcome = await queueing.attempt(_write(self.client, service, trimmed))
+        outcome = await queueing.attempt(
+            _write(self.client, service, trimmed, resource_version=reflector.version(obj))
+        )
         if not isinstance(outcome, queueing.Done):
             return outcome
         if trimmed != plan:
@@ -348,12 +361,16 @@ class Ipam:
                     self.client,
                     name,
                     [*parsed.finalizers, wellknown.EIP_FINALIZER],
-                    str(meta.get("resourceVersion", "")),
+                    reflector.version(obj),
                 )
+                # The status is written from the version this write made, which the watch
+                # brings with the Eip queued again: a status written from `obj` would be
+                # refused as a Conflict.
+                return queueing.Done()
             self._report_problem(parsed.name, str(meta.get("uid", "")))
-            return await self._write_eip_status(parsed, obj.get("status") or {})
+            return await self._write_eip_status(parsed, obj)
         except errors.Conflict:
-            return queueing.Retry(after=0.0)
+            return queueing.Retry(after=queueing.CONFLICT_RECHECK)
         except errors.TransientError as failure:
             log.warning("%s", failure, extra=logs.fields(pool=name))
             return queueing.Retry(after=failure.delay)
@@ -377,7 +394,14 @@ class Ipam:
             )
         )
 
-    async def _write_eip_status(self, parsed: eip_api.Eip, old: dict[str, Any]) -> queueing.Outcome:
+    async def _write_eip_status(self, parsed: eip_api.Eip, obj: dict[str, Any]) -> queueing.Outcome:
+        """Bring the Eip's status in line, by a patch of the version `obj` was read as.
+
+        The patch deletes the ``used`` entries `obj` shows and the allocator does not, so it
+        is right only for that version: a newer one (another leader's write) makes it a
+        Conflict and the Eip is decided again from the newer status.
+        """
+        old = obj.get("status") or {}
         # Wait before computing: the status lists every used IP, O(used) to build.
         now = asyncio.get_running_loop().time()
         wait = self._eip_written.get(parsed.name, now) - now
@@ -392,7 +416,9 @@ class Ipam:
         # all of them together EIP_STATUS_RATE entries a second.
         entries = max(len(status.get("used") or ()), self._used_everywhere())
         self._eip_written[parsed.name] = now + max(EIP_STATUS_INTERVAL, entries / EIP_STATUS_RATE)
-        await writers.set_eip_status(self.client, parsed.name, status)
+        await writers.set_eip_status(
+            self.client, parsed.name, status, resource_version=reflector.version(obj)
+        )
         return queueing.Done()
 
     def _used_everywhere(self) -> int:
@@ -422,12 +448,17 @@ def _looks_ours(obj: dict[str, Any], lb_class: str) -> bool:
 
 
 async def _write(
-    client: lightkube.AsyncClient, service: svc.Service, plan: service_plan.Plan
+    client: lightkube.AsyncClient,
+    service: svc.Service,
+    plan: service_plan.Plan,
+    *,
+    resource_version: str,
 ) -> None:
     await writers.write_service(
         client,
         service.namespace,
         service.name,
+        resource_version=resource_version,
         claim=plan.claim,
         unclaim=plan.unclaim,
         ingress=plan.ingress,

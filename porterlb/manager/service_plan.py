@@ -8,12 +8,19 @@ they fail, so a plan that is never written can be decided again safely.
 Bad input never disturbs what works: a malformed annotation or a request that cannot be
 met leaves a Service's current IP in place and reports why; only a Service whose pool
 went away, or that stopped being ours, loses its IP.
+
+A Service that leaves porterlb's class in any way (its type, the opt-in annotation, or, by way
+of another type since the API server keeps the class immutable on a LoadBalancer, another
+``loadBalancerClass``), deleting or not, loses our finalizer and pool label and gives its IP
+back: a finalizer nobody removes leaves the Service Terminating forever, and its pool label
+keeps its Eip from ever being deleted. A Service of another class that carries none of our
+marks is never touched, and its ``status.loadBalancer`` is never ours to clear.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from porterlb import errors
 from porterlb.api import reasons, wellknown
@@ -71,10 +78,8 @@ def decide(key: ServiceKey, service: svc.Service | None, ctx: Context) -> Plan:
     if service is None:
         return _release(key, ctx, service=None)
     ownership = svc.ownership(service, ctx.lb_class)
-    if ownership is svc.Ownership.OTHER_CLASS:
-        return Plan()  # never touch a Service of another class
     if service.deleting or ownership is not svc.Ownership.OURS:
-        return _release(key, ctx, service=service)
+        return _release(key, ctx, service=service, ownership=ownership)
     return _allocate(service, ctx)
 
 
@@ -85,7 +90,18 @@ def _ours_marked(service: svc.Service) -> bool:
     )
 
 
-def _release(key: ServiceKey, ctx: Context, *, service: svc.Service | None) -> Plan:
+def _release(
+    key: ServiceKey,
+    ctx: Context,
+    *,
+    service: svc.Service | None,
+    ownership: svc.Ownership | None = None,
+) -> Plan:
+    """Give back what `key` holds and take our marks off the Service (None: it is gone).
+
+    The ingress is cleared only on a Service still in no other class, not being deleted and
+    marked as ours: another class's controller owns the status of its Services.
+    """
     held = ctx.alloc.holding(key)
     ctx.alloc.release(key)
     if service is None:
@@ -102,7 +118,8 @@ def _release(key: ServiceKey, ctx: Context, *, service: svc.Service | None) -> P
                 f'"{held.pool}" because the Service {why}',
             ),
         )
-    clear = () if service.ingress and marked and not service.deleting else None
+    theirs = ownership is svc.Ownership.OTHER_CLASS
+    clear = () if service.ingress and marked and not service.deleting and not theirs else None
     return Plan(
         unclaim=marked,
         ingress=clear,
@@ -149,17 +166,36 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
                 f'Service {service.key}: allocated {ip} from pool "{held.pool}"',
             ),
         )
+    moved = before is not None and before.ip != held.ip
+    return _recorded(
+        service,
+        held,
+        reports=reports,
+        freed=moved,
+        pools=_pools(before) | _pools(held) if before != held else frozenset(),
+    )
+
+
+def _recorded(
+    service: svc.Service,
+    held: allocator.Allocation,
+    *,
+    reports: tuple[Report, ...],
+    freed: bool = False,
+    pools: frozenset[PoolName] = frozenset(),
+) -> Plan:
+    """The writes that make the Service show `held`: the claim of its pool and its IP."""
+    ip = str(held.ip)
     needs_claim = (
         wellknown.SERVICE_FINALIZER not in service.finalizers
         or service.label(wellknown.POOL_LABEL) != held.pool
     )
-    moved = before is not None and before.ip != held.ip
     return Plan(
         claim=held.pool if needs_claim else None,
         ingress=(ip,) if service.ingress != (ip,) else None,
         reports=reports,
-        freed=moved,
-        pools=_pools(before) | _pools(held) if before != held else frozenset(),
+        freed=freed,
+        pools=pools,
     )
 
 
@@ -181,10 +217,17 @@ def _still_fits(held: allocator.Allocation, wanted: svc.Wanted, ctx: Context) ->
 def _failed(
     service: svc.Service, held: allocator.Allocation | None, failure: errors.InvalidSpec
 ) -> Plan:
+    """A request that cannot be met: the Service keeps the IP it holds, recorded.
+
+    Recorded, because the allocator may hold an IP the Service does not show: a write of it
+    refused (a Conflict) just before the Service changed its request, or the status cleared
+    by a round trip through another type. Kept in memory but never written, it would be
+    counted in its Eip's status by no Service: a leak (bench.churn found it).
+    """
     report = Report(True, reasons.ALLOCATION_FAILED, str(failure))
     label = metrics.failure_reason(failure)
     if held is not None:
-        return Plan(reports=(report,), failure=label)  # keeps the IP it has
+        return replace(_recorded(service, held, reports=(report,)), failure=label)
     marked = _ours_marked(service)
     return Plan(
         unclaim=marked,

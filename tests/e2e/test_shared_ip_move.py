@@ -52,4 +52,6 @@ async def test_a_shared_ip_is_answered_by_no_node_while_its_services_disagree(sp
 
 
 async def move(speaker_lab, service, node):
-    await writers.set_announcing_node(speaker_lab.api, cluster.NAMESPACE, service, node)
+    await writers.set_announcing_node(
+        speaker_lab.api, cluster.NAMESPACE, service, node, resource_version=None
+    )

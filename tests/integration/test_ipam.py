@@ -460,3 +460,33 @@ async def test_contradictory_records_are_settled_for_the_older_service(
         )
         await objects.wait_ingress(client, "younger", namespace, (f"{net}.2",))
         assert await objects.ingress(client, "older", namespace) == (f"{net}.1",)
+
+
+async def test_a_service_kept_in_its_old_pool_moves_once_the_pool_it_asks_for_has_room(
+    client, manager, namespace, net, eips
+):
+    old, wanted = f"{namespace}-a", f"{namespace}-b"
+    await make_pool(client, eips, old, f"{net}.1-{net}.10", namespace)
+    await make_pool(client, eips, wanted, f"{net}.20", namespace)
+    await client.create(
+        objects.service("holder", namespace, annotations={wellknown.POOL[0]: wanted})
+    )
+    await objects.wait_ingress(client, "holder", namespace, (f"{net}.20",))
+    await client.create(objects.service("web", namespace, annotations={wellknown.POOL[0]: old}))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
+    await client.patch(
+        Service,
+        "web",
+        {"metadata": {"annotations": {wellknown.POOL[0]: wanted}}},
+        namespace=namespace,
+    )
+    await objects.wait_event(
+        client,
+        namespace,
+        "web",
+        reasons.ALLOCATION_FAILED,
+        f'Service {namespace}/web: pool "{wanted}" ({net}.20) has no free address',
+    )
+    assert await objects.ingress(client, "web", namespace) == (f"{net}.1",)
+    await client.delete(Service, "holder", namespace=namespace)
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.20",))

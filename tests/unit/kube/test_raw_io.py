@@ -114,3 +114,16 @@ def _service_reply(finalizers: list[str], labels: dict[str, str]) -> httpx2.Resp
 )
 def test_the_reply_tells_whether_the_marks_landed(finalizers, labels, claim, marked):
     assert writers.carries_marks(_service_reply(finalizers, labels), claim) is marked
+
+
+@pytest.mark.parametrize(
+    ("annotations", "node"),
+    [
+        pytest.param({wellknown.ANNOUNCED_BY: "node-a"}, "node-a", id="recorded"),
+        pytest.param({"other": "x"}, None, id="not-recorded"),
+        pytest.param(None, None, id="no-annotations"),
+    ],
+)
+def test_the_reply_tells_which_node_is_recorded(annotations, node):
+    reply = httpx2.Response(200, json={"metadata": {"annotations": annotations}})
+    assert writers.announced_by(reply) == node

@@ -504,18 +504,38 @@ def test_opted_out_before_the_claim_was_written():
         pytest.param({"lb_class": "metallb.io/l2"}, id="other-class"),
         pytest.param({"lb_class": "metallb.io/l2", "annotations": {}}, id="other-class-only"),
         pytest.param({"lb_class": "metallb.io/l2", "deleting": True}, id="other-class-deleting"),
-        pytest.param(
-            {"lb_class": "metallb.io/l2", "finalizer": True, "label": "lan"},
-            id="other-class-marked",
-        ),
     ],
 )
-def test_service_of_another_class_is_never_touched(kwargs):
+def test_unmarked_service_of_another_class_is_never_touched(kwargs):
     ctx = default_lan()
-    give(ctx, "shop/web", "lan", "198.18.0.1")
+    give(ctx, "shop/db", "lan", "198.18.0.1")
     plan = service_plan.decide(WEB, service(ingress=["198.18.0.7"], **kwargs), ctx)
     assert plan == Plan()
-    assert held(ctx) == {"shop/web": "lan:198.18.0.1"}
+    assert held(ctx) == {"shop/db": "lan:198.18.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        pytest.param({}, NOT_OURS, id="other-class"),
+        pytest.param({"annotations": {}}, NOT_OURS, id="other-class-only"),
+        pytest.param({"deleting": True}, DELETED, id="other-class-deleting"),
+    ],
+)
+def test_service_moved_to_another_class_gives_back_its_ip_and_marks(kwargs, why):
+    """LB -> NodePort -> LB of another class, seen only at the end: the ingress is theirs."""
+    ctx = default_lan()
+    give(ctx, "shop/web", "lan", "198.18.0.1")
+    before = service(
+        ingress=["198.18.0.7"], finalizer=True, label="lan", lb_class="metallb.io/l2", **kwargs
+    )
+    assert service_plan.decide(WEB, before, ctx) == Plan(
+        unclaim=True,
+        reports=(released("198.18.0.1", why),),
+        freed=True,
+        pools=frozenset({LAN}),
+    )
+    assert held(ctx) == {}
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -677,16 +697,39 @@ def test_failure_keeps_the_current_address(eips, kwargs, message):
         ctx = context(*eips, make_eip("spare", "198.18.5.0/24", day=9))
         give(ctx, "other/svc", "lan", "198.18.0.7")
         give(ctx, "shop/web", "spare", "198.18.5.1")
-        current = "198.18.5.1"
+        current, pool_name = "198.18.5.1", "spare"
         kwargs = {**kwargs, "annotations": pool_annotation("lan")}
     else:
         give(ctx, "shop/web", "lan", "198.18.0.1")
-        current = "198.18.0.1"
+        current, pool_name = "198.18.0.1", "lan"
     before = held(ctx)
-    written = service(ingress=[current], finalizer=True, label="lan", **kwargs)
+    written = service(ingress=[current], finalizer=True, label=pool_name, **kwargs)
     plan = service_plan.decide(WEB, written, ctx)
     assert plan == Plan(reports=(failed(message),))
     assert held(ctx) == before
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({}, id="never-written"),
+        pytest.param({"finalizer": True, "label": "lan"}, id="status-cleared"),
+    ],
+)
+def test_failure_records_the_address_held_but_not_shown(kwargs):
+    """Held in memory, not on the Service (its write was refused, or a round trip through
+    another type cleared it) when its new request fails: kept, and written, never leaked."""
+    ctx = context(*TWO_POOLS, make_eip("full", "198.18.3.1", day=4))
+    give(ctx, "other/svc", "full", "198.18.3.1")
+    give(ctx, "shop/web", "lan", "198.18.0.1")
+    asks_full = service(annotations=pool_annotation("full"), **kwargs)
+    plan = service_plan.decide(WEB, asks_full, ctx)
+    assert plan == Plan(
+        claim=None if kwargs else LAN,
+        ingress=("198.18.0.1",),
+        reports=(failed('Service shop/web: pool "full" (198.18.3.1) has no free address'),),
+    )
+    assert held(ctx) == {"other/svc": "full:198.18.3.1", "shop/web": "lan:198.18.0.1"}
 
 
 def test_failure_after_the_pool_went_away_clears_the_service():
