@@ -113,7 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         "--fence-after",
         type=float,
         default=guard.DEFAULT_FENCE_AFTER,
-        help="seconds without API watch and heartbeat before answering for nothing",
+        help="seconds a read of the managers' Lease showing no leader lets a speaker that"
+        " hears no manager answer (keep below the manager's takeover settle, 2.5 s)",
+    )
+    heartbeat_flags.add_argument(
+        "--lease-length",
+        type=float,
+        default=guard.DEFAULT_LEASE,
+        help="seconds an acknowledged pong lets the speaker answer (docs/fencing.md)",
     )
     speaker.set_defaults(run=_run_speaker)
 
@@ -207,6 +214,7 @@ def _run_speaker(args: argparse.Namespace) -> int:
                     secret_name=name,
                     port=args.heartbeat_port,
                     fence_after=args.fence_after,
+                    lease=args.lease_length,
                 )
             speaker = agent.Speaker(
                 client, node=NodeName(args.node_name), netns=args.netns, heartbeat=heartbeat

@@ -13,6 +13,9 @@ injected ``open_conn``, so tests use ``MemoryPacketConn`` on virtual time and th
 Answers are decided and sent by ``_answer``, which the real conn runs on its reader thread:
 it only reads the entries (under ``_answering``, which ``update`` holds while it removes any,
 so no answer decided before a removal leaves after it) and hands claims of our IPs to the loop.
+Each batch of answers and each gratuitous frame first asks the injected ``may_answer`` (the
+speaker's fence, docs/fencing.md) on the thread that sends it, so a fenced speaker is silent
+at once, however stalled its event loop is.
 """
 
 from __future__ import annotations
@@ -158,10 +161,12 @@ class Announcer:
         on_conflict: OnConflict,
         peer_macs: Iterable[ethernet.MacAddress] = (),
         config: Config = Config(),
+        may_answer: Callable[[], bool] = lambda: True,
     ) -> None:
         self._open_conn = open_conn
         self._on_conflict = on_conflict
         self._config = config
+        self._may_answer = may_answer
         self._watch = conflicts.Watch(
             peer_macs=peer_macs, report_interval=config.conflict_report_interval
         )
@@ -286,6 +291,9 @@ class Announcer:
         and the packed IPs of the answers sent and of those that failed to go.
         """
         ifname, octets, owns = packet_conn.ifname, packet_conn.mac.octets, self.owns_packed
+        answering = self._may_answer()  # the fence, read once per batch before any answer
+        if not answering:
+            owns = _fenced
         entries, decide, transmit = self._entries, fastpath.decide, packet_conn.transmit
         verdicts: list[responder.Verdict] = []
         sent: list[bytes] = []
@@ -296,7 +304,9 @@ class Announcer:
                 for frame in frames:
                     fast = decide(frame, ifname=ifname, mac=octets, owns=owns)
                     if fast is None:
-                        verdict, target, reply, claim = self._reference(frame, packet_conn)
+                        verdict, target, reply, claim = self._reference(
+                            frame, packet_conn, answering=answering
+                        )
                         if claim is not None and claim.ip.packed in entries:
                             claims.append(claim)
                     else:
@@ -322,12 +332,11 @@ class Announcer:
                 self._loop.call_soon_threadsafe(self._check_all, claims, packet_conn)
 
     def _reference(
-        self, frame: bytes, packet_conn: conn.PacketConn
+        self, frame: bytes, packet_conn: conn.PacketConn, *, answering: bool
     ) -> tuple[responder.Verdict, bytes | None, bytes | None, responder.Claim | None]:
         """The frames the fast path declines: verdict, packed target, reply and claim."""
-        outcome = responder.handle(
-            frame, ifname=packet_conn.ifname, mac=packet_conn.mac, owns=self.owns
-        )
+        owns = self.owns if answering else _fenced_ip
+        outcome = responder.handle(frame, ifname=packet_conn.ifname, mac=packet_conn.mac, owns=owns)
         target = None if outcome.ip is None else outcome.ip.packed
         return outcome.verdict, target, outcome.reply, outcome.claim
 
@@ -407,6 +416,8 @@ class Announcer:
         for frame in _gratuitous(packet_conn.mac, entry.ip):
             if self._entries.get(entry.ip.packed) is not entry:
                 return None
+            if not self._may_answer():
+                break  # fenced: this round is skipped, not sent late
             if await self._send(packet_conn, frame):
                 metrics.gratuitous(entry.ip.packed)
         return due
@@ -434,6 +445,16 @@ def _failed(packet_conn: conn.PacketConn, exc: errors.PorterlbError) -> bool:
     metrics.SOCKET_ERRORS.labels(packet_conn.ifname).inc()
     log.warning("%s", exc)
     return False
+
+
+def _fenced(packed: bytes, ifname: str) -> responder.Ownership:
+    """``owns_packed`` of a fenced speaker: no IP is ours to answer for."""
+    return responder.Ownership.NONE
+
+
+def _fenced_ip(ip: IPAddress, ifname: str) -> responder.Ownership:
+    """``owns`` of a fenced speaker."""
+    return responder.Ownership.NONE
 
 
 def _claim(ip: bytes, mac: bytes) -> responder.Claim:

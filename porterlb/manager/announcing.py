@@ -17,15 +17,25 @@ change that alters what placement reads, and a speaker going silent or answering
 (:meth:`Announcing.follow`), goes through :meth:`Announcing._recheck`, which
 requeues only the Services whose IP must move or could now be placed; an EndpointSlice change
 requeues its own Service, and an IP that moves requeues its other users.
+
+**Revocations** (docs/fencing.md). Taking an IP from a node whose speaker still answers
+heartbeats is a handshake, so that its speaker has stopped before another starts, even if its
+watch is dead: the leader first removes the record (``announced-by`` cleared), raises the
+pingers' *must-see* revision to one past the Service version that named the old node, and
+places the IP elsewhere only once the old node has echoed that revision (its watch has seen
+the removal, or it answers no ARP until it has), or has gone silent with its lease run out.
+A silent node's IPs move at once: its lease has run out by the time it counts as silent.
+A new leader starts only :data:`TAKEOVER_SETTLE` after winning, and makes every speaker
+reach the newest Service version it loaded before answering.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 import lightkube
 
@@ -36,9 +46,20 @@ from porterlb.api import reasons, wellknown
 from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.kube import events, queueing, reflector, resources, writers
+from porterlb.liveness import guard
 from porterlb.placement import eligibility, endpoints, ledger
 
 log = logging.getLogger(__name__)
+
+TAKEOVER_SETTLE: Final = guard.DEFAULT_FENCE_AFTER + 0.5
+"""Seconds a new leader waits before placing anything. A speaker that hears no manager keeps
+answering while its latest read of the election Lease, at most the fence time old, showed no
+leader; it reads every 0.5 s, so within the fence time of winning, every such speaker has
+seen the new holder or gone quiet. Keep ``--fence-after`` of the speakers below it."""
+
+CONFIRM_RETRY: Final = 0.05
+"""Seconds between two looks at whether a node has echoed a revocation: half a heartbeat
+interval, so the handshake costs about one ping round."""
 
 
 class Pinger(Protocol):
@@ -47,6 +68,17 @@ class Pinger(Protocol):
     silent: eligibility.Silent
     lacking: eligibility.Lacking
     on_change: Callable[[], None]
+    must_see: int
+
+    def confirmed(self, node: NodeName) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Revoked:
+    """An IP taken from `node`, whose speaker must reach `revision` before another answers."""
+
+    node: NodeName
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +100,11 @@ class Announcing:
         eips: reflector.Reflector,
         poster: events.Poster,
         workers: int = 16,
+        settle: float = 0.0,
     ) -> None:
         self.client = client
+        self.settle = settle
+        """Seconds to wait after winning the lead (:data:`TAKEOVER_SETTLE` with an elector)."""
         self.services = services
         self.eips = eips
         self.poster = poster
@@ -84,6 +119,10 @@ class Announcing:
         self._asks: dict[ServiceKey, _Asks] = {}
         self._said: dict[ServiceKey, str] = {}
         self._said_pool: dict[PoolName, str] = {}
+        self._revoked: dict[str, _Revoked] = {}
+        """IP -> the node it was taken from, until another may announce it."""
+        self._recorded: dict[ServiceKey, tuple[str, NodeName]] = {}
+        """Service -> (IP, node) as last recorded on it, for a Service that disappears."""
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
         self.nodes = reflector.Reflector(
             client, resources.Node, on_change=self._node_changed, name="nodes"
@@ -102,6 +141,7 @@ class Announcing:
 
     async def lead(self) -> None:
         """Adopt the recorded placements, then converge until cancelled."""
+        await asyncio.sleep(self.settle)
         for source in (self.services, self.eips, self.nodes, self.slices):
             await source.synced.wait()
         self._load()
@@ -115,12 +155,19 @@ class Announcing:
         self._asks = {}
         self._said = {}
         self._said_pool = {}
+        self._revoked = {}
+        self._recorded = {}
+        # What the previous leader revoked is not known here: every speaker must at least
+        # have seen every Service version loaded now before it answers.
+        self._require(self.services.last_event)
         parsed = sorted(map(svc.parse, self.services.cache.values()), key=lambda s: s.created)
         for service in parsed:
             ip = _announced_ip(service)
             if ip is not None:
                 node = service.annotation(wellknown.ANNOUNCED_BY)
                 self.ledger.adopt(service.key, ip, NodeName(node) if node else None)
+                if node:
+                    self._recorded[service.key] = (ip, NodeName(node))
         self.loaded = True
         for name in self.eips.cache:
             self._report_pool(PoolName(name))
@@ -220,8 +267,11 @@ class Announcing:
         served = ip is not None and self.endpoints.of(service_key).ready
         self.ledger.use(service_key, ip if served else None)
         self._asks.pop(service_key, None)
-        if service is None:
+        if service is None or obj is None:
             self._said.pop(service_key, None)
+            gone = self._recorded.pop(service_key, None)
+            if gone is not None:  # its speaker stops once its watch has the deletion
+                self._revoke(gone[0], gone[1], self.services.last_event)
             return queueing.Done()
         node = None
         if ip is not None and served:
@@ -230,14 +280,62 @@ class Announcing:
             node = self._place(service_key, ip)
         if ip is not None and node is None:
             self._say(service, ip, None, served=served)
-        if service.annotation(wellknown.ANNOUNCED_BY) == node:
+        recorded = service.annotation(wellknown.ANNOUNCED_BY)
+        if recorded == node:
+            self._remember(service_key, service, node)
             return queueing.Done()
+        old = NodeName(recorded) if recorded else None
+        seen = service.ingress[0] if service.ingress else None
+        moved_from = recorded
+        if old is not None and seen is not None:
+            # The IP leaves `old`: its speaker must have let go before another answers.
+            self._revoke(seen, old, _version(obj) + 1)
+            if node is not None and self._released(seen):
+                self._revoked.pop(seen, None)  # silent: its lease has run out
+            elif node is not None:
+                node = None  # remove the record first; place it once `old` has echoed
+        elif node is not None and ip is not None:
+            pending = self._revoked.get(ip)
+            if pending is not None and pending.node != node:
+                if not self._released(ip):
+                    return queueing.Retry(CONFIRM_RETRY)
+                moved_from = pending.node
+            self._revoked.pop(ip, None)
         outcome = await queueing.attempt(
             writers.set_announcing_node(self.client, service.namespace, service.name, node)
         )
-        if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
-            self._say(service, ip, node, moved_from=service.annotation(wellknown.ANNOUNCED_BY))
+        if not isinstance(outcome, queueing.Done):
+            return outcome
+        self._remember(service_key, service, node)
+        if ip is not None and node is not None:
+            self._say(service, ip, node, moved_from=moved_from)
+        if node is None and ip is not None and served and self.ledger.node_of(ip) is not None:
+            return queueing.Retry(CONFIRM_RETRY)  # released for a move: place it when echoed
         return outcome
+
+    def _remember(self, key: ServiceKey, service: svc.Service, node: NodeName | None) -> None:
+        if node is not None and service.ingress:
+            self._recorded[key] = (service.ingress[0], node)
+        else:
+            self._recorded.pop(key, None)
+
+    def _revoke(self, ip: str, node: NodeName, revision: int) -> None:
+        """`ip` leaves `node`: every speaker must reach `revision` before it answers again."""
+        self._revoked[ip] = _Revoked(node, revision)
+        self._require(revision)
+
+    def _require(self, revision: int) -> None:
+        if self.pinger is not None:
+            self.pinger.must_see = max(self.pinger.must_see, revision)
+
+    def _released(self, ip: str) -> bool:
+        """Whether `ip`'s last node has surely stopped answering for it: it echoed the
+        revocation, or it is silent (its lease has run out), or there are no heartbeats."""
+        pending = self._revoked.get(ip)
+        if pending is None or self.pinger is None:
+            return True
+        node = pending.node
+        return node in self.silent or self.pinger.confirmed(node) >= pending.revision
 
     def _place(self, key: ServiceKey, ip: str) -> NodeName | None:
         """Choose (or keep) the node of `ip`; when it moves, its other users follow."""
@@ -340,6 +438,12 @@ class Announcing:
                 message=error,
             )
         )
+
+
+def _version(obj: Mapping[str, Any]) -> int:
+    """An object's resourceVersion as kube-apiserver makes it: an integer (0 if not)."""
+    version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+    return int(version) if version.isdigit() else 0
 
 
 def _rule(parsed: eip_api.Eip) -> eligibility.PoolRule:

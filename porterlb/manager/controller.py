@@ -12,7 +12,7 @@ import asyncio
 
 import lightkube
 
-from porterlb.kube import election, secrets
+from porterlb.kube import election, events, secrets
 from porterlb.manager import announcing, ipam, liveness
 
 
@@ -37,6 +37,9 @@ class Manager:
             eips=self.ipam.eips,
             poster=self.ipam.poster,
             workers=workers,
+            # A leader that won a Lease waits until speakers answering for want of a leader
+            # have seen it (docs/fencing.md); without an elector there is no Lease to see.
+            settle=announcing.TAKEOVER_SETTLE if elector is not None else 0.0,
         )
 
     async def run(self) -> None:
@@ -62,6 +65,20 @@ class Manager:
             name=settings.secret_name,
             create=True,
         )
-        pinger = liveness.Liveness(nodes=self.announcing.nodes, key=key, settings=settings)
+        subject = None
+        if self.elector is not None:
+            subject = events.Subject(
+                kind="Lease",
+                api_version="coordination.k8s.io/v1",
+                name=self.elector.name,
+                namespace=self.elector.namespace,
+            )
+        pinger = liveness.Liveness(
+            nodes=self.announcing.nodes,
+            key=key,
+            settings=settings,
+            poster=self.ipam.poster,
+            subject=subject,
+        )
         self.announcing.follow(pinger)
         await pinger.run()

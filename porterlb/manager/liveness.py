@@ -6,8 +6,17 @@ on it: :mod:`porterlb.manager.announcing` reads :attr:`Liveness.silent` through 
 ``on_change`` callback. A round pings every Node at its first InternalIP; half an interval
 later the round is due and :class:`porterlb.liveness.tracker.Tracker` says who missed
 ``misses`` rounds in a row. While no speaker at all answers, the fault is taken to be this
-manager's (its link, its namespace), and nothing changes until one is heard again. No API
-request is made: heartbeats cost the API server nothing.
+manager's (its link, its namespace), and nothing changes until one is heard again: that
+switches failover off cluster-wide, so it is a metric
+(``porterlb_heartbeat_failover_suspended``) and a Warning Event ``FailoverSuspended``, not
+only a log line. No field of a heartbeat is a wall-clock time (a manager whose clock is off
+must not make every speaker refuse its pings and so switch failover off). No API request is
+made: heartbeats cost the API server nothing.
+
+Each ping to a node acknowledges the latest pong accepted from it (which extends the
+speaker's answering lease) and carries :attr:`Liveness.must_see`, the revision of the
+leader's latest revocation; :meth:`Liveness.confirmed` says which a node has complied with.
+The argument is docs/fencing.md.
 """
 
 from __future__ import annotations
@@ -17,12 +26,12 @@ import dataclasses
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Mapping
 
 from porterlb.api import node as node_api
+from porterlb.api import reasons
 from porterlb.api.keys import NodeName
-from porterlb.kube import reflector, secrets
+from porterlb.kube import events, reflector, secrets
 from porterlb.liveness import metrics, tracker, udp, wire
 
 log = logging.getLogger(__name__)
@@ -50,14 +59,19 @@ class Liveness:
         key: bytes,
         settings: Settings,
         on_change: Callable[[], None] = lambda: None,
-        wall_clock_ns: Callable[[], int] = time.time_ns,
+        poster: events.Poster | None = None,
+        subject: events.Subject | None = None,
     ) -> None:
         self.nodes = nodes
         self.key = key
         self.settings = settings
         self.on_change = on_change
-        self.wall_clock_ns = wall_clock_ns
-        """Pings carry a wall-clock send time: the speakers' only way to tell a stale one."""
+        self.poster = poster
+        self.subject = subject
+        """What a ``FailoverSuspended`` Event is about (the election Lease); None: no Event."""
+        self.must_see = 0
+        """The revision every speaker's watch must have reached before it answers ARP: the
+        leader's latest revocation (:mod:`porterlb.manager.announcing` raises it)."""
         session = os.urandom(wire.SESSION_LEN)
         self.tracker = tracker.Tracker(session=session, misses=settings.timing.misses)
         self.silent: Mapping[NodeName, float | None] = {}
@@ -102,13 +116,25 @@ class Liveness:
         else:
             self._targets[NodeName(name)] = node_api.internal_ip(obj)
 
+    def confirmed(self, node: NodeName) -> int:
+        """The highest must-see revision `node`'s speaker has echoed (see the tracker)."""
+        return self.tracker.confirmed(node)
+
     def _ping(self, sock: socket.socket) -> None:
         sequence = self.tracker.next_round()
-        sent_ns = self.wall_clock_ns()
         for node, ip in self._targets.items():
             if ip is None:
                 continue  # never answers: found silent after `misses` rounds, and said so
-            ping = wire.Heartbeat(wire.Kind.PING, self.tracker.session, sequence, sent_ns, node)
+            echo_session, echo_sequence = self.tracker.echo(node)
+            ping = wire.Heartbeat(
+                wire.Kind.PING,
+                self.tracker.session,
+                sequence,
+                node,
+                speaker_session=echo_session,
+                speaker_sequence=echo_sequence,
+                must_see=self.must_see,
+            )
             address = udp.destination(sock, ip, self.settings.port)
             try:
                 sock.sendto(wire.encode(ping, self.key), address)
@@ -134,6 +160,7 @@ class Liveness:
                 metrics.RECEIVED.labels("manager", verdict.value).inc()
 
     def _judge(self, now: float) -> None:
+        metrics.STALE_NODES.set(len(self.tracker.stale))
         if self.tracker.lacking != self.lacking:
             self.lacking = dict(self.tracker.lacking)
             self.on_change()
@@ -143,9 +170,11 @@ class Liveness:
             # whole cluster, and declaring every node dead would unannounce every IP. What
             # was decided before stands until some speaker is heard again.
             if not self._deaf and self._targets:
-                log.warning("no speaker answers: suspecting this manager's network, not nodes")
+                self._suspend(True)
             self._deaf = True
             return
+        if self._deaf:
+            self._suspend(False)
         self._deaf = False
         if found.keys() == self.silent.keys():
             return
@@ -159,3 +188,24 @@ class Liveness:
         self.silent = {node: self.silent.get(node, since) for node, since in found.items()}
         metrics.SILENT_NODES.set(len(self.silent))
         self.on_change()
+
+    def _suspend(self, suspended: bool) -> None:
+        """Say that failover is switched off (no speaker answers this manager) or on again."""
+        metrics.FAILOVER_SUSPENDED.set(int(suspended))
+        if not suspended:
+            log.info("speakers answer again: failover is on")
+            return
+        message = (
+            f"no speaker of {len(self._targets)} nodes answers this manager's heartbeats:"
+            " suspecting the manager's own network, so no IP moves for silence until one does"
+        )
+        log.warning("%s", message)
+        if self.poster is not None and self.subject is not None:
+            self.poster.emit(
+                events.Notice(
+                    subject=self.subject,
+                    type="Warning",
+                    reason=reasons.FAILOVER_SUSPENDED,
+                    message=message,
+                )
+            )

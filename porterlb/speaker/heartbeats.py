@@ -1,9 +1,13 @@
-"""The speaker's heartbeat endpoint: answers the managers' signed pings, feeds the fence.
+"""The speaker's heartbeat endpoint: answers the managers' signed pings, feeds the lease.
 
 Every manager replica pings every speaker (:mod:`porterlb.manager.liveness`); the speaker
-answers each ping :class:`porterlb.liveness.guard.PingGuard` accepts with a signed pong and
-counts it as a sign of life for its :class:`~porterlb.liveness.guard.Fence`. Anything else
-that reaches the port (forged, stale, replayed, garbage) is counted by verdict and dropped.
+answers each ping :class:`porterlb.liveness.guard.PingGuard` accepts with a signed, numbered
+pong, and hands the ping to its :class:`~porterlb.liveness.guard.Lease`: the ping's
+acknowledgement of an earlier pong extends the answering lease, and its must-see revision
+fences the speaker until its watch has caught up (the pong says whether it has: ``STALE``).
+The pong's send time is read before it is sent, so the lease never outlasts what the pinger
+can compute from the time it received the pong. Anything else that reaches the port (forged,
+replayed, garbage) is counted by verdict and dropped.
 
 Pings are answered by a thread of their own, not by the event loop: a loop busy for a few
 hundred milliseconds with a burst of Service changes (1,000 Services arriving at once on a
@@ -17,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from porterlb.kube import secrets
+from porterlb.kube import election, secrets
 from porterlb.liveness import guard, metrics, udp, wire
 
 LOOP_STALL_LIMIT: Final = 2.0
@@ -40,7 +45,8 @@ RECEIVE_TIMEOUT: Final = 0.2
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
-    """Where the key is, which port to answer on, and the fence time."""
+    """Where the key is, which port to answer on, the lease and the fence time, and where
+    the managers' election Lease is."""
 
     secret_namespace: str
     secret_name: str = secrets.DEFAULT_NAME
@@ -48,6 +54,14 @@ class Settings:
     address: str | None = None
     """The address to answer on; None: every address of the node."""
     fence_after: float = guard.DEFAULT_FENCE_AFTER
+    lease: float = guard.DEFAULT_LEASE
+    lease_namespace: str = ""
+    """The managers' namespace (their election Lease); empty: the Secret's."""
+    lease_name: str = election.LEASE_NAME
+
+    def __post_init__(self) -> None:
+        if not self.lease_namespace:
+            object.__setattr__(self, "lease_namespace", self.secret_namespace)
 
 
 class Heartbeats:
@@ -58,25 +72,28 @@ class Heartbeats:
         *,
         node: str,
         key: bytes,
-        fence: guard.Fence,
+        lease: guard.Lease,
+        watched: Callable[[], int] = lambda: 0,
         port: int = udp.DEFAULT_PORT,
         address: str | None = None,
         netns: str | None = None,
-        wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.key = key
-        self.fence = fence
+        self.lease = lease
+        self.watched = watched
+        """The Services revision the speaker's announcer reflects."""
         self.port = port
         self.address = address
         self.netns = netns
         self.guard = guard.PingGuard(node=node)
-        self.wall_clock_ns = wall_clock_ns
-        """Pings carry the pinger's wall-clock send time; only a wall clock can judge it."""
+        self._lease_ms = math.ceil(lease.length * 1000)
         self._loop_seen = time.monotonic()
         """When the event loop last ran (``time.monotonic``, the loop's own clock)."""
         self.lacking: tuple[str, ...] = ()
         """The pools whose interface this node lacks, named in every answer; the speaker's
         loop replaces the tuple whole, the answering thread only reads it."""
+        self.macs: tuple[bytes, ...] = ()
+        """The MACs of the node's pool interfaces, named in every answer (replaced whole)."""
 
     async def run(self) -> None:
         sock = await udp.bind(port=self.port, netns=self.netns, host=self.address)
@@ -116,8 +133,20 @@ class Heartbeats:
         if now - self._loop_seen > LOOP_STALL_LIMIT:
             metrics.RECEIVED.labels("speaker", "loop_stalled").inc()
             return
-        verdict = self.guard.check(ping, self.wall_clock_ns())
+        verdict = self.guard.check(ping)
         metrics.RECEIVED.labels("speaker", verdict.value).inc()
         if verdict is guard.Verdict.ANSWERED:
-            sock.sendto(wire.encode(ping.answer(self.lacking), self.key), sender)
-            self.fence.sign_of_life(now)
+            self._answer_ping(sock, ping, sender)
+
+    def _answer_ping(self, sock: socket.socket, ping: wire.Heartbeat, sender: Any) -> None:
+        lease = self.lease
+        lease.ping(ping)  # its must-see revision first: the pong echoes it as complied with
+        pong = ping.answer(
+            session=lease.session,
+            sequence=lease.pong(time.monotonic()),
+            lease_ms=self._lease_ms,
+            stale=self.watched() < lease.must_see,
+            pools=self.lacking,
+            macs=self.macs,
+        )
+        sock.sendto(wire.encode(pong, self.key), sender)

@@ -66,8 +66,8 @@ async def answering(
 ) -> AsyncIterator[None]:
     """A speaker's heartbeat endpoint for `node` on `ip`:`port` while the block runs,
     saying it lacks the interfaces of `lacking`."""
-    fence = guard.Fence(now=asyncio.get_running_loop().time())
-    endpoint = heartbeats.Heartbeats(node=node, key=key, fence=fence, port=port, address=ip)
+    lease = guard.Lease(session=os.urandom(8))
+    endpoint = heartbeats.Heartbeats(node=node, key=key, lease=lease, port=port, address=ip)
     endpoint.lacking = lacking
     task = asyncio.create_task(endpoint.run(), name=f"test/heartbeats/{node}")
     try:
