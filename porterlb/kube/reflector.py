@@ -75,14 +75,18 @@ class Reflector:
         *,
         on_change: Callable[[str], None],
         name: str,
+        namespace: str | None = None,
+        field_selector: str | None = None,
     ) -> None:
+        """Namespaced kinds are read across all namespaces unless `namespace` is given;
+        `field_selector` narrows what is read (``metadata.name=X``: one object)."""
         self.client = client
         self.resource = resource
         self._listeners = [on_change]
         self.name = name
         self.cache: dict[str, dict[str, Any]] = {}
-        # Namespaced kinds are listed and watched across all namespaces.
-        self._path = kube_client.path(resource)
+        self._path = kube_client.path(resource, namespace=namespace)
+        self._selector = {"fieldSelector": field_selector} if field_selector else {}
         self.synced = asyncio.Event()
         self.watching = asyncio.Event()
         """Set while a watch stream is established (it proves nothing about freshness: a
@@ -125,7 +129,7 @@ class Reflector:
     async def _list(self) -> str:
         http = kube_client.http(self.client)
         fresh: dict[str, dict[str, Any]] = {}
-        params = {"limit": str(LIST_PAGE)}
+        params = {"limit": str(LIST_PAGE), **self._selector}
         while True:
             metrics.API_REQUESTS.labels("list", self.name).inc()
             reply = await http.get(self._path, params=params)
@@ -138,7 +142,7 @@ class Reflector:
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 break
-            params = {"limit": str(LIST_PAGE), "continue": meta["continue"]}
+            params = {"limit": str(LIST_PAGE), "continue": meta["continue"], **self._selector}
         old, self.cache = self.cache, fresh
         version = str(meta.get("resourceVersion", ""))
         self._seen(version, max((_revision(item) for item in fresh.values()), default=0))
@@ -160,6 +164,7 @@ class Reflector:
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_TIMEOUT),
+            **self._selector,
         }
         timeout = httpx2.Timeout(kube_client.REQUEST_TIMEOUT.connect, read=WATCH_SILENCE)
         # `async with` closes the stream (and its HTTP response) at once when cancelled, not

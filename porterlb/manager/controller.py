@@ -12,7 +12,8 @@ import asyncio
 
 import lightkube
 
-from porterlb.kube import election, events, secrets
+from porterlb.api.keys import NodeName
+from porterlb.kube import election, events, peers, secrets
 from porterlb.manager import announcing, ipam, liveness
 
 
@@ -30,6 +31,7 @@ class Manager:
         self.client = client
         self.elector = elector
         self.heartbeat = heartbeat
+        self.pinger: liveness.Liveness | None = None
         self.ipam = ipam.Ipam(client, workers=workers)
         self.announcing = announcing.Announcing(
             client,
@@ -57,6 +59,17 @@ class Manager:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.ipam.lead(), name="manager/ipam/lead")
             group.create_task(self.announcing.lead(), name="manager/announcing/lead")
+            if self.heartbeat is not None:
+                group.create_task(
+                    peers.publish(
+                        self.client, namespace=self.heartbeat.secret_namespace, macs=self._macs
+                    ),
+                    name="manager/peers",
+                )
+
+    def _macs(self) -> dict[NodeName, frozenset[bytes]] | None:
+        """The speakers' MACs as their pongs say (None until this replica pings)."""
+        return dict(self.pinger.tracker.macs) if self.pinger is not None else None
 
     async def _ping(self, settings: liveness.Settings) -> None:
         key = await secrets.heartbeat_key(
@@ -73,7 +86,7 @@ class Manager:
                 name=self.elector.name,
                 namespace=self.elector.namespace,
             )
-        pinger = liveness.Liveness(
+        self.pinger = pinger = liveness.Liveness(
             nodes=self.announcing.nodes,
             key=key,
             settings=settings,

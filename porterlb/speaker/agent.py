@@ -44,7 +44,7 @@ from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName
 from porterlb.kube import client as kube_client
-from porterlb.kube import events, metrics, reflector, resources, secrets
+from porterlb.kube import events, metrics, peers, reflector, resources, secrets
 from porterlb.l2 import afpacket, announcer, conn, ethernet, interfaces
 from porterlb.liveness import guard, wire
 from porterlb.liveness import metrics as liveness_metrics
@@ -99,6 +99,18 @@ class Speaker:
         self.eips = reflector.Reflector(
             client, resources.Eip, on_change=self._eip_changed, name="eips"
         )
+        self.peers = (
+            reflector.Reflector(
+                client,
+                resources.ConfigMap,
+                on_change=self._peers_changed,
+                name="peers",
+                namespace=heartbeat.lease_namespace,
+                field_selector=f"metadata.name={peers.NAME}",
+            )
+            if heartbeat is not None
+            else None
+        )
         self.announcer = announcer.Announcer(
             open_conn=self._open,
             on_conflict=self._conflict,
@@ -128,6 +140,8 @@ class Speaker:
             group.create_task(self.eips.run(), name="speaker/watch/eips")
             group.create_task(self.announcer.run(), name="speaker/l2")
             group.create_task(self._sync_loop(), name="speaker/sync")
+            if self.peers is not None:
+                group.create_task(self.peers.run(), name="speaker/watch/peers")
             if self.heartbeat is not None:
                 group.create_task(self._heartbeats(self.heartbeat), name="speaker/heartbeats")
 
@@ -231,6 +245,10 @@ class Speaker:
             if before is not None and before != self.node:
                 self._moved_in.update(ip for ip, _ in found)
             self._dirty.set()
+
+    def _peers_changed(self, key: str) -> None:
+        assert self.peers is not None
+        self.announcer.set_peer_macs(peers.parse(self.peers.cache.get(key)))
 
     def _eip_changed(self, name: str) -> None:
         self.links.pop(PoolName(name), None)
