@@ -91,6 +91,9 @@ class Speaker:
         self.fenced = False
         self.applied = 0
         """The Services revision the announcer's wanted set reflects (see :meth:`_sync`)."""
+        self._changes = 0
+        """Changes of this node's records so far: a sync reflects those made before it."""
+        self._syncing = False
         self.endpoint: heartbeats.Heartbeats | None = None
         self.poster = events.Poster(client, component="porterlb-speaker")
         self.services = reflector.Reflector(
@@ -244,7 +247,13 @@ class Speaker:
             found = self.records.mine.get(key, ())
             if before is not None and before != self.node:
                 self._moved_in.update(ip for ip, _ in found)
+            self._changes += 1
             self._dirty.set()
+        elif not self._dirty.is_set() and not self._syncing:
+            # Nothing this node answers changed, and nothing is waiting to be applied: the
+            # announcer reflects this revision already (other nodes' revocations raise every
+            # speaker's must-see revision; waiting for the next sync would fence them all).
+            self.applied = max(self.applied, self.services.revision)
 
     def _peers_changed(self, key: str) -> None:
         assert self.peers is not None
@@ -269,10 +278,18 @@ class Speaker:
             self.links.clear()  # periodic: resolve every pool's interface again
 
     async def _sync(self) -> None:
+        self._syncing = True
+        try:
+            await self._apply()
+        finally:
+            self._syncing = False
+        await self._resolve_every_pool()
+
+    async def _apply(self) -> None:
         wanted: dict[address.IPAddress, announcer.Announcement] = {}
         # A snapshot: resolving an interface awaits, and watch events change the records then
         # (the records take each event as it comes, so they reflect the revision read here).
-        revision = self.services.revision
+        revision, changes = self.services.revision, self._changes
         mine = list(self.records.mine.values())
         for pairs in mine:
             for ip, pool in pairs:
@@ -284,13 +301,14 @@ class Speaker:
                     fresh = ip not in self._announced and ip not in self._moved_in
                     wanted[ip] = announcer.Announcement(ifname, probe=fresh)
         self.announcer.update(wanted)
-        self.applied = max(self.applied, revision)
+        # What changed meanwhile concerned no IP of this node: the current revision holds.
+        current = self.services.revision if self._changes == changes else revision
+        self.applied = max(self.applied, current)
         self._announced = set(wanted)
         # Forget only what was used or left: an IP that moved in while this sync awaited
         # (or that waits for its interface, or for its move to finish) keeps its mark.
         still_mine = {ip for pairs in self.records.mine.values() for ip, _ in pairs}
         self._moved_in = {ip for ip in self._moved_in if ip in still_mine and ip not in wanted}
-        await self._resolve_every_pool()
 
     async def _resolve_every_pool(self) -> None:
         """Resolve the interface of every layer-2 pool, assigned here or not, so that the

@@ -20,8 +20,9 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from porterlb.api import reasons
-from porterlb.kube import secrets
+from porterlb.kube import election, secrets
 from porterlb.liveness import guard, tracker
+from porterlb.liveness import metrics as liveness_metrics
 from porterlb.manager import liveness
 from porterlb.speaker import heartbeats
 from tests.integration import objects
@@ -170,6 +171,55 @@ async def test_when_no_speaker_answers_the_manager_blames_itself_and_keeps_every
     await eventually(rounds_passed, what="the silent rounds to be counted")
     assert pinger.silent == {}
     assert await announced_by(client, "web", namespace) == node
+
+
+async def test_a_leader_that_hears_no_speaker_says_failover_is_off_in_an_event_and_a_metric(
+    client, namespace, nodes, port
+):
+    """Failover off cluster-wide is not only a log line (issue 9, clock skew): a Warning
+    ``FailoverSuspended`` on the election Lease, and a gauge at 1."""
+    await node_at(client, nodes, f"{namespace}-a", "127.0.0.45")
+    settings = liveness.Settings(secret_namespace=namespace, port=port, timing=TIMING)
+    elector = election.Elector(client, namespace=namespace, identity=f"{namespace}-manager")
+    async with running_manager(client, heartbeat=settings, elector=elector):
+        message = re.compile(
+            r"no speaker of \d+ nodes answers this manager's heartbeats: suspecting the"
+            r" manager's own network, so no IP moves for silence until one does"
+        )
+        await objects.wait_event(
+            client, namespace, election.LEASE_NAME, reasons.FAILOVER_SUSPENDED, message
+        )
+        assert liveness_metrics.FAILOVER_SUSPENDED._value.get() == 1
+
+
+async def test_a_node_that_answers_while_its_watch_lags_is_fenced_by_the_move_and_echoes_it(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    """A move away from a node that still answers heartbeats waits for the node's echo of
+    the revocation; the speaker endpoint that echoes it reports its watch as far behind."""
+    names = {f"{namespace}-{n}": f"127.0.0.{50 + n}" for n in range(2)}
+    for name, ip in names.items():
+        await node_at(client, nodes, name, ip)
+    key = await key_of(client, namespace)
+    async with contextlib.AsyncExitStack() as stack:
+        for name, ip in names.items():
+            await stack.enter_async_context(answering(name, ip, port, key))
+        await pool_with_service(client, eips, namespace, net)
+        first = await wait_announced_by(client, "web", namespace, set(names))
+        pinger = pinging_manager.announcing.pinger
+        await set_node_ready(client, first, False)
+        second = await wait_announced_by(client, "web", namespace, set(names) - {first})
+        assert pinger.must_see > 0
+        assert pinger.confirmed(first) >= pinger.must_see
+        assert first in pinger.tracker.stale  # its watch (revision 0 here) lags: it is fenced
+        message = rf"Service {namespace}/web: {re.escape(net)}\.1 moved from node {first}"
+        await objects.wait_event(
+            client,
+            namespace,
+            "web",
+            reasons.FAILOVER,
+            re.compile(rf"{message} to node {second}: {first}: not Ready"),
+        )
 
 
 async def test_no_ip_goes_to_a_node_whose_speaker_lacks_the_pools_interface(
