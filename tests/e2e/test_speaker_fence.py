@@ -50,17 +50,24 @@ answers to one request mean two answerers at that instant."""
 
 FAULT_TABLE: Final = "porterlb_fence_test"
 
-CUTS: Final = {
-    "ping-loss": "input { type filter hook input priority -10;"
-    f" udp dport {udp.DEFAULT_PORT} drop; }}",
-    "pong-loss": "output { type filter hook output priority -10;"
-    f" udp sport {udp.DEFAULT_PORT} drop; }}",
-}
+
+def _rule(match: str) -> str:
+    """An nftables table that drops, on the way in, the heartbeats that `match`. Dropped on
+    receipt, never on send: a dropped send fails with EPERM, which is not a silent cut."""
+    return (
+        f"table inet {FAULT_TABLE} {{\n"
+        f"  chain input {{ type filter hook input priority -10; {match} drop; }}\n"
+        "}\n"
+    )
 
 
-def _rules(*kinds: str) -> str:
-    chains = "\n".join(f"  chain {CUTS[kind]}" for kind in kinds)
-    return f"table inet {FAULT_TABLE} {{\n{chains}\n}}\n"
+def _cuts(speaker_lab: SpeakerLab, node: plan.Node, kind: str) -> tuple[str, str]:
+    """Where (namespace) and what (nftables table) cuts `kind` of `node`'s heartbeats:
+    pings on their way into the node, pongs on their way into the managers' namespace."""
+    port = udp.DEFAULT_PORT
+    if kind == "ping-loss":
+        return node.netns, _rule(f"udp dport {port}")
+    return speaker_lab.plan.router_netns, _rule(f"ip saddr {node.ipv4.ip} udp sport {port}")
 
 
 async def _metrics(speaker_lab: SpeakerLab, node: plan.Node) -> str:
@@ -126,14 +133,19 @@ async def set_excluded(speaker_lab: SpeakerLab, nodes: Iterable[plan.Node], excl
 
 
 @contextlib.asynccontextmanager
-async def cut_heartbeats(node: plan.Node, *kinds: str) -> AsyncIterator[None]:
-    await asyncio.to_thread(netns.run, node.netns, ["nft", "-f", "-"], input=_rules(*kinds))
+async def cut_heartbeats(
+    speaker_lab: SpeakerLab, node: plan.Node, *kinds: str
+) -> AsyncIterator[None]:
+    cuts = [_cuts(speaker_lab, node, kind) for kind in kinds]
+    for where, table in cuts:
+        await asyncio.to_thread(netns.run, where, ["nft", "-f", "-"], input=table)
     try:
         yield
     finally:
-        await asyncio.to_thread(
-            netns.run, node.netns, ["nft", "delete", "table", "inet", FAULT_TABLE]
-        )
+        for where, _ in cuts:
+            await asyncio.to_thread(
+                netns.run, where, ["nft", "delete", "table", "inet", FAULT_TABLE]
+            )
 
 
 async def placed_on(speaker_lab: SpeakerLab, victim: plan.Node, name: str) -> None:
@@ -228,7 +240,7 @@ async def test_a_speaker_cut_off_from_the_control_plane_stops_before_another_nod
         on_victim(speaker_lab, victim, name, offset) as ip,
     ):
         proxy.forwarding = False
-        async with cut_heartbeats(victim, *kinds):
+        async with cut_heartbeats(speaker_lab, victim, *kinds):
             found = await one_answerer_until(
                 speaker_lab, ip, done=lambda found: bool(found) and found != {str(victim.mac)}
             )
