@@ -287,9 +287,12 @@ class Announcing:
         old = NodeName(recorded) if recorded else None
         seen = service.ingress[0] if service.ingress else None
         moved_from = recorded
+        required = 0
         if old is not None and seen is not None:
-            # The IP leaves `old`: its speaker must have let go before another answers.
-            self._revoke(seen, old, _version(obj) + 1)
+            # The IP leaves `old`: its speaker must have let go before another answers. The
+            # speakers are told once the write has landed (a revision they can reach).
+            required = _version(obj) + 1
+            self._revoked[seen] = _Revoked(old, required)
             if node is not None and self._released(seen):
                 self._revoked.pop(seen, None)  # silent: its lease has run out
             elif node is not None:
@@ -306,6 +309,7 @@ class Announcing:
         )
         if not isinstance(outcome, queueing.Done):
             return outcome
+        self._require(required)
         self._remember(service_key, service, node)
         if ip is not None and node is not None:
             self._say(service, ip, node, moved_from=moved_from)
