@@ -67,6 +67,7 @@ class Pinger(Protocol):
 
     silent: eligibility.Silent
     lacking: eligibility.Lacking
+    stale: frozenset[NodeName]
     on_change: Callable[[], None]
     must_see: int
 
@@ -115,6 +116,7 @@ class Announcing:
         self.endpoints = endpoints.Index()
         self.silent: eligibility.Silent = eligibility.NONE_SILENT
         self.lacking: eligibility.Lacking = eligibility.NONE_LACKING
+        self.stale: frozenset[NodeName] = frozenset()
         self.pinger: Pinger | None = None
         self._asks: dict[ServiceKey, _Asks] = {}
         self._said: dict[ServiceKey, str] = {}
@@ -185,6 +187,8 @@ class Announcing:
         assert self.pinger is not None
         before, self.silent = self.silent, dict(self.pinger.silent)
         changed = before.keys() ^ self.silent.keys()
+        was_stale, self.stale = self.stale, self.pinger.stale
+        changed |= was_stale ^ self.stale
         was, self.lacking = self.lacking, dict(self.pinger.lacking)
         changed |= {
             n for n in was.keys() | self.lacking.keys() if was.get(n) != self.lacking.get(n)
@@ -368,7 +372,12 @@ class Announcing:
         rules, needs = self._facts(ip)
         nodes = self.node_facts.values()
         return eligibility.eligible(
-            nodes, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+            nodes,
+            pools=rules,
+            needs=needs,
+            silent=self.silent,
+            lacking=self.lacking,
+            stale=self.stale,
         )
 
     def _why_not(self, name: str, ip: str) -> str | None:
@@ -378,7 +387,12 @@ class Announcing:
             return "its Node is gone"
         rules, needs = self._facts(ip)
         return eligibility.why_not(
-            node=node, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+            node=node,
+            pools=rules,
+            needs=needs,
+            silent=self.silent,
+            lacking=self.lacking,
+            stale=self.stale,
         )
 
     # -- telling users ----------------------------------------------------------------------
@@ -400,7 +414,12 @@ class Announcing:
             rules, needs = self._facts(ip)
             nodes = self.node_facts.values()
             why = eligibility.explain(
-                nodes, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+                nodes,
+                pools=rules,
+                needs=needs,
+                silent=self.silent,
+                lacking=self.lacking,
+                stale=self.stale,
             )
             reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} is not announced: {why}"
         elif gone is not None:

@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
+from typing import Final
 
 from porterlb.api import node as node_api
 from porterlb.api import reasons
@@ -35,6 +36,10 @@ from porterlb.kube import events, reflector, secrets
 from porterlb.liveness import metrics, tracker, udp, wire
 
 log = logging.getLogger(__name__)
+
+STALE_GRACE: Final = 1.0
+"""Seconds a speaker may say its watch lags before its IPs move: a watch event arrives within
+milliseconds, so only a watch that is down (or a speaker far behind) lasts this long."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +83,10 @@ class Liveness:
         """Node -> seconds since it last answered when it was found silent (None: never did)."""
         self.lacking: Mapping[NodeName, frozenset[str]] = {}
         """Node -> the pools whose interface its speaker says the node lacks."""
+        self.stale: frozenset[NodeName] = frozenset()
+        """Nodes whose speaker has said for :data:`STALE_GRACE` that its watch lags the
+        must-see revision: fenced, so their IPs go elsewhere."""
+        self._stale_since: dict[NodeName, float] = {}
         self._targets: dict[NodeName, str | None] = {}
         self._deaf = False
         nodes.subscribe(self._node_changed)
@@ -160,9 +169,16 @@ class Liveness:
                 metrics.RECEIVED.labels("manager", verdict.value).inc()
 
     def _judge(self, now: float) -> None:
-        metrics.STALE_NODES.set(len(self.tracker.stale))
-        if self.tracker.lacking != self.lacking:
-            self.lacking = dict(self.tracker.lacking)
+        for node in self.tracker.stale - self._stale_since.keys():
+            self._stale_since[node] = now
+        for node in self._stale_since.keys() - self.tracker.stale:
+            del self._stale_since[node]
+        stale = frozenset(n for n, t in self._stale_since.items() if now - t >= STALE_GRACE)
+        metrics.STALE_NODES.set(len(stale))
+        if self.tracker.lacking != self.lacking or stale != self.stale:
+            for node in stale - self.stale:
+                log.warning("node %s: speaker's API watch lags, it answers no ARP", node)
+            self.lacking, self.stale = dict(self.tracker.lacking), stale
             self.on_change()
         found = self.tracker.silent(self._targets, now)
         if self.tracker.deaf:
