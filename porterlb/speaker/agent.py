@@ -88,7 +88,9 @@ class Speaker:
         self.leader = guard.LeaderCheck(
             fresh_for=heartbeat.fence_after if heartbeat else guard.DEFAULT_FENCE_AFTER
         )
-        self.fenced = False
+        self.fenced = heartbeat is not None
+        """Whether :meth:`may_answer` said no at its last look (a start is fenced: no lease
+        before the first acknowledgement)."""
         self.applied = 0
         """The Services revision the announcer's wanted set reflects (see :meth:`_sync`)."""
         self._changes = 0
@@ -188,6 +190,7 @@ class Speaker:
             group.create_task(self._leader_loop(settings), name="speaker/heartbeats/leader")
 
     async def _fence_loop(self, lease: guard.Lease) -> None:
+        liveness_metrics.FENCED.set(int(self.fenced))
         while True:
             if self.may_answer() == self.fenced:
                 self.fenced = not self.fenced
