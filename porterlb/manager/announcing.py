@@ -21,7 +21,7 @@ requeues its own Service, and an IP that moves requeues its other users.
 **Revocations** (docs/fencing.md). Taking an IP from a node whose speaker still answers
 heartbeats is a handshake, so that its speaker has stopped before another starts, even if its
 watch is dead: the leader first removes the record (``announced-by`` cleared), raises the
-pingers' *must-see* revision to one past the Service version that named the old node, and
+pingers' *must-see* revision to the version of that write once its own watch shows it, and
 places the IP elsewhere only once the old node has echoed that revision (its watch has seen
 the removal, or it answers no ARP until it has), or has gone silent with its lease run out.
 A silent node's IPs move at once: its lease has run out by the time it counts as silent.
@@ -76,10 +76,11 @@ class Pinger(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Revoked:
-    """An IP taken from `node`, whose speaker must reach `revision` before another answers."""
+    """An IP taken from `node`, whose speaker must reach `revision` before another answers
+    (None: the revoking write has not shown in the cache yet)."""
 
     node: NodeName
-    revision: int
+    revision: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,21 +286,21 @@ class Announcing:
         if ip is not None and node is None:
             self._say(service, ip, None, served=served)
         recorded = service.annotation(wellknown.ANNOUNCED_BY)
-        if recorded == node:
-            self._remember(service_key, service, node)
-            return queueing.Done()
         old = NodeName(recorded) if recorded else None
         seen = service.ingress[0] if service.ingress else None
+        if seen is not None:
+            self._learn(seen, old, obj)
+        if recorded == node:
+            self._remember(service_key, service, node)
+            if seen is not None:
+                self._settle(seen, node)
+            return queueing.Done()
         moved_from = recorded
-        required = 0
         if old is not None and seen is not None:
-            # The IP leaves `old`: its speaker must have let go before another answers. The
-            # speakers are told once the write has landed (a revision they can reach).
-            required = _version(obj) + 1
-            self._revoked[seen] = _Revoked(old, required)
-            if node is not None and self._released(seen):
-                self._revoked.pop(seen, None)  # silent: its lease has run out
-            elif node is not None:
+            # The IP leaves `old`: its speaker must let go before another answers. The write
+            # below is the revocation; its revision is learnt when it shows in the cache.
+            self._revoked[seen] = _Revoked(old, None)
+            if node is not None and old not in self.silent:
                 node = None  # remove the record first; place it once `old` has echoed
         elif node is not None and ip is not None:
             pending = self._revoked.get(ip)
@@ -307,19 +308,35 @@ class Announcing:
                 if not self._released(ip):
                     return queueing.Retry(CONFIRM_RETRY)
                 moved_from = pending.node
-            self._revoked.pop(ip, None)
         outcome = await queueing.attempt(
             writers.set_announcing_node(self.client, service.namespace, service.name, node)
         )
         if not isinstance(outcome, queueing.Done):
             return outcome
-        self._require(required)
         self._remember(service_key, service, node)
         if ip is not None and node is not None:
             self._say(service, ip, node, moved_from=moved_from)
         if node is None and ip is not None and served and self.ledger.node_of(ip) is not None:
             return queueing.Retry(CONFIRM_RETRY)  # released for a move: place it when echoed
         return outcome
+
+    def _learn(self, ip: str, recorded: NodeName | None, obj: Mapping[str, Any]) -> None:
+        """The revoking write of `ip` is in the cache once the Service no longer names the
+        node it was taken from: its version is the revision every speaker must reach (one
+        that exists, so the old node's echo means it has seen the write)."""
+        pending = self._revoked.get(ip)
+        if pending is not None and pending.revision is None and recorded != pending.node:
+            self._revoked[ip] = _Revoked(pending.node, _version(obj))
+            self._require(_version(obj))
+
+    def _settle(self, ip: str, node: NodeName | None) -> None:
+        """Forget the revocation of `ip` once it is placed again, on its old node or, the
+        revision known, on another."""
+        pending = self._revoked.get(ip)
+        if pending is None or node is None:
+            return
+        if node == pending.node or pending.revision is not None:
+            del self._revoked[ip]
 
     def _remember(self, key: ServiceKey, service: svc.Service, node: NodeName | None) -> None:
         if node is not None and service.ingress:
@@ -340,10 +357,11 @@ class Announcing:
         """Whether `ip`'s last node has surely stopped answering for it: it echoed the
         revocation, or it is silent (its lease has run out), or there are no heartbeats."""
         pending = self._revoked.get(ip)
-        if pending is None or self.pinger is None:
+        if pending is None or self.pinger is None or pending.node in self.silent:
             return True
-        node = pending.node
-        return node in self.silent or self.pinger.confirmed(node) >= pending.revision
+        return pending.revision is not None and (
+            self.pinger.confirmed(pending.node) >= pending.revision
+        )
 
     def _place(self, key: ServiceKey, ip: str) -> NodeName | None:
         """Choose (or keep) the node of `ip`; when it moves, its other users follow."""
