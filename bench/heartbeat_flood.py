@@ -99,9 +99,7 @@ class Pinger(threading.Thread):
         next_round = time.monotonic()
         while not self.done.is_set():
             sequence = self.tracker.next_round()
-            ping = wire.Heartbeat(
-                wire.Kind.PING, self.tracker.session, sequence, time.time_ns(), NODE
-            )
+            ping = wire.Heartbeat(wire.Kind.PING, self.tracker.session, sequence, NODE)
             sent = time.monotonic()
             self._sent_at[sequence] = sent
             with contextlib.suppress(BlockingIOError):
@@ -166,9 +164,12 @@ def main() -> None:
 
 
 async def _serve(namespace: str) -> None:
-    fence = guard.Fence(now=asyncio.get_running_loop().time())
     endpoint = heartbeats.Heartbeats(
-        node=NODE, key=KEY, fence=fence, addresses=(SPEAKER,), netns=namespace
+        node=NODE,
+        key=KEY,
+        lease=guard.Lease(session=os.urandom(8)),
+        addresses=(SPEAKER,),
+        netns=namespace,
     )
     await endpoint.run()
 
@@ -180,7 +181,7 @@ def _flood(namespace: str, rate: int, seconds: float, kind: str) -> None:
         return sock
 
     sock = netns.call_in(namespace, make)
-    ping = wire.Heartbeat(wire.Kind.PING, os.urandom(wire.SESSION_LEN), 1, time.time_ns(), NODE)
+    ping = wire.Heartbeat(wire.Kind.PING, os.urandom(wire.SESSION_LEN), 1, NODE)
     payload = wire.encode(ping, FORGER_KEY)
     if kind == "garbage":
         payload = os.urandom(len(payload))

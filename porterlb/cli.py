@@ -217,7 +217,14 @@ def _speaker_parser(roles: Any, common: argparse.ArgumentParser) -> None:
         "--fence-after",
         type=float,
         default=guard.DEFAULT_FENCE_AFTER,
-        help="seconds without API watch and heartbeat before answering for nothing",
+        help="seconds a read of the managers' Lease showing no leader lets a speaker that"
+        " hears no manager answer (keep below the manager's takeover settle, 2.5 s)",
+    )
+    heartbeat_flags.add_argument(
+        "--lease-length",
+        type=float,
+        default=guard.DEFAULT_LEASE,
+        help="seconds an acknowledged pong lets the speaker answer (docs/fencing.md)",
     )
     speaker.set_defaults(run=_run_speaker)
 
@@ -376,6 +383,7 @@ def _run_speaker(args: argparse.Namespace) -> int:
                     port=args.heartbeat_port,
                     addresses=addresses,
                     fence_after=args.fence_after,
+                    lease=args.lease_length,
                 )
             speaker = agent.Speaker(
                 client,

@@ -18,6 +18,11 @@ NO_ELIGIBLE_NODE: Final = "NoEligibleNode"
 NO_READY_ENDPOINT: Final = "NoReadyEndpoint"
 """The Service has no ready endpoint at all, so its IP is not announced (as MetalLB does)."""
 
+# Manager Events (about the election Lease)
+FAILOVER_SUSPENDED: Final = "FailoverSuspended"
+"""No speaker answers the manager's heartbeats: it suspects its own network and moves no IP
+for silence until one does."""
+
 # Eip Events and condition reasons
 POOL_READY: Final = "PoolReady"
 POOL_OVERLAP: Final = "PoolOverlap"
@@ -40,6 +45,7 @@ ALL: Final = frozenset(
         NODE_ASSIGNED,
         NO_ELIGIBLE_NODE,
         NO_READY_ENDPOINT,
+        FAILOVER_SUSPENDED,
         POOL_READY,
         POOL_OVERLAP,
         POOL_INVALID,

@@ -95,9 +95,18 @@ class Reflector:
         self._selector = {"fieldSelector": field_selector} if field_selector else {}
         self.synced = asyncio.Event()
         self.watching = asyncio.Event()
-        """Set while a watch stream is established; the speaker's fence reads it."""
+        """Set while a watch stream is established (it proves nothing about freshness: a
+        silently cut stream stays "established" for minutes)."""
         metrics.WATCH_SYNCED.labels(name).set(0)
         metrics.WATCH_ESTABLISHED.labels(name).set(0)
+        self.revision = 0
+        """The resourceVersion the cache is known to reflect everything up to: the latest
+        list's, event's or bookmark's (kube-apiserver's are etcd revisions: integers that
+        grow across all kinds; 0 until the first list). The speaker's fence compares it with
+        the leader's must-see revision (docs/fencing.md)."""
+        self.last_event = 0
+        """The highest resourceVersion of an object listed or an event received: a revision
+        every other watcher of this kind also receives (a list's or bookmark's may not be)."""
 
     def subscribe(self, on_change: Callable[[str], None]) -> None:
         """Also call `on_change` with the key of every changed object."""
@@ -144,12 +153,18 @@ class Reflector:
                 break
             params = {"limit": str(LIST_PAGE), "continue": meta["continue"], **self._selector}
         old, self.cache = self.cache, fresh
+        version = str(meta.get("resourceVersion", ""))
+        self._seen(version, max((_revision(item) for item in fresh.values()), default=0))
         for key in old.keys() | fresh.keys():
             if old.get(key) != fresh.get(key):
                 self._changed(key)
         self.synced.set()
         metrics.WATCH_SYNCED.labels(self.name).set(1)
-        return str(meta.get("resourceVersion", ""))
+        return version
+
+    def _seen(self, version: str | None, event: int) -> None:
+        self.revision = max(self.revision, _number(version))
+        self.last_event = max(self.last_event, event)
 
     async def _watch(self, version: str) -> str:
         """Apply one watch stream from `version`; the last resourceVersion seen when it ends."""
@@ -183,7 +198,9 @@ class Reflector:
             raise WatchFailed(f"watch: {obj.get('code')} {obj.get('message')}")
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind == "BOOKMARK":
+            self._seen(version, 0)
             return version
+        self._seen(version, _number(version))
         obj = slim(obj)
         key = object_key(obj)
         if kind == "DELETED":
@@ -192,6 +209,15 @@ class Reflector:
             self.cache[key] = obj
         self._changed(key)
         return version
+
+
+def _number(version: str | None) -> int:
+    """A resourceVersion as the integer kube-apiserver makes it (0 if it is not one)."""
+    return int(version) if version and version.isdigit() else 0
+
+
+def _revision(obj: Mapping[str, Any]) -> int:
+    return _number((obj.get("metadata") or {}).get("resourceVersion"))
 
 
 async def lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:

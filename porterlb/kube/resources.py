@@ -6,7 +6,7 @@ from typing import Any
 
 from lightkube.generic_resource import create_global_resource
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Event, Namespace, Node, Service
+from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Node, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 EIP_GROUP = "network.kubesphere.io"
@@ -14,4 +14,4 @@ EIP_VERSION = "v1alpha2"
 
 Eip: Any = create_global_resource(EIP_GROUP, EIP_VERSION, "Eip", "eips")
 
-__all__ = ["Eip", "EndpointSlice", "Event", "Lease", "Namespace", "Node", "Service"]
+__all__ = ["ConfigMap", "Eip", "EndpointSlice", "Event", "Lease", "Namespace", "Node", "Service"]

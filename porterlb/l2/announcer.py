@@ -16,7 +16,10 @@ it only reads the entries (under ``_answering``, which ``update`` holds while it
 so no answer decided before a removal leaves after it) and hands claims of our IPs to the loop.
 Refused frames and failed sends, which a hostile host or a firewall can make as frequent as
 frames, are counted each and logged at most once per ``Config.log_interval`` per cause
-(``throttling``); a failed send never ends the reader.
+(``throttling``); a failed send never ends the reader. Each batch of answers and each
+gratuitous frame first asks the injected ``may_answer`` (the speaker's fence,
+docs/fencing.md) on the thread that sends it, so a fenced speaker is silent at once, however
+stalled its event loop is.
 """
 
 from __future__ import annotations
@@ -180,11 +183,13 @@ class Announcer:
         peer_macs: Iterable[ethernet.MacAddress] = (),
         config: Config = Config(),
         watch_links: WatchLinks | None = None,
+        may_answer: Callable[[], bool] = lambda: True,
     ) -> None:
         self._open_conn = open_conn
         self._watch_links = watch_links
         self._on_conflict = on_conflict
         self._config = config
+        self._may_answer = may_answer
         self._watch = conflicts.Watch(
             peer_macs=peer_macs, report_interval=config.conflict_report_interval
         )
@@ -354,6 +359,9 @@ class Announcer:
         and the packed IPs of the answers sent and of those that failed to go.
         """
         ifname, octets, owns = packet_conn.ifname, packet_conn.mac.octets, self.owns_packed
+        answering = self._may_answer()  # the fence, read once per batch before any answer
+        if not answering:
+            owns = _fenced
         entries, decide, transmit = self._entries, fastpath.decide, packet_conn.transmit
         verdicts: list[responder.Verdict] = []
         sent: list[bytes] = []
@@ -364,7 +372,9 @@ class Announcer:
                 for frame in frames:
                     fast = decide(frame, ifname=ifname, mac=octets, owns=owns)
                     if fast is None:
-                        verdict, target, reply, claim = self._reference(frame, packet_conn)
+                        verdict, target, reply, claim = self._reference(
+                            frame, packet_conn, answering=answering
+                        )
                         if claim is not None and claim.ip.packed in entries:
                             claims.append(claim)
                     else:
@@ -439,12 +449,11 @@ class Announcer:
             )
 
     def _reference(
-        self, frame: bytes, packet_conn: conn.PacketConn
+        self, frame: bytes, packet_conn: conn.PacketConn, *, answering: bool
     ) -> tuple[responder.Verdict, bytes | None, bytes | None, responder.Claim | None]:
         """The frames the fast path declines: verdict, packed target, reply and claim."""
-        outcome = responder.handle(
-            frame, ifname=packet_conn.ifname, mac=packet_conn.mac, owns=self.owns
-        )
+        owns = self.owns if answering else _fenced_ip
+        outcome = responder.handle(frame, ifname=packet_conn.ifname, mac=packet_conn.mac, owns=owns)
         target = None if outcome.ip is None else outcome.ip.packed
         return outcome.verdict, target, outcome.reply, outcome.claim
 
@@ -528,6 +537,8 @@ class Announcer:
         for frame in _gratuitous(packet_conn.mac, entry.ip):
             if self._entries.get(entry.ip.packed) is not entry:
                 return None
+            if not self._may_answer():
+                break  # fenced: this round is skipped, not sent late
             if await self._send(packet_conn, frame):
                 metrics.gratuitous(entry.ip.packed)
         return due
@@ -548,6 +559,16 @@ class Announcer:
         except errors.PorterlbError as exc:
             return self._failed(packet_conn, exc)
         return True
+
+
+def _fenced(packed: bytes, ifname: str) -> responder.Ownership:
+    """``owns_packed`` of a fenced speaker: no IP is ours to answer for."""
+    return responder.Ownership.NONE
+
+
+def _fenced_ip(ip: IPAddress, ifname: str) -> responder.Ownership:
+    """``owns`` of a fenced speaker."""
+    return responder.Ownership.NONE
 
 
 def _claim(ip: bytes, mac: bytes) -> responder.Claim:

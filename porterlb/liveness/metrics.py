@@ -32,9 +32,19 @@ SILENT_NODES: Final = prometheus_client.Gauge(
     "porterlb_heartbeat_silent_nodes",
     "Nodes whose speaker missed the last heartbeats, as this manager sees them.",
 )
+FAILOVER_SUSPENDED: Final = prometheus_client.Gauge(
+    "porterlb_heartbeat_failover_suspended",
+    "1 while no speaker answers this manager at all: it suspects its own network and moves"
+    " no IP for silence (failover is off cluster-wide if this manager leads).",
+)
+STALE_NODES: Final = prometheus_client.Gauge(
+    "porterlb_heartbeat_stale_nodes",
+    "Nodes whose speaker says its Services watch lags the leader's latest revocation.",
+)
 FENCED: Final = prometheus_client.Gauge(
     "porterlb_speaker_fenced",
-    "1 while the speaker has stopped answering because it heard neither the API nor a manager.",
+    "1 while the speaker answers no ARP/NDP: no acknowledged pong within its lease and no"
+    " proof that no manager leads, or its Services watch lags the must-see revision.",
 )
 
 

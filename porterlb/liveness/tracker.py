@@ -8,6 +8,13 @@ not seconds, makes the rule independent of scheduling jitter, and the half-inter
 fault, not ``misses + 1``. A pong counts only if it answers one of our own pings (our session,
 a sequence number we sent) later than the last one that node answered, so a recorded pong
 replayed by another host on the LAN proves nothing.
+
+The tracker also keeps what the next ping to a node must carry: the speaker session and
+number of the latest pong accepted from it (the acknowledgement that extends the speaker's
+lease, :class:`porterlb.liveness.guard.Lease`), and what the pongs say: the lease length
+(a silent node counts as silent only once that lease has surely run out:
+:func:`porterlb.liveness.guard.safe_to_move_after`), the must-see revision it complied with,
+whether its watch lags it, and its interfaces' MACs.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from porterlb.api.keys import NodeName
-from porterlb.liveness import wire
+from porterlb.liveness import guard, wire
 
 DEFAULT_INTERVAL: Final = 0.1
 DEFAULT_MISSES: Final = 3
@@ -66,6 +73,13 @@ class Tracker:
         """The latest round anyone answered."""
         self.lacking: dict[NodeName, frozenset[str]] = {}
         """Node -> the pools whose interface it lacks, as its latest pong said (none: absent)."""
+        self._echo: dict[NodeName, tuple[bytes, int]] = {}
+        self._lease: dict[NodeName, float] = {}
+        self._confirmed: dict[NodeName, int] = {}
+        self.stale: set[NodeName] = set()
+        """Nodes whose latest pong said their watch lags the must-see revision."""
+        self.macs: dict[NodeName, frozenset[bytes]] = {}
+        """Node -> the MACs of its pool interfaces, as its latest pong said."""
 
     def next_round(self) -> int:
         """Start a round; return the sequence number its pings carry."""
@@ -89,6 +103,15 @@ class Tracker:
             return Verdict.REPLAYED
         self._answered[node] = pong.sequence
         self._heard_at[node] = now
+        self._echo[node] = (pong.speaker_session, pong.speaker_sequence)
+        self._lease[node] = pong.lease_ms / 1000
+        self._confirmed[node] = max(self._confirmed.get(node, 0), pong.must_see)
+        if pong.flags & wire.STALE:
+            self.stale.add(node)
+        else:
+            self.stale.discard(node)
+        if pong.macs:
+            self.macs[node] = frozenset(pong.macs)
         if pong.pools:
             self.lacking[node] = frozenset(pong.pools)
         else:
@@ -102,15 +125,31 @@ class Tracker:
         tell a dead cluster from its own broken network, so its silences prove nothing."""
         return self.due - self._latest_answered >= self.misses
 
+    def echo(self, node: NodeName) -> tuple[bytes, int]:
+        """The speaker session and number of the latest pong accepted from `node`, for the
+        next ping to acknowledge (no session and 0: none yet)."""
+        return self._echo.get(node, (wire.NO_SESSION, 0))
+
+    def confirmed(self, node: NodeName) -> int:
+        """The highest must-see revision `node` has echoed: its watch has reached it, or it
+        answers no ARP until it does."""
+        return self._confirmed.get(node, 0)
+
     def silent(self, nodes: Iterable[NodeName], now: float) -> dict[NodeName, float | None]:
-        """Those of `nodes` that missed the last ``misses`` due rounds, with the seconds since
-        they last answered (None: never). A node not seen before starts with a clean slate."""
+        """Those of `nodes` that missed the last ``misses`` due rounds and whose lease has
+        surely run out, with the seconds since they last answered (None: never). A node not
+        seen before starts with a clean slate."""
         found: dict[NodeName, float | None] = {}
         for node in nodes:
             last = self._answered.setdefault(node, self.due)
             if self.due - last >= self.misses:
                 heard = self._heard_at.get(node)
-                found[node] = None if heard is None else now - heard
+                if heard is None:
+                    found[node] = None
+                elif not (lease := self._lease.get(node, 0.0)) or now - heard >= (
+                    guard.safe_to_move_after(lease)
+                ):  # a pong declaring no lease (0 ms) holds none
+                    found[node] = now - heard
         return found
 
     def forget(self, node: NodeName) -> None:
@@ -118,3 +157,8 @@ class Tracker:
         self._answered.pop(node, None)
         self._heard_at.pop(node, None)
         self.lacking.pop(node, None)
+        self._echo.pop(node, None)
+        self._lease.pop(node, None)
+        self._confirmed.pop(node, None)
+        self.stale.discard(node)
+        self.macs.pop(node, None)

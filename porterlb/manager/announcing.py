@@ -17,15 +17,25 @@ change that alters what placement reads, and a speaker going silent or answering
 (:meth:`Announcing.follow`), goes through :meth:`Announcing._recheck`, which
 requeues only the Services whose IP must move or could now be placed; an EndpointSlice change
 requeues its own Service, and an IP that moves requeues its other users.
+
+**Revocations** (docs/fencing.md). Taking an IP from a node whose speaker still answers
+heartbeats is a handshake, so that its speaker has stopped before another starts, even if its
+watch is dead: the leader first removes the record (``announced-by`` cleared), raises the
+pingers' *must-see* revision to the version of that write once its own watch shows it, and
+places the IP elsewhere only once the old node has echoed that revision (its watch has seen
+the removal, or it answers no ARP until it has), or has gone silent with its lease run out.
+A silent node's IPs move at once: its lease has run out by the time it counts as silent.
+A new leader starts only :data:`TAKEOVER_SETTLE` after winning, and makes every speaker
+reach the newest Service version it loaded before answering.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 import lightkube
 
@@ -37,10 +47,21 @@ from porterlb.api import reasons, wellknown
 from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.kube import events, queueing, reflector, resources, writers
+from porterlb.liveness import guard
 from porterlb.manager import metrics
 from porterlb.placement import eligibility, endpoints, ledger
 
 log = logging.getLogger(__name__)
+
+TAKEOVER_SETTLE: Final = guard.DEFAULT_FENCE_AFTER + 0.5
+"""Seconds a new leader waits before placing anything. A speaker that hears no manager keeps
+answering while its latest read of the election Lease, at most the fence time old, showed no
+leader; it reads every 0.5 s, so within the fence time of winning, every such speaker has
+seen the new holder or gone quiet. Keep ``--fence-after`` of the speakers below it."""
+
+CONFIRM_RETRY: Final = 0.05
+"""Seconds between two looks at whether a node has echoed a revocation: half a heartbeat
+interval, so the handshake costs about one ping round."""
 
 
 class Pinger(Protocol):
@@ -48,7 +69,20 @@ class Pinger(Protocol):
 
     silent: eligibility.Silent
     lacking: eligibility.Lacking
+    stale: frozenset[NodeName]
     on_change: Callable[[], None]
+    must_see: int
+
+    def confirmed(self, node: NodeName) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Revoked:
+    """An IP taken from `node`, whose speaker must reach `revision` before another answers
+    (None: the revoking write has not shown in the cache yet)."""
+
+    node: NodeName
+    revision: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +105,12 @@ class Announcing:
         poster: events.Poster,
         lb_class: str,
         workers: int = 16,
+        settle: float = 0.0,
     ) -> None:
         self.client = client
         self.lb_class = lb_class
+        self.settle = settle
+        """Seconds to wait after winning the lead (:data:`TAKEOVER_SETTLE` with an elector)."""
         self.services = services
         self.eips = eips
         self.poster = poster
@@ -84,6 +121,7 @@ class Announcing:
         self.endpoints = endpoints.Index()
         self.silent: eligibility.Silent = eligibility.NONE_SILENT
         self.lacking: eligibility.Lacking = eligibility.NONE_LACKING
+        self.stale: frozenset[NodeName] = frozenset()
         self.pinger: Pinger | None = None
         self._asks: dict[ServiceKey, _Asks] = {}
         self._said: dict[ServiceKey, str] = {}
@@ -91,6 +129,10 @@ class Announcing:
         self._lost: dict[str, tuple[NodeName, float]] = {}
         """IP -> the node found unfit to announce it, and when (loop time): a failover to
         time. Dropped when a Service of the IP is next handled."""
+        self._revoked: dict[str, _Revoked] = {}
+        """IP -> the node it was taken from, until another may announce it."""
+        self._recorded: dict[ServiceKey, tuple[str, NodeName]] = {}
+        """Service -> (IP, node) as last recorded on it, for a Service that disappears."""
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
         self.nodes = reflector.Reflector(
             client, resources.Node, on_change=self._node_changed, name="nodes"
@@ -109,6 +151,7 @@ class Announcing:
 
     async def lead(self) -> None:
         """Adopt the recorded placements, then converge until cancelled."""
+        await asyncio.sleep(self.settle)
         for source in (self.services, self.eips, self.nodes, self.slices):
             await source.synced.wait()
         self._load()
@@ -122,12 +165,19 @@ class Announcing:
         self._asks = {}
         self._said = {}
         self._said_pool = {}
+        self._revoked = {}
+        self._recorded = {}
+        # What the previous leader revoked is not known here: every speaker must at least
+        # have seen every Service version loaded now before it answers.
+        self._require(self.services.last_event)
         parsed = sorted(map(svc.parse, self.services.cache.values()), key=lambda s: s.created)
         for service in parsed:
             ip = _announced_ip(service, self.lb_class)
             if ip is not None:
                 node = service.annotation(wellknown.ANNOUNCED_BY)
                 self.ledger.adopt(service.key, ip, NodeName(node) if node else None)
+                if node:
+                    self._recorded[service.key] = (ip, NodeName(node))
         self.loaded = True
         for name in self.eips.cache:
             self._report_pool(PoolName(name))
@@ -145,6 +195,8 @@ class Announcing:
         assert self.pinger is not None
         before, self.silent = self.silent, dict(self.pinger.silent)
         changed = before.keys() ^ self.silent.keys()
+        was_stale, self.stale = self.stale, self.pinger.stale
+        changed |= was_stale ^ self.stale
         was, self.lacking = self.lacking, dict(self.pinger.lacking)
         changed |= {
             n for n in was.keys() | self.lacking.keys() if was.get(n) != self.lacking.get(n)
@@ -231,6 +283,9 @@ class Announcing:
         self._asks.pop(service_key, None)
         if obj is None or service is None:
             self._said.pop(service_key, None)
+            gone = self._recorded.pop(service_key, None)
+            if gone is not None:  # its speaker stops once its watch has the deletion
+                self._revoke(gone[0], gone[1], self.services.last_event)
             return queueing.Done()
         node = None
         if ip is not None and served:
@@ -239,11 +294,31 @@ class Announcing:
             node = self._place(service_key, ip)
         if ip is not None and node is None:
             self._say(service, ip, None, served=served)
-        moved_from = service.annotation(wellknown.ANNOUNCED_BY)
-        if moved_from == node:
+        recorded = service.annotation(wellknown.ANNOUNCED_BY)
+        old = NodeName(recorded) if recorded else None
+        seen = service.ingress[0] if service.ingress else None
+        if seen is not None:
+            self._learn(seen, old, obj)
+        if recorded == node:
             if ip is not None and node is not None:
                 self._lost.pop(ip, None)  # it stayed, or its move is already recorded
+            self._remember(service_key, service, node)
+            if seen is not None:
+                self._settle(seen, node)
             return queueing.Done()
+        moved_from = recorded
+        if old is not None and seen is not None:
+            # The IP leaves `old`: its speaker must let go before another answers. The write
+            # below is the revocation; its revision is learnt when it shows in the cache.
+            self._revoked[seen] = _Revoked(old, None)
+            if node is not None and old not in self.silent:
+                node = None  # remove the record first; place it once `old` has echoed
+        elif node is not None and ip is not None:
+            pending = self._revoked.get(ip)
+            if pending is not None and pending.node != node:
+                if not self._released(ip):
+                    return queueing.Retry(CONFIRM_RETRY)
+                moved_from = pending.node
         outcome = await queueing.attempt(
             writers.set_announcing_node(
                 self.client,
@@ -253,9 +328,14 @@ class Announcing:
                 resource_version=reflector.version(obj),
             )
         )
-        if isinstance(outcome, queueing.Done) and ip is not None and node is not None:
+        if not isinstance(outcome, queueing.Done):
+            return outcome
+        self._remember(service_key, service, node)
+        if ip is not None and node is not None:
             took = self._count_failover(ip, moved_from)
             self._say(service, ip, node, moved_from=moved_from, took=took)
+        if node is None and ip is not None and served and self.ledger.node_of(ip) is not None:
+            return queueing.Retry(CONFIRM_RETRY)  # released for a move: place it when echoed
         return outcome
 
     def _count_failover(self, ip: str, moved_from: str | None) -> float | None:
@@ -267,6 +347,49 @@ class Announcing:
         metrics.FAILOVERS.inc()
         metrics.FAILOVER_DURATION.observe(took)
         return took
+
+    def _learn(self, ip: str, recorded: NodeName | None, obj: Mapping[str, Any]) -> None:
+        """The revoking write of `ip` is in the cache once the Service no longer names the
+        node it was taken from: its version is the revision every speaker must reach (one
+        that exists, so the old node's echo means it has seen the write)."""
+        pending = self._revoked.get(ip)
+        if pending is not None and pending.revision is None and recorded != pending.node:
+            self._revoked[ip] = _Revoked(pending.node, _version(obj))
+            self._require(_version(obj))
+
+    def _settle(self, ip: str, node: NodeName | None) -> None:
+        """Forget the revocation of `ip` once it is placed again, on its old node or, the
+        revision known, on another."""
+        pending = self._revoked.get(ip)
+        if pending is None or node is None:
+            return
+        if node == pending.node or pending.revision is not None:
+            del self._revoked[ip]
+
+    def _remember(self, key: ServiceKey, service: svc.Service, node: NodeName | None) -> None:
+        if node is not None and service.ingress:
+            self._recorded[key] = (service.ingress[0], node)
+        else:
+            self._recorded.pop(key, None)
+
+    def _revoke(self, ip: str, node: NodeName, revision: int) -> None:
+        """`ip` leaves `node`: every speaker must reach `revision` before it answers again."""
+        self._revoked[ip] = _Revoked(node, revision)
+        self._require(revision)
+
+    def _require(self, revision: int) -> None:
+        if self.pinger is not None:
+            self.pinger.must_see = max(self.pinger.must_see, revision)
+
+    def _released(self, ip: str) -> bool:
+        """Whether `ip`'s last node has surely stopped answering for it: it echoed the
+        revocation, or it is silent (its lease has run out), or there are no heartbeats."""
+        pending = self._revoked.get(ip)
+        if pending is None or self.pinger is None or pending.node in self.silent:
+            return True
+        return pending.revision is not None and (
+            self.pinger.confirmed(pending.node) >= pending.revision
+        )
 
     def _place(self, key: ServiceKey, ip: str) -> NodeName | None:
         """Choose (or keep) the node of `ip`; when it moves, its other users follow."""
@@ -295,7 +418,12 @@ class Announcing:
         rules, needs = self._facts(ip)
         nodes = self.node_facts.values()
         return eligibility.eligible(
-            nodes, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+            nodes,
+            pools=rules,
+            needs=needs,
+            silent=self.silent,
+            lacking=self.lacking,
+            stale=self.stale,
         )
 
     def _why_not(self, name: str, ip: str) -> str | None:
@@ -305,7 +433,12 @@ class Announcing:
             return "its Node is gone"
         rules, needs = self._facts(ip)
         return eligibility.why_not(
-            node=node, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+            node=node,
+            pools=rules,
+            needs=needs,
+            silent=self.silent,
+            lacking=self.lacking,
+            stale=self.stale,
         )
 
     # -- telling users ----------------------------------------------------------------------
@@ -328,7 +461,12 @@ class Announcing:
             rules, needs = self._facts(ip)
             nodes = self.node_facts.values()
             why = eligibility.explain(
-                nodes, pools=rules, needs=needs, silent=self.silent, lacking=self.lacking
+                nodes,
+                pools=rules,
+                needs=needs,
+                silent=self.silent,
+                lacking=self.lacking,
+                stale=self.stale,
             )
             reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} is not announced: {why}"
         elif gone is not None:
@@ -379,6 +517,12 @@ class Announcing:
                 message=error,
             )
         )
+
+
+def _version(obj: Mapping[str, Any]) -> int:
+    """An object's resourceVersion as kube-apiserver makes it: an integer (0 if not)."""
+    version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+    return int(version) if version.isdigit() else 0
 
 
 def _rule(parsed: eip_api.Eip) -> eligibility.PoolRule:

@@ -14,7 +14,8 @@ import lightkube
 
 from porterlb import health
 from porterlb.api import wellknown
-from porterlb.kube import election, secrets
+from porterlb.api.keys import NodeName
+from porterlb.kube import election, events, peers, secrets
 from porterlb.manager import announcing, ipam, liveness, metrics
 
 
@@ -37,6 +38,7 @@ class Manager:
         self.elector = elector
         self.heartbeat = heartbeat
         self.create_secret = create_secret
+        self.pinger: liveness.Liveness | None = None
         self.ipam = ipam.Ipam(client, namespace=namespace, lb_class=lb_class, workers=workers)
         self.announcing = announcing.Announcing(
             client,
@@ -45,6 +47,9 @@ class Manager:
             poster=self.ipam.poster,
             lb_class=lb_class,
             workers=workers,
+            # A leader that won a Lease waits until speakers answering for want of a leader
+            # have seen it (docs/fencing.md); without an elector there is no Lease to see.
+            settle=announcing.TAKEOVER_SETTLE if elector is not None else 0.0,
         )
 
     def beats(self) -> list[health.Beat]:
@@ -80,8 +85,21 @@ class Manager:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.ipam.lead(), name="manager/ipam/lead")
                 group.create_task(self.announcing.lead(), name="manager/announcing/lead")
+                if self.heartbeat is not None:
+                    group.create_task(
+                        peers.publish(
+                            self.client,
+                            namespace=self.heartbeat.secret_namespace,
+                            macs=self._macs,
+                        ),
+                        name="manager/peers",
+                    )
         finally:
             metrics.LEADER.set(0)
+
+    def _macs(self) -> dict[NodeName, frozenset[bytes]] | None:
+        """The speakers' MACs as their pongs say (None until this replica pings)."""
+        return dict(self.pinger.tracker.macs) if self.pinger is not None else None
 
     async def _ping(self, settings: liveness.Settings) -> None:
         key = await secrets.heartbeat_key(
@@ -90,7 +108,21 @@ class Manager:
             name=settings.secret_name,
             create=self.create_secret,
         )
-        pinger = liveness.Liveness(nodes=self.announcing.nodes, key=key, settings=settings)
+        subject = None
+        if self.elector is not None:
+            subject = events.Subject(
+                kind="Lease",
+                api_version="coordination.k8s.io/v1",
+                name=self.elector.name,
+                namespace=self.elector.namespace,
+            )
+        self.pinger = pinger = liveness.Liveness(
+            nodes=self.announcing.nodes,
+            key=key,
+            settings=settings,
+            poster=self.ipam.poster,
+            subject=subject,
+        )
         self.announcing.follow(pinger)
         async with asyncio.TaskGroup() as group:
             group.create_task(pinger.run(), name="manager/liveness/ping")

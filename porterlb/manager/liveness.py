@@ -8,8 +8,16 @@ later the round is due and :class:`porterlb.liveness.tracker.Tracker` says who m
 ``misses`` rounds in a row. A pong counts only from one of its Node's addresses, checked
 before its signature, so a forged pong costs a lookup, not an HMAC. While no speaker at all
 answers, the fault is taken to be this manager's (its link, its namespace), and nothing
-changes until one is heard again. No API request is made: heartbeats cost the API server
-nothing.
+changes until one is heard again: that switches failover off cluster-wide, so it is a metric
+(``porterlb_heartbeat_failover_suspended``) and a Warning Event ``FailoverSuspended``, not
+only a log line. No field of a heartbeat is a wall-clock time (a manager whose clock is off
+must not make every speaker refuse its pings and so switch failover off). No API request is
+made: heartbeats cost the API server nothing.
+
+Each ping to a node acknowledges the latest pong accepted from it (which extends the
+speaker's answering lease) and carries :attr:`Liveness.must_see`, the revision of the
+leader's latest revocation; :meth:`Liveness.confirmed` says which a node has complied with.
+The argument is docs/fencing.md.
 """
 
 from __future__ import annotations
@@ -19,14 +27,14 @@ import dataclasses
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from porterlb import logs
 from porterlb.api import node as node_api
+from porterlb.api import reasons
 from porterlb.api.keys import NodeName
-from porterlb.kube import reflector, secrets
+from porterlb.kube import events, reflector, secrets
 from porterlb.liveness import keys, metrics, tracker, udp, wire
 
 log = logging.getLogger(__name__)
@@ -34,6 +42,10 @@ log = logging.getLogger(__name__)
 DRAIN_BATCH: Final = 1024
 """Datagrams read per turn of the event loop: a flood faster than they are read would
 otherwise keep the loop in the reader, and pings would stop. Ample for a round's pongs."""
+
+STALE_GRACE: Final = 1.0
+"""Seconds a speaker may say its watch lags before its IPs move: a watch event arrives within
+milliseconds, so only a watch that is down (or a speaker far behind) lasts this long."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,21 +71,30 @@ class Liveness:
         key: bytes,
         settings: Settings,
         on_change: Callable[[], None] = lambda: None,
-        wall_clock_ns: Callable[[], int] = time.time_ns,
+        poster: events.Poster | None = None,
+        subject: events.Subject | None = None,
     ) -> None:
         self.nodes = nodes
         self.keys = keys.Keyring(key, rotation=settings.rotation)
         """Replaced whole by :meth:`rekey`."""
         self.settings = settings
         self.on_change = on_change
-        self.wall_clock_ns = wall_clock_ns
-        """Pings carry a wall-clock send time: the speakers' only way to tell a stale one."""
+        self.poster = poster
+        self.subject = subject
+        """What a ``FailoverSuspended`` Event is about (the election Lease); None: no Event."""
+        self.must_see = 0
+        """The revision every speaker's watch must have reached before it answers ARP: the
+        leader's latest revocation (:mod:`porterlb.manager.announcing` raises it)."""
         session = os.urandom(wire.SESSION_LEN)
         self.tracker = tracker.Tracker(session=session, misses=settings.timing.misses)
         self.silent: Mapping[NodeName, float | None] = {}
         """Node -> seconds since it last answered when it was found silent (None: never did)."""
         self.lacking: Mapping[NodeName, frozenset[str]] = {}
         """Node -> the pools whose interface its speaker says the node lacks."""
+        self.stale: frozenset[NodeName] = frozenset()
+        """Nodes whose speaker has said for :data:`STALE_GRACE` that its watch lags the
+        must-see revision: fenced, so their IPs go elsewhere."""
+        self._stale_since: dict[NodeName, float] = {}
         self._targets: dict[NodeName, str | None] = {}
         self._addresses: dict[NodeName, frozenset[str]] = {}
         """Node -> every address of its Node: the only ones its pongs count from."""
@@ -123,14 +144,26 @@ class Liveness:
             self._targets[NodeName(name)] = node_api.internal_ip(obj)
             self._addresses[NodeName(name)] = node_api.ip_addresses(obj)
 
+    def confirmed(self, node: NodeName) -> int:
+        """The highest must-see revision `node`'s speaker has echoed (see the tracker)."""
+        return self.tracker.confirmed(node)
+
     def _ping(self, sock: socket.socket) -> None:
         sequence = self.tracker.next_round()
-        sent_ns = self.wall_clock_ns()
         key = self.keys.signing(asyncio.get_running_loop().time())
         for node, ip in self._targets.items():
             if ip is None:
                 continue  # never answers: found silent after `misses` rounds, and said so
-            ping = wire.Heartbeat(wire.Kind.PING, self.tracker.session, sequence, sent_ns, node)
+            echo_session, echo_sequence = self.tracker.echo(node)
+            ping = wire.Heartbeat(
+                wire.Kind.PING,
+                self.tracker.session,
+                sequence,
+                node,
+                speaker_session=echo_session,
+                speaker_sequence=echo_sequence,
+                must_see=self.must_see,
+            )
             address = udp.destination(sock, ip, self.settings.port)
             # A refused send (a firewall, a full buffer) is counted; the missing pong says it.
             what = f"the ping to node {node}"
@@ -176,8 +209,16 @@ class Liveness:
         return None
 
     def _judge(self, now: float) -> None:
-        if self.tracker.lacking != self.lacking:
-            self.lacking = dict(self.tracker.lacking)
+        for node in self.tracker.stale - self._stale_since.keys():
+            self._stale_since[node] = now
+        for node in self._stale_since.keys() - self.tracker.stale:
+            del self._stale_since[node]
+        stale = frozenset(n for n, t in self._stale_since.items() if now - t >= STALE_GRACE)
+        metrics.STALE_NODES.set(len(stale))
+        if self.tracker.lacking != self.lacking or stale != self.stale:
+            for node in stale - self.stale:
+                log.warning("node %s: speaker's API watch lags, it answers no ARP", node)
+            self.lacking, self.stale = dict(self.tracker.lacking), stale
             self.on_change()
         found = self.tracker.silent(self._targets, now)
         if self.tracker.deaf:
@@ -185,9 +226,11 @@ class Liveness:
             # whole cluster, and declaring every node dead would unannounce every IP. What
             # was decided before stands until some speaker is heard again.
             if not self._deaf and self._targets:
-                log.warning("no speaker answers: suspecting this manager's network, not nodes")
+                self._suspend(True)
             self._deaf = True
             return
+        if self._deaf:
+            self._suspend(False)
         self._deaf = False
         if found.keys() == self.silent.keys():
             return
@@ -201,3 +244,24 @@ class Liveness:
         self.silent = {node: self.silent.get(node, since) for node, since in found.items()}
         metrics.SILENT_NODES.set(len(self.silent))
         self.on_change()
+
+    def _suspend(self, suspended: bool) -> None:
+        """Say that failover is switched off (no speaker answers this manager) or on again."""
+        metrics.FAILOVER_SUSPENDED.set(int(suspended))
+        if not suspended:
+            log.info("speakers answer again: failover is on")
+            return
+        message = (
+            f"no speaker of {len(self._targets)} nodes answers this manager's heartbeats:"
+            " suspecting the manager's own network, so no IP moves for silence until one does"
+        )
+        log.warning("%s", message)
+        if self.poster is not None and self.subject is not None:
+            self.poster.emit(
+                events.Notice(
+                    subject=self.subject,
+                    type="Warning",
+                    reason=reasons.FAILOVER_SUSPENDED,
+                    message=message,
+                )
+            )

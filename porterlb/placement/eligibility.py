@@ -3,7 +3,8 @@
 Eligibility is per IP, not per node: a node must be fit (exists, Ready, not being deleted,
 not excluded), match the node selector of the IP's pool, and, for each Service using the IP
 with ``externalTrafficPolicy: Local``, run a ready endpoint of it; and its speaker must answer
-the managers' heartbeats (``silent`` names the nodes whose speakers stopped) and have the
+the managers' heartbeats (``silent`` names the nodes whose speakers stopped), not be fenced
+for a lagging API watch (``stale``, docs/fencing.md), and have the
 pool's interface (``lacking``, as the speakers report it in their answers). Services sharing an IP
 are announced from one node, so that node must suit all of them: the facts of every user are
 checked together (an intersection). :func:`why_not` takes each fact as a keyword argument
@@ -61,6 +62,7 @@ def why_not(
     needs: Collection[Need] = (),
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
+    stale: Collection[NodeName] = frozenset(),
 ) -> str | None:
     """None when `node` may announce an IP of `pools` used by `needs`; else why not, briefly."""
     if node.deleting:
@@ -71,6 +73,8 @@ def why_not(
         return f"labelled {wellknown.EXCLUDE_FROM_LB}"
     if node.name in silent:
         return speaker_silent(silent[node.name])
+    if node.name in stale:
+        return "its speaker's API watch lags the leader's revocations (it answers no ARP)"
     for rule in sorted(pools, key=lambda r: r.pool):
         if rule.pool in lacking.get(node.name, ()):
             return f"lacks the interface of pool {rule.pool}"
@@ -102,10 +106,13 @@ def verdicts(
     needs: Collection[Need] = (),
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
+    stale: Collection[NodeName] = frozenset(),
 ) -> dict[NodeName, str | None]:
     """Every node's :func:`why_not` for one IP."""
     return {
-        node.name: why_not(node=node, pools=pools, needs=needs, silent=silent, lacking=lacking)
+        node.name: why_not(
+            node=node, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale
+        )
         for node in nodes
     }
 
@@ -117,9 +124,10 @@ def eligible(
     needs: Collection[Need] = (),
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
+    stale: Collection[NodeName] = frozenset(),
 ) -> frozenset[NodeName]:
     """The names of the nodes that may announce the IP."""
-    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking)
+    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale)
     return frozenset(name for name, reason in found.items() if reason is None)
 
 
@@ -130,9 +138,10 @@ def explain(
     needs: Collection[Need] = (),
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
+    stale: Collection[NodeName] = frozenset(),
 ) -> str:
     """Why no node may announce, naming each node: ``w1: not Ready; w2: labelled ...``."""
-    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking)
+    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale)
     if not found:
         return "the cluster has no Node"
     return "; ".join(f"{name}: {reason}" for name, reason in sorted(found.items()) if reason)

@@ -10,8 +10,17 @@ lacks gets a Warning Event ``InterfaceMissing`` naming node and interface, and n
 is announced; an address conflict gets ``IPConflict`` on the Services using the IP.
 
 With heartbeats on, the speaker answers the managers' pings (:mod:`.heartbeats`) and fences
-itself: after the fence time with neither an established API watch nor a valid ping it
-announces nothing until one of them is back (:class:`porterlb.liveness.guard.Fence`).
+itself (docs/fencing.md): the announcer asks :meth:`Speaker.may_answer` before every answer
+and every gratuitous frame, on whichever thread sends it. It may answer while it holds a lease
+that only acknowledged pongs extend and its Services watch, as applied to the announcer, has
+reached the leader's must-see revision; an open watch proves nothing. Without a lease it reads
+the managers' election Lease itself (:data:`LEADER_READ_INTERVAL`): while no manager leads,
+nobody can move its IPs and it keeps answering its last assignments, for at most the fence
+time after the last read that said so.
+
+An IP that moved here from another node is announced without a probe: porterlb answered for
+it a moment ago, and a failover must not wait (the old node may even still answer the probe;
+other speakers' MACs are never conflicts either, see ``set_peer_macs``).
 """
 
 from __future__ import annotations
@@ -20,19 +29,26 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
+import os
+import time
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
+import httpx2
 import lightkube
+import msgspec
 
 from porterlb import errors, health, logs
 from porterlb.api import address, reasons, wellknown
 from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName
-from porterlb.kube import events, reflector, resources, secrets
+from porterlb.kube import client as kube_client
+from porterlb.kube import events, peers, reflector, resources, secrets
+from porterlb.kube import metrics as kube_metrics
 from porterlb.l2 import afpacket, announcer, conn, ethernet, interfaces
-from porterlb.liveness import guard
+from porterlb.liveness import guard, wire
 from porterlb.liveness import metrics as liveness_metrics
 from porterlb.speaker import assignments, heartbeats, metrics
 
@@ -42,7 +58,16 @@ RESOLVE_INTERVAL: Final = 10.0
 """Seconds between two interface resolutions of a pool: links come and go under a node."""
 
 FENCE_CHECK: Final = 0.05
-"""Seconds between two looks at the fence: a small fraction of the fence time."""
+"""Seconds between two looks at the fence, for its metric and log line (the fence itself is
+decided at every answer)."""
+
+LEADER_READ_INTERVAL: Final = 0.5
+"""Seconds between two reads of the election Lease while no lease is held: a quarter of the
+default fence time, so a read showing no leader is renewed well before it runs out."""
+
+LEADER_READ_TIMEOUT: Final = 1.0
+"""Seconds one read of the election Lease may take: an answer later than this would be too
+old to count anyway."""
 
 
 class Speaker:
@@ -62,8 +87,18 @@ class Speaker:
         self.node = node
         self.netns = netns
         self.heartbeat = heartbeat
-        self.fence: guard.Fence | None = None
-        self.fenced = False
+        self.lease: guard.Lease | None = None
+        self.leader = guard.LeaderCheck(
+            fresh_for=heartbeat.fence_after if heartbeat else guard.DEFAULT_FENCE_AFTER
+        )
+        self.fenced = heartbeat is not None
+        """Whether :meth:`may_answer` said no at its last look (a start is fenced: no lease
+        before the first acknowledgement)."""
+        self.applied = 0
+        """The Services revision the announcer's wanted set reflects (see :meth:`_sync`)."""
+        self._changes = 0
+        """Changes of this node's records so far: a sync reflects those made before it."""
+        self._syncing = False
         self.endpoint: heartbeats.Heartbeats | None = None
         self.poster = events.Poster(client, component="porterlb-speaker", namespace=namespace)
         self.services = reflector.Reflector(
@@ -72,16 +107,31 @@ class Speaker:
         self.eips = reflector.Reflector(
             client, resources.Eip, on_change=self._eip_changed, name="eips"
         )
+        self.peers = (
+            reflector.Reflector(
+                client,
+                resources.ConfigMap,
+                on_change=self._peers_changed,
+                name="peers",
+                namespace=heartbeat.lease_namespace,
+                field_selector=f"metadata.name={peers.NAME}",
+            )
+            if heartbeat is not None
+            else None
+        )
         self.announcer = announcer.Announcer(
             open_conn=self._open,
             on_conflict=self._conflict,
             config=config or announcer.Config(),
             watch_links=functools.partial(interfaces.watch_running, netns=netns),
+            may_answer=self.may_answer,
         )
         self.records = assignments.Records(node)
         """Service key -> the (IP, pool) pairs it assigns to this node; only non-empty ones."""
         self.links: dict[PoolName, str | None] = {}
         """Pool -> interface name, or None when this node lacks it (reported)."""
+        self._macs: dict[str, bytes] = {}
+        """Interface name -> its MAC, for the pongs (peers' MACs are never conflicts)."""
         self._announced: set[address.IPAddress] = set()
         self._recorded: dict[str, str] = {}
         """Service key -> the announcing node last recorded on it, to tell a move from a start."""
@@ -101,23 +151,41 @@ class Speaker:
             group.create_task(self.eips.run(), name="speaker/watch/eips")
             group.create_task(self.announcer.run(), name="speaker/l2")
             group.create_task(self._sync_loop(), name="speaker/sync")
+            if self.peers is not None:
+                group.create_task(self.peers.run(), name="speaker/watch/peers")
             if self.heartbeat is not None:
                 group.create_task(self._heartbeats(self.heartbeat), name="speaker/heartbeats")
 
+    def may_answer(self) -> bool:
+        """The fence (:func:`porterlb.liveness.guard.may_answer`); any thread may ask."""
+        if self.heartbeat is None:
+            return True  # no heartbeats: nothing to fence on (the manager moves nothing)
+        lease = self.lease
+        if lease is None:
+            return False  # not started: nothing is announced before the key is read anyway
+        return guard.may_answer(
+            time.monotonic(), lease=lease, watched=self.applied, leader=self.leader
+        )
+
+    def _watched(self) -> int:
+        return self.applied
+
     async def _heartbeats(self, settings: heartbeats.Settings) -> None:
-        """Answer the managers' pings, and keep the fence shut while nothing is heard."""
+        """Answer the managers' pings; watch the fence; read the Lease while none is held."""
         key = await secrets.heartbeat_key(
             self.client,
             namespace=settings.secret_namespace,
             name=settings.secret_name,
             create=False,
         )
-        loop = asyncio.get_running_loop()
-        self.fence = guard.Fence(after=settings.fence_after, now=loop.time())
+        self.lease = lease = guard.Lease(
+            length=settings.lease, session=os.urandom(wire.SESSION_LEN)
+        )
         self.endpoint = endpoint = heartbeats.Heartbeats(
             node=self.node,
             key=key,
-            fence=self.fence,
+            lease=lease,
+            watched=self._watched,
             port=settings.port,
             addresses=settings.addresses,
             netns=self.netns,
@@ -135,33 +203,60 @@ class Speaker:
                 ),
                 name="speaker/heartbeats/key",
             )
-            group.create_task(self._fence_loop(self.fence), name="speaker/heartbeats/fence")
+            group.create_task(self._fence_loop(lease), name="speaker/heartbeats/fence")
+            group.create_task(self._leader_loop(settings), name="speaker/heartbeats/leader")
 
-    async def _fence_loop(self, fence: guard.Fence) -> None:
-        loop = asyncio.get_running_loop()
+    async def _fence_loop(self, lease: guard.Lease) -> None:
+        liveness_metrics.FENCED.set(int(self.fenced))
         while True:
-            now = loop.time()
-            if self.services.watching.is_set():
-                fence.sign_of_life(now)
-            if fence.closed(now) != self.fenced:
+            if self.may_answer() == self.fenced:
                 self.fenced = not self.fenced
                 liveness_metrics.FENCED.set(int(self.fenced))
                 if self.fenced:
                     log.warning(
-                        "node %s: no API watch and no heartbeat for %.1f s: fenced, answering"
-                        " for no IP until one is back",
+                        "node %s: fenced, answering for no IP (lease %s, watch at revision %d,"
+                        " must see %d)",
                         self.node,
-                        fence.after,
+                        "held" if lease.held(time.monotonic()) else "lapsed",
+                        self.applied,
+                        lease.must_see,
                         extra=logs.fields(node=self.node),
                     )
                 else:
                     log.info(
-                        "node %s: heard again, no longer fenced",
-                        self.node,
-                        extra=logs.fields(node=self.node),
+                        "node %s: no longer fenced", self.node, extra=logs.fields(node=self.node)
                     )
-                self._dirty.set()
             await asyncio.sleep(FENCE_CHECK)
+
+    async def _leader_loop(self, settings: heartbeats.Settings) -> None:
+        """While no lease is held, read the election Lease every :data:`LEADER_READ_INTERVAL`
+        (a fresh GET with a short timeout: the API's answer, not the watch's belief)."""
+        assert self.lease is not None
+        path = kube_client.path(
+            resources.Lease, namespace=settings.lease_namespace, name=settings.lease_name
+        )
+        http = kube_client.http(self.client)
+        while True:
+            if not self.lease.held(time.monotonic()):
+                sent = time.monotonic()
+                try:
+                    kube_metrics.API_REQUESTS.labels("get", "leases").inc()
+                    reply = await http.get(path, timeout=LEADER_READ_TIMEOUT)
+                except httpx2.HTTPError as error:
+                    log.debug("node %s: reading Lease %s: %r", self.node, path, error)
+                else:
+                    understood, record = _lease_record(reply.status_code, reply.content)
+                    if understood:
+                        self.leader.read(record, sent=sent, received=time.monotonic())
+                    else:
+                        log.warning(
+                            "node %s: reading Lease %s: %s %s",
+                            self.node,
+                            path,
+                            reply.status_code,
+                            reply.text[:200],
+                        )
+            await asyncio.sleep(LEADER_READ_INTERVAL)
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -175,7 +270,17 @@ class Speaker:
             found = self.records.mine.get(key, ())
             if before is not None and before != self.node:
                 self._moved_in.update(ip for ip, _ in found)
+            self._changes += 1
             self._dirty.set()
+        elif not self._dirty.is_set() and not self._syncing:
+            # Nothing this node answers changed, and nothing is waiting to be applied: the
+            # announcer reflects this revision already (other nodes' revocations raise every
+            # speaker's must-see revision; waiting for the next sync would fence them all).
+            self.applied = max(self.applied, self.services.revision)
+
+    def _peers_changed(self, key: str) -> None:
+        assert self.peers is not None
+        self.announcer.set_peer_macs(peers.parse(self.peers.cache.get(key)))
 
     def _eip_changed(self, name: str) -> None:
         self.links.pop(PoolName(name), None)
@@ -196,9 +301,20 @@ class Speaker:
             self.links.clear()  # periodic: resolve every pool's interface again
 
     async def _sync(self) -> None:
+        self._syncing = True
+        try:
+            await self._apply()
+        finally:
+            self._syncing = False
+        await self._resolve_every_pool()
+
+    async def _apply(self) -> None:
         wanted: dict[address.IPAddress, announcer.Announcement] = {}
-        # A snapshot: resolving an interface awaits, and watch events change the records then.
-        for pairs in () if self.fenced else list(self.records.mine.values()):
+        # A snapshot: resolving an interface awaits, and watch events change the records then
+        # (the records take each event as it comes, so they reflect the revision read here).
+        revision, changes = self.services.revision, self._changes
+        mine = list(self.records.mine.values())
+        for pairs in mine:
             for ip, pool in pairs:
                 if self.records.contested(ip):
                     continue  # being moved: its old node may still answer until it is done
@@ -209,9 +325,14 @@ class Speaker:
                     wanted[ip] = announcer.Announcement(ifname, probe=fresh)
         self.announcer.update(wanted)
         metrics.ANNOUNCED_IPS.set(len(wanted))
+        # What changed meanwhile concerned no IP of this node: the current revision holds.
+        current = self.services.revision if self._changes == changes else revision
+        self.applied = max(self.applied, current)
         self._announced = set(wanted)
-        self._moved_in.clear()
-        await self._resolve_every_pool()
+        # Forget only what was used or left: an IP that moved in while this sync awaited
+        # (or that waits for its interface, or for its move to finish) keeps its mark.
+        still_mine = {ip for pairs in self.records.mine.values() for ip, _ in pairs}
+        self._moved_in = {ip for ip in self._moved_in if ip in still_mine and ip not in wanted}
 
     async def _resolve_every_pool(self) -> None:
         """Resolve the interface of every layer-2 pool, assigned here or not, so that the
@@ -224,6 +345,10 @@ class Speaker:
         lacking = sorted(pool for pool, link in self.links.items() if link is None)
         if self.endpoint is not None:
             self.endpoint.lacking = tuple(lacking)
+            in_use = {link for link in self.links.values() if link is not None}
+            self.endpoint.macs = tuple(
+                sorted({mac for name, mac in self._macs.items() if name in in_use})
+            )
 
     async def _interface(self, pool: PoolName) -> str | None:
         if pool in self.links:
@@ -254,6 +379,8 @@ class Speaker:
             return None  # not cached: the next sync tries again
         self._said.pop(pool, None)
         self.links[pool] = link.name
+        if link.mac is not None:
+            self._macs[link.name] = link.mac.octets
         return link.name
 
     # -- health ------------------------------------------------------------------------------
@@ -312,6 +439,22 @@ class Speaker:
                 message=message,
             )
         )
+
+
+def _lease_record(status: int, content: bytes) -> tuple[bool, guard.LeaseRecord | None]:
+    """What a GET of the election Lease answered: (True, its record, or None when there is
+    no Lease: no manager ever ran), or (False, None) for an answer that says nothing."""
+    if status == 404:
+        return True, None
+    if status != 200:
+        return False, None
+    spec: dict[str, Any] = msgspec.json.decode(content).get("spec") or {}
+    duration = spec.get("leaseDurationSeconds")
+    return True, guard.LeaseRecord(
+        holder=spec.get("holderIdentity") or None,
+        renewed=spec.get("renewTime"),
+        duration=float(duration) if isinstance(duration, int | float) else math.inf,
+    )
 
 
 def _uid(obj: Mapping[str, object] | None) -> str:

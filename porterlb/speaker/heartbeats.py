@@ -1,11 +1,15 @@
-"""The speaker's heartbeat endpoint: answers the managers' signed pings, feeds the fence.
+"""The speaker's heartbeat endpoint: answers the managers' signed pings, feeds the lease.
 
 Every manager replica pings every speaker (:mod:`porterlb.manager.liveness`); the speaker
-answers each ping :class:`porterlb.liveness.guard.PingGuard` accepts with a signed pong and
-counts it as a sign of life for its :class:`~porterlb.liveness.guard.Fence`. Anything else
-that reaches the port (forged, stale, replayed, garbage) is counted by verdict and dropped;
-what is not a ping for this node is dropped before its HMAC is computed, and a pong the kernel
-refuses to send (a firewall, a full queue) is counted, never fatal.
+answers each ping :class:`porterlb.liveness.guard.PingGuard` accepts with a signed, numbered
+pong, and hands the ping to its :class:`~porterlb.liveness.guard.Lease`: the ping's
+acknowledgement of an earlier pong extends the answering lease, and its must-see revision
+fences the speaker until its watch has caught up (the pong says whether it has: ``STALE``).
+The pong's send time is read before it is sent, so the lease never outlasts what the pinger
+can compute from the time it received the pong. Anything else that reaches the port (forged,
+replayed, garbage) is counted by verdict and dropped; what is not a ping for this node is
+dropped before its HMAC is computed, and a pong the kernel refuses to send (a firewall, a full
+queue) is counted, never fatal.
 
 Pings are answered by a thread of their own, not by the event loop: a loop busy for a few
 hundred milliseconds with a burst of Service changes (1,000 Services arriving at once on a
@@ -33,6 +37,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import select
 import socket
 import threading
@@ -41,7 +46,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from porterlb import health
-from porterlb.kube import secrets
+from porterlb.kube import election, secrets
 from porterlb.liveness import guard, keys, metrics, udp, wire
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,8 @@ TRUSTED_KEPT: Final = guard.SESSIONS_KEPT
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
-    """Where the key is, which port to answer on, and the fence time."""
+    """Where the key is, which port to answer on, the lease and the fence time, and where
+    the managers' election Lease is."""
 
     secret_namespace: str
     secret_name: str = secrets.DEFAULT_NAME
@@ -81,6 +87,14 @@ class Settings:
     """The node's addresses to answer on (``--heartbeat-addr``); none: every address."""
     fence_after: float = guard.DEFAULT_FENCE_AFTER
     rotation: keys.Rotation = dataclasses.field(default_factory=keys.Rotation)
+    lease: float = guard.DEFAULT_LEASE
+    lease_namespace: str = ""
+    """The managers' namespace (their election Lease); empty: the Secret's."""
+    lease_name: str = election.LEASE_NAME
+
+    def __post_init__(self) -> None:
+        if not self.lease_namespace:
+            object.__setattr__(self, "lease_namespace", self.secret_namespace)
 
 
 class Heartbeats:
@@ -91,27 +105,28 @@ class Heartbeats:
         *,
         node: str,
         key: bytes,
-        fence: guard.Fence,
+        lease: guard.Lease,
+        watched: Callable[[], int] = lambda: 0,
         port: int = udp.DEFAULT_PORT,
         addresses: tuple[str, ...] = (),
         netns: str | None = None,
-        wall_clock_ns: Callable[[], int] = time.time_ns,
         rotation: keys.Rotation | None = None,
     ) -> None:
         self.keys = keys.Keyring(key, rotation=rotation or keys.Rotation())
         """Replaced whole by :meth:`rekey`; the answering thread only reads it."""
-        self.fence = fence
+        self.lease = lease
+        self.watched = watched
+        """The Services revision the speaker's announcer reflects."""
         self.port = port
         self.addresses = addresses
         self.netns = netns
         self.guard = guard.PingGuard(node=node)
         self._checking = threading.Lock()
-        """One answering thread per address: the guard's replay memory is checked by one at
-        a time, so a ping sent to two addresses of the node is answered once."""
+        """One answering thread per address: the guard's replay memory and the lease are
+        taken by one at a time, so a ping sent to two addresses of the node is answered once."""
         self.threads_ran: list[health.Stamp] = []
         """When each answering thread last turned (every :data:`RECEIVE_TIMEOUT` at least)."""
-        self.wall_clock_ns = wall_clock_ns
-        """Pings carry the pinger's wall-clock send time; only a wall clock can judge it."""
+        self._lease_ms = math.ceil(lease.length * 1000)
         self._loop_seen = time.monotonic()
         """When the event loop last ran (``time.monotonic``, the loop's own clock)."""
         self._answered = time.monotonic()
@@ -126,6 +141,8 @@ class Heartbeats:
         """Senders (address, port) whose pings were answered, least recently first."""
         self._budget = 0
         """HMACs left for senders not trusted, in the batch being handled."""
+        self.macs: tuple[bytes, ...] = ()
+        """The MACs of the node's pool interfaces, named in every answer (replaced whole)."""
 
     def rekey(self, key: bytes) -> None:
         """The heartbeat Secret now holds `key` (see :mod:`porterlb.liveness.keys`)."""
@@ -201,17 +218,33 @@ class Heartbeats:
             self._tally.add("loop_stalled")
             return
         with self._checking:
-            verdict = self.guard.check(ping, self.wall_clock_ns())
-        self._tally.add(verdict.value)
-        if verdict is guard.Verdict.ANSWERED:
-            pong = wire.encode(ping.answer(self.lacking), signed.key)
-            udp.send(sock, pong, sender, role="speaker", what="a pong", logged=self._unsent)
-            self._answered = now
-            self.fence.sign_of_life(now)
-            self._trusted[sender[:2]] = None
-            self._trusted.move_to_end(sender[:2])
-            if len(self._trusted) > TRUSTED_KEPT:
-                self._trusted.popitem(last=False)
+            verdict = self.guard.check(ping)
+            self._tally.add(verdict.value)
+            if verdict is not guard.Verdict.ANSWERED:
+                return
+            self._answer_ping(sock, ping, sender, signed.key)
+        self._answered = now
+        self._trusted[sender[:2]] = None
+        self._trusted.move_to_end(sender[:2])
+        if len(self._trusted) > TRUSTED_KEPT:
+            self._trusted.popitem(last=False)
+
+    def _answer_ping(
+        self, sock: socket.socket, ping: wire.Heartbeat, sender: Any, key: bytes
+    ) -> None:
+        lease = self.lease
+        lease.ping(ping)  # its must-see revision first: the pong echoes it as complied with
+        pong = ping.answer(
+            session=lease.session,
+            sequence=lease.pong(time.monotonic()),
+            lease_ms=self._lease_ms,
+            stale=self.watched() < lease.must_see,
+            pools=self.lacking,
+            macs=self.macs,
+        )
+        udp.send(
+            sock, wire.encode(pong, key), sender, role="speaker", what="a pong", logged=self._unsent
+        )
 
     def _screen(self, kind: wire.Kind, node: str, sender: Any) -> str | None:
         """Only a ping for this node is worth an HMAC, and while behind, one from a sender

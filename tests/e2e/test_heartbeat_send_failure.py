@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -48,9 +47,12 @@ def namespace() -> Iterator[str]:
 
 @pytest.fixture
 async def endpoint(namespace: str) -> AsyncIterator[asyncio.Task[None]]:
-    fence = guard.Fence(now=asyncio.get_running_loop().time())
     answering = heartbeats.Heartbeats(
-        node=NODE, key=KEY, fence=fence, addresses=(LOOPBACK,), netns=namespace
+        node=NODE,
+        key=KEY,
+        lease=guard.Lease(session=os.urandom(8)),
+        addresses=(LOOPBACK,),
+        netns=namespace,
     )
     task = asyncio.create_task(answering.run(), name="test/heartbeats")
     yield task
@@ -73,9 +75,7 @@ async def test_a_refused_pong_is_counted_logged_once_and_the_next_one_goes(
     with await udp.bind(port=0, netns=namespace, host=LOOPBACK) as pinger:
 
         async def ping() -> None:
-            heartbeat = wire.Heartbeat(
-                wire.Kind.PING, session, next(sequence), time.time_ns(), NODE
-            )
+            heartbeat = wire.Heartbeat(wire.Kind.PING, session, next(sequence), NODE)
             await loop.sock_sendto(
                 pinger, wire.encode(heartbeat, KEY), (LOOPBACK, udp.DEFAULT_PORT)
             )

@@ -13,7 +13,7 @@ import contextlib
 import os
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import lightkube
 import pytest
@@ -21,8 +21,9 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from porterlb.api import reasons
-from porterlb.kube import secrets
+from porterlb.kube import election, secrets
 from porterlb.liveness import guard, keys, tracker
+from porterlb.liveness import metrics as liveness_metrics
 from porterlb.manager import liveness
 from porterlb.speaker import heartbeats
 from tests.integration import objects
@@ -33,6 +34,8 @@ from tests.waiting import eventually
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 TIMING = tracker.Timing(interval=0.05, misses=3)
+CAUGHT_UP = 2**62
+"""The watch revision of a speaker endpoint whose watch is never behind."""
 SILENT = r"its speaker stopped answering heartbeats \(found \d+ ms after its last answer\)"
 RECORDED = r"recorded \d+ ms after that was found"
 
@@ -72,13 +75,20 @@ async def answering(
     lacking: tuple[str, ...] = (),
     secret: tuple[lightkube.AsyncClient, str] | None = None,
     rotation: keys.Rotation | None = None,
+    watched: Callable[[], int] = lambda: CAUGHT_UP,
 ) -> AsyncIterator[heartbeats.Heartbeats]:
     """A speaker's heartbeat endpoint for `node` on `ip`:`port` while the block runs,
-    saying it lacks the interfaces of `lacking`; with `secret` (client, namespace) it follows
-    the heartbeat Secret as the speaker does."""
-    fence = guard.Fence(now=asyncio.get_running_loop().time())
+    saying it lacks the interfaces of `lacking`, its watch at revision `watched()`; with
+    `secret` (client, namespace) it follows the heartbeat Secret as the speaker does."""
+    lease = guard.Lease(session=os.urandom(8))
     endpoint = heartbeats.Heartbeats(
-        node=node, key=key, fence=fence, port=port, addresses=(ip,), rotation=rotation
+        node=node,
+        key=key,
+        lease=lease,
+        watched=watched,
+        port=port,
+        addresses=(ip,),
+        rotation=rotation,
     )
     endpoint.lacking = lacking
     async with asyncio.TaskGroup() as group:
@@ -188,6 +198,73 @@ async def test_when_no_speaker_answers_the_manager_blames_itself_and_keeps_every
     await eventually(rounds_passed, what="the silent rounds to be counted")
     assert pinger.silent == {}
     assert await announced_by(client, "web", namespace) == node
+
+
+async def test_a_leader_that_hears_no_speaker_says_failover_is_off_in_an_event_and_a_metric(
+    client, namespace, nodes, port
+):
+    """Failover off cluster-wide is not only a log line (issue 9, clock skew): a Warning
+    ``FailoverSuspended`` on the election Lease, and a gauge at 1."""
+    await node_at(client, nodes, f"{namespace}-a", "127.0.0.45")
+    settings = liveness.Settings(secret_namespace=namespace, port=port, timing=TIMING)
+    elector = election.Elector(client, namespace=namespace, identity=f"{namespace}-manager")
+    async with running_manager(client, heartbeat=settings, elector=elector):
+        message = re.compile(
+            r"no speaker of \d+ nodes answers this manager's heartbeats: suspecting the"
+            r" manager's own network, so no IP moves for silence until one does"
+        )
+        await objects.wait_event(
+            client, namespace, election.LEASE_NAME, reasons.FAILOVER_SUSPENDED, message
+        )
+        assert liveness_metrics.FAILOVER_SUSPENDED._value.get() == 1
+
+
+async def test_a_move_away_from_a_node_that_answers_waits_for_its_echo_of_the_revocation(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    """The node whose IP moves still answers heartbeats, but its watch lags (revision 0):
+    it echoes the revocation as fenced (``STALE``), and only then does another node get the
+    IP; a node that keeps lagging is not eligible."""
+    names = {f"{namespace}-{n}": f"127.0.0.{50 + n}" for n in range(2)}
+    lagging = dict.fromkeys(names, False)
+    for name, ip in names.items():
+        await node_at(client, nodes, name, ip)
+    key = await key_of(client, namespace)
+    async with contextlib.AsyncExitStack() as stack:
+        for name, ip in names.items():
+
+            def watched(name: str = name) -> int:
+                return 0 if lagging[name] else CAUGHT_UP
+
+            await stack.enter_async_context(answering(name, ip, port, key, watched=watched))
+        await pool_with_service(client, eips, namespace, net)
+        first = await wait_announced_by(client, "web", namespace, set(names))
+        pinger = pinging_manager.announcing.pinger
+        lagging[first] = True
+        await set_node_ready(client, first, False)
+        second = await wait_announced_by(client, "web", namespace, set(names) - {first})
+        assert pinger.must_see > 0
+        assert pinger.confirmed(first) >= pinger.must_see
+        message = rf"Service {namespace}/web: {re.escape(net)}\.1 moved from node {first}"
+        await objects.wait_event(
+            client,
+            namespace,
+            "web",
+            reasons.FAILOVER,
+            re.compile(rf"{message} to node {second}: {first}: not Ready"),
+        )
+
+        async def stale() -> bool:
+            return bool(pinger.stale == {first})
+
+        await eventually(stale, what=f"node {first} to count as stale")
+        await set_node_ready(client, first, True)
+        await set_node_ready(client, second, False)
+        why = (
+            f"{first}: its speaker's API watch lags the leader's revocations (it answers no"
+            f" ARP); {second}: not Ready"
+        )
+        await wait_not_announced(client, namespace, net, why)
 
 
 async def test_no_ip_goes_to_a_node_whose_speaker_lacks_the_pools_interface(

@@ -24,7 +24,9 @@ QUIET = 60.0
 class Node:
     """An Announcer over MemoryPacketConns, recording conflicts and opens."""
 
-    def __init__(self, mac=samples.OUR_MAC, *, peer_macs=(), config=None, fail=0):
+    def __init__(
+        self, mac=samples.OUR_MAC, *, peer_macs=(), config=None, fail=0, may_answer=lambda: True
+    ):
         self.mac = mac
         self.conns: dict[str, conn.MemoryPacketConn] = {}
         self.conflicts: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
@@ -35,6 +37,7 @@ class Node:
             on_conflict=lambda *report: self.conflicts.put_nowait(report),
             peer_macs=peer_macs,
             config=config or announcer.Config(),
+            may_answer=may_answer,
         )
 
     def conn(self, ifname) -> conn.MemoryPacketConn:
@@ -265,6 +268,42 @@ async def test_answer_from_peer_speaker_is_not_a_conflict():
         garp = await eth0.next_sent()
     assert garp == ndp.unsolicited(samples.OUR_MAC, samples.VIP6)
     assert node.conflicts.empty()
+
+
+async def test_peer_macs_set_while_running_are_not_conflicts_but_others_still_are():
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        node.announcer.set_peer_macs([samples.PEER_MAC])
+        announce(node, samples.VIP6, probe=True)
+        await eth0.next_sent()  # the probe
+        peer_says = na(samples.VIP6, mac=samples.PEER_MAC, eth_src=samples.PEER_MAC)
+        eth0.inject(peer_says)
+        assert await eth0.next_sent() == ndp.unsolicited(samples.OUR_MAC, samples.VIP6)
+        assert node.conflicts.empty()
+        node.announcer.set_peer_macs([])
+        eth0.inject(peer_says)
+        report = await asyncio.wait_for(node.conflicts.get(), QUIET)
+    assert report == (samples.VIP6, "eth0", samples.PEER_MAC)
+
+
+async def test_a_fenced_announcer_answers_nothing_and_sends_no_gratuitous_frame():
+    """The fence is asked on the thread that sends, before each batch and each frame."""
+    fenced = False
+    node = Node(config=announcer.Config(burst=(0.0, 1.0, 2.0)), may_answer=lambda: not fenced)
+    eth0 = node.conn("eth0")
+    async with running(node):
+        start = now()
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)
+        fenced = True
+        eth0.inject(arp_request(samples.VIP4))
+        await assert_quiet(eth0)
+        fenced = False
+        reply = await answer_to(eth0, arp_request(samples.VIP4))
+    assert arp.decode(reply.payload).sender_ip == samples.VIP4
+    assert [round(s.at - start, 3) for s in eth0.sent[:2]] == [0.0, 0.0]
+    assert len(eth0.sent) == 3  # the rounds at 1 s and 2 s fell while fenced: skipped
 
 
 async def test_failover_placement_announces_at_once():

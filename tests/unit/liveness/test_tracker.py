@@ -3,14 +3,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from porterlb.api.keys import NodeName
-from porterlb.liveness import tracker, wire
+from porterlb.liveness import guard, tracker, wire
 
 SESSION = b"session1"
 W1, W2 = NodeName("w1"), NodeName("w2")
 
 
 def pong(node: str, sequence: int, session: bytes = SESSION) -> wire.Heartbeat:
-    return wire.Heartbeat(wire.Kind.PONG, session, sequence, 0, node)
+    return wire.Heartbeat(wire.Kind.PONG, session, sequence, node)
 
 
 def rounds(t: tracker.Tracker, count: int, answering: set[str], now: float = 0.0) -> None:
@@ -82,7 +82,7 @@ def test_an_answer_revives_a_silent_node():
 @pytest.mark.parametrize(
     ("heartbeat", "verdict"),
     [
-        (wire.Heartbeat(wire.Kind.PING, SESSION, 1, 0, "w1"), tracker.Verdict.NOT_A_PONG),
+        (wire.Heartbeat(wire.Kind.PING, SESSION, 1, "w1"), tracker.Verdict.NOT_A_PONG),
         (pong("w1", 1, session=b"other!!!"), tracker.Verdict.OTHER_SESSION),
         (pong("w1", 3), tracker.Verdict.NEVER_SENT),
         (pong("w1", 0), tracker.Verdict.NEVER_SENT),
@@ -155,8 +155,47 @@ def test_deaf_while_no_node_at_all_answered_the_last_misses_rounds():
 def test_the_latest_pong_says_which_pools_a_node_lacks():
     t = tracker.Tracker(session=SESSION, misses=3)
     first, second = t.next_round(), t.next_round()
-    lacking = wire.Heartbeat(wire.Kind.PONG, SESSION, first, 0, "w1", ("lan",))
+    lacking = wire.Heartbeat(wire.Kind.PONG, SESSION, first, "w1", pools=("lan",))
     assert t.received(lacking, 0.0) is tracker.Verdict.ACCEPTED
     assert t.lacking == {W1: frozenset({"lan"})}
     assert t.received(pong("w1", second), 0.0) is tracker.Verdict.ACCEPTED
     assert t.lacking == {}
+
+
+def answer(node: str, sequence: int, **fields) -> wire.Heartbeat:
+    return wire.Heartbeat(wire.Kind.PONG, SESSION, sequence, node, **fields)
+
+
+def test_a_node_counts_as_silent_only_once_its_lease_has_surely_run_out():
+    t = tracker.Tracker(session=SESSION, misses=1)
+    t.silent([W1], 0.0)
+    first = t.next_round()
+    t.received(answer("w1", first, lease_ms=500), 10.0)
+    t.close_round()
+    t.next_round()
+    t.close_round()
+    assert t.silent([W1], 10.3) == {}  # missed a round, but its lease may still hold
+    later = 10.0 + guard.safe_to_move_after(0.5) + 1e-9
+    assert t.silent([W1], later) == {W1: pytest.approx(guard.safe_to_move_after(0.5))}
+
+
+def test_the_next_ping_acknowledges_the_latest_pong_accepted():
+    t = tracker.Tracker(session=SESSION, misses=3)
+    assert t.echo(W1) == (wire.NO_SESSION, 0)
+    first, second = t.next_round(), t.next_round()
+    t.received(answer("w1", second, speaker_session=b"speaker1", speaker_sequence=9), 0.0)
+    late = answer("w1", first, speaker_session=b"speaker1", speaker_sequence=8)
+    assert t.received(late, 0.0) is tracker.Verdict.REPLAYED
+    assert t.echo(W1) == (b"speaker1", 9)
+
+
+def test_pongs_say_the_revision_complied_with_staleness_and_macs():
+    t = tracker.Tracker(session=SESSION, misses=3)
+    first, second = t.next_round(), t.next_round()
+    mac = bytes.fromhex("020000000001")
+    t.received(answer("w1", first, must_see=7, flags=wire.STALE, macs=(mac,)), 0.0)
+    assert (t.confirmed(W1), t.stale, t.macs) == (7, {W1}, {W1: frozenset({mac})})
+    t.received(answer("w1", second, must_see=5), 0.0)
+    assert (t.confirmed(W1), t.stale) == (7, set())
+    t.forget(W1)
+    assert (t.confirmed(W1), t.macs) == (0, {})

@@ -10,26 +10,41 @@ from porterlb import errors
 from porterlb.liveness import wire
 
 KEY = bytes(range(32))
-PING = wire.Heartbeat(wire.Kind.PING, b"session!", 7, 1_700_000_000_000_000_000, "w1")
+PING = wire.Heartbeat(
+    wire.Kind.PING, b"session!", 7, "w1", speaker_session=b"speaker!", speaker_sequence=3,
+    must_see=1234,
+)  # fmt: skip
+MAC = bytes.fromhex("020000000001")
 
 heartbeats = st.builds(
     wire.Heartbeat,
     kind=st.sampled_from(wire.Kind),
     session=st.binary(min_size=8, max_size=8),
     sequence=st.integers(0, 2**64 - 1),
-    sent_ns=st.integers(0, 2**64 - 1),
     node=st.text(min_size=1, max_size=60).filter(lambda n: len(n.encode()) <= 253),
+    speaker_session=st.binary(min_size=8, max_size=8),
+    speaker_sequence=st.integers(0, 2**64 - 1),
+    must_see=st.integers(0, 2**64 - 1),
+    lease_ms=st.integers(0, wire.MAX_LEASE_MS),
+    flags=st.integers(0, 255),
     pools=st.lists(st.text(min_size=1, max_size=20), max_size=wire.MAX_POOLS).map(tuple),
+    macs=st.lists(st.binary(min_size=6, max_size=6), max_size=wire.MAX_MACS).map(tuple),
 )
 
 
 def test_golden_ping():
     data = wire.encode(PING, KEY)
     body = (
-        b"PLBH" + bytes([1, 1, 2, 0]) + b"session!"
-        + (7).to_bytes(8, "big") + (1_700_000_000_000_000_000).to_bytes(8, "big") + b"w1"
+        b"PLBH" + bytes([2, 1, 2, 0, 0, 0]) + (0).to_bytes(2, "big") + b"session!"
+        + (7).to_bytes(8, "big") + b"speaker!" + (3).to_bytes(8, "big")
+        + (1234).to_bytes(8, "big") + b"w1"
     )  # fmt: skip
     assert data == body + hmac.digest(KEY, body, hashlib.sha256)
+
+
+def test_no_field_is_a_wall_clock_time():
+    """Version 1 carried the pinger's wall clock: a skewed clock made every ping stale."""
+    assert "sent_ns" not in wire.Heartbeat.__dataclass_fields__
 
 
 @given(heartbeats)
@@ -37,11 +52,18 @@ def test_round_trip(heartbeat):
     assert wire.decode(wire.encode(heartbeat, KEY), KEY) == heartbeat
 
 
-def test_answer_is_a_pong_echoing_the_ping():
-    pong = PING.answer()
+def answer(**fields):
+    return PING.answer(session=b"mine!!!!", sequence=11, lease_ms=250, **fields)
+
+
+def test_answer_is_a_pong_echoing_the_ping_and_numbered_by_the_speaker():
+    pong = answer(stale=True, macs=(MAC,))
     assert pong.kind is wire.Kind.PONG
-    echoed = (pong.session, pong.sequence, pong.sent_ns, pong.node)
-    assert echoed == (b"session!", 7, PING.sent_ns, "w1")
+    echoed = (pong.session, pong.sequence, pong.must_see, pong.node)
+    assert echoed == (b"session!", 7, 1234, "w1")
+    own = (pong.speaker_session, pong.speaker_sequence, pong.lease_ms, pong.flags, pong.macs)
+    assert own == (b"mine!!!!", 11, 250, wire.STALE, (MAC,))
+    assert wire.decode(wire.encode(pong, KEY), KEY) == pong
 
 
 def test_another_key_is_a_bad_signature():
@@ -69,13 +91,15 @@ def _patched(offset: int, value: int) -> bytes:
         (b"", "length", "heartbeat of 0 bytes is shorter than the smallest one"),
         (wire.encode(PING, KEY)[:64], "length", "heartbeat of 64 bytes is shorter"),
         (b"XLBH" + wire.encode(PING, KEY)[4:], "magic", "magic b'XLBH' is not b'PLBH'"),
-        (_patched(4, 2), "version", "version 2 is not 1"),
+        (_patched(4, 1), "version", "version 1 is not 2"),
         (_patched(5, 3), "kind", "kind 3 is neither ping nor pong"),
         (_patched(6, 0), "node name length", "do not hold a 0-byte node name"),
         (_patched(6, 9), "node name length", "do not hold a 9-byte node name"),
-        (wire.encode(PING, KEY) + b"x", "length", "1 bytes between the last name and the tag"),
+        (wire.encode(PING, KEY) + b"x", "length", "1 bytes between the last field and the tag"),
         (_patched(7, 17), "pool count", "17 pools: at most 16"),
         (_patched(7, 1), "pool name", "a pool name runs past the tag, or is empty"),
+        (_patched(8, 17), "MAC count", "17 MACs: at most 16"),
+        (_patched(8, 1), "MAC count", "1 MACs run past the tag"),
     ],
     ids=[
         "empty",
@@ -88,6 +112,8 @@ def _patched(offset: int, value: int) -> bytes:
         "trailing",
         "too-many-pools",
         "pool-past-the-tag",
+        "too-many-macs",
+        "mac-past-the-tag",
     ],
 )
 def test_malformed_names_the_field(data, field, message):
@@ -113,16 +139,29 @@ def test_decode_raises_only_malformed_or_bad_signature(data):
 @pytest.mark.parametrize(
     ("heartbeat", "message"),
     [
-        (wire.Heartbeat(wire.Kind.PING, b"session!", 1, 1, ""), "must be 1..253 bytes"),
-        (wire.Heartbeat(wire.Kind.PING, b"session!", 1, 1, "n" * 254), "must be 1..253 bytes"),
-        (wire.Heartbeat(wire.Kind.PING, b"short", 1, 1, "w1"), "session must be 8 bytes, got 5"),
-        (wire.Heartbeat(wire.Kind.PONG, b"session!", 1, 1, "w1", ("",)), "pool name ''"),
+        (wire.Heartbeat(wire.Kind.PING, b"session!", 1, ""), "must be 1..253 bytes"),
+        (wire.Heartbeat(wire.Kind.PING, b"session!", 1, "n" * 254), "must be 1..253 bytes"),
+        (wire.Heartbeat(wire.Kind.PING, b"short", 1, "w1"), "session must be 8 bytes, got 5"),
+        (wire.Heartbeat(wire.Kind.PONG, b"session!", 1, "w1", pools=("",)), "pool name ''"),
         (
-            wire.Heartbeat(wire.Kind.PONG, b"session!", 1, 1, "w1", ("p",) * 17),
+            wire.Heartbeat(wire.Kind.PONG, b"session!", 1, "w1", pools=("p",) * 17),
             "17 pools: at most 16 fit",
         ),
+        (wire.Heartbeat(wire.Kind.PONG, b"session!", 1, "w1", macs=(b"x",)), "MACs"),
+        (
+            wire.Heartbeat(wire.Kind.PONG, b"session!", 1, "w1", speaker_session=b"s"),
+            "speaker session must be 8 bytes, got 1",
+        ),
     ],
-    ids=["empty-name", "long-name", "short-session", "empty-pool", "too-many-pools"],
+    ids=[
+        "empty-name",
+        "long-name",
+        "short-session",
+        "empty-pool",
+        "too-many-pools",
+        "short-mac",
+        "short-speaker-session",
+    ],
 )
 def test_encode_refuses_what_cannot_be_sent(heartbeat, message):
     with pytest.raises(ValueError, match=message):
@@ -130,17 +169,17 @@ def test_encode_refuses_what_cannot_be_sent(heartbeat, message):
 
 
 def test_a_pong_names_the_pools_whose_interface_the_node_lacks():
-    pong = PING.answer(pools=("lan", "dmz"))
+    pong = answer(pools=("lan", "dmz"))
     assert wire.decode(wire.encode(pong, KEY), KEY).pools == ("lan", "dmz")
 
 
 def test_a_pong_names_at_most_max_pools():
-    pong = PING.answer(pools=tuple(f"p{n}" for n in range(40)))
+    pong = answer(pools=tuple(f"p{n}" for n in range(40)))
     assert len(wire.decode(wire.encode(pong, KEY), KEY).pools) == wire.MAX_POOLS
 
 
 def test_a_pool_name_that_is_not_utf8_is_malformed_even_when_signed():
-    body = wire.encode(PING.answer(pools=("ab",)), KEY)[: -wire.TAG_LEN]
+    body = wire.encode(answer(pools=("ab",)), KEY)[: -wire.TAG_LEN]
     body = body[:-2] + b"\xff\xfe"
     data = body + hmac.digest(KEY, body, hashlib.sha256)
     with pytest.raises(errors.MalformedFrame, match="pool name is not UTF-8"):
