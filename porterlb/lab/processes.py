@@ -77,16 +77,18 @@ def start(
 ) -> Process:
     """Start ``argv`` detached and marked as a process of ``lab``, output appended to ``log``.
 
-    With ``namespace`` it runs there (``ip netns exec``, which execs in place: the pid is the
-    program's own). It is spawned with ``posix_spawn``, not ``subprocess.Popen``: nothing here
-    will ever wait for it, and a ``Popen`` dropped while its child runs warns (ResourceWarning).
+    With ``namespace`` it runs in that network namespace (``nsenter --net``, which execs in
+    place: the pid is the program's own; unlike ``ip netns exec`` it leaves the mount
+    namespace and ``/sys`` alone). It is spawned with ``posix_spawn``, not
+    ``subprocess.Popen``: nothing here will ever wait for it, and a ``Popen`` dropped while
+    its child runs warns (ResourceWarning).
     Raises LabError if the namespace is missing or the program cannot be started.
     """
     full = list(argv)
     if namespace is not None:
         if not (netns.NETNS_DIR / namespace).exists():
             raise netns.LabError(f"lab {lab}: netns {namespace} is missing, cannot start {role}")
-        full = ["ip", "netns", "exec", namespace, *full]
+        full = ["nsenter", f"--net={netns.NETNS_DIR / namespace}", *full]
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **{MARKER: lab, ROLE: role})
     output = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
