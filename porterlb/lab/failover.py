@@ -478,7 +478,10 @@ class FaultLab:
             leader = await self.leader()
             if not leader:
                 return False
-            text = await asyncio.to_thread(lab.metrics_text, self.record.metrics[leader])
+            try:
+                text = await asyncio.to_thread(lab.scrape, self.record, leader)
+            except httpx2.HTTPError:  # a restarted leader not serving metrics yet
+                return False
             found = re.search(r"^porterlb_heartbeat_silent_nodes (\S+)$", text, re.M)
             return found is not None and float(found.group(1)) == 0
 

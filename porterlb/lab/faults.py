@@ -16,16 +16,24 @@ The kinds (issue 9 §3), each on one worker unless said otherwise:
 - ``api-partition``: the worker's API traffic (to the router's LAN address, port 6443:
   :mod:`porterlb.lab.apiproxy`) dropped both ways, silently (``drop``, never ``reject``: no
   RST, no ICMP, as a cut cable or a dead switch port upstream would);
-- ``heartbeat-partition``: UDP heartbeats dropped both ways: pings in and pongs out;
-- ``ping-loss``: pings dropped on the way in; pongs would pass;
-- ``pong-loss``: pings arrive, pongs dropped on the way out;
+- ``heartbeat-partition``: UDP heartbeats dropped both ways;
+- ``ping-loss``: the managers' pings dropped; pongs would pass;
+- ``pong-loss``: pings arrive, the speaker's pongs are lost;
 - ``node-partition``: API and heartbeats cut both ways, while the LAN (ARP, the client's
   traffic through the router) stays up: the node is cut off from the control plane only;
 - ``managers-down``: every manager replica SIGKILLed (no worker).
 
-The rules go in the worker's own namespace, in a table of their own per kind
-(``porterlb_fault_<kind>``), at priority -10, before the kube-proxy stand-in's table: a heal
-deletes its table and nothing else, and two kinds applied to one node heal independently.
+Every drop is silent for the sender, as a loss on the wire is: a packet is dropped where it
+*arrives* (the API server's replies and the pings at the worker's input hook, the pongs at the
+router's, where the managers' heartbeat socket lives), except the worker's own API requests,
+dropped at its output hook, which TCP takes as a lost segment too (the SYN or segment is
+retransmitted; ``connect`` and ``send`` see no error). A UDP datagram dropped at the sender's
+output hook would fail its ``sendto`` with EPERM instead: a firewall's doing, not a partition.
+The rules go in a table of their own per kind and worker (``porterlb_fault_<kind>`` in the
+worker's namespace, ``porterlb_fault_<kind>_<worker>`` in the router's), at priority -10,
+before the kube-proxy stand-in's table: a heal deletes its tables and nothing else, and two
+kinds applied to one node heal independently. Every drop rule has a counter, so that a test
+(or a person with ``nft list table``) sees which real packets a fault dropped.
 """
 
 from __future__ import annotations
@@ -79,28 +87,46 @@ _CUTS: Final[dict[Kind, tuple[str, ...]]] = {
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Table:
+    """One nftables table a fault adds."""
+
+    netns: str
+    name: str
+    ruleset: str
+    """``nft -f`` input that creates table ``inet NAME``."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """What one fault does to a lab; :func:`heal` undoes exactly this."""
 
     kind: Kind
     node: str | None
     """The worker it hits; None for ``managers-down``."""
-    netns: str | None = None
-    """Where :attr:`ruleset` goes: the worker's namespace."""
-    table: str | None = None
-    ruleset: str | None = None
-    """``nft -f`` input that creates :attr:`table`."""
+    tables: tuple[Table, ...] = ()
     kill: tuple[str, ...] = ()
     """Roles SIGKILLed (``speaker/NODE``, ``manager/N``), restarted by the heal."""
     cables: tuple[str, ...] = ()
     """LAN bridge ports taken down, in the lab's LAN namespace."""
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "kill": list(self.kill), "cables": list(self.cables)}
+        return {
+            "kind": self.kind,
+            "node": self.node,
+            "tables": [dataclasses.asdict(table) for table in self.tables],
+            "kill": list(self.kill),
+            "cables": list(self.cables),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
-        return cls(**{**data, "kill": tuple(data["kill"]), "cables": tuple(data["cables"])})
+        return cls(
+            kind=kind_of(data["kind"]),
+            node=data["node"],
+            tables=tuple(Table(**table) for table in data["tables"]),
+            kill=tuple(data["kill"]),
+            cables=tuple(data["cables"]),
+        )
 
 
 def build(
@@ -132,13 +158,15 @@ def build(
         return Plan(kind="speaker-kill", node=node, kill=(speaker,))
     cuts = _CUTS[kind]  # every other kind is a partition
     table = TABLE_PREFIX + kind.replace("-", "_")
-    return Plan(
-        kind=kind,
-        node=node,
-        netns=worker.netns,
-        table=table,
-        ruleset=ruleset(table, _rules(layout, cuts, heartbeat_port)),
-    )
+    tables = []
+    for netns_, name, rules in (
+        (worker.netns, table, _worker_rules(layout, cuts, heartbeat_port)),
+        (layout.router_netns, f"{table}_{_suffix(layout, worker)}",
+         _router_rules(worker, cuts, heartbeat_port)),
+    ):  # fmt: skip
+        if any(rules.values()):
+            tables.append(Table(netns=netns_, name=name, ruleset=ruleset(name, rules)))
+    return Plan(kind=kind, node=node, tables=tuple(tables))
 
 
 def kind_of(text: str) -> Kind:
@@ -149,18 +177,38 @@ def kind_of(text: str) -> Kind:
     raise errors.InvalidSpec(f"fault {text!r}: unknown kind; known: {', '.join(KINDS)}")
 
 
-def _rules(layout: plan.Lab, cuts: Sequence[str], heartbeat_port: int) -> dict[str, list[str]]:
-    """Hook -> the drop rules of ``cuts``, in the worker's namespace."""
+def _worker_rules(
+    layout: plan.Lab, cuts: Sequence[str], heartbeat_port: int
+) -> dict[str, list[str]]:
+    """Hook -> the drop rules of ``cuts`` in the worker's namespace."""
     router = layout.router_lan.ipv4.ip
     rules: dict[str, list[str]] = {"input": [], "output": []}
     if "api" in cuts:
-        rules["output"].append(f"ip daddr {router} tcp dport {apiproxy.PORT} drop")
-        rules["input"].append(f"ip saddr {router} tcp sport {apiproxy.PORT} drop")
+        rules["output"].append(f"ip daddr {router} tcp dport {apiproxy.PORT} counter drop")
+        rules["input"].append(f"ip saddr {router} tcp sport {apiproxy.PORT} counter drop")
     if "pings" in cuts:  # a manager's ping comes to the speaker's heartbeat port
-        rules["input"].append(f"udp dport {heartbeat_port} drop")
-    if "pongs" in cuts:  # the speaker answers from that port
-        rules["output"].append(f"udp sport {heartbeat_port} drop")
+        rules["input"].append(f"udp dport {heartbeat_port} counter drop")
     return rules
+
+
+def _router_rules(
+    worker: plan.Node, cuts: Sequence[str], heartbeat_port: int
+) -> dict[str, list[str]]:
+    """Hook -> the drop rules of ``cuts`` in the router's namespace: the worker's pongs, which
+    it sends from its heartbeat port, as they arrive."""
+    rules: dict[str, list[str]] = {"input": []}
+    if "pongs" in cuts:
+        rules["input"].append(f"ip saddr {worker.ipv4.ip} udp sport {heartbeat_port} counter drop")
+        if worker.ipv6 is not None:
+            rules["input"].append(
+                f"ip6 saddr {worker.ipv6.ip} udp sport {heartbeat_port} counter drop"
+            )
+    return rules
+
+
+def _suffix(layout: plan.Lab, worker: plan.Node) -> str:
+    """``w<K>``: the worker's part of a table name in the router's namespace."""
+    return layout.bridge_port(worker)
 
 
 def ruleset(table: str, rules: dict[str, list[str]]) -> str:
@@ -189,17 +237,15 @@ def inject(record: lab.Record, fault: Plan) -> None:
             os.kill(process.pid, signal.SIGKILL)
     for port in fault.cables:
         netns.run(record.plan.lan_netns, ["ip", "link", "set", port, "down"])
-    if fault.ruleset is not None:
-        assert fault.netns is not None
-        netns.run(fault.netns, ["nft", "-f", "-"], input=fault.ruleset)
+    for table in fault.tables:
+        netns.run(table.netns, ["nft", "-f", "-"], input=table.ruleset)
 
 
 def heal(record: lab.Record, fault: Plan) -> lab.Record:
     """Undo ``fault``: delete its table, plug its cables back, restart what it killed (once
     it has exited); return the updated record. Raises LabError naming the step that failed."""
-    if fault.table is not None:
-        assert fault.netns is not None
-        netns.run(fault.netns, ["nft", "delete", "table", "inet", fault.table])
+    for table in fault.tables:
+        netns.run(table.netns, ["nft", "delete", "table", "inet", table.name])
     for port in fault.cables:
         netns.run(record.plan.lan_netns, ["ip", "link", "set", port, "up"])
     for role in fault.kill:

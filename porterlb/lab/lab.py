@@ -332,10 +332,10 @@ def metrics_netns(lab: plan.Lab, role: str) -> str | None:
     return lab.node(which).netns if kind == "speaker" else None
 
 
-def scrape(record: Record, role: str) -> str:
+def scrape(record: Record, role: str, *, timeout: float = CONNECT_TIMEOUT) -> str:
     """What ``role`` serves on ``/metrics``. Raises httpx2.HTTPError when it does not answer
-    within :data:`CONNECT_TIMEOUT`."""
-    return metrics_text(record.metrics[role], namespace=record.metrics_netns(role))
+    within ``timeout`` seconds."""
+    return metrics_text(record.metrics[role], namespace=record.metrics_netns(role), timeout=timeout)
 
 
 def _up(lab: plan.Lab, directory: Path) -> Record:
@@ -481,13 +481,15 @@ def _ready(lab: plan.Lab, role: str, address: str) -> bool:
     return ANSWERED_PING.search(text) is not None
 
 
-def metrics_text(address: str, *, namespace: str | None = None) -> str:
+def metrics_text(
+    address: str, *, namespace: str | None = None, timeout: float = CONNECT_TIMEOUT
+) -> str:
     """What a porterlb process serves on ``/metrics`` at ``HOST:PORT``, in network namespace
     ``namespace`` (None: the host's). Raises httpx2.HTTPError when it does not answer within
-    :data:`CONNECT_TIMEOUT`."""
+    ``timeout`` seconds."""
 
     def get() -> str:
-        return httpx2.get(f"http://{address}/metrics", timeout=CONNECT_TIMEOUT).text
+        return httpx2.get(f"http://{address}/metrics", timeout=timeout).text
 
     return get() if namespace is None else netns.call_in(namespace, get)
 

@@ -51,6 +51,7 @@ def test_info_has_what_the_e2e_tests_need():
         "ipv6": "2001:db8:20:1::12",
         "mac": "02:70:6c:20:01:02",
         "metrics": "127.0.0.1:4002",
+        "metrics_netns": "plb-demo-w2",
     }
     assert described["router"]["interface"] == plan.ROUTER_LAN_IF
     alive = {p["role"]: p["alive"] for p in described["processes"]}
