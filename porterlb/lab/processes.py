@@ -45,6 +45,15 @@ STOP_GRACE: Final = 10.0
 """Seconds between SIGTERM and SIGKILL, as ``controlplane.STOP_GRACE``: kube-apiserver's
 graceful shutdown (closing watches, draining requests) takes about a second."""
 
+PF_KTHREAD: Final = 0x00200000
+"""include/linux/sched.h: the ``flags`` bit (``/proc/PID/stat`` field 9) of a kernel thread,
+whose environment is always empty."""
+
+EXEC_RETRIES: Final = 50
+EXEC_PAUSE: Final = 0.001
+"""Reads of an empty environment of a user process, and seconds between them: an ``execve``
+sets the new one up within microseconds, so 50 ms of retries cover a loaded machine."""
+
 _PROC: Final = Path("/proc")
 
 
@@ -210,11 +219,22 @@ def _describe(pid: int) -> str:
 
 def _environ(entry: Path) -> dict[str, str]:
     """The environment ``/proc/PID`` started with; empty for a kernel thread, a zombie or a
-    process gone meanwhile."""
-    try:
-        raw = (entry / "environ").read_bytes()
-    except OSError:
-        return {}
+    process gone meanwhile.
+
+    A process in the middle of ``execve`` (``sh -c '...; exec prog'``, ``nsenter`` execing the
+    program) shows an empty environment for a moment: the kernel has swapped in the new
+    address space but not yet written the new environment into it. Such a read is retried,
+    :data:`EXEC_RETRIES` times, so that a lab process is never missed for being busy execing.
+    """
+    for _ in range(EXEC_RETRIES):
+        try:
+            raw = (entry / "environ").read_bytes()
+        except OSError:
+            return {}
+        fields = _stat(int(entry.name)) if not raw else None
+        if raw or fields is None or fields[0] in ("Z", "X") or int(fields[6]) & PF_KTHREAD:
+            break
+        time.sleep(EXEC_PAUSE)
     pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
     return {key: value for key, _, value in pairs}
 

@@ -65,8 +65,15 @@ def overlap(samples: Iterable[Sample], *, period: float = PERIOD) -> Overlap:
     first sample to the next sample of another kind, or one ``period`` past its last."""
     ordered = sorted(samples, key=lambda s: s.at)
     doubles = [_span(run, ordered, period) for run in _runs(ordered, lambda s: len(s.macs) > 1)]
-    silences = [_span(run, ordered, period) for run in _runs(ordered, lambda s: not s.macs)]
-    return Overlap(sum(doubles, 0.0), max(silences, default=0.0), len(ordered))
+    return Overlap(
+        sum(doubles, 0.0), max(silences(ordered, period=period), default=0.0), len(ordered)
+    )
+
+
+def silences(samples: Iterable[Sample], *, period: float = PERIOD) -> list[float]:
+    """How long each stretch of one IP's ``samples`` with no answer lasted, in seconds."""
+    ordered = sorted(samples, key=lambda s: s.at)
+    return [_span(run, ordered, period) for run in _runs(ordered, lambda s: not s.macs)]
 
 
 def takeover(samples: Iterable[Sample], *, since: float, old: str) -> float | None:

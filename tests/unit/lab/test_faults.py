@@ -9,6 +9,7 @@ LAB = plan.build("demo", 3, ipv6=True)
 MANAGERS = ("manager/1", "manager/2")
 ROUTER = str(LAB.router_lan.ipv4.ip)
 W2 = LAB.nodes[1]
+assert W2.ipv6 is not None
 
 
 def build(kind, node="demo-w2"):
@@ -17,7 +18,7 @@ def build(kind, node="demo-w2"):
 
 def rules(fault, netns):
     """The rule lines of ``fault``'s table in ``netns``, by hook."""
-    found = {}
+    found: dict[str | None, list[str]] = {}
     for table in fault.tables:
         if table.netns != netns:
             continue

@@ -43,6 +43,15 @@ def test_overlap_of_one_ip(rows, two_answer, blackout):
     assert found.samples == len(rows)
 
 
+def test_silences_lists_every_stretch_without_an_answer():
+    rows = samples({A}, set(), {A}, set(), set(), {B}, set())
+    assert sampler.silences(rows) == [
+        pytest.approx(PERIOD),
+        pytest.approx(2 * PERIOD),
+        pytest.approx(PERIOD),
+    ]
+
+
 def test_a_run_lasts_until_the_next_sample_even_when_sampling_was_late():
     late = [
         sampler.Sample(10.00, "ip", frozenset({A})),
