@@ -65,11 +65,12 @@ POOL_V6_HOSTS: Final = (0x200, 0x2FF)
 """The Eip pool's first and last host parts on the LAN: above every worker (at most .110 and
 ::110), so no interface ever holds a pool address."""
 
-PROBER_HOSTS: Final = (251, 252, 253, 254)
+PROBER_HOSTS: Final = tuple(range(180, 196))
 """Sender addresses of the overlap sampler's ARP requests (``porterlb.lab.sampler``): between
-the pool and the broadcast address, held by no interface, so that no kernel in the lab keeps
-a neighbour entry for them and the replies reach only the sampler. Four, used in turn, so that
-a reply names the request it answers."""
+the workers (at most .110) and the pool, held by no interface, so that no kernel in the lab
+keeps a neighbour entry for them and the replies reach only the sampler. Sixteen, used in
+turn, so that a reply names the request it answers and may come up to 15 periods (300 ms at
+20 ms) late on a loaded machine and still count as an answer."""
 
 PROBER_MAC: Final = (0, 4)
 """Role and number of the sampler's MAC (router 0/1 and 0/2, client 0/3): a MAC no interface

@@ -6,10 +6,11 @@ LAN leg and prints, per request, every MAC that answered it. It asks under an id
 own (:attr:`porterlb.lab.plan.Lab.prober_mac`, :attr:`~porterlb.lab.plan.Lab.prober_ips`), not
 the router's: a reply addressed to the router would update the router's neighbour entry (Linux
 ``arp_process`` overrides an entry once its ``locktime`` has passed), so asking as the router
-would let a second answerer steal the traffic it is only meant to count. The four sender
+would let a second answerer steal the traffic it is only meant to count. The sixteen sender
 addresses are used in turn, and an ARP reply names the requester's address, so a reply that
 arrives a few periods late is still counted for the request it answers, never for a later one
-(which would turn a clean handover into a false "two answers").
+(which would turn a clean handover into a false "two answers"), and a speaker slowed down by
+a loaded machine is not taken for a silent one.
 
 The figures are pure (:func:`overlap`, :func:`takeover`): a run of samples in which two or more
 MACs answered lasts from its first sample to the first sample after it, and so does a run with
@@ -184,6 +185,7 @@ def _sample(
         tick = 0
         while not stop:
             slot = tick % len(sources)
+            _collect(sock, mac, sources, open_samples, until=0.0, stop=stop)  # queued replies
             _print(open_samples[slot])
             now = time.monotonic()
             open_samples[slot] = (now, {target: set() for target in targets})
@@ -207,11 +209,12 @@ def _collect(
     until: float,
     stop: list[int],
 ) -> None:
-    while not stop and (left := until - time.monotonic()) > 0:
-        sock.settimeout(left)
+    """Count the replies that arrive until ``until``, and those already queued."""
+    while not stop:
+        sock.settimeout(max(0.0, until - time.monotonic()))  # 0: only what is queued
         try:
             data = sock.recv(65536)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             return
         reply = _reply(data, mac)
         if reply is None or reply.target_ip not in sources:

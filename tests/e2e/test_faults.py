@@ -21,7 +21,7 @@ from typing import Final
 import httpx2
 import pytest
 
-from porterlb.lab import apiproxy, failover, faults, lab, netns, plan
+from porterlb.lab import apiproxy, failover, faults, lab, netns, plan, sampler
 from porterlb.lab import processes as procs
 from tests.e2e import marks
 from tests.waiting import eventually
@@ -38,6 +38,9 @@ SCRAPE_TIMEOUT: Final = 5.0
 
 PING_WAIT: Final = "5"
 """``ping -W``: seconds to wait for the router's echo reply."""
+
+SAMPLES: Final = 25
+"""Samples per IP the sampler test waits for: half a second at 20 ms."""
 
 _COUNTER: Final = re.compile(r"^\s*(?P<rule>.*?) counter packets (?P<packets>\d+) ", re.M)
 
@@ -267,3 +270,20 @@ def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(speaker_lab):
     twice = porterlb("--heal")
     assert twice.returncode == 1
     assert "not applied" in twice.stderr
+
+
+async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(speaker_lab):
+    async with speaker_lab.service("sampled", "ipv4", speaker_lab.pool_ip("ipv4", 20)) as ip:
+        node = await speaker_lab.announcer("sampled")
+        await speaker_lab.announced(node, ip)
+        free = str(speaker_lab.pool_ip("ipv4", 21))
+        with sampler.Sampler(speaker_lab.plan, [str(ip), free]) as sampled:
+
+            async def enough() -> bool:
+                return len(sampled.samples) >= 2 * SAMPLES
+
+            await eventually(enough, what=f"{SAMPLES} samples of {ip} and {free}")
+        found = sampler.by_ip(sampled.samples)
+    assert {s.macs for s in found[str(ip)]} == {frozenset({str(node.mac)})}
+    assert {s.macs for s in found[free]} == {frozenset()}
+    assert sampler.overlap(found[str(ip)]).two_answer == 0.0
