@@ -3,9 +3,9 @@
     uv run python -m bench.soak [--minutes 10] [--services 4] [--seed 1]
 
 Brings a lab up (3 workers, 2 managers), creates the Services, then for the whole run injects
-one fault at a time, drawn from every scenario of ``lab bench-failover`` (every kind of
-``porterlb lab fault`` on a random worker, the leader's death, an API-server restart;
-:class:`porterlb.lab.failover.FaultLab`), holds it a few seconds, repairs it and lets the lab
+one fault at a time, every scenario of ``lab bench-failover`` once per round in a random
+order (every kind of ``porterlb lab fault`` on a random worker, the leader's death, an
+API-server restart; :class:`porterlb.lab.failover.FaultLab`), holds it a few seconds, repairs it and lets the lab
 settle. Meanwhile the overlap sampler (:mod:`porterlb.lab.sampler`) sends, every 20 ms, one
 broadcast ARP request per Service IP from the router's LAN leg and records the MACs that
 answer. One fault at a time on three workers leaves an eligible node at every moment, so the
@@ -38,8 +38,11 @@ async def _faults(record: lab.Record, minutes: float, rng: random.Random) -> dic
     async with kube_client.connect(record.kubeconfig) as client:
         faults = failover.FaultLab(record, client)
         end = time.monotonic() + minutes * 60
+        order: list[str] = []
         while time.monotonic() < end:
-            scenario = rng.choice(FAULTS)
+            if not order:  # every fault once per round, in a random order
+                order = rng.sample(FAULTS, len(FAULTS))
+            scenario = order.pop()
             victim = rng.choice(record.plan.nodes).name
             fault = await faults.inject(scenario, victim)
             await fault.recovered()
