@@ -343,8 +343,8 @@ class Run:
     before: str
     after: str
     fault: Fault
-    """Repaired already when :meth:`FaultLab.run` was asked to; repairing twice is harmless
-    only for the faults that restart nothing."""
+    """Repaired already when :meth:`FaultLab.run` was asked to (``repair=True``): not to be
+    repaired again then."""
 
     @property
     def outage(self) -> traffic.Outage:
