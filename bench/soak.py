@@ -3,11 +3,11 @@
     uv run python -m bench.soak [--minutes 10] [--services 4] [--seed 1]
 
 Brings a lab up (3 workers, 2 managers), creates the Services, then for the whole run injects
-one fault at a time, every scenario of ``lab bench-failover`` once per round in a random
-order (every kind of ``porterlb lab fault`` on a random worker, the leader's death, an
-API-server restart; :class:`porterlb.lab.failover.FaultLab`), holds it a few seconds, repairs it and lets the lab
-settle. Meanwhile the overlap sampler (:mod:`porterlb.lab.sampler`) sends, every 20 ms, one
-broadcast ARP request per Service IP from the router's LAN leg and records the MACs that
+one fault at a time, every scenario of ``lab bench-failover`` once per round in a random order
+(every kind of ``porterlb lab fault`` on a random worker, the leader's death, an API-server
+restart; :class:`porterlb.lab.failover.FaultLab`), holds it a few seconds, repairs it and lets
+the lab settle. Meanwhile the overlap sampler (:mod:`porterlb.lab.sampler`) sends, every 20 ms,
+one broadcast ARP request per Service IP from the router's LAN leg and records the MACs that
 answer. One fault at a time on three workers leaves an eligible node at every moment, so the
 rules are: never two answers for one IP (issue 9's P2: the two-answer time must be 0); never
 none for longer than the failover target (500 ms). The table gives both per IP, and the faults
