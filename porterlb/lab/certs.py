@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +74,15 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def write(directory: Path) -> Bundle:
-    """Create the CA, serving and admin certificates and the service-account key in `directory`."""
+def write(
+    directory: Path, *, serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = ()
+) -> Bundle:
+    """Create the CA, serving and admin certificates and the service-account key in `directory`.
+
+    The serving certificate covers loopback and ``serving_ips``: a lab's speakers reach the API
+    server on their router's LAN address (``porterlb.lab.apiproxy``), as a node reaches a
+    control-plane endpoint.
+    """
     ca_key = _key()
     ca_name = _name("porterlb-lab-ca")
     ca = (
@@ -106,6 +114,7 @@ def write(directory: Path) -> Bundle:
                     x509.DNSName("localhost"),
                     x509.DNSName("kubernetes.default.svc"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(x509.IPAddress(ip) for ip in serving_ips),
                 ]
             ),
             critical=False,

@@ -50,6 +50,19 @@ def add_parser_to(roles: Any) -> None:
     demo.add_argument("--name", default="demo", help="the lab's name (default demo)")
     demo.add_argument("--workers", type=int, default=3)
     demo.set_defaults(run=_run_lab_demo)
+    fault = lab_commands.add_parser(
+        "fault", help="inject a fault into a running lab (or heal it: --heal)"
+    )
+    fault.add_argument("--name", required=True, help="the lab")
+    fault.add_argument("--node", help="the worker it hits (every kind but managers-down)")
+    fault.add_argument(
+        "--kind",
+        required=True,
+        help="crash, speaker-kill, api-partition, heartbeat-partition, ping-loss, pong-loss,"
+        " node-partition, managers-down",
+    )
+    fault.add_argument("--heal", action="store_true", help="undo what the fault applied")
+    fault.set_defaults(run=_run_lab_fault)
     failover = lab_commands.add_parser(
         "bench-failover", help="inject faults into fresh labs; print the traffic interruptions"
     )
@@ -60,7 +73,8 @@ def add_parser_to(roles: Any) -> None:
         action="append",
         dest="scenarios",
         help="run only this one (repeatable): worker-crash, speaker-kill, leader-kill,"
-        " apiserver-restart, heartbeat-partition",
+        " apiserver-restart, heartbeat-partition, api-partition, pong-loss, ping-loss,"
+        " node-partition, managers-down",
     )
     failover.add_argument("--workers", type=int, default=3)
     failover.add_argument(
@@ -168,6 +182,26 @@ def _run_lab_demo(args: argparse.Namespace) -> int:
     except (*_LAB_ERRORS, TimeoutError) as error:
         print(f"porterlb lab demo: {error}", file=sys.stderr)
     return 1
+
+
+def _run_lab_fault(args: argparse.Namespace) -> int:
+    from porterlb.lab import faults
+    from porterlb.lab import lab as namespace_lab
+
+    try:
+        record = namespace_lab.load(args.name)
+        if record is None:
+            raise errors.InvalidSpec(f"no lab named {args.name!r}")
+        if args.heal:
+            done = faults.heal_recorded(record, args.kind, args.node)
+        else:
+            done = faults.apply_recorded(record, args.kind, args.node)
+    except _LAB_ERRORS as error:
+        print(f"porterlb lab fault: {error}", file=sys.stderr)
+        return 1
+    where = f"node {done.node}" if done.node else "the managers"
+    print(f"lab {args.name}: {done.kind} on {where} {'healed' if args.heal else 'applied'}")
+    return 0
 
 
 def _run_bench_failover(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import os
 import secrets
 import shutil
@@ -29,7 +30,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -111,11 +112,14 @@ class ControlPlane:
         binary_dir: Path | None = None,
         detached: bool = False,
         legacy_cluster_ip_allocator: bool = False,
+        serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
     ) -> None:
         self.directory = directory
         self.binary_dir = binary_dir or binaries.locate()
         self.detached = detached
         self.legacy_cluster_ip_allocator = legacy_cluster_ip_allocator
+        self.serving_ips = tuple(serving_ips)
+        """Addresses besides loopback the serving certificate covers (a lab's API path)."""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._created: list[Path] = []
         self._endpoints: Endpoints | None = None
@@ -157,7 +161,7 @@ class ControlPlane:
         state = self.directory / "state"
         state.mkdir()
         self._created.append(state)
-        bundle = certs.write(state)
+        bundle = certs.write(state, serving_ips=self.serving_ips)
         token = secrets.token_hex(32)
         tokens = state / "tokens.csv"
         tokens.write_text(f'{token},admin,admin,"system:masters"\n')

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import signal
 import sys
 from collections.abc import Sequence
@@ -30,8 +31,12 @@ RESTARTED: Final = "kube-apiserver restarted:"
 """The start of the line printed each time a SIGHUP-ed kube-apiserver answers again."""
 
 
-def serve(directory: Path) -> None:
+def serve(
+    directory: Path, *, serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = ()
+) -> None:
     """Run etcd + kube-apiserver in ``directory``, print :data:`READY`, wait for SIGTERM.
+
+    The serving certificate covers ``serving_ips`` besides loopback.
 
     SIGTERM (and Ctrl-C) stop both processes and remove their files before this returns or
     raises. Raises ControlPlaneError if the control plane does not start.
@@ -40,7 +45,7 @@ def serve(directory: Path) -> None:
     previous = signal.signal(signal.SIGTERM, _exit)
     previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: restarts.append(signum))
     try:
-        plane = controlplane.ControlPlane(directory)
+        plane = controlplane.ControlPlane(directory, serving_ips=serving_ips)
         with plane as endpoints:
             print(f"{READY} {endpoints.server} kubeconfig={endpoints.kubeconfig}", flush=True)
             while True:
@@ -57,9 +62,16 @@ def serve(directory: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path, help="where the kubeconfig and state go")
+    parser.add_argument(
+        "--serving-ip",
+        type=ipaddress.ip_address,
+        action="append",
+        default=[],
+        help="an address the serving certificate covers besides loopback (repeatable)",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: serve has cleaned up
-        serve(args.directory)
+        serve(args.directory, serving_ips=args.serving_ip)
     return 0
 
 

@@ -1,23 +1,29 @@
 """``porterlb lab bench-failover``: faults injected into a live lab, the traffic they cost.
 
 For each scenario a fresh lab comes up with one Service; then, ``runs`` times, the client
-sends its request stream (:mod:`porterlb.lab.traffic`) to the Service IP while one fault is
-injected, the stream runs until traffic flows again (or, for a fault that must move nothing,
-until the system has recovered), and the fault is repaired before the next run. A run's
-figure is the interruption: the last answered request sent before the fault to the first
-answered one sent after it. Steady-state API writes are read from kube-apiserver's own
-``apiserver_request_total`` before any fault, split into Lease renewals and the rest.
+sends its request stream (:mod:`porterlb.lab.traffic`) to the Service IP and the router's LAN
+leg asks who answers for every IP the announcing node holds, every 20 ms
+(:mod:`porterlb.lab.sampler`), while one fault is injected. The stream runs until traffic flows
+again (or, for a fault that must move nothing, until the system has recovered), the fault is
+held :data:`HOLD` seconds more, repaired, and the stream runs until traffic flows after the
+repair too. A run's figures:
 
-The scenarios (issue 4):
+- the interruption: the last answered request sent before the fault to the first answered one
+  sent after it;
+- ``first_ip`` and ``last_ip``: when the router first saw, after the fault, one of the node's
+  IPs answered by another node, and the last of them (moving scenarios);
+- ``two_answer``: how long two or more MACs answered one IP (the worst IP), from the fault
+  to the end of the repair: issue 9's P2 asks for zero;
+- ``blackout``: the longest time no MAC answered one IP.
 
-- ``worker-crash``: the announcing worker's speaker is SIGKILLed and its cable pulled (its
-  LAN bridge port taken down: ``ip link set eth0 down`` inside the worker would also delete
-  its default route, which the kernel does not restore when the link comes back);
-- ``speaker-kill``: only the announcing worker's speaker is SIGKILLed;
-- ``leader-kill``: the manager holding the Lease is SIGKILLed (no IP may move);
-- ``apiserver-restart``: kube-apiserver is restarted (no IP may move);
-- ``heartbeat-partition``: heartbeats to the announcing worker are dropped (nftables) while
-  its link and its API watch stay up.
+Steady-state API writes are read from kube-apiserver's own ``apiserver_request_total`` before
+any fault, split into Lease renewals and the rest.
+
+The scenarios: ``worker-crash`` (fault kind ``crash``), ``speaker-kill``, ``leader-kill`` (the
+manager holding the Lease SIGKILLed: no IP may move), ``apiserver-restart`` (kube-apiserver
+restarted: no IP may move), and the fault kinds of :mod:`porterlb.lab.faults` on the announcing
+worker: ``heartbeat-partition``, ``ping-loss``, ``pong-loss`` and ``node-partition`` (the IP
+must move), ``api-partition`` and ``managers-down`` (nobody can move it; it must stay).
 """
 
 from __future__ import annotations
@@ -44,8 +50,29 @@ from lightkube.resources.core_v1 import Service
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import election
-from porterlb.lab import cluster, controlplane, controlplane_main, lab, netns, plan, traffic
-from porterlb.liveness import udp
+from porterlb.lab import (
+    cluster,
+    controlplane,
+    controlplane_main,
+    faults,
+    lab,
+    netns,
+    plan,
+    sampler,
+    traffic,
+)
+
+KINDS: Final[dict[str, faults.Kind]] = {
+    "worker-crash": "crash",
+    "speaker-kill": "speaker-kill",
+    "heartbeat-partition": "heartbeat-partition",
+    "api-partition": "api-partition",
+    "pong-loss": "pong-loss",
+    "ping-loss": "ping-loss",
+    "node-partition": "node-partition",
+    "managers-down": "managers-down",
+}
+"""The scenarios that are a fault kind of ``porterlb lab fault``."""
 
 SCENARIOS: Final = (
     "worker-crash",
@@ -53,9 +80,22 @@ SCENARIOS: Final = (
     "leader-kill",
     "apiserver-restart",
     "heartbeat-partition",
+    "api-partition",
+    "pong-loss",
+    "ping-loss",
+    "node-partition",
+    "managers-down",
 )
-MOVING: Final = frozenset({"worker-crash", "speaker-kill", "heartbeat-partition"})
+MOVING: Final = frozenset(
+    {"worker-crash", "speaker-kill", "heartbeat-partition", "pong-loss", "ping-loss",
+     "node-partition"}
+)  # fmt: skip
 """Scenarios after which the IP must move; in the others it must stay and no request fail."""
+
+HOLD: Final = 3.0
+"""Seconds a fault stays in place once traffic moved (or the system recovered) before it is
+repaired: longer than the speaker's fence time (2 s, ``guard.DEFAULT_FENCE_AFTER``), so that
+an old node that keeps answering past it shows in ``two_answer``."""
 
 SERVICE: Final = "web"
 SHARED_IPS: Final = 40
@@ -75,13 +115,51 @@ RECOVERY_LIMIT: Final = 60.0
 STEADY_WINDOW: Final = 10.0
 """Seconds over which steady-state API writes are counted."""
 
-FAULT_TABLE: Final = "porterlb_fault"
-"""The nftables table a heartbeat partition adds in the worker's namespace."""
-
 _WRITE_VERBS: Final = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
 _REQUESTS: Final = re.compile(
     r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Figures:
+    """What one run cost, in seconds."""
+
+    outage: traffic.Outage
+    two_answer: float
+    """The longest time two or more MACs answered one of the node's IPs."""
+    blackout: float
+    """The longest time no MAC answered one of the node's IPs."""
+    first_ip: float | None = None
+    """From the fault to the first of the node's IPs answered by another node; None if the
+    scenario moves nothing (or an IP never moved)."""
+    last_ip: float | None = None
+    """From the fault to the last of them."""
+
+
+def figures(
+    outage: traffic.Outage,
+    samples: Sequence[sampler.Sample],
+    *,
+    fault: float,
+    old_mac: str,
+    moving: bool,
+    period: float = sampler.PERIOD,
+) -> Figures:
+    """A run's figures from its request stream's ``outage`` and its ARP ``samples``, the
+    fault injected at ``fault`` on the node whose MAC is ``old_mac``."""
+    per_ip = sampler.by_ip(samples)
+    overlaps = [sampler.overlap(found, period=period) for found in per_ip.values()]
+    moves = [sampler.takeover(found, since=fault, old=old_mac) for found in per_ip.values()]
+    moved = [m for m in moves if m is not None]
+    every = moving and bool(moves) and len(moved) == len(moves)
+    return Figures(
+        outage=outage,
+        two_answer=max((o.two_answer for o in overlaps), default=0.0),
+        blackout=max((o.blackout for o in overlaps), default=0.0),
+        first_ip=min(moved) if every else None,
+        last_ip=max(moved) if every else None,
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,14 +173,26 @@ class Summary:
     p99_ms: float
     max_ms: float
     failed_requests: int
+    two_answer_ms: float
+    """The largest over the runs."""
+    blackout_ms: float
+    """The largest over the runs."""
+    first_ip_ms: float | None
+    """The largest over the runs; None when the scenario moves no IP."""
+    last_ip_ms: float | None
 
 
-def summarize(name: str, outages: Sequence[traffic.Outage]) -> Summary:
-    """Percentiles (nearest rank) of the interruptions of ``outages``, in milliseconds."""
-    ordered = sorted(outage.interruption * 1000 for outage in outages)
+def summarize(name: str, runs: Sequence[Figures]) -> Summary:
+    """Percentiles (nearest rank) of the interruptions of ``runs``, in milliseconds, and the
+    largest of their other figures."""
+    ordered = sorted(run.outage.interruption * 1000 for run in runs)
 
     def rank(p: int) -> float:
         return round(ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)], 1)
+
+    def largest(values: Sequence[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return round(max(known) * 1000, 1) if known and len(known) == len(values) else None
 
     return Summary(
         name=name,
@@ -111,27 +201,38 @@ def summarize(name: str, outages: Sequence[traffic.Outage]) -> Summary:
         p90_ms=rank(90),
         p99_ms=rank(99),
         max_ms=round(ordered[-1], 1),
-        failed_requests=sum(outage.failed for outage in outages),
+        failed_requests=sum(run.outage.failed for run in runs),
+        two_answer_ms=round(max(run.two_answer for run in runs) * 1000, 1),
+        blackout_ms=round(max(run.blackout for run in runs) * 1000, 1),
+        first_ip_ms=largest([run.first_ip for run in runs]),
+        last_ip_ms=largest([run.last_ip for run in runs]),
     )
 
 
 def table(summaries: Sequence[Summary], writes: dict[str, float]) -> str:
     """The Markdown table ``bench-failover`` prints."""
     lines = [
-        "| scenario | runs | p50 ms | p90 ms | p99 ms | max ms | failed requests |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | runs | p50 ms | p90 ms | p99 ms | max ms | failed requests"
+        " | first IP ms | last IP ms | two answers ms | blackout ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {s.name} | {s.runs} | {s.p50_ms} | {s.p90_ms} | {s.p99_ms} | {s.max_ms} |"
-        f" {s.failed_requests} |"
+        f" {s.failed_requests} | {_cell(s.first_ip_ms)} | {_cell(s.last_ip_ms)} |"
+        f" {s.two_answer_ms} | {s.blackout_ms} |"
         for s in summaries
     ]
-    lines.append("")
-    lines.append(
-        f"steady state: {writes['other']:.2f} API writes/s besides {writes['leases']:.2f}"
-        " Lease writes/s"
-    )
+    if writes:
+        lines.append("")
+        lines.append(
+            f"steady state: {writes['other']:.2f} API writes/s besides {writes['leases']:.2f}"
+            " Lease writes/s"
+        )
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def bench(
@@ -171,26 +272,28 @@ async def _measure(
     measure: bool,
     extra: int,
     say: Callable[[str], None],
-) -> tuple[list[traffic.Outage], dict[str, float]]:
+) -> tuple[list[Figures], dict[str, float]]:
     async with kube_client.connect(record.kubeconfig) as client:
         await cluster.create_service(client, record.plan, SERVICE)
         (ip,) = await cluster.wait_ingress(client, SERVICE)
-        faults = FaultLab(record, client)
-        await faults.announcer(SERVICE)
+        lab_faults = FaultLab(record, client)
+        await lab_faults.announcer(SERVICE)
         if extra:
             say(f"  creating {extra} more Services sharing {SHARED_IPS} IPs...")
             await _idle_services(client, record.plan, extra)
         writes = await _steady_writes(record.kubeconfig) if measure else {}
-        outages = []
+        found = []
         for number in range(1, runs + 1):
-            run = await faults.run(scenario, SERVICE, ip)
-            await run.fault.repair()
+            run = await lab_faults.run(scenario, SERVICE, ip, repair=True)
+            figures = run.figures
             say(
-                f"  {scenario} run {number}/{runs}: {run.outage.interruption * 1000:.0f} ms,"
-                f" {run.outage.failed} failed requests, {run.before} -> {run.after}"
+                f"  {scenario} run {number}/{runs}: {figures.outage.interruption * 1000:.0f} ms,"
+                f" {figures.outage.failed} failed requests, {run.before} -> {run.after},"
+                f" two answers {figures.two_answer * 1000:.0f} ms,"
+                f" blackout {figures.blackout * 1000:.0f} ms"
             )
-            outages.append(run.outage)
-        return outages, writes
+            found.append(figures)
+        return found, writes
 
 
 async def _idle_services(client: lightkube.AsyncClient, layout: plan.Lab, count: int) -> None:
@@ -236,10 +339,16 @@ class Run:
     """One fault under traffic: its cost, and the announcing node before and after it."""
 
     scenario: str
-    outage: traffic.Outage
+    figures: Figures
     before: str
     after: str
     fault: Fault
+    """Repaired already when :meth:`FaultLab.run` was asked to (``repair=True``): not to be
+    repaired again then."""
+
+    @property
+    def outage(self) -> traffic.Outage:
+        return self.figures.outage
 
 
 class FaultLab:
@@ -250,13 +359,19 @@ class FaultLab:
         """Kept current: a repair that restarts a process records its new pid."""
         self.client = client
 
-    async def run(self, scenario: str, service: str, ip: str) -> Run:
+    async def run(self, scenario: str, service: str, ip: str, *, repair: bool = False) -> Run:
         """Inject ``scenario`` on the node announcing ``service`` under a request stream to
-        ``ip``; return once traffic flows again (or the system recovered, for a fault that
-        must move nothing) with the fault still in place: ``run.fault.repair()`` undoes it."""
+        ``ip`` and the ARP sampler; hold it :data:`HOLD` seconds once traffic flows again (or
+        the system recovered, for a fault that must move nothing). With ``repair`` the fault
+        is repaired under traffic too, and the run returns once traffic flows after it;
+        otherwise it returns with the fault in place: ``run.fault.repair()`` undoes it."""
         victim = await self.announcer(service)
         layout = self.record.plan
-        with traffic.Traffic(layout.client.netns, ip, cluster.SERVICE_PORT) as flow:
+        ips = await self.ips_on(victim)
+        with (
+            traffic.Traffic(layout.client.netns, ip, cluster.SERVICE_PORT) as flow,
+            sampler.Sampler(layout, ips) as sampled,
+        ):
             start = time.monotonic()
             try:
                 await self._until(
@@ -279,26 +394,32 @@ class FaultLab:
                     raise netns.LabError(f"{error}; {await self._diagnosis(service, ip)}") from None
             else:
                 await fault.recovered()
+            await asyncio.sleep(HOLD)  # the fault's duration: part of the scenario
+            if repair:
+                await fault.repair()
             recovered = time.monotonic()
             await self._until(
                 lambda: len(flow.answered_by(recovered)) >= AFTERMATH, "traffic after recovery"
             )
         after = await self.announcer(service)
-        return Run(scenario, traffic.outage(flow.requests, at), victim, after, fault)
+        found = figures(
+            traffic.outage(flow.requests, at),
+            sampled.samples,
+            fault=at,
+            old_mac=str(layout.node(victim).mac),
+            moving=scenario in MOVING,
+        )
+        return Run(scenario, found, victim, after, fault)
 
     async def inject(self, scenario: str, victim: str) -> Fault:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""
-        node = self.record.plan.node(victim)
-        if scenario == "worker-crash":
-            self._kill(f"speaker/{victim}")
-            self._cable(node, "down")
-            return Fault(repair=functools.partial(self._repair_worker, victim, link=True))
-        if scenario == "speaker-kill":
-            self._kill(f"speaker/{victim}")
-            return Fault(repair=functools.partial(self._repair_worker, victim, link=False))
-        if scenario == "heartbeat-partition":
-            netns.run(node.netns, ["nft", "-f", "-"], input=_drop_heartbeats())
-            return Fault(repair=functools.partial(self._heal_partition, victim))
+        if scenario in KINDS:
+            node = None if KINDS[scenario] == "managers-down" else victim
+            plan_ = faults.build(
+                self.record.plan, KINDS[scenario], node, managers=faults.managers(self.record)
+            )
+            faults.inject(self.record, plan_)
+            return Fault(repair=functools.partial(self._heal, plan_))
         if scenario == "leader-kill":
             leader = await self.leader()
             self._kill(leader)
@@ -313,17 +434,20 @@ class FaultLab:
             return Fault(recovered=functools.partial(self._apiserver_back, before))
         raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
 
+    async def ips_on(self, node: str) -> list[str]:
+        """The IPv4 Service IPs recorded on ``node``."""
+        found = []
+        async for service in self.client.list(Service, namespace=lightkube.ALL_NS):
+            annotations = (service.metadata.annotations if service.metadata else None) or {}
+            balancer = service.status.loadBalancer if service.status else None
+            if annotations.get(wellknown.ANNOUNCED_BY) == node and balancer:
+                found += [e.ip for e in balancer.ingress or () if e.ip and ":" not in e.ip]
+        return sorted(set(found))
+
     # -- repairs and recoveries --------------------------------------------------------------
 
-    async def _repair_worker(self, victim: str, *, link: bool) -> None:
-        if link:
-            self._cable(self.record.plan.node(victim), "up")
-        await self._restart(f"speaker/{victim}")
-        await self._all_answering()
-
-    async def _heal_partition(self, victim: str) -> None:
-        node = self.record.plan.node(victim)
-        netns.run(node.netns, ["nft", "delete", "table", "inet", FAULT_TABLE])
+    async def _heal(self, fault: faults.Plan) -> None:
+        self.record = faults.heal(self.record, fault)
         await self._all_answering()
 
     async def _restart(self, role: str) -> None:
@@ -354,7 +478,10 @@ class FaultLab:
             leader = await self.leader()
             if not leader:
                 return False
-            text = await asyncio.to_thread(lab.metrics_text, self.record.metrics[leader])
+            try:
+                text = await asyncio.to_thread(lab.scrape, self.record, leader)
+            except httpx2.HTTPError:  # a restarted leader not serving metrics yet
+                return False
             found = re.search(r"^porterlb_heartbeat_silent_nodes (\S+)$", text, re.M)
             return found is not None and float(found.group(1)) == 0
 
@@ -387,10 +514,6 @@ class FaultLab:
             return ""
         holder = (lease.spec.holderIdentity if lease.spec else None) or ""
         return holder.replace("manager-", "manager/", 1) if holder else ""
-
-    def _cable(self, node: plan.Node, state: str) -> None:
-        layout = self.record.plan
-        netns.run(layout.lan_netns, ["ip", "link", "set", layout.bridge_port(node), state])
 
     def _kill(self, role: str) -> None:
         os.kill(self.record.process(role).pid, signal.SIGKILL)
@@ -433,17 +556,6 @@ async def _steady_writes(kubeconfig: Path) -> dict[str, float]:
 
 def _other_writes(before: dict[str, float], after: dict[str, float]) -> float:
     return sum(v - before.get(k, 0.0) for k, v in after.items() if k != "leases")
-
-
-def _drop_heartbeats() -> str:
-    return (
-        f"table inet {FAULT_TABLE} {{\n"
-        "  chain input {\n"
-        "    type filter hook input priority -10; policy accept;\n"
-        f"    udp dport {udp.DEFAULT_PORT} drop\n"
-        "  }\n"
-        "}\n"
-    )
 
 
 def _api_writes(kubeconfig: Path) -> dict[str, float]:

@@ -6,14 +6,19 @@
    loopback), started first because it takes longest, and waited for last;
 2. the namespace network (:func:`porterlb.lab.network.up`) and one backend per worker, in
    the worker's namespace;
-3. once the API is ready: the kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the
-   managers (:data:`MANAGERS` replicas electing a leader) and one ``porterlb speaker`` per
-   worker (all in the host namespace, so they reach the API server on 127.0.0.1; a speaker
-   opens its sockets in its worker's namespace, a manager pings the speakers from the
-   router's, which sits on the LAN as a control-plane node would), and while they start, the
-   CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
+3. once the API is ready: the API endpoint on the LAN (:mod:`porterlb.lab.apiproxy`: the
+   router's LAN address, port 6443, forwarded to kube-apiserver on the host's loopback), the
+   kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the managers (:data:`MANAGERS`
+   replicas electing a leader, in the host namespace, reaching the API server on 127.0.0.1
+   and pinging the speakers from the router's namespace, which sits on the LAN as a
+   control-plane node would) and one ``porterlb speaker`` per worker, *inside* the worker's
+   namespace (``nsenter --net``; not ``ip netns exec``, which also remounts ``/sys``), whose
+   API traffic crosses the worker's ``eth0`` and the router as it would on a real node, so
+   that ``porterlb lab fault`` can cut it; and while they start, the CRDs, the Nodes and the
+   Eips (:mod:`porterlb.lab.cluster`);
 4. it returns once the kube-proxy stand-in has written every worker's table and the manager
-   and the speakers serve their metrics (each on a loopback port of its own).
+   and the speakers serve their metrics (a manager on a loopback port of its own, a speaker
+   on its worker's address, port :data:`SPEAKER_METRICS_PORT`, as on a node).
 
 Everything lives under the lab's state directory ``/run/porterlb/labs/NAME/`` (a tmpfs, like
 ``/run/netns``, so a reboot leaves no stale lab behind): ``lab.json`` (the record ``lab info``
@@ -44,9 +49,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx2
+import yaml
 
 from porterlb.kube import client as kube_client
 from porterlb.lab import (
+    apiproxy,
     backend,
     binaries,
     cluster,
@@ -99,6 +106,10 @@ ANSWERED_PING: Final = re.compile(
 )
 """A speaker's metrics once it has answered a heartbeat: its node is eligible from then on."""
 
+SPEAKER_METRICS_PORT: Final = 50053
+"""The speaker's metrics port in a cluster (its ``--metrics-addr`` default, ``$HOST_IP:50053``):
+each speaker has its worker's namespace to itself, so the port never clashes."""
+
 MANAGERS: Final = 2
 """Manager replicas: two, as a Deployment with leader election would run, so that killing
 the leader is something the lab can show."""
@@ -117,6 +128,11 @@ class Record:
     @property
     def kubeconfig(self) -> Path:
         return kubeconfig_of(self.directory)
+
+    def metrics_netns(self, role: str) -> str | None:
+        """The namespace ``role``'s metrics address is in: a speaker's worker's, else None
+        (the host's)."""
+        return metrics_netns(self.plan, role)
 
     def process(self, role: str) -> procs.Process:
         """The process of ``role`` (``manager/1``, ``speaker/NODE``...); KeyError if none."""
@@ -222,6 +238,7 @@ def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[
             **_endpoint(node),
             "name": node.name,
             "metrics": record.metrics.get(f"speaker/{node.name}"),
+            "metrics_netns": node.netns,
         }
         for node in lab.nodes
     ]
@@ -284,10 +301,48 @@ def kubeconfig_of(directory: Path) -> Path:
     return directory / "control-plane" / "kubeconfig"
 
 
+def kubeconfig_for(lab: plan.Lab, directory: Path, role: str) -> Path:
+    """The kubeconfig ``role`` (``manager/N``, ``speaker/NODE``) runs with: the one place a
+    role's credentials and API endpoint are chosen.
+
+    A manager talks to kube-apiserver on the host's loopback; a speaker, inside its worker's
+    namespace, on the router's LAN address (:func:`api_endpoint`), with the same credentials.
+    """
+    admin = kubeconfig_of(directory)
+    if not role.startswith("speaker/"):
+        return admin
+    config = yaml.safe_load(admin.read_text())
+    for cluster_entry in config["clusters"]:
+        cluster_entry["cluster"]["server"] = api_endpoint(lab)
+    path = directory / "kubeconfigs" / "speaker"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def api_endpoint(lab: plan.Lab) -> str:
+    """Where the lab's namespaces reach kube-apiserver: the router's LAN address."""
+    return f"https://{lab.router_lan.ipv4.ip}:{apiproxy.PORT}"
+
+
+def metrics_netns(lab: plan.Lab, role: str) -> str | None:
+    """The namespace ``role``'s metrics address is in: a speaker's worker's, else None."""
+    kind, _, which = role.partition("/")
+    return lab.node(which).netns if kind == "speaker" else None
+
+
+def scrape(record: Record, role: str, *, timeout: float = CONNECT_TIMEOUT) -> str:
+    """What ``role`` serves on ``/metrics``. Raises httpx2.HTTPError when it does not answer
+    within ``timeout`` seconds."""
+    return metrics_text(record.metrics[role], namespace=record.metrics_netns(role), timeout=timeout)
+
+
 def _up(lab: plan.Lab, directory: Path) -> Record:
     logs = directory / "logs"
     logs.mkdir(parents=True)
     plane_argv = [*PYTHON, controlplane_main.__name__, str(directory / "control-plane")]
+    plane_argv += ["--serving-ip", str(lab.router_lan.ipv4.ip)]
     plane = _start(lab, "control-plane", plane_argv, logs)
     network.up(lab)
     backends = [
@@ -299,6 +354,12 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     _wait_logged(lab, plane, controlplane_main.READY, timeout=CONTROL_PLANE_TIMEOUT)
 
     kubeconfig = kubeconfig_of(directory)
+    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    endpoint = f"{lab.router_lan.ipv4.ip}:{apiproxy.PORT}"
+    proxy_argv = [*PYTHON, apiproxy.__name__, "--netns", lab.router_netns,
+                  "--listen", endpoint, "--upstream", server.removeprefix("https://")]  # fmt: skip
+    api_proxy = _start(lab, "api-proxy", proxy_argv, logs)
+    _wait_logged(lab, api_proxy, apiproxy.READY, timeout=READY_TIMEOUT)
     ready_file = directory / "kube-proxy.ready"
     workers = [arg for node in lab.nodes for arg in ("--node", f"{node.name}={node.netns}")]
     proxy_argv = [*PYTHON, kubeproxy_agent.__name__, "--kubeconfig", str(kubeconfig),
@@ -313,7 +374,7 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     record = Record(
         plan=lab,
         directory=directory,
-        processes=(plane, *backends, proxy, *roles),
+        processes=(plane, api_proxy, *backends, proxy, *roles),
         metrics={process.role: address for process, address in roles.items()},
     )
     _save(record)
@@ -334,14 +395,16 @@ def _start(
 
 
 def _start_porterlb(lab: plan.Lab, directory: Path) -> dict[procs.Process, str]:
-    """The managers and one speaker per worker, each serving metrics on a loopback port of its
-    own (several labs share the host namespace); process -> metrics address."""
-    roles = [f"manager/{n}" for n in range(1, MANAGERS + 1)]
-    roles += [f"speaker/{node.name}" for node in lab.nodes]
+    """The managers, each serving metrics on a loopback port of its own (several labs share
+    the host namespace), and one speaker per worker, serving them on its worker's address;
+    process -> metrics address."""
     started = {}
-    for role in roles:
+    for n in range(1, MANAGERS + 1):
         address = f"127.0.0.1:{controlplane.free_port()}"
-        started[_start_role(lab, directory, role, address)] = address
+        started[_start_role(lab, directory, f"manager/{n}", address)] = address
+    for node in lab.nodes:
+        address = f"{node.ipv4.ip}:{SPEAKER_METRICS_PORT}"
+        started[_start_role(lab, directory, f"speaker/{node.name}", address)] = address
     return started
 
 
@@ -351,11 +414,12 @@ def _start_role(lab: plan.Lab, directory: Path, role: str, metrics: str) -> proc
         command = ["manager", "--identity", f"manager-{which}"]
         command += ["--heartbeat-netns", lab.router_netns]
     else:
-        command = ["speaker", "--node-name", which, "--netns", lab.node(which).netns]
-    command += ["--kubeconfig", str(kubeconfig_of(directory)), "--metrics-addr", metrics]
+        command = ["speaker", "--node-name", which]
+    command += ["--kubeconfig", str(kubeconfig_for(lab, directory, role))]
+    command += ["--metrics-addr", metrics]
     command += ["--health-addr", "0"]  # several labs and roles share the host's ports
     argv = [*NICE, *PORTERLB, *command]
-    return _start(lab, role, argv, directory / "logs")
+    return _start(lab, role, argv, directory / "logs", namespace=metrics_netns(lab, role))
 
 
 def restart(record: Record, role: str) -> Record:
@@ -393,7 +457,7 @@ def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
 
     def settled() -> bool:
         for process, address in list(pending.items()):
-            if not procs.alive(process) or _ready(process.role, address):
+            if not procs.alive(process) or _ready(lab, process.role, address):
                 del pending[process]
         return not pending
 
@@ -408,19 +472,27 @@ def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
             )  # fmt: skip
 
 
-def _ready(role: str, address: str) -> bool:
+def _ready(lab: plan.Lab, role: str, address: str) -> bool:
     if not role.startswith("speaker/"):
         return _serving(address)
     try:
-        return ANSWERED_PING.search(metrics_text(address)) is not None
+        text = metrics_text(address, namespace=metrics_netns(lab, role))
     except httpx2.HTTPError:
         return False
+    return ANSWERED_PING.search(text) is not None
 
 
-def metrics_text(address: str) -> str:
-    """What a porterlb process serves on ``/metrics`` at ``HOST:PORT``. Raises
-    httpx2.HTTPError when it does not answer within :data:`CONNECT_TIMEOUT`."""
-    return httpx2.get(f"http://{address}/metrics", timeout=CONNECT_TIMEOUT).text
+def metrics_text(
+    address: str, *, namespace: str | None = None, timeout: float = CONNECT_TIMEOUT
+) -> str:
+    """What a porterlb process serves on ``/metrics`` at ``HOST:PORT``, in network namespace
+    ``namespace`` (None: the host's). Raises httpx2.HTTPError when it does not answer within
+    ``timeout`` seconds."""
+
+    def get() -> str:
+        return httpx2.get(f"http://{address}/metrics", timeout=timeout).text
+
+    return get() if namespace is None else netns.call_in(namespace, get)
 
 
 def _serving(address: str) -> bool:

@@ -65,6 +65,18 @@ POOL_V6_HOSTS: Final = (0x200, 0x2FF)
 """The Eip pool's first and last host parts on the LAN: above every worker (at most .110 and
 ::110), so no interface ever holds a pool address."""
 
+PROBER_HOSTS: Final = tuple(range(180, 196))
+"""Sender addresses of the overlap sampler's ARP requests (``porterlb.lab.sampler``): between
+the workers (at most .110) and the pool, held by no interface, so that no kernel in the lab
+keeps a neighbour entry for them and the replies reach only the sampler. Sixteen, used in
+turn, so that a reply names the request it answers and may come up to 15 periods (300 ms at
+20 ms) late on a loaded machine and still count as an answer."""
+
+PROBER_MAC: Final = (0, 4)
+"""Role and number of the sampler's MAC (router 0/1 and 0/2, client 0/3): a MAC no interface
+has, so the router's kernel drops the replies addressed to it and its neighbour table, the
+judge, is never updated by the sampler's questions."""
+
 MAC_PREFIX: Final = (0x02, 0x70, 0x6C)
 """U/L bit set, I/G bit clear (IEEE 802 §8.2): locally administered unicast; 70:6c is "pl"."""
 
@@ -142,6 +154,16 @@ class Lab:
             if node.name == name:
                 return node
         raise KeyError(f"lab {self.name!r} has no worker {name!r}")
+
+    @property
+    def prober_mac(self) -> ethernet.MacAddress:
+        """The source MAC of the overlap sampler's requests, sent from the router's LAN leg."""
+        return _mac(self.index, *PROBER_MAC)
+
+    @property
+    def prober_ips(self) -> tuple[ipaddress.IPv4Address, ...]:
+        """The sender addresses of the overlap sampler's requests, used in turn."""
+        return tuple(self.lan_v4[host] for host in PROBER_HOSTS)
 
     @property
     def namespaces(self) -> tuple[str, ...]:

@@ -45,10 +45,14 @@ STOP_GRACE: Final = 10.0
 """Seconds between SIGTERM and SIGKILL, as ``controlplane.STOP_GRACE``: kube-apiserver's
 graceful shutdown (closing watches, draining requests) takes about a second."""
 
-STOP_SCANS: Final = 3
-"""Scans of ``/proc`` in one :func:`stop`: a process in the middle of an ``execve`` shows an
-empty ``environ`` for that instant (its old memory is gone, the new one not yet filled), so
-one scan can miss it. Each scan after the first finds only such stragglers."""
+PF_KTHREAD: Final = 0x00200000
+"""include/linux/sched.h: the ``flags`` bit (``/proc/PID/stat`` field 9) of a kernel thread,
+whose environment is always empty."""
+
+EXEC_RETRIES: Final = 50
+EXEC_PAUSE: Final = 0.001
+"""Reads of an empty environment of a user process, and seconds between them: an ``execve``
+sets the new one up within microseconds, so 50 ms of retries cover a loaded machine."""
 
 _PROC: Final = Path("/proc")
 
@@ -82,16 +86,18 @@ def start(
 ) -> Process:
     """Start ``argv`` detached and marked as a process of ``lab``, output appended to ``log``.
 
-    With ``namespace`` it runs there (``ip netns exec``, which execs in place: the pid is the
-    program's own). It is spawned with ``posix_spawn``, not ``subprocess.Popen``: nothing here
-    will ever wait for it, and a ``Popen`` dropped while its child runs warns (ResourceWarning).
+    With ``namespace`` it runs in that network namespace (``nsenter --net``, which execs in
+    place: the pid is the program's own; unlike ``ip netns exec`` it leaves the mount
+    namespace and ``/sys`` alone). It is spawned with ``posix_spawn``, not
+    ``subprocess.Popen``: nothing here will ever wait for it, and a ``Popen`` dropped while
+    its child runs warns (ResourceWarning).
     Raises LabError if the namespace is missing or the program cannot be started.
     """
     full = list(argv)
     if namespace is not None:
         if not (netns.NETNS_DIR / namespace).exists():
             raise netns.LabError(f"lab {lab}: netns {namespace} is missing, cannot start {role}")
-        full = ["ip", "netns", "exec", namespace, *full]
+        full = ["nsenter", f"--net={netns.NETNS_DIR / namespace}", *full]
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **{MARKER: lab, ROLE: role})
     output = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -149,14 +155,9 @@ def stop(
     is in ``last`` go once all the others have, so kube-apiserver no longer has clients
     watching. Raises LabError naming the pids that survive SIGKILL.
     """
-    for _ in range(STOP_SCANS):
-        found = members(lab)
-        if not found:
-            return
-        _end(lab, [pid for pid, role in found.items() if role not in last], grace)
-        _end(lab, [pid for pid, role in found.items() if role in last], grace)
-    if found := members(lab):
-        raise netns.LabError(f"lab {lab}: processes {sorted(found)} keep appearing")
+    found = members(lab)
+    _end(lab, [pid for pid, role in found.items() if role not in last], grace)
+    _end(lab, [pid for pid, role in found.items() if role in last], grace)
 
 
 def _end(lab: str, pids: Iterable[int], grace: float) -> None:
@@ -218,11 +219,22 @@ def _describe(pid: int) -> str:
 
 def _environ(entry: Path) -> dict[str, str]:
     """The environment ``/proc/PID`` started with; empty for a kernel thread, a zombie or a
-    process gone meanwhile."""
-    try:
-        raw = (entry / "environ").read_bytes()
-    except OSError:
-        return {}
+    process gone meanwhile.
+
+    A process in the middle of ``execve`` (``sh -c '...; exec prog'``, ``nsenter`` execing the
+    program) shows an empty environment for a moment: the kernel has swapped in the new
+    address space but not yet written the new environment into it. Such a read is retried,
+    :data:`EXEC_RETRIES` times, so that a lab process is never missed for being busy execing.
+    """
+    for _ in range(EXEC_RETRIES):
+        try:
+            raw = (entry / "environ").read_bytes()
+        except OSError:
+            return {}
+        fields = _stat(int(entry.name)) if not raw else None
+        if raw or fields is None or fields[0] in ("Z", "X") or int(fields[6]) & PF_KTHREAD:
+            break
+        time.sleep(EXEC_PAUSE)
     pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
     return {key: value for key, _, value in pairs}
 

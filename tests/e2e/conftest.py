@@ -28,10 +28,10 @@ import json
 import os
 import socket
 import struct
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final, Literal
 
+import httpx2
 import lightkube
 import pytest
 import pytest_asyncio
@@ -242,14 +242,13 @@ class SpeakerLab:
 
     async def sample(self, node: plan.Node, metric: str, ip: IPAddress) -> float:
         """A per-IP counter of ``node``'s speaker, read from its metrics endpoint (0 if unset)."""
-        address = self.record.metrics[f"speaker/{node.name}"]
+        role = f"speaker/{node.name}"
 
         def scrape() -> str:
             try:
-                with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-                    return str(response.read().decode())
-            except OSError as error:  # the speaker died: show why, from its log
-                log = self.record.process(f"speaker/{node.name}").log
+                return lab.scrape(self.record, role, timeout=HTTP_TIMEOUT)
+            except httpx2.HTTPError as error:  # the speaker died: show why, from its log
+                log = self.record.process(role).log
                 tail = "".join(log.read_text(errors="replace").splitlines(True)[-40:])
                 raise AssertionError(
                     f"speaker of {node.name} unreachable ({error}):\n{tail}"

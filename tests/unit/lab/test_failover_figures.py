@@ -1,10 +1,10 @@
-"""The pure figures of ``lab bench-failover``: interruptions and their summary."""
+"""The pure figures of ``lab bench-failover``: interruptions, overlaps and their summary."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from porterlb.lab import failover, traffic
+from porterlb.lab import failover, sampler, traffic
 
 
 def requests(*pairs):
@@ -39,7 +39,7 @@ def test_no_answer_on_one_side_of_the_fault_is_an_error(flow, side):
 
 
 def outages(*milliseconds, failed=0):
-    return [traffic.Outage(ms / 1000, failed) for ms in milliseconds]
+    return [failover.Figures(traffic.Outage(ms / 1000, failed), 0.0, 0.0) for ms in milliseconds]
 
 
 def test_summary_percentiles_are_nearest_rank():
@@ -52,12 +52,18 @@ def test_summary_percentiles_are_nearest_rank():
         p99_ms=1000.0,
         max_ms=1000.0,
         failed_requests=20,
+        two_answer_ms=0.0,
+        blackout_ms=0.0,
+        first_ip_ms=None,
+        last_ip_ms=None,
     )
 
 
 @given(st.lists(st.floats(0, 10), min_size=1, max_size=50))
 def test_summary_percentiles_are_ordered_and_taken_from_the_runs(seconds):
-    summary = failover.summarize("x", [traffic.Outage(s, 0) for s in seconds])
+    summary = failover.summarize(
+        "x", [failover.Figures(traffic.Outage(s, 0), 0.0, 0.0) for s in seconds]
+    )
     assert summary.p50_ms <= summary.p90_ms <= summary.p99_ms <= summary.max_ms
     assert summary.max_ms == round(max(seconds) * 1000, 1)
 
@@ -66,5 +72,50 @@ def test_table_names_every_scenario_and_the_steady_state_writes():
     text = failover.table(
         [failover.summarize("leader-kill", outages(20, 30))], {"leases": 1.1, "other": 0.0}
     )
-    assert "| leader-kill | 2 | 20.0 | 30.0 | 30.0 | 30.0 | 0 |" in text
+    assert "| leader-kill | 2 | 20.0 | 30.0 | 30.0 | 30.0 | 0 | - | - | 0.0 | 0.0 |" in text
     assert "steady state: 0.00 API writes/s besides 1.10 Lease writes/s" in text
+
+
+def test_the_summary_keeps_the_largest_overlap_and_move_times_of_its_runs():
+    runs = [
+        failover.Figures(traffic.Outage(0.2, 0), 0.04, 0.2, first_ip=0.25, last_ip=0.3),
+        failover.Figures(traffic.Outage(0.3, 0), 0.0, 0.35, first_ip=0.3, last_ip=0.38),
+    ]
+    summary = failover.summarize("node-partition", runs)
+    assert (summary.two_answer_ms, summary.blackout_ms) == (40.0, 350.0)
+    assert (summary.first_ip_ms, summary.last_ip_ms) == (300.0, 380.0)
+
+
+def test_a_run_whose_ip_never_moved_leaves_the_move_times_unknown():
+    runs = [
+        failover.Figures(traffic.Outage(0.2, 0), 0.0, 0.0, first_ip=0.25, last_ip=0.3),
+        failover.Figures(traffic.Outage(0.3, 0), 0.0, 0.0),
+    ]
+    summary = failover.summarize("pong-loss", runs)
+    assert (summary.first_ip_ms, summary.last_ip_ms) == (None, None)
+
+
+OLD, NEW = "02:70:6c:00:01:01", "02:70:6c:00:01:02"
+
+
+def samples(ip, *rows, period=0.02):
+    """One sample per row, ``period`` apart from 1.0 s: each row the MACs that answered."""
+    return [sampler.Sample(1.0 + n * period, ip, frozenset(macs)) for n, macs in enumerate(rows)]
+
+
+def test_a_runs_figures_take_the_worst_ip_and_the_first_and_last_to_move():
+    fast = samples("198.18.0.200", {OLD}, {OLD}, {NEW}, {NEW}, {NEW})
+    slow = samples("198.18.0.201", {OLD}, {OLD, NEW}, {OLD, NEW}, set(), {NEW})
+    found = failover.figures(
+        traffic.Outage(0.05, 1), fast + slow, fault=1.01, old_mac=OLD, moving=True
+    )
+    assert found.two_answer == pytest.approx(0.04)
+    assert found.blackout == pytest.approx(0.02)
+    assert found.first_ip == pytest.approx(0.03)
+    assert found.last_ip == pytest.approx(0.07)
+
+
+def test_a_fault_that_moves_nothing_has_no_move_times():
+    stayed = samples("198.18.0.200", {OLD}, {OLD}, {OLD})
+    found = failover.figures(traffic.Outage(0.0, 0), stayed, fault=1.01, old_mac=OLD, moving=False)
+    assert (found.first_ip, found.last_ip, found.two_answer) == (None, None, 0.0)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from porterlb import errors
 from porterlb.lab import lab, plan, processes
@@ -51,6 +52,7 @@ def test_info_has_what_the_e2e_tests_need():
         "ipv6": "2001:db8:20:1::12",
         "mac": "02:70:6c:20:01:02",
         "metrics": "127.0.0.1:4002",
+        "metrics_netns": "plb-demo-w2",
     }
     assert described["router"]["interface"] == plan.ROUTER_LAN_IF
     alive = {p["role"]: p["alive"] for p in described["processes"]}
@@ -91,3 +93,26 @@ def test_headline_is_one_line_with_the_pools_and_the_kubeconfig():
     assert "\n" not in line
     assert line.startswith("lab demo ready in 11.3 s: 2 workers, Eip lab-demo 198.18.64.200-")
     assert line.endswith("kubeconfig /run/porterlb/labs/demo/control-plane/kubeconfig")
+
+
+def test_a_speaker_reaches_the_api_on_the_router_and_a_manager_on_loopback(tmp_path):
+    layout = plan.build("demo", 2)
+    admin = lab.kubeconfig_of(tmp_path)
+    admin.parent.mkdir()
+    cluster = {"server": "https://127.0.0.1:40000", "certificate-authority": "/ca.crt"}
+    admin.write_text(json.dumps({"clusters": [{"name": "lab", "cluster": cluster}]}))
+    assert lab.kubeconfig_for(layout, tmp_path, "manager/1") == admin
+    speaker = lab.kubeconfig_for(layout, tmp_path, "speaker/demo-w1")
+    assert speaker != admin
+    [entry] = yaml.safe_load(speaker.read_text())["clusters"]
+    assert entry["cluster"] == {
+        "server": f"https://{layout.router_lan.ipv4.ip}:6443",
+        "certificate-authority": "/ca.crt",
+    }
+    assert lab.kubeconfig_for(layout, tmp_path, "speaker/demo-w2") == speaker  # shared
+
+
+def test_a_speakers_metrics_are_in_its_workers_namespace():
+    layout = plan.build("demo", 2)
+    assert lab.metrics_netns(layout, "speaker/demo-w2") == "plb-demo-w2"
+    assert lab.metrics_netns(layout, "manager/1") is None

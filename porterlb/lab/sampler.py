@@ -1,0 +1,260 @@
+"""Who answers for each IP, every 20 ms: the overlap sampler of ``bench-failover`` and the soak.
+
+A process of its own in the router's namespace (``python -m porterlb.lab.sampler``, started by
+:class:`Sampler`) sends one broadcast ARP request per IP every :data:`PERIOD` from the router's
+LAN leg and prints, per request, every MAC that answered it. It asks under an identity of its
+own (:attr:`porterlb.lab.plan.Lab.prober_mac`, :attr:`~porterlb.lab.plan.Lab.prober_ips`), not
+the router's: a reply addressed to the router would update the router's neighbour entry (Linux
+``arp_process`` overrides an entry once its ``locktime`` has passed), so asking as the router
+would let a second answerer steal the traffic it is only meant to count. The sixteen sender
+addresses are used in turn, and an ARP reply names the requester's address, so a reply that
+arrives a few periods late is still counted for the request it answers, never for a later one
+(which would turn a clean handover into a false "two answers"), and a speaker slowed down by
+a loaded machine is not taken for a silent one.
+
+The figures are pure (:func:`overlap`, :func:`takeover`): a run of samples in which two or more
+MACs answered lasts from its first sample to the first sample after it, and so does a run with
+no answer; ``two_answer`` is the sum of the former, ``blackout`` the longest of the latter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import FrameType, TracebackType
+from typing import Final
+
+from porterlb import errors
+from porterlb.l2 import arp, ethernet
+from porterlb.lab import netns, plan
+
+PERIOD: Final = 0.02
+"""Seconds between two requests for one IP: issue 9 asks for at most 20 ms."""
+
+ETH_P_ARP: Final = 0x0806
+"""include/uapi/linux/if_ether.h."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sample:
+    at: float
+    """``time.monotonic()`` when the request went out (one clock for every process)."""
+    ip: str
+    macs: frozenset[str]
+    """The MACs that answered this request."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Overlap:
+    two_answer: float
+    """Seconds during which two or more MACs answered."""
+    blackout: float
+    """The longest stretch, in seconds, in which no MAC answered."""
+    samples: int
+
+
+def overlap(samples: Iterable[Sample], *, period: float = PERIOD) -> Overlap:
+    """The figures of one IP's ``samples`` (any order). A run of alike samples lasts from its
+    first sample to the next sample of another kind, or one ``period`` past its last."""
+    ordered = sorted(samples, key=lambda s: s.at)
+    doubles = [_span(run, ordered, period) for run in _runs(ordered, lambda s: len(s.macs) > 1)]
+    return Overlap(
+        sum(doubles, 0.0), max(silences(ordered, period=period), default=0.0), len(ordered)
+    )
+
+
+def silences(samples: Iterable[Sample], *, period: float = PERIOD) -> list[float]:
+    """How long each stretch of one IP's ``samples`` with no answer lasted, in seconds."""
+    ordered = sorted(samples, key=lambda s: s.at)
+    return [_span(run, ordered, period) for run in _runs(ordered, lambda s: not s.macs)]
+
+
+def takeover(samples: Iterable[Sample], *, since: float, old: str) -> float | None:
+    """Seconds from ``since`` to the first sample answered, and not by MAC ``old``: when the
+    IP had moved for the router. None if it never did."""
+    moved = [s.at for s in samples if s.at >= since and s.macs and old not in s.macs]
+    return min(moved) - since if moved else None
+
+
+def by_ip(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
+    found: dict[str, list[Sample]] = {}
+    for sample in samples:
+        found.setdefault(sample.ip, []).append(sample)
+    return found
+
+
+def _runs(ordered: Sequence[Sample], alike: Callable[[Sample], bool]) -> list[tuple[int, int]]:
+    """(first, last) indexes of the maximal runs of samples for which ``alike`` holds."""
+    runs: list[tuple[int, int]] = []
+    start: int | None = None
+    for index, sample in enumerate(ordered):
+        if alike(sample):
+            start = index if start is None else start
+        elif start is not None:
+            runs.append((start, index - 1))
+            start = None
+    if start is not None:
+        runs.append((start, len(ordered) - 1))
+    return runs
+
+
+def _span(run: tuple[int, int], ordered: Sequence[Sample], period: float) -> float:
+    first, last = run
+    end = ordered[last + 1].at if last + 1 < len(ordered) else ordered[last].at + period
+    return end - ordered[first].at
+
+
+class Sampler:
+    """Samples who answers for ``ips`` while the with-block runs; :attr:`samples` holds them.
+
+    A process of its own (``nsenter`` into the router's namespace), like
+    :class:`porterlb.lab.traffic.Traffic`: a thread of the caller shares its interpreter lock
+    and misses its period on a busy machine. Its lines are read here by a thread.
+    """
+
+    def __init__(self, layout: plan.Lab, ips: Iterable[str], *, period: float = PERIOD) -> None:
+        self.ips = tuple(ips)
+        if not self.ips:
+            raise errors.InvalidSpec(f"lab {layout.name}: the sampler needs at least one IP")
+        sources = [arg for ip in layout.prober_ips for arg in ("--source", str(ip))]
+        self.argv = [
+            "nsenter", f"--net={netns.NETNS_DIR / layout.router_netns}",
+            sys.executable, "-u", "-m", __name__,
+            "--ifname", plan.ROUTER_LAN_IF, "--mac", str(layout.prober_mac), *sources,
+            "--period", str(period), *self.ips,
+        ]  # fmt: skip
+        self.period = period
+        self.samples: list[Sample] = []
+        self._process: subprocess.Popen[str] | None = None
+        self._reader = threading.Thread(target=self._read, name="sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._process = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+        )
+        self._reader.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._process is not None
+        with self._process:
+            self._process.terminate()  # it prints the samples still open, then exits
+            self._reader.join()
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            at, ip, macs = line.split()
+            found = frozenset() if macs == "-" else frozenset(macs.split(","))
+            self.samples.append(Sample(float(at), ip, found))
+
+
+def _sample(
+    ifname: str,
+    mac: ethernet.MacAddress,
+    sources: Sequence[ipaddress.IPv4Address],
+    targets: Sequence[ipaddress.IPv4Address],
+    period: float,
+) -> None:
+    """Ask for ``targets`` every ``period`` until SIGTERM; print one line per request once
+    ``len(sources) - 1`` more periods have passed (the time a late reply has to arrive)."""
+    stop: list[int] = []
+
+    def stopping(signum: int, frame: FrameType | None) -> None:
+        stop.append(signum)
+
+    signal.signal(signal.SIGTERM, stopping)
+    open_samples: list[tuple[float, dict[ipaddress.IPv4Address, set[str]]] | None]
+    open_samples = [None] * len(sources)
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
+        sock.bind((ifname, ETH_P_ARP))
+        started = time.monotonic()
+        tick = 0
+        while not stop:
+            slot = tick % len(sources)
+            _collect(sock, mac, sources, open_samples, until=0.0, stop=stop)  # queued replies
+            _print(open_samples[slot])
+            now = time.monotonic()
+            open_samples[slot] = (now, {target: set() for target in targets})
+            for target in targets:
+                ask = arp.Packet(arp.REQUEST, mac, sources[slot], ethernet.ZERO, target)
+                sock.send(arp.frame(ethernet.BROADCAST, ask))
+            tick += 1
+            if started + tick * period < now:  # starved for a whole period: skip, not burst
+                started, tick = now, 1
+            _collect(sock, mac, sources, open_samples, until=started + tick * period, stop=stop)
+    for index in range(len(sources)):  # oldest first
+        _print(open_samples[(tick + index) % len(sources)])
+
+
+def _collect(
+    sock: socket.socket,
+    mac: ethernet.MacAddress,
+    sources: Sequence[ipaddress.IPv4Address],
+    open_samples: list[tuple[float, dict[ipaddress.IPv4Address, set[str]]] | None],
+    *,
+    until: float,
+    stop: list[int],
+) -> None:
+    """Count the replies that arrive until ``until``, and those already queued."""
+    while not stop:
+        sock.settimeout(max(0.0, until - time.monotonic()))  # 0: only what is queued
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, BlockingIOError):
+            return
+        reply = _reply(data, mac)
+        if reply is None or reply.target_ip not in sources:
+            continue
+        pending = open_samples[sources.index(reply.target_ip)]
+        if pending is not None and reply.sender_ip in pending[1]:
+            pending[1][reply.sender_ip].add(str(reply.sender_mac))
+
+
+def _reply(data: bytes, mac: ethernet.MacAddress) -> arp.Packet | None:
+    try:
+        frame = ethernet.decode(data)
+        if frame.dst != mac or frame.ethertype != ETH_P_ARP:
+            return None
+        packet = arp.decode(frame.payload)
+    except errors.MalformedFrame:
+        return None
+    return packet if packet.operation == arp.REPLY else None
+
+
+def _print(pending: tuple[float, dict[ipaddress.IPv4Address, set[str]]] | None) -> None:
+    if pending is None:
+        return
+    at, answers = pending
+    for ip, macs in answers.items():
+        print(f"{at:.6f} {ip} {','.join(sorted(macs)) or '-'}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="who answers ARP for IPs, every PERIOD")
+    parser.add_argument("--ifname", required=True)
+    parser.add_argument("--mac", required=True)
+    parser.add_argument("--source", type=ipaddress.IPv4Address, action="append", required=True)
+    parser.add_argument("--period", type=float, default=PERIOD)
+    parser.add_argument("targets", type=ipaddress.IPv4Address, nargs="+")
+    args = parser.parse_args(argv)
+    mac = ethernet.MacAddress.parse(args.mac)
+    _sample(args.ifname, mac, args.source, args.targets, args.period)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

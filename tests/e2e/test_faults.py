@@ -1,0 +1,289 @@
+"""``porterlb lab fault``: each kind, applied to a live lab, does what it says and heals clean.
+
+The judges are real traffic: a TCP connection from the worker to the lab's API endpoint (a
+silent drop times out; a refusal would be an RST), ``ping`` to the router over the LAN, the
+fault rules' own counters (which real heartbeats they dropped), the speaker's count of pings
+it answered, and the leader's count of silent nodes. After each heal no fault table is left in
+any of the lab's namespaces. The lab is this module's own: the faults kill and restart its
+processes. Needs root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+from typing import Final
+
+import httpx2
+import pytest
+
+from porterlb.lab import apiproxy, failover, faults, lab, netns, plan, sampler
+from porterlb.lab import processes as procs
+from tests.e2e import marks
+from tests.waiting import eventually
+
+pytestmark = marks.e2e("ip", "nft", "nsenter", "ping", control_plane=True)
+
+CONNECT_WINDOW: Final = 3.0
+"""Seconds one connection attempt to the API endpoint may take: it connects within
+milliseconds, so running out means the SYN or its answer was dropped. It bounds a connect; it
+synchronises nothing."""
+
+SCRAPE_TIMEOUT: Final = 5.0
+"""Seconds one metrics scrape may take on two loaded cores."""
+
+PING_WAIT: Final = "5"
+"""``ping -W``: seconds to wait for the router's echo reply."""
+
+SAMPLES: Final = 25
+"""Samples per IP the sampler test waits for: half a second at 20 ms."""
+
+_COUNTER: Final = re.compile(r"^\s*(?P<rule>.*?) counter packets (?P<packets>\d+) ", re.M)
+
+
+def fresh(speaker_lab) -> lab.Record:
+    """The lab's record as ``lab.json`` has it now: a heal that restarts a process records it."""
+    record = lab.load(speaker_lab.plan.name)
+    assert record is not None
+    return record
+
+
+def api_connection(node: plan.Node, layout: plan.Lab) -> str:
+    """How a TCP connection from ``node`` to the lab's API endpoint ends."""
+
+    def attempt() -> str:
+        address = (str(layout.router_lan.ipv4.ip), apiproxy.PORT)
+        try:
+            with socket.create_connection(address, timeout=CONNECT_WINDOW):
+                return "connected"
+        except TimeoutError:
+            return "timed out"
+        except ConnectionRefusedError:
+            return "refused"
+
+    return netns.call_in(node.netns, attempt)
+
+
+def ping_router(node: plan.Node, layout: plan.Lab) -> None:
+    """One echo request from ``node`` to the router over the LAN; LabError if unanswered."""
+    router = str(layout.router_lan.ipv4.ip)
+    netns.run(node.netns, ["ping", "-c", "1", "-W", PING_WAIT, router])
+
+
+def dropped(table: faults.Table) -> dict[str, int]:
+    """Rule -> packets its counter dropped, from ``nft list table``."""
+    text = netns.run(table.netns, ["nft", "list", "table", "inet", table.name])
+    return {m["rule"]: int(m["packets"]) for m in _COUNTER.finditer(text)}
+
+
+def leftover(layout: plan.Lab) -> dict[str, list[str]]:
+    """The fault tables left in the lab's namespaces (empty when every fault healed)."""
+    spaces = (layout.router_netns, *(node.netns for node in layout.nodes))
+    return {space: found for space in spaces if (found := faults.tables(space))}
+
+
+async def metric(record: lab.Record, role: str, pattern: str) -> float | None:
+    """The value of the first line of ``role``'s metrics matching ``pattern``; None if it does
+    not serve them (yet)."""
+    try:
+        text = await asyncio.to_thread(lab.scrape, record, role, timeout=SCRAPE_TIMEOUT)
+    except httpx2.HTTPError:
+        return None
+    found = re.search(rf"^{pattern} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def silent_nodes(speaker_lab, record: lab.Record) -> float | None:
+    """The leader's count of nodes whose speaker does not answer; None without a leader."""
+    leader = await failover.FaultLab(record, speaker_lab.api).leader()
+    if not leader:
+        return None
+    return await metric(record, leader, "porterlb_heartbeat_silent_nodes")
+
+
+async def answered_pings(record: lab.Record, node: plan.Node) -> float:
+    pattern = r'porterlb_heartbeat_received_total\{role="speaker",verdict="answered"\}'
+    found = await metric(record, f"speaker/{node.name}", pattern)
+    assert found is not None, f"the speaker of {node.name} serves no metrics"
+    return found
+
+
+async def healed(speaker_lab, fault: faults.Plan) -> None:
+    """Heal ``fault`` as ``lab fault --heal`` does; then nothing of it is left and every
+    speaker answers the leader again."""
+    faults.heal_recorded(fresh(speaker_lab), fault.kind, fault.node)
+    record = fresh(speaker_lab)
+    assert leftover(record.plan) == {}
+    assert faults.applied(record) == []
+    assert all(procs.alive(p) for p in record.processes)
+
+    async def whole() -> bool:
+        return await silent_nodes(speaker_lab, record) == 0
+
+    await eventually(whole, what="every speaker to answer the leader after the heal")
+
+
+async def test_an_api_partition_cuts_the_api_silently_and_nothing_else(speaker_lab):
+    record = fresh(speaker_lab)
+    victim, other = record.plan.nodes[0], record.plan.nodes[1]
+    assert api_connection(victim, record.plan) == "connected"
+    fault = faults.apply_recorded(record, "api-partition", victim.name)
+    try:
+        assert api_connection(victim, record.plan) == "timed out"  # no RST, no ICMP
+        assert api_connection(other, record.plan) == "connected"
+        ping_router(victim, record.plan)  # the LAN and the router are up
+        [table] = fault.tables
+        assert any(packets > 0 for packets in dropped(table).values())
+        before = await answered_pings(record, victim)
+
+        async def pinged() -> bool:  # heartbeats still flow both ways
+            return await answered_pings(record, victim) > before
+
+        await eventually(pinged, what=f"{victim.name} to answer pings under an API partition")
+        assert await silent_nodes(speaker_lab, record) == 0
+    finally:
+        await healed(speaker_lab, fault)
+    assert api_connection(victim, record.plan) == "connected"
+
+
+HEARTBEAT_KINDS: Final = {
+    "heartbeat-partition": (True, True),
+    "ping-loss": (True, False),
+    "pong-loss": (False, True),
+    "node-partition": (True, True),
+}
+"""Kind -> (pings dropped at the worker, pongs dropped at the router)."""
+
+
+@pytest.mark.parametrize("kind", list(HEARTBEAT_KINDS))
+async def test_a_heartbeat_cut_drops_exactly_its_direction(speaker_lab, kind):
+    pings_cut, pongs_cut = HEARTBEAT_KINDS[kind]
+    record = fresh(speaker_lab)
+    victim = record.plan.nodes[1]
+    fault = faults.apply_recorded(record, kind, victim.name)
+    try:
+        tables = {table.netns: table for table in fault.tables}
+        assert (victim.netns in tables, record.plan.router_netns in tables) == (
+            pings_cut,
+            pongs_cut,
+        )
+        before = await answered_pings(record, victim)
+
+        async def counted() -> bool:
+            """The managers' real pings dropped at the worker, or its real pongs at the
+            router; and when pings get through, the speaker answers them."""
+            rules = {
+                rule: packets
+                for table in fault.tables
+                for rule, packets in dropped(table).items()
+                if "udp" in rule
+            }
+            seen = any(packets > 0 for packets in rules.values())
+            if pongs_cut and not pings_cut:
+                seen = seen and await answered_pings(record, victim) > before
+            return seen
+
+        await eventually(counted, what=f"{kind}: heartbeats dropped in the planned direction")
+
+        async def silent() -> bool:
+            return (await silent_nodes(speaker_lab, record) or 0) >= 1
+
+        await eventually(silent, what=f"{kind}: the leader to find {victim.name} silent")
+        ping_router(victim, record.plan)  # the LAN stays up
+        expected = "timed out" if kind == "node-partition" else "connected"
+        assert api_connection(victim, record.plan) == expected
+    finally:
+        await healed(speaker_lab, fault)
+
+
+def bridge_port_up(layout: plan.Lab, node: plan.Node) -> bool:
+    """Whether ``node``'s cable is plugged: its LAN bridge port is administratively up."""
+    argv = ["ip", "-j", "link", "show", layout.bridge_port(node)]
+    [port] = json.loads(netns.run(layout.lan_netns, argv))
+    return "UP" in port["flags"]
+
+
+async def test_a_crash_kills_the_speaker_and_pulls_the_cable_until_healed(speaker_lab):
+    record = fresh(speaker_lab)
+    victim = record.plan.nodes[2]
+    speaker = record.process(f"speaker/{victim.name}")
+    fault = faults.apply_recorded(record, "crash", victim.name)
+    try:
+        netns.wait_until(
+            lambda: not procs.alive(speaker),
+            timeout=procs.STOP_GRACE,
+            what=f"the speaker of {victim.name} to die",
+        )
+        assert not bridge_port_up(record.plan, victim)
+        with pytest.raises(netns.LabError):
+            ping_router(victim, record.plan)
+    finally:
+        await healed(speaker_lab, fault)
+    assert bridge_port_up(record.plan, victim)
+    assert fresh(speaker_lab).process(f"speaker/{victim.name}").pid != speaker.pid
+    ping_router(victim, record.plan)
+
+
+async def test_managers_down_kills_every_manager_until_healed(speaker_lab):
+    record = fresh(speaker_lab)
+    managers = [p for p in record.processes if p.role.startswith("manager/")]
+    assert len(managers) == lab.MANAGERS
+    fault = faults.apply_recorded(record, "managers-down", None)
+    try:
+        netns.wait_until(
+            lambda: not any(procs.alive(p) for p in managers),
+            timeout=procs.STOP_GRACE,
+            what="every manager to die",
+        )
+        speakers = [fresh(speaker_lab).process(f"speaker/{n.name}") for n in record.plan.nodes]
+        assert all(procs.alive(p) for p in speakers)
+    finally:
+        await healed(speaker_lab, fault)
+    assert await failover.FaultLab(fresh(speaker_lab), speaker_lab.api).leader()
+
+
+def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(speaker_lab):
+    name = speaker_lab.plan.name
+    node = speaker_lab.plan.nodes[0]
+    command = [sys.executable, "-m", "porterlb.cli", "lab", "fault", "--name", name]
+    command += ["--node", node.name, "--kind", "ping-loss"]
+
+    def porterlb(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *extra], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    applied = porterlb()
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.strip() == f"lab {name}: ping-loss on node {node.name} applied"
+    assert leftover(speaker_lab.plan) == {node.netns: ["porterlb_fault_ping_loss"]}
+    again = porterlb()
+    assert again.returncode == 1
+    assert "applied already" in again.stderr
+    healed_ = porterlb("--heal")
+    assert healed_.returncode == 0, healed_.stderr
+    assert leftover(speaker_lab.plan) == {}
+    twice = porterlb("--heal")
+    assert twice.returncode == 1
+    assert "not applied" in twice.stderr
+
+
+async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(speaker_lab):
+    async with speaker_lab.service("sampled", "ipv4", speaker_lab.pool_ip("ipv4", 20)) as ip:
+        node = await speaker_lab.announcer("sampled")
+        await speaker_lab.announced(node, ip)
+        free = str(speaker_lab.pool_ip("ipv4", 21))
+        with sampler.Sampler(speaker_lab.plan, [str(ip), free]) as sampled:
+
+            async def enough() -> bool:
+                return len(sampled.samples) >= 2 * SAMPLES
+
+            await eventually(enough, what=f"{SAMPLES} samples of {ip} and {free}")
+        found = sampler.by_ip(sampled.samples)
+    assert {s.macs for s in found[str(ip)]} == {frozenset({str(node.mac)})}
+    assert {s.macs for s in found[free]} == {frozenset()}
+    assert sampler.overlap(found[str(ip)]).two_answer == 0.0
