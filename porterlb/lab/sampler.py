@@ -24,17 +24,15 @@ import dataclasses
 import ipaddress
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Final
 
 from porterlb import errors
 from porterlb.l2 import arp, ethernet
-from porterlb.lab import netns, plan
+from porterlb.lab import linestream, netns, plan
 
 PERIOD: Final = 0.02
 """Seconds between two requests for one IP: issue 9 asks for at most 20 ms."""
@@ -112,7 +110,7 @@ def _span(run: tuple[int, int], ordered: Sequence[Sample], period: float) -> flo
     return end - ordered[first].at
 
 
-class Sampler:
+class Sampler(linestream.LineStream):
     """Samples who answers for ``ips`` while the with-block runs; :attr:`samples` holds them.
 
     A process of its own (``nsenter`` into the router's namespace), like
@@ -125,41 +123,20 @@ class Sampler:
         if not self.ips:
             raise errors.InvalidSpec(f"lab {layout.name}: the sampler needs at least one IP")
         sources = [arg for ip in layout.prober_ips for arg in ("--source", str(ip))]
-        self.argv = [
+        argv = [
             "nsenter", f"--net={netns.NETNS_DIR / layout.router_netns}",
             sys.executable, "-u", "-m", __name__,
             "--ifname", plan.ROUTER_LAN_IF, "--mac", str(layout.prober_mac), *sources,
             "--period", str(period), *self.ips,
         ]  # fmt: skip
+        super().__init__(argv, name="sampler")
         self.period = period
         self.samples: list[Sample] = []
-        self._process: subprocess.Popen[str] | None = None
-        self._reader = threading.Thread(target=self._read, name="sampler", daemon=True)
 
-    def __enter__(self) -> Sampler:
-        self._process = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
-        )
-        self._reader.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._process is not None
-        with self._process:
-            self._process.terminate()  # it prints the samples still open, then exits
-            self._reader.join()
-
-    def _read(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        for line in self._process.stdout:
-            at, ip, macs = line.split()
-            found = frozenset() if macs == "-" else frozenset(macs.split(","))
-            self.samples.append(Sample(float(at), ip, found))
+    def _line(self, line: str) -> None:
+        at, ip, macs = line.split()
+        found = frozenset() if macs == "-" else frozenset(macs.split(","))
+        self.samples.append(Sample(float(at), ip, found))
 
 
 def _sample(

@@ -19,13 +19,12 @@ import contextlib
 import dataclasses
 import itertools
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Final
+
+from porterlb.lab import linestream
 
 INTERVAL: Final = 0.01
 """Seconds between two requests: 100 per second resolves an interruption to 10 ms."""
@@ -68,7 +67,7 @@ def outage(requests: Sequence[Request], fault: float) -> Outage:
     return Outage(longest, sum(1 for r in requests if not r.node))
 
 
-class Traffic:
+class Traffic(linestream.LineStream):
     """Requests every :data:`INTERVAL` while the with-block runs; :attr:`requests` holds them.
 
     The stream runs as a process of its own in the client namespace (``python -m
@@ -79,41 +78,20 @@ class Traffic:
     """
 
     def __init__(self, client_netns: str, ip: str, port: int, *, interval: float = INTERVAL):
-        self.argv = [
+        argv = [
             *("ip", "netns", "exec", client_netns),
             *(sys.executable, "-u", "-m", __name__, ip, str(port), "--interval", str(interval)),
         ]
+        super().__init__(argv, name=f"traffic/{ip}")
         self.requests: list[Request] = []
-        self._process: subprocess.Popen[str] | None = None
-        self._reader = threading.Thread(target=self._read, name=f"traffic/{ip}", daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._process = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
-        )
-        self._reader.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._process is not None
-        with self._process:  # closes its stdout and waits for it
-            self._process.terminate()  # it finishes the requests under way, then exits
-            self._reader.join()
 
     def answered_by(self, since: float) -> list[str]:
         """The nodes that answered requests sent after ``since``, in order of sending."""
         return [r.node for r in sorted(self.requests, key=lambda r: r.sent) if r.sent > since]
 
-    def _read(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        for line in self._process.stdout:
-            sent, _, node = line.rstrip("\n").partition(" ")
-            self.requests.append(Request(float(sent), node))
+    def _line(self, line: str) -> None:
+        sent, _, node = line.rstrip("\n").partition(" ")
+        self.requests.append(Request(float(sent), node))
 
 
 async def _stream(ip: str, port: int, interval: float) -> None:
