@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator, Iterable
@@ -71,9 +72,7 @@ def _cuts(speaker_lab: SpeakerLab, node: plan.Node, kind: str) -> tuple[str, str
 
 
 async def _metrics(speaker_lab: SpeakerLab, node: plan.Node) -> str:
-    return await asyncio.to_thread(
-        lab.metrics_text, speaker_lab.record.metrics[f"speaker/{node.name}"]
-    )
+    return await asyncio.to_thread(lab.scrape, speaker_lab.record, f"speaker/{node.name}")
 
 
 @contextlib.asynccontextmanager
@@ -84,7 +83,12 @@ async def proxied_speaker(
     partition silently; the lab's own speaker is back afterwards."""
     kubeconfig = speaker_lab.record.kubeconfig
     server = urlsplit(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
-    proxy = Proxy(server.hostname or "127.0.0.1", server.port or 443)
+    # In the worker's namespace, as the lab runs speakers: their API traffic leaves the node.
+    proxy = Proxy(
+        server.hostname or "127.0.0.1",
+        server.port or 443,
+        listen_in=functools.partial(netns.call_in, node.netns),
+    )
     await proxy.start()
     role = f"speaker/{node.name}"
     os.kill(speaker_lab.record.process(role).pid, signal.SIGKILL)
@@ -93,12 +97,12 @@ async def proxied_speaker(
     )
     address = speaker_lab.record.metrics[role]
     argv = [
-        *lab.NICE, *lab.PORTERLB, "speaker", "--node-name", node.name, "--netns", node.netns,
+        *lab.NICE, *lab.PORTERLB, "speaker", "--node-name", node.name,
         "--kubeconfig", str(proxy.kubeconfig(kubeconfig, scratch / "proxied.kubeconfig")),
-        "--metrics-addr", address,
+        "--metrics-addr", address, "--health-addr", "0",
     ]  # fmt: skip
     log = speaker_lab.record.directory / "logs" / f"fence-test-{node.name}.log"
-    ours = procs.start(speaker_lab.plan.name, role, argv, log)
+    ours = procs.start(speaker_lab.plan.name, role, argv, log, namespace=node.netns)
     try:
 
         async def ready() -> bool:

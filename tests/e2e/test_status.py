@@ -1,9 +1,9 @@
 """``porterlb status`` against the lab: the node it names is the one that answers on the wire.
 
 The lab's own API server, managers and speakers; a Service gets an IP and a node; status must
-name that node, and the MAC the router's LAN leg hears answering for the IP. The speakers do
-not publish their MACs themselves (yet), so the test writes the ConfigMap ``porterlb-peers``
-that status reads, from the lab's plan. Needs root.
+name that node, and the MAC the router's LAN leg hears answering for the IP: the one its
+speaker reported in its pongs and the leader published in the ConfigMap ``porterlb-peers``.
+Needs root.
 """
 
 from __future__ import annotations
@@ -12,11 +12,7 @@ import asyncio
 import json
 import sys
 
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ConfigMap
-
 from porterlb.lab import cluster
-from porterlb.status import command
 from tests.e2e import marks
 from tests.waiting import eventually
 
@@ -42,9 +38,6 @@ async def status(kubeconfig: str, *args: str):
 
 
 async def test_status_names_the_node_and_mac_that_answer_for_the_ip(speaker_lab):
-    macs = {node.name: str(node.mac) for node in speaker_lab.plan.nodes}
-    meta = ObjectMeta(name=command.PEERS_CONFIGMAP, namespace=cluster.NAMESPACE)
-    await speaker_lab.api.create(ConfigMap(metadata=meta, data=macs))
     ip = speaker_lab.pool_ip("ipv4", 7)
     async with speaker_lab.service("shown", "ipv4", ip):
         node = await speaker_lab.announcer("shown")
@@ -56,7 +49,7 @@ async def test_status_names_the_node_and_mac_that_answer_for_the_ip(speaker_lab)
         async def shown():
             found = await status(kubeconfig, "--namespace", cluster.NAMESPACE)
             row = next(s for s in found["services"] if s["service"] == f"{cluster.NAMESPACE}/shown")
-            return row if row["since"] else None
+            return row if row["since"] and row["mac"] else None
 
         row = await eventually(shown, what="status to show the Service with its node")
         assert row["ips"] == [str(ip)]

@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 
 class Proxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    """Listens on 127.0.0.1 of this process's namespace, or of the one `listen_in` makes the
+    socket in (a callable that runs a function there, as ``porterlb.lab.netns.call_in``)."""
+
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        *,
+        listen_in: Callable[[Callable[[], socket.socket]], socket.socket] | None = None,
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.listen_in = listen_in
         self.forwarding = True
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -29,7 +41,16 @@ class Proxy:
         return port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        if self.listen_in is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+            return
+
+        def listening() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            return sock
+
+        self._server = await asyncio.start_server(self._accept, sock=self.listen_in(listening))
 
     async def stop(self) -> None:
         if self._server is not None:

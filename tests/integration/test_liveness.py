@@ -251,7 +251,7 @@ async def test_a_move_away_from_a_node_that_answers_waits_for_its_echo_of_the_re
             namespace,
             "web",
             reasons.FAILOVER,
-            re.compile(rf"{message} to node {second}: {first}: not Ready"),
+            re.compile(rf"{message} to node {second}: {first}: not Ready; {RECORDED}"),
         )
 
         async def stale() -> bool:
