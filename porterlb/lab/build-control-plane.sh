@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# Build kube-apiserver and etcd from the Go module proxy into a version-keyed cache.
+# Build Kubernetes binaries from the Go module proxy into a version-keyed cache.
+#
+# Usage: build-control-plane.sh BINARY...   (kube-apiserver etcd kubelet kube-proxy
+#        kube-controller-manager kube-scheduler). Rebuilds only what is missing.
 #
 # Why a wrapper module: k8s.io/kubernetes maps its staging modules to ./staging with
 # `replace` lines, which Go ignores in a dependency, so every staging module is replaced
 # here by its published v0.<minor>.<patch> tag (kubernetes/kubernetes#79384).
-# Prints the directory holding the two binaries. Rebuilds only what is missing.
+# Prints one progress line per binary built, then the directory holding the binaries; the
+# Go toolchain's own output goes to build.log in that directory's cache (see LOG below).
 set -euo pipefail
 
 K8S_VERSION="${PORTERLB_K8S_VERSION:?set by porterlb.lab.binaries}"
 CACHE="${PORTERLB_CACHE:-$HOME/.cache/porterlb}"
 OUT="$CACHE/bin/kubernetes-$K8S_VERSION"
 SRC="$CACHE/src/kubernetes-$K8S_VERSION"
+LOG="$SRC/build.log"
 
-if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" ]]; then
+missing=()
+for binary in "$@"; do
+  [[ -x "$OUT/$binary" ]] || missing+=("$binary")
+done
+if ((${#missing[@]} == 0)); then
   echo "$OUT"
   exit 0
 fi
 
 export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
-mkdir -p "$SRC/cmd/kube-apiserver" "$SRC/cmd/etcd" "$OUT"
+mkdir -p "$SRC/cmd" "$OUT"
 cd "$SRC"
+: >>"$LOG"
 
 gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
 godirective=$(awk '$1 == "go" { print $2; exit }' "$gomod")
@@ -38,10 +48,15 @@ for mod in $(awk '$2 == "v0.0.0" && $1 ~ /^k8s\.io\// { print $1 }' "$gomod" | s
   go mod edit -replace "$mod=$mod@v0.$minor.$patch"
 done
 
-cat > cmd/kube-apiserver/main.go <<'GO'
+# The Kubernetes commands' main packages, each as upstream's cmd/NAME/NAME.go has it
+# (a main package cannot be imported, so the wrapper module carries its own copy).
+component_main() {  # NAME CONSTRUCTOR
+  mkdir -p "cmd/$1"
+  cat > "cmd/$1/main.go" <<GO
 package main
 
 import (
+	"context"
 	"os"
 	_ "time/tzdata"
 
@@ -49,12 +64,20 @@ import (
 	_ "k8s.io/component-base/logs/json/register"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
 	_ "k8s.io/component-base/metrics/prometheus/version"
-	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	"k8s.io/kubernetes/cmd/$1/app"
 )
 
-func main() { os.Exit(cli.Run(app.NewAPIServerCommand())) }
-GO
+var _ = context.Background
 
+func main() { os.Exit(cli.Run(app.$2)) }
+GO
+}
+component_main kube-apiserver 'NewAPIServerCommand()'
+component_main kubelet 'NewKubeletCommand(context.Background())'
+component_main kube-proxy 'NewProxyCommand()'
+component_main kube-controller-manager 'NewControllerManagerCommand()'
+component_main kube-scheduler 'NewSchedulerCommand()'
+mkdir -p cmd/etcd
 cat > cmd/etcd/main.go <<'GO'
 package main
 
@@ -67,10 +90,17 @@ import (
 func main() { etcdmain.Main(os.Args) }
 GO
 
-go mod tidy
+go mod tidy >>"$LOG" 2>&1
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-go build -trimpath -ldflags "$ldflags" -o "$OUT/kube-apiserver.tmp" ./cmd/kube-apiserver
-go build -trimpath -ldflags "-s -w" -o "$OUT/etcd.tmp" ./cmd/etcd
-mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
-mv "$OUT/etcd.tmp" "$OUT/etcd"
+for binary in "${missing[@]}"; do
+  started=$SECONDS
+  flags=$ldflags
+  [[ $binary == etcd ]] && flags="-s -w"
+  if ! go build -trimpath -ldflags "$flags" -o "$OUT/$binary.tmp" "./cmd/$binary" >>"$LOG" 2>&1; then
+    echo "building $binary failed: see $LOG" >&2
+    exit 1
+  fi
+  mv "$OUT/$binary.tmp" "$OUT/$binary"
+  echo "built $binary in $((SECONDS - started)) s" >&2
+done
 echo "$OUT"
