@@ -2,6 +2,9 @@
 # The project's two entry points on a fresh Debian machine (run as root):
 #   scripts/dev.sh test   install everything, then lint, type-check and run every test tier
 #   scripts/dev.sh demo   install everything, then run the lab demo (a node fails, its IP moves)
+#   scripts/dev.sh nodes  install everything, plus what `porterlb lab up --nodes real` needs
+#                         (Debian's containerd, runc, CNI plugins, busybox; the Go-built kubelet,
+#                         kube-proxy, kube-controller-manager and kube-scheduler)
 # Installing is idempotent and cached: Debian packages, uv + the locked Python deps, and the
 # Go-built kube-apiserver + etcd under ~/.cache/porterlb (outside the clone, keyed by version).
 set -euo pipefail
@@ -9,22 +12,32 @@ cd "$(dirname "$0")/.."
 
 UV_VERSION=0.13.8
 DEBIAN_PACKAGES=(iproute2 nftables iputils-ping curl procps)
+NODE_PACKAGES=(containerd runc containernetworking-plugins busybox-static)
 
-install() {
+apt_install() {
   local missing=()
-  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
   done
   if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+install() {
+  apt_install "${DEBIAN_PACKAGES[@]}"
   command -v go >/dev/null || { echo "Go is required to build kube-apiserver and etcd" >&2; exit 1; }
   if ! command -v uv >/dev/null || [[ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]]; then
     python3 -m pip install -q "uv==$UV_VERSION"
   fi
   uv sync --frozen --all-extras --python python3.11 -q
   uv run --frozen porterlb lab build-control-plane >/dev/null
+}
+
+install_nodes() {
+  apt_install "${NODE_PACKAGES[@]}"
+  uv run --frozen porterlb lab build-control-plane --nodes >/dev/null
 }
 
 checks() {
@@ -44,8 +57,12 @@ case "${1:-}" in
     install
     exec .venv/bin/porterlb lab demo "${@:2}"
     ;;
+  nodes)
+    install
+    install_nodes
+    ;;
   *)
-    echo "usage: scripts/dev.sh test|demo" >&2
+    echo "usage: scripts/dev.sh test|demo|nodes" >&2
     exit 2
     ;;
 esac

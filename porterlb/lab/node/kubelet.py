@@ -5,7 +5,7 @@ What each setting is for (all measured on this machine kind, kubelet v1.36.3):
 - ``failCgroupV1: false``: kubelet 1.36 refuses a cgroup v1 host unless told this (the
   documented opt-out; the hosts this lab runs on are cgroup v1).
 - ``cgroupDriver: cgroupfs`` (there is no systemd), ``failSwapOn: false``.
-- ``cgroupRoot``: one per node (``/porterlb-LAB-NODE``), created beforehand in every
+- ``cgroupRoot``: one per node (``/porterlb-NODE``), created beforehand in every
   hierarchy. Kubelets that share the default root each clean up the others' pods.
 - ``--cert-dir``: one per node. It defaults to ``/var/lib/kubelet/pki`` whatever
   ``--root-dir`` says, so every kubelet would otherwise serve the same certificate.
@@ -41,9 +41,13 @@ REMOVE_TIMEOUT: Final = 10.0
 gone within milliseconds unless a process is stuck in the kernel (D state)."""
 
 
-def cgroup_root(lab: str, node: str) -> str:
-    """The cgroup path of ``node``'s pods, the same in every hierarchy."""
-    return f"/porterlb-{lab}-{node}"
+CGROUP_PREFIX: Final = "porterlb-"
+
+
+def cgroup_root(node: str) -> str:
+    """The cgroup path of ``node``'s pods, the same in every hierarchy (a lab's node names
+    start with the lab's name, so no two labs share one)."""
+    return f"/{CGROUP_PREFIX}{node}"
 
 
 def hierarchies(cgroup_fs: Path = CGROUP_FS) -> list[Path]:

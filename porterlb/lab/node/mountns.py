@@ -54,14 +54,14 @@ def host_values(proc_sys: Path = PROC_SYS) -> dict[str, str]:
     return {key: (proc_sys / key).read_text().strip() for key in COVERED}
 
 
-def holder_argv(directory: Path) -> list[str]:
+def holder_argv(directory: Path, proc_sys: Path = PROC_SYS) -> list[str]:
     """The command that makes the namespace, covers the tunables and then holds it.
 
     The covers are files in ``directory`` that hold the host's current values.
     """
     directory.mkdir(parents=True, exist_ok=True)
     script = ["set -e"]
-    for key, value in host_values().items():
+    for key, value in host_values(proc_sys).items():
         cover = directory / key.replace("/", ".")
         cover.write_text(f"{value}\n")
         script.append(f"mount --bind {shlex.quote(str(cover))} {PROC_SYS / key}")

@@ -121,7 +121,8 @@ def down(name: str, *, root: Path = lab.STATE_ROOT) -> None:
 
 def cgroup_roots(name: str, cgroup_fs: Path = kubelet.CGROUP_FS) -> list[str]:
     """The kubelet cgroup roots of lab ``name`` present in any hierarchy."""
-    pattern = re.compile(re.escape(kubelet.cgroup_root(name, "")[1:]) + r"w[0-9]+")
+    # Worker K of lab NAME is the Node NAME-wK (porterlb.lab.plan.build).
+    pattern = re.compile(re.escape(f"{kubelet.CGROUP_PREFIX}{name}-w") + "[0-9]+")
     return sorted(
         {
             f"/{path.name}"
@@ -191,7 +192,7 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
 
     kubelets = []
     for node in layout.nodes:
-        cgroup = kubelet.cgroup_root(layout.name, node.name)
+        cgroup = kubelet.cgroup_root(node.name)
         kubelet.create_cgroup_root(cgroup)
         config = kubelet.Node(
             name=node.name,
