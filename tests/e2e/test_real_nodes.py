@@ -22,7 +22,7 @@ from lightkube import codecs
 from lightkube.resources.core_v1 import Node, Pod
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import binaries, netns, network, plan
+from porterlb.lab import binaries, lab, netns, network, plan
 from porterlb.lab import processes as procs
 from porterlb.lab.node import images, mountns, nodelab
 from tests.e2e import marks
@@ -87,8 +87,8 @@ def leftovers(name: str) -> list[str]:
     found += [
         line for line in Path("/proc/self/mountinfo").read_text().splitlines() if name in line
     ]
-    if (nodelab.lab.STATE_ROOT / name).exists():
-        found.append(f"state {nodelab.lab.STATE_ROOT / name}")
+    if (lab.STATE_ROOT / name).exists():
+        found.append(f"state {lab.STATE_ROOT / name}")
     return found
 
 
@@ -100,10 +100,13 @@ async def test_two_real_nodes_run_a_host_network_pod_and_leave_nothing() -> None
         assert mountns.host_values() == host
         first, second = record.plan.nodes
         async with kube_client.connect(record.kubeconfig) as client:
-            nodes = {node.metadata.name: node async for node in client.list(Node)}
-            assert set(nodes) == {first.name, second.name}
-            for node in nodes.values():
-                assert not any(t.key == nodelab.NOT_READY_TAINT for t in node.spec.taints or [])
+            nodes = [node async for node in client.list(Node)]
+            assert {node.metadata.name for node in nodes if node.metadata} == {
+                first.name,
+                second.name,
+            }
+            taints = [t.key for node in nodes if node.spec for t in node.spec.taints or []]
+            assert nodelab.NOT_READY_TAINT not in taints
 
             await client.create(codecs.from_dict(host_network_pod(first.name)))
             logs = record.directory / "nodes" / first.name / "kubelet" / "pod-logs"
@@ -118,6 +121,7 @@ async def test_two_real_nodes_run_a_host_network_pod_and_leave_nothing() -> None
                 what=f"the hostNetwork pod's output on {first.name}",
             )
             pod = await client.get(Pod, "interfaces", namespace="default")
+            assert pod.spec is not None
             assert pod.spec.nodeName == first.name
         seen = {
             ipaddress.ip_interface(word).ip
