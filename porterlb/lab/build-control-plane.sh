@@ -48,32 +48,26 @@ for mod in $(awk '$2 == "v0.0.0" && $1 ~ /^k8s\.io\// { print $1 }' "$gomod" | s
   go mod edit -replace "$mod=$mod@v0.$minor.$patch"
 done
 
-# The Kubernetes commands' main packages, each as upstream's cmd/NAME/NAME.go has it
-# (a main package cannot be imported, so the wrapper module carries its own copy).
-component_main() {  # NAME CONSTRUCTOR
-  mkdir -p "cmd/$1"
-  cat > "cmd/$1/main.go" <<GO
-package main
-
-import (
-	"context"
-	"os"
-	_ "time/tzdata"
-
-	"k8s.io/component-base/cli"
-	_ "k8s.io/component-base/logs/json/register"
-	_ "k8s.io/component-base/metrics/prometheus/clientgo"
-	_ "k8s.io/component-base/metrics/prometheus/version"
-	"k8s.io/kubernetes/cmd/$1/app"
-)
-
-var _ = context.Background
-
-func main() { os.Exit(cli.Run(app.$2)) }
-GO
+# The Kubernetes commands' main packages, as upstream's cmd/NAME/NAME.go has them (a main
+# package cannot be imported, so the wrapper module carries its own copy of each).
+component_main() {  # NAME CALL [IMPORT...]: main() runs app.CALL
+  local name=$1 call=$2 imp
+  shift 2
+  mkdir -p "cmd/$name"
+  {
+    printf 'package main\n\nimport (\n'
+    for imp in "$@" os k8s.io/component-base/cli "k8s.io/kubernetes/cmd/$name/app"; do
+      printf '\t"%s"\n' "$imp"
+    done
+    for imp in time/tzdata k8s.io/component-base/logs/json/register \
+      k8s.io/component-base/metrics/prometheus/clientgo k8s.io/component-base/metrics/prometheus/version; do
+      printf '\t_ "%s"\n' "$imp"
+    done
+    printf ')\n\nfunc main() { os.Exit(cli.Run(app.%s)) }\n' "$call"
+  } >"cmd/$name/main.go"
 }
 component_main kube-apiserver 'NewAPIServerCommand()'
-component_main kubelet 'NewKubeletCommand(context.Background())'
+component_main kubelet 'NewKubeletCommand(context.Background())' context
 component_main kube-proxy 'NewProxyCommand()'
 component_main kube-controller-manager 'NewControllerManagerCommand()'
 component_main kube-scheduler 'NewSchedulerCommand()'
