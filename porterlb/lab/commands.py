@@ -134,10 +134,10 @@ def _run_lab_up(args: argparse.Namespace) -> int:
         with SignalScope():
             started = time.monotonic()
             if args.nodes == "real":
-                record = _real_nodes_up(args)
-            else:
-                workers = 3 if args.workers is None else args.workers
-                record = namespace_lab.up(args.name, workers=workers, ipv6=args.ipv6)
+                print(_real_nodes_up(args, started))
+                return 0
+            workers = 3 if args.workers is None else args.workers
+            record = namespace_lab.up(args.name, workers=workers, ipv6=args.ipv6)
             print(namespace_lab.headline(record, elapsed=time.monotonic() - started))
             return 0
     except _LAB_ERRORS as error:
@@ -145,13 +145,17 @@ def _run_lab_up(args: argparse.Namespace) -> int:
     return 1  # failed, or interrupted (everything was cleaned up)
 
 
-def _real_nodes_up(args: argparse.Namespace) -> Any:
+def _real_nodes_up(args: argparse.Namespace, started: float) -> str:
+    """Bring up a lab of real nodes; its headline. Phases are reported on stderr."""
     from porterlb.lab.node import nodelab
 
     if args.ipv6:
         raise errors.InvalidSpec("lab up --nodes real: --ipv6 is not supported yet")
     workers = nodelab.WORKERS if args.workers is None else args.workers
-    return nodelab.up(args.name, workers=workers, report=lambda line: print(line, file=sys.stderr))
+    record = nodelab.up(
+        args.name, workers=workers, report=lambda line: print(line, file=sys.stderr)
+    )
+    return nodelab.headline(record, elapsed=time.monotonic() - started)
 
 
 def _run_lab_down(args: argparse.Namespace) -> int:

@@ -72,12 +72,27 @@ def holder_argv(directory: Path, proc_sys: Path = PROC_SYS) -> list[str]:
 
 
 def enter_argv(holder: int, namespace: str) -> list[str]:
-    """The prefix that runs a command in the holder's mount namespace and in netns ``namespace``."""
+    """The prefix that runs a command in the holder's mount namespace and in netns ``namespace``.
+
+    The command runs only if every tunable is covered where it lands: a shell checks
+    ``/proc/self/mountinfo`` first and then execs it in place (the pid stays the command's).
+    So a holder pid reused by some other process (a later restart of a kubelet, with the
+    holder gone) can never put a kubelet in the host's mount namespace.
+    """
+    checks = " ".join(f"/proc/sys/{key}" for key in COVERED)
+    guard = (
+        f'for point in {checks}; do grep -q " $point " /proc/self/mountinfo'
+        ' || { echo "refusing to start: $point is not covered" >&2; exit 1; }; done; exec "$@"'
+    )
     return [
         "nsenter",
         f"--mount=/proc/{holder}/ns/mnt",
         f"--net={netns.NETNS_DIR / namespace}",
         "--",
+        "sh",
+        "-c",
+        guard,
+        "guard",
     ]
 
 

@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import shutil
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -83,7 +84,7 @@ def up(
     host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
     """
     layout = plan.build(name, workers, ipv6=False)
-    directory = binaries.locate(BINARIES)
+    bins = binaries.locate(BINARIES)
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing or not images.BUSYBOX.is_file():
         raise netns.LabError(
@@ -93,7 +94,7 @@ def up(
     host = mountns.host_values()
     down(name, root=root)
     try:
-        record = _up(layout, root / name, directory, report)
+        record = _up(layout, root / name, bins, report)
         mountns.check_host(host)
         return record
     except BaseException:
@@ -102,8 +103,6 @@ def up(
         except Exception:  # the original failure is the one to report
             log.exception("lab %s: cleaning up after a failed up failed too", name)
         raise
-    finally:
-        mountns.check_host(host)
 
 
 def down(name: str, *, root: Path = lab.STATE_ROOT) -> None:
@@ -134,8 +133,7 @@ def cgroup_roots(name: str, cgroup_fs: Path = kubelet.CGROUP_FS) -> list[str]:
 
 
 def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Record:
-    began = time.monotonic()
-    phase = [began]
+    phase = [time.monotonic()]
 
     def done(what: str) -> None:
         now = time.monotonic()
@@ -224,12 +222,20 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
         processes=(plane, holder, *containerds, proxy, kcm, scheduler, *kubelets),
         metrics={},
     )
-    (directory / lab.RECORD).write_text(json_record(record))
-    report(f"lab {layout.name} with real nodes ready in {time.monotonic() - began:.1f} s")
+    (directory / lab.RECORD).write_text(_record_json(record))
     return record
 
 
-def json_record(record: lab.Record) -> str:
+def headline(record: lab.Record, *, elapsed: float) -> str:
+    """The one line ``lab up --nodes real`` prints when the lab is ready."""
+    nodes = ", ".join(f"{node.name} {node.ipv4.ip}" for node in record.plan.nodes)
+    return (
+        f"lab {record.plan.name} ready in {elapsed:.1f} s: real nodes {nodes}, "
+        f"kubeconfig {record.kubeconfig}"
+    )
+
+
+def _record_json(record: lab.Record) -> str:
     """What ``lab.json`` holds, as the default lab writes it (so ``lab info`` reads it)."""
     return json.dumps(record.to_json(), indent=2) + "\n"
 
@@ -245,7 +251,7 @@ def _admin(kubeconfig: Path) -> tuple[str, str, Path]:
     )
 
 
-def _nodes_ready(server: str, token: str, context: Any, names: Iterable[str]) -> bool:
+def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterable[str]) -> bool:
     """Whether every Node in ``names`` is Ready and without the not-ready taint."""
     try:
         reply = httpx2.get(

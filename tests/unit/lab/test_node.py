@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 import tomllib
 from pathlib import Path
@@ -117,3 +118,16 @@ def test_the_holder_covers_every_tunable_the_kubelet_writes_with_the_hosts_value
     (proc_sys / "kernel/panic_on_oops").write_text("1\n")
     with pytest.raises(netns.LabError, match=r"kernel/panic_on_oops=1 \(was 7\)"):
         mountns.check_host(dict.fromkeys(mountns.COVERED, "7"), proc_sys)
+
+
+def test_a_command_entering_the_namespace_refuses_to_run_where_a_tunable_is_uncovered(
+    tmp_path: Path,
+) -> None:
+    """The guard runs here, in the test's own mount namespace, where nothing is covered."""
+    marker = tmp_path / "ran"
+    argv = mountns.enter_argv(1, "unused")
+    guard = argv[argv.index("--") + 1 :]
+    done = subprocess.run([*guard, "touch", str(marker)], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "/proc/sys/vm/overcommit_memory is not covered" in done.stderr
+    assert not marker.exists()
