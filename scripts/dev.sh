@@ -2,11 +2,9 @@
 # The project's two entry points on a fresh Debian machine (run as root):
 #   scripts/dev.sh test   install everything, then lint, type-check and run every test tier
 #   scripts/dev.sh demo   install everything, then run the lab demo (a node fails, its IP moves)
-#   scripts/dev.sh nodes  install everything, plus what `porterlb lab up --nodes real` needs
-#                         (Debian's containerd, runc, CNI plugins, busybox; the Go-built kubelet,
-#                         kube-proxy, kube-controller-manager and kube-scheduler)
 # Installing is idempotent and cached: Debian packages, uv + the locked Python deps, and the
 # Go-built kube-apiserver + etcd under ~/.cache/porterlb (outside the clone, keyed by version).
+# `test` also installs what the real-node lab and its e2e test need (install_nodes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +33,10 @@ install() {
   uv run --frozen porterlb lab build-control-plane >/dev/null
 }
 
+# The real-node lab (`porterlb lab up --nodes real`): Debian's containerd, runc, CNI plugins and
+# a static busybox, and the kubelet, kube-proxy, kube-controller-manager and kube-scheduler
+# built like kube-apiserver (~21 min cold on 2 loaded cores, cached after). Its e2e test takes
+# 10-20 s, so CI runs it.
 install_nodes() {
   apt_install "${NODE_PACKAGES[@]}"
   uv run --frozen porterlb lab build-control-plane --nodes >/dev/null
@@ -50,6 +52,7 @@ checks() {
 case "${1:-}" in
   test)
     install
+    install_nodes
     checks
     uv run --frozen pytest "${@:2}"
     ;;
@@ -57,12 +60,8 @@ case "${1:-}" in
     install
     exec .venv/bin/porterlb lab demo "${@:2}"
     ;;
-  nodes)
-    install
-    install_nodes
-    ;;
   *)
-    echo "usage: scripts/dev.sh test|demo|nodes" >&2
+    echo "usage: scripts/dev.sh test|demo" >&2
     exit 2
     ;;
 esac

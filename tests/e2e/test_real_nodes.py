@@ -7,7 +7,8 @@ that worker's interfaces and no other's, and ``lab down`` leaves no process, nam
 mount, cgroup or state behind, with the host's kernel tunables as they were throughout.
 
 Skipped unless the node binaries are built (``porterlb lab build-control-plane --nodes``)
-and Debian's containerd, runc and busybox-static are installed (``scripts/dev.sh nodes``).
+and Debian's containerd, runc and busybox-static are installed (``scripts/dev.sh test`` does
+both).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ pytestmark = [
     pytest.mark.skipif(
         not all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
         or not images.BUSYBOX.is_file(),
-        reason="run `porterlb lab build-control-plane --nodes` and `scripts/dev.sh nodes` first",
+        reason="needs `porterlb lab build-control-plane --nodes` and busybox-static"
+        " (scripts/dev.sh test installs both)",
     ),
 ]
 

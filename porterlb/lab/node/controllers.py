@@ -17,11 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def controller_manager_argv(binary: Path, kubeconfig: Path) -> list[str]:
-    """The command that runs the lab's kube-controller-manager."""
+def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
+    """The command that runs the lab's kube-controller-manager; it writes only in ``directory``
+    (its FlexVolume plugin directory would otherwise be created under ``/usr/libexec``)."""
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",
+        f"--flex-volume-plugin-dir={directory / 'volume-plugins'}",
         "--leader-elect=false",
         "--secure-port=0",
         "--allocate-node-cidrs=false",

@@ -37,11 +37,13 @@ COVERED: Final = (
 )
 """Every tunable the kubelet's ``setupKernelTunables`` writes (kubelet v1.36.3)."""
 
-HIDDEN: Final = ("/run/containerd", "/var/log/containers")
+HIDDEN: Final = ("/run/containerd", "/var/log/containers", "/var/lib/kubelet")
 """Host paths containerd and the kubelet write to whatever their configuration says (shim
-sockets under ``/run/containerd/s``, log links in ``/var/log/containers``): each gets a tmpfs
-of the namespace's own, so nothing lands on the host and labs do not meet there. The empty
-directories are created on the host if missing (a mount needs its mount point)."""
+sockets under ``/run/containerd/s``, log links in ``/var/log/containers``, the device
+manager's ``/var/lib/kubelet/device-plugins/kubelet.sock``): each gets a tmpfs of the
+namespace's own, so nothing lands on the host and labs do not meet there. The empty
+directories are created on the host if missing (a mount needs its mount point). The
+kubelets of one lab share these; they use no device plugins."""
 
 READY: Final = "covered"
 """What the holder prints once every cover is mounted."""

@@ -89,7 +89,7 @@ def up(
     if missing or not images.BUSYBOX.is_file():
         raise netns.LabError(
             f"lab {name!r}: {', '.join(missing) or images.BUSYBOX} missing: install Debian's "
-            f"{' '.join(runtime.PACKAGES)} (scripts/dev.sh nodes)"
+            f"{' '.join(runtime.PACKAGES)} (scripts/dev.sh test installs them)"
         )
     host = mountns.host_values()
     down(name, root=root)
@@ -182,7 +182,9 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     )  # fmt: skip
     kcm = start(
         "kube-controller-manager",
-        controllers.controller_manager_argv(bins / "kube-controller-manager", admin),
+        controllers.controller_manager_argv(
+            bins / "kube-controller-manager", admin, directory / "controller-manager"
+        ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
     _wait_logged(proxy, apiproxy.READY, START_TIMEOUT)
