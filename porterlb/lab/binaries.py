@@ -30,6 +30,10 @@ class BinariesMissing(RuntimeError):
     """The control plane has not been built yet."""
 
 
+class BuildFailed(RuntimeError):
+    """The build script failed; it has printed the end of its log."""
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PORTERLB_CACHE", Path.home() / ".cache" / "porterlb"))
 
@@ -50,13 +54,19 @@ def locate(names: Sequence[str] = CONTROL_PLANE) -> Path:
     return directory
 
 
+def log_file() -> Path:
+    """Where the build script writes Go's output (the terminal gets one line per step)."""
+    return cache_dir() / f"build-kubernetes-{K8S_VERSION}.log"
+
+
 def build(names: Sequence[str] = CONTROL_PLANE) -> Path:
     """Build ``names`` from the Go module proxy if missing; return their directory.
 
-    The script prints one line per binary it builds (with its time) on stderr, which is left
-    to the caller's; the Go toolchain's output goes to its log. Raises CalledProcessError.
+    Progress goes to stderr, one line as each step starts and ends. Raises BuildFailed.
     """
     env = dict(os.environ, PORTERLB_K8S_VERSION=K8S_VERSION, PORTERLB_CACHE=str(cache_dir()))
     argv = ["bash", str(BUILD_SCRIPT), *names]
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise BuildFailed(f"building {' '.join(names)} failed; Go's output: {log_file()}")
     return locate(names)

@@ -7,15 +7,16 @@
 # Why a wrapper module: k8s.io/kubernetes maps its staging modules to ./staging with
 # `replace` lines, which Go ignores in a dependency, so every staging module is replaced
 # here by its published v0.<minor>.<patch> tag (kubernetes/kubernetes#79384).
-# Prints one progress line per binary built, then the directory holding the binaries; the
-# Go toolchain's own output goes to build.log in that directory's cache (see LOG below).
+# Prints the directory holding the binaries.
+# Go's own output (hundreds of "go: downloading" lines) goes to a log file in the cache; the
+# terminal gets one line as each step starts and one as it ends, with the time taken, and the
+# log's last lines if a step fails.
 set -euo pipefail
 
 K8S_VERSION="${PORTERLB_K8S_VERSION:?set by porterlb.lab.binaries}"
 CACHE="${PORTERLB_CACHE:-$HOME/.cache/porterlb}"
 OUT="$CACHE/bin/kubernetes-$K8S_VERSION"
 SRC="$CACHE/src/kubernetes-$K8S_VERSION"
-LOG="$SRC/build.log"
 
 missing=()
 for binary in "$@"; do
@@ -30,9 +31,36 @@ export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
 mkdir -p "$SRC/cmd" "$OUT"
 cd "$SRC"
-: >>"$LOG"
+LOG="$CACHE/build-kubernetes-$K8S_VERSION.log"
+: >"$LOG"
+STEPS=$((2 + ${#missing[@]}))
+STEP=0
 
-gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+# step WHAT COMMAND...: run COMMAND with its output in $LOG; progress on stderr.
+step() {
+  local what=$1 started=$SECONDS
+  shift
+  STEP=$((STEP + 1))
+  echo "control plane $K8S_VERSION [$STEP/$STEPS] $what ..." >&2
+  if ! "$@" >>"$LOG" 2>&1; then
+    echo "control plane $K8S_VERSION [$STEP/$STEPS] $what FAILED after $((SECONDS - started)) s;" \
+      "the end of $LOG:" >&2
+    tail -n 25 "$LOG" >&2
+    exit 1
+  fi
+  echo "control plane $K8S_VERSION [$STEP/$STEPS] $what: done in $((SECONDS - started)) s" \
+    "($((SECONDS / 60)) min $((SECONDS % 60)) s in all)" >&2
+}
+
+echo "building ${missing[*]} $K8S_VERSION from the Go module proxy (kube-apiserver and etcd" \
+  "about 5-10 min the first time, the node binaries ~20 more; then cached in $OUT);" \
+  "Go's output: $LOG" >&2
+download() {
+  go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >"$SRC/download.json" ||
+    { cat "$SRC/download.json"; return 1; }  # the error is in the JSON
+}
+step "downloading k8s.io/kubernetes@$K8S_VERSION" download
+gomod=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["GoMod"])' "$SRC/download.json")
 godirective=$(awk '$1 == "go" { print $2; exit }' "$gomod")
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 patch=${K8S_VERSION##*.}
@@ -84,17 +112,12 @@ import (
 func main() { etcdmain.Main(os.Args) }
 GO
 
-go mod tidy >>"$LOG" 2>&1
+step "resolving and downloading every module (go mod tidy)" go mod tidy
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
 for binary in "${missing[@]}"; do
-  started=$SECONDS
   flags=$ldflags
   [[ $binary == etcd ]] && flags="-s -w"
-  if ! go build -trimpath -ldflags "$flags" -o "$OUT/$binary.tmp" "./cmd/$binary" >>"$LOG" 2>&1; then
-    echo "building $binary failed: see $LOG" >&2
-    exit 1
-  fi
+  step "compiling $binary" go build -trimpath -ldflags "$flags" -o "$OUT/$binary.tmp" "./cmd/$binary"
   mv "$OUT/$binary.tmp" "$OUT/$binary"
-  echo "built $binary in $((SECONDS - started)) s" >&2
 done
 echo "$OUT"

@@ -101,7 +101,11 @@ def add_parser_to(roles: Any) -> None:
 
 def _run_build(args: argparse.Namespace) -> int:
     names = (*binaries.CONTROL_PLANE, *binaries.NODES) if args.nodes else binaries.CONTROL_PLANE
-    print(binaries.build(names))
+    try:
+        print(binaries.build(names))
+    except binaries.BuildFailed as failed:
+        print(f"porterlb lab build-control-plane: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
