@@ -4,27 +4,42 @@
 #   scripts/dev.sh demo   install everything, then run the lab demo (a node fails, its IP moves)
 # Installing is idempotent and cached: Debian packages, uv + the locked Python deps, and the
 # Go-built kube-apiserver + etcd under ~/.cache/porterlb (outside the clone, keyed by version).
+# `test` also installs what the real-node lab and its e2e test need (install_nodes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UV_VERSION=0.13.8
 DEBIAN_PACKAGES=(iproute2 nftables iputils-ping curl procps)
+NODE_PACKAGES=(containerd runc containernetworking-plugins busybox-static)
 
-install() {
+apt_install() {
   local missing=()
-  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
   done
   if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+install() {
+  apt_install "${DEBIAN_PACKAGES[@]}"
   command -v go >/dev/null || { echo "Go is required to build kube-apiserver and etcd" >&2; exit 1; }
   if ! command -v uv >/dev/null || [[ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]]; then
     python3 -m pip install -q "uv==$UV_VERSION"
   fi
   uv sync --frozen --all-extras --python python3.11 -q
   uv run --frozen porterlb lab build-control-plane >/dev/null
+}
+
+# The real-node lab (`porterlb lab up --nodes real`): Debian's containerd, runc, CNI plugins and
+# a static busybox, and the kubelet, kube-proxy, kube-controller-manager and kube-scheduler
+# built like kube-apiserver (~21 min cold on 2 loaded cores, cached after). Its e2e test takes
+# 10-20 s, so CI runs it.
+install_nodes() {
+  apt_install "${NODE_PACKAGES[@]}"
+  uv run --frozen porterlb lab build-control-plane --nodes >/dev/null
 }
 
 checks() {
@@ -37,6 +52,7 @@ checks() {
 case "${1:-}" in
   test)
     install
+    install_nodes
     checks
     uv run --frozen pytest "${@:2}"
     ;;

@@ -1,4 +1,4 @@
-"""Where the Go-built control-plane binaries live, and how they get there.
+"""Where the Go-built Kubernetes binaries live, and how they get there.
 
 The binaries are built once per version by ``build-control-plane.sh`` (beside this module)
 into ``$PORTERLB_CACHE`` (default ``~/.cache/porterlb``), outside any clone, so CI's fresh
@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 K8S_VERSION = "v1.36.3"
 """Pinned Kubernetes; etcd comes at the version this kube-apiserver's go.mod requires."""
 
 BUILD_SCRIPT = Path(__file__).with_name("build-control-plane.sh")
+
+
+CONTROL_PLANE = ("kube-apiserver", "etcd")
+"""What every lab, test and benchmark needs."""
+
+NODES = ("kubelet", "kube-proxy", "kube-controller-manager", "kube-scheduler")
+"""What a lab of real nodes needs beyond the control plane (``porterlb lab up --nodes real``):
+the same version as kube-apiserver, from the same wrapper module."""
 
 
 class BinariesMissing(RuntimeError):
@@ -33,13 +42,14 @@ def bin_dir() -> Path:
     return cache_dir() / "bin" / f"kubernetes-{K8S_VERSION}"
 
 
-def locate() -> Path:
-    """The directory holding ``kube-apiserver`` and ``etcd``; raises BinariesMissing if absent."""
+def locate(names: Sequence[str] = CONTROL_PLANE) -> Path:
+    """The directory holding ``names``; raises BinariesMissing naming the first one absent."""
     directory = bin_dir()
-    for name in ("kube-apiserver", "etcd"):
+    nodes = " --nodes" if set(names) & set(NODES) else ""
+    for name in names:
         if not (directory / name).is_file():
             raise BinariesMissing(
-                f"{directory / name} is missing: run `porterlb lab build-control-plane` first"
+                f"{directory / name} is missing: run `porterlb lab build-control-plane{nodes}`"
             )
     return directory
 
@@ -49,13 +59,14 @@ def log_file() -> Path:
     return cache_dir() / f"build-kubernetes-{K8S_VERSION}.log"
 
 
-def build() -> Path:
-    """Build both binaries from the Go module proxy if missing; return their directory.
+def build(names: Sequence[str] = CONTROL_PLANE) -> Path:
+    """Build ``names`` from the Go module proxy if missing; return their directory.
 
     Progress goes to stderr, one line as each step starts and ends. Raises BuildFailed.
     """
     env = dict(os.environ, PORTERLB_K8S_VERSION=K8S_VERSION, PORTERLB_CACHE=str(cache_dir()))
-    done = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, stdout=subprocess.DEVNULL)
+    argv = ["bash", str(BUILD_SCRIPT), *names]
+    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL)
     if done.returncode != 0:
-        raise BuildFailed(f"building kube-apiserver and etcd failed; Go's output: {log_file()}")
-    return locate()
+        raise BuildFailed(f"building {' '.join(names)} failed; Go's output: {log_file()}")
+    return locate(names)

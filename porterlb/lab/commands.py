@@ -27,6 +27,11 @@ def add_parser_to(roles: Any) -> None:
     lab = roles.add_parser("lab", help="the real control plane and namespace lab")
     lab_commands = lab.add_subparsers(required=True, metavar="LAB_COMMAND")
     build = lab_commands.add_parser("build-control-plane", help="build kube-apiserver and etcd")
+    build.add_argument(
+        "--nodes",
+        action="store_true",
+        help="also the kubelet, kube-proxy, kube-controller-manager and kube-scheduler",
+    )
     build.set_defaults(run=_run_build)
     plane = lab_commands.add_parser("control-plane", help="run etcd + kube-apiserver on loopback")
     plane.add_argument("--dir", type=Path, help="where to write kubeconfig (default: a temp dir)")
@@ -34,8 +39,15 @@ def add_parser_to(roles: Any) -> None:
 
     up = lab_commands.add_parser("up", help="bring a namespace lab up (replacing a crashed one)")
     up.add_argument("--name", required=True, help="the lab's name (a short DNS label)")
-    up.add_argument("--workers", type=int, default=3, help="worker nodes (default 3)")
+    up.add_argument("--workers", type=int, help="worker nodes (default 3, real nodes 2)")
     up.add_argument("--ipv6", action="store_true", help="dual-stack LAN and an IPv6 Eip too")
+    up.add_argument(
+        "--nodes",
+        choices=("process", "real"),
+        default="process",
+        help="process: porterlb, backends and a kube-proxy stand-in as host processes (default);"
+        " real: a kubelet and containerd per worker, nothing installed (default 2 workers)",
+    )
     up.set_defaults(run=_run_lab_up)
     down = lab_commands.add_parser("down", help="stop and remove everything of a lab")
     down.add_argument("--name", required=True)
@@ -102,8 +114,9 @@ def add_parser_to(roles: Any) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    names = (*binaries.CONTROL_PLANE, *binaries.NODES) if args.nodes else binaries.CONTROL_PLANE
     try:
-        print(binaries.build())
+        print(binaries.build(names))
     except binaries.BuildFailed as failed:
         print(f"porterlb lab build-control-plane: {failed}", file=sys.stderr)
         return 1
@@ -138,7 +151,11 @@ def _run_lab_up(args: argparse.Namespace) -> int:
     try:
         with SignalScope():
             started = time.monotonic()
-            record = namespace_lab.up(args.name, workers=args.workers, ipv6=args.ipv6)
+            if args.nodes == "real":
+                print(_real_nodes_up(args, started))
+                return 0
+            workers = 3 if args.workers is None else args.workers
+            record = namespace_lab.up(args.name, workers=workers, ipv6=args.ipv6)
             print(namespace_lab.headline(record, elapsed=time.monotonic() - started))
             return 0
     except _LAB_ERRORS as error:
@@ -146,11 +163,24 @@ def _run_lab_up(args: argparse.Namespace) -> int:
     return 1  # failed, or interrupted (everything was cleaned up)
 
 
+def _real_nodes_up(args: argparse.Namespace, started: float) -> str:
+    """Bring up a lab of real nodes; its headline. Phases are reported on stderr."""
+    from porterlb.lab.node import nodelab
+
+    if args.ipv6:
+        raise errors.InvalidSpec("lab up --nodes real: --ipv6 is not supported yet")
+    workers = nodelab.WORKERS if args.workers is None else args.workers
+    record = nodelab.up(
+        args.name, workers=workers, report=lambda line: print(line, file=sys.stderr)
+    )
+    return nodelab.headline(record, elapsed=time.monotonic() - started)
+
+
 def _run_lab_down(args: argparse.Namespace) -> int:
-    from porterlb.lab import lab as namespace_lab
+    from porterlb.lab.node import nodelab
 
     try:
-        namespace_lab.down(args.name)
+        nodelab.down(args.name)
     except _LAB_ERRORS as error:
         print(f"porterlb lab down: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,36 @@
+"""kube-controller-manager and kube-scheduler beside the lab's API server.
+
+Without a controller manager a Node keeps the ``node.kubernetes.io/not-ready`` NoSchedule
+taint the API server's admission puts on it (the node lifecycle controller removes it once
+the kubelet reports Ready), and without a scheduler no pod gets a node. Both run in the host
+namespace, like kube-apiserver, with the lab admin's kubeconfig (on loopback).
+
+- ``--leader-elect=false``: one replica per lab.
+- ``--secure-port=0``: they serve nothing. Several labs share the host namespace, so the
+  default ports (10257, 10259) would clash, and nothing here scrapes them.
+- The controller manager allocates no pod CIDRs (the nodes' pods use the host network or
+  loopback only) and signs no service-account tokens (pods get theirs by TokenRequest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
+    """The command that runs the lab's kube-controller-manager; it writes only in ``directory``
+    (its FlexVolume plugin directory would otherwise be created under ``/usr/libexec``)."""
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--flex-volume-plugin-dir={directory / 'volume-plugins'}",
+        "--leader-elect=false",
+        "--secure-port=0",
+        "--allocate-node-cidrs=false",
+        "--controllers=*,-serviceaccount-token,-nodeipam",
+    ]
+
+
+def scheduler_argv(binary: Path, kubeconfig: Path) -> list[str]:
+    """The command that runs the lab's kube-scheduler."""
+    return [str(binary), f"--kubeconfig={kubeconfig}", "--leader-elect=false", "--secure-port=0"]

@@ -1,0 +1,295 @@
+"""A lab whose workers are real Kubernetes nodes: ``porterlb lab up --nodes real``.
+
+Groundwork for the real-cluster lab, beside the default one (which stays as it is until the
+chart installs porterlb here). :func:`up` builds, in order:
+
+1. the control plane process and the namespace network, as the default lab does;
+2. the lab's mount namespace with the kernel tunables covered (:mod:`.mountns`), and
+   checks that every cover is in place before any kubelet can run;
+3. one containerd per worker, in its netns and the lab's mount namespace, each importing the
+   lab image (:mod:`.images`) once its socket is up;
+4. once the API is ready: its endpoint on the router's LAN address
+   (:mod:`porterlb.lab.apiproxy`), kube-controller-manager and kube-scheduler beside the API
+   server, and one kubelet per worker, each with a cgroup root of its own;
+5. it returns once every Node is Ready without the not-ready taint, and checks that the
+   host's kernel tunables are what they were before it began.
+
+No porterlb process, backend, Eip or Service is created: what runs on the nodes is for the
+caller (the chart, later). Everything is a marked lab process (:mod:`porterlb.lab.processes`),
+so :func:`down` finds it all without a record: it stops the processes, kills whatever the
+pods left in the kubelets' cgroup roots and removes those, then removes the network and the
+state directory. The mount namespace, with every overlay and pod volume mounted in it, ends
+with its last process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import httpx2
+import yaml
+
+from porterlb.lab import (
+    apiproxy,
+    binaries,
+    controlplane,
+    controlplane_main,
+    lab,
+    netns,
+    network,
+    plan,
+)
+from porterlb.lab import processes as procs
+from porterlb.lab.node import controllers, images, kubelet, mountns, runtime
+
+log = logging.getLogger(__name__)
+
+WORKERS: Final = 2
+"""Default node count: three kubelets fit this 2-core machine (~3 % of a core and ~400 MiB
+idle, shared/reference/real-cluster measurements), but two leave room for the rest."""
+
+BINARIES: Final = (*binaries.CONTROL_PLANE, "kubelet", "kube-controller-manager", "kube-scheduler")
+
+TOOLS: Final = ("containerd", "runc", "ctr", "nsenter", "unshare")
+"""Programs from Debian's containerd, runc and util-linux this lab runs."""
+
+START_TIMEOUT: Final = 30.0
+"""Seconds for the mount namespace, a containerd socket or the API endpoint to appear: each
+takes well under a second unless the machine is starved."""
+
+NODES_TIMEOUT: Final = 120.0
+"""Seconds for every Node to be Ready and untainted after its kubelet starts: 1.4-2.2 s each
+measured on this machine kind when idle; minutes of margin for a loaded CI host."""
+
+NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
+
+Report = Callable[[str], None]
+
+
+def up(
+    name: str, *, workers: int = WORKERS, root: Path = lab.STATE_ROOT, report: Report = log.info
+) -> lab.Record:
+    """Bring lab ``name`` up with real nodes, replacing an earlier one; return its record.
+
+    ``report`` gets one line per phase with its time. Raises InvalidSpec for a bad name or
+    count, BinariesMissing, LabError (a missing program, a step that failed or timed out, a
+    host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
+    """
+    layout = plan.build(name, workers, ipv6=False)
+    bins = binaries.locate(BINARIES)
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing or not images.BUSYBOX.is_file():
+        raise netns.LabError(
+            f"lab {name!r}: {', '.join(missing) or images.BUSYBOX} missing: install Debian's "
+            f"{' '.join(runtime.PACKAGES)} (scripts/dev.sh test installs them)"
+        )
+    host = mountns.host_values()
+    down(name, root=root)
+    try:
+        record = _up(layout, root / name, bins, report)
+        mountns.check_host(host)
+        return record
+    except BaseException:
+        try:
+            down(name, root=root)
+        except Exception:  # the original failure is the one to report
+            log.exception("lab %s: cleaning up after a failed up failed too", name)
+        raise
+
+
+def down(name: str, *, root: Path = lab.STATE_ROOT) -> None:
+    """Remove lab ``name``, real nodes and all (processes, cgroups, namespaces, state).
+
+    Works on a default lab too, where there are no cgroups to remove. Raises InvalidSpec for a
+    bad name, LabError if something survives.
+    """
+    plan.check_name(name)
+    procs.stop(name)
+    for cgroup in cgroup_roots(name):
+        kubelet.remove_cgroup_root(cgroup)
+    lab.down(name, root=root)
+
+
+def cgroup_roots(name: str, cgroup_fs: Path = kubelet.CGROUP_FS) -> list[str]:
+    """The kubelet cgroup roots of lab ``name`` present in any hierarchy."""
+    # Worker K of lab NAME is the Node NAME-wK (porterlb.lab.plan.build).
+    pattern = re.compile(re.escape(f"{kubelet.CGROUP_PREFIX}{name}-w") + "[0-9]+")
+    return sorted(
+        {
+            f"/{path.name}"
+            for hierarchy in kubelet.hierarchies(cgroup_fs)
+            for path in hierarchy.iterdir()
+            if path.is_dir() and pattern.fullmatch(path.name)
+        }
+    )
+
+
+def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Record:
+    phase = [time.monotonic()]
+
+    def done(what: str) -> None:
+        now = time.monotonic()
+        report(f"lab {layout.name}: {what} in {now - phase[0]:.1f} s")
+        phase[0] = now
+
+    logs = directory / "logs"
+    logs.mkdir(parents=True)
+
+    def start(role: str, argv: list[str]) -> procs.Process:
+        return procs.start(layout.name, role, argv, logs / f"{role.replace('/', '-')}.log")
+
+    plane_argv = [*lab.PYTHON, controlplane_main.__name__, str(directory / "control-plane")]
+    plane = start("control-plane", plane_argv)
+    network.up(layout)
+    holder = start("mount-namespace", mountns.holder_argv(directory / "sysctl-covers"))
+    _wait_logged(holder, mountns.READY, START_TIMEOUT)
+    mountns.check_covered(holder.pid)
+    done("network and mount namespace")
+
+    runtimes = {
+        node.name: runtime.Paths(directory / "nodes" / node.name / "containerd")
+        for node in layout.nodes
+    }
+    containerds = []
+    for node in layout.nodes:
+        paths = runtimes[node.name]
+        paths.make()
+        enter = mountns.enter_argv(holder.pid, node.netns)
+        containerds.append(start(f"containerd/{node.name}", [*enter, *runtime.argv(paths)]))
+    archive = images.write(directory / "image.tar")
+    for process, paths in zip(containerds, runtimes.values(), strict=True):
+        _wait(process, paths.socket.exists, START_TIMEOUT)
+        netns.run(None, runtime.import_argv(paths, archive))
+    done(f"{len(containerds)} containerd, image imported")
+
+    _wait_logged(plane, controlplane_main.READY, lab.CONTROL_PLANE_TIMEOUT)
+    admin = lab.kubeconfig_of(directory)
+    server, token, ca = _admin(admin)
+    router = str(layout.router_lan.ipv4.ip)
+    upstream = server.removeprefix("https://")
+    proxy = start(
+        "apiproxy",
+        [*lab.PYTHON, apiproxy.__name__, "--netns", layout.router_netns,
+         "--listen", f"{router}:{apiproxy.PORT}", "--upstream", upstream],
+    )  # fmt: skip
+    kcm = start(
+        "kube-controller-manager",
+        controllers.controller_manager_argv(
+            bins / "kube-controller-manager", admin, directory / "controller-manager"
+        ),
+    )
+    scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
+    _wait_logged(proxy, apiproxy.READY, START_TIMEOUT)
+    done("control plane")
+
+    kubelets = []
+    for node in layout.nodes:
+        cgroup = kubelet.cgroup_root(node.name)
+        kubelet.create_cgroup_root(cgroup)
+        config = kubelet.Node(
+            name=node.name,
+            ip=str(node.ipv4.ip),
+            directory=directory / "nodes" / node.name / "kubelet",
+            cgroup_root=cgroup,
+            runtime_socket=runtimes[node.name].socket,
+            server=f"https://{router}:{apiproxy.PORT}",
+            token=token,
+            ca=ca,
+        )
+        kubelet.write(config)
+        enter = mountns.enter_argv(holder.pid, node.netns)
+        kubelets.append(
+            start(f"kubelet/{node.name}", [*enter, *kubelet.argv(bins / "kubelet", config)])
+        )
+    context = controlplane.ssl_context(admin)
+
+    def ready() -> bool:
+        for process in (*kubelets, *containerds, kcm, scheduler, proxy):
+            _check_alive(process)
+        return _nodes_ready(server, token, context, [node.name for node in layout.nodes])
+
+    netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
+    done(f"{len(kubelets)} nodes Ready")
+    record = lab.Record(
+        plan=layout,
+        directory=directory,
+        processes=(plane, holder, *containerds, proxy, kcm, scheduler, *kubelets),
+        metrics={},
+    )
+    (directory / lab.RECORD).write_text(_record_json(record))
+    return record
+
+
+def headline(record: lab.Record, *, elapsed: float) -> str:
+    """The one line ``lab up --nodes real`` prints when the lab is ready."""
+    nodes = ", ".join(f"{node.name} {node.ipv4.ip}" for node in record.plan.nodes)
+    return (
+        f"lab {record.plan.name} ready in {elapsed:.1f} s: real nodes {nodes}, "
+        f"kubeconfig {record.kubeconfig}"
+    )
+
+
+def _record_json(record: lab.Record) -> str:
+    """What ``lab.json`` holds, as the default lab writes it (so ``lab info`` reads it)."""
+    return json.dumps(record.to_json(), indent=2) + "\n"
+
+
+def _admin(kubeconfig: Path) -> tuple[str, str, Path]:
+    """The server, the token and the CA file of the lab admin's kubeconfig."""
+    config: dict[str, Any] = yaml.safe_load(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    return (
+        cluster["server"],
+        config["users"][0]["user"]["token"],
+        Path(cluster["certificate-authority"]),
+    )
+
+
+def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterable[str]) -> bool:
+    """Whether every Node in ``names`` is Ready and without the not-ready taint."""
+    try:
+        reply = httpx2.get(
+            f"{server}/api/v1/nodes",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=context,
+            timeout=5.0,
+        )
+    except httpx2.HTTPError:
+        return False
+    if reply.status_code != 200:
+        return False
+    nodes = {item["metadata"]["name"]: item for item in reply.json()["items"]}
+    for name in names:
+        node = nodes.get(name)
+        if node is None:
+            return False
+        conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        taints = {t["key"] for t in node.get("spec", {}).get("taints", [])}
+        if conditions.get("Ready") != "True" or NOT_READY_TAINT in taints:
+            return False
+    return True
+
+
+def _check_alive(process: procs.Process) -> None:
+    if not procs.alive(process):
+        raise netns.LabError(f"{process.role} exited before the lab was ready; see {process.log}")
+
+
+def _wait(process: procs.Process, ready: Callable[[], bool], timeout: float) -> None:
+    def check() -> bool:
+        _check_alive(process)
+        return ready()
+
+    netns.wait_until(check, timeout=timeout, what=process.role)
+
+
+def _wait_logged(process: procs.Process, line: str, timeout: float) -> None:
+    _wait(process, lambda: line in process.log.read_text(errors="replace"), timeout)
