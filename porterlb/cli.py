@@ -344,7 +344,6 @@ def _run_manager(args: argparse.Namespace) -> int:
                 )
             manager = controller.Manager(
                 client,
-                namespace=namespace,
                 lb_class=args.lb_class,
                 workers=args.workers,
                 elector=elector,
@@ -388,7 +387,6 @@ def _run_speaker(args: argparse.Namespace) -> int:
             speaker = agent.Speaker(
                 client,
                 node=NodeName(args.node_name),
-                namespace=namespace,
                 netns=args.netns,
                 heartbeat=heartbeat,
             )

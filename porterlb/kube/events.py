@@ -31,6 +31,12 @@ QUEUE_SIZE = 10_000
 MESSAGE_LIMIT = 1024
 """events.k8s.io caps ``note`` at 1 KiB; core/v1 accepts more, but kubectl shows one line."""
 
+CLUSTER_EVENTS_NAMESPACE = "default"
+"""Where Events about cluster-scoped objects (Eips, Nodes) go. Not the pod's namespace:
+kube-apiserver refuses an Event whose involved object has no namespace unless the Event is in
+``default`` (core/v1; ``kube-system`` too for events.k8s.io), with 422 "does not match
+event.namespace" (``pkg/apis/core/validation/events.go``). ``kubectl describe`` finds them."""
+
 
 @dataclass(frozen=True, slots=True)
 class Subject:
@@ -68,12 +74,9 @@ class Notice:
 class Poster:
     """A queue of Events and the task that posts them."""
 
-    def __init__(self, client: lightkube.AsyncClient, *, component: str, namespace: str) -> None:
+    def __init__(self, client: lightkube.AsyncClient, *, component: str) -> None:
         self.client = client
         self.component = component
-        self.namespace = namespace
-        """Where Events about cluster-scoped objects (Eips, Nodes) go: the pod's own namespace,
-        where its role may create Events (``kubectl describe`` finds them in any namespace)."""
         self.queue: asyncio.Queue[Notice] = asyncio.Queue(QUEUE_SIZE)
         self._dropping = 0
         """Events dropped since the queue was last found with room."""
@@ -121,7 +124,7 @@ class Poster:
         """The core/v1 Event for `notice`, as the API takes it."""
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         subject = notice.subject
-        namespace = subject.namespace or self.namespace
+        namespace = subject.namespace or CLUSTER_EVENTS_NAMESPACE
         involved = {"kind": subject.kind, "apiVersion": subject.api_version, "name": subject.name}
         if subject.namespace is not None:
             involved["namespace"] = subject.namespace

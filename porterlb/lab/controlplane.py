@@ -329,7 +329,7 @@ def _write_kubeconfig(path: Path, server: str, bundle: certs.Bundle, token: str)
         "contexts": [
             {
                 "name": "porterlb-lab",
-                # The roles' own namespace (Lease, heartbeat Secret, Events about Eips).
+                # The roles' own namespace (their Lease and heartbeat Secret).
                 "context": {"cluster": "porterlb-lab", "user": "admin", "namespace": "default"},
             }
         ],

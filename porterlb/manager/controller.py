@@ -26,20 +26,18 @@ class Manager:
         self,
         client: lightkube.AsyncClient,
         *,
-        namespace: str,
         lb_class: str = wellknown.LOAD_BALANCER_CLASS,
         workers: int = 16,
         elector: election.Elector | None = None,
         heartbeat: liveness.Settings | None = None,
         create_secret: bool = True,
     ) -> None:
-        """`namespace` is the manager's own, where Events about Eips and Nodes go."""
         self.client = client
         self.elector = elector
         self.heartbeat = heartbeat
         self.create_secret = create_secret
         self.pinger: liveness.Liveness | None = None
-        self.ipam = ipam.Ipam(client, namespace=namespace, lb_class=lb_class, workers=workers)
+        self.ipam = ipam.Ipam(client, lb_class=lb_class, workers=workers)
         self.announcing = announcing.Announcing(
             client,
             services=self.ipam.services,

@@ -53,12 +53,10 @@ REFERENCE_RECHECK = 0.5
 class Ipam:
     """The IPAM controller: run it with :meth:`run`."""
 
-    def __init__(
-        self, client: lightkube.AsyncClient, *, namespace: str, lb_class: str, workers: int = 16
-    ) -> None:
+    def __init__(self, client: lightkube.AsyncClient, *, lb_class: str, workers: int = 16) -> None:
         self.client = client
         self.lb_class = lb_class
-        self.poster = events.Poster(client, component="porterlb-manager", namespace=namespace)
+        self.poster = events.Poster(client, component="porterlb-manager")
         self.alloc = allocator.Allocator()
         self.usable: frozenset[PoolName] = frozenset()
         self.problems: dict[PoolName, tuple[str, str]] = {}

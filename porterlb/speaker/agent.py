@@ -78,7 +78,6 @@ class Speaker:
         client: lightkube.AsyncClient,
         *,
         node: NodeName,
-        namespace: str,
         netns: str | None = None,
         config: announcer.Config | None = None,
         heartbeat: heartbeats.Settings | None = None,
@@ -100,7 +99,7 @@ class Speaker:
         """Changes of this node's records so far: a sync reflects those made before it."""
         self._syncing = False
         self.endpoint: heartbeats.Heartbeats | None = None
-        self.poster = events.Poster(client, component="porterlb-speaker", namespace=namespace)
+        self.poster = events.Poster(client, component="porterlb-speaker")
         self.services = reflector.Reflector(
             client, resources.Service, on_change=self._service_changed, name="services"
         )

@@ -97,7 +97,7 @@ async def test_a_control_plane_fault_moves_no_ip_and_fails_no_request(
             async def only_it_answers() -> bool:
                 found = await speaker_lab.answers(ip)
                 assert found <= {mac}, f"{found} answer for {ip}"
-                return found == {mac}
+                return set(found) == {mac}
 
             await eventually(only_it_answers, what=f"{run.before} alone to answer for {ip}")
             if scenario == "leader-kill":

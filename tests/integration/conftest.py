@@ -78,7 +78,7 @@ async def running_manager(
 ) -> AsyncIterator[controller.Manager]:
     """Run a manager (IPAM and placement; `options` as Manager takes them) for the duration
     of a with-block."""
-    manager = controller.Manager(client, **{"namespace": "default", **options})
+    manager = controller.Manager(client, **options)
     task = asyncio.create_task(manager.run(), name="test/manager")
     try:
         yield manager

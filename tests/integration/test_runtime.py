@@ -136,10 +136,10 @@ async def _ready_after_sync(role: controller.Manager | agent.Speaker, *, synced:
 
 
 async def test_a_manager_is_ready_once_its_caches_synced(client, namespace):
-    manager = controller.Manager(client, namespace=namespace)
+    manager = controller.Manager(client)
     await _ready_after_sync(manager, synced="services synced")
 
 
 async def test_a_speaker_is_ready_once_its_caches_synced(client, namespace):
-    speaker = agent.Speaker(client, node=NodeName("health-node"), namespace=namespace)
+    speaker = agent.Speaker(client, node=NodeName("health-node"))
     await _ready_after_sync(speaker, synced="services synced")

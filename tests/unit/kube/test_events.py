@@ -18,9 +18,7 @@ def dropped() -> float:
 
 async def test_a_full_queue_drops_events_with_one_line_as_it_starts_and_one_as_it_ends(caplog):
     caplog.set_level(logging.WARNING, logger=events.__name__)
-    poster = events.Poster(
-        typing.cast(lightkube.AsyncClient, None), component="porterlb", namespace="porterlb-system"
-    )
+    poster = events.Poster(typing.cast(lightkube.AsyncClient, None), component="porterlb")
     for n in range(events.QUEUE_SIZE):
         poster.emit(notice(n))
     assert caplog.messages == []

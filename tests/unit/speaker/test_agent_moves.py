@@ -45,9 +45,7 @@ class PausedSpeaker(agent.Speaker):
     """Its interface lookup waits for :attr:`go`, so a test can act while a sync awaits."""
 
     def __init__(self) -> None:
-        super().__init__(
-            lightkube.AsyncClient(config=UNUSED), node=NodeName("w2"), namespace="porterlb-system"
-        )
+        super().__init__(lightkube.AsyncClient(config=UNUSED), node=NodeName("w2"))
         self.waiting = asyncio.Event()
         self.go = asyncio.Event()
 
