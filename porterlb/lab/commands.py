@@ -28,6 +28,8 @@ def add_parser_to(roles: Any) -> None:
     lab_commands = lab.add_subparsers(required=True, metavar="LAB_COMMAND")
     build = lab_commands.add_parser("build-control-plane", help="build kube-apiserver and etcd")
     build.set_defaults(run=_run_build)
+    tools = lab_commands.add_parser("build-tools", help="build helm, fetch promtool (dev tools)")
+    tools.set_defaults(run=_run_build_tools)
     plane = lab_commands.add_parser("control-plane", help="run etcd + kube-apiserver on loopback")
     plane.add_argument("--dir", type=Path, help="where to write kubeconfig (default: a temp dir)")
     plane.set_defaults(run=_run_control_plane)
@@ -89,6 +91,12 @@ def add_parser_to(roles: Any) -> None:
 
 def _run_build(args: argparse.Namespace) -> int:
     print(binaries.build())
+    return 0
+
+
+def _run_build_tools(args: argparse.Namespace) -> int:
+    for path in binaries.build_tools():
+        print(path)
     return 0
 
 

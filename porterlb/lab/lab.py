@@ -7,11 +7,13 @@
 2. the namespace network (:func:`porterlb.lab.network.up`) and one backend per worker, in
    the worker's namespace;
 3. once the API is ready: the kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the
-   managers (:data:`MANAGERS` replicas electing a leader) and one ``porterlb speaker`` per
-   worker (all in the host namespace, so they reach the API server on 127.0.0.1; a speaker
-   opens its sockets in its worker's namespace, a manager pings the speakers from the
-   router's, which sits on the LAN as a control-plane node would), and while they start, the
-   CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
+   chart's ServiceAccounts and RBAC (:mod:`porterlb.lab.credentials`: porterlb runs with
+   its ServiceAccounts' tokens, never as ``system:masters``), the managers (:data:`MANAGERS`
+   replicas electing a leader) and one ``porterlb speaker`` per worker (all in the host
+   namespace, so they reach the API server on 127.0.0.1; a speaker opens its sockets in its
+   worker's namespace, a manager pings the speakers from the router's, which sits on the LAN
+   as a control-plane node would), and while they start, the CRDs, the Nodes and the Eips
+   (:mod:`porterlb.lab.cluster`);
 4. it returns once the kube-proxy stand-in has written every worker's table and the manager
    and the speakers serve their metrics (each on a loopback port of its own).
 
@@ -46,6 +48,7 @@ from typing import Any, Final
 import httpx2
 
 from porterlb.kube import client as kube_client
+from porterlb.kube import secrets
 from porterlb.lab import (
     backend,
     binaries,
@@ -53,6 +56,7 @@ from porterlb.lab import (
     controlplane,
     controlplane_main,
     crds,
+    credentials,
     kubeproxy_agent,
     netns,
     network,
@@ -304,6 +308,7 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     proxy_argv = [*PYTHON, kubeproxy_agent.__name__, "--kubeconfig", str(kubeconfig),
                   "--ready-file", str(ready_file), *workers]  # fmt: skip
     proxy = _start(lab, "kube-proxy", proxy_argv, logs)
+    asyncio.run(_grant(kubeconfig, directory))
     # Started before the CRDs exist, so that their imports overlap the install: a list of
     # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
     roles = _start_porterlb(lab, directory)
@@ -318,6 +323,13 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     )
     _save(record)
     return record
+
+
+async def _grant(kubeconfig: Path, directory: Path) -> None:
+    """Install the chart's ServiceAccounts, RBAC and heartbeat Secret; write each role's
+    kubeconfig (:mod:`porterlb.lab.credentials`)."""
+    async with kube_client.connect(kubeconfig) as client:
+        await credentials.grant(client, kubeconfig, directory)
 
 
 async def _populate(lab: plan.Lab, kubeconfig: Path) -> None:
@@ -350,9 +362,13 @@ def _start_role(lab: plan.Lab, directory: Path, role: str, metrics: str) -> proc
     if kind == "manager":
         command = ["manager", "--identity", f"manager-{which}"]
         command += ["--heartbeat-netns", lab.router_netns]
+        command += ["--lease-namespace", credentials.NAMESPACE]
+        kubeconfig = credentials.kubeconfig(directory, "manager")
     else:
         command = ["speaker", "--node-name", which, "--netns", lab.node(which).netns]
-    command += ["--kubeconfig", str(kubeconfig_of(directory)), "--metrics-addr", metrics]
+        kubeconfig = credentials.kubeconfig(directory, "speaker")
+    command += ["--heartbeat-secret", f"{credentials.NAMESPACE}/{secrets.DEFAULT_NAME}"]
+    command += ["--kubeconfig", str(kubeconfig), "--metrics-addr", metrics]
     argv = [*NICE, *PORTERLB, *command]
     return _start(lab, role, argv, directory / "logs")
 
