@@ -44,7 +44,16 @@ from lightkube.resources.core_v1 import Service
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import election
-from porterlb.lab import cluster, controlplane, controlplane_main, lab, netns, plan, traffic
+from porterlb.lab import (
+    cluster,
+    controlplane,
+    controlplane_main,
+    credentials,
+    lab,
+    netns,
+    plan,
+    traffic,
+)
 from porterlb.liveness import udp
 
 SCENARIOS: Final = (
@@ -382,7 +391,9 @@ class FaultLab:
     async def leader(self) -> str:
         """The role (``manager/N``) holding the Lease; "" when none or the API is away."""
         try:
-            lease = await self.client.get(Lease, election.LEASE_NAME, namespace="default")
+            lease = await self.client.get(
+                Lease, election.LEASE_NAME, namespace=credentials.NAMESPACE
+            )
         except (lightkube.ApiError, httpx2.HTTPError):
             return ""
         holder = (lease.spec.holderIdentity if lease.spec else None) or ""
