@@ -151,11 +151,12 @@ def up(name: str, *, workers: int = 3, ipv6: bool = False, root: Path = STATE_RO
 
     Call it from synchronous code (it runs its own event loop for the API calls). Raises
     InvalidSpec for a bad name or worker count or an address clash with a running lab,
-    BinariesMissing if the control plane is not built, LabError or ControlPlaneError if a
+    BinariesMissing if the control plane or helm is not built, LabError or ControlPlaneError if a
     step fails; nothing of the lab is left behind then.
     """
     layout = plan.build(name, workers, ipv6=ipv6)
     binaries.locate()
+    binaries.helm()  # renders the chart's RBAC (porterlb.lab.credentials)
     down(name, root=root)
     try:
         return _up(layout, root / name)
