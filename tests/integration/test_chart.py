@@ -12,6 +12,7 @@ import subprocess
 import pytest
 import yaml
 
+from porterlb import errors
 from porterlb.lab import binaries, chart
 
 pytestmark = pytest.mark.integration
@@ -127,3 +128,10 @@ def test_the_alert_rules_pass_promtool(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 8 rules found" in done.stdout
+
+
+def test_an_unknown_secret_maker_is_refused_by_name():
+    with pytest.raises(
+        errors.InvalidSpec, match='secretCreatedBy must be chart or manager, not "me"'
+    ):
+        chart.template({"heartbeat.secretCreatedBy": "me"})
