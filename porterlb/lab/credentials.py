@@ -59,7 +59,8 @@ async def grant(
     roles: tuple[Role, ...] = ("manager", "speaker")
     for role in roles:
         bearer = await token(client, service_account(objects, role), namespace=namespace)
-        write(kubeconfig(directory, role), admin, bearer, user=f"porterlb-{role}")
+        path = kubeconfig(directory, role)
+        write(path, admin, bearer, user=f"porterlb-{role}", namespace=namespace)
 
 
 async def install(
@@ -113,8 +114,9 @@ async def token(
     return str(reply.json()["status"]["token"])
 
 
-def write(path: Path, admin: Path, bearer: str, *, user: str) -> Path:
-    """Write a kubeconfig at `path`: the current cluster of `admin`, authenticated by `bearer`."""
+def write(path: Path, admin: Path, bearer: str, *, user: str, namespace: str) -> Path:
+    """Write a kubeconfig at `path`: the current cluster of `admin`, authenticated by `bearer`,
+    its context in `namespace` (what a pod's service account namespace file says)."""
     config: dict[str, Any] = yaml.safe_load(admin.read_text())
     current = {c["name"]: c["context"] for c in config["contexts"]}[config["current-context"]]
     cluster = {c["name"]: c for c in config["clusters"]}[current["cluster"]]
@@ -123,7 +125,12 @@ def write(path: Path, admin: Path, bearer: str, *, user: str) -> Path:
         "kind": "Config",
         "clusters": [cluster],
         "users": [{"name": user, "user": {"token": bearer}}],
-        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user}}],
+        "contexts": [
+            {
+                "name": user,
+                "context": {"cluster": cluster["name"], "user": user, "namespace": namespace},
+            }
+        ],
         "current-context": user,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,11 @@ async def _as(
     account = f"porterlb-{role}"
     bearer = await credentials.token(client, account, namespace=namespace, seconds=600)
     path = credentials.write(
-        tmp / f"{role}.kubeconfig", control_plane.kubeconfig, bearer, user=account
+        tmp / f"{role}.kubeconfig",
+        control_plane.kubeconfig,
+        bearer,
+        user=account,
+        namespace=namespace,
     )
     async with kube_client.connect(path) as api:
         yield api
