@@ -3,7 +3,8 @@
 #   scripts/dev.sh test   install everything, then lint, type-check and run every test tier
 #   scripts/dev.sh demo   install everything, then run the lab demo (a node fails, its IP moves)
 # Installing is idempotent and cached: Debian packages, uv + the locked Python deps, and the
-# Go-built kube-apiserver + etcd under ~/.cache/porterlb (outside the clone, keyed by version).
+# Go-built kube-apiserver + etcd and helm, and promtool out of Debian's prometheus package, under
+# ~/.cache/porterlb (outside the clone, keyed by version).
 # `test` also installs what the real-node lab and its e2e test need (install_nodes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,7 @@ install() {
   fi
   uv sync --frozen --all-extras --python python3.11 -q
   uv run --frozen porterlb lab build-control-plane >/dev/null
+  uv run --frozen porterlb lab build-tools >/dev/null
 }
 
 # The real-node lab (`porterlb lab up --nodes real`): Debian's containerd, runc, CNI plugins and

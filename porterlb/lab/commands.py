@@ -33,6 +33,8 @@ def add_parser_to(roles: Any) -> None:
         help="also the kubelet, kube-proxy, kube-controller-manager and kube-scheduler",
     )
     build.set_defaults(run=_run_build)
+    tools = lab_commands.add_parser("build-tools", help="build helm, fetch promtool (dev tools)")
+    tools.set_defaults(run=_run_build_tools)
     plane = lab_commands.add_parser("control-plane", help="run etcd + kube-apiserver on loopback")
     plane.add_argument("--dir", type=Path, help="where to write kubeconfig (default: a temp dir)")
     plane.set_defaults(run=_run_control_plane)
@@ -120,6 +122,12 @@ def _run_build(args: argparse.Namespace) -> int:
     except binaries.BuildFailed as failed:
         print(f"porterlb lab build-control-plane: {failed}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_build_tools(args: argparse.Namespace) -> int:
+    for path in binaries.build_tools():
+        print(path)
     return 0
 
 

@@ -32,10 +32,11 @@ async def install(client: lightkube.AsyncClient, directory: Path = DIRECTORY) ->
                 if error.status.code != 409:
                     raise
     for name in names:
-        await _established(client, name)
+        await established(client, name)
 
 
-async def _established(client: lightkube.AsyncClient, name: str) -> None:
+async def established(client: lightkube.AsyncClient, name: str) -> None:
+    """Return once CRD `name` is Established; PorterlbError after ESTABLISH_TIMEOUT."""
     deadline = time.monotonic() + ESTABLISH_TIMEOUT
     while time.monotonic() < deadline:
         crd = await client.get(CustomResourceDefinition, name)

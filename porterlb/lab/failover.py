@@ -54,6 +54,7 @@ from porterlb.lab import (
     cluster,
     controlplane,
     controlplane_main,
+    credentials,
     faults,
     lab,
     netns,
@@ -509,7 +510,9 @@ class FaultLab:
     async def leader(self) -> str:
         """The role (``manager/N``) holding the Lease; "" when none or the API is away."""
         try:
-            lease = await self.client.get(Lease, election.LEASE_NAME, namespace="default")
+            lease = await self.client.get(
+                Lease, election.LEASE_NAME, namespace=credentials.NAMESPACE
+            )
         except (lightkube.ApiError, httpx2.HTTPError):
             return ""
         holder = (lease.spec.holderIdentity if lease.spec else None) or ""

@@ -8,14 +8,15 @@
    the worker's namespace;
 3. once the API is ready: the API endpoint on the LAN (:mod:`porterlb.lab.apiproxy`: the
    router's LAN address, port 6443, forwarded to kube-apiserver on the host's loopback), the
-   kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the managers (:data:`MANAGERS`
-   replicas electing a leader, in the host namespace, reaching the API server on 127.0.0.1
-   and pinging the speakers from the router's namespace, which sits on the LAN as a
-   control-plane node would) and one ``porterlb speaker`` per worker, *inside* the worker's
-   namespace (``nsenter --net``; not ``ip netns exec``, which also remounts ``/sys``), whose
-   API traffic crosses the worker's ``eth0`` and the router as it would on a real node, so
-   that ``porterlb lab fault`` can cut it; and while they start, the CRDs, the Nodes and the
-   Eips (:mod:`porterlb.lab.cluster`);
+   kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the chart's ServiceAccounts and
+   RBAC (:mod:`porterlb.lab.credentials`: porterlb runs with its ServiceAccounts' tokens,
+   never as ``system:masters``), the managers (:data:`MANAGERS` replicas electing a leader,
+   in the host namespace, reaching the API server on 127.0.0.1 and pinging the speakers from
+   the router's namespace, which sits on the LAN as a control-plane node would) and one
+   ``porterlb speaker`` per worker, *inside* the worker's namespace (``nsenter --net``; not
+   ``ip netns exec``, which also remounts ``/sys``), whose API traffic crosses the worker's
+   ``eth0`` and the router as it would on a real node, so that ``porterlb lab fault`` can cut
+   it; and while they start, the CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
 4. it returns once the kube-proxy stand-in has written every worker's table and the manager
    and the speakers serve their metrics (a manager on a loopback port of its own, a speaker
    on its worker's address, port :data:`SPEAKER_METRICS_PORT`, as on a node).
@@ -52,6 +53,7 @@ import httpx2
 import yaml
 
 from porterlb.kube import client as kube_client
+from porterlb.kube import secrets
 from porterlb.lab import (
     apiproxy,
     backend,
@@ -60,6 +62,7 @@ from porterlb.lab import (
     controlplane,
     controlplane_main,
     crds,
+    credentials,
     kubeproxy_agent,
     netns,
     network,
@@ -163,11 +166,12 @@ def up(name: str, *, workers: int = 3, ipv6: bool = False, root: Path = STATE_RO
 
     Call it from synchronous code (it runs its own event loop for the API calls). Raises
     InvalidSpec for a bad name or worker count or an address clash with a running lab,
-    BinariesMissing if the control plane is not built, LabError or ControlPlaneError if a
+    BinariesMissing if the control plane or helm is not built, LabError or ControlPlaneError if a
     step fails; nothing of the lab is left behind then.
     """
     layout = plan.build(name, workers, ipv6=ipv6)
     binaries.locate()
+    binaries.helm()  # renders the chart's RBAC (porterlb.lab.credentials)
     down(name, root=root)
     try:
         return _up(layout, root / name)
@@ -305,13 +309,13 @@ def kubeconfig_for(lab: plan.Lab, directory: Path, role: str) -> Path:
     """The kubeconfig ``role`` (``manager/N``, ``speaker/NODE``) runs with: the one place a
     role's credentials and API endpoint are chosen.
 
+    Each runs as its ServiceAccount under the chart's RBAC (:mod:`porterlb.lab.credentials`).
     A manager talks to kube-apiserver on the host's loopback; a speaker, inside its worker's
-    namespace, on the router's LAN address (:func:`api_endpoint`), with the same credentials.
+    namespace, on the router's LAN address (:func:`api_endpoint`).
     """
-    admin = kubeconfig_of(directory)
     if not role.startswith("speaker/"):
-        return admin
-    config = yaml.safe_load(admin.read_text())
+        return credentials.kubeconfig(directory, "manager")
+    config = yaml.safe_load(credentials.kubeconfig(directory, "speaker").read_text())
     for cluster_entry in config["clusters"]:
         cluster_entry["cluster"]["server"] = api_endpoint(lab)
     path = directory / "kubeconfigs" / "speaker"
@@ -365,6 +369,7 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     proxy_argv = [*PYTHON, kubeproxy_agent.__name__, "--kubeconfig", str(kubeconfig),
                   "--ready-file", str(ready_file), *workers]  # fmt: skip
     proxy = _start(lab, "kube-proxy", proxy_argv, logs)
+    asyncio.run(_grant(kubeconfig, directory))
     # Started before the CRDs exist, so that their imports overlap the install: a list of
     # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
     roles = _start_porterlb(lab, directory)
@@ -379,6 +384,13 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     )
     _save(record)
     return record
+
+
+async def _grant(kubeconfig: Path, directory: Path) -> None:
+    """Install the chart's ServiceAccounts, RBAC and heartbeat Secret; write each role's
+    kubeconfig (:mod:`porterlb.lab.credentials`)."""
+    async with kube_client.connect(kubeconfig) as client:
+        await credentials.grant(client, kubeconfig, directory)
 
 
 async def _populate(lab: plan.Lab, kubeconfig: Path) -> None:
@@ -413,8 +425,10 @@ def _start_role(lab: plan.Lab, directory: Path, role: str, metrics: str) -> proc
     if kind == "manager":
         command = ["manager", "--identity", f"manager-{which}"]
         command += ["--heartbeat-netns", lab.router_netns]
+        command += ["--lease-namespace", credentials.NAMESPACE]
     else:
         command = ["speaker", "--node-name", which]
+    command += ["--heartbeat-secret", f"{credentials.NAMESPACE}/{secrets.DEFAULT_NAME}"]
     command += ["--kubeconfig", str(kubeconfig_for(lab, directory, role))]
     command += ["--metrics-addr", metrics]
     command += ["--health-addr", "0"]  # several labs and roles share the host's ports

@@ -24,7 +24,7 @@ from lightkube.resources.core_v1 import Node
 from porterlb import errors
 from porterlb.kube import client as kube_client
 from porterlb.kube import resources
-from porterlb.lab import cluster, kubeproxy, lab, netns, network, plan, processes
+from porterlb.lab import cluster, credentials, kubeproxy, lab, netns, network, plan, processes
 from tests.e2e import marks
 from tests.waiting import eventually
 
@@ -275,3 +275,25 @@ def test_up_after_crashes_starts_afresh(running):
     finally:
         lab.down(name)
     assert_gone(name)
+
+
+def command_line(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("role", ["manager", "speaker"])
+async def test_porterlb_runs_as_its_service_account_not_as_an_admin(running, role):
+    """Each role's processes use their kubeconfig, whose user is the chart's ServiceAccount."""
+    kubeconfig = credentials.kubeconfig(running.directory, role)
+    for process in running.processes:
+        if process.role.startswith(f"{role}/"):
+            assert str(kubeconfig) in command_line(process.pid), process.role
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    async with kube_client.connect(kubeconfig) as client:
+        reply = await kube_client.http(client).post(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews", json=review
+        )
+    user = reply.json()["status"]["userInfo"]
+    assert user["username"] == f"system:serviceaccount:porterlb-system:porterlb-{role}"
+    assert "system:masters" not in user["groups"]
