@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import yaml
 from lightkube.resources.core_v1 import Node
 
 from porterlb import errors
@@ -288,7 +289,13 @@ async def test_porterlb_runs_as_its_service_account_not_as_an_admin(running, rol
     kubeconfig = credentials.kubeconfig(running.directory, role)
     for process in running.processes:
         if process.role.startswith(f"{role}/"):
-            assert str(kubeconfig) in command_line(process.pid), process.role
+            # The speakers' copy names the API endpoint on the LAN; the token is the same.
+            used = lab.kubeconfig_for(running.plan, running.directory, process.role)
+            assert str(used) in command_line(process.pid), process.role
+            assert (
+                yaml.safe_load(used.read_text())["users"]
+                == (yaml.safe_load(kubeconfig.read_text())["users"])
+            )
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
     async with kube_client.connect(kubeconfig) as client:
         reply = await kube_client.http(client).post(

@@ -31,7 +31,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from porterlb.api import reasons, wellknown
-from porterlb.lab import lab, netns, plan
+from porterlb.lab import credentials, lab, netns, plan
 from porterlb.lab import processes as procs
 from porterlb.liveness import udp
 from tests.e2e import marks
@@ -81,7 +81,9 @@ async def proxied_speaker(
 ) -> AsyncIterator[Proxy]:
     """Node's speaker, restarted to reach the API server through a relay this test can
     partition silently; the lab's own speaker is back afterwards."""
-    kubeconfig = speaker_lab.record.kubeconfig
+    # The speaker's own credentials (its ServiceAccount, in porterlb's namespace), its API
+    # traffic through the relay.
+    kubeconfig = credentials.kubeconfig(speaker_lab.record.directory, "speaker")
     server = urlsplit(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
     # In the worker's namespace, as the lab runs speakers: their API traffic leaves the node.
     proxy = Proxy(

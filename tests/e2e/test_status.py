@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 
-from porterlb.lab import cluster
+from porterlb.lab import cluster, credentials
 from tests.e2e import marks
 from tests.waiting import eventually
 
@@ -47,7 +47,7 @@ async def test_status_names_the_node_and_mac_that_answer_for_the_ip(speaker_lab)
         kubeconfig = str(speaker_lab.record.kubeconfig)
 
         async def shown():
-            found = await status(kubeconfig, "--namespace", cluster.NAMESPACE)
+            found = await status(kubeconfig, "--namespace", credentials.NAMESPACE)
             row = next(s for s in found["services"] if s["service"] == f"{cluster.NAMESPACE}/shown")
             return row if row["since"] and row["mac"] else None
 

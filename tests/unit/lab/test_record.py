@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from porterlb import errors
-from porterlb.lab import lab, plan, processes
+from porterlb.lab import credentials, lab, plan, processes
 
 DIRECTORY = Path("/run/porterlb/labs/demo")
 
@@ -97,13 +97,15 @@ def test_headline_is_one_line_with_the_pools_and_the_kubeconfig():
 
 def test_a_speaker_reaches_the_api_on_the_router_and_a_manager_on_loopback(tmp_path):
     layout = plan.build("demo", 2)
-    admin = lab.kubeconfig_of(tmp_path)
-    admin.parent.mkdir()
     cluster = {"server": "https://127.0.0.1:40000", "certificate-authority": "/ca.crt"}
-    admin.write_text(json.dumps({"clusters": [{"name": "lab", "cluster": cluster}]}))
-    assert lab.kubeconfig_for(layout, tmp_path, "manager/1") == admin
+    for role in ("manager", "speaker"):  # as credentials.grant writes them
+        own = credentials.kubeconfig(tmp_path, role)
+        own.parent.mkdir(exist_ok=True)
+        own.write_text(json.dumps({"clusters": [{"name": "lab", "cluster": cluster}]}))
+    manager = credentials.kubeconfig(tmp_path, "manager")
+    assert lab.kubeconfig_for(layout, tmp_path, "manager/1") == manager
     speaker = lab.kubeconfig_for(layout, tmp_path, "speaker/demo-w1")
-    assert speaker != admin
+    assert speaker != credentials.kubeconfig(tmp_path, "speaker")
     [entry] = yaml.safe_load(speaker.read_text())["clusters"]
     assert entry["cluster"] == {
         "server": f"https://{layout.router_lan.ipv4.ip}:6443",
