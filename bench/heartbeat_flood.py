@@ -44,7 +44,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from bench import _lab
@@ -203,18 +202,6 @@ def _flood(namespace: str, rate: int, seconds: float, kind: str) -> None:
     print(json.dumps({"sent": sent - refused, "seconds": elapsed}), flush=True)
 
 
-@contextlib.contextmanager
-def _namespace() -> Iterator[str]:
-    name = f"plbx-hbflood-{os.getpid()}"
-    netns.run(None, ["ip", "netns", "add", name])
-    try:
-        netns.run(name, ["ip", "link", "set", "lo", "up"])
-        yield name
-    finally:
-        netns.terminate([name])
-        netns.run(None, ["ip", "netns", "delete", name])
-
-
 def _child(*argv: str) -> list[str]:
     return [sys.executable, "-m", "bench.heartbeat_flood", *argv]
 
@@ -239,7 +226,7 @@ def _bench(args: argparse.Namespace) -> None:
     kinds = args.kinds.split(",")
     seconds = min(args.seconds, MAX_SECONDS)
     rows = []
-    with _namespace() as namespace:
+    with netns.scratch(f"plbx-hbflood-{os.getpid()}") as namespace:
         endpoint = subprocess.Popen(_child("serve", "--netns", namespace))
         try:
             _lab.place(endpoint.pid, cpu=args.pin, rt=args.rt)

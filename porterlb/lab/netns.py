@@ -27,7 +27,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -181,6 +181,19 @@ def terminate(namespaces: Iterable[str], *, grace: float = 5.0) -> None:
             wait_until(lambda: not remaining(), timeout=wait, what="processes to exit")
     if survivors := remaining():
         raise LabError(f"processes {survivors} in {', '.join(namespaces)} survived SIGKILL")
+
+
+@contextlib.contextmanager
+def scratch(name: str) -> Iterator[str]:
+    """A bare namespace ``name`` (only ``lo``, up) for a test or a bench, removed on exit with
+    every process still in it. Raises LabError if it cannot be made."""
+    run(None, ["ip", "netns", "add", name])
+    try:
+        run(name, ["ip", "link", "set", "lo", "up"])
+        yield name
+    finally:
+        terminate([name])
+        run(None, ["ip", "netns", "delete", name])
 
 
 def wait_until(

@@ -36,13 +36,8 @@ DROP_PONGS = f"""table inet {TABLE} {{
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
-    name = f"plbx-hbsend-{os.getpid()}"
-    netns.run(None, ["ip", "netns", "add", name])
-    try:
-        netns.run(name, ["ip", "link", "set", "lo", "up"])
+    with netns.scratch(f"plbx-hbsend-{os.getpid()}") as name:
         yield name
-    finally:
-        netns.run(None, ["ip", "netns", "delete", name])
 
 
 @pytest.fixture
