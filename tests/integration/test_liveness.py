@@ -260,10 +260,12 @@ async def test_a_move_away_from_a_node_that_answers_waits_for_its_echo_of_the_re
         await eventually(stale, what=f"node {first} to count as stale")
         await set_node_ready(client, first, True)
         await set_node_ready(client, second, False)
-        why = (
-            f"{first}: its speaker's API watch lags the leader's revocations (it answers no"
-            f" ARP); {second}: not Ready"
-        )
+        reasons_by_node = {
+            first: "its speaker's API watch lags the leader's revocations (it answers no ARP)",
+            second: "not Ready",
+        }
+        # NoEligibleNode names the nodes in name order, whichever got the IP first.
+        why = "; ".join(f"{node}: {reasons_by_node[node]}" for node in sorted(reasons_by_node))
         await wait_not_announced(client, namespace, net, why)
 
 
