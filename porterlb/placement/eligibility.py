@@ -4,7 +4,8 @@ Eligibility is per IP, not per node: a node must be fit (exists, Ready, not bein
 not excluded), match the node selector of the IP's pool, and, for each Service using the IP
 with ``externalTrafficPolicy: Local``, run a ready endpoint of it; and its speaker must answer
 the managers' heartbeats (``silent`` names the nodes whose speakers stopped), not be fenced
-for a lagging API watch (``stale``, docs/fencing.md), and have the
+for a lagging API watch (``stale``, docs/fencing.md), not be shutting down (``draining``: its
+speaker got SIGTERM and hands its IPs over), and have the
 pool's interface (``lacking``, as the speakers report it in their answers). Services sharing an IP
 are announced from one node, so that node must suit all of them: the facts of every user are
 checked together (an intersection). :func:`why_not` takes each fact as a keyword argument
@@ -63,6 +64,7 @@ def why_not(
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
     stale: Collection[NodeName] = frozenset(),
+    draining: Collection[NodeName] = frozenset(),
 ) -> str | None:
     """None when `node` may announce an IP of `pools` used by `needs`; else why not, briefly."""
     if node.deleting:
@@ -75,6 +77,8 @@ def why_not(
         return speaker_silent(silent[node.name])
     if node.name in stale:
         return "its speaker's API watch lags the leader's revocations (it answers no ARP)"
+    if node.name in draining:
+        return "its speaker is draining (shutting down, handing its IPs over)"
     for rule in sorted(pools, key=lambda r: r.pool):
         if rule.pool in lacking.get(node.name, ()):
             return f"lacks the interface of pool {rule.pool}"
@@ -107,11 +111,18 @@ def verdicts(
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
     stale: Collection[NodeName] = frozenset(),
+    draining: Collection[NodeName] = frozenset(),
 ) -> dict[NodeName, str | None]:
     """Every node's :func:`why_not` for one IP."""
     return {
         node.name: why_not(
-            node=node, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale
+            node=node,
+            pools=pools,
+            needs=needs,
+            silent=silent,
+            lacking=lacking,
+            stale=stale,
+            draining=draining,
         )
         for node in nodes
     }
@@ -125,9 +136,18 @@ def eligible(
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
     stale: Collection[NodeName] = frozenset(),
+    draining: Collection[NodeName] = frozenset(),
 ) -> frozenset[NodeName]:
     """The names of the nodes that may announce the IP."""
-    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale)
+    found = verdicts(
+        nodes,
+        pools=pools,
+        needs=needs,
+        silent=silent,
+        lacking=lacking,
+        stale=stale,
+        draining=draining,
+    )
     return frozenset(name for name, reason in found.items() if reason is None)
 
 
@@ -139,9 +159,18 @@ def explain(
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
     stale: Collection[NodeName] = frozenset(),
+    draining: Collection[NodeName] = frozenset(),
 ) -> str:
     """Why no node may announce, naming each node: ``w1: not Ready; w2: labelled ...``."""
-    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale)
+    found = verdicts(
+        nodes,
+        pools=pools,
+        needs=needs,
+        silent=silent,
+        lacking=lacking,
+        stale=stale,
+        draining=draining,
+    )
     if not found:
         return "the cluster has no Node"
     return "; ".join(f"{name}: {reason}" for name, reason in sorted(found.items()) if reason)
