@@ -371,14 +371,14 @@ def _run_speaker(args: argparse.Namespace) -> int:
     from porterlb.api.keys import NodeName
     from porterlb.speaker import agent, heartbeats
 
+    if not args.drain_timeout >= 0:
+        raise Usage(f"--drain-timeout must be 0 or more seconds, got {args.drain_timeout}")
     metrics_at = _address("--metrics-addr", args.metrics_addr)
     health_at = _address("--health-addr", args.health_addr)
     addresses = tuple(a.strip() for a in args.heartbeat_addr.split(",") if a.strip())
     client = _connect(args.kubeconfig)
     namespace = _own_namespace(args.kubeconfig)
     secret_namespace, secret_name = _secret(args, namespace)
-    if not args.drain_timeout >= 0:
-        raise Usage(f"--drain-timeout must be 0 or more seconds, got {args.drain_timeout}")
     _started(args, namespace=namespace, heartbeat_secret=f"{secret_namespace}/{secret_name}")
     _serve_metrics(metrics_at)
     graceful: list[Callable[[], None]] = []
