@@ -3,8 +3,10 @@
 Pure: the speaker's view comes in as values. A speaker that gets SIGTERM says ``DRAINING`` in
 every pong (:data:`porterlb.liveness.wire.DRAINING`), keeps answering ARP/NDP and keeping its
 lease, and the leader hands its IPs to other nodes by the revocation handshake
-(docs/fencing.md). The speaker leaves when nothing is left to hand over, and a manager has
-heard that it drains (so no new IP is placed on it as it leaves); at once when nobody would
+(docs/fencing.md). The speaker leaves when nothing is left to hand over, a manager has heard
+that it drains (so no new IP is placed on it as it leaves), and the leader has heard it echo
+the revision of the last revocation (the handshake's must-see: a speaker gone before its echo
+would make the leader wait for its silence, some 0.3 s more of no answer); at once when nobody would
 move its IPs (no heartbeats, or no manager acknowledges its pongs: then its exit is what tells
 the managers, as a crash would); and at the latest after the drain timeout, which the pod's
 ``terminationGracePeriodSeconds`` must exceed so that the kubelet's SIGKILL never comes first.
@@ -39,18 +41,22 @@ def verdict(
     lease_held: bool,
     holding: int,
     heard: bool,
+    confirmed: int = 0,
+    revoked: int = 0,
 ) -> Exit | None:
     """Why the speaker may stop draining now (None: keep draining).
 
     `holding` counts the IPs its watch still assigns to its node, `heard` says whether a
-    manager has acknowledged a pong that said it drains, `lease_held` whether acknowledged
-    pongs still let it answer, `deadline` ends the drain (monotonic, as `now`).
+    manager has acknowledged a pong that said it drains, `confirmed` is the highest must-see
+    revision it echoed in an acknowledged pong, `revoked` the revision of the latest IP taken
+    from it, `lease_held` whether acknowledged pongs still let it answer, `deadline` ends
+    the drain (monotonic, as `now`).
     """
     if not heartbeats:
         return Exit.NO_HEARTBEATS
     if not lease_held:
         return Exit.NO_MANAGER
-    if holding == 0 and heard:
+    if holding == 0 and heard and confirmed >= revoked:
         return Exit.HANDED_OVER
     if now >= deadline:
         return Exit.TIMED_OUT

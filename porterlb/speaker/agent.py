@@ -105,6 +105,9 @@ class Speaker:
         before the first acknowledgement)."""
         self.applied = 0
         """The Services revision the announcer's wanted set reflects (see :meth:`_sync`)."""
+        self.revoked = 0
+        """The Services revision of the latest IP taken from this node: a draining speaker
+        stays until it has echoed it to the leader (the handshake's must-see revision)."""
         self._changes = 0
         """Changes of this node's records so far: a sync reflects those made before it."""
         self._syncing = False
@@ -206,6 +209,8 @@ class Speaker:
                 lease_held=self.lease is not None and self.lease.held(now),
                 holding=holding,
                 heard=self.endpoint is not None and self.endpoint.heard_draining(),
+                confirmed=self.endpoint.confirmed if self.endpoint is not None else 0,
+                revoked=self.revoked,
             )
             if why is not None:
                 break
@@ -331,8 +336,15 @@ class Speaker:
         before = self._recorded.pop(key, None)
         if node is not None:
             self._recorded[key] = node
+        had = self.records.mine.get(key, ())
         if self.records.update(key, obj):
             found = self.records.mine.get(key, ())
+            if {ip for ip, _ in had} - {ip for ip, _ in found}:
+                # The revision the leader's handshake asks this node to echo (its must-see).
+                revision = reflector.version(obj) if obj is not None else ""
+                self.revoked = max(
+                    self.revoked, int(revision) if revision.isdigit() else self.services.last_event
+                )
             if before is not None and before != self.node:
                 self._moved_in.update(ip for ip, _ in found)
             self._changes += 1

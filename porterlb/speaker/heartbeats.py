@@ -123,6 +123,11 @@ class Heartbeats:
         """Whether the speaker is shutting down (said in every pong from then on)."""
         self.first_draining_pong: int | None = None
         """The number of the first pong that said the speaker drains (None: none yet)."""
+        self.confirmed = 0
+        """The highest must-see revision echoed in a pong that a ping then acknowledged: the
+        leader has heard that this speaker's watch reached it."""
+        self._echoed: collections.OrderedDict[int, int] = collections.OrderedDict()
+        """Pong number -> the must-see revision it echoed, for the latest pongs."""
         self.port = port
         self.addresses = addresses
         self.netns = netns
@@ -240,10 +245,16 @@ class Heartbeats:
     ) -> None:
         lease = self.lease
         lease.ping(ping)  # its must-see revision first: the pong echoes it as complied with
+        if ping.speaker_session == lease.session:
+            echoed = self._echoed.get(ping.speaker_sequence, 0)
+            self.confirmed = max(self.confirmed, echoed)
         draining = self.draining()
         sequence = lease.pong(time.monotonic())
         if draining and self.first_draining_pong is None:
             self.first_draining_pong = sequence
+        self._echoed[sequence] = ping.must_see
+        if len(self._echoed) > guard.PONGS_KEPT:
+            self._echoed.popitem(last=False)
         pong = ping.answer(
             session=lease.session,
             sequence=sequence,

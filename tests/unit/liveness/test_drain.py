@@ -13,6 +13,8 @@ def verdict(**changed):
         "lease_held": True,
         "holding": 2,
         "heard": True,
+        "confirmed": 40,
+        "revoked": 40,
     }
     return drain.verdict(**(facts | changed))
 
@@ -23,6 +25,10 @@ def verdict(**changed):
         pytest.param({}, None, id="ips-still-here"),
         pytest.param({"holding": 0}, drain.Exit.HANDED_OVER, id="handed-over"),
         pytest.param({"holding": 0, "heard": False}, None, id="no-manager-heard-it-drains-yet"),
+        pytest.param({"holding": 0, "confirmed": 39}, None, id="last-revocation-not-echoed-yet"),
+        pytest.param(
+            {"holding": 0, "confirmed": 0, "revoked": 0}, drain.Exit.HANDED_OVER, id="held-none"
+        ),
         pytest.param({"heartbeats": False}, drain.Exit.NO_HEARTBEATS, id="no-heartbeats"),
         pytest.param({"lease_held": False}, drain.Exit.NO_MANAGER, id="no-manager"),
         pytest.param({"now": DEADLINE}, drain.Exit.TIMED_OUT, id="timed-out"),
