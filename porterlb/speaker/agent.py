@@ -146,7 +146,9 @@ class Speaker:
         """Interface name -> its MAC, for the pongs (peers' MACs are never conflicts)."""
         self._announced: set[address.IPAddress] = set()
         self._recorded: dict[str, str] = {}
-        """Service key -> the announcing node last recorded on it, to tell a move from a start."""
+        """Service key -> the announcing node last recorded on it, to tell a move from a start;
+        kept while the record is cleared, since a move by handshake (docs/fencing.md) clears
+        the old node's record before it writes the new one."""
         self._moved_in: set[address.IPAddress] = set()
         """IPs that moved here from another node since the last sync: announced without a
         probe, since porterlb itself answered for them a moment ago and a failover must not
@@ -333,7 +335,7 @@ class Speaker:
     def _service_changed(self, key: str) -> None:
         obj = self.services.cache.get(key)
         node = svc.parse(obj).annotation(wellknown.ANNOUNCED_BY) if obj is not None else None
-        before = self._recorded.pop(key, None)
+        before = self._recorded.get(key) if obj is not None else self._recorded.pop(key, None)
         if node is not None:
             self._recorded[key] = node
         had = self.records.mine.get(key, ())
