@@ -10,6 +10,7 @@ the drain. The restarted speaker makes its node eligible again. Needs root.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -89,7 +90,7 @@ async def _draining_nodes(record: lab.Record, speaker_lab) -> bool:
     """Whether the leader counts no node as draining."""
     leader = await failover.FaultLab(record, speaker_lab.api).leader()
     try:
-        text = lab.scrape(record, leader) if leader else ""
+        text = await asyncio.to_thread(lab.scrape, record, leader) if leader else ""
     except httpx2.HTTPError:
         return False
     found = re.search(r"^porterlb_heartbeat_draining_nodes (\S+)$", text, re.M)
