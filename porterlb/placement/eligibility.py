@@ -17,11 +17,14 @@ from __future__ import annotations
 import types
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypedDict
 
 from porterlb.api import selector, wellknown
 from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.api.node import Node
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
 
 Silent = Mapping[NodeName, float | None]
 """Node -> seconds after its speaker's last heartbeat answer that it was found silent (None:
@@ -103,74 +106,32 @@ def speaker_silent(since: float | None) -> str:
     )
 
 
-def verdicts(
-    nodes: Iterable[Node],
-    *,
-    pools: Collection[PoolRule] = (),
-    needs: Collection[Need] = (),
-    silent: Silent = NONE_SILENT,
-    lacking: Lacking = NONE_LACKING,
-    stale: Collection[NodeName] = frozenset(),
-    draining: Collection[NodeName] = frozenset(),
-) -> dict[NodeName, str | None]:
+class Facts(TypedDict, total=False):
+    """What :func:`why_not` reads besides the node, as keyword arguments: a new fact is one
+    argument there and one line here."""
+
+    pools: Collection[PoolRule]
+    needs: Collection[Need]
+    silent: Silent
+    lacking: Lacking
+    stale: Collection[NodeName]
+    draining: Collection[NodeName]
+
+
+def verdicts(nodes: Iterable[Node], **facts: Unpack[Facts]) -> dict[NodeName, str | None]:
     """Every node's :func:`why_not` for one IP."""
-    return {
-        node.name: why_not(
-            node=node,
-            pools=pools,
-            needs=needs,
-            silent=silent,
-            lacking=lacking,
-            stale=stale,
-            draining=draining,
-        )
-        for node in nodes
-    }
+    return {node.name: why_not(node=node, **facts) for node in nodes}
 
 
-def eligible(
-    nodes: Iterable[Node],
-    *,
-    pools: Collection[PoolRule] = (),
-    needs: Collection[Need] = (),
-    silent: Silent = NONE_SILENT,
-    lacking: Lacking = NONE_LACKING,
-    stale: Collection[NodeName] = frozenset(),
-    draining: Collection[NodeName] = frozenset(),
-) -> frozenset[NodeName]:
+def eligible(nodes: Iterable[Node], **facts: Unpack[Facts]) -> frozenset[NodeName]:
     """The names of the nodes that may announce the IP."""
-    found = verdicts(
-        nodes,
-        pools=pools,
-        needs=needs,
-        silent=silent,
-        lacking=lacking,
-        stale=stale,
-        draining=draining,
-    )
+    found = verdicts(nodes, **facts)
     return frozenset(name for name, reason in found.items() if reason is None)
 
 
-def explain(
-    nodes: Iterable[Node],
-    *,
-    pools: Collection[PoolRule] = (),
-    needs: Collection[Need] = (),
-    silent: Silent = NONE_SILENT,
-    lacking: Lacking = NONE_LACKING,
-    stale: Collection[NodeName] = frozenset(),
-    draining: Collection[NodeName] = frozenset(),
-) -> str:
+def explain(nodes: Iterable[Node], **facts: Unpack[Facts]) -> str:
     """Why no node may announce, naming each node: ``w1: not Ready; w2: labelled ...``."""
-    found = verdicts(
-        nodes,
-        pools=pools,
-        needs=needs,
-        silent=silent,
-        lacking=lacking,
-        stale=stale,
-        draining=draining,
-    )
+    found = verdicts(nodes, **facts)
     if not found:
         return "the cluster has no Node"
     return "; ".join(f"{name}: {reason}" for name, reason in sorted(found.items()) if reason)
