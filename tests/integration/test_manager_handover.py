@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -47,7 +47,8 @@ class Manager:
 @pytest_asyncio.fixture(loop_scope="session")
 async def start_manager(
     control_plane: controlplane.Endpoints, namespace: str, tmp_path: Path
-) -> AsyncIterator[object]:
+) -> AsyncIterator[Callable[[str], Awaitable[Manager]]]:
+    """Starts ``porterlb manager --identity NAME`` processes; kills those left at the end."""
     started: list[Manager] = []
 
     async def start(identity: str) -> Manager:
