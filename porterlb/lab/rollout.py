@@ -5,6 +5,7 @@ request to every IP every :data:`INTERVAL` (one :class:`porterlb.lab.traffic.Tra
 per IP) and the router's LAN leg asks who answers for every IP every 20 ms
 (:mod:`porterlb.lab.sampler`), while the lab is rolled as Kubernetes rolls it:
 
+- ``steady``: nothing restarted for :data:`STEADY` seconds, the baseline;
 - ``speakers``: one node at a time, as a DaemonSet with ``maxUnavailable: 1`` does: SIGTERM,
   wait until the process has exited by itself (it drains: the leader moves its IPs first,
   docs/fencing.md), start a new one, wait until it is ready (it answered a manager's ping);
@@ -39,7 +40,12 @@ from porterlb.kube import client as kube_client
 from porterlb.lab import cluster, failover, lab, netns, sampler, traffic
 from porterlb.lab import processes as procs
 
-PHASES: Final = ("speakers", "managers")
+PHASES: Final = ("steady", "speakers", "managers")
+
+STEADY: Final = 10.0
+"""Seconds of the ``steady`` phase, in which nothing is restarted: the baseline of what the
+lab itself costs (a loaded machine fails a request now and then, with no help from porterlb),
+against which the two rolling phases are read."""
 
 INTERVAL: Final = 0.1
 """Seconds between two requests to one IP: the issue's ~100 ms, so that a gap as short as a
@@ -169,7 +175,7 @@ async def _measure(record: lab.Record, count: int, *, say: Callable[[str], None]
             for phase in PHASES:
                 start = time.monotonic()
                 await asyncio.sleep(SETTLE)  # traffic before the phase, part of its window
-                stops = await (roller.speakers() if phase == "speakers" else roller.managers())
+                stops = await roller.phase(phase)
                 await asyncio.sleep(SETTLE)
                 end = time.monotonic()
                 requests = {ip: list(flow.requests) for ip, flow in flows.items()}
@@ -217,6 +223,18 @@ class Roller:
         self.record = record
         """Kept current: a restart records the new pid."""
         self.faults = failover.FaultLab(record, client)
+
+    async def phase(self, phase: str) -> list[float]:
+        """Roll what ``phase`` names (see :data:`PHASES`); the seconds each process took to
+        stop. Raises ValueError for another phase."""
+        if phase == "steady":
+            await asyncio.sleep(STEADY)  # the phase itself: nothing happens, on purpose
+            return []
+        if phase == "speakers":
+            return await self.speakers()
+        if phase == "managers":
+            return await self.managers()
+        raise ValueError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
 
     async def speakers(self) -> list[float]:
         """Roll every speaker, node by node; the seconds each took to stop."""

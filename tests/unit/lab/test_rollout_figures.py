@@ -80,5 +80,5 @@ def test_the_table_has_a_row_per_phase():
     flows = {"198.18.0.10": requests((1.0, "w1"), (1.1, "w1"))}
     rows = [rollout.figures(p, flows, [], start=1.0, end=1.1, stops=[0.2]) for p in rollout.PHASES]
     lines = rollout.table(rows).splitlines()
-    assert len(lines) == 4
-    assert lines[2].startswith("| speakers | 1 | 1 | 2 | 0 | 0 | 100.0 |")
+    assert len(lines) == 2 + len(rollout.PHASES)
+    assert lines[2].startswith("| steady | 1 | 1 | 2 | 0 | 0 | 100.0 |")
