@@ -98,15 +98,26 @@ def _service_reply(finalizers: list[str], labels: dict[str, str]) -> httpx2.Resp
     ("finalizers", "labels", "claim", "marked"),
     [
         pytest.param(
-            [wellknown.SERVICE_FINALIZER], {wellknown.POOL_LABEL: "lan"}, "lan", True, id="claimed"
+            [wellknown.SERVICE_FINALIZER],
+            {wellknown.POOL_LABEL: "lan"},
+            ("lan",),
+            True,
+            id="claimed",
         ),
-        pytest.param([], {}, "lan", False, id="claim-ignored"),
+        pytest.param([], {}, ("lan",), False, id="claim-ignored"),
         pytest.param(
             [wellknown.SERVICE_FINALIZER],
             {wellknown.POOL_LABEL: "old"},
-            "lan",
+            ("lan",),
             False,
             id="other-pool",
+        ),
+        pytest.param(
+            [wellknown.SERVICE_FINALIZER],
+            {wellknown.POOL_LABEL: "lan"},
+            ("lan", "lan-v6"),
+            False,
+            id="second-pool-dropped",
         ),
         pytest.param(["other"], {}, None, True, id="unclaimed"),
         pytest.param([wellknown.SERVICE_FINALIZER], {}, None, False, id="unclaim-ignored"),
