@@ -125,6 +125,17 @@ def parse(obj: Mapping[str, Any]) -> Service:
     )
 
 
+def recorded_pools(service: Service) -> tuple[PoolName, ...]:
+    """The pool of each ``status.loadBalancer.ingress`` IP, as the manager's marks say:
+    :data:`wellknown.POOLS` lists them when there are several, else the pool label names the
+    pool of every IP; empty when the Service carries neither."""
+    listed = service.annotation(wellknown.POOLS)
+    if listed:
+        return tuple(PoolName(name) for name in listed.split(","))
+    label = service.label(wellknown.POOL_LABEL)
+    return tuple(PoolName(label) for _ in service.ingress) if label else ()
+
+
 def ownership(service: Service, lb_class: str) -> Ownership:
     """Whether porterlb serves `service` as `lb_class` (its ``--lb-class``, by default
     :data:`wellknown.LOAD_BALANCER_CLASS`); a Service of any other class is never touched."""

@@ -164,7 +164,7 @@ class Ipam:
             ips = [ipaddress.ip_address(text) for text in service.ingress]
         except (errors.InvalidSpec, ValueError):
             return  # the normal reconcile reports it
-        pools = service_plan.recorded_pools(service)
+        pools = svc.recorded_pools(service)
         sharing_key = wanted[0].sharing_key
         sharing = allocator.Sharing(key=sharing_key, ports=service.ports) if sharing_key else None
         for index, ip in enumerate(ips):
@@ -428,7 +428,7 @@ class Ipam:
             return queueing.Done()
         # set_pools already released the pool's allocations; wait until no Service names it.
         referenced = any(
-            parsed.name in service_plan.recorded_pools(svc.parse(obj))
+            parsed.name in svc.recorded_pools(svc.parse(obj))
             for obj in self.services.cache.values()
         )
         if referenced:

@@ -98,15 +98,6 @@ def holdings(alloc: allocator.Allocator, key: ServiceKey) -> dict[int, allocator
 FAMILIES: Final = (4, 6)
 
 
-def recorded_pools(service: svc.Service) -> tuple[PoolName, ...]:
-    """The pool of each IP the Service shows, as its marks say (empty if unmarked)."""
-    listed = service.annotation(wellknown.POOLS)
-    if listed:
-        return tuple(PoolName(name) for name in listed.split(","))
-    label = service.label(wellknown.POOL_LABEL)
-    return tuple(PoolName(label) for _ in service.ingress) if label else ()
-
-
 def _ours_marked(service: svc.Service) -> bool:
     return (
         wellknown.SERVICE_FINALIZER in service.finalizers
