@@ -189,7 +189,7 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
         got.extend(unlisted)  # a request that cannot be met moves nothing
     for allocation in dropped:  # a family the Service no longer asks for
         ctx.alloc.release(Slot(service.key, allocation.ip.version))
-    reports = _news(service, got, assigned, dropped, missing)
+    reports = _news(service, got, assigned, dropped, missing, families=len(asks))
     changed = set(before.values()) ^ set(got)
     freed = any(allocation not in got for allocation in before.values())
     plan = replace(
@@ -250,6 +250,8 @@ def _news(
     assigned: Sequence[allocator.Allocation],
     dropped: Sequence[allocator.Allocation],
     missing: Sequence[tuple[svc.Wanted, errors.InvalidSpec]],
+    *,
+    families: int,
 ) -> tuple[Report, ...]:
     """The Events of an allocation: what was allocated, released, and could not be had."""
     reports = []
@@ -268,7 +270,8 @@ def _news(
             )
         )
     if missing:
-        reports.append(Report(True, reasons.ALLOCATION_FAILED, _missing(service, missing, got)))
+        message = _missing(service, missing, got) if families > 1 else str(missing[0][1])
+        reports.append(Report(True, reasons.ALLOCATION_FAILED, message))
     return tuple(reports)
 
 
@@ -277,19 +280,18 @@ def _missing(
     missing: Sequence[tuple[svc.Wanted, errors.InvalidSpec]],
     got: Sequence[allocator.Allocation],
 ) -> str:
-    """The AllocationFailed message: the failure itself for a single-stack Service; for a
-    dual-stack one, which family is missing, under which policy, and what it serves."""
-    failures = "; ".join(str(failure) for _, failure in missing)
-    if len(missing) + len(got) == 1 or (len(missing) == 1 and len(service.ip_families) < 2):
-        return failures
+    """The AllocationFailed message of a dual-stack Service: which family is missing, under
+    which policy, what it serves, and why."""
+    prefix = f"Service {service.key}: "
+    failures = "; ".join(str(failure).removeprefix(prefix) for _, failure in missing)
     lacking = " and ".join(svc.family_name(wanted.family) for wanted, _ in missing)
     policy = service.ip_family_policy or "a dual-stack policy"
     serving = " and ".join(str(allocation.ip) for allocation in got)
     if not got:
-        return f"{policy}: no {lacking} address, so no IP is allocated: {failures}"
+        return f"{prefix}{policy}: no {lacking} address, so no IP is allocated: {failures}"
     if svc.every_family(service):
-        return f"{policy}: no {lacking} address (it keeps {serving}): {failures}"
-    return f"{policy}: no {lacking} address, serving {serving} only: {failures}"
+        return f"{prefix}{policy}: no {lacking} address (it keeps {serving}): {failures}"
+    return f"{prefix}{policy}: no {lacking} address, serving {serving} only: {failures}"
 
 
 def _recorded(
