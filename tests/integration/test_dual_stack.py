@@ -3,6 +3,8 @@ order of ``spec.ipFamilies``, from one pool per family, announced from one node.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from lightkube.resources.core_v1 import Service
 from lightkube.types import PatchType
@@ -32,8 +34,9 @@ async def used(client, pool: str) -> dict[str, str]:
     return dict((eip.get("status") or {}).get("used") or {})
 
 
-async def meta(client, name: str, namespace: str) -> dict:
-    return (await objects.raw(client, Service, name, namespace))["metadata"]
+async def meta(client, name: str, namespace: str) -> dict[str, Any]:
+    found: dict[str, Any] = (await objects.raw(client, Service, name, namespace))["metadata"]
+    return found
 
 
 async def test_one_ip_per_family_in_ip_families_order_each_from_its_pool(
