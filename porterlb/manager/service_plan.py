@@ -255,8 +255,12 @@ def _news(
 ) -> tuple[Report, ...]:
     """The Events of an allocation: what was allocated, released, and could not be had."""
     reports = []
-    if assigned and service.ingress != tuple(str(allocation.ip) for allocation in got):
-        allocated = " and ".join(f'{a.ip} from pool "{a.pool}"' for a in assigned)
+    new = [allocation for allocation in assigned if str(allocation.ip) not in service.ingress]
+    ours = {str(allocation.ip) for allocation in (*got, *dropped)}
+    if not new and not missing and not ours.issuperset(service.ingress):
+        new = list(assigned)  # the Service shows IPs it never held: say again what it holds
+    if new:
+        allocated = " and ".join(f'{a.ip} from pool "{a.pool}"' for a in new)
         reports.append(
             Report(False, reasons.IP_ALLOCATED, f"Service {service.key}: allocated {allocated}")
         )
