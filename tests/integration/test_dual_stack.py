@@ -34,6 +34,17 @@ async def used(client, pool: str) -> dict[str, str]:
     return dict((eip.get("status") or {}).get("used") or {})
 
 
+def no_v6(namespace: str) -> str:
+    return (
+        f"no IPv6 Eip is bound to namespace {namespace} and no default Eip"
+        " (annotation eip.openelb.kubesphere.io/is-default-eip) is usable"
+    )
+
+
+async def web_event(client, namespace: str, reason: str, message: str) -> None:
+    await objects.wait_event(client, namespace, "web", reason, message)
+
+
 async def meta(client, name: str, namespace: str) -> dict[str, Any]:
     found: dict[str, Any] = (await objects.raw(client, Service, name, namespace))["metadata"]
     return found
@@ -53,10 +64,9 @@ async def test_one_ip_per_family_in_ip_families_order_each_from_its_pool(
     marks = await meta(client, "web", namespace)
     assert marks["labels"][wellknown.POOL_LABEL] == v6_pool
     assert marks["annotations"][wellknown.POOLS] == f"{v6_pool},{v4_pool}"
-    await objects.wait_event(
+    await web_event(
         client,
         namespace,
-        "web",
         reasons.IP_ALLOCATED,
         f'Service {namespace}/web: allocated {both[0]} from pool "{v6_pool}"'
         f' and {both[1]} from pool "{v4_pool}"',
@@ -84,15 +94,8 @@ async def test_require_dual_stack_without_an_ipv6_pool_fails_and_names_what_is_m
 ):
     v4_pool, v6_pool = await pools(client, eips, namespace, net, ipv6=False)
     await client.create(objects.service("web", namespace, dual_stack="RequireDualStack"))
-    await objects.wait_event(
-        client,
-        namespace,
-        "web",
-        reasons.ALLOCATION_FAILED,
-        f"Service {namespace}/web: RequireDualStack: no IPv6 address, so no IP is allocated:"
-        f" no IPv6 Eip is bound to namespace {namespace} and no default"
-        " Eip (annotation eip.openelb.kubesphere.io/is-default-eip) is usable",
-    )
+    nothing = f"Service {namespace}/web: RequireDualStack: no IPv6 address, so no IP is allocated"
+    await web_event(client, namespace, reasons.ALLOCATION_FAILED, f"{nothing}: {no_v6(namespace)}")
     assert await objects.ingress(client, "web", namespace) == ()
     assert await used(client, v4_pool) == {}, "no IPv4 address is held for it meanwhile"
 
@@ -107,15 +110,8 @@ async def test_prefer_dual_stack_takes_the_family_it_can_get_with_a_warning(
     await pools(client, eips, namespace, net, ipv6=False)
     await client.create(objects.service("web", namespace, dual_stack="PreferDualStack"))
     await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
-    await objects.wait_event(
-        client,
-        namespace,
-        "web",
-        reasons.ALLOCATION_FAILED,
-        f"Service {namespace}/web: PreferDualStack: no IPv6 address, serving {net}.1 only:"
-        f" no IPv6 Eip is bound to namespace {namespace} and no default"
-        " Eip (annotation eip.openelb.kubesphere.io/is-default-eip) is usable",
-    )
+    serving = f"Service {namespace}/web: PreferDualStack: no IPv6 address, serving {net}.1 only"
+    await web_event(client, namespace, reasons.ALLOCATION_FAILED, f"{serving}: {no_v6(namespace)}")
     [warning] = await objects.events(client, namespace, "web", reasons.ALLOCATION_FAILED)
     assert warning.type == "Warning"
 
@@ -134,14 +130,9 @@ async def test_a_policy_change_adds_or_releases_the_second_ip_and_keeps_the_firs
     single = {"spec": {"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]}}
     await client.patch(Service, "web", single, namespace=namespace, patch_type=PatchType.MERGE)
     await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
-    await objects.wait_event(
-        client,
-        namespace,
-        "web",
-        reasons.IP_RELEASED,
-        f'Service {namespace}/web: released {v6(net)}1 to pool "{v6_pool}" because the'
-        " Service no longer asks for an IP of its family",
-    )
+    released = f'Service {namespace}/web: released {v6(net)}1 to pool "{v6_pool}"'
+    why = "because the Service no longer asks for an IP of its family"
+    await web_event(client, namespace, reasons.IP_RELEASED, f"{released} {why}")
     assert wellknown.POOLS not in ((await meta(client, "web", namespace)).get("annotations") or {})
 
     async def released():
@@ -165,10 +156,9 @@ async def test_requested_ips_per_family_and_named_pools_per_family(
 
     wrong = {"metadata": {"annotations": {wellknown.REQUESTED_IPS: f"{net}.9,{net}.10"}}}
     await client.patch(Service, "web", wrong, namespace=namespace, patch_type=PatchType.MERGE)
-    await objects.wait_event(
+    await web_event(
         client,
         namespace,
-        "web",
         reasons.ALLOCATION_FAILED,
         f"Service {namespace}/web: annotation {wellknown.REQUESTED_IPS} '{net}.9,{net}.10'"
         " lists more than one IP per family",

@@ -282,6 +282,12 @@ def test_ownership(kwargs, want):
 
 # -- wanted ----------------------------------------------------------------------------------
 
+
+def dual(key: str, value: str) -> dict[str, Any]:
+    """A dual-stack Service's fields with one annotation."""
+    return {"families": ["IPv4", "IPv6"], "annotations": {key: value}}
+
+
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address
 
@@ -359,10 +365,7 @@ V6 = ipaddress.IPv6Address
             id="dual-stack-ip-for-its-family",
         ),
         pytest.param(
-            {
-                "families": ["IPv4", "IPv6"],
-                "annotations": {IPS_ANNOTATION: "2001:db8::1, 198.18.0.7"},
-            },
+            dual(IPS_ANNOTATION, "2001:db8::1, 198.18.0.7"),
             (svc.Wanted((), V4("198.18.0.7"), 4, None), svc.Wanted((), V6("2001:db8::1"), 6, None)),
             id="dual-stack-ip-per-family",
         ),
@@ -381,7 +384,7 @@ V6 = ipaddress.IPv6Address
             id="ip-list-single-stack",
         ),
         pytest.param(
-            {"families": ["IPv4", "IPv6"], "annotations": {POOL_NOW: " lan-v4 , lan-v6 "}},
+            dual(POOL_NOW, " lan-v4 , lan-v6 "),
             (
                 svc.Wanted((PoolName("lan-v4"), PoolName("lan-v6")), None, 4, None),
                 svc.Wanted((PoolName("lan-v4"), PoolName("lan-v6")), None, 6, None),
@@ -502,52 +505,43 @@ def test_wanted(kwargs, want):
             id="ip-list-family-not-listed",
         ),
         pytest.param(
-            {
-                "families": ["IPv4", "IPv6"],
-                "annotations": {IPS_ANNOTATION: "198.18.0.7,198.18.0.8"},
-            },
+            dual(IPS_ANNOTATION, "198.18.0.7,198.18.0.8"),
             "Service shop/web: annotation porterlb.io/load-balancer-ips"
             " '198.18.0.7,198.18.0.8' lists more than one IP per family",
             id="ip-list-two-of-one-family",
         ),
         pytest.param(
-            {"families": ["IPv4", "IPv6"], "annotations": {IPS_ANNOTATION: "198.18.0.7,"}},
+            dual(IPS_ANNOTATION, "198.18.0.7,"),
             "Service shop/web: annotation porterlb.io/load-balancer-ips '198.18.0.7,': ''"
             " is not an IP address",
             id="ip-list-trailing-comma",
         ),
         pytest.param(
-            {
-                "families": ["IPv4", "IPv6"],
-                "annotations": {IPS_ANNOTATION: "198.18.0.7;2001:db8::7"},
-            },
+            dual(IPS_ANNOTATION, "198.18.0.7;2001:db8::7"),
             "Service shop/web: annotation porterlb.io/load-balancer-ips"
             " '198.18.0.7;2001:db8::7' is not an IP address",
             id="ip-list-wrong-separator",
         ),
         pytest.param(
-            {
-                "families": ["IPv4", "IPv6"],
-                "annotations": {IPS_ANNOTATION: "198.18.0.7,fe80::1%eth0"},
-            },
+            dual(IPS_ANNOTATION, "198.18.0.7,fe80::1%eth0"),
             "Service shop/web: annotation porterlb.io/load-balancer-ips"
             " '198.18.0.7,fe80::1%eth0' has a zone; a LoadBalancer IP has none",
             id="ip-list-zone",
         ),
         pytest.param(
-            {"families": ["IPv4", "IPv6"], "annotations": {POOL_NOW: "a,,b"}},
+            dual(POOL_NOW, "a,,b"),
             "Service shop/web: annotation eip.openelb.kubesphere.io/v1alpha2 'a,,b' has an"
             ' empty pool name (write one pool, or one per IP family: "lan-v4,lan-v6")',
             id="pool-list-empty-name",
         ),
         pytest.param(
-            {"families": ["IPv4", "IPv6"], "annotations": {POOL_OLD: "a, a"}},
+            dual(POOL_OLD, "a, a"),
             "Service shop/web: annotation eip.porter.kubesphere.io/v1alpha2 'a, a' names a"
             ' pool twice (write one pool, or one per IP family: "lan-v4,lan-v6")',
             id="pool-list-twice",
         ),
         pytest.param(
-            {"families": ["IPv4", "IPv6"], "annotations": {POOL_NOW: "a,b,c"}},
+            dual(POOL_NOW, "a,b,c"),
             "Service shop/web: annotation eip.openelb.kubesphere.io/v1alpha2 'a,b,c' names"
             " more than one pool per IP family (write one pool, or one per IP family:"
             ' "lan-v4,lan-v6")',

@@ -408,6 +408,8 @@ def test_choose(case, chosen):
     ), "the order of the Eips matters"
 
 
+TWO_V4 = [pool("a"), pool("b", "198.18.1.0/24")]
+
 NONE_FIT = [
     pytest.param(
         Case([pool("a", default=True)], want(pool="nope")),
@@ -425,13 +427,13 @@ NONE_FIT = [
         id="annotation-pair-one-missing",
     ),
     pytest.param(
-        Case([pool("a"), pool("b", "198.18.1.0/24")], want(pool="a,b", family=4)),
+        Case(TWO_V4, want(pool="a,b", family=4)),
         'Service shop/web: the pool annotation names two IPv4 Eips ("a" and "b");'
         " name one per IP family",
         id="annotation-pair-same-family",
     ),
     pytest.param(
-        Case([pool("a"), pool("b", "198.18.1.0/24")], want(pool="a,b", family=6)),
+        Case(TWO_V4, want(pool="a,b", family=6)),
         'Service shop/web: the pool annotation names no IPv6 Eip (it names "a" (IPv4), "b" (IPv4))',
         id="annotation-pair-family-missing",
     ),
