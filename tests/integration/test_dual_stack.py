@@ -130,9 +130,9 @@ async def test_a_policy_change_adds_or_releases_the_second_ip_and_keeps_the_firs
     single = {"spec": {"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]}}
     await client.patch(Service, "web", single, namespace=namespace, patch_type=PatchType.MERGE)
     await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
-    released = f'Service {namespace}/web: released {v6(net)}1 to pool "{v6_pool}"'
+    gave_back = f'Service {namespace}/web: released {v6(net)}1 to pool "{v6_pool}"'
     why = "because the Service no longer asks for an IP of its family"
-    await web_event(client, namespace, reasons.IP_RELEASED, f"{released} {why}")
+    await web_event(client, namespace, reasons.IP_RELEASED, f"{gave_back} {why}")
     assert wellknown.POOLS not in ((await meta(client, "web", namespace)).get("annotations") or {})
 
     async def released():
