@@ -427,10 +427,7 @@ class Ipam:
         if wellknown.EIP_FINALIZER not in parsed.finalizers:
             return queueing.Done()
         # set_pools already released the pool's allocations; wait until no Service names it.
-        referenced = any(
-            parsed.name in svc.recorded_pools(svc.parse(obj))
-            for obj in self.services.cache.values()
-        )
+        referenced = any(_names_pool(obj, parsed.name) for obj in self.services.cache.values())
         if referenced:
             return queueing.Retry(after=REFERENCE_RECHECK)
         rest = [f for f in parsed.finalizers if f != wellknown.EIP_FINALIZER]
@@ -438,6 +435,16 @@ class Ipam:
             self.client, parsed.name, rest, str(meta.get("resourceVersion", ""))
         )
         return queueing.Done()
+
+
+def _names_pool(obj: dict[str, Any], pool: PoolName) -> bool:
+    """Whether the Service object `obj` is marked as holding an IP of `pool` (read raw: this
+    runs over every Service while an Eip waits to be deleted)."""
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(wellknown.POOL_LABEL) == pool:
+        return True
+    listed = (meta.get("annotations") or {}).get(wellknown.POOLS) or ""
+    return pool in listed.split(",")
 
 
 def _looks_ours(obj: dict[str, Any], lb_class: str) -> bool:

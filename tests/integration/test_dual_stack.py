@@ -245,3 +245,24 @@ async def test_a_restarted_manager_keeps_both_ips_and_their_node(
         assert await objects.ingress(client, "web", namespace) == both
         assert await announced() == node
         assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+async def test_deleting_the_ipv6_eip_releases_the_ipv6_address_and_keeps_the_ipv4_one(
+    client, manager, namespace, net, eips
+):
+    v4_pool, v6_pool = await pools(client, eips, namespace, net)
+    await client.create(objects.service("web", namespace, dual_stack="RequireDualStack"))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1", f"{v6(net)}1"))
+
+    await client.delete(resources.Eip, v6_pool)
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
+    kept = f"Service {namespace}/web: RequireDualStack: no IPv6 address (it keeps {net}.1)"
+    await web_event(client, namespace, reasons.ALLOCATION_FAILED, f"{kept}: {no_v6(namespace)}")
+    marks = await meta(client, "web", namespace)
+    assert marks["labels"][wellknown.POOL_LABEL] == v4_pool
+    assert wellknown.POOLS not in (marks.get("annotations") or {})
+
+    async def gone():
+        return v6_pool not in {eip.metadata.name async for eip in client.list(resources.Eip)}
+
+    await eventually(gone, what=f"Eip {v6_pool} deleted once no Service names it")
