@@ -160,12 +160,12 @@ class Ipam:
 
     def _replay(self, service: svc.Service) -> None:
         try:
-            wanted = svc.wanted(service)
             ips = [ipaddress.ip_address(text) for text in service.ingress]
-        except (errors.InvalidSpec, ValueError):
+        except ValueError:
             return  # the normal reconcile reports it
         pools = svc.recorded_pools(service)
-        sharing_key = wanted[0].sharing_key
+        # Read alone: a malformed annotation elsewhere must not cost the Service its IPs.
+        sharing_key = service.annotation(wellknown.SHARING_KEY)
         sharing = allocator.Sharing(key=sharing_key, ports=service.ports) if sharing_key else None
         for index, ip in enumerate(ips):
             pool_name = pools[index] if index < len(pools) else self._pool_containing(ip)
