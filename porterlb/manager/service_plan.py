@@ -85,6 +85,10 @@ def decide(key: ServiceKey, service: svc.Service | None, ctx: Context) -> Plan:
     return _allocate(service, ctx)
 
 
+FAMILIES: Final = (4, 6)
+"""The families a Service may hold an IP of, one slot each, in the order they are looked up."""
+
+
 def holdings(alloc: allocator.Allocator, key: ServiceKey) -> dict[int, allocator.Allocation]:
     """What the Service at `key` holds, by IP family."""
     found = {}
@@ -93,9 +97,6 @@ def holdings(alloc: allocator.Allocator, key: ServiceKey) -> dict[int, allocator
         if held is not None:
             found[family] = held
     return found
-
-
-FAMILIES: Final = (4, 6)
 
 
 def _ours_marked(service: svc.Service) -> bool:
