@@ -72,12 +72,12 @@ def prober(node: str, pod_ip: str, node_ips: list[str]) -> dict[str, Any]:
     api = nodelab.api_service_ip()
     script = f"""
 retry() {{ n=0; until "$@"; do n=$((n+1)); [ $n -ge 100 ] && return 1; sleep 0.2; done; }}
-retry wget -q -T 2 -O /tmp/body http://{pod_ip}:{cluster.BACKEND_PORT}/ \
+retry timeout 5 wget -q -O /tmp/body http://{pod_ip}:{cluster.BACKEND_PORT}/ \
   && echo "pod {pod_ip} says $(cat /tmp/body)"
 for ip in {" ".join(node_ips)}; do
   retry ping -c 1 -W 2 $ip >/dev/null && echo "node $ip answers"
 done
-retry wget -q -T 2 --no-check-certificate -O /tmp/livez https://{api}/livez \
+retry timeout 5 wget -q --no-check-certificate -O /tmp/livez https://{api}/livez \
   && echo "api says $(cat /tmp/livez)"
 echo {DONE}
 exec sleep 3600
