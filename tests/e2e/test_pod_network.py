@@ -65,10 +65,15 @@ def host_settings() -> dict[str, str]:
     return values
 
 
+API_NOTICE = "Client sent an HTTP request to an HTTPS server"
+"""What Go's HTTPS server (kube-apiserver) answers a plain HTTP request with: proof that a pod
+reached it, without a TLS client (busybox's cannot agree on a cipher with it)."""
+
+
 def prober(node: str, pod_ip: str, node_ips: list[str]) -> dict[str, Any]:
-    """A pod on ``node`` that reaches ``pod_ip``'s backend, pings ``node_ips`` and asks the API
-    server's ``/livez`` through the ``kubernetes`` Service, retrying each a while, printing
-    what answered."""
+    """A pod on ``node`` that reaches ``pod_ip``'s backend, pings ``node_ips`` and reaches the
+    API server through the ``kubernetes`` Service, retrying each a while, printing what
+    answered."""
     api = nodelab.api_service_ip()
     script = f"""
 retry() {{ n=0; until "$@"; do n=$((n+1)); [ $n -ge 100 ] && return 1; sleep 0.2; done; }}
@@ -77,8 +82,8 @@ retry timeout 5 wget -q -O /tmp/body http://{pod_ip}:{cluster.BACKEND_PORT}/ \
 for ip in {" ".join(node_ips)}; do
   retry ping -c 1 -W 2 $ip >/dev/null && echo "node $ip answers"
 done
-retry timeout 5 wget -q --no-check-certificate -O /tmp/livez https://{api}/livez \
-  && echo "api says $(cat /tmp/livez)"
+api() {{ printf 'GET / HTTP/1.0\r\n\r\n' | timeout 5 nc {api} 443 | grep -q "{API_NOTICE}"; }}
+retry api && echo "api answers"
 echo {DONE}
 exec sleep 3600
 """
@@ -188,7 +193,7 @@ async def test_a_pod_reaches_a_pod_on_another_node_the_node_ips_and_the_api(reco
     assert [f"node {ip} answers" for ip in node_ips] == [
         line for line in lines if line.startswith("node ")
     ]
-    assert "api says ok" in lines
+    assert "api answers" in lines
 
 
 async def test_cluster_policy_forwards_from_node_a_to_the_pod_on_node_b(record, api):
