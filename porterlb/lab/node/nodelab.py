@@ -90,6 +90,7 @@ def up(
 ) -> lab.Record:
     """Bring lab ``name`` up with real nodes, replacing an earlier one; return its record.
 
+    Call it from synchronous code (it runs its own event loop for the API calls).
     ``report`` gets one line per phase with its time. Raises InvalidSpec for a bad name or
     count, BinariesMissing, LabError (a missing program, a step that failed or timed out, a
     host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
