@@ -10,7 +10,8 @@ processes), because bringing it up is the expensive part. On it:
   policy, w1's kube-proxy forwards a ClusterIP hit on w1, a NodePort hit on w1 from the
   client and the LoadBalancer IP (answered by porterlb's speaker) to the pod on w2; with
   ``Local`` policy, w1's health check nodePort reports no local endpoint, w2's one, porterlb
-  announces the IP from w2 only, and the pod sees the client's own address.
+  announces the IP from w2 only, and the pod sees the client's own address (with ``Cluster``,
+  a node's: kube-proxy masquerades).
 
 ``lab down`` then leaves nothing (namespaces with their bridges, veths and nftables tables,
 processes, cgroups, mounts, host-local's leases in the state directory), and the host's
@@ -162,6 +163,16 @@ async def curl(namespace: str, url: str) -> str | None:
         return None
 
 
+async def peer(namespace: str, ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address the pod behind ``ip`` saw a request from ``namespace`` come from (httpd
+    listens on ``::`` and names an IPv4 peer ``[::ffff:A.B.C.D]``)."""
+    body = await curl(namespace, f"http://{ip}{workloads.CLIENT_PATH}")
+    assert body is not None, f"no answer from {ip}{workloads.CLIENT_PATH}"
+    address = ipaddress.ip_address(body.strip().strip("[]"))
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped or address
+
+
 async def test_pods_get_addresses_from_their_nodes_pod_cidr(record, api):
     cidrs = plan.pod_cidrs(record.plan)
     pods = await pods_of(api, "spread")
@@ -224,6 +235,9 @@ async def test_cluster_policy_forwards_from_node_a_to_the_pod_on_node_b(record, 
         what=f"LoadBalancer IP {ip} from the client",
     )
     assert body.strip() == w2.name
+    # kube-proxy masquerades external traffic with Cluster policy: the pod sees a node.
+    seen = await peer(record.plan.client.netns, ip)
+    assert seen in {node.ipv4.ip for node in record.plan.nodes}
 
 
 async def test_local_policy_serves_only_from_the_node_with_the_pod(record, api):
@@ -264,3 +278,5 @@ async def test_local_policy_serves_only_from_the_node_with_the_pod(record, api):
         what=f"LoadBalancer IP {ip} with Local policy from the client",
     )
     assert body.strip() == w2.name
+    # No masquerading with Local policy: the pod sees the client itself.
+    assert await peer(record.plan.client.netns, ip) == record.plan.client.ipv4.ip
