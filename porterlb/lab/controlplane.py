@@ -122,7 +122,9 @@ class ControlPlane:
         self.serving_ips = tuple(serving_ips)
         """Addresses besides loopback the serving certificate covers (a lab's API path)."""
         self.kubelet_egress = kubelet_egress
-        """The unix socket of an HTTP CONNECT proxy to the kubelets (:func:`kubelet_flags`)."""
+        """For a lab of real nodes: the unix socket of an HTTP CONNECT proxy to the kubelets
+        (:func:`kubelet_flags`). Such a lab runs kube-controller-manager, so pods are admitted
+        with their ServiceAccount's token, as in any cluster."""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._created: list[Path] = []
         self._endpoints: Endpoints | None = None
@@ -207,8 +209,9 @@ class ControlPlane:
             f"--service-account-issuer={server}",
             f"--service-account-key-file={bundle.service_account_public_key}",
             f"--service-account-signing-key-file={bundle.service_account_key}",
-            # No controller-manager creates default service accounts (envtest does the same).
-            "--disable-admission-plugins=ServiceAccount",
+            # Without a controller manager nothing creates the default ServiceAccounts (envtest
+            # does the same); a lab of real nodes runs one, and its pods get their tokens.
+            *(() if self.kubelet_egress else ("--disable-admission-plugins=ServiceAccount",)),
             "--allow-privileged=true",
             "--profiling=false",
             f"--cert-dir={state / 'apiserver-certs'}",

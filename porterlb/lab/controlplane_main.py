@@ -40,7 +40,8 @@ def serve(
     """Run etcd + kube-apiserver in ``directory``, print :data:`READY`, wait for SIGTERM.
 
     The serving certificate covers ``serving_ips`` besides loopback; kube-apiserver reaches
-    kubelets through the proxy on unix socket ``kubelet_egress``, if given.
+    kubelets through the proxy on unix socket ``kubelet_egress``, if given (a lab of real
+    nodes: :class:`porterlb.lab.controlplane.ControlPlane`).
 
     SIGTERM (and Ctrl-C) stop both processes and remove their files before this returns or
     raises. Raises ControlPlaneError if the control plane does not start.

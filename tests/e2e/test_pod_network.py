@@ -5,7 +5,8 @@ processes), because bringing it up is the expensive part. On it:
 
 - a Deployment spread over both nodes: each pod's address is in its node's pod CIDR, and a
   pod on w1 reaches the pod on w2, both node IPs and the API server (through the
-  ``kubernetes`` Service), its output read through the API server (``kubectl logs``);
+  ``kubernetes`` Service), with its ServiceAccount's token mounted, its output read through
+  the API server (``kubectl logs``);
 - a Deployment with one pod, on w2, behind two LoadBalancer Services: with ``Cluster``
   policy, w1's kube-proxy forwards a ClusterIP hit on w1, a NodePort hit on w1 from the
   client and the LoadBalancer IP (answered by porterlb's speaker) to the pod on w2; with
@@ -85,6 +86,8 @@ for ip in {" ".join(node_ips)}; do
 done
 api() {{ printf 'GET / HTTP/1.0\r\n\r\n' | timeout 5 nc {api} 443 | grep -q "{API_NOTICE}"; }}
 retry api && echo "api answers"
+sa=/var/run/secrets/kubernetes.io/serviceaccount
+[ -s $sa/token ] && echo "token mounted for $(cat $sa/namespace)"
 echo {DONE}
 exec sleep 3600
 """
@@ -205,6 +208,7 @@ async def test_a_pod_reaches_a_pod_on_another_node_the_node_ips_and_the_api(reco
         line for line in lines if line.startswith("node ")
     ]
     assert "api answers" in lines
+    assert "token mounted for default" in lines
 
 
 async def test_cluster_policy_forwards_from_node_a_to_the_pod_on_node_b(record, api):

@@ -17,8 +17,9 @@ chart installs porterlb here). :func:`up` builds, in order:
    endpoint on the LAN, for pods) and kube-proxy's credentials; then one kubelet per
    worker, each with a cgroup root of its own, and one real kube-proxy per worker
    (:mod:`.proxy`), both in the worker's netns and the lab's mount namespace;
-5. it returns once every Node is Ready without the not-ready taint and every kube-proxy
-   reports healthy, and checks that the host's kernel tunables are what they were before
+5. it returns once every Node is Ready without the not-ready taint, every kube-proxy
+   reports healthy and the ``default`` ServiceAccount exists (pods are admitted with their
+   ServiceAccount's token), and checks that the host's kernel tunables are what they were before
    it began.
 
 No porterlb process, backend, Eip or Service is created: what runs on the nodes is for the
@@ -81,6 +82,8 @@ NODES_TIMEOUT: Final = 120.0
 measured on this machine kind when idle; minutes of margin for a loaded CI host."""
 
 NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
+
+DEFAULT_ACCOUNT: Final = "/api/v1/namespaces/default/serviceaccounts/default"
 
 Report = Callable[[str], None]
 
@@ -250,8 +253,12 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
         for process in (*kubelets, *proxies, *containerds, kcm, scheduler, api_proxy):
             _check_alive(process)
         names = [node.name for node in layout.nodes]
-        return _nodes_ready(server, token, context, names) and all(
-            _proxy_healthy(node) for node in layout.nodes
+        return (
+            _nodes_ready(server, token, context, names)
+            and all(_proxy_healthy(node) for node in layout.nodes)
+            # Pods are admitted only once their ServiceAccount exists (the controller
+            # manager creates it): a pod created right after up must not be refused.
+            and _get(server, token, context, DEFAULT_ACCOUNT) is not None
         )
 
     netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
@@ -343,20 +350,26 @@ def _admin(kubeconfig: Path) -> tuple[str, str, Path]:
     )
 
 
-def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterable[str]) -> bool:
-    """Whether every Node in ``names`` is Ready and without the not-ready taint."""
+def _get(server: str, token: str, context: ssl.SSLContext, path: str) -> Any:
+    """The object at ``path`` of the API, or None if it cannot be read (yet)."""
     try:
         reply = httpx2.get(
-            f"{server}/api/v1/nodes",
+            f"{server}{path}",
             headers={"Authorization": f"Bearer {token}"},
             verify=context,
             timeout=5.0,
         )
     except httpx2.HTTPError:
+        return None
+    return reply.json() if reply.status_code == 200 else None
+
+
+def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterable[str]) -> bool:
+    """Whether every Node in ``names`` is Ready and without the not-ready taint."""
+    found = _get(server, token, context, "/api/v1/nodes")
+    if found is None:
         return False
-    if reply.status_code != 200:
-        return False
-    nodes = {item["metadata"]["name"]: item for item in reply.json()["items"]}
+    nodes = {item["metadata"]["name"]: item for item in found["items"]}
     for name in names:
         node = nodes.get(name)
         if node is None:
