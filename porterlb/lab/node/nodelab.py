@@ -238,30 +238,35 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
         kubelets.append(
             start(f"kubelet/{node.name}", [*enter, *kubelet.argv(bins / "kubelet", config)])
         )
-        proxy_node = proxy.Node(
-            name=node.name,
-            directory=directory / "nodes" / node.name / "kube-proxy",
+        proxy_argv = proxy.argv(
+            bins / "kube-proxy",
+            directory / "nodes" / node.name / "kube-proxy",
+            node=node.name,
             kubeconfig=proxy_kubeconfig,
         )
-        proxy.write(proxy_node)
-        proxies.append(
-            start(f"kube-proxy/{node.name}", [*enter, *proxy.argv(bins / "kube-proxy", proxy_node)])
-        )
+        proxies.append(start(f"kube-proxy/{node.name}", [*enter, *proxy_argv]))
     context = controlplane.ssl_context(admin)
+
+    pending: list[str] = []
 
     def ready() -> bool:
         for process in (*kubelets, *proxies, *containerds, kcm, scheduler, api_proxy):
             _check_alive(process)
         names = [node.name for node in layout.nodes]
-        return (
-            _nodes_ready(server, token, context, names)
-            and all(_proxy_healthy(node) for node in layout.nodes)
-            # Pods are admitted only once their ServiceAccount exists (the controller
-            # manager creates it): a pod created right after up must not be refused.
-            and _get(server, token, context, DEFAULT_ACCOUNT) is not None
+        pending[:] = [] if _nodes_ready(server, token, context, names) else ["Nodes Ready"]
+        pending.extend(
+            f"kube-proxy/{node.name} healthy" for node in layout.nodes if not _proxy_healthy(node)
         )
+        # Pods are admitted only once their ServiceAccount exists (the controller manager
+        # creates it): a pod created right after up must not be refused.
+        if _get(server, token, context, DEFAULT_ACCOUNT) is None:
+            pending.append("ServiceAccount default/default")
+        return not pending
 
-    netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
+    try:
+        netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
+    except netns.LabError as error:
+        raise netns.LabError(f"{error}; still waiting for {', '.join(pending)}") from error
     done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
     record = lab.Record(
         plan=layout,
