@@ -266,7 +266,9 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     try:
         netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
     except netns.LabError as error:
-        raise netns.LabError(f"{error}; still waiting for {', '.join(pending)}") from error
+        unhealthy = [p.log for p in proxies if f"{p.role} healthy" in pending]
+        detail = f"; {unhealthy[0]}{lab.tail(unhealthy[0])}" if unhealthy else ""
+        raise netns.LabError(f"{error}; still waiting for {', '.join(pending)}{detail}") from error
     done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
     record = lab.Record(
         plan=layout,
