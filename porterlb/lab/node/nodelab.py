@@ -85,6 +85,10 @@ NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
 
 DEFAULT_ACCOUNT: Final = "/api/v1/namespaces/default/serviceaccounts/default"
 
+HEALTH_TIMEOUT: Final = 5.0
+"""Seconds for one kube-proxy health request: it answers in milliseconds, but a loaded 2-core
+host can hold a Go process off the CPU for a second and more."""
+
 Report = Callable[[str], None]
 
 
@@ -254,9 +258,9 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
             _check_alive(process)
         names = [node.name for node in layout.nodes]
         pending[:] = [] if _nodes_ready(server, token, context, names) else ["Nodes Ready"]
-        pending.extend(
-            f"kube-proxy/{node.name} healthy" for node in layout.nodes if not _proxy_healthy(node)
-        )
+        for node in layout.nodes:
+            if (problem := _proxy_health(node)) is not None:
+                pending.append(f"kube-proxy/{node.name} healthy ({problem})")
         # Pods are admitted only once their ServiceAccount exists (the controller manager
         # creates it): a pod created right after up must not be refused.
         if _get(server, token, context, DEFAULT_ACCOUNT) is None:
@@ -266,7 +270,7 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     try:
         netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
     except netns.LabError as error:
-        unhealthy = [p.log for p in proxies if f"{p.role} healthy" in pending]
+        unhealthy = [p.log for p in proxies if any(w.startswith(p.role) for w in pending)]
         detail = f"; {unhealthy[0]}{lab.tail(unhealthy[0])}" if unhealthy else ""
         raise netns.LabError(f"{error}; still waiting for {', '.join(pending)}{detail}") from error
     done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
@@ -324,17 +328,19 @@ async def _prepare(
         await proxy.grant(client, proxy_kubeconfig, server=endpoint, ca=ca)
 
 
-def _proxy_healthy(node: plan.Node) -> bool:
-    """Whether ``node``'s kube-proxy answers 200 on its health port: its rules are synced."""
+def _proxy_health(node: plan.Node) -> str | None:
+    """None once ``node``'s kube-proxy answers 200 on its health port (its rules are synced),
+    else what it answered instead."""
 
-    def get() -> int:
+    def get() -> httpx2.Response:
         url = f"http://{node.ipv4.ip}:{proxy.HEALTH_PORT}/healthz"
-        return httpx2.get(url, timeout=lab.CONNECT_TIMEOUT).status_code
+        return httpx2.get(url, timeout=HEALTH_TIMEOUT)
 
     try:
-        return netns.call_in(node.netns, get) == 200
-    except httpx2.HTTPError:
-        return False
+        reply = netns.call_in(node.netns, get)
+    except httpx2.HTTPError as error:
+        return f"{type(error).__name__}: {error}"
+    return None if reply.status_code == 200 else f"{reply.status_code} {reply.text}"
 
 
 def headline(record: lab.Record, *, elapsed: float) -> str:
