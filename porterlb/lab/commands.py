@@ -48,7 +48,8 @@ def add_parser_to(roles: Any) -> None:
         choices=("process", "real"),
         default="process",
         help="process: porterlb, backends and a kube-proxy stand-in as host processes (default);"
-        " real: a kubelet and containerd per worker, nothing installed (default 2 workers)",
+        " real: containerd, a kubelet and kube-proxy per worker on a routed pod network,"
+        " nothing installed (default 2 workers)",
     )
     up.set_defaults(run=_run_lab_up)
     down = lab_commands.add_parser("down", help="stop and remove everything of a lab")
