@@ -101,7 +101,11 @@ class Speaker:
         self.endpoint: heartbeats.Heartbeats | None = None
         self.poster = events.Poster(client, component="porterlb-speaker")
         self.services = reflector.Reflector(
-            client, resources.Service, on_change=self._service_changed, name="services"
+            client,
+            resources.Service,
+            on_change=self._service_changed,
+            name="services",
+            keep=assignments.kept,
         )
         self.eips = reflector.Reflector(
             client, resources.Eip, on_change=self._eip_changed, name="eips"

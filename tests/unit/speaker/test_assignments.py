@@ -7,8 +7,10 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
+from porterlb.api import service as svc
 from porterlb.api import wellknown
 from porterlb.api.keys import NodeName
+from porterlb.kube import reflector
 from porterlb.speaker import assignments
 
 W1 = NodeName("w1")
@@ -130,3 +132,39 @@ def view(records):
     """What the speaker acts on: this node's records, and which of their IPs are contested."""
     here = {ip for pairs in records.mine.values() for ip, _ in pairs}
     return dict(records.mine), {ip for ip in here if records.contested(ip)}
+
+
+full_services = st.builds(
+    lambda node, pool, ips, deleting, extra: (
+        {
+            **service(node=node, pool=pool, ingress=tuple(ips), deleting=deleting),
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": extra},
+        }
+        | {"kind": "Service"}
+    ),
+    st.sampled_from([None, "w1", "w2"]),
+    st.sampled_from([None, "lan", "wan"]),
+    st.lists(st.sampled_from(["198.18.2.200", "2001:db8::200", "not-an-ip"]), max_size=3),
+    st.booleans(),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+)
+
+
+@hypothesis.given(full_services)
+def test_what_the_speaker_keeps_of_a_service_reads_as_the_whole_object(obj):
+    obj["metadata"]["uid"] = "u-1"
+    obj["metadata"]["resourceVersion"] = "42"
+    obj["metadata"]["managedFields"] = [{"manager": "porterlb"}]
+    obj["metadata"]["annotations"]["other"] = "x"
+    kept = assignments.kept(obj)
+    assert assignments.record(kept) == assignments.record(obj)
+    whole, small = svc.parse(obj), svc.parse(kept)
+    assert (small.key, small.uid, small.ingress, small.deleting) == (
+        whole.key,
+        whole.uid,
+        whole.ingress,
+        whole.deleting,
+    )
+    assert small.annotation(wellknown.ANNOUNCED_BY) == whole.annotation(wellknown.ANNOUNCED_BY)
+    assert reflector.version(kept) == "42"
+    assert "spec" not in kept and "managedFields" not in kept["metadata"]
