@@ -40,9 +40,8 @@ import lightkube
 import msgspec
 
 from porterlb import errors, health, logs
-from porterlb.api import address, reasons, wellknown
+from porterlb.api import address, reasons
 from porterlb.api import eip as eip_api
-from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName
 from porterlb.kube import client as kube_client
 from porterlb.kube import events, peers, reflector, resources, secrets
@@ -264,8 +263,8 @@ class Speaker:
     # -- inputs ----------------------------------------------------------------------------
 
     def _service_changed(self, key: str) -> None:
-        obj = self.services.cache.get(key)
-        node = svc.parse(obj).annotation(wellknown.ANNOUNCED_BY) if obj is not None else None
+        obj = self.services.cache.get(key)  # as assignments.kept keeps it
+        node = obj["node"] if obj is not None else None
         before = self._recorded.pop(key, None)
         if node is not None:
             self._recorded[key] = node
@@ -413,16 +412,21 @@ class Speaker:
         return opened
 
     def _conflict(self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress) -> None:
-        for obj in self.services.cache.values():
-            service = svc.parse(obj)
-            if str(ip) not in service.ingress or not assignments.read(obj, self.node):
+        for key, service in self.services.cache.items():
+            if str(ip) not in service["ingress"] or not assignments.read(service, self.node):
                 continue
             self.poster.emit(
                 events.Notice(
-                    subject=events.Subject.service(service),
+                    subject=events.Subject(
+                        kind="Service",
+                        api_version="v1",
+                        name=service["name"],
+                        namespace=service["namespace"],
+                        uid=service["uid"],
+                    ),
                     type="Warning",
                     reason=reasons.IP_CONFLICT,
-                    message=f"Service {service.key}: {ip} is in use by another host"
+                    message=f"Service {key}: {ip} is in use by another host"
                     f" (MAC {mac}) on {ifname} of node {self.node}",
                 )
             )
