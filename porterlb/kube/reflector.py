@@ -150,7 +150,7 @@ class Reflector:
                 raise WatchFailed(f"list: {reply.status_code} {reply.text[:200]}")
             page = msgspec.json.decode(reply.content)
             for item in page.get("items") or ():
-                newest = max(newest, _revision(item))
+                newest = max(newest, object_revision(item))
                 fresh[object_key(item)] = self._keep(item)
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
@@ -222,7 +222,8 @@ def _number(version: str | None) -> int:
     return int(version) if version and version.isdigit() else 0
 
 
-def _revision(obj: Mapping[str, Any]) -> int:
+def object_revision(obj: Mapping[str, Any]) -> int:
+    """An object's resourceVersion as the etcd revision kube-apiserver makes it (0: not one)."""
     return _number((obj.get("metadata") or {}).get("resourceVersion"))
 
 
