@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from porterlb.api import service as svc
 from porterlb.api import wellknown
-from porterlb.api.keys import NodeName, PoolName
+from porterlb.api.keys import NodeName
 from porterlb.speaker import assignments
 
 W1 = NodeName("w1")
@@ -44,6 +44,17 @@ def test_an_ip_assigned_to_this_node():
 def test_both_ips_of_a_dual_stack_service():
     found = assignments.read(service(ingress=("198.18.2.200", "2001:db8:1:1::200")), W1)
     assert [str(ip) for ip, _ in found] == ["198.18.2.200", "2001:db8:1:1::200"]
+
+
+def test_each_ip_of_a_dual_stack_service_with_its_own_pool():
+    """``porterlb.io/pools`` names the pool of each IP; the label names only the first."""
+    obj = whole(ingress=("2001:db8:1:1::200", "198.18.2.200"), pool="lan-v6")
+    obj["metadata"]["annotations"][wellknown.POOLS] = "lan-v6,lan"
+    found = assignments.read(assignments.kept(obj), W1)
+    assert [(str(ip), pool) for ip, pool in found] == [
+        ("2001:db8:1:1::200", "lan-v6"),
+        ("198.18.2.200", "lan"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -161,13 +172,13 @@ def record_of_whole(obj):
     kept only a few fields)."""
     service = svc.parse(obj)
     node = service.annotation(wellknown.ANNOUNCED_BY)
-    pool = service.label(wellknown.POOL_LABEL)
-    if not node or pool is None or service.deleting:
+    pools = svc.recorded_pools(service)
+    if not node or not pools or service.deleting:
         return None
     found = []
-    for text in service.ingress:
+    for text, pool in zip(service.ingress, pools, strict=False):
         with contextlib.suppress(ValueError):
-            found.append((ipaddress.ip_address(text), PoolName(pool)))
+            found.append((ipaddress.ip_address(text), pool))
     return assignments.Record(NodeName(node), tuple(found)) if found else None
 
 
