@@ -45,9 +45,8 @@ import lightkube
 import msgspec
 
 from porterlb import errors, health, logs
-from porterlb.api import address, reasons, wellknown
+from porterlb.api import address, reasons
 from porterlb.api import eip as eip_api
-from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName
 from porterlb.kube import client as kube_client
 from porterlb.kube import events, peers, reflector, resources, secrets
@@ -114,7 +113,11 @@ class Speaker:
         self.endpoint: heartbeats.Heartbeats | None = None
         self.poster = events.Poster(client, component="porterlb-speaker")
         self.services = reflector.Reflector(
-            client, resources.Service, on_change=self._service_changed, name="services"
+            client,
+            resources.Service,
+            on_change=self._service_changed,
+            name="services",
+            keep=assignments.kept,
         )
         self.eips = reflector.Reflector(
             client, resources.Eip, on_change=self._eip_changed, name="eips"
@@ -333,8 +336,8 @@ class Speaker:
     # -- inputs ----------------------------------------------------------------------------
 
     def _service_changed(self, key: str) -> None:
-        obj = self.services.cache.get(key)
-        node = svc.parse(obj).annotation(wellknown.ANNOUNCED_BY) if obj is not None else None
+        obj = self.services.cache.get(key)  # as assignments.kept keeps it
+        node = obj["node"] if obj is not None else None
         before = self._recorded.get(key) if obj is not None else self._recorded.pop(key, None)
         if node is not None:
             self._recorded[key] = node
@@ -489,16 +492,21 @@ class Speaker:
         return opened
 
     def _conflict(self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress) -> None:
-        for obj in self.services.cache.values():
-            service = svc.parse(obj)
-            if str(ip) not in service.ingress or not assignments.read(obj, self.node):
+        for key, service in self.services.cache.items():
+            if str(ip) not in service["ingress"] or not assignments.read(service, self.node):
                 continue
             self.poster.emit(
                 events.Notice(
-                    subject=events.Subject.service(service),
+                    subject=events.Subject(
+                        kind="Service",
+                        api_version="v1",
+                        name=service["name"],
+                        namespace=service["namespace"],
+                        uid=service["uid"],
+                    ),
                     type="Warning",
                     reason=reasons.IP_CONFLICT,
-                    message=f"Service {service.key}: {ip} is in use by another host"
+                    message=f"Service {key}: {ip} is in use by another host"
                     f" (MAC {mac}) on {ifname} of node {self.node}",
                 )
             )
