@@ -35,6 +35,7 @@ from porterlb import health, logs
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import election, secrets
+from porterlb.l2 import conflicts
 from porterlb.liveness import guard, tracker, udp
 from porterlb.status import command as status_command
 
@@ -205,6 +206,14 @@ def _speaker_parser(roles: Any, common: argparse.ArgumentParser) -> None:
         help="HOST:PORT for /healthz and /readyz (default %(default)s: hostNetwork, the kubelet"
         " probes the node's loopback); 0 disables",
     )
+    speaker.add_argument(
+        "--audit-interval",
+        type=float,
+        default=conflicts.AUDIT_INTERVAL,
+        help="seconds between two rounds of ARP probes/DAD for every IP this node announces,"
+        " which another node's kernel or a host using the IP answers (default %(default)s;"
+        " at most 200 probes a second); 0 disables",
+    )
     heartbeat_flags = speaker.add_argument_group("heartbeats")
     _add_heartbeat_flags(heartbeat_flags)
     heartbeat_flags.add_argument(
@@ -361,6 +370,7 @@ def _run_manager(args: argparse.Namespace) -> int:
 
 def _run_speaker(args: argparse.Namespace) -> int:
     from porterlb.api.keys import NodeName
+    from porterlb.l2 import announcer
     from porterlb.speaker import agent, heartbeats
 
     metrics_at = _address("--metrics-addr", args.metrics_addr)
@@ -389,6 +399,7 @@ def _run_speaker(args: argparse.Namespace) -> int:
                 node=NodeName(args.node_name),
                 netns=args.netns,
                 heartbeat=heartbeat,
+                config=announcer.Config(audit_interval=args.audit_interval or None),
             )
             async with asyncio.TaskGroup() as group:
                 if health_at is not None:

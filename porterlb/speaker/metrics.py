@@ -17,3 +17,10 @@ HEARTBEAT_AGE: Final = prometheus_client.Gauge(
     "Seconds since this speaker last answered a valid heartbeat ping from a manager (since it"
     " started, before the first).",
 )
+KERNEL_ANSWERS: Final = prometheus_client.Gauge(
+    "porterlb_speaker_kernel_answers",
+    "porterlb Service IPs this node's kernel answers ARP/NDP for on a pool interface besides the"
+    " speaker, by that interface and the one holding the IPs (kube-ipvs0: kube-proxy in IPVS"
+    " mode without strictARP); 0 when fixed.",
+    ["interface", "holder"],
+)
