@@ -431,11 +431,12 @@ class Speaker:
 
     def _announced_services(self, ip: address.IPAddress) -> list[svc.Service]:
         """The Services that assign ``ip`` to this node."""
-        return [
-            svc.parse(obj)
-            for obj in self.services.cache.values()
-            if str(ip) in svc.parse(obj).ingress and assignments.read(obj, self.node)
-        ]
+        found = []
+        for obj in self.services.cache.values():
+            service = svc.parse(obj)
+            if str(ip) in service.ingress and assignments.read(obj, self.node):
+                found.append(service)
+        return found
 
     def _node_answers(
         self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress, other: str

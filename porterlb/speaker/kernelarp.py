@@ -1,8 +1,9 @@
 """The speaker's look at its own node: does the kernel answer for porterlb's IPs too?
 
 Every :data:`CHECK_INTERVAL` the speaker reads, in the node's network namespace and read-only,
-every address of every link (netlink) and ``arp_ignore`` of ``conf/all`` and of each pool
-interface (/proc/sys, which shows the namespace of the thread reading it), and asks
+every address of every link (raw netlink, :mod:`porterlb.l2.addresses`) and ``arp_ignore``
+of ``conf/all`` and of each pool interface (/proc/sys, which shows the namespace of the
+thread reading it), and asks
 :func:`porterlb.l2.strictarp.find` which Service IPs the kernel answers for besides porterlb.
 Every node looks, the announcing one included: after a failover its kernel would keep
 answering with the old MAC.
@@ -26,7 +27,7 @@ from typing import Final, Literal
 from porterlb import errors, logs
 from porterlb.api import reasons
 from porterlb.kube import events
-from porterlb.l2 import interfaces, namespaces, strictarp
+from porterlb.l2 import addresses, namespaces, strictarp
 from porterlb.speaker import metrics
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,13 @@ class Check:
         pools = self.pools()
         if not pools:
             return frozenset(), {}
-        links = await interfaces.read_links(netns=self.netns)
+        held = await addresses.read(netns=self.netns)
         names = sorted({pool.interface for pool in pools})
         try:
             ignore = await namespaces.call(self.netns, lambda: _arp_ignore(names))
         except OSError as exc:
             raise errors.TransientError(f"reading arp_ignore: {exc}") from exc
-        addresses = [(address.ip, link.name) for link in links for address in link.addresses]
-        found = strictarp.find(addresses, pools=pools, arp_ignore=ignore, assigned=self.assigned)
+        found = strictarp.find(held, pools=pools, arp_ignore=ignore, assigned=self.assigned)
         return found, ignore
 
     def report(self, found: Iterable[strictarp.Finding], ignore: Mapping[str, int]) -> None:
