@@ -424,9 +424,11 @@ class Speaker:
         found = []
         for name, link in list(self.links.items()):
             obj = self.eips.cache.get(name)
-            eip = eip_api.parse(obj) if obj is not None and link is not None else None
-            if eip is not None and eip.addresses is not None and link is not None:
-                found.append(strictarp.Pool(eip.addresses.first, eip.addresses.last, link))
+            if link is None or obj is None:
+                continue
+            pool = eip_api.parse(obj).addresses
+            if pool is not None:
+                found.append(strictarp.Pool(pool.first, pool.last, link))
         return found
 
     def _announced_services(self, ip: address.IPAddress) -> list[svc.Service]:
