@@ -155,6 +155,12 @@ class _Entry:
     created: float | None = None
     """Loop time the burst loop first saw the entry: other nodes' claims before
     ``Config.peer_grace`` after it are a speaker letting go (``conflicts.settling``)."""
+    audited: float | None = None
+    """Loop time of the last audit probe for the IP."""
+    nodes: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Other nodes heard claiming the IP past the grace, each with the last time: reported
+    once, and forgotten when it did not answer the last probe (``_audit_loop``), so that it
+    is reported again if it starts again."""
 
 
 class _Link:
@@ -518,9 +524,11 @@ class Announcer:
             self._on_conflict(claim.ip, entry.ifname, claim.mac)
 
     def _node_answers(self, claim: responder.Claim, entry: _Entry, node: str, now: float) -> None:
-        if self._on_node_answers is None or not self._watch.should_report(claim.ip, now):
-            return
         metrics.NODE_ANSWERS.labels(entry.ifname, node).inc()
+        known = node in entry.nodes
+        entry.nodes[node] = now
+        if known or self._on_node_answers is None:
+            return  # once per condition: every audit round would repeat it
         log.warning(
             "%s on %s is also answered for by node %s (%s): its kernel, most likely (kube-proxy"
             " in IPVS mode without strictARP)",
@@ -552,6 +560,9 @@ class Announcer:
                     continue
                 if not self._may_answer():
                     break  # fenced: the next round will do
+                if entry.audited is not None:  # who did not answer the last probe has stopped
+                    entry.nodes = {n: t for n, t in entry.nodes.items() if t >= entry.audited}
+                entry.audited = loop.time()
                 await self._send(link.conn, conflicts.probe(link.conn.mac, entry.ip))
                 sent += 1
                 if sent % YIELD_EVERY == 0:

@@ -40,9 +40,9 @@ CONFLICTS: Final = prometheus_client.Counter(
 )
 NODE_ANSWERS: Final = prometheus_client.Counter(
     "porterlb_l2_node_answers",
-    "Another cluster node's MAC claimed an IP this speaker announces, past the grace of a move:"
-    " that node's kernel answers for it (kube-proxy in IPVS mode without strictARP). Reported"
-    " at most once per IP every 30 s.",
+    "Claims from another cluster node's MAC on an IP this speaker announces, past the grace"
+    " of a move (one per audit round while it lasts): that node's kernel answers for it"
+    " (kube-proxy in IPVS mode without strictARP).",
     ["interface", "node"],
 )
 SOCKET_ERRORS: Final = prometheus_client.Counter(

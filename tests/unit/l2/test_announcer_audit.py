@@ -69,6 +69,24 @@ async def test_another_nodes_kernel_answering_the_audit_is_reported_and_the_ip_k
     assert report == (samples.VIP4, "eth0", samples.PEER_MAC, "w2")
 
 
+async def test_a_node_that_keeps_answering_is_reported_once_and_again_once_it_restarts():
+    node = audited()
+    eth0 = node.conn("eth0")
+    probe = conflicts.probe(samples.OUR_MAC, samples.VIP4)
+    async with running(node):
+        announce(node, samples.VIP4)
+        await frames(eth0, 2)
+        for answered in (True, True, True, False, True):  # one audit round each
+            assert await eth0.next_sent() == probe
+            if answered:
+                eth0.inject(kernel_reply())
+        await asyncio.sleep(AUDIT / 2)  # the last answer is handled
+    assert [await node.node_answers.get() for _ in range(node.node_answers.qsize())] == [
+        (samples.VIP4, "eth0", samples.PEER_MAC, "w2"),  # the first round's answer
+        (samples.VIP4, "eth0", samples.PEER_MAC, "w2"),  # the fifth's, after a silent one
+    ]
+
+
 async def test_another_nodes_claim_within_the_grace_is_a_speaker_letting_go():
     node = audited()
     eth0 = node.conn("eth0")
