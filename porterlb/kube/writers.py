@@ -53,7 +53,7 @@ from lightkube.types import PatchType
 from porterlb import errors
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
-from porterlb.kube import metrics, resources
+from porterlb.kube import metrics, reflector, resources
 
 Patch = Mapping[str, Any]
 
@@ -169,8 +169,9 @@ async def set_announcing_node(
     node: str | None,
     *,
     resource_version: str | None,
-) -> None:
-    """Record on a Service which node announces its IP (None removes the record).
+) -> int:
+    """Record on a Service which node announces its IP (None removes the record); the
+    Service's resourceVersion after the write.
 
     Written through ``status`` like the claim, applying only to `resource_version` (None:
     to any version, for tools and tests). Raises as :func:`write_service`.
@@ -185,6 +186,7 @@ async def set_announcing_node(
             " writes is in the way",
             delay=METADATA_DROPPED_DELAY,
         )
+    return reflector.object_revision(msgspec.json.decode(reply.content))
 
 
 async def _patch_status(

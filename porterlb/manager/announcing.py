@@ -79,10 +79,11 @@ class Pinger(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Revoked:
     """An IP taken from `node`, whose speaker must reach `revision` before another answers
-    (None: the revoking write has not shown in the cache yet)."""
+    (None: the revoking write's outcome is not known yet), by a write to Service `by`."""
 
     node: NodeName
     revision: int | None
+    by: ServiceKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +286,8 @@ class Announcing:
             self._said.pop(service_key, None)
             gone = self._recorded.pop(service_key, None)
             if gone is not None:  # its speaker stops once its watch has the deletion
-                self._revoke(gone[0], gone[1], self.services.last_event)
+                self._revoke(gone[0], gone[1], self.services.last_event, service_key)
+            self._revoke_unlearnt(service_key)
             return queueing.Done()
         node = None
         if ip is not None and served:
@@ -307,10 +309,13 @@ class Announcing:
                 self._settle(seen, node)
             return queueing.Done()
         moved_from = recorded
+        revoking = None
         if old is not None and seen is not None:
             # The IP leaves `old`: its speaker must let go before another answers. The write
-            # below is the revocation; its revision is learnt when it shows in the cache.
-            self._revoked[seen] = _Revoked(old, None)
+            # below is the revocation; its revision is its reply's (or, if its outcome is not
+            # known, learnt when it shows in the cache).
+            self._revoked[seen] = _Revoked(old, None, service_key)
+            revoking = (seen, old)
             if node is not None and old not in self.silent:
                 node = None  # remove the record first; place it once `old` has echoed
         elif node is not None and ip is not None:
@@ -319,15 +324,7 @@ class Announcing:
                 if not self._released(ip):
                     return queueing.Retry(CONFIRM_RETRY)
                 moved_from = pending.node
-        outcome = await queueing.attempt(
-            writers.set_announcing_node(
-                self.client,
-                service.namespace,
-                service.name,
-                node,
-                resource_version=reflector.version(obj),
-            )
-        )
+        outcome = await queueing.attempt(self._record(service, node, obj, revoking))
         if not isinstance(outcome, queueing.Done):
             return outcome
         self._remember(service_key, service, node)
@@ -354,8 +351,7 @@ class Announcing:
         that exists, so the old node's echo means it has seen the write)."""
         pending = self._revoked.get(ip)
         if pending is not None and pending.revision is None and recorded != pending.node:
-            self._revoked[ip] = _Revoked(pending.node, _version(obj))
-            self._require(_version(obj))
+            self._revoke(ip, pending.node, reflector.object_revision(obj), pending.by)
 
     def _settle(self, ip: str, node: NodeName | None) -> None:
         """Forget the revocation of `ip` once it is placed again, on its old node or, the
@@ -372,10 +368,37 @@ class Announcing:
         else:
             self._recorded.pop(key, None)
 
-    def _revoke(self, ip: str, node: NodeName, revision: int) -> None:
+    def _revoke(self, ip: str, node: NodeName, revision: int, by: ServiceKey) -> None:
         """`ip` leaves `node`: every speaker must reach `revision` before it answers again."""
-        self._revoked[ip] = _Revoked(node, revision)
+        self._revoked[ip] = _Revoked(node, revision, by)
         self._require(revision)
+
+    def _revoke_unlearnt(self, gone: ServiceKey) -> None:
+        """Service `gone` no longer exists: a revocation it wrote whose revision is not known
+        can no longer be learnt from the cache, and its deletion, at or below the latest
+        revision seen, revokes the IP as surely (its speaker stops at either)."""
+        for ip, pending in list(self._revoked.items()):
+            if pending.revision is None and pending.by == gone:
+                self._revoke(ip, pending.node, self.services.last_event, gone)
+
+    async def _record(
+        self,
+        service: svc.Service,
+        node: NodeName | None,
+        obj: Mapping[str, Any],
+        revoking: tuple[str, NodeName] | None,
+    ) -> None:
+        """Record `node` on `service`, read at `obj`'s version; when that takes an IP from a
+        node (`revoking`), the written version is the revision its speaker must echo."""
+        revision = await writers.set_announcing_node(
+            self.client,
+            service.namespace,
+            service.name,
+            node,
+            resource_version=reflector.version(obj),
+        )
+        if revoking is not None:
+            self._revoke(*revoking, revision, service.key)
 
     def _require(self, revision: int) -> None:
         if self.pinger is not None:
@@ -517,12 +540,6 @@ class Announcing:
                 message=error,
             )
         )
-
-
-def _version(obj: Mapping[str, Any]) -> int:
-    """An object's resourceVersion as kube-apiserver makes it: an integer (0 if not)."""
-    version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-    return int(version) if version.isdigit() else 0
 
 
 def _rule(parsed: eip_api.Eip) -> eligibility.PoolRule:
