@@ -208,7 +208,7 @@ def _speaker_parser(roles: Any, common: argparse.ArgumentParser) -> None:
     )
     speaker.add_argument(
         "--audit-interval",
-        type=float,
+        type=_seconds_or_off,
         default=conflicts.AUDIT_INTERVAL,
         help="seconds between two rounds of ARP probes/DAD for every IP this node announces,"
         " which another node's kernel or a host using the IP answers (default %(default)s;"
@@ -236,6 +236,17 @@ def _speaker_parser(roles: Any, common: argparse.ArgumentParser) -> None:
         help="seconds an acknowledged pong lets the speaker answer (docs/fencing.md)",
     )
     speaker.set_defaults(run=_run_speaker)
+
+
+def _seconds_or_off(text: str) -> float:
+    """A number of seconds, 0 meaning off."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds >= 0 (0: off)")
+    return value
 
 
 def _add_heartbeat_flags(group: argparse._ArgumentGroup) -> None:

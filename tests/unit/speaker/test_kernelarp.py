@@ -7,8 +7,10 @@ from __future__ import annotations
 import ipaddress
 
 import lightkube
+import pytest
 import prometheus_client
 
+from porterlb import errors
 from porterlb.api import reasons
 from porterlb.api.keys import NodeName, PoolName
 from porterlb.kube import events
@@ -87,6 +89,19 @@ async def test_no_pool_means_no_look():
         node="w2", netns="plb-never-created", poster=poster, pools=list, assigned=lambda ip: True
     )
     assert await check.look() == (frozenset(), {})
+
+
+async def test_a_namespace_that_cannot_be_read_is_a_transient_error_naming_it():
+    poster = events.Poster(lightkube.AsyncClient(config=UNUSED), component="test")
+    check = kernelarp.Check(
+        node="w2",
+        netns="plb-never-created",
+        poster=poster,
+        pools=lambda: [strictarp.Pool(V4, V4 + 9, "eth0")],
+        assigned=bool,
+    )
+    with pytest.raises(errors.TransientError, match="netns plb-never-created"):
+        await check.look()
 
 
 def test_speaker_pools_are_the_resolved_ones_with_their_ranges():
