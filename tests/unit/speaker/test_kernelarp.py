@@ -7,8 +7,8 @@ from __future__ import annotations
 import ipaddress
 
 import lightkube
-import pytest
 import prometheus_client
+import pytest
 
 from porterlb import errors
 from porterlb.api import reasons
