@@ -25,6 +25,10 @@ With ``Config.audit_interval`` set, one more loop probes every announced IP agai
 ``Config.audit_rate``: another node whose kernel answers for the IP (kube-proxy in IPVS mode
 without strictARP) answers the router by unicast, unseen here, but answers our probe too, and
 is reported through ``on_node_answers`` (see :mod:`porterlb.l2.conflicts`).
+
+The module is past 600 lines on purpose: answering, the timed sends and the audit all read
+and change the same entries under the same lock; split apart, each would reach into the
+others' private state.
 """
 
 from __future__ import annotations
