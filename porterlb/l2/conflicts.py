@@ -44,7 +44,8 @@ minute of a change."""
 
 AUDIT_RATE: Final = 200.0
 """Most probes per second a round sends, so 10,000 IPs make 200 broadcasts a second for
-50 s, not a storm of 10,000 at once (routers police ARP to their CPU, often near 1,000/s)."""
+50 s, not a burst of 10,000 at once that a router or switch policing the ARP it receives
+might drop along with real requests."""
 
 REPORT_INTERVAL: Final = 30.0
 """Seconds between two reports of a continuing conflict on one IP, so a host that keeps
