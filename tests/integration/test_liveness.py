@@ -284,7 +284,8 @@ async def test_a_service_deleted_before_its_release_shows_in_the_cache_still_fen
 
     async def held(key: str) -> object:
         obj = announcing.services.cache.get(key)
-        names = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(wellknown.ANNOUNCED_BY)
+        annotations = (obj or {}).get("metadata", {}).get("annotations") or {}
+        names = annotations.get(wellknown.ANNOUNCED_BY)
         if key == web and names != node:
             await release.wait()  # the turn after the release is written: the race's loser
         return await handle(key)
