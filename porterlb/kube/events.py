@@ -64,6 +64,12 @@ class Subject:
     def eip(cls, name: str, uid: str) -> Subject:
         return cls(kind="Eip", api_version="network.kubesphere.io/v1alpha2", name=name, uid=uid)
 
+    @classmethod
+    def node(cls, name: str) -> Subject:
+        """A Node, by name only: the speaker reads no Node (``kubectl describe node`` matches
+        Events by name)."""
+        return cls(kind="Node", api_version="v1", name=name)
+
 
 @dataclass(frozen=True, slots=True)
 class Notice:

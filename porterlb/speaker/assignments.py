@@ -115,6 +115,10 @@ class Records:
     def contested(self, ip: address.IPAddress) -> bool:
         return ip in self._elsewhere
 
+    def assigned(self, ip: address.IPAddress) -> bool:
+        """True if some Service assigns ``ip`` to some node, this one or another."""
+        return ip in self._here or ip in self._elsewhere
+
 
 def _count(
     counter: collections.Counter[address.IPAddress],
