@@ -113,6 +113,7 @@ class ControlPlane:
         detached: bool = False,
         legacy_cluster_ip_allocator: bool = False,
         serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+        service_accounts: bool = False,
     ) -> None:
         self.directory = directory
         self.binary_dir = binary_dir or binaries.locate()
@@ -120,6 +121,10 @@ class ControlPlane:
         self.legacy_cluster_ip_allocator = legacy_cluster_ip_allocator
         self.serving_ips = tuple(serving_ips)
         """Addresses besides loopback the serving certificate covers (a lab's API path)."""
+        self.service_accounts = service_accounts
+        """Whether the ServiceAccount admission plugin runs: it mounts every pod's token, and
+        refuses a pod whose ServiceAccount does not exist, so only a control plane with a
+        controller manager (which creates each namespace's ``default`` one) turns it on."""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._created: list[Path] = []
         self._endpoints: Endpoints | None = None
@@ -204,8 +209,9 @@ class ControlPlane:
             f"--service-account-issuer={server}",
             f"--service-account-key-file={bundle.service_account_public_key}",
             f"--service-account-signing-key-file={bundle.service_account_key}",
-            # No controller-manager creates default service accounts (envtest does the same).
-            "--disable-admission-plugins=ServiceAccount",
+            # Without a controller manager no default service account exists (envtest does
+            # the same).
+            *(() if self.service_accounts else ("--disable-admission-plugins=ServiceAccount",)),
             "--allow-privileged=true",
             "--profiling=false",
             f"--cert-dir={state / 'apiserver-certs'}",

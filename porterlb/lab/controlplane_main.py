@@ -32,11 +32,15 @@ RESTARTED: Final = "kube-apiserver restarted:"
 
 
 def serve(
-    directory: Path, *, serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = ()
+    directory: Path,
+    *,
+    serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+    service_accounts: bool = False,
 ) -> None:
     """Run etcd + kube-apiserver in ``directory``, print :data:`READY`, wait for SIGTERM.
 
-    The serving certificate covers ``serving_ips`` besides loopback.
+    The serving certificate covers ``serving_ips`` besides loopback; ``service_accounts``
+    turns the ServiceAccount admission plugin on (:class:`controlplane.ControlPlane`).
 
     SIGTERM (and Ctrl-C) stop both processes and remove their files before this returns or
     raises. Raises ControlPlaneError if the control plane does not start.
@@ -45,7 +49,9 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _exit)
     previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: restarts.append(signum))
     try:
-        plane = controlplane.ControlPlane(directory, serving_ips=serving_ips)
+        plane = controlplane.ControlPlane(
+            directory, serving_ips=serving_ips, service_accounts=service_accounts
+        )
         with plane as endpoints:
             print(f"{READY} {endpoints.server} kubeconfig={endpoints.kubeconfig}", flush=True)
             while True:
@@ -69,9 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="an address the serving certificate covers besides loopback (repeatable)",
     )
+    parser.add_argument(
+        "--service-accounts",
+        action="store_true",
+        help="mount pods' service-account tokens (needs a controller manager)",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: serve has cleaned up
-        serve(args.directory, serving_ips=args.serving_ip)
+        serve(args.directory, serving_ips=args.serving_ip, service_accounts=args.service_accounts)
     return 0
 
 

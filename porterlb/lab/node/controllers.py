@@ -9,7 +9,10 @@ namespace, like kube-apiserver, with the lab admin's kubeconfig (on loopback).
 - ``--secure-port=0``: they serve nothing. Several labs share the host namespace, so the
   default ports (10257, 10259) would clash, and nothing here scrapes them.
 - The controller manager allocates no pod CIDRs (the nodes' pods use the host network or
-  loopback only) and signs no service-account tokens (pods get theirs by TokenRequest).
+  loopback only) and signs no service-account tokens (pods get theirs by TokenRequest). It
+  publishes the cluster's CA (``--root-ca-file``) in every namespace's ``kube-root-ca.crt``
+  ConfigMap, which every pod's token volume includes: a pod's client verifies the API
+  server with it.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
+def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path, ca: Path) -> list[str]:
     """The command that runs the lab's kube-controller-manager; it writes only in ``directory``
     (its FlexVolume plugin directory would otherwise be created under ``/usr/libexec``)."""
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",
         f"--flex-volume-plugin-dir={directory / 'volume-plugins'}",
+        f"--root-ca-file={ca}",
         "--leader-elect=false",
         "--secure-port=0",
         "--allocate-node-cidrs=false",

@@ -11,19 +11,23 @@ chart installs porterlb here). :func:`up` builds, in order:
 4. once the API is ready: its endpoint on the router's LAN address
    (:mod:`porterlb.lab.apiproxy`), kube-controller-manager and kube-scheduler beside the API
    server, and one kubelet per worker, each with a cgroup root of its own;
-5. it returns once every Node is Ready without the not-ready taint, and checks that the
-   host's kernel tunables are what they were before it began.
+5. once every Node is Ready without the not-ready taint, with ``porterlb="chart"``: porterlb
+   installed by its own chart (:mod:`.release`; ``helm install``, every pod Ready) from the
+   image built from the Dockerfile (:mod:`.porterlb_image`, built before anything else
+   starts and imported into each containerd beside the lab image), then the lab's Eips;
+6. it checks that the host's kernel tunables are what they were before it began.
 
-No porterlb process, backend, Eip or Service is created: what runs on the nodes is for the
-caller (the chart, later). Everything is a marked lab process (:mod:`porterlb.lab.processes`),
-so :func:`down` finds it all without a record: it stops the processes, kills whatever the
-pods left in the kubelets' cgroup roots and removes those, then removes the network and the
-state directory. The mount namespace, with every overlay and pod volume mounted in it, ends
-with its last process.
+Without ``porterlb``, no porterlb process, backend, Eip or Service is created. Everything
+is a marked lab process (:mod:`porterlb.lab.processes`), so :func:`down` finds it all
+without a record: it stops the processes, kills whatever the pods left in the kubelets'
+cgroup roots and removes those, then removes the network and the state directory (each
+containerd's root, with the images imported into it, is in there). The mount namespace, with
+every overlay and pod volume mounted in it, ends with its last process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -32,14 +36,16 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import httpx2
 import yaml
 
+from porterlb.kube import client as kube_client
 from porterlb.lab import (
     apiproxy,
     binaries,
+    cluster,
     controlplane,
     controlplane_main,
     lab,
@@ -48,7 +54,15 @@ from porterlb.lab import (
     plan,
 )
 from porterlb.lab import processes as procs
-from porterlb.lab.node import controllers, images, kubelet, mountns, runtime
+from porterlb.lab.node import (
+    controllers,
+    images,
+    kubelet,
+    mountns,
+    porterlb_image,
+    release,
+    runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +87,48 @@ NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
 
 Report = Callable[[str], None]
 
+Install = Literal["chart"] | None
+"""How porterlb gets onto the nodes: by its chart, or not at all."""
+
 
 def up(
-    name: str, *, workers: int = WORKERS, root: Path = lab.STATE_ROOT, report: Report = log.info
+    name: str,
+    *,
+    workers: int = WORKERS,
+    porterlb: Install = None,
+    root: Path = lab.STATE_ROOT,
+    report: Report = log.info,
 ) -> lab.Record:
     """Bring lab ``name`` up with real nodes, replacing an earlier one; return its record.
 
-    ``report`` gets one line per phase with its time. Raises InvalidSpec for a bad name or
-    count, BinariesMissing, LabError (a missing program, a step that failed or timed out, a
-    host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
+    ``porterlb="chart"`` installs porterlb with its chart, building its image first if the
+    cache lacks it. ``report`` gets one line per phase with its time. Raises InvalidSpec for a
+    bad name or count, BinariesMissing, LabError (a missing program, a step that failed or
+    timed out, a host tunable that changed) or ControlPlaneError; nothing of the lab is left
+    then.
     """
     layout = plan.build(name, workers, ipv6=False)
     bins = binaries.locate(BINARIES)
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    tools = (*TOOLS, *porterlb_image.BUILD_TOOLS) if porterlb else TOOLS
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing or not images.BUSYBOX.is_file():
         raise netns.LabError(
             f"lab {name!r}: {', '.join(missing) or images.BUSYBOX} missing: install Debian's "
             f"{' '.join(runtime.PACKAGES)} (scripts/dev.sh test installs them)"
         )
+    image = None
+    if porterlb == "chart":
+        binaries.helm()
+        started = time.monotonic()
+        image, built = porterlb_image.ensure(report=report)
+        state = "built" if built else "cached"
+        report(
+            f"lab {name}: porterlb image {image.tag} {state} in {time.monotonic() - started:.1f} s"
+        )
     host = mountns.host_values()
     down(name, root=root)
     try:
-        record = _up(layout, root / name, bins, report)
+        record = _up(layout, root / name, bins, image, report)
         mountns.check_host(host)
         return record
     except BaseException:
@@ -132,7 +166,13 @@ def cgroup_roots(name: str, cgroup_fs: Path = kubelet.CGROUP_FS) -> list[str]:
     )
 
 
-def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Record:
+def _up(
+    layout: plan.Lab,
+    directory: Path,
+    bins: Path,
+    image: porterlb_image.Image | None,
+    report: Report,
+) -> lab.Record:
     phase = [time.monotonic()]
 
     def done(what: str) -> None:
@@ -146,7 +186,10 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     def start(role: str, argv: list[str]) -> procs.Process:
         return procs.start(layout.name, role, argv, logs / f"{role.replace('/', '-')}.log")
 
+    router = str(layout.router_lan.ipv4.ip)
     plane_argv = [*lab.PYTHON, controlplane_main.__name__, str(directory / "control-plane")]
+    # Pods reach the API on the router's address (.release) and mount their tokens.
+    plane_argv += ["--serving-ip", router, "--service-accounts"]
     plane = start("control-plane", plane_argv)
     network.up(layout)
     holder = start("mount-namespace", mountns.holder_argv(directory / "sysctl-covers"))
@@ -169,11 +212,14 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
         _wait(process, paths.socket.exists, START_TIMEOUT)
         netns.run(None, runtime.import_argv(paths, archive))
     done(f"{len(containerds)} containerd, image imported")
+    if image is not None:
+        for paths in runtimes.values():
+            netns.run(None, runtime.import_argv(paths, image.archive))
+        done(f"porterlb image imported into {len(runtimes)} containerd")
 
     _wait_logged(plane, controlplane_main.READY, lab.CONTROL_PLANE_TIMEOUT)
     admin = lab.kubeconfig_of(directory)
     server, token, ca = _admin(admin)
-    router = str(layout.router_lan.ipv4.ip)
     upstream = server.removeprefix("https://")
     proxy = start(
         "apiproxy",
@@ -183,7 +229,7 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     kcm = start(
         "kube-controller-manager",
         controllers.controller_manager_argv(
-            bins / "kube-controller-manager", admin, directory / "controller-manager"
+            bins / "kube-controller-manager", admin, directory / "controller-manager", ca
         ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
@@ -218,11 +264,19 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
 
     netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
     done(f"{len(kubelets)} nodes Ready")
+    if image is not None:
+        release.helm("install", admin, release.values(layout, image))
+        done(f"helm install {release.RELEASE}")
+        release.wait_ready(admin, len(layout.nodes))
+        done("porterlb's pods Ready")
+        asyncio.run(_create_eips(admin, layout))
+        done("Eips created")
     record = lab.Record(
         plan=layout,
         directory=directory,
         processes=(plane, holder, *containerds, proxy, kcm, scheduler, *kubelets),
         metrics={},
+        release=release.RELEASE if image is not None else None,
     )
     (directory / lab.RECORD).write_text(_record_json(record))
     return record
@@ -231,10 +285,20 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
 def headline(record: lab.Record, *, elapsed: float) -> str:
     """The one line ``lab up --nodes real`` prints when the lab is ready."""
     nodes = ", ".join(f"{node.name} {node.ipv4.ip}" for node in record.plan.nodes)
+    installed = ""
+    if record.release:
+        pools = ", ".join(f"{pool['metadata']['name']} {pool['spec']['address']}"
+                          for pool in cluster.eips(record.plan))  # fmt: skip
+        installed = f"porterlb by chart (release {record.release}), Eip {pools}, "
     return (
-        f"lab {record.plan.name} ready in {elapsed:.1f} s: real nodes {nodes}, "
+        f"lab {record.plan.name} ready in {elapsed:.1f} s: real nodes {nodes}, {installed}"
         f"kubeconfig {record.kubeconfig}"
     )
+
+
+async def _create_eips(kubeconfig: Path, layout: plan.Lab) -> None:
+    async with kube_client.connect(kubeconfig) as client:
+        await cluster.create_eips(client, layout)
 
 
 def _record_json(record: lab.Record) -> str:
