@@ -114,6 +114,7 @@ class ControlPlane:
         legacy_cluster_ip_allocator: bool = False,
         serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
         service_accounts: bool = False,
+        kubelet_egress: Path | None = None,
     ) -> None:
         self.directory = directory
         self.binary_dir = binary_dir or binaries.locate()
@@ -125,6 +126,8 @@ class ControlPlane:
         """Whether the ServiceAccount admission plugin runs: it mounts every pod's token, and
         refuses a pod whose ServiceAccount does not exist, so only a control plane with a
         controller manager (which creates each namespace's ``default`` one) turns it on."""
+        self.kubelet_egress = kubelet_egress
+        """The unix socket of an HTTP CONNECT proxy to the kubelets (:func:`kubelet_flags`)."""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._created: list[Path] = []
         self._endpoints: Endpoints | None = None
@@ -217,6 +220,8 @@ class ControlPlane:
             f"--cert-dir={state / 'apiserver-certs'}",
             *(LEGACY_CLUSTER_IP_ALLOCATOR if self.legacy_cluster_ip_allocator else ()),
         ]
+        if self.kubelet_egress is not None:
+            self._apiserver_argv += kubelet_flags(state, bundle, self.kubelet_egress)
         kubeconfig = self.directory / "kubeconfig"
         _write_kubeconfig(kubeconfig, server, bundle, token)
         self._created.append(kubeconfig)
@@ -280,6 +285,42 @@ class ControlPlane:
             lines = log_path.read_text(errors="replace").splitlines()[-20:]
             return ":\n" + "\n".join(lines)
         return ""
+
+
+def kubelet_flags(state: Path, bundle: certs.Bundle, egress: Path) -> list[str]:
+    """kube-apiserver's flags to reach kubelets (logs, exec, port-forward) in a lab's workers.
+
+    The kubelets listen in namespaces the host cannot route to, so every connection to one
+    (the ``cluster`` egress) goes through the HTTP CONNECT proxy on unix socket ``egress``
+    (:mod:`porterlb.lab.node.egress`), which dials from the lab's router. A Node's
+    InternalIP is the address to dial (its name resolves nowhere); the API server presents
+    the admin certificate, which the kubelets' ``clientCAFile`` (the lab CA) accepts. The
+    kubelets' own certificates are self-signed, so they are not verified (no
+    ``--kubelet-certificate-authority``), as kubeadm leaves it by default.
+    """
+    config = state / "egress-selector.yaml"
+    selection = {
+        "name": "cluster",
+        "connection": {
+            "proxyProtocol": "HTTPConnect",
+            "transport": {"uds": {"udsName": str(egress)}},
+        },
+    }
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "apiserver.k8s.io/v1beta1",
+                "kind": "EgressSelectorConfiguration",
+                "egressSelections": [selection],
+            }
+        )
+    )
+    return [
+        f"--egress-selector-config-file={config}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={bundle.admin_cert}",
+        f"--kubelet-client-key={bundle.admin_key}",
+    ]
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

@@ -247,6 +247,13 @@ def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[
             "name": node.name,
             "metrics": record.metrics.get(f"speaker/{node.name}"),
             "metrics_netns": node.netns,
+            # What runs for this node, by kind (speaker, backend; kubelet, containerd,
+            # kube-proxy on real nodes): the processes whose role is KIND/NODE.
+            "processes": {
+                p.role.partition("/")[0]: {"pid": p.pid, "alive": alive(p), "log": str(p.log)}
+                for p in record.processes
+                if p.role.partition("/")[2] == node.name
+            },
         }
         for node in lab.nodes
     ]
@@ -379,24 +386,24 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     proxy_argv = [*PYTHON, kubeproxy_agent.__name__, "--kubeconfig", str(kubeconfig),
                   "--ready-file", str(ready_file), *workers]  # fmt: skip
     proxy = _start(lab, "kube-proxy", proxy_argv, logs)
-    asyncio.run(_grant(kubeconfig, directory))
+    asyncio.run(grant(kubeconfig, directory))
     # Started before the CRDs exist, so that their imports overlap the install: a list of
     # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
-    roles = _start_porterlb(lab, directory)
+    roles = start_porterlb(lab, directory)
     asyncio.run(_populate(lab, kubeconfig))
     _wait(lab, proxy, ready_file.exists, timeout=READY_TIMEOUT)
-    _await_porterlb(lab, roles)
+    await_porterlb(lab, roles)
     record = Record(
         plan=lab,
         directory=directory,
         processes=(plane, api_proxy, *backends, proxy, *roles),
         metrics={process.role: address for process, address in roles.items()},
     )
-    _save(record)
+    save(record)
     return record
 
 
-async def _grant(kubeconfig: Path, directory: Path) -> None:
+async def grant(kubeconfig: Path, directory: Path) -> None:
     """Install the chart's ServiceAccounts, RBAC and heartbeat Secret; write each role's
     kubeconfig (:mod:`porterlb.lab.credentials`)."""
     async with kube_client.connect(kubeconfig) as client:
@@ -416,7 +423,7 @@ def _start(
     return procs.start(lab.name, role, argv, log_path, namespace=namespace)
 
 
-def _start_porterlb(lab: plan.Lab, directory: Path) -> dict[procs.Process, str]:
+def start_porterlb(lab: plan.Lab, directory: Path) -> dict[procs.Process, str]:
     """The managers, each serving metrics on a loopback port of its own (several labs share
     the host namespace), and one speaker per worker, serving them on its worker's address;
     process -> metrics address."""
@@ -458,11 +465,12 @@ def restart(record: Record, role: str) -> Record:
     fresh = _start_role(record.plan, record.directory, role, record.metrics[role])
     processes = tuple(fresh if p.role == role else p for p in record.processes)
     updated = dataclasses.replace(record, processes=processes)
-    _save(updated)
+    save(updated)
     return updated
 
 
-def _save(record: Record) -> None:
+def save(record: Record) -> None:
+    """Write ``record`` to the lab's ``lab.json`` (atomically: ``lab info`` may be reading)."""
     scratch = record.directory / f".{RECORD}.tmp"
     scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
     scratch.replace(record.directory / RECORD)
@@ -473,7 +481,7 @@ def _backend_argv(node: plan.Node) -> list[str]:
     return [*PYTHON, backend.MODULE, "--node", node.name, "--port", port]
 
 
-def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
+def await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
     """Wait until each of porterlb's processes is ready (a manager serves its metrics; a
     speaker has answered a manager's heartbeat, so no IP is placed on a node whose speaker is
     still starting) or has exited; warn about those that exited or never got ready."""

@@ -146,27 +146,3 @@ def test_every_argument_the_chart_passes_is_one_the_role_takes(kind, role, monke
         monkeypatch.setenv(variable["name"], variable.get("value", "x"))
     parsed = cli._parser(container["args"]).parse_args(container["args"])
     assert parsed.role == role
-
-
-@pytest.mark.parametrize(("kind", "role"), [("Deployment", "manager"), ("DaemonSet", "speaker")])
-def test_an_api_server_address_reaches_both_roles_in_cluster_variables(kind, role):
-    values = {"apiServer.host": "192.0.2.10", "apiServer.port": "6443"}
-    (workload,) = [d for d in chart.documents(chart.template(values)) if d["kind"] == kind]
-    (container,) = workload["spec"]["template"]["spec"]["containers"]
-    env = {v["name"]: v.get("value") for v in container["env"]}
-    assert env["KUBERNETES_SERVICE_HOST"] == "192.0.2.10"
-    assert env["KUBERNETES_SERVICE_PORT"] == "6443"
-
-
-def test_by_default_the_pods_reach_the_api_on_the_kubernetes_service():
-    for workload in chart.documents(chart.template()):
-        for container in (
-            workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-        ):
-            names = {variable["name"] for variable in container.get("env", [])}
-            assert not names & {"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"}
-
-
-def test_an_api_server_host_without_a_port_is_refused_by_name():
-    with pytest.raises(errors.InvalidSpec, match=r"apiServer\.port: give the API server's port"):
-        chart.template({"apiServer.host": "192.0.2.10"})

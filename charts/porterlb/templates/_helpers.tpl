@@ -67,14 +67,3 @@ porterlb-manager
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
-
-{{/* $KUBERNETES_SERVICE_HOST/PORT from apiServer.*: a container's own env wins over the
-kubelet's service variables, and both roles' in-cluster client reads them. */}}
-{{- define "porterlb.apiServerEnv" -}}
-{{- with .Values.apiServer.host }}
-- name: KUBERNETES_SERVICE_HOST
-  value: {{ . | quote }}
-- name: KUBERNETES_SERVICE_PORT
-  value: {{ required "apiServer.port: give the API server's port with apiServer.host" $.Values.apiServer.port | quote }}
-{{- end }}
-{{- end }}

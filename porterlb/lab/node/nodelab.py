@@ -3,32 +3,41 @@
 Groundwork for the real-cluster lab, beside the default one (which stays as it is until the
 chart installs porterlb here). :func:`up` builds, in order:
 
-1. the control plane process and the namespace network, as the default lab does;
+1. the control plane process (reaching the kubelets through :mod:`.egress`), the namespace
+   network, as the default lab does, and the pod routes and forwarding (:mod:`.podnet`);
 2. the lab's mount namespace with the kernel tunables covered (:mod:`.mountns`), and
    checks that every cover is in place before any kubelet can run;
-3. one containerd per worker, in its netns and the lab's mount namespace, each importing the
-   lab image (:mod:`.images`) once its socket is up;
+3. one containerd per worker, in its netns and the lab's mount namespace, with the worker's
+   bridge + host-local CNI configuration, each importing the lab image (:mod:`.images`) once
+   its socket is up;
 4. once the API is ready: its endpoint on the router's LAN address
-   (:mod:`porterlb.lab.apiproxy`), kube-controller-manager and kube-scheduler beside the API
-   server, and one kubelet per worker, each with a cgroup root of its own;
-5. once every Node is Ready without the not-ready taint, with ``porterlb="chart"``: porterlb
-   installed by its own chart (:mod:`.release`; ``helm install``, every pod Ready) from the
-   image built from the Dockerfile (:mod:`.porterlb_image`, built before anything else
-   starts and imported into each containerd beside the lab image), then the lab's Eips;
+   (:mod:`porterlb.lab.apiproxy`), the CONNECT proxy kube-apiserver reaches kubelets
+   through, kube-controller-manager and kube-scheduler beside the API server; the Nodes,
+   created with their pod CIDRs, the ``kubernetes`` Service's EndpointSlice (the API
+   endpoint on the LAN, for pods) and kube-proxy's credentials; then one kubelet per
+   worker, each with a cgroup root of its own, and one real kube-proxy per worker
+   (:mod:`.proxy`), both in the worker's netns and the lab's mount namespace;
+5. once every Node is Ready without the not-ready taint and every kube-proxy reports
+   healthy, with ``porterlb="chart"``: porterlb installed by its own chart (:mod:`.release`;
+   ``helm install``, every pod Ready) from the image built from the Dockerfile
+   (:mod:`.porterlb_image`, built before anything else starts and imported into each
+   containerd beside the lab image), then the lab's Eips;
 6. it checks that the host's kernel tunables are what they were before it began.
 
-Without ``porterlb``, no porterlb process, backend, Eip or Service is created. Everything
-is a marked lab process (:mod:`porterlb.lab.processes`), so :func:`down` finds it all
-without a record: it stops the processes, kills whatever the pods left in the kubelets'
-cgroup roots and removes those, then removes the network and the state directory (each
-containerd's root, with the images imported into it, is in there). The mount namespace, with
-every overlay and pod volume mounted in it, ends with its last process.
+Without ``porterlb``, no porterlb process, backend, Eip or Service is created: what runs on
+the nodes is for the caller (:mod:`.workloads`, :mod:`.hosted`). Everything is a marked lab
+process (:mod:`porterlb.lab.processes`), so :func:`down` finds it all without a record: it
+stops the processes, kills whatever the pods left in the kubelets' cgroup roots and removes
+those, then removes the network (with the pods' bridges, veths and kube-proxy's nftables
+tables, which live in the workers' namespaces) and the state directory (with host-local's
+leases, and each containerd's root with the images imported into it). The mount namespace,
+with every overlay and pod volume mounted in it, ends with its last process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import ipaddress
 import logging
 import re
 import shutil
@@ -48,6 +57,7 @@ from porterlb.lab import (
     cluster,
     controlplane,
     controlplane_main,
+    credentials,
     lab,
     netns,
     network,
@@ -56,10 +66,13 @@ from porterlb.lab import (
 from porterlb.lab import processes as procs
 from porterlb.lab.node import (
     controllers,
+    egress,
     images,
     kubelet,
     mountns,
+    podnet,
     porterlb_image,
+    proxy,
     release,
     runtime,
 )
@@ -70,10 +83,10 @@ WORKERS: Final = 2
 """Default node count: three kubelets fit this 2-core machine (~3 % of a core and ~400 MiB
 idle, shared/reference/real-cluster measurements), but two leave room for the rest."""
 
-BINARIES: Final = (*binaries.CONTROL_PLANE, "kubelet", "kube-controller-manager", "kube-scheduler")
+BINARIES: Final = (*binaries.CONTROL_PLANE, *binaries.NODES)
 
-TOOLS: Final = ("containerd", "runc", "ctr", "nsenter", "unshare")
-"""Programs from Debian's containerd, runc and util-linux this lab runs."""
+TOOLS: Final = ("containerd", "runc", "ctr", "nsenter", "unshare", "nft")
+"""Programs from Debian's containerd, runc, util-linux and nftables this lab runs."""
 
 START_TIMEOUT: Final = 30.0
 """Seconds for the mount namespace, a containerd socket or the API endpoint to appear: each
@@ -187,16 +200,20 @@ def _up(
         return procs.start(layout.name, role, argv, logs / f"{role.replace('/', '-')}.log")
 
     router = str(layout.router_lan.ipv4.ip)
+    egress_socket = directory / "kubelet-egress.sock"
     plane_argv = [*lab.PYTHON, controlplane_main.__name__, str(directory / "control-plane")]
-    # Pods reach the API on the router's address (.release) and mount their tokens.
-    plane_argv += ["--serving-ip", router, "--service-accounts"]
+    plane_argv += ["--serving-ip", router, "--serving-ip", str(api_service_ip())]
+    # Pods mount their ServiceAccount's token (porterlb's, by the chart).
+    plane_argv += ["--kubelet-egress", str(egress_socket), "--service-accounts"]
     plane = start("control-plane", plane_argv)
     network.up(layout)
+    podnet.up(layout)
     holder = start("mount-namespace", mountns.holder_argv(directory / "sysctl-covers"))
     _wait_logged(holder, mountns.READY, START_TIMEOUT)
     mountns.check_covered(holder.pid)
     done("network and mount namespace")
 
+    cidrs = plan.pod_cidrs(layout)
     runtimes = {
         node.name: runtime.Paths(directory / "nodes" / node.name / "containerd")
         for node in layout.nodes
@@ -204,7 +221,7 @@ def _up(
     containerds = []
     for node in layout.nodes:
         paths = runtimes[node.name]
-        paths.make()
+        paths.make(podnet.cni_config(cidrs[node.name], paths.ipam))
         enter = mountns.enter_argv(holder.pid, node.netns)
         containerds.append(start(f"containerd/{node.name}", [*enter, *runtime.argv(paths)]))
     archive = images.write(directory / "image.tar")
@@ -221,10 +238,15 @@ def _up(
     admin = lab.kubeconfig_of(directory)
     server, token, ca = _admin(admin)
     upstream = server.removeprefix("https://")
-    proxy = start(
+    api_proxy = start(
         "apiproxy",
         [*lab.PYTHON, apiproxy.__name__, "--netns", layout.router_netns,
          "--listen", f"{router}:{apiproxy.PORT}", "--upstream", upstream],
+    )  # fmt: skip
+    kubelet_egress = start(
+        "kubelet-egress",
+        [*lab.PYTHON, egress.__name__, "--socket", str(egress_socket),
+         "--netns", layout.router_netns],
     )  # fmt: skip
     kcm = start(
         "kube-controller-manager",
@@ -233,10 +255,14 @@ def _up(
         ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
-    _wait_logged(proxy, apiproxy.READY, START_TIMEOUT)
+    endpoint = f"https://{router}:{apiproxy.PORT}"
+    proxy_kubeconfig = directory / "kube-proxy" / "kubeconfig"
+    asyncio.run(_prepare(layout, admin, proxy_kubeconfig, endpoint, ca))
+    _wait_logged(api_proxy, apiproxy.READY, START_TIMEOUT)
+    _wait_logged(kubelet_egress, egress.READY, START_TIMEOUT)
     done("control plane")
 
-    kubelets = []
+    kubelets, proxies = [], []
     for node in layout.nodes:
         cgroup = kubelet.cgroup_root(node.name)
         kubelet.create_cgroup_root(cgroup)
@@ -246,7 +272,7 @@ def _up(
             directory=directory / "nodes" / node.name / "kubelet",
             cgroup_root=cgroup,
             runtime_socket=runtimes[node.name].socket,
-            server=f"https://{router}:{apiproxy.PORT}",
+            server=endpoint,
             token=token,
             ca=ca,
         )
@@ -255,17 +281,29 @@ def _up(
         kubelets.append(
             start(f"kubelet/{node.name}", [*enter, *kubelet.argv(bins / "kubelet", config)])
         )
+        proxy_node = proxy.Node(
+            name=node.name,
+            directory=directory / "nodes" / node.name / "kube-proxy",
+            kubeconfig=proxy_kubeconfig,
+        )
+        proxy.write(proxy_node)
+        proxies.append(
+            start(f"kube-proxy/{node.name}", [*enter, *proxy.argv(bins / "kube-proxy", proxy_node)])
+        )
     context = controlplane.ssl_context(admin)
 
     def ready() -> bool:
-        for process in (*kubelets, *containerds, kcm, scheduler, proxy):
+        for process in (*kubelets, *proxies, *containerds, kcm, scheduler, api_proxy):
             _check_alive(process)
-        return _nodes_ready(server, token, context, [node.name for node in layout.nodes])
+        names = [node.name for node in layout.nodes]
+        return _nodes_ready(server, token, context, names) and all(
+            _proxy_healthy(node) for node in layout.nodes
+        )
 
     netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
-    done(f"{len(kubelets)} nodes Ready")
+    done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
     if image is not None:
-        release.helm("install", admin, release.values(layout, image))
+        release.helm("install", admin, release.values(image))
         done(f"helm install {release.RELEASE}")
         release.wait_ready(admin, len(layout.nodes))
         done("porterlb's pods Ready")
@@ -274,12 +312,69 @@ def _up(
     record = lab.Record(
         plan=layout,
         directory=directory,
-        processes=(plane, holder, *containerds, proxy, kcm, scheduler, *kubelets),
+        processes=(
+            plane, holder, *containerds, api_proxy, kubelet_egress, kcm, scheduler,
+            *kubelets, *proxies,
+        ),
         metrics={},
         release=release.RELEASE if image is not None else None,
-    )
-    (directory / lab.RECORD).write_text(_record_json(record))
+    )  # fmt: skip
+    lab.save(record)
     return record
+
+
+def api_service_ip() -> ipaddress.IPv4Address:
+    """The ClusterIP of the ``kubernetes`` Service: kube-apiserver gives it the first address
+    of the (primary) Service range, and pods reach the API there."""
+    primary = controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[0]
+    return ipaddress.IPv4Network(primary)[1]
+
+
+def api_endpoint_slice(layout: plan.Lab) -> dict[str, Any]:
+    """The ``kubernetes`` Service's EndpointSlice: the API endpoint on the router's LAN
+    address. kube-apiserver would publish its own address, but it listens on the host's
+    loopback (``--endpoint-reconciler-type=none``), which no pod can reach."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "lab.porterlb.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [str(layout.router_lan.ipv4.ip)], "conditions": {"ready": True}}
+        ],
+        "ports": [{"name": "https", "port": apiproxy.PORT, "protocol": "TCP"}],
+    }
+
+
+async def _prepare(
+    layout: plan.Lab, admin: Path, proxy_kubeconfig: Path, endpoint: str, ca: Path
+) -> None:
+    """What must exist before the kubelets and kube-proxies start: the Nodes with their pod
+    CIDRs, the API's EndpointSlice, kube-proxy's credentials."""
+    async with kube_client.connect(admin) as client:
+        nodes = [podnet.node(layout, node) for node in layout.nodes]
+        await credentials.install(client, [*nodes, api_endpoint_slice(layout)], namespace="default")
+        await proxy.grant(client, proxy_kubeconfig, server=endpoint, ca=ca)
+
+
+def _proxy_healthy(node: plan.Node) -> bool:
+    """Whether ``node``'s kube-proxy answers 200 on its health port: its rules are synced."""
+
+    def get() -> int:
+        url = f"http://{node.ipv4.ip}:{proxy.HEALTH_PORT}/healthz"
+        return httpx2.get(url, timeout=lab.CONNECT_TIMEOUT).status_code
+
+    try:
+        return netns.call_in(node.netns, get) == 200
+    except httpx2.HTTPError:
+        return False
 
 
 def headline(record: lab.Record, *, elapsed: float) -> str:
@@ -299,11 +394,6 @@ def headline(record: lab.Record, *, elapsed: float) -> str:
 async def _create_eips(kubeconfig: Path, layout: plan.Lab) -> None:
     async with kube_client.connect(kubeconfig) as client:
         await cluster.create_eips(client, layout)
-
-
-def _record_json(record: lab.Record) -> str:
-    """What ``lab.json`` holds, as the default lab writes it (so ``lab info`` reads it)."""
-    return json.dumps(record.to_json(), indent=2) + "\n"
 
 
 def _admin(kubeconfig: Path) -> tuple[str, str, Path]:

@@ -3,14 +3,10 @@ and what the release's pods are doing.
 
 The lab runs the command a user runs (``helm install porterlb charts/porterlb -n
 porterlb-system --create-namespace``, helm from ``porterlb lab build-tools``, the lab admin's
-kubeconfig) with only what this lab differs in (:func:`values`):
-
-- ``image.*``: the image built from the Dockerfile and imported into every node
-  (:mod:`porterlb.lab.node.porterlb_image`), never pulled (``pullPolicy=Never``);
-- ``apiServer.*``: the API server's endpoint on the router's LAN address
-  (:mod:`porterlb.lab.apiproxy`). The lab's kube-apiserver serves on the host's loopback and
-  keeps no endpoints for the ``kubernetes`` Service, so its ClusterIP leads nowhere; a
-  cluster without kube-proxy is in the same place, which is why the chart has the value.
+kubeconfig) with only the image set (:func:`values`): the one built from the Dockerfile and
+imported into every node (:mod:`porterlb.lab.node.porterlb_image`), never pulled
+(``pullPolicy=Never``). Pods reach the API as in any cluster, on the ``kubernetes``
+Service's ClusterIP through each node's kube-proxy (:mod:`porterlb.lab.node.nodelab`).
 
 Everything else is the chart's defaults, heartbeat and lease settings included: the lab
 measures what users get. Each pod runs as its ServiceAccount, with the token the kubelet
@@ -31,7 +27,7 @@ from lightkube.resources.apps_v1 import DaemonSet, Deployment
 from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import apiproxy, binaries, chart, netns, plan
+from porterlb.lab import binaries, chart, netns
 from porterlb.lab.node import porterlb_image
 
 RELEASE: Final = chart.RELEASE
@@ -57,14 +53,12 @@ POLL: Final = 0.5
 Command = Literal["install", "upgrade"]
 
 
-def values(layout: plan.Lab, image: porterlb_image.Image) -> dict[str, str]:
-    """The ``--set`` values of the lab's release (see the module docstring for each)."""
+def values(image: porterlb_image.Image) -> dict[str, str]:
+    """The ``--set`` values of the lab's release: its image, imported, never pulled."""
     return {
         "image.repository": image.repository,
         "image.tag": image.tag,
         "image.pullPolicy": "Never",
-        "apiServer.host": str(layout.router_lan.ipv4.ip),
-        "apiServer.port": str(apiproxy.PORT),
     }
 
 

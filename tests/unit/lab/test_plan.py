@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from porterlb import errors
-from porterlb.lab import plan
+from porterlb.lab import controlplane, plan
 
 IFNAME_MAX = 15
 """IFNAMSIZ (16, include/uapi/linux/if.h) minus the terminating NUL."""
@@ -247,3 +247,29 @@ def test_every_index_gets_its_own_subnets_inside_the_blocks():
     assert len(set(v6)) == len(v6)
     assert sum(s.num_addresses for s in v4) == plan.V4_BLOCK.num_addresses
     assert all(s.subnet_of(plan.V6_BLOCK) for s in v6 if s is not None)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param("demo", ["198.19.0.0/24", "198.19.1.0/24", "198.19.2.0/24"], id="low-index"),
+        # lab252 has index 128: its LAN and client are 198.19.0.0/24 and 198.19.1.0/24.
+        pytest.param("lab252", ["198.19.2.0/24", "198.19.3.0/24", "198.19.4.0/24"], id="skips"),
+    ],
+)
+def test_pod_cidrs(name, expected):
+    assert [str(net) for net in plan.pod_cidrs(plan.build(name, 3)).values()] == expected
+
+
+@given(name=names, count=workers)
+def test_pod_cidrs_are_disjoint_from_each_other_the_lab_and_the_service_range(name, count):
+    lab = plan.build(name, count, ipv6=False)
+    cidrs = plan.pod_cidrs(lab)
+    assert list(cidrs) == [node.name for node in lab.nodes]
+    services = ipaddress.ip_network(controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[0])
+    for net in cidrs.values():
+        assert net.prefixlen == plan.POD_PREFIX
+        assert net.subnet_of(plan.V4_BLOCK)
+        for other in (lab.lan_v4, lab.client_v4, services):
+            assert not net.overlaps(other)
+    assert len(set(cidrs.values())) == count

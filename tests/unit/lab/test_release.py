@@ -4,21 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from porterlb.lab import apiproxy, chart, plan
+from porterlb.lab import chart
 from porterlb.lab.node import porterlb_image, release
 
-LAB = plan.build("demo", 2, ipv6=False)
 IMAGE = porterlb_image.Image("localhost/porterlb", "0.1.0-abc", Path("/cache/x.oci.tar"))
 ADMIN = Path("/run/porterlb/labs/demo/control-plane/kubeconfig")
 
 
-def test_the_lab_sets_only_its_image_and_its_api_endpoint():
-    assert release.values(LAB, IMAGE) == {
+def test_the_lab_sets_only_its_image_never_pulled():
+    assert release.values(IMAGE) == {
         "image.repository": "localhost/porterlb",
         "image.tag": "0.1.0-abc",
         "image.pullPolicy": "Never",
-        "apiServer.host": str(LAB.router_lan.ipv4.ip),
-        "apiServer.port": str(apiproxy.PORT),
     }
 
 
