@@ -15,6 +15,9 @@ Skipped unless the node binaries, helm, buildah and debootstrap are there
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -120,6 +123,18 @@ async def test_the_chart_runs_managers_and_a_speaker_per_node_as_its_service_acc
     lease = await chart_lab.api.get(Lease, "porterlb-manager", namespace=release.NAMESPACE)
     assert lease.spec is not None
     assert lease.spec.holderIdentity in {pod.metadata.name for pod in managers if pod.metadata}
+
+
+async def test_lab_info_lists_the_releases_pods(chart_lab: SpeakerLab) -> None:
+    argv = [sys.executable, "-m", "porterlb", "lab", "info", "--name", chart_lab.plan.name]
+    done = await asyncio.to_thread(
+        subprocess.run, [*argv, "--json"], capture_output=True, text=True, check=True
+    )
+    described = json.loads(done.stdout)
+    assert described["release"] == release.RELEASE
+    pods = {(pod["role"], pod["node"]) for pod in described["pods"] if pod["ready"]}
+    assert {("speaker", node.name) for node in chart_lab.plan.nodes} <= pods
+    assert sum(1 for pod in described["pods"] if pod["role"] == "manager") == 2
 
 
 async def test_a_service_gets_an_ip_that_its_nodes_speaker_pod_answers_for(

@@ -8,8 +8,8 @@ of every file the build reads: the Dockerfile, ``.dockerignore``, the project fi
 copies, the package without ``porterlb/lab`` (which ``.dockerignore`` keeps out of the
 context) and the script itself. A warm ``lab up`` finds the archive
 ``$PORTERLB_CACHE/images/porterlb-VERSION-KEY.oci.tar`` and builds nothing; a changed module
-builds once (buildah reuses its cached dependency layer). Archives of older keys are removed
-after a build, so the cache holds one per version.
+builds once (buildah reuses its cached dependency layer). Archives and images of older keys
+are removed after a build, so the cache holds one per version.
 
 **Why a name with no registry.** ``localhost/`` is a registry no node can pull from, so the
 chart's ``image.pullPolicy=Never`` is the only way the pods start, and a name collision with a
@@ -128,8 +128,21 @@ def ensure(
     if done.returncode != 0 or not image.archive.is_file():
         tail = "".join(log.read_text(errors="replace").splitlines(True)[-15:])
         raise netns.LabError(f"building {image.name} failed (see {log}):\n{tail}")
-    for stale in image.archive.parent.glob(f"porterlb-{image.tag.rpartition('-')[0]}-*.oci.tar"):
-        if stale != image.archive:
-            stale.unlink()
+    _prune(image)
     log.unlink()
     return image, True
+
+
+def _prune(image: Image) -> None:
+    """Remove the archives of this version's older keys, and those images from buildah's
+    storage (their layers shared with ``image`` stay)."""
+    version = image.tag.rpartition("-")[0]
+    for stale in image.archive.parent.glob(f"porterlb-{version}-*.oci.tar"):
+        if stale != image.archive:
+            stale.unlink()
+            tag = stale.name.removeprefix("porterlb-").removesuffix(".oci.tar")
+            subprocess.run(
+                ["buildah", "rmi", f"{image.repository}:{tag}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # gone already is fine: the archive is what the lab uses
