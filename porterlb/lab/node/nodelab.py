@@ -230,9 +230,9 @@ def _up(
         netns.run(None, runtime.import_argv(paths, archive))
     done(f"{len(containerds)} containerd, image imported")
     if image is not None:
-        for paths in runtimes.values():
-            netns.run(None, runtime.import_argv(paths, image.archive))
-        done(f"porterlb image imported into {len(runtimes)} containerd")
+        imports = porterlb_image.Imports.start(
+            [runtime.import_argv(paths, image.archive) for paths in runtimes.values()]
+        )
 
     _wait_logged(plane, controlplane_main.READY, lab.CONTROL_PLANE_TIMEOUT)
     admin = lab.kubeconfig_of(directory)
@@ -303,6 +303,8 @@ def _up(
     netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
     done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
     if image is not None:
+        imports.wait()
+        done(f"porterlb image imported into {len(runtimes)} containerd")
         release.helm("install", admin, release.values(image))
         done(f"helm install {release.RELEASE}")
         release.wait_ready(admin, len(layout.nodes))

@@ -23,7 +23,7 @@ import hashlib
 import os
 import subprocess
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -146,3 +146,38 @@ def _prune(image: Image) -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )  # gone already is fine: the archive is what the lab uses
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Imports:
+    """``ctr images import`` running into several nodes' containerd at once: unpacking the
+    image takes ~10-25 s per node on 2 loaded cores, time the lab spends starting the
+    kubelets meanwhile. A ``ctr`` whose containerd is stopped (a failed ``lab up``) exits."""
+
+    running: tuple[tuple[str, subprocess.Popen[str]], ...]
+    """Each command, as one line, and its process."""
+
+    @classmethod
+    def start(cls, argvs: Sequence[Sequence[str]]) -> Imports:
+        return cls(
+            tuple(
+                (
+                    " ".join(argv),
+                    subprocess.Popen(
+                        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                    ),
+                )
+                for argv in argvs
+            )
+        )
+
+    def wait(self) -> None:
+        """Return once every import is done. Raises LabError with the output of those that
+        failed."""
+        failed = []
+        for command, process in self.running:
+            output, _ = process.communicate()
+            if process.returncode != 0:
+                failed.append(f"{command}: {output.strip()}")
+        if failed:
+            raise netns.LabError("importing porterlb's image failed: " + "; ".join(failed))
