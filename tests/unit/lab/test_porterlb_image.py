@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from porterlb.lab import netns
 from porterlb.lab.node import porterlb_image
 
 FILES = st.dictionaries(st.text(min_size=1, max_size=20), st.binary(max_size=40), min_size=1)
@@ -62,3 +64,11 @@ def test_a_cached_archive_is_used_without_a_build(tmp_path):
     image.archive.write_bytes(b"archive")
     # The build script under root is no script: a build would fail.
     assert porterlb_image.ensure(root, tmp_path / "cache") == (image, False)
+
+
+def test_imports_run_at_once_and_a_failed_one_is_reported_with_its_output():
+    ok = porterlb_image.Imports.start([["true"], ["true"]])
+    ok.wait()
+    failing = porterlb_image.Imports.start([["true"], ["sh", "-c", "echo no space left; exit 3"]])
+    with pytest.raises(netns.LabError, match="sh -c echo no space left; exit 3: no space left"):
+        failing.wait()
