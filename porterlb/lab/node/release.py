@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import httpx2
 import lightkube
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import DaemonSet, Deployment
@@ -91,7 +92,10 @@ def wait_ready(kubeconfig: Path, workers: int, *, timeout: float = READY_TIMEOUT
 
 
 def pods(kubeconfig: Path) -> list[dict[str, Any]]:
-    """The release's pods as ``lab info`` shows them (:func:`describe_pod`), by name."""
+    """The release's pods as ``lab info`` shows them (:func:`describe_pod`), by name.
+
+    Raises LabError when the API server does not answer.
+    """
     return asyncio.run(_pods(kubeconfig))
 
 
@@ -173,8 +177,11 @@ async def _wait_ready(kubeconfig: Path, workers: int, *, within: float) -> None:
 
 
 async def _pods(kubeconfig: Path) -> list[dict[str, Any]]:
-    async with kube_client.connect(kubeconfig) as client:
-        return await _list(client)
+    try:
+        async with kube_client.connect(kubeconfig) as client:
+            return await _list(client)
+    except (ApiError, httpx2.HTTPError) as error:
+        raise netns.LabError(f"cannot list the pods of {NAMESPACE}/{RELEASE}: {error}") from error
 
 
 async def _list(client: lightkube.AsyncClient) -> list[dict[str, Any]]:
