@@ -48,7 +48,8 @@ def add_parser_to(roles: Any) -> None:
         choices=("process", "real"),
         default="process",
         help="process: porterlb, backends and a kube-proxy stand-in as host processes (default);"
-        " real: a kubelet and containerd per worker (default 2 workers)",
+        " real: containerd, a kubelet and kube-proxy per worker on a routed pod network"
+        " (default 2 workers)",
     )
     up.add_argument(
         "--porterlb",

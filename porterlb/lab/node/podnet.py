@@ -45,7 +45,8 @@ def cni_config(cidr: ipaddress.IPv4Network, state: Path) -> dict[str, Any]:
     leases under ``state``.
 
     ``hairpinMode``: a pod that reaches a Service IP whose endpoint is itself gets its own
-    packets back through its bridge port.
+    packets back through its bridge port. No ``portmap`` plugin: no lab pod uses a
+    ``hostPort``, and the plugin would write iptables chains on every pod's removal.
     """
     return {
         "cniVersion": CNI_VERSION,
@@ -64,7 +65,6 @@ def cni_config(cidr: ipaddress.IPv4Network, state: Path) -> dict[str, Any]:
                     "dataDir": str(state),
                 },
             },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
 
