@@ -27,29 +27,24 @@ from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
 from porterlb.lab import binaries, cluster, faults, lab
-from porterlb.lab.node import images, mountns, nodelab, porterlb_image, release
-from tests.e2e import marks
-from tests.e2e.conftest import IPAddress, SpeakerLab
-from tests.e2e.test_real_nodes import fresh_name, leftovers
+from porterlb.lab.node import mountns, nodelab, porterlb_image, release
+from tests.e2e import marks, reallab
+from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 from tests.waiting import eventually
 
 
-def _unprepared() -> bool:
+def _helm_built() -> bool:
     try:
         binaries.helm()
     except binaries.BinariesMissing:
-        return True
-    built = all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
-    return not built or not images.BUSYBOX.is_file()
+        return False
+    return True
 
 
 pytestmark = [
     *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
-    pytest.mark.skipif(
-        _unprepared(),
-        reason="needs `porterlb lab build-control-plane --nodes`, `porterlb lab build-tools`"
-        " and busybox-static (scripts/dev.sh test installs them all)",
-    ),
+    pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
+    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
 ]
 
 ROLLOUT = release.READY_TIMEOUT
@@ -66,7 +61,7 @@ def chart_record() -> Iterator[lab.Record]:
         yield nodelab.up(name, workers=WORKERS, porterlb="chart")
     finally:
         nodelab.down(name)
-    assert leftovers(name) == []
+    assert reallab.leftovers(name) == []
     assert mountns.host_values() == host
 
 
