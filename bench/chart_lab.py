@@ -17,6 +17,7 @@ To measure a cold build, remove the image archives from ``~/.cache/porterlb/imag
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -37,11 +38,14 @@ def porterlb_processes(name: str) -> dict[int, str]:
             cgroups = (entry / "cgroup").read_text()
         except OSError:  # gone meanwhile
             continue
+        # The image's entrypoint script runs under its interpreter: python .../porterlb ROLE.
         words = [word.decode(errors="replace") for word in argv]
-        role = next((w for w in words[1:3] if w in ("manager", "speaker")), None)
+        role = next(
+            (after for word, after in itertools.pairwise(words) if word.endswith("/porterlb")), None
+        )
         lab_root = f"{kubelet.CGROUP_PREFIX}{name}-w"
-        if role and words[0].endswith("porterlb") and lab_root in cgroups:
-            found[int(entry.name)] = role
+        if role in ("manager", "speaker") and lab_root in cgroups:
+            found[int(entry.name)] = str(role)
     return found
 
 

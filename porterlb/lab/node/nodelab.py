@@ -266,6 +266,7 @@ def _up(
     for node in layout.nodes:
         cgroup = kubelet.cgroup_root(node.name)
         kubelet.create_cgroup_root(cgroup)
+        kubelet.weigh_cgroup_root(cgroup)
         config = kubelet.Node(
             name=node.name,
             ip=str(node.ipv4.ip),
