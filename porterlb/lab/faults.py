@@ -24,7 +24,8 @@ The kinds (issue 9 §3), each on one worker unless said otherwise:
 - ``managers-down``: every manager replica SIGKILLed (no worker);
 - ``speaker-pod-delete``: in a lab where the chart installed porterlb, the worker's speaker
   pod deleted through the API, as ``kubectl delete pod`` does (SIGTERM, then its
-  DaemonSet makes another); healing waits until the new pod is Ready.
+  DaemonSet makes another); healing waits until the deleted pod is gone and the new one is
+  Ready.
 
 Every drop is silent for the sender, as a loss on the wire is: a packet is dropped where it
 *arrives* (the API server's replies and the pings at the worker's input hook, the pongs at the
@@ -269,8 +270,8 @@ def heal(record: lab.Record, fault: Plan) -> lab.Record:
             what=f"{role} of lab {record.plan.name} to exit",
         )
         record = lab.restart(record, role)
-    if fault.pods:
-        release.wait_ready(record.kubeconfig, len(record.plan.nodes))
+    for node in fault.pods:
+        release.wait_speaker(record.kubeconfig, node)
     return record
 
 

@@ -87,7 +87,8 @@ def helm(command: Command, kubeconfig: Path, settings: Mapping[str, str]) -> Non
 
 def wait_ready(kubeconfig: Path, workers: int, *, timeout: float = READY_TIMEOUT) -> None:
     """Return once the manager Deployment and the speaker DaemonSet (one pod per worker) are
-    rolled out with every pod Ready. Raises LabError naming each pod that is not, and why."""
+    rolled out with every pod Ready, and the pods they replaced are gone. Raises LabError
+    naming each pod that is not Ready, and why."""
     asyncio.run(_wait_ready(kubeconfig, workers, within=timeout))
 
 
@@ -97,6 +98,12 @@ def pods(kubeconfig: Path) -> list[dict[str, Any]]:
     Raises LabError when the API server does not answer.
     """
     return asyncio.run(_pods(kubeconfig))
+
+
+def wait_speaker(kubeconfig: Path, node: str, *, timeout: float = READY_TIMEOUT) -> None:
+    """Return once ``node`` runs exactly one speaker pod, Ready and not being deleted (a
+    deleted one is gone). Raises LabError naming the node's speaker pods after ``timeout``."""
+    asyncio.run(_wait_speaker(kubeconfig, node, within=timeout))
 
 
 def delete_speaker_pod(kubeconfig: Path, node: str) -> str:
@@ -109,7 +116,8 @@ def delete_speaker_pod(kubeconfig: Path, node: str) -> str:
 
 def describe_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     """One pod (a Pod as a dict) in a line of ``lab info``: name, role, node, phase, Ready,
-    restarts, and the waiting reason of a container that does not run."""
+    restarts, the waiting reason of a container that does not run, and whether it is being
+    deleted."""
     metadata, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
     containers = status.get("containerStatuses") or []
     waiting = [
@@ -126,6 +134,7 @@ def describe_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
         "ready": conditions.get("Ready") == "True",
         "restarts": sum(c.get("restartCount", 0) for c in containers),
         "waiting": ", ".join(filter(None, waiting)) or None,
+        "terminating": metadata.get("deletionTimestamp") is not None,
     }
 
 
@@ -161,7 +170,9 @@ async def _wait_ready(kubeconfig: Path, workers: int, *, within: float) -> None:
             try:
                 deployment = await client.get(Deployment, MANAGER, namespace=NAMESPACE)
                 daemon_set = await client.get(DaemonSet, SPEAKER, namespace=NAMESPACE)
-                if rolled_out(deployment.to_dict(), daemon_set.to_dict(), workers):
+                if rolled_out(deployment.to_dict(), daemon_set.to_dict(), workers) and not any(
+                    pod["terminating"] for pod in await _list(client)
+                ):
                     return
             except ApiError as error:
                 if error.status.code != 404:  # helm has not created it yet
@@ -172,6 +183,22 @@ async def _wait_ready(kubeconfig: Path, workers: int, *, within: float) -> None:
                 raise netns.LabError(
                     f"release {NAMESPACE}/{RELEASE}: not every pod Ready after {within:.0f} s:"
                     f" {detail}"
+                )
+            await asyncio.sleep(POLL)
+
+
+async def _wait_speaker(kubeconfig: Path, node: str, *, within: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    async with kube_client.connect(kubeconfig) as client:
+        while True:
+            found = [p for p in await _list(client) if (p["role"], p["node"]) == ("speaker", node)]
+            if len(found) == 1 and found[0]["ready"] and not found[0]["terminating"]:
+                return
+            if loop.time() >= deadline:
+                detail = "; ".join(_line(pod) for pod in found) or "none"
+                raise netns.LabError(
+                    f"node {node}: no single Ready speaker pod after {within:.0f} s: {detail}"
                 )
             await asyncio.sleep(POLL)
 
@@ -193,7 +220,7 @@ async def _list(client: lightkube.AsyncClient) -> list[dict[str, Any]]:
 async def _delete_speaker_pod(kubeconfig: Path, node: str) -> str:
     async with kube_client.connect(kubeconfig) as client:
         for pod in await _list(client):
-            if pod["role"] == "speaker" and pod["node"] == node:
+            if pod["role"] == "speaker" and pod["node"] == node and not pod["terminating"]:
                 await client.delete(Pod, pod["name"], namespace=NAMESPACE)
                 return str(pod["name"])
     raise netns.LabError(
@@ -204,6 +231,8 @@ async def _delete_speaker_pod(kubeconfig: Path, node: str) -> str:
 
 def _line(pod: Mapping[str, Any]) -> str:
     state = "Ready" if pod["ready"] else str(pod["phase"])
+    if pod["terminating"]:
+        state += ", terminating"
     if pod["waiting"]:
         state += f" ({pod['waiting']})"
     return f"{pod['name']} on {pod['node'] or 'no node'}: {state}"

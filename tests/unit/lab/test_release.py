@@ -78,7 +78,14 @@ def test_a_pod_reads_as_its_role_node_readiness_and_why_it_waits(status, ready, 
         "ready": ready,
         "restarts": restarts,
         "waiting": waiting,
+        "terminating": False,
     }
+
+
+def test_a_deleted_pod_reads_as_terminating():
+    deleted = pod(phase="Running")
+    deleted["metadata"]["deletionTimestamp"] = "2026-12-06T07:09:07Z"
+    assert release.describe_pod(deleted)["terminating"] is True
 
 
 def workloads(*, generation=2, observed=2, ready=2, updated=2, speakers_ready=2):
