@@ -113,7 +113,6 @@ class ControlPlane:
         detached: bool = False,
         legacy_cluster_ip_allocator: bool = False,
         serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
-        service_accounts: bool = False,
         kubelet_egress: Path | None = None,
     ) -> None:
         self.directory = directory
@@ -122,12 +121,10 @@ class ControlPlane:
         self.legacy_cluster_ip_allocator = legacy_cluster_ip_allocator
         self.serving_ips = tuple(serving_ips)
         """Addresses besides loopback the serving certificate covers (a lab's API path)."""
-        self.service_accounts = service_accounts
-        """Whether the ServiceAccount admission plugin runs: it mounts every pod's token, and
-        refuses a pod whose ServiceAccount does not exist, so only a control plane with a
-        controller manager (which creates each namespace's ``default`` one) turns it on."""
         self.kubelet_egress = kubelet_egress
-        """The unix socket of an HTTP CONNECT proxy to the kubelets (:func:`kubelet_flags`)."""
+        """For a lab of real nodes: the unix socket of an HTTP CONNECT proxy to the kubelets
+        (:func:`kubelet_flags`). Such a lab runs kube-controller-manager, so pods are admitted
+        with their ServiceAccount's token, as in any cluster."""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._created: list[Path] = []
         self._endpoints: Endpoints | None = None
@@ -212,9 +209,9 @@ class ControlPlane:
             f"--service-account-issuer={server}",
             f"--service-account-key-file={bundle.service_account_public_key}",
             f"--service-account-signing-key-file={bundle.service_account_key}",
-            # Without a controller manager no default service account exists (envtest does
-            # the same).
-            *(() if self.service_accounts else ("--disable-admission-plugins=ServiceAccount",)),
+            # Without a controller manager nothing creates the default ServiceAccounts (envtest
+            # does the same); a lab of real nodes runs one, and its pods get their tokens.
+            *(() if self.kubelet_egress else ("--disable-admission-plugins=ServiceAccount",)),
             "--allow-privileged=true",
             "--profiling=false",
             f"--cert-dir={state / 'apiserver-certs'}",

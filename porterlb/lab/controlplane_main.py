@@ -35,15 +35,13 @@ def serve(
     directory: Path,
     *,
     serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
-    service_accounts: bool = False,
     kubelet_egress: Path | None = None,
 ) -> None:
     """Run etcd + kube-apiserver in ``directory``, print :data:`READY`, wait for SIGTERM.
 
-    The serving certificate covers ``serving_ips`` besides loopback; ``service_accounts``
-    turns the ServiceAccount admission plugin on (:class:`controlplane.ControlPlane`);
-    kube-apiserver reaches kubelets through the proxy on unix socket ``kubelet_egress``, if
-    given.
+    The serving certificate covers ``serving_ips`` besides loopback; kube-apiserver reaches
+    kubelets through the proxy on unix socket ``kubelet_egress``, if given (a lab of real
+    nodes: :class:`porterlb.lab.controlplane.ControlPlane`).
 
     SIGTERM (and Ctrl-C) stop both processes and remove their files before this returns or
     raises. Raises ControlPlaneError if the control plane does not start.
@@ -53,10 +51,7 @@ def serve(
     previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: restarts.append(signum))
     try:
         plane = controlplane.ControlPlane(
-            directory,
-            serving_ips=serving_ips,
-            service_accounts=service_accounts,
-            kubelet_egress=kubelet_egress,
+            directory, serving_ips=serving_ips, kubelet_egress=kubelet_egress
         )
         with plane as endpoints:
             print(f"{READY} {endpoints.server} kubeconfig={endpoints.kubeconfig}", flush=True)
@@ -82,23 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="an address the serving certificate covers besides loopback (repeatable)",
     )
     parser.add_argument(
-        "--service-accounts",
-        action="store_true",
-        help="mount pods' service-account tokens (needs a controller manager)",
-    )
-    parser.add_argument(
         "--kubelet-egress",
         type=Path,
         help="unix socket of the HTTP CONNECT proxy that reaches the kubelets (real nodes)",
     )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: serve has cleaned up
-        serve(
-            args.directory,
-            serving_ips=args.serving_ip,
-            service_accounts=args.service_accounts,
-            kubelet_egress=args.kubelet_egress,
-        )
+        serve(args.directory, serving_ips=args.serving_ip, kubelet_egress=args.kubelet_egress)
     return 0
 
 

@@ -14,6 +14,7 @@ both).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 
@@ -64,7 +65,8 @@ async def test_two_real_nodes_run_a_host_network_pod_and_leave_nothing() -> None
     host = mountns.host_values()
     name = fresh_name()
     try:
-        record = nodelab.up(name, workers=2)
+        # up runs its own event loop for its API calls, so not on this one.
+        record = await asyncio.to_thread(nodelab.up, name, workers=2)
         assert mountns.host_values() == host
         first, second = record.plan.nodes
         async with kube_client.connect(record.kubeconfig) as client:

@@ -10,9 +10,7 @@ namespace, like kube-apiserver, with the lab admin's kubeconfig (on loopback).
   default ports (10257, 10259) would clash, and nothing here scrapes them.
 - The controller manager allocates no pod CIDRs (the lab sets each Node's from its plan
   before the kubelet registers, :mod:`porterlb.lab.node.podnet` says why) and signs no
-  service-account tokens (pods get theirs by TokenRequest). It publishes the cluster's CA
-  (``--root-ca-file``) in every namespace's ``kube-root-ca.crt`` ConfigMap, which every
-  pod's token volume includes: a pod's client verifies the API server with it.
+  service-account tokens (pods get theirs by TokenRequest).
 """
 
 from __future__ import annotations
@@ -20,14 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path, ca: Path) -> list[str]:
+def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
     """The command that runs the lab's kube-controller-manager; it writes only in ``directory``
     (its FlexVolume plugin directory would otherwise be created under ``/usr/libexec``)."""
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",
         f"--flex-volume-plugin-dir={directory / 'volume-plugins'}",
-        f"--root-ca-file={ca}",
         "--leader-elect=false",
         "--secure-port=0",
         "--allocate-node-cidrs=false",

@@ -17,8 +17,9 @@ chart installs porterlb here). :func:`up` builds, in order:
    endpoint on the LAN, for pods) and kube-proxy's credentials; then one kubelet per
    worker, each with a cgroup root of its own, and one real kube-proxy per worker
    (:mod:`.proxy`), both in the worker's netns and the lab's mount namespace;
-5. once every Node is Ready without the not-ready taint and every kube-proxy reports
-   healthy, with ``porterlb="chart"``: porterlb installed by its own chart (:mod:`.release`;
+5. once every Node is Ready without the not-ready taint, every kube-proxy reports healthy
+   and the ``default`` ServiceAccount exists (pods are admitted with their ServiceAccount's
+   token), with ``porterlb="chart"``: porterlb installed by its own chart (:mod:`.release`;
    ``helm install``, every pod Ready) from the image built from the Dockerfile
    (:mod:`.porterlb_image`, built before anything else starts and imported into each
    containerd beside the lab image), then the lab's Eips;
@@ -98,6 +99,8 @@ measured on this machine kind when idle; minutes of margin for a loaded CI host.
 
 NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
 
+DEFAULT_ACCOUNT: Final = "/api/v1/namespaces/default/serviceaccounts/default"
+
 Report = Callable[[str], None]
 
 Install = Literal["chart"] | None
@@ -115,19 +118,20 @@ def up(
     """Bring lab ``name`` up with real nodes, replacing an earlier one; return its record.
 
     ``porterlb="chart"`` installs porterlb with its chart, building its image first if the
-    cache lacks it. ``report`` gets one line per phase with its time. Raises InvalidSpec for a
-    bad name or count, BinariesMissing, LabError (a missing program, a step that failed or
-    timed out, a host tunable that changed) or ControlPlaneError; nothing of the lab is left
-    then.
+    cache lacks it. Call it from synchronous code (it runs its own event loop for the API
+    calls). ``report`` gets one line per phase with its time. Raises InvalidSpec for a bad
+    name or count, BinariesMissing, LabError (a missing program, a step that failed or timed
+    out, a host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
     """
     layout = plan.build(name, workers, ipv6=False)
     bins = binaries.locate(BINARIES)
-    tools = (*TOOLS, *porterlb_image.BUILD_TOOLS) if porterlb else TOOLS
-    missing = [tool for tool in tools if shutil.which(tool) is None]
+    # buildah and debootstrap are both the program and the Debian package.
+    extra = porterlb_image.BUILD_TOOLS if porterlb else ()
+    missing = [tool for tool in (*TOOLS, *extra) if shutil.which(tool) is None]
     if missing or not images.BUSYBOX.is_file():
         raise netns.LabError(
             f"lab {name!r}: {', '.join(missing) or images.BUSYBOX} missing: install Debian's "
-            f"{' '.join(runtime.PACKAGES)} (scripts/dev.sh test installs them)"
+            f"{' '.join((*runtime.PACKAGES, *extra))} (scripts/dev.sh test installs them)"
         )
     image = None
     if porterlb == "chart":
@@ -203,8 +207,7 @@ def _up(
     egress_socket = directory / "kubelet-egress.sock"
     plane_argv = [*lab.PYTHON, controlplane_main.__name__, str(directory / "control-plane")]
     plane_argv += ["--serving-ip", router, "--serving-ip", str(api_service_ip())]
-    # Pods mount their ServiceAccount's token (porterlb's, by the chart).
-    plane_argv += ["--kubelet-egress", str(egress_socket), "--service-accounts"]
+    plane_argv += ["--kubelet-egress", str(egress_socket)]
     plane = start("control-plane", plane_argv)
     network.up(layout)
     podnet.up(layout)
@@ -251,7 +254,7 @@ def _up(
     kcm = start(
         "kube-controller-manager",
         controllers.controller_manager_argv(
-            bins / "kube-controller-manager", admin, directory / "controller-manager", ca
+            bins / "kube-controller-manager", admin, directory / "controller-manager"
         ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
@@ -297,8 +300,12 @@ def _up(
         for process in (*kubelets, *proxies, *containerds, kcm, scheduler, api_proxy):
             _check_alive(process)
         names = [node.name for node in layout.nodes]
-        return _nodes_ready(server, token, context, names) and all(
-            _proxy_healthy(node) for node in layout.nodes
+        return (
+            _nodes_ready(server, token, context, names)
+            and all(_proxy_healthy(node) for node in layout.nodes)
+            # Pods are admitted only once their ServiceAccount exists (the controller
+            # manager creates it): a pod created right after up must not be refused.
+            and _get(server, token, context, DEFAULT_ACCOUNT) is not None
         )
 
     netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
@@ -410,20 +417,26 @@ def _admin(kubeconfig: Path) -> tuple[str, str, Path]:
     )
 
 
-def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterable[str]) -> bool:
-    """Whether every Node in ``names`` is Ready and without the not-ready taint."""
+def _get(server: str, token: str, context: ssl.SSLContext, path: str) -> Any:
+    """The object at ``path`` of the API, or None if it cannot be read (yet)."""
     try:
         reply = httpx2.get(
-            f"{server}/api/v1/nodes",
+            f"{server}{path}",
             headers={"Authorization": f"Bearer {token}"},
             verify=context,
             timeout=5.0,
         )
     except httpx2.HTTPError:
+        return None
+    return reply.json() if reply.status_code == 200 else None
+
+
+def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterable[str]) -> bool:
+    """Whether every Node in ``names`` is Ready and without the not-ready taint."""
+    found = _get(server, token, context, "/api/v1/nodes")
+    if found is None:
         return False
-    if reply.status_code != 200:
-        return False
-    nodes = {item["metadata"]["name"]: item for item in reply.json()["items"]}
+    nodes = {item["metadata"]["name"]: item for item in found["items"]}
     for name in names:
         node = nodes.get(name)
         if node is None:

@@ -6,7 +6,7 @@ network, and the Service's EndpointSlices come from kube-controller-manager's En
 controller, as in any cluster. Each pod runs ``busybox httpd`` (the lab image,
 :mod:`porterlb.lab.node.images`) serving one file written at start from the downward API:
 its node's name and a newline, the body :mod:`porterlb.lab.backend` answers, so a client
-sees which node's pod got the request.
+sees which node's pod got the request; :data:`CLIENT_PATH` tells whom the pod saw asking.
 """
 
 from __future__ import annotations
@@ -26,11 +26,18 @@ Policy = Literal["Cluster", "Local"]
 
 APP_LABEL: Final = "app.kubernetes.io/name"
 
+CLIENT_PATH: Final = "/cgi-bin/client"
+"""Answers with the address the request came from (CGI ``REMOTE_ADDR``): the client's own
+with ``externalTrafficPolicy: Local``, a node's when kube-proxy masqueraded it."""
+
 SERVE: Final = (
-    'mkdir -p /tmp/www && echo "$NODE_NAME" > /tmp/www/index.html'
+    'mkdir -p /tmp/www/cgi-bin && echo "$NODE_NAME" > /tmp/www/index.html'
+    r""" && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho "$REMOTE_ADDR"\n'"""
+    f" > /tmp/www{CLIENT_PATH} && chmod +x /tmp/www{CLIENT_PATH}"
     f" && exec /bin/busybox httpd -f -p {cluster.BACKEND_PORT} -h /tmp/www"
 )
-"""The container's shell command: write the page, then serve it in the foreground."""
+"""The container's shell command: write the page and the CGI script, then serve them in the
+foreground."""
 
 READY_TIMEOUT: Final = 120.0
 """Seconds for a Deployment's pods to be scheduled, started and ready: ~3 s each on an idle
