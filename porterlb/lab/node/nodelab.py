@@ -51,6 +51,7 @@ from typing import Any, Final, Literal
 import httpx2
 import yaml
 
+from porterlb import errors
 from porterlb.kube import client as kube_client
 from porterlb.lab import (
     apiproxy,
@@ -124,6 +125,7 @@ def up(
     out, a host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
     """
     layout = plan.build(name, workers, ipv6=False)
+    check_addresses(layout)
     bins = binaries.locate(BINARIES)
     # buildah and debootstrap are both the program and the Debian package.
     extra = porterlb_image.BUILD_TOOLS if porterlb else ()
@@ -333,11 +335,30 @@ def _up(
     return record
 
 
+def service_range() -> ipaddress.IPv4Network:
+    """The (primary) Service ClusterIP range of the lab's API server."""
+    return ipaddress.IPv4Network(controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[0])
+
+
+def check_addresses(layout: plan.Lab) -> None:
+    """Raise InvalidSpec if the lab's LAN or client subnet is inside the Service range: the
+    real kube-proxy rejects traffic to every address there that is no ClusterIP, the API
+    endpoint on the router's LAN address included, so the Nodes would never be Ready (labs
+    of address index 192-255 have their subnets there)."""
+    services = service_range()
+    for endpoint in (layout.router_lan, layout.client):
+        if endpoint.ipv4.network.overlaps(services):
+            raise errors.InvalidSpec(
+                f"lab {layout.name!r}: its subnet {endpoint.ipv4.network} is inside the Service"
+                f" range {services}, where kube-proxy rejects what is no ClusterIP; a real-node"
+                " lab needs another name"
+            )
+
+
 def api_service_ip() -> ipaddress.IPv4Address:
     """The ClusterIP of the ``kubernetes`` Service: kube-apiserver gives it the first address
     of the (primary) Service range, and pods reach the API there."""
-    primary = controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[0]
-    return ipaddress.IPv4Network(primary)[1]
+    return service_range()[1]
 
 
 def api_endpoint_slice(layout: plan.Lab) -> dict[str, Any]:
