@@ -256,7 +256,7 @@ def _up(
     kcm = start(
         "kube-controller-manager",
         controllers.controller_manager_argv(
-            bins / "kube-controller-manager", admin, directory / "controller-manager"
+            bins / "kube-controller-manager", admin, directory / "controller-manager", ca
         ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
