@@ -90,7 +90,7 @@ def main() -> None:
     for line in phases:
         print(f"  {line.split(': ', 1)[1]}")
     print(f"\nidle RSS after {args.idle:.0f} s ({record.plan.name})")
-    print(_lab.table(["role", "pid", "RSS MiB"], [[r, p, round(m, 1)] for r, p, m in rows]))
+    print(_lab.table(["role", "pid", "RSS MiB"], [[r, str(p), round(m, 1)] for r, p, m in rows]))
 
 
 if __name__ == "__main__":

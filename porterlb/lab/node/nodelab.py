@@ -313,8 +313,8 @@ def _up(
     netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
     done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
     if image is not None:
-        imports.wait()
-        done(f"porterlb image imported into {len(runtimes)} containerd")
+        took = imports.wait()
+        done(f"porterlb image imported into {len(runtimes)} containerd ({took:.1f} s from start)")
         release.helm("install", admin, release.values(image))
         done(f"helm install {release.RELEASE}")
         release.wait_ready(admin, len(layout.nodes))

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import os
 import subprocess
+import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -156,6 +157,8 @@ class Imports:
 
     running: tuple[tuple[str, subprocess.Popen[str]], ...]
     """Each command, as one line, and its process."""
+    started: float
+    """``time.monotonic()`` when they started."""
 
     @classmethod
     def start(cls, argvs: Sequence[Sequence[str]]) -> Imports:
@@ -168,12 +171,13 @@ class Imports:
                     ),
                 )
                 for argv in argvs
-            )
+            ),
+            time.monotonic(),
         )
 
-    def wait(self) -> None:
-        """Return once every import is done. Raises LabError with the output of those that
-        failed."""
+    def wait(self) -> float:
+        """Return the seconds from their start until every import was done. Raises LabError
+        with the output of those that failed."""
         failed = []
         for command, process in self.running:
             output, _ = process.communicate()
@@ -181,3 +185,4 @@ class Imports:
                 failed.append(f"{command}: {output.strip()}")
         if failed:
             raise netns.LabError("importing porterlb's image failed: " + "; ".join(failed))
+        return time.monotonic() - self.started

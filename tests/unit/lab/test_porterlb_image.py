@@ -68,7 +68,7 @@ def test_a_cached_archive_is_used_without_a_build(tmp_path):
 
 def test_imports_run_at_once_and_a_failed_one_is_reported_with_its_output():
     ok = porterlb_image.Imports.start([["true"], ["true"]])
-    ok.wait()
+    assert ok.wait() >= 0
     failing = porterlb_image.Imports.start([["true"], ["sh", "-c", "echo no space left; exit 3"]])
     with pytest.raises(netns.LabError, match="sh -c echo no space left; exit 3: no space left"):
         failing.wait()
