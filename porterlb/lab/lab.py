@@ -500,7 +500,7 @@ def await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
             state = "is not ready" if process in pending else "has exited"
             log.warning(
                 "lab %s: %s (pid %d) %s; see %s%s",
-                lab.name, process.role, process.pid, state, process.log, _tail(process.log),
+                lab.name, process.role, process.pid, state, process.log, tail(process.log),
             )  # fmt: skip
 
 
@@ -551,7 +551,7 @@ def _wait(
     def check() -> bool:
         if not procs.alive(process):
             raise netns.LabError(
-                f"lab {lab.name!r}: {process.role} exited before it was ready{_tail(process.log)}"
+                f"lab {lab.name!r}: {process.role} exited before it was ready{tail(process.log)}"
             )
         return ready()
 
@@ -559,11 +559,13 @@ def _wait(
         netns.wait_until(check, timeout=timeout, what=f"{process.role} of lab {lab.name!r}")
     except netns.LabError as error:
         if procs.alive(process):
-            raise netns.LabError(f"{error}{_tail(process.log)}") from error
+            raise netns.LabError(f"{error}{tail(process.log)}") from error
         raise
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20) -> str:
+    """``":\n"`` and the last ``lines`` lines of the log at ``path``, for an error message; ""
+    if it is empty or unreadable."""
     with contextlib.suppress(OSError):
         text = path.read_text(errors="replace").splitlines()[-lines:]
         if text:

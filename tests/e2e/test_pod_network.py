@@ -239,9 +239,14 @@ async def test_cluster_policy_forwards_from_node_a_to_the_pod_on_node_b(record, 
         what=f"LoadBalancer IP {ip} from the client",
     )
     assert body.strip() == w2.name
-    # kube-proxy masquerades external traffic with Cluster policy: the pod sees a node.
+    # kube-proxy masquerades external traffic with Cluster policy: the pod sees an address
+    # of the node that forwarded it, on the interface it left by (the LAN from w1, the pods'
+    # bridge, whose address is its CIDR's first, on w2).
     seen = await peer(record.plan.client.netns, ip)
-    assert seen in {node.ipv4.ip for node in record.plan.nodes}
+    nodes = {node.ipv4.ip for node in record.plan.nodes}
+    bridges = {cidr[1] for cidr in plan.pod_cidrs(record.plan).values()}
+    assert seen in nodes | bridges
+    assert seen != record.plan.client.ipv4.ip
 
 
 async def test_local_policy_serves_only_from_the_node_with_the_pod(record, api):

@@ -102,6 +102,10 @@ NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
 
 DEFAULT_ACCOUNT: Final = "/api/v1/namespaces/default/serviceaccounts/default"
 
+HEALTH_TIMEOUT: Final = 5.0
+"""Seconds for one kube-proxy health request: it answers in milliseconds, but a loaded 2-core
+host can hold a Go process off the CPU for a second and more."""
+
 Report = Callable[[str], None]
 
 Install = Literal["chart"] | None
@@ -287,30 +291,37 @@ def _up(
         kubelets.append(
             start(f"kubelet/{node.name}", [*enter, *kubelet.argv(bins / "kubelet", config)])
         )
-        proxy_node = proxy.Node(
-            name=node.name,
-            directory=directory / "nodes" / node.name / "kube-proxy",
+        proxy_argv = proxy.argv(
+            bins / "kube-proxy",
+            directory / "nodes" / node.name / "kube-proxy",
+            node=node.name,
             kubeconfig=proxy_kubeconfig,
         )
-        proxy.write(proxy_node)
-        proxies.append(
-            start(f"kube-proxy/{node.name}", [*enter, *proxy.argv(bins / "kube-proxy", proxy_node)])
-        )
+        proxies.append(start(f"kube-proxy/{node.name}", [*enter, *proxy_argv]))
     context = controlplane.ssl_context(admin)
+
+    pending: list[str] = []
 
     def ready() -> bool:
         for process in (*kubelets, *proxies, *containerds, kcm, scheduler, api_proxy):
             _check_alive(process)
         names = [node.name for node in layout.nodes]
-        return (
-            _nodes_ready(server, token, context, names)
-            and all(_proxy_healthy(node) for node in layout.nodes)
-            # Pods are admitted only once their ServiceAccount exists (the controller
-            # manager creates it): a pod created right after up must not be refused.
-            and _get(server, token, context, DEFAULT_ACCOUNT) is not None
-        )
+        pending[:] = [] if _nodes_ready(server, token, context, names) else ["Nodes Ready"]
+        for node in layout.nodes:
+            if (problem := _proxy_health(node)) is not None:
+                pending.append(f"kube-proxy/{node.name} healthy ({problem})")
+        # Pods are admitted only once their ServiceAccount exists (the controller manager
+        # creates it): a pod created right after up must not be refused.
+        if _get(server, token, context, DEFAULT_ACCOUNT) is None:
+            pending.append("ServiceAccount default/default")
+        return not pending
 
-    netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
+    try:
+        netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
+    except netns.LabError as error:
+        unhealthy = [p.log for p in proxies if any(w.startswith(p.role) for w in pending)]
+        detail = f"; {unhealthy[0]}{lab.tail(unhealthy[0])}" if unhealthy else ""
+        raise netns.LabError(f"{error}; still waiting for {', '.join(pending)}{detail}") from error
     done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
     if image is not None:
         took = imports.wait()
@@ -395,17 +406,19 @@ async def _prepare(
         await proxy.grant(client, proxy_kubeconfig, server=endpoint, ca=ca)
 
 
-def _proxy_healthy(node: plan.Node) -> bool:
-    """Whether ``node``'s kube-proxy answers 200 on its health port: its rules are synced."""
+def _proxy_health(node: plan.Node) -> str | None:
+    """None once ``node``'s kube-proxy answers 200 on its health port (its rules are synced),
+    else what it answered instead."""
 
-    def get() -> int:
+    def get() -> httpx2.Response:
         url = f"http://{node.ipv4.ip}:{proxy.HEALTH_PORT}/healthz"
-        return httpx2.get(url, timeout=lab.CONNECT_TIMEOUT).status_code
+        return httpx2.get(url, timeout=HEALTH_TIMEOUT)
 
     try:
-        return netns.call_in(node.netns, get) == 200
-    except httpx2.HTTPError:
-        return False
+        reply = netns.call_in(node.netns, get)
+    except httpx2.HTTPError as error:
+        return f"{type(error).__name__}: {error}"
+    return None if reply.status_code == 200 else f"{reply.status_code} {reply.text}"
 
 
 def headline(record: lab.Record, *, elapsed: float) -> str:

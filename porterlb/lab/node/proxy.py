@@ -33,7 +33,6 @@ Credentials: the ServiceAccount ``kube-system/kube-proxy`` bound to the API serv
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,19 +49,6 @@ CLUSTER_ROLE: Final = "system:node-proxier"
 
 HEALTH_PORT: Final = 10256
 """kube-proxy's own ``/healthz`` port (its default): 200 once its rules are synced."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Node:
-    """One worker's kube-proxy: the Node it serves and where its files go."""
-
-    name: str
-    directory: Path
-    kubeconfig: Path
-
-    @property
-    def config(self) -> Path:
-        return self.directory / "kube-proxy.yaml"
 
 
 def access_objects() -> list[dict[str, Any]]:
@@ -101,13 +87,14 @@ def _write_kubeconfig(path: Path, config: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-def configuration(node: Node) -> dict[str, Any]:
-    """``node``'s ``KubeProxyConfiguration`` (see the module docstring for each setting)."""
+def configuration(node: str, kubeconfig: Path) -> dict[str, Any]:
+    """The ``KubeProxyConfiguration`` of ``node``'s kube-proxy, which reaches the API with
+    ``kubeconfig`` (see the module docstring for each setting)."""
     return {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
-        "clientConnection": {"kubeconfig": str(node.kubeconfig)},
-        "hostnameOverride": node.name,
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": node,
         "mode": "nftables",
         "detectLocalMode": "NodeCIDR",
         "nftables": {"masqueradeAll": True},
@@ -125,12 +112,10 @@ def configuration(node: Node) -> dict[str, Any]:
     }
 
 
-def write(node: Node) -> None:
-    """Write ``node``'s configuration file."""
-    node.directory.mkdir(parents=True, exist_ok=True)
-    node.config.write_text(yaml.safe_dump(configuration(node)))
-
-
-def argv(binary: Path, node: Node) -> list[str]:
-    """The command that runs ``node``'s kube-proxy."""
-    return [str(binary), f"--config={node.config}"]
+def argv(binary: Path, directory: Path, *, node: str, kubeconfig: Path) -> list[str]:
+    """Write ``node``'s kube-proxy configuration in ``directory``; return the command that
+    runs it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "kube-proxy.yaml"
+    config.write_text(yaml.safe_dump(configuration(node, kubeconfig)))
+    return [str(binary), f"--config={config}"]

@@ -60,9 +60,11 @@ def test_the_node_is_created_with_its_pod_cidr():
 
 
 def test_kube_proxy_changes_no_conntrack_setting_and_knows_its_node(tmp_path: Path):
-    node = proxy.Node(name="demo-w1", directory=tmp_path, kubeconfig=tmp_path / "kubeconfig")
-    proxy.write(node)
-    config = yaml.safe_load(node.config.read_text())
+    command = proxy.argv(
+        Path("/bin/kube-proxy"), tmp_path, node="demo-w1", kubeconfig=tmp_path / "kubeconfig"
+    )
+    assert command == ["/bin/kube-proxy", f"--config={tmp_path / 'kube-proxy.yaml'}"]
+    config = yaml.safe_load((tmp_path / "kube-proxy.yaml").read_text())
     assert config["hostnameOverride"] == "demo-w1"
     assert config["mode"] == "nftables"
     assert config["detectLocalMode"] == "NodeCIDR"
@@ -70,10 +72,6 @@ def test_kube_proxy_changes_no_conntrack_setting_and_knows_its_node(tmp_path: Pa
     # 0 is "leave it": with kube-proxy's defaults it would resize the host's conntrack table.
     assert set(config["conntrack"].values()) == {0, "0s"}
     assert config["oomScoreAdj"] == 0
-    assert proxy.argv(Path("/bin/kube-proxy"), node) == [
-        "/bin/kube-proxy",
-        f"--config={node.config}",
-    ]
 
 
 def test_kube_proxy_is_bound_to_the_node_proxier_role():
