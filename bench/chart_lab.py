@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 
 from bench import _lab
-from porterlb import errors
-from porterlb.lab import plan
 from porterlb.lab.node import kubelet, nodelab
 
 PROC = Path("/proc")
@@ -58,24 +56,12 @@ def rss_mib(pid: int) -> float:
     raise ValueError(f"pid {pid}: no VmRSS")
 
 
-def _refused(layout: plan.Lab) -> bool:
-    try:
-        nodelab.check_addresses(layout)
-    except errors.InvalidSpec:
-        return True
-    return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=nodelab.WORKERS)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds before measuring RSS")
     args = parser.parse_args()
-    name = next(
-        name
-        for k in itertools.count()
-        if not _refused(plan.build(name := _lab.fresh_name(f"bchart{k}-"), 2, ipv6=False))
-    )
+    name = _lab.fresh_name("bchart", accepts=nodelab.accepts)
     phases: list[str] = []
     started = time.monotonic()
     try:

@@ -25,12 +25,11 @@ import pytest_asyncio
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
-from porterlb import errors
 from porterlb.kube import client as kube_client
-from porterlb.lab import binaries, cluster, faults, lab, plan
+from porterlb.lab import binaries, cluster, faults, lab
 from porterlb.lab.node import mountns, nodelab, porterlb_image, release
 from tests.e2e import marks, reallab
-from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
+from tests.e2e.conftest import IPAddress, SpeakerLab
 from tests.waiting import eventually
 
 
@@ -54,21 +53,10 @@ ROLLOUT = release.READY_TIMEOUT
 WORKERS = 2
 
 
-def real_node_name() -> str:
-    """A fresh lab name whose subnets a real-node lab may use (:func:`nodelab.check_addresses`)."""
-    while True:
-        name = fresh_name()
-        try:
-            nodelab.check_addresses(plan.build(name, WORKERS, ipv6=False))
-        except errors.InvalidSpec:
-            continue
-        return name
-
-
 @pytest.fixture(scope="module")
 def chart_record() -> Iterator[lab.Record]:
     host = mountns.host_values()
-    name = real_node_name()
+    name = reallab.fresh_name()
     try:
         yield nodelab.up(name, workers=WORKERS, porterlb="chart")
     finally:

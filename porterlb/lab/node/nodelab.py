@@ -356,14 +356,26 @@ def check_addresses(layout: plan.Lab) -> None:
     real kube-proxy rejects traffic to every address there that is no ClusterIP, the API
     endpoint on the router's LAN address included, so the Nodes would never be Ready (labs
     of address index 192-255 have their subnets there)."""
-    services = service_range()
+    subnet = _in_service_range(layout)
+    if subnet is not None:
+        raise errors.InvalidSpec(
+            f"lab {layout.name!r}: its subnet {subnet} is inside the Service range"
+            f" {service_range()}, where kube-proxy rejects what is no ClusterIP; a real-node"
+            " lab needs another name"
+        )
+
+
+def accepts(name: str) -> bool:
+    """Whether a real-node lab may be called ``name`` (:func:`check_addresses`): for tests
+    and benchmarks choosing names. Raises InvalidSpec for what is no lab name at all."""
+    return _in_service_range(plan.build(name, WORKERS, ipv6=False)) is None
+
+
+def _in_service_range(layout: plan.Lab) -> ipaddress.IPv4Network | None:
     for endpoint in (layout.router_lan, layout.client):
-        if endpoint.ipv4.network.overlaps(services):
-            raise errors.InvalidSpec(
-                f"lab {layout.name!r}: its subnet {endpoint.ipv4.network} is inside the Service"
-                f" range {services}, where kube-proxy rejects what is no ClusterIP; a real-node"
-                " lab needs another name"
-            )
+        if endpoint.ipv4.network.overlaps(service_range()):
+            return endpoint.ipv4.network
+    return None
 
 
 def api_service_ip() -> ipaddress.IPv4Address:

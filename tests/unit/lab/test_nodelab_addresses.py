@@ -37,3 +37,10 @@ def test_only_the_last_quarter_of_the_address_indexes_is_refused():
         except errors.InvalidSpec:
             refused.add(layout.index)
     assert refused == set(range(192, 256))
+
+
+def test_accepts_tells_the_names_apart_and_refuses_what_is_no_name():
+    assert nodelab.accepts(named(inside=False).name)
+    assert not nodelab.accepts(named(inside=True).name)
+    with pytest.raises(errors.InvalidSpec, match="lab name"):
+        nodelab.accepts("No_Name")
