@@ -46,16 +46,14 @@ def run(main: Callable[[], None]) -> None:
         sys.exit(130)
 
 
-def fresh_name(prefix: str, *, accepts: Callable[[str], bool] = lambda name: True) -> str:
-    """A lab name no running lab uses, whose address index no running lab has, and that
-    ``accepts`` (e.g. :func:`porterlb.lab.node.nodelab.accepts` for a real-node lab)."""
+def fresh_name(prefix: str) -> str:
+    """A lab name no running lab uses and whose address index no running lab has."""
     running = network.running()
     return next(
         name
         for n in itertools.count()
         if (name := f"{prefix}{os.getpid() % 100000}-{n}") not in running
         and not plan.clashes(name, running)
-        and accepts(name)
     )
 
 

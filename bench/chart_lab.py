@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=nodelab.WORKERS)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds before measuring RSS")
     args = parser.parse_args()
-    name = _lab.fresh_name("bchart", accepts=nodelab.accepts)
+    name = _lab.fresh_name("bchart")
     phases: list[str] = []
     started = time.monotonic()
     try:

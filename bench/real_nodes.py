@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    name = _lab.fresh_name("rnb", accepts=nodelab.accepts)
+    name = _lab.fresh_name("rnb")
     ups = []
     try:
         for what in ("cold", "warm"):

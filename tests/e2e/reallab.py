@@ -1,5 +1,5 @@
-"""What the real-node lab's e2e modules share: skip conditions, lab names, pod logs through
-the API, the check that ``lab down`` left nothing."""
+"""What the real-node lab's e2e modules share: skip conditions, pod logs through the API,
+the check that ``lab down`` left nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from lightkube.core.exceptions import ApiError
 from porterlb.lab import binaries, lab, netns, plan
 from porterlb.lab import processes as procs
 from porterlb.lab.node import images, nodelab
-from tests.e2e import conftest
 
 BUILT = all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
 """Whether ``porterlb lab build-control-plane --nodes`` has run (the modules skip otherwise)."""
@@ -21,14 +20,6 @@ SKIP_REASON = (
     "needs `porterlb lab build-control-plane --nodes` and busybox-static"
     " (scripts/dev.sh test installs both)"
 )
-
-
-def fresh_name() -> str:
-    """A fresh lab name (:func:`tests.e2e.conftest.fresh_name`) a real-node lab accepts
-    (:func:`porterlb.lab.node.nodelab.accepts`)."""
-    while not nodelab.accepts(name := conftest.fresh_name()):
-        pass
-    return name
 
 
 def leftovers(name: str) -> list[str]:

@@ -29,7 +29,7 @@ from porterlb.kube import client as kube_client
 from porterlb.lab import binaries, cluster, faults, lab
 from porterlb.lab.node import mountns, nodelab, porterlb_image, release
 from tests.e2e import marks, reallab
-from tests.e2e.conftest import IPAddress, SpeakerLab
+from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 from tests.waiting import eventually
 
 
@@ -56,7 +56,7 @@ WORKERS = 2
 @pytest.fixture(scope="module")
 def chart_record() -> Iterator[lab.Record]:
     host = mountns.host_values()
-    name = reallab.fresh_name()
+    name = fresh_name()
     try:
         yield nodelab.up(name, workers=WORKERS, porterlb="chart")
     finally:

@@ -39,6 +39,7 @@ from porterlb.kube import client as kube_client
 from porterlb.lab import cluster, lab, netns, plan
 from porterlb.lab.node import hosted, images, mountns, nodelab, workloads
 from tests.e2e import marks, reallab
+from tests.e2e.conftest import fresh_name
 from tests.waiting import eventually
 
 pytestmark = [
@@ -112,7 +113,7 @@ exec sleep 3600
 @pytest.fixture(scope="module")
 def record() -> Iterator[lab.Record]:
     before = host_settings()
-    name = reallab.fresh_name()
+    name = fresh_name()
     try:
         yield hosted.start(nodelab.up(name, workers=2))
         assert host_settings() == before

@@ -25,6 +25,7 @@ from lightkube.resources.core_v1 import Node, Pod
 from porterlb.kube import client as kube_client
 from porterlb.lab.node import images, mountns, nodelab
 from tests.e2e import marks, reallab
+from tests.e2e.conftest import fresh_name
 from tests.waiting import eventually
 
 pytestmark = [
@@ -62,7 +63,7 @@ def host_network_pod(node: str) -> dict[str, Any]:
 
 async def test_two_real_nodes_run_a_host_network_pod_and_leave_nothing() -> None:
     host = mountns.host_values()
-    name = reallab.fresh_name()
+    name = fresh_name()
     try:
         # up runs its own event loop for its API calls, so not on this one.
         record = await asyncio.to_thread(nodelab.up, name, workers=2)

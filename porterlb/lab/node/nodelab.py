@@ -51,7 +51,6 @@ from typing import Any, Final, Literal
 import httpx2
 import yaml
 
-from porterlb import errors
 from porterlb.kube import client as kube_client
 from porterlb.lab import (
     apiproxy,
@@ -129,7 +128,6 @@ def up(
     out, a host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
     """
     layout = plan.build(name, workers, ipv6=False)
-    check_addresses(layout)
     bins = binaries.locate(BINARIES)
     # buildah and debootstrap are both the program and the Debian package.
     extra = porterlb_image.BUILD_TOOLS if porterlb else ()
@@ -346,42 +344,11 @@ def _up(
     return record
 
 
-def service_range() -> ipaddress.IPv4Network:
-    """The (primary) Service ClusterIP range of the lab's API server."""
-    return ipaddress.IPv4Network(controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[0])
-
-
-def check_addresses(layout: plan.Lab) -> None:
-    """Raise InvalidSpec if the lab's LAN or client subnet is inside the Service range: the
-    real kube-proxy rejects traffic to every address there that is no ClusterIP, the API
-    endpoint on the router's LAN address included, so the Nodes would never be Ready (labs
-    of address index 192-255 have their subnets there)."""
-    subnet = _in_service_range(layout)
-    if subnet is not None:
-        raise errors.InvalidSpec(
-            f"lab {layout.name!r}: its subnet {subnet} is inside the Service range"
-            f" {service_range()}, where kube-proxy rejects what is no ClusterIP; a real-node"
-            " lab needs another name"
-        )
-
-
-def accepts(name: str) -> bool:
-    """Whether a real-node lab may be called ``name`` (:func:`check_addresses`): for tests
-    and benchmarks choosing names. Raises InvalidSpec for what is no lab name at all."""
-    return _in_service_range(plan.build(name, WORKERS, ipv6=False)) is None
-
-
-def _in_service_range(layout: plan.Lab) -> ipaddress.IPv4Network | None:
-    for endpoint in (layout.router_lan, layout.client):
-        if endpoint.ipv4.network.overlaps(service_range()):
-            return endpoint.ipv4.network
-    return None
-
-
 def api_service_ip() -> ipaddress.IPv4Address:
     """The ClusterIP of the ``kubernetes`` Service: kube-apiserver gives it the first address
     of the (primary) Service range, and pods reach the API there."""
-    return service_range()[1]
+    primary = controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[0]
+    return ipaddress.IPv4Network(primary)[1]
 
 
 def api_endpoint_slice(layout: plan.Lab) -> dict[str, Any]:
