@@ -49,8 +49,10 @@ STOP_GRACE = 10.0
 SERVICE_CLUSTER_IP_RANGE = "198.19.128.0/17,2001:db8:ffff:ffff::/112"
 """ClusterIPs are only numbers in the API here, but they still come from the benchmark and
 documentation ranges; dual-stack so that single-stack IPv6 Services can exist. A /17 holds the
-benchmark's 10,000 Services. Labs with a high index put LANs in this range too: harmless, since
-a ClusterIP is never routed here (no kube-proxy serves ClusterIPs in the lab)."""
+benchmark's 10,000 Services. Labs with a high index put LANs in this range too: harmless where
+no kube-proxy runs (the default lab's stand-in serves no ClusterIP); a lab of real nodes, whose
+kube-proxy drops traffic to the whole range, picks another for them
+(:func:`porterlb.lab.plan.service_block`)."""
 
 LEGACY_CLUSTER_IP_ALLOCATOR = (
     "--emulated-version=1.33",
@@ -114,6 +116,7 @@ class ControlPlane:
         legacy_cluster_ip_allocator: bool = False,
         serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
         kubelet_egress: Path | None = None,
+        service_range: str = SERVICE_CLUSTER_IP_RANGE,
     ) -> None:
         self.directory = directory
         self.binary_dir = binary_dir or binaries.locate()
@@ -121,6 +124,8 @@ class ControlPlane:
         self.legacy_cluster_ip_allocator = legacy_cluster_ip_allocator
         self.serving_ips = tuple(serving_ips)
         """Addresses besides loopback the serving certificate covers (a lab's API path)."""
+        self.service_range = service_range
+        """``--service-cluster-ip-range``: a lab of real nodes picks one its LAN is not in."""
         self.kubelet_egress = kubelet_egress
         """For a lab of real nodes: the unix socket of an HTTP CONNECT proxy to the kubelets
         (:func:`kubelet_flags`). Such a lab runs kube-controller-manager, so pods are admitted
@@ -200,7 +205,7 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             "--endpoint-reconciler-type=none",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--service-cluster-ip-range={self.service_range}",
             "--authorization-mode=RBAC",
             f"--client-ca-file={bundle.ca_cert}",
             f"--token-auth-file={tokens}",

@@ -72,11 +72,11 @@ API_NOTICE = "Client sent an HTTP request to an HTTPS server"
 reached it, without a TLS client (busybox's cannot agree on a cipher with it)."""
 
 
-def prober(node: str, pod_ip: str, node_ips: list[str]) -> dict[str, Any]:
+def prober(lab: plan.Lab, node: str, pod_ip: str, node_ips: list[str]) -> dict[str, Any]:
     """A pod on ``node`` that reaches ``pod_ip``'s backend, pings ``node_ips`` and reaches the
     API server through the ``kubernetes`` Service, retrying each a while, printing what
     answered."""
-    api = nodelab.api_service_ip()
+    api = nodelab.api_service_ip(lab)
     script = f"""
 retry() {{ n=0; until "$@"; do n=$((n+1)); [ $n -ge 100 ] && return 1; sleep 0.2; done; }}
 retry timeout 5 wget -q -O /tmp/body http://{pod_ip}:{cluster.BACKEND_PORT}/ \
@@ -196,7 +196,7 @@ async def test_a_pod_reaches_a_pod_on_another_node_the_node_ips_and_the_api(reco
     assert status is not None and status.podIP is not None
     target = status.podIP
     node_ips = [str(node.ipv4.ip) for node in record.plan.nodes]
-    await api.create(codecs.from_dict(prober(w1.name, target, node_ips)))
+    await api.create(codecs.from_dict(prober(record.plan, w1.name, target, node_ips)))
     output = await eventually(
         lambda: reallab.pod_log(api, "prober", done=DONE),
         within=DEADLINE,

@@ -210,8 +210,9 @@ def _up(
     router = str(layout.router_lan.ipv4.ip)
     egress_socket = directory / "kubelet-egress.sock"
     plane_argv = [*lab.PYTHON, controlplane_main.__name__, str(directory / "control-plane")]
-    plane_argv += ["--serving-ip", router, "--serving-ip", str(api_service_ip())]
+    plane_argv += ["--serving-ip", router, "--serving-ip", str(api_service_ip(layout))]
     plane_argv += ["--kubelet-egress", str(egress_socket)]
+    plane_argv += ["--service-range", service_range(layout)]
     plane = start("control-plane", plane_argv)
     network.up(layout)
     podnet.up(layout)
@@ -344,11 +345,17 @@ def _up(
     return record
 
 
-def api_service_ip() -> ipaddress.IPv4Address:
+def service_range(layout: plan.Lab) -> str:
+    """kube-apiserver's ``--service-cluster-ip-range`` for ``layout``: the usual IPv6 range,
+    and an IPv4 range the lab's LAN is not in (:func:`porterlb.lab.plan.service_block`)."""
+    v6 = controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[1]
+    return f"{plan.service_block(layout)},{v6}"
+
+
+def api_service_ip(layout: plan.Lab) -> ipaddress.IPv4Address:
     """The ClusterIP of the ``kubernetes`` Service: kube-apiserver gives it the first address
     of the (primary) Service range, and pods reach the API there."""
-    primary = controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[0]
-    return ipaddress.IPv4Network(primary)[1]
+    return plan.service_block(layout)[1]
 
 
 def api_endpoint_slice(layout: plan.Lab) -> dict[str, Any]:

@@ -15,8 +15,7 @@ setting is for:
 - ``oomScoreAdj: 0``: the default, -999, needs ``CAP_SYS_RESOURCE``, which root lacks here
   (kube-proxy would only log the refusal; 0 asks for nothing).
 - ``detectLocalMode: NodeCIDR``: traffic from this node's pod CIDR (``Node.spec.podCIDR``,
-  :mod:`porterlb.lab.node.podnet`) is local. The lab has no single cluster CIDR: the pod
-  block (:data:`porterlb.lab.plan.POD_V4_BLOCK`) may hold the lab's own LAN.
+  :mod:`porterlb.lab.node.podnet`) is local; nothing cluster-wide to configure.
 - ``nftables.masqueradeAll``: without ``br_netfilter`` (a module: loading it would change
   every bridge on the machine), a reply from a pod to another pod on the same bridge is
   bridged, never un-DNATed, and a pod reaching a ClusterIP served on its own node would get

@@ -134,7 +134,8 @@ def test_the_api_server_reaches_kubelets_through_the_egress_proxy_by_internal_ip
 
 
 def test_pods_reach_the_api_at_the_first_service_ip_backed_by_the_routers_endpoint():
-    assert str(nodelab.api_service_ip()) == "198.19.128.1"
+    assert str(nodelab.api_service_ip(LAB)) == "198.19.128.1"
+    assert nodelab.service_range(LAB) == "198.19.128.0/17,2001:db8:ffff:ffff::/112"
     ((endpoint,),) = [[e["addresses"][0] for e in nodelab.api_endpoint_slice(LAB)["endpoints"]]]
     assert endpoint == str(LAB.router_lan.ipv4.ip)
 
