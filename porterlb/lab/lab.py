@@ -504,6 +504,12 @@ def await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
             )  # fmt: skip
 
 
+def ready(record: Record, role: str) -> bool:
+    """Whether ``role`` of the lab is ready: a manager serves its metrics, a speaker has
+    answered a manager's heartbeat (so its node is eligible)."""
+    return _ready(record.plan, role, record.metrics[role])
+
+
 def _ready(lab: plan.Lab, role: str, address: str) -> bool:
     if not role.startswith("speaker/"):
         return _serving(address)
