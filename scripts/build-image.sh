@@ -2,6 +2,8 @@
 # Build the porterlb image with buildah, without a Docker daemon or a registry:
 #   scripts/build-image.sh          -> ~/.cache/porterlb/images/porterlb-<version>.oci.tar
 #   scripts/build-image.sh base     only make the base stand-in (below)
+# PORTERLB_IMAGE_TAG names the image another way than the version (the real-node lab tags it
+# with the version and a hash of its sources: porterlb/lab/node/porterlb_image.py).
 # The Dockerfile's base (python:<version>-slim-bookworm) is taken from local storage. When it
 # is missing, a stand-in of the same name is made with debootstrap: Debian bookworm minbase
 # with Debian's own Python 3.11 (3.11.2, in /usr/bin, where the official image has 3.11.x in
@@ -17,8 +19,9 @@ BASE=docker.io/library/python:$BASE_TAG
 CACHE=${PORTERLB_CACHE:-$HOME/.cache/porterlb}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
-IMAGE=localhost/porterlb:$VERSION
-ARCHIVE=$CACHE/images/porterlb-$VERSION.oci.tar
+TAG=${PORTERLB_IMAGE_TAG:-$VERSION}
+IMAGE=localhost/porterlb:$TAG
+ARCHIVE=$CACHE/images/porterlb-$TAG.oci.tar
 
 command -v buildah >/dev/null || { echo "buildah is required: apt-get install buildah" >&2; exit 1; }
 

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 UV_VERSION=0.13.8
 DEBIAN_PACKAGES=(iproute2 nftables iputils-ping curl procps)
-NODE_PACKAGES=(containerd runc containernetworking-plugins busybox-static)
+NODE_PACKAGES=(containerd runc containernetworking-plugins busybox-static buildah debootstrap)
 
 apt_install() {
   local missing=()
@@ -36,9 +36,11 @@ install() {
 }
 
 # The real-node lab (`porterlb lab up --nodes real`): Debian's containerd, runc, CNI plugins and
-# a static busybox, and the kubelet, kube-proxy, kube-controller-manager and kube-scheduler
-# built like kube-apiserver (~21 min cold on 2 loaded cores, cached after). Its e2e test takes
-# 10-20 s, so CI runs it.
+# a static busybox, buildah and debootstrap for porterlb's image (scripts/build-image.sh, run
+# by the lab and cached in ~/.cache/porterlb/images), and the kubelet, kube-proxy,
+# kube-controller-manager and kube-scheduler built like kube-apiserver (~21 min cold on 2
+# loaded cores, cached after). Its e2e tests take a minute or two (the chart's one builds the
+# image first when its sources changed), so CI runs them.
 install_nodes() {
   apt_install "${NODE_PACKAGES[@]}"
   uv run --frozen porterlb lab build-control-plane --nodes >/dev/null

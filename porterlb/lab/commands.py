@@ -48,8 +48,15 @@ def add_parser_to(roles: Any) -> None:
         choices=("process", "real"),
         default="process",
         help="process: porterlb, backends and a kube-proxy stand-in as host processes (default);"
-        " real: containerd, a kubelet and kube-proxy per worker on a routed pod network,"
-        " nothing installed (default 2 workers)",
+        " real: containerd, a kubelet and kube-proxy per worker on a routed pod network"
+        " (default 2 workers)",
+    )
+    up.add_argument(
+        "--porterlb",
+        choices=("chart", "none"),
+        default="chart",
+        help="with --nodes real: chart: porterlb's image built from the Dockerfile (cached) and"
+        " installed by `helm install`, then the Eips (default); none: bare nodes",
     )
     up.set_defaults(run=_run_lab_up)
     down = lab_commands.add_parser("down", help="stop and remove everything of a lab")
@@ -74,7 +81,7 @@ def add_parser_to(roles: Any) -> None:
         "--kind",
         required=True,
         help="crash, speaker-kill, api-partition, heartbeat-partition, ping-loss, pong-loss,"
-        " node-partition, managers-down",
+        " node-partition, managers-down, speaker-pod-delete (a lab installed by the chart)",
     )
     fault.add_argument("--heal", action="store_true", help="undo what the fault applied")
     fault.set_defaults(run=_run_lab_fault)
@@ -189,7 +196,10 @@ def _real_nodes_up(args: argparse.Namespace, started: float) -> str:
         raise errors.InvalidSpec("lab up --nodes real: --ipv6 is not supported yet")
     workers = nodelab.WORKERS if args.workers is None else args.workers
     record = nodelab.up(
-        args.name, workers=workers, report=lambda line: print(line, file=sys.stderr)
+        args.name,
+        workers=workers,
+        porterlb="chart" if args.porterlb == "chart" else None,
+        report=lambda line: print(line, file=sys.stderr, flush=True),
     )
     return nodelab.headline(record, elapsed=time.monotonic() - started)
 
@@ -207,9 +217,12 @@ def _run_lab_down(args: argparse.Namespace) -> int:
 
 def _run_lab_info(args: argparse.Namespace) -> int:
     from porterlb.lab import lab as namespace_lab
+    from porterlb.lab.node import release
 
     try:
         described = namespace_lab.info(args.name)
+        if described is not None and described["release"]:
+            described["pods"] = release.pods(Path(described["kubeconfig"]))
     except _LAB_ERRORS as error:
         print(f"porterlb lab info: {error}", file=sys.stderr)
         return 1

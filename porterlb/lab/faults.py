@@ -21,7 +21,11 @@ The kinds (issue 9 §3), each on one worker unless said otherwise:
 - ``pong-loss``: pings arrive, the speaker's pongs are lost;
 - ``node-partition``: API and heartbeats cut both ways, while the LAN (ARP, the client's
   traffic through the router) stays up: the node is cut off from the control plane only;
-- ``managers-down``: every manager replica SIGKILLed (no worker).
+- ``managers-down``: every manager replica SIGKILLed (no worker);
+- ``speaker-pod-delete``: in a lab where the chart installed porterlb, the worker's speaker
+  pod deleted through the API, as ``kubectl delete pod`` does (SIGTERM, then its
+  DaemonSet makes another); healing waits until the deleted pod is gone and the new one is
+  Ready.
 
 Every drop is silent for the sender, as a loss on the wire is: a packet is dropped where it
 *arrives* (the API server's replies and the pings at the worker's input hook, the pongs at the
@@ -50,6 +54,7 @@ from typing import Any, Final, Literal, get_args
 from porterlb import errors
 from porterlb.lab import apiproxy, lab, netns, plan
 from porterlb.lab import processes as procs
+from porterlb.lab.node import release
 from porterlb.liveness import udp
 
 Kind = Literal[
@@ -61,6 +66,7 @@ Kind = Literal[
     "pong-loss",
     "node-partition",
     "managers-down",
+    "speaker-pod-delete",
 ]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 
@@ -108,6 +114,8 @@ class Plan:
     """Roles SIGKILLed (``speaker/NODE``, ``manager/N``), restarted by the heal."""
     cables: tuple[str, ...] = ()
     """LAN bridge ports taken down, in the lab's LAN namespace."""
+    pods: tuple[str, ...] = ()
+    """Nodes whose speaker pod is deleted; their DaemonSet replaces it, the heal waits."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +124,7 @@ class Plan:
             "tables": [dataclasses.asdict(table) for table in self.tables],
             "kill": list(self.kill),
             "cables": list(self.cables),
+            "pods": list(self.pods),
         }
 
     @classmethod
@@ -126,6 +135,7 @@ class Plan:
             tables=tuple(Table(**table) for table in data["tables"]),
             kill=tuple(data["kill"]),
             cables=tuple(data["cables"]),
+            pods=tuple(data.get("pods", ())),
         )
 
 
@@ -156,6 +166,8 @@ def build(
         return Plan(kind="crash", node=node, kill=(speaker,), cables=(layout.bridge_port(worker),))
     if kind == "speaker-kill":
         return Plan(kind="speaker-kill", node=node, kill=(speaker,))
+    if kind == "speaker-pod-delete":
+        return Plan(kind="speaker-pod-delete", node=node, pods=(worker.name,))
     cuts = _CUTS[kind]  # every other kind is a partition
     table = TABLE_PREFIX + kind.replace("-", "_")
     tables = []
@@ -239,6 +251,8 @@ def inject(record: lab.Record, fault: Plan) -> None:
         netns.run(record.plan.lan_netns, ["ip", "link", "set", port, "down"])
     for table in fault.tables:
         netns.run(table.netns, ["nft", "-f", "-"], input=table.ruleset)
+    for node in fault.pods:
+        release.delete_speaker_pod(record.kubeconfig, node)
 
 
 def heal(record: lab.Record, fault: Plan) -> lab.Record:
@@ -256,6 +270,8 @@ def heal(record: lab.Record, fault: Plan) -> lab.Record:
             what=f"{role} of lab {record.plan.name} to exit",
         )
         record = lab.restart(record, role)
+    for node in fault.pods:
+        release.wait_speaker(record.kubeconfig, node)
     return record
 
 

@@ -127,6 +127,8 @@ class Record:
     processes: tuple[procs.Process, ...]
     metrics: Mapping[str, str]
     """Role (``manager/N``, ``speaker/NODE``) -> ``HOST:PORT`` of its Prometheus metrics."""
+    release: str | None = None
+    """The Helm release porterlb runs as, when its chart installed it (a real-node lab)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -149,6 +151,7 @@ class Record:
             "ipv6": self.plan.ipv6,
             "metrics": dict(self.metrics),
             "processes": [process.to_dict() for process in self.processes],
+            **({"release": self.release} if self.release else {}),
         }
 
     @classmethod
@@ -158,6 +161,7 @@ class Record:
             directory=directory,
             processes=tuple(procs.Process.from_dict(entry) for entry in data["processes"]),
             metrics={str(role): str(address) for role, address in data["metrics"].items()},
+            release=data.get("release"),
         )
 
 
@@ -274,6 +278,7 @@ def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[
             {"role": p.role, "pid": p.pid, "alive": alive(p), "log": str(p.log)}
             for p in record.processes
         ],
+        "release": record.release,
     }
 
 
@@ -300,6 +305,11 @@ def summary(described: Mapping[str, Any]) -> str:
         f"  node {node['name']}: netns {node['netns']} {node['interface']} {node['mac']} "
         f"{' '.join(filter(None, (node['ipv4'], node['ipv6'])))}"
         for node in described["nodes"]
+    ]
+    lines += [
+        f"  pod {pod['name']} ({pod['role']}) on {pod['node']}: "
+        f"{'Ready' if pod['ready'] else pod['phase']}, {pod['restarts']} restarts"
+        for pod in described.get("pods", [])
     ]
     dead = [p["role"] for p in described["processes"] if not p["alive"]]
     if dead:

@@ -11,6 +11,11 @@ namespace, like kube-apiserver, with the lab admin's kubeconfig (on loopback).
 - The controller manager allocates no pod CIDRs (the lab sets each Node's from its plan
   before the kubelet registers, :mod:`porterlb.lab.node.podnet` says why) and signs no
   service-account tokens (pods get theirs by TokenRequest).
+- ``--root-ca-file``: the CA it publishes in every namespace's ``kube-root-ca.crt``
+  ConfigMap, the ``ca.crt`` of every pod's token volume, with which in-cluster clients
+  verify the API server. Without it the controller manager publishes the CA data of its
+  kubeconfig, which names a file, so the ConfigMap is empty and porterlb's pods fail with
+  ``NO_CERTIFICATE_OR_CRL_FOUND``.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path) -> list[str]:
-    """The command that runs the lab's kube-controller-manager; it writes only in ``directory``
-    (its FlexVolume plugin directory would otherwise be created under ``/usr/libexec``)."""
+def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path, ca: Path) -> list[str]:
+    """The command that runs the lab's kube-controller-manager, publishing ``ca``; it writes
+    only in ``directory`` (its FlexVolume plugin directory would otherwise be created under
+    ``/usr/libexec``)."""
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",
         f"--flex-volume-plugin-dir={directory / 'volume-plugins'}",
+        f"--root-ca-file={ca}",
         "--leader-elect=false",
         "--secure-port=0",
         "--allocate-node-cidrs=false",

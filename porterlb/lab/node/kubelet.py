@@ -70,6 +70,21 @@ def create_cgroup_root(root: str, cgroup_fs: Path = CGROUP_FS) -> None:
                 (path / name).write_text((hierarchy / name).read_text())
 
 
+CPU_SHARES: Final = 10240
+"""``cpu.shares`` of each node's cgroup root (the default is 1024): the weight of a task at
+``nice -10`` (9548, ``sched_prio_to_weight``), rounded up. The lab runs porterlb's own
+processes at that niceness (:data:`porterlb.lab.lab.NICE`) because a lab packs a cluster's
+nodes onto a few shared cores, where a speaker starved for 300 ms misses three heartbeats;
+pods cannot be niced, so their node's cgroup gets the same weight against the machine's
+other tasks, as a real node's own cores would give it."""
+
+
+def weigh_cgroup_root(root: str, cgroup_fs: Path = CGROUP_FS) -> None:
+    """Give ``root`` :data:`CPU_SHARES` in the ``cpu`` hierarchy (created by
+    :func:`create_cgroup_root`)."""
+    (cgroup_fs / "cpu" / root.lstrip("/") / "cpu.shares").write_text(f"{CPU_SHARES}\n")
+
+
 def remove_cgroup_root(root: str, cgroup_fs: Path = CGROUP_FS) -> None:
     """Kill every process left in ``root`` (pods' containers outlive their shims) in every
     hierarchy, then remove its cgroups, deepest first; no-op where it is absent.

@@ -17,18 +17,22 @@ chart installs porterlb here). :func:`up` builds, in order:
    endpoint on the LAN, for pods) and kube-proxy's credentials; then one kubelet per
    worker, each with a cgroup root of its own, and one real kube-proxy per worker
    (:mod:`.proxy`), both in the worker's netns and the lab's mount namespace;
-5. it returns once every Node is Ready without the not-ready taint, every kube-proxy
-   reports healthy and the ``default`` ServiceAccount exists (pods are admitted with their
-   ServiceAccount's token), and checks that the host's kernel tunables are what they were before
-   it began.
+5. once every Node is Ready without the not-ready taint, every kube-proxy reports healthy
+   and the ``default`` ServiceAccount exists (pods are admitted with their ServiceAccount's
+   token), with ``porterlb="chart"``: porterlb installed by its own chart (:mod:`.release`;
+   ``helm install``, every pod Ready) from the image built from the Dockerfile
+   (:mod:`.porterlb_image`, built before anything else starts and imported into each
+   containerd beside the lab image), then the lab's Eips;
+6. it checks that the host's kernel tunables are what they were before it began.
 
-No porterlb process, backend, Eip or Service is created: what runs on the nodes is for the
-caller (:mod:`.workloads`, :mod:`.hosted`, the chart). Everything is a marked lab process
-(:mod:`porterlb.lab.processes`), so :func:`down` finds it all without a record: it stops the
-processes, kills whatever the pods left in the kubelets' cgroup roots and removes those, then
-removes the network (with the pods' bridges, veths and kube-proxy's nftables tables, which
-live in the workers' namespaces) and the state directory (with host-local's leases). The
-mount namespace, with every overlay and pod volume mounted in it, ends with its last process.
+Without ``porterlb``, no porterlb process, backend, Eip or Service is created: what runs on
+the nodes is for the caller (:mod:`.workloads`, :mod:`.hosted`). Everything is a marked lab
+process (:mod:`porterlb.lab.processes`), so :func:`down` finds it all without a record: it
+stops the processes, kills whatever the pods left in the kubelets' cgroup roots and removes
+those, then removes the network (with the pods' bridges, veths and kube-proxy's nftables
+tables, which live in the workers' namespaces) and the state directory (with host-local's
+leases, and each containerd's root with the images imported into it). The mount namespace,
+with every overlay and pod volume mounted in it, ends with its last process.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import httpx2
 import yaml
@@ -51,6 +55,7 @@ from porterlb.kube import client as kube_client
 from porterlb.lab import (
     apiproxy,
     binaries,
+    cluster,
     controlplane,
     controlplane_main,
     credentials,
@@ -60,7 +65,18 @@ from porterlb.lab import (
     plan,
 )
 from porterlb.lab import processes as procs
-from porterlb.lab.node import controllers, egress, images, kubelet, mountns, podnet, proxy, runtime
+from porterlb.lab.node import (
+    controllers,
+    egress,
+    images,
+    kubelet,
+    mountns,
+    podnet,
+    porterlb_image,
+    proxy,
+    release,
+    runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,29 +107,49 @@ host can hold a Go process off the CPU for a second and more."""
 
 Report = Callable[[str], None]
 
+Install = Literal["chart"] | None
+"""How porterlb gets onto the nodes: by its chart, or not at all."""
+
 
 def up(
-    name: str, *, workers: int = WORKERS, root: Path = lab.STATE_ROOT, report: Report = log.info
+    name: str,
+    *,
+    workers: int = WORKERS,
+    porterlb: Install = None,
+    root: Path = lab.STATE_ROOT,
+    report: Report = log.info,
 ) -> lab.Record:
     """Bring lab ``name`` up with real nodes, replacing an earlier one; return its record.
 
-    Call it from synchronous code (it runs its own event loop for the API calls).
-    ``report`` gets one line per phase with its time. Raises InvalidSpec for a bad name or
-    count, BinariesMissing, LabError (a missing program, a step that failed or timed out, a
-    host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
+    ``porterlb="chart"`` installs porterlb with its chart, building its image first if the
+    cache lacks it. Call it from synchronous code (it runs its own event loop for the API
+    calls). ``report`` gets one line per phase with its time. Raises InvalidSpec for a bad
+    name or count, BinariesMissing, LabError (a missing program, a step that failed or timed
+    out, a host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
     """
     layout = plan.build(name, workers, ipv6=False)
     bins = binaries.locate(BINARIES)
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    # buildah and debootstrap are both the program and the Debian package.
+    extra = porterlb_image.BUILD_TOOLS if porterlb else ()
+    missing = [tool for tool in (*TOOLS, *extra) if shutil.which(tool) is None]
     if missing or not images.BUSYBOX.is_file():
         raise netns.LabError(
             f"lab {name!r}: {', '.join(missing) or images.BUSYBOX} missing: install Debian's "
-            f"{' '.join(runtime.PACKAGES)} (scripts/dev.sh test installs them)"
+            f"{' '.join((*runtime.PACKAGES, *extra))} (scripts/dev.sh test installs them)"
+        )
+    image = None
+    if porterlb == "chart":
+        binaries.helm()
+        started = time.monotonic()
+        image, built = porterlb_image.ensure(report=report)
+        state = "built" if built else "cached"
+        report(
+            f"lab {name}: porterlb image {image.tag} {state} in {time.monotonic() - started:.1f} s"
         )
     host = mountns.host_values()
     down(name, root=root)
     try:
-        record = _up(layout, root / name, bins, report)
+        record = _up(layout, root / name, bins, image, report)
         mountns.check_host(host)
         return record
     except BaseException:
@@ -151,7 +187,13 @@ def cgroup_roots(name: str, cgroup_fs: Path = kubelet.CGROUP_FS) -> list[str]:
     )
 
 
-def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Record:
+def _up(
+    layout: plan.Lab,
+    directory: Path,
+    bins: Path,
+    image: porterlb_image.Image | None,
+    report: Report,
+) -> lab.Record:
     phase = [time.monotonic()]
 
     def done(what: str) -> None:
@@ -195,6 +237,10 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
         _wait(process, paths.socket.exists, START_TIMEOUT)
         netns.run(None, runtime.import_argv(paths, archive))
     done(f"{len(containerds)} containerd, image imported")
+    if image is not None:
+        imports = porterlb_image.Imports.start(
+            [runtime.import_argv(paths, image.archive) for paths in runtimes.values()]
+        )
 
     _wait_logged(plane, controlplane_main.READY, lab.CONTROL_PLANE_TIMEOUT)
     admin = lab.kubeconfig_of(directory)
@@ -213,7 +259,7 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     kcm = start(
         "kube-controller-manager",
         controllers.controller_manager_argv(
-            bins / "kube-controller-manager", admin, directory / "controller-manager"
+            bins / "kube-controller-manager", admin, directory / "controller-manager", ca
         ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
@@ -228,6 +274,7 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     for node in layout.nodes:
         cgroup = kubelet.cgroup_root(node.name)
         kubelet.create_cgroup_root(cgroup)
+        kubelet.weigh_cgroup_root(cgroup)
         config = kubelet.Node(
             name=node.name,
             ip=str(node.ipv4.ip),
@@ -275,6 +322,15 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
         detail = f"; {unhealthy[0]}{lab.tail(unhealthy[0])}" if unhealthy else ""
         raise netns.LabError(f"{error}; still waiting for {', '.join(pending)}{detail}") from error
     done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
+    if image is not None:
+        took = imports.wait()
+        done(f"porterlb image imported into {len(runtimes)} containerd ({took:.1f} s from start)")
+        release.helm("install", admin, release.values(image))
+        done(f"helm install {release.RELEASE}")
+        release.wait_ready(admin, len(layout.nodes))
+        done("porterlb's pods Ready")
+        asyncio.run(_create_eips(admin, layout))
+        done("Eips created")
     record = lab.Record(
         plan=layout,
         directory=directory,
@@ -283,6 +339,7 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
             *kubelets, *proxies,
         ),
         metrics={},
+        release=release.RELEASE if image is not None else None,
     )  # fmt: skip
     lab.save(record)
     return record
@@ -353,10 +410,20 @@ def _proxy_health(node: plan.Node) -> str | None:
 def headline(record: lab.Record, *, elapsed: float) -> str:
     """The one line ``lab up --nodes real`` prints when the lab is ready."""
     nodes = ", ".join(f"{node.name} {node.ipv4.ip}" for node in record.plan.nodes)
+    installed = ""
+    if record.release:
+        pools = ", ".join(f"{pool['metadata']['name']} {pool['spec']['address']}"
+                          for pool in cluster.eips(record.plan))  # fmt: skip
+        installed = f"porterlb by chart (release {record.release}), Eip {pools}, "
     return (
-        f"lab {record.plan.name} ready in {elapsed:.1f} s: real nodes {nodes}, "
+        f"lab {record.plan.name} ready in {elapsed:.1f} s: real nodes {nodes}, {installed}"
         f"kubeconfig {record.kubeconfig}"
     )
+
+
+async def _create_eips(kubeconfig: Path, layout: plan.Lab) -> None:
+    async with kube_client.connect(kubeconfig) as client:
+        await cluster.create_eips(client, layout)
 
 
 def _admin(kubeconfig: Path) -> tuple[str, str, Path]:

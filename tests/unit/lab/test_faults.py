@@ -127,3 +127,15 @@ def test_a_bad_fault_is_refused_naming_what_is_wrong(kind, node, message):
 def test_a_plan_survives_the_applied_faults_file(kind):
     fault = build(kind, None if kind == "managers-down" else "demo-w3")
     assert faults.Plan.from_json(fault.to_json()) == fault
+
+
+def test_a_speaker_pod_delete_deletes_the_pod_and_nothing_else():
+    assert build("speaker-pod-delete") == faults.Plan(
+        kind="speaker-pod-delete", node="demo-w2", pods=("demo-w2",)
+    )
+
+
+def test_a_plan_recorded_before_pod_faults_existed_still_reads():
+    data = build("speaker-kill").to_json()
+    del data["pods"]
+    assert faults.Plan.from_json(data) == build("speaker-kill")

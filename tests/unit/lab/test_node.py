@@ -106,6 +106,14 @@ def test_cgroup_roots_are_made_in_every_hierarchy_and_removed_deepest_first(
     assert nodelab.cgroup_roots("lab", tmp_path) == ["/porterlb-lab-w10"]
 
 
+def test_a_nodes_pods_weigh_as_much_as_a_niced_lab_process(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    kubelet.create_cgroup_root("/porterlb-lab-w1", tmp_path)
+    kubelet.weigh_cgroup_root("/porterlb-lab-w1", tmp_path)
+    shares = (tmp_path / "cpu" / "porterlb-lab-w1" / "cpu.shares").read_text()
+    assert int(shares) == kubelet.CPU_SHARES >= 9548  # sched_prio_to_weight[nice -10]
+
+
 def test_the_holder_covers_every_tunable_the_kubelet_writes_with_the_hosts_value(
     tmp_path: Path,
 ) -> None:
