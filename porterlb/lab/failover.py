@@ -60,6 +60,7 @@ from porterlb.lab import (
     cluster,
     controlplane,
     controlplane_main,
+    cpu,
     credentials,
     faults,
     lab,
@@ -325,7 +326,7 @@ async def _measure(
                 f"  {scenario} run {number}/{runs}: {figures.outage.interruption * 1000:.0f} ms,"
                 f" {figures.outage.failed} failed requests, {run.before} -> {run.after},"
                 f" {len(run.ips)} IPs, first IP {_ms(figures.first_ip)},"
-                f" last IP {_ms(figures.last_ip)}, writes {figures.writes},"
+                f" last IP {_ms(figures.last_ip)}, writes {figures.writes}, CPU s {run.cpu},"
                 f" two answers {figures.two_answer * 1000:.0f} ms,"
                 f" blackout {figures.blackout * 1000:.0f} ms"
             )
@@ -383,6 +384,8 @@ class Run:
     fault: Fault
     ips: tuple[str, ...] = ()
     """The IPs the announcing node held before the fault (sampled)."""
+    cpu: dict[str, float] | None = None
+    """CPU seconds by part of the lab from the fault to the repair (moving scenarios)."""
     """Repaired already when :meth:`FaultLab.run` was asked to (``repair=True``): not to be
     repaired again then."""
 
@@ -424,6 +427,7 @@ class FaultLab:
                 diagnosis = await self._diagnosis(service, ip)
                 raise netns.LabError(f"{error}; answers: {dict(seen)}; {diagnosis}") from None
             written = await asyncio.to_thread(_api_writes, self.record.kubeconfig)
+            spent = cpu.spent(self.record.processes)
             at = time.monotonic()
             fault = await self.inject(scenario, victim)
             if scenario in MOVING:
@@ -437,8 +441,9 @@ class FaultLab:
             else:
                 await fault.recovered()
             await asyncio.sleep(HOLD)  # the fault's duration: part of the scenario
-            writes = None
+            writes = used = None
             if scenario in MOVING:
+                used = cpu.difference(spent, cpu.spent(self.record.processes))
                 now = await asyncio.to_thread(_api_writes, self.record.kubeconfig)
                 writes = _difference(written, now)
             if repair:
@@ -457,7 +462,7 @@ class FaultLab:
             period=period,
         )
         found = dataclasses.replace(found, writes=writes)
-        return Run(scenario, found, victim, after, fault, tuple(ips))
+        return Run(scenario, found, victim, after, fault, tuple(ips), used)
 
     async def inject(self, scenario: str, victim: str) -> Fault:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""

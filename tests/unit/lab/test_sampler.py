@@ -118,14 +118,16 @@ def test_an_answer_to_a_request_names_the_slot_asked_from_the_ip_and_the_mac(tar
     request = sampler._request(PROBER, SOURCES, SOURCES6, 1, target)
     asked = ethernet.decode(request)
     if target.version == 4:
-        packet = arp.decode(asked.payload)
-        assert (asked.dst, packet.sender_ip) == (ethernet.BROADCAST, SOURCES[1])
-        answer = arp.reply(packet, SPEAKER)
+        request_v4 = arp.decode(asked.payload)
+        assert (asked.dst, request_v4.sender_ip) == (ethernet.BROADCAST, SOURCES[1])
+        answer = arp.reply(request_v4, SPEAKER)
     else:
-        packet = ndp.decode(asked.payload)
+        request_v6 = ndp.decode(asked.payload)
         assert asked.dst == ethernet.ipv6_multicast(ndp.solicited_node(target))
-        assert packet.message == ndp.NeighborSolicitation(target, PROBER)
-        answer = ndp.advertisement(SPEAKER, target, dst=packet.src, dst_mac=PROBER, solicited=True)
+        assert request_v6.message == ndp.NeighborSolicitation(target, PROBER)
+        answer = ndp.advertisement(
+            SPEAKER, target, dst=request_v6.src, dst_mac=PROBER, solicited=True
+        )
     slot = SOURCES6[1] if target.version == 6 else SOURCES[1]
     assert sampler._reply(answer, PROBER) == (slot, target, str(SPEAKER))
 
