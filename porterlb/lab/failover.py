@@ -326,7 +326,8 @@ async def _measure(
                 f"  {scenario} run {number}/{runs}: {figures.outage.interruption * 1000:.0f} ms,"
                 f" {figures.outage.failed} failed requests, {run.before} -> {run.after},"
                 f" {len(run.ips)} IPs, first IP {_ms(figures.first_ip)},"
-                f" last IP {_ms(figures.last_ip)}, writes {figures.writes}, CPU s {run.cpu},"
+                f" last IP {_ms(figures.last_ip)}, writes {figures.writes}, CPU s {run.cpu}"
+                f" (as long before the fault: {run.cpu_before}),"
                 f" two answers {figures.two_answer * 1000:.0f} ms,"
                 f" blackout {figures.blackout * 1000:.0f} ms"
             )
@@ -386,6 +387,9 @@ class Run:
     """The IPs the announcing node held before the fault (sampled)."""
     cpu: dict[str, float] | None = None
     """CPU seconds by part of the lab from the fault to the repair (moving scenarios)."""
+    cpu_before: dict[str, float] | None = None
+    """The same over as long a time before the fault (traffic and sampler running): what the
+    lab spends anyway."""
     """Repaired already when :meth:`FaultLab.run` was asked to (``repair=True``): not to be
     repaired again then."""
 
@@ -416,7 +420,7 @@ class FaultLab:
             traffic.Traffic(layout.client.netns, ip, cluster.SERVICE_PORT) as flow,
             sampler.Sampler(layout, ips, period=period) as sampled,
         ):
-            start = time.monotonic()
+            start, spent_before = time.monotonic(), cpu.spent(self.record.processes)
             try:
                 await self._until(
                     lambda: flow.answered_by(start).count(victim) >= WARM_UP,
@@ -441,9 +445,13 @@ class FaultLab:
             else:
                 await fault.recovered()
             await asyncio.sleep(HOLD)  # the fault's duration: part of the scenario
-            writes = used = None
+            writes = used = before = None
             if scenario in MOVING:
                 used = cpu.difference(spent, cpu.spent(self.record.processes))
+                scale = (time.monotonic() - at) / max(at - start, 1e-3)
+                before = {
+                    k: round(v * scale, 3) for k, v in cpu.difference(spent_before, spent).items()
+                }
                 now = await asyncio.to_thread(_api_writes, self.record.kubeconfig)
                 writes = _difference(written, now)
             if repair:
@@ -462,7 +470,7 @@ class FaultLab:
             period=period,
         )
         found = dataclasses.replace(found, writes=writes)
-        return Run(scenario, found, victim, after, fault, tuple(ips), used)
+        return Run(scenario, found, victim, after, fault, tuple(ips), used, before)
 
     async def inject(self, scenario: str, victim: str) -> Fault:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""
