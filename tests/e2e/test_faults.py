@@ -272,11 +272,12 @@ def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(speaker_lab):
     assert "not applied" in twice.stderr
 
 
-async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(speaker_lab):
-    async with speaker_lab.service("sampled", "ipv4", speaker_lab.pool_ip("ipv4", 20)) as ip:
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"], ids=["arp", "ndp"])
+async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(speaker_lab, family):
+    async with speaker_lab.service("sampled", family, speaker_lab.pool_ip(family, 20)) as ip:
         node = await speaker_lab.announcer("sampled")
         await speaker_lab.announced(node, ip)
-        free = str(speaker_lab.pool_ip("ipv4", 21))
+        free = str(speaker_lab.pool_ip(family, 21))
         with sampler.Sampler(speaker_lab.plan, [str(ip), free]) as sampled:
 
             async def enough() -> bool:
