@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from porterlb.api import address
-from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.api.keys import PoolName, ServiceKey, Slot
 from porterlb.ipam import allocator, pool
 
 ROWS = (
@@ -50,7 +50,8 @@ def run(cidr: str, order: str, ops: int) -> Result:
     name = PoolName("bench")
     state = allocator.Allocator()
     state.set_pools([pool.Pool(name, address.parse(cidr))])
-    keys = [ServiceKey(f"bench/svc-{i}") for i in range(ops)]
+    family = address.parse(cidr).family
+    keys = [Slot(ServiceKey(f"bench/svc-{i}"), family) for i in range(ops)]
     releases = list(keys)
     if order == "shuffled":
         random.Random(SEED).shuffle(releases)

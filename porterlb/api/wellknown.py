@@ -21,6 +21,9 @@ PROTOCOL: Final = (
 )
 POOL: Final = ("eip.openelb.kubesphere.io/v1alpha2", "eip.porter.kubesphere.io/v1alpha2")
 REQUESTED_IP: Final = "eip.openelb.kubesphere.io/v1alpha1"
+REQUESTED_IPS: Final = "porterlb.io/load-balancer-ips"
+"""The IPs a Service asks for, one per family, comma-separated (MetalLB's
+``loadBalancerIPs``); when set, it wins over :data:`REQUESTED_IP` and ``spec.loadBalancerIP``."""
 DEFAULT_POOL: Final = "eip.openelb.kubesphere.io/is-default-eip"
 
 SHARING_KEY: Final = "porterlb.io/sharing-key"
@@ -38,7 +41,12 @@ SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
 """The label the EndpointSlice controller puts on each EndpointSlice, naming its Service."""
 
 POOL_LABEL: Final = "eip.openelb.kubesphere.io/v1alpha2"
-"""Label written on an allocated Service naming its pool, as OpenELB writes it."""
+"""Label written on an allocated Service naming its pool (its first IP's), as OpenELB does."""
+
+POOLS: Final = "porterlb.io/pools"
+"""Annotation the manager writes on a Service holding IPs of more than one pool (dual-stack):
+the pool of each ``status.loadBalancer.ingress`` IP, in order, comma-separated (a label value
+cannot hold a list). Absent, every IP is of the pool the label names."""
 
 SERVICE_FINALIZER: Final = "finalizer.lb.kubesphere.io/v1alpha1"
 EIP_FINALIZER: Final = "finalizer.ipam.kubesphere.io/v1alpha1"

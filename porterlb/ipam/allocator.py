@@ -1,6 +1,7 @@
 """The allocator: which Service holds which address of which pool.
 
-Synchronous state over plain data (STYLE.md 5): pools and ``ns/name`` keys in, an
+Synchronous state over plain data (STYLE.md 5): pools and slots (a Service and one IP family:
+a dual-stack Service holds two) in, an
 :class:`Allocation` or an :class:`~porterlb.errors.AllocationError` out; no I/O, no clock, no
 logging. A call that raises has changed nothing: every check runs before the first write.
 On startup the manager replays the recorded assignments (``Request.ip`` set) before it
@@ -48,7 +49,7 @@ from sortedcontainers import SortedList
 
 from porterlb import errors
 from porterlb.api import address
-from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.api.keys import PoolName, Slot
 from porterlb.ipam import pool
 
 Port: TypeAlias = tuple[str, int]
@@ -104,7 +105,7 @@ class PoolDiff:
     """
 
     rejected: Mapping[PoolName, str] = field(default_factory=dict)
-    orphaned: Mapping[ServiceKey, Allocation] = field(default_factory=dict)
+    orphaned: Mapping[Slot, Allocation] = field(default_factory=dict)
 
 
 class IPOutsidePool(errors.AllocationError):
@@ -138,7 +139,7 @@ class _PoolState:
 
     def __init__(self, spec: pool.Pool) -> None:
         self.used = pool.UsedAddresses()
-        self.holders: dict[int, tuple[ServiceKey, ...]] = {}
+        self.holders: dict[int, tuple[Slot, ...]] = {}
         self.by_sharing: dict[str, set[int]] = {}
         self.services = 0
         self.make: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address] = (
@@ -158,7 +159,7 @@ class Allocator:
     def __init__(self) -> None:
         self._states: dict[PoolName, _PoolState] = {}
         self._rejected: dict[PoolName, str] = {}
-        self._held: dict[ServiceKey, Allocation] = {}
+        self._held: dict[Slot, Allocation] = {}
 
     def set_pools(self, pools: Sequence[pool.Pool]) -> PoolDiff:
         """Replace the pools, given oldest first; see :class:`PoolDiff` for the outcome.
@@ -196,7 +197,7 @@ class Allocator:
         self._states, self._rejected = states, rejected
         return PoolDiff(rejected=rejected, orphaned=orphaned)
 
-    def assign(self, key: ServiceKey, request: Request) -> Allocation:
+    def assign(self, key: Slot, request: Request) -> Allocation:
         """Give `key` an address satisfying `request`, keeping the one it has if it does.
 
         Raises PoolMissing, FamilyMismatch, PoolDisabled, IPOutsidePool, IPInUse or PoolFull
@@ -228,7 +229,7 @@ class Allocator:
             self._drop(key, held)
         return self._take(key, state, n, request.sharing)
 
-    def release(self, key: ServiceKey) -> address.IPAddress | None:
+    def release(self, key: Slot) -> address.IPAddress | None:
         """Free the address `key` holds and return it; None if it held none."""
         held = self._held.get(key)
         if held is None:
@@ -236,15 +237,15 @@ class Allocator:
         self._drop(key, held)
         return held.ip
 
-    def holding(self, key: ServiceKey) -> Allocation | None:
+    def holding(self, key: Slot) -> Allocation | None:
         """The allocation `key` holds, if any."""
         return self._held.get(key)
 
-    def allocations(self) -> Mapping[ServiceKey, Allocation]:
+    def allocations(self) -> Mapping[Slot, Allocation]:
         """Every allocation, as a read-only live view."""
         return types.MappingProxyType(self._held)
 
-    def owner(self, ip: address.IPAddress) -> frozenset[ServiceKey]:
+    def owner(self, ip: address.IPAddress) -> frozenset[Slot]:
         """The keys holding `ip`: empty when it is free or in no pool."""
         n = int(ip)
         for state in self._states.values():
@@ -252,12 +253,17 @@ class Allocator:
                 return frozenset(state.holders.get(n, ()))
         return frozenset()
 
+    def family(self, name: PoolName) -> address.Family | None:
+        """The IP family of pool `name`; None for an unknown or rejected one."""
+        state = self._states.get(name)
+        return None if state is None else state.spec.addresses.family
+
     def usage(self, name: PoolName) -> PoolUsage:
         """How much of pool `name` is used. Raises PoolMissing for an unknown or rejected one."""
         state = self._state(name)
         return PoolUsage(len(state.used), state.hi - state.lo + 1, state.services)
 
-    def assigned(self, name: PoolName) -> Mapping[address.IPAddress, frozenset[ServiceKey]]:
+    def assigned(self, name: PoolName) -> Mapping[address.IPAddress, frozenset[Slot]]:
         """Each used address of pool `name`, ascending, with its holders (Eip status.used).
 
         Raises PoolMissing for an unknown or rejected pool.
@@ -277,7 +283,7 @@ class Allocator:
             return f'pool "{name}" does not exist'
         return f'pool "{name}" is rejected: {why}'
 
-    def _pick(self, key: ServiceKey, request: Request, state: _PoolState) -> int:
+    def _pick(self, key: Slot, request: Request, state: _PoolState) -> int:
         """The address to take for `request`; raises if there is none."""
         spec = state.spec
         if request.ip is not None:
@@ -303,9 +309,7 @@ class Allocator:
             raise PoolFull(f"Service {key}: {_describe(spec)} has no free address")
         return free
 
-    def _clash(
-        self, state: _PoolState, n: int, key: ServiceKey, sharing: Sharing | None
-    ) -> str | None:
+    def _clash(self, state: _PoolState, n: int, key: Slot, sharing: Sharing | None) -> str | None:
         """Why `key` with `sharing` cannot hold address `n` beside its holders; None if it can."""
         for other in state.holders.get(n, ()):
             if other == key:
@@ -323,9 +327,7 @@ class Allocator:
                 return f"is held by {other}, which also uses {protocol}/{port}"
         return None
 
-    def _take(
-        self, key: ServiceKey, state: _PoolState, n: int, sharing: Sharing | None
-    ) -> Allocation:
+    def _take(self, key: Slot, state: _PoolState, n: int, sharing: Sharing | None) -> Allocation:
         holders = state.holders.get(n)
         if holders is None:
             state.used.add(n)
@@ -339,7 +341,7 @@ class Allocator:
         self._held[key] = allocation
         return allocation
 
-    def _drop(self, key: ServiceKey, held: Allocation) -> None:
+    def _drop(self, key: Slot, held: Allocation) -> None:
         state = self._states[held.pool]
         n = int(held.ip)
         holders = state.holders[n]
@@ -376,7 +378,7 @@ def _overlapping(claimed: SortedList, span: address.AddressRange) -> PoolName | 
     return PoolName(name)
 
 
-def _misfits(state: _PoolState, spec: pool.Pool | None) -> list[ServiceKey]:
+def _misfits(state: _PoolState, spec: pool.Pool | None) -> list[Slot]:
     """The keys holding an address of `state` that `spec`, its replacement, does not hold."""
     if spec is not None and spec.usable == state.spec.usable:
         return []

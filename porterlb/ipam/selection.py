@@ -1,6 +1,7 @@
 """Which pool a Service draws from: the OpenELB order, as a pure function.
 
-1. the pool named by the ``eip.openelb.kubesphere.io/v1alpha2`` annotation;
+1. the pool named by the ``eip.openelb.kubesphere.io/v1alpha2`` annotation; when it names
+   one pool per family (``"lan-v4,lan-v6"``), the one of the family of the IP asked for;
 2. the pool containing the requested IP;
 3. pools bound to the Service's namespace (``namespaces`` / ``namespaceSelector``): pools
    with room first, then the lowest ``priority``, then the oldest;
@@ -39,10 +40,8 @@ def choose(
     Raises NoPool naming the Service and why nothing fits.
     """
     by_name = {eip.name: eip for eip in eips}
-    if wanted.pool is not None:
-        if wanted.pool not in by_name:
-            raise NoPool(f'Service {service.key}: Eip "{wanted.pool}" does not exist')
-        return wanted.pool
+    if wanted.pools:
+        return _named(service, wanted, by_name)
     if wanted.ip is not None:
         for eip in sorted(eips, key=lambda e: e.precedence):
             if eip.addresses is not None and eip.addresses.contains(wanted.ip) and usable(eip):
@@ -71,3 +70,34 @@ def choose(
         f"Service {service.key}: no{family} Eip is bound to namespace {service.namespace}"
         " and no default Eip (annotation eip.openelb.kubesphere.io/is-default-eip) is usable"
     )
+
+
+def _named(service: Service, wanted: Wanted, by_name: Mapping[PoolName, Eip]) -> PoolName:
+    """The named pool for `wanted`: the only one named (the allocator checks its family), or
+    the one of the wanted family among those named."""
+    for name in wanted.pools:
+        if name not in by_name:
+            raise NoPool(f'Service {service.key}: Eip "{name}" does not exist')
+    if len(wanted.pools) == 1:
+        return wanted.pools[0]
+    if wanted.family is None:
+        return wanted.pools[0]
+    families = {name: _family(by_name[name]) for name in wanted.pools}
+    matching = [name for name in wanted.pools if families[name] == f"IPv{wanted.family}"]
+    if len(matching) > 1:
+        named = " and ".join(f'"{name}"' for name in matching)
+        raise NoPool(
+            f"Service {service.key}: the pool annotation names two IPv{wanted.family} Eips"
+            f" ({named}); name one per IP family"
+        )
+    if not matching:
+        named = ", ".join(f'"{name}" ({families[name]})' for name in wanted.pools)
+        raise NoPool(
+            f"Service {service.key}: the pool annotation names no IPv{wanted.family} Eip"
+            f" (it names {named})"
+        )
+    return matching[0]
+
+
+def _family(eip: Eip) -> str:
+    return "invalid address" if eip.addresses is None else f"IPv{eip.addresses.family}"

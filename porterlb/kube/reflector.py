@@ -154,7 +154,7 @@ class Reflector:
             params = {"limit": str(LIST_PAGE), "continue": meta["continue"], **self._selector}
         old, self.cache = self.cache, fresh
         version = str(meta.get("resourceVersion", ""))
-        self._seen(version, max((_revision(item) for item in fresh.values()), default=0))
+        self._seen(version, max((object_revision(item) for item in fresh.values()), default=0))
         for key in old.keys() | fresh.keys():
             if old.get(key) != fresh.get(key):
                 self._changed(key)
@@ -216,7 +216,8 @@ def _number(version: str | None) -> int:
     return int(version) if version and version.isdigit() else 0
 
 
-def _revision(obj: Mapping[str, Any]) -> int:
+def object_revision(obj: Mapping[str, Any]) -> int:
+    """An object's resourceVersion as the etcd revision kube-apiserver makes it (0: not one)."""
     return _number((obj.get("metadata") or {}).get("resourceVersion"))
 
 

@@ -53,7 +53,7 @@ from lightkube.types import PatchType
 from porterlb import errors
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
-from porterlb.kube import metrics, resources
+from porterlb.kube import metrics, reflector, resources
 
 Patch = Mapping[str, Any]
 
@@ -108,18 +108,25 @@ async def _patch(
     return reply
 
 
-def _marks(claim: str | None, unclaim: bool) -> dict[str, Any]:
-    if claim is not None:
+def _marks(claim: tuple[str, ...] | None, unclaim: bool) -> dict[str, Any]:
+    if claim:
         return {
             "finalizers": [wellknown.SERVICE_FINALIZER],
-            "labels": {wellknown.POOL_LABEL: claim},
+            "labels": {wellknown.POOL_LABEL: claim[0]},
+            "annotations": {wellknown.POOLS: _pools_listed(claim)},
         }
     if unclaim:
         return {
             "$deleteFromPrimitiveList/finalizers": [wellknown.SERVICE_FINALIZER],
             "labels": {wellknown.POOL_LABEL: None},
+            "annotations": {wellknown.POOLS: None},
         }
     return {}
+
+
+def _pools_listed(claim: tuple[str, ...]) -> str | None:
+    """The ``porterlb.io/pools`` value for `claim`: None (absent) when one pool holds all."""
+    return ",".join(claim) if len(claim) > 1 else None
 
 
 METADATA_DROPPED_DELAY = 30.0
@@ -133,11 +140,13 @@ async def write_service(
     name: str,
     *,
     resource_version: str,
-    claim: str | None = None,
+    claim: tuple[str, ...] | None = None,
     unclaim: bool = False,
     ingress: Sequence[str] | None = None,
 ) -> None:
-    """Claim (finalizer + pool label `claim`) or unclaim a Service and set its ingress IPs.
+    """Claim (finalizer + the pool of each IP in `claim`: the pool label names the first,
+    ``porterlb.io/pools`` lists them all when there are several) or unclaim a Service, and set
+    its ingress IPs.
 
     One strategic-merge patch of ``status`` that applies only to `resource_version`;
     `ingress` None leaves the IPs, an empty list clears them. Raises Conflict (the Service
@@ -153,7 +162,7 @@ async def write_service(
         return
     reply = await _patch_status(client, namespace, name, meta, status, resource_version)
     if marks and reply.status_code < 300 and not carries_marks(reply, claim):
-        mark = f"finalizer and pool label {claim}" if claim is not None else "removal of the marks"
+        mark = f"finalizer and pools {','.join(claim)}" if claim else "removal of the marks"
         raise errors.TransientError(
             f"Service {namespace}/{name}: the API server accepted the {mark} through"
             " services/status but the Service does not show it; a mutating webhook or a server"
@@ -169,8 +178,9 @@ async def set_announcing_node(
     node: str | None,
     *,
     resource_version: str | None,
-) -> None:
-    """Record on a Service which node announces its IP (None removes the record).
+) -> int:
+    """Record on a Service which node announces its IP (None removes the record); the
+    Service's resourceVersion after the write.
 
     Written through ``status`` like the claim, applying only to `resource_version` (None:
     to any version, for tools and tests). Raises as :func:`write_service`.
@@ -185,6 +195,7 @@ async def set_announcing_node(
             " writes is in the way",
             delay=METADATA_DROPPED_DELAY,
         )
+    return reflector.object_revision(msgspec.json.decode(reply.content))
 
 
 async def _patch_status(
@@ -216,12 +227,15 @@ def _reply_meta(reply: httpx2.Response) -> dict[str, Any]:
     return meta
 
 
-def carries_marks(reply: httpx2.Response, claim: str | None) -> bool:
+def carries_marks(reply: httpx2.Response, claim: tuple[str, ...] | None) -> bool:
     """Whether the Service in `reply` carries the marks of `claim` (None: carries none)."""
     meta = _reply_meta(reply)
     claimed = wellknown.SERVICE_FINALIZER in (meta.get("finalizers") or ())
     label = (meta.get("labels") or {}).get(wellknown.POOL_LABEL)
-    return claimed and label == claim if claim is not None else not claimed and label is None
+    listed = (meta.get("annotations") or {}).get(wellknown.POOLS)
+    if not claim:
+        return not claimed and label is None and listed is None
+    return claimed and label == claim[0] and listed == _pools_listed(claim)
 
 
 def announced_by(reply: httpx2.Response) -> str | None:

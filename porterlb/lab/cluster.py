@@ -70,7 +70,8 @@ def eip_name(lab: plan.Lab, version: Literal[4, 6]) -> str:
 
 
 def eips(lab: plan.Lab) -> list[dict[str, Any]]:
-    """The lab's pools: its IPv4 pool range (the default Eip), then its IPv6 one if any.
+    """The lab's pools: its IPv4 pool range, then its IPv6 one if any, each the default Eip
+    of its family (so that a dual-stack Service gets one IP of each).
 
     Both are layer2 on the workers' LAN interface, named explicitly so that the speakers need
     not guess it.
@@ -85,7 +86,7 @@ def eips(lab: plan.Lab) -> list[dict[str, Any]]:
             "metadata": {
                 "name": eip_name(lab, version),
                 "labels": {LAB_LABEL: lab.name},
-                "annotations": {wellknown.DEFAULT_POOL: "true"} if version == 4 else {},
+                "annotations": {wellknown.DEFAULT_POOL: "true"},
             },
             "spec": {"address": address, "protocol": "layer2", "interface": plan.HOST_IF},
         }
@@ -142,7 +143,7 @@ def service(
     """
     _check_family(lab, f"Service {namespace}/{name}", family)
     wanted = {wellknown.LB_OPT_IN: "openelb"}
-    if family == "ipv6":  # the default Eip is IPv4: OpenELB users name the pool the same way
+    if family == "ipv6":  # named as OpenELB users name a pool (the default would do too)
         wanted[wellknown.POOL[0]] = eip_name(lab, 6)
     wanted.update(annotations or {})
     families = _IP_FAMILIES[family]

@@ -1,10 +1,12 @@
 """The manager's placement loop: which node announces each Service IP, recorded in the API.
 
 For every Service that holds an IP (ours, claimed, ``status.loadBalancer.ingress`` set) and
-has a ready endpoint, the leader picks one node eligible for that IP with
+has a ready endpoint, the leader picks one node eligible for its IPs with
 :mod:`porterlb.placement` and writes it in the Service annotation ``porterlb.io/announced-by``;
-the speakers watch that annotation. Eligibility is per IP: the Node's own facts, the node
-selector of the IP's pool, and the ready endpoints of every Service using the IP that asks for
+the speakers watch that annotation. IPs are placed in groups (:mod:`porterlb.placement.ledger`):
+both IPs of a dual-stack Service, and every IP of Services sharing one, are announced from
+one node and move together. Eligibility is per group: the Node's own facts, the node
+selectors of the IPs' pools, and the ready endpoints of every Service using them that asks for
 ``externalTrafficPolicy: Local``. A Service with no ready endpoint at all is not announced
 (``NoReadyEndpoint``); an IP no node may announce gets no annotation and a ``NoEligibleNode``
 Warning naming each node and why; an IP that leaves a node no longer eligible gets a
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -79,17 +81,18 @@ class Pinger(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Revoked:
     """An IP taken from `node`, whose speaker must reach `revision` before another answers
-    (None: the revoking write has not shown in the cache yet)."""
+    (None: the revoking write's outcome is not known yet), by a write to Service `by`."""
 
     node: NodeName
     revision: int | None
+    by: ServiceKey
 
 
 @dataclass(frozen=True, slots=True)
 class _Asks:
-    """What a Service in the ledger asks of its IP's node, read when it was last handled."""
+    """What a Service in the ledger asks of its IPs' node, read when it was last handled."""
 
-    pool: PoolName
+    pools: frozenset[PoolName]
     local: bool
 
 
@@ -131,8 +134,8 @@ class Announcing:
         time. Dropped when a Service of the IP is next handled."""
         self._revoked: dict[str, _Revoked] = {}
         """IP -> the node it was taken from, until another may announce it."""
-        self._recorded: dict[ServiceKey, tuple[str, NodeName]] = {}
-        """Service -> (IP, node) as last recorded on it, for a Service that disappears."""
+        self._recorded: dict[ServiceKey, tuple[tuple[str, ...], NodeName]] = {}
+        """Service -> (IPs, node) as last recorded on it, for a Service that disappears."""
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
         self.nodes = reflector.Reflector(
             client, resources.Node, on_change=self._node_changed, name="nodes"
@@ -172,12 +175,12 @@ class Announcing:
         self._require(self.services.last_event)
         parsed = sorted(map(svc.parse, self.services.cache.values()), key=lambda s: s.created)
         for service in parsed:
-            ip = _announced_ip(service, self.lb_class)
-            if ip is not None:
+            ips = _announced_ips(service, self.lb_class)
+            if ips:
                 node = service.annotation(wellknown.ANNOUNCED_BY)
-                self.ledger.adopt(service.key, ip, NodeName(node) if node else None)
+                self.ledger.adopt(service.key, ips, NodeName(node) if node else None)
                 if node:
-                    self._recorded[service.key] = (ip, NodeName(node))
+                    self._recorded[service.key] = (ips, NodeName(node))
         self.loaded = True
         for name in self.eips.cache:
             self._report_pool(PoolName(name))
@@ -258,7 +261,7 @@ class Announcing:
                 ip
                 for ip in self.ledger.ips()
                 if any(
-                    key in self._asks and self._asks[key].pool in pools
+                    key in self._asks and not self._asks[key].pools.isdisjoint(pools)
                     for key in self.ledger.users_of(ip)
                 )
             )
@@ -268,8 +271,9 @@ class Announcing:
             if node is not None and node not in eligible and ip not in self._lost:
                 self._lost[ip] = (node, asyncio.get_running_loop().time())
             if (node is None and eligible) or (node is not None and node not in eligible):
-                for key in self.ledger.users_of(ip):
-                    self.queue.add(key)
+                for member in self.ledger.group(ip):
+                    for key in self.ledger.users_of(member):
+                        self.queue.add(key)
 
     # -- deciding one Service -----------------------------------------------------------------
 
@@ -277,70 +281,72 @@ class Announcing:
         service_key = ServiceKey(key)
         obj = self.services.cache.get(key)
         service = svc.parse(obj) if obj is not None else None
-        ip = _announced_ip(service, self.lb_class) if service is not None else None
-        served = ip is not None and self.endpoints.of(service_key).ready
-        self.ledger.use(service_key, ip if served else None)
+        ips = _announced_ips(service, self.lb_class) if service is not None else ()
+        served = bool(ips) and self.endpoints.of(service_key).ready
+        self.ledger.use(service_key, ips if served else ())
         self._asks.pop(service_key, None)
         if obj is None or service is None:
             self._said.pop(service_key, None)
             gone = self._recorded.pop(service_key, None)
             if gone is not None:  # its speaker stops once its watch has the deletion
-                self._revoke(gone[0], gone[1], self.services.last_event)
+                for ip in gone[0]:
+                    self._revoke(ip, gone[1], self.services.last_event, service_key)
+            self._revoke_unlearnt(service_key)
             return queueing.Done()
         node = None
-        if ip is not None and served:
-            pool = PoolName(service.label(wellknown.POOL_LABEL) or "")
-            self._asks[service_key] = _Asks(pool=pool, local=service.local_traffic)
-            node = self._place(service_key, ip)
-        if ip is not None and node is None:
-            self._say(service, ip, None, served=served)
+        if ips and served:
+            pools = frozenset(svc.recorded_pools(service))
+            self._asks[service_key] = _Asks(pools=pools, local=service.local_traffic)
+            node = self._place(service_key, ips[0])
+        if ips and node is None:
+            self._say(service, ips, None, served=served)
         recorded = service.annotation(wellknown.ANNOUNCED_BY)
         old = NodeName(recorded) if recorded else None
-        seen = service.ingress[0] if service.ingress else None
-        if seen is not None:
-            self._learn(seen, old, obj)
+        seen = service.ingress
+        for ip in seen:
+            self._learn(ip, old, obj)
         if recorded == node:
-            if ip is not None and node is not None:
-                self._lost.pop(ip, None)  # it stayed, or its move is already recorded
+            if node is not None:
+                for ip in ips:
+                    self._lost.pop(ip, None)  # it stayed, or its move is already recorded
             self._remember(service_key, service, node)
-            if seen is not None:
-                self._settle(seen, node)
+            for ip in seen:
+                self._settle(ip, node)
             return queueing.Done()
         moved_from = recorded
-        if old is not None and seen is not None:
-            # The IP leaves `old`: its speaker must let go before another answers. The write
-            # below is the revocation; its revision is learnt when it shows in the cache.
-            self._revoked[seen] = _Revoked(old, None)
+        revoking = None
+        if old is not None and seen:
+            # The IPs leave `old`: its speaker must let go before another answers. The write
+            # below is the revocation; its revision is its reply's (or, if its outcome is not
+            # known, learnt when it shows in the cache).
+            for ip in seen:
+                self._revoked[ip] = _Revoked(old, None, service_key)
+            revoking = (seen, old)
             if node is not None and old not in self.silent:
                 node = None  # remove the record first; place it once `old` has echoed
-        elif node is not None and ip is not None:
-            pending = self._revoked.get(ip)
-            if pending is not None and pending.node != node:
-                if not self._released(ip):
+        elif node is not None:
+            pending = [self._revoked[ip] for ip in ips if ip in self._revoked]
+            elsewhere = [revoked for revoked in pending if revoked.node != node]
+            if elsewhere:
+                if not all(self._released(ip) for ip in ips):
                     return queueing.Retry(CONFIRM_RETRY)
-                moved_from = pending.node
-        outcome = await queueing.attempt(
-            writers.set_announcing_node(
-                self.client,
-                service.namespace,
-                service.name,
-                node,
-                resource_version=reflector.version(obj),
-            )
-        )
+                moved_from = elsewhere[0].node
+        outcome = await queueing.attempt(self._record(service, node, obj, revoking))
         if not isinstance(outcome, queueing.Done):
             return outcome
         self._remember(service_key, service, node)
-        if ip is not None and node is not None:
-            took = self._count_failover(ip, moved_from)
-            self._say(service, ip, node, moved_from=moved_from, took=took)
-        if node is None and ip is not None and served and self.ledger.node_of(ip) is not None:
+        if ips and node is not None:
+            took = self._count_failover(ips, moved_from)
+            self._say(service, ips, node, moved_from=moved_from, took=took)
+        if node is None and served and self.ledger.node_of(ips[0]) is not None:
             return queueing.Retry(CONFIRM_RETRY)  # released for a move: place it when echoed
         return outcome
 
-    def _count_failover(self, ip: str, moved_from: str | None) -> float | None:
-        """Count the move of `ip` just recorded; the seconds since its node was found unfit."""
-        lost = self._lost.pop(ip, None)
+    def _count_failover(self, ips: tuple[str, ...], moved_from: str | None) -> float | None:
+        """Count the move of `ips` just recorded (one failover: they move together); the
+        seconds since their node was found unfit."""
+        found = [self._lost.pop(ip, None) for ip in ips]
+        lost = next((entry for entry in found if entry is not None), None)
         if lost is None or lost[0] != moved_from:
             return None
         took = asyncio.get_running_loop().time() - lost[1]
@@ -354,8 +360,7 @@ class Announcing:
         that exists, so the old node's echo means it has seen the write)."""
         pending = self._revoked.get(ip)
         if pending is not None and pending.revision is None and recorded != pending.node:
-            self._revoked[ip] = _Revoked(pending.node, _version(obj))
-            self._require(_version(obj))
+            self._revoke(ip, pending.node, reflector.object_revision(obj), pending.by)
 
     def _settle(self, ip: str, node: NodeName | None) -> None:
         """Forget the revocation of `ip` once it is placed again, on its old node or, the
@@ -368,14 +373,43 @@ class Announcing:
 
     def _remember(self, key: ServiceKey, service: svc.Service, node: NodeName | None) -> None:
         if node is not None and service.ingress:
-            self._recorded[key] = (service.ingress[0], node)
+            self._recorded[key] = (service.ingress, node)
         else:
             self._recorded.pop(key, None)
 
-    def _revoke(self, ip: str, node: NodeName, revision: int) -> None:
+    def _revoke(self, ip: str, node: NodeName, revision: int, by: ServiceKey) -> None:
         """`ip` leaves `node`: every speaker must reach `revision` before it answers again."""
-        self._revoked[ip] = _Revoked(node, revision)
+        self._revoked[ip] = _Revoked(node, revision, by)
         self._require(revision)
+
+    def _revoke_unlearnt(self, gone: ServiceKey) -> None:
+        """Service `gone` no longer exists: a revocation it wrote whose revision is not known
+        can no longer be learnt from the cache, and its deletion, at or below the latest
+        revision seen, revokes the IP as surely (its speaker stops at either)."""
+        for ip, pending in list(self._revoked.items()):
+            if pending.revision is None and pending.by == gone:
+                self._revoke(ip, pending.node, self.services.last_event, gone)
+
+    async def _record(
+        self,
+        service: svc.Service,
+        node: NodeName | None,
+        obj: Mapping[str, Any],
+        revoking: tuple[Sequence[str], NodeName] | None,
+    ) -> None:
+        """Record `node` on `service`, read at `obj`'s version; when that takes IPs from a
+        node (`revoking`), the written version is the revision its speaker must echo."""
+        revision = await writers.set_announcing_node(
+            self.client,
+            service.namespace,
+            service.name,
+            node,
+            resource_version=reflector.version(obj),
+        )
+        if revoking is not None:
+            ips, old = revoking
+            for ip in ips:
+                self._revoke(ip, old, revision, service.key)
 
     def _require(self, revision: int) -> None:
         if self.pinger is not None:
@@ -392,24 +426,29 @@ class Announcing:
         )
 
     def _place(self, key: ServiceKey, ip: str) -> NodeName | None:
-        """Choose (or keep) the node of `ip`; when it moves, its other users follow."""
-        before = self.ledger.node_of(ip)
+        """Choose (or keep) the node of the group of `ip`; when any IP of it moves, the
+        group's other users follow."""
+        group = self.ledger.group(ip)
+        before = {member: self.ledger.node_of(member) for member in group}
         node = self.ledger.place(ip, self._eligible_for(ip))
-        if node != before:
-            for other in self.ledger.users_of(ip) - {key}:
-                self.queue.add(other)
+        if any(was != node for was in before.values()):
+            for member in group:
+                for other in self.ledger.users_of(member) - {key}:
+                    self.queue.add(other)
         return node
 
     def _facts(self, ip: str) -> tuple[list[eligibility.PoolRule], list[eligibility.Need]]:
-        """What the Services using `ip` ask of its node: their pools' rules and their needs."""
+        """What the Services using the group of `ip` ask of its node: their pools' rules and
+        their needs (the group is announced from one node, so it must suit them all)."""
         rules: dict[PoolName, eligibility.PoolRule] = {}
         needs = []
-        for user in self.ledger.users_of(ip):
+        users = {user for member in self.ledger.group(ip) for user in self.ledger.users_of(member)}
+        for user in users:
             asks = self._asks.get(user)
             if asks is None:
                 continue  # adopted, not handled yet: it is queued and will say
-            if asks.pool in self.pool_rules:
-                rules[asks.pool] = self.pool_rules[asks.pool]
+            for pool in asks.pools & self.pool_rules.keys():
+                rules[pool] = self.pool_rules[pool]
             ready_nodes = self.endpoints.of(user).ready_nodes
             needs.append(eligibility.Need(service=user, local=asks.local, ready_nodes=ready_nodes))
         return list(rules.values()), needs
@@ -446,19 +485,20 @@ class Announcing:
     def _say(
         self,
         service: svc.Service,
-        ip: str,
+        ips: tuple[str, ...],
         node: NodeName | None,
         *,
         served: bool = True,
         moved_from: str | None = None,
         took: float | None = None,
     ) -> None:
-        gone = self._why_not(moved_from, ip) if moved_from else None
+        gone = self._why_not(moved_from, ips[0]) if moved_from else None
+        ip, be = " and ".join(ips), "is" if len(ips) == 1 else "are"
         if not served:
             reason = reasons.NO_READY_ENDPOINT
-            message = f"{ip} is not announced: the Service has no ready endpoint"
+            message = f"{ip} {be} not announced: the Service has no ready endpoint"
         elif node is None:
-            rules, needs = self._facts(ip)
+            rules, needs = self._facts(ips[0])
             nodes = self.node_facts.values()
             why = eligibility.explain(
                 nodes,
@@ -468,14 +508,14 @@ class Announcing:
                 lacking=self.lacking,
                 stale=self.stale,
             )
-            reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} is not announced: {why}"
+            reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} {be} not announced: {why}"
         elif gone is not None:
             reason = reasons.FAILOVER
             message = f"{ip} moved from node {moved_from} to node {node}: {moved_from}: {gone}"
             if took is not None:
                 message += f"; recorded {took * 1000:.0f} ms after that was found"
         else:
-            reason, message = reasons.NODE_ASSIGNED, f"{ip} is announced from node {node}"
+            reason, message = reasons.NODE_ASSIGNED, f"{ip} {be} announced from node {node}"
         message = f"Service {service.key}: {message}"
         if self._said.get(service.key) == message:
             return  # the same news again: say it once
@@ -485,7 +525,7 @@ class Announcing:
                 logging.INFO if node is not None else logging.WARNING,
                 "%s",
                 message,
-                extra=logs.fields(service=service.key, ip=ip, node=node),
+                extra=logs.fields(service=service.key, ip=",".join(ips), node=node),
             )
         self.poster.emit(
             events.Notice(
@@ -519,12 +559,6 @@ class Announcing:
         )
 
 
-def _version(obj: Mapping[str, Any]) -> int:
-    """An object's resourceVersion as kube-apiserver makes it: an integer (0 if not)."""
-    version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-    return int(version) if version.isdigit() else 0
-
-
 def _rule(parsed: eip_api.Eip) -> eligibility.PoolRule:
     return eligibility.PoolRule(
         pool=parsed.name,
@@ -533,13 +567,14 @@ def _rule(parsed: eip_api.Eip) -> eligibility.PoolRule:
     )
 
 
-def _announced_ip(service: svc.Service, lb_class: str) -> str | None:
-    """The IP to announce for `service`: set only once IPAM has claimed and published it."""
+def _announced_ips(service: svc.Service, lb_class: str) -> tuple[str, ...]:
+    """The IPs to announce for `service` (one per family): set only once IPAM has claimed and
+    published them."""
     if (
         service.deleting
         or not service.ingress
         or svc.ownership(service, lb_class) is not svc.Ownership.OURS
         or service.label(wellknown.POOL_LABEL) is None
     ):
-        return None
-    return service.ingress[0]
+        return ()
+    return service.ingress

@@ -24,7 +24,7 @@ from porterlb import errors, logs
 from porterlb.api import address, reasons, wellknown
 from porterlb.api import eip as eip_api
 from porterlb.api import service as svc
-from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.api.keys import PoolName, ServiceKey, Slot
 from porterlb.ipam import allocator, pool
 from porterlb.kube import events, queueing, reflector, resources, writers
 from porterlb.manager import metrics, pool_status, service_plan
@@ -65,7 +65,9 @@ class Ipam:
         self._last_report: dict[ServiceKey, service_plan.Report] = {}
         self._last_problem: dict[PoolName, tuple[str, str]] = {}
         self._eips_parsed: list[eip_api.Eip] | None = None
-        self._written: dict[ServiceKey, tuple[PoolName | None, tuple[str, ...] | None, float]] = {}
+        self._written: dict[
+            ServiceKey, tuple[tuple[PoolName, ...] | None, tuple[str, ...] | None, float]
+        ] = {}
         """Service -> the claim and ingress last written, and when (see _not_yet_seen)."""
         self._eip_written: dict[str, float] = {}
         """Eip -> when its status may be written again."""
@@ -158,33 +160,32 @@ class Ipam:
 
     def _replay(self, service: svc.Service) -> None:
         try:
-            wanted = svc.wanted(service)
-            ip = ipaddress.ip_address(service.ingress[0])
-        except (errors.InvalidSpec, ValueError):
+            ips = [ipaddress.ip_address(text) for text in service.ingress]
+        except ValueError:
             return  # the normal reconcile reports it
-        pool_name = service.label(wellknown.POOL_LABEL) or self._pool_containing(ip)
-        if pool_name is None:
-            return
-        sharing = (
-            allocator.Sharing(key=wanted.sharing_key, ports=service.ports)
-            if wanted.sharing_key
-            else None
-        )
-        try:
-            self.alloc.assign(
-                service.key,
-                allocator.Request(pool=PoolName(pool_name), ip=ip, family=None, sharing=sharing),
-            )
-        except errors.AllocationError as conflict:
-            self._report(
-                service,
-                service_plan.Report(
-                    True,
-                    reasons.ALLOCATION_FAILED,
-                    f"Service {service.key}: recorded IP {ip} cannot be kept ({conflict});"
-                    " an older Service holds it, so this one gets another",
-                ),
-            )
+        pools = svc.recorded_pools(service)
+        # Read alone: a malformed annotation elsewhere must not cost the Service its IPs.
+        sharing_key = service.annotation(wellknown.SHARING_KEY)
+        sharing = allocator.Sharing(key=sharing_key, ports=service.ports) if sharing_key else None
+        for index, ip in enumerate(ips):
+            pool_name = pools[index] if index < len(pools) else self._pool_containing(ip)
+            if pool_name is None:
+                continue
+            try:
+                self.alloc.assign(
+                    Slot(service.key, ip.version),
+                    allocator.Request(pool=pool_name, ip=ip, family=None, sharing=sharing),
+                )
+            except errors.AllocationError as conflict:
+                self._report(
+                    service,
+                    service_plan.Report(
+                        True,
+                        reasons.ALLOCATION_FAILED,
+                        f"Service {service.key}: recorded IP {ip} cannot be kept ({conflict});"
+                        " an older Service holds it, so this one gets another",
+                    ),
+                )
 
     def _pool_containing(self, ip: address.IPAddress) -> PoolName | None:
         for parsed in self._parsed_eips():
@@ -224,7 +225,7 @@ class Ipam:
         self.problems = problems
         self.usable = frozenset(p.name for p in pools) - problems.keys()
         self._families = {p.name: p.addresses.family for p in pools}
-        return diff.orphaned
+        return {slot.service for slot in diff.orphaned}
 
     def _eip_changed(self, name: str) -> None:
         before, self._eips_parsed = self._eips_parsed, None
@@ -251,8 +252,8 @@ class Ipam:
         for key, obj in self.services.cache.items():
             if namespace is not None and not key.startswith(f"{namespace}/"):
                 continue
-            held = self.alloc.holding(ServiceKey(key))
-            if (held is None or key in self._kept) and _looks_ours(obj, self.lb_class):
+            held = service_plan.holdings(self.alloc, ServiceKey(key))
+            if (not held or key in self._kept) and _looks_ours(obj, self.lb_class):
                 self.service_queue.add(key)
 
     # -- Services --------------------------------------------------------------------------
@@ -286,7 +287,7 @@ class Ipam:
         for name in plan.pools:
             self.eip_queue.add(name)
         failed = any(r.reason == reasons.ALLOCATION_FAILED for r in plan.reports)
-        if failed and self.alloc.holding(service_key) is not None:
+        if failed and service_plan.holdings(self.alloc, service_key):
             self._kept.add(service_key)
         else:
             self._kept.discard(service_key)
@@ -425,12 +426,8 @@ class Ipam:
     async def _finish_deletion(self, parsed: eip_api.Eip, meta: dict[str, Any]) -> queueing.Outcome:
         if wellknown.EIP_FINALIZER not in parsed.finalizers:
             return queueing.Done()
-        # set_pools already released the pool's allocations; wait until no Service is labelled.
-        referenced = any(
-            ((obj.get("metadata") or {}).get("labels") or {}).get(wellknown.POOL_LABEL)
-            == parsed.name
-            for obj in self.services.cache.values()
-        )
+        # set_pools already released the pool's allocations; wait until no Service names it.
+        referenced = any(_names_pool(obj, parsed.name) for obj in self.services.cache.values())
         if referenced:
             return queueing.Retry(after=REFERENCE_RECHECK)
         rest = [f for f in parsed.finalizers if f != wellknown.EIP_FINALIZER]
@@ -438,6 +435,16 @@ class Ipam:
             self.client, parsed.name, rest, str(meta.get("resourceVersion", ""))
         )
         return queueing.Done()
+
+
+def _names_pool(obj: dict[str, Any], pool: PoolName) -> bool:
+    """Whether the Service object `obj` is marked as holding an IP of `pool` (read raw: this
+    runs over every Service while an Eip waits to be deleted)."""
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(wellknown.POOL_LABEL) == pool:
+        return True
+    listed = (meta.get("annotations") or {}).get(wellknown.POOLS) or ""
+    return pool in listed.split(",")
 
 
 def _looks_ours(obj: dict[str, Any], lb_class: str) -> bool:

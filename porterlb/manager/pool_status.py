@@ -53,7 +53,7 @@ def desired(
     if problem is None and eip.addresses is not None:
         usage = alloc.usage(eip.name)
         for ip, holders in alloc.assigned(eip.name).items():
-            used[str(ip)] = ";".join(sorted(holders))
+            used[str(ip)] = ";".join(sorted(str(holder) for holder in holders))
         size = eip.addresses.size
         status = {
             "usage": sum(1 for holder in used.values() if holder),

@@ -19,14 +19,15 @@ marks is never touched, and its ``status.loadBalancer`` is never ours to clear.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Final
 
 from porterlb import errors
 from porterlb.api import reasons, wellknown
 from porterlb.api import service as svc
 from porterlb.api.eip import Eip
-from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.api.keys import PoolName, ServiceKey, Slot
 from porterlb.ipam import allocator, selection
 from porterlb.manager import metrics
 
@@ -44,10 +45,11 @@ class Report:
 class Plan:
     """The writes that bring one Service in line with the allocator."""
 
-    claim: PoolName | None = None
-    """Add our finalizer and this pool label."""
+    claim: tuple[PoolName, ...] | None = None
+    """Add our finalizer and mark the pool of each IP (the label, and ``porterlb.io/pools``
+    when there are several)."""
     unclaim: bool = False
-    """Remove our finalizer and the pool label."""
+    """Remove our finalizer and the pool marks."""
     ingress: tuple[str, ...] | None = None
     """Publish these IPs in ``status.loadBalancer.ingress`` (None: leave it)."""
     reports: tuple[Report, ...] = ()
@@ -83,6 +85,20 @@ def decide(key: ServiceKey, service: svc.Service | None, ctx: Context) -> Plan:
     return _allocate(service, ctx)
 
 
+FAMILIES: Final = (4, 6)
+"""The families a Service may hold an IP of, one slot each, in the order they are looked up."""
+
+
+def holdings(alloc: allocator.Allocator, key: ServiceKey) -> dict[int, allocator.Allocation]:
+    """What the Service at `key` holds, by IP family."""
+    found = {}
+    for family in FAMILIES:
+        held = alloc.holding(Slot(key, family))
+        if held is not None:
+            found[family] = held
+    return found
+
+
 def _ours_marked(service: svc.Service) -> bool:
     return (
         wellknown.SERVICE_FINALIZER in service.finalizers
@@ -102,20 +118,20 @@ def _release(
     The ingress is cleared only on a Service still in no other class, not being deleted and
     marked as ours: another class's controller owns the status of its Services.
     """
-    held = ctx.alloc.holding(key)
-    ctx.alloc.release(key)
+    held = list(holdings(ctx.alloc, key).values())
+    for allocation in held:
+        ctx.alloc.release(Slot(key, allocation.ip.version))
     if service is None:
-        return Plan(freed=held is not None, pools=_pools(held))
+        return Plan(freed=bool(held), pools=_pools(*held))
     marked = _ours_marked(service)
     reports: tuple[Report, ...] = ()
-    if held is not None:
+    if held:
         why = "is being deleted" if service.deleting else "is no longer a porterlb LoadBalancer"
         reports = (
             Report(
                 False,
                 reasons.IP_RELEASED,
-                f"Service {key}: released {held.ip} to pool "
-                f'"{held.pool}" because the Service {why}',
+                f"Service {key}: released {_listed(held)} because the Service {why}",
             ),
         )
     theirs = ownership is svc.Ownership.OTHER_CLASS
@@ -124,78 +140,184 @@ def _release(
         unclaim=marked,
         ingress=clear,
         reports=reports,
-        freed=held is not None,
-        pools=_pools(held),
+        freed=bool(held),
+        pools=_pools(*held),
     )
+
+
+def _listed(held: Sequence[allocator.Allocation]) -> str:
+    """``198.18.0.5 to pool "lan"`` (and so on for each IP)."""
+    return " and ".join(f'{allocation.ip} to pool "{allocation.pool}"' for allocation in held)
 
 
 def _allocate(service: svc.Service, ctx: Context) -> Plan:
-    before = ctx.alloc.holding(service.key)
+    before = holdings(ctx.alloc, service.key)
     try:
-        wanted = svc.wanted(service)
-        if before is not None and _still_fits(before, wanted, ctx):
-            pool = before.pool  # never move traffic because a better pool appeared
-        else:
-            pool = selection.choose(
-                service,
-                wanted,
-                ctx.eips,
-                usable=lambda eip: eip.name in ctx.usable,
-                full=lambda name: _full(ctx.alloc, name),
-                namespace_labels=ctx.namespace_labels,
-            )
-        sharing = (
-            allocator.Sharing(key=wanted.sharing_key, ports=service.ports)
-            if wanted.sharing_key
-            else None
-        )
-        held = ctx.alloc.assign(
-            service.key,
-            allocator.Request(pool=pool, ip=wanted.ip, family=wanted.family, sharing=sharing),
-        )
+        asks = svc.wanted(service)
     except errors.InvalidSpec as failure:
-        return _failed(service, before, failure)
+        return _failed(service, list(before.values()), failure)
+    got: list[allocator.Allocation] = []
+    assigned: list[allocator.Allocation] = []
+    """Allocations the Service's request is met by (not those it keeps while it is not)."""
+    taken: list[allocator.Allocation] = []
+    """Allocations of a family the Service held none of before this decision."""
+    missing: list[tuple[svc.Wanted, errors.InvalidSpec]] = []
+    for wanted in asks:
+        held = _held_for(wanted, before)
+        try:
+            allocation = _assign(service, wanted, held, ctx)
+        except errors.InvalidSpec as failure:
+            missing.append((wanted, failure))
+            if held is not None:
+                got.append(held)  # a request that cannot be met keeps what it has
+            continue
+        got.append(allocation)
+        assigned.append(allocation)
+        if held is None:
+            taken.append(allocation)
+    if missing and svc.every_family(service) and len(asks) > 1:
+        for allocation in taken:  # RequireDualStack: every family, or no new IP at all
+            ctx.alloc.release(Slot(service.key, allocation.ip.version))
+            got.remove(allocation)
+            assigned.remove(allocation)
+    unlisted = [
+        allocation
+        for family, allocation in before.items()
+        if family not in {kept.ip.version for kept in got}
+    ]
+    dropped = [] if missing else unlisted
+    if missing:
+        got.extend(unlisted)  # a request that cannot be met moves nothing
+    for allocation in dropped:  # a family the Service no longer asks for
+        ctx.alloc.release(Slot(service.key, allocation.ip.version))
+    reports = _news(service, got, assigned, dropped, missing, families=len(asks))
+    changed = set(before.values()) ^ set(got)
+    freed = any(allocation not in got for allocation in before.values())
+    plan = replace(
+        _recorded(service, got, reports=reports),
+        freed=freed,
+        pools=_pools(*changed),
+    )
+    if missing:
+        plan = replace(plan, failure=metrics.failure_reason(missing[0][1]))
+    if not got and missing:
+        return replace(plan, unclaim=_ours_marked(service), claim=None)
+    return plan
 
-    ip = str(held.ip)
-    reports: tuple[Report, ...] = ()
-    if service.ingress != (ip,):
-        reports = (
+
+def _held_for(
+    wanted: svc.Wanted, before: Mapping[int, allocator.Allocation]
+) -> allocator.Allocation | None:
+    """What the Service holds of the family `wanted` asks for (of any, when it asks any)."""
+    if wanted.family is not None:
+        return before.get(wanted.family)
+    return next(iter(before.values()), None)
+
+
+def _assign(
+    service: svc.Service,
+    wanted: svc.Wanted,
+    before: allocator.Allocation | None,
+    ctx: Context,
+) -> allocator.Allocation:
+    """Give `service` the IP `wanted` describes, keeping `before` if it still fits."""
+    if before is not None and _still_fits(before, wanted, ctx):
+        pool = before.pool  # never move traffic because a better pool appeared
+    else:
+        pool = selection.choose(
+            service,
+            wanted,
+            ctx.eips,
+            usable=lambda eip: eip.name in ctx.usable,
+            full=lambda name: _full(ctx.alloc, name),
+            namespace_labels=ctx.namespace_labels,
+        )
+    # An IP of any family takes the pool's (4 for a pool that does not exist: that fails).
+    family = wanted.family or ctx.alloc.family(pool) or 4
+    sharing = (
+        allocator.Sharing(key=wanted.sharing_key, ports=service.ports)
+        if wanted.sharing_key
+        else None
+    )
+    return ctx.alloc.assign(
+        Slot(service.key, family),
+        allocator.Request(pool=pool, ip=wanted.ip, family=wanted.family, sharing=sharing),
+    )
+
+
+def _news(
+    service: svc.Service,
+    got: Sequence[allocator.Allocation],
+    assigned: Sequence[allocator.Allocation],
+    dropped: Sequence[allocator.Allocation],
+    missing: Sequence[tuple[svc.Wanted, errors.InvalidSpec]],
+    *,
+    families: int,
+) -> tuple[Report, ...]:
+    """The Events of an allocation: what was allocated, released, and could not be had."""
+    reports = []
+    new = [allocation for allocation in assigned if str(allocation.ip) not in service.ingress]
+    ours = {str(allocation.ip) for allocation in (*got, *dropped)}
+    if not new and not missing and not ours.issuperset(service.ingress):
+        new = list(assigned)  # the Service shows IPs it never held: say again what it holds
+    if new:
+        allocated = " and ".join(f'{a.ip} from pool "{a.pool}"' for a in new)
+        reports.append(
+            Report(False, reasons.IP_ALLOCATED, f"Service {service.key}: allocated {allocated}")
+        )
+    if dropped:
+        reports.append(
             Report(
                 False,
-                reasons.IP_ALLOCATED,
-                f'Service {service.key}: allocated {ip} from pool "{held.pool}"',
-            ),
+                reasons.IP_RELEASED,
+                f"Service {service.key}: released {_listed(dropped)} because the Service no"
+                " longer asks for an IP of its family",
+            )
         )
-    moved = before is not None and before.ip != held.ip
-    return _recorded(
-        service,
-        held,
-        reports=reports,
-        freed=moved,
-        pools=_pools(before) | _pools(held) if before != held else frozenset(),
-    )
+    if missing:
+        message = _missing(service, missing, got) if families > 1 else str(missing[0][1])
+        reports.append(Report(True, reasons.ALLOCATION_FAILED, message))
+    return tuple(reports)
+
+
+def _missing(
+    service: svc.Service,
+    missing: Sequence[tuple[svc.Wanted, errors.InvalidSpec]],
+    got: Sequence[allocator.Allocation],
+) -> str:
+    """The AllocationFailed message of a dual-stack Service: which family is missing, under
+    which policy, what it serves, and why."""
+    prefix = f"Service {service.key}: "
+    failures = "; ".join(str(failure).removeprefix(prefix) for _, failure in missing)
+    lacking = " and ".join(svc.family_name(wanted.family) for wanted, _ in missing)
+    policy = service.ip_family_policy or "a dual-stack policy"
+    serving = " and ".join(str(allocation.ip) for allocation in got)
+    if not got:
+        return f"{prefix}{policy}: no {lacking} address, so no IP is allocated: {failures}"
+    if svc.every_family(service):
+        return f"{prefix}{policy}: no {lacking} address (it keeps {serving}): {failures}"
+    return f"{prefix}{policy}: no {lacking} address, serving {serving} only: {failures}"
 
 
 def _recorded(
     service: svc.Service,
-    held: allocator.Allocation,
+    held: Sequence[allocator.Allocation],
     *,
     reports: tuple[Report, ...],
-    freed: bool = False,
-    pools: frozenset[PoolName] = frozenset(),
 ) -> Plan:
-    """The writes that make the Service show `held`: the claim of its pool and its IP."""
-    ip = str(held.ip)
-    needs_claim = (
+    """The writes that make the Service show `held`: the claim of its pools and its IPs."""
+    ips = tuple(str(allocation.ip) for allocation in held)
+    pools = tuple(allocation.pool for allocation in held)
+    listed = ",".join(pools) if len(pools) > 1 else None
+    needs_claim = bool(held) and (
         wellknown.SERVICE_FINALIZER not in service.finalizers
-        or service.label(wellknown.POOL_LABEL) != held.pool
+        or service.label(wellknown.POOL_LABEL) != pools[0]
+        or service.annotation(wellknown.POOLS) != listed
     )
     return Plan(
-        claim=held.pool if needs_claim else None,
-        ingress=(ip,) if service.ingress != (ip,) else None,
+        claim=pools if needs_claim else None,
+        ingress=ips if service.ingress != ips else None,
         reports=reports,
-        freed=freed,
-        pools=pools,
     )
 
 
@@ -208,16 +330,16 @@ def _still_fits(held: allocator.Allocation, wanted: svc.Wanted, ctx: Context) ->
     """
     return (
         held.pool in ctx.usable
-        and wanted.pool in (None, held.pool)
+        and (not wanted.pools or held.pool in wanted.pools)
         and wanted.ip in (None, held.ip)
         and wanted.family in (None, held.ip.version)
     )
 
 
 def _failed(
-    service: svc.Service, held: allocator.Allocation | None, failure: errors.InvalidSpec
+    service: svc.Service, held: Sequence[allocator.Allocation], failure: errors.InvalidSpec
 ) -> Plan:
-    """A request that cannot be met: the Service keeps the IP it holds, recorded.
+    """A request that cannot be met: the Service keeps the IPs it holds, recorded.
 
     Recorded, because the allocator may hold an IP the Service does not show: a write of it
     refused (a Conflict) just before the Service changed its request, or the status cleared
@@ -226,7 +348,7 @@ def _failed(
     """
     report = Report(True, reasons.ALLOCATION_FAILED, str(failure))
     label = metrics.failure_reason(failure)
-    if held is not None:
+    if held:
         return replace(_recorded(service, held, reports=(report,)), failure=label)
     marked = _ours_marked(service)
     return Plan(
@@ -242,5 +364,5 @@ def _full(alloc: allocator.Allocator, pool: PoolName) -> bool:
     return usage.used >= usage.size
 
 
-def _pools(held: allocator.Allocation | None) -> frozenset[PoolName]:
-    return frozenset() if held is None else frozenset({held.pool})
+def _pools(*held: allocator.Allocation) -> frozenset[PoolName]:
+    return frozenset(allocation.pool for allocation in held)

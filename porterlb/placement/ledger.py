@@ -1,15 +1,20 @@
 """The placements the leader has made: which node announces each IP, and who uses each IP.
 
-One placement per IP, not per Service: Services sharing an IP are announced from one node by
-construction. The ledger is plain in-memory state; the API holds the truth (the
-``porterlb.io/announced-by`` annotation), and a new leader rebuilds the ledger from it with
-:meth:`Ledger.adopt` before deciding anything.
+One placement per *group*, not per Service or per IP: the IPs of one Service (both of a
+dual-stack Service) are announced from one node, and so are Services sharing an IP. Both
+join IPs into a group, transitively: Service A (IPv4 X, IPv6 Y) and Service B (IPv4 X,
+IPv6 Z) put X, Y and Z on one node. :meth:`Ledger.place` places a whole group at once, so
+that every IP of a group is on the group's node and no IP is ever on two nodes.
+
+The ledger is plain in-memory state; the API holds the truth (the ``porterlb.io/announced-by``
+annotation), and a new leader rebuilds the ledger from it with :meth:`Ledger.adopt` before
+deciding anything.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from porterlb.api.keys import NodeName, ServiceKey
 from porterlb.placement import choice
@@ -19,36 +24,67 @@ class Ledger:
     def __init__(self) -> None:
         self._node_of: dict[str, NodeName] = {}
         self._users: dict[str, set[ServiceKey]] = collections.defaultdict(set)
-        self._ip_of: dict[ServiceKey, str] = {}
+        self._ips_of: dict[ServiceKey, tuple[str, ...]] = {}
         self._load: collections.Counter[NodeName] = collections.Counter()
 
-    def adopt(self, key: ServiceKey, ip: str, node: NodeName | None) -> None:
+    def adopt(self, key: ServiceKey, ips: Sequence[str], node: NodeName | None) -> None:
         """Record what the API says; the first recorded node of an IP wins (call oldest first)."""
-        self.use(key, ip)
-        if node is not None and ip not in self._node_of:
-            self._set(ip, node)
+        self.use(key, ips)
+        if node is None:
+            return
+        for ip in ips:
+            if ip not in self._node_of:
+                self._set(ip, node)
 
-    def use(self, key: ServiceKey, ip: str | None) -> None:
-        """`key` now uses `ip` (None: no IP); an IP nobody uses any more is forgotten."""
-        old = self._ip_of.pop(key, None)
-        if old is not None and old != ip:
-            self._users[old].discard(key)
-            if not self._users[old]:
-                del self._users[old]
-                self._set(old, None)
-        if ip is not None:
-            self._ip_of[key] = ip
-            self._users[ip].add(key)
+    def use(self, key: ServiceKey, ips: Sequence[str]) -> None:
+        """`key` now uses `ips` (empty: no IP); an IP nobody uses any more is forgotten."""
+        old = self._ips_of.pop(key, ())
+        for ip in old:
+            if ip in ips:
+                continue
+            self._users[ip].discard(key)
+            if not self._users[ip]:
+                del self._users[ip]
+                self._set(ip, None)
+        if ips:
+            self._ips_of[key] = tuple(ips)
+            for ip in ips:
+                self._users[ip].add(key)
+
+    def group(self, ip: str) -> frozenset[str]:
+        """The IPs that must be on one node with `ip`: those of the Services using it, and so
+        on (empty for an IP nobody uses)."""
+        if ip not in self._users:
+            return frozenset()
+        found, todo = {ip}, [ip]
+        while todo:
+            for user in self._users[todo.pop()]:
+                for other in self._ips_of[user]:
+                    if other not in found:
+                        found.add(other)
+                        todo.append(other)
+        return frozenset(found)
 
     def place(self, ip: str, eligible: Collection[NodeName]) -> NodeName | None:
-        """Choose (or keep) the node for `ip` among `eligible`, and record it.
+        """Choose (or keep) the node for the group of `ip` among `eligible` (the nodes that
+        suit every IP of it), and record it for every IP of the group.
 
-        An IP no Service uses is never placed: nothing would ever unplace it.
+        The group stays where most of its IPs are, if that node is eligible: two groups that
+        a new Service joins were placed apart, and the smaller moves. An IP no Service uses
+        is never placed: nothing would ever unplace it.
         """
-        if ip not in self._users:
+        group = self.group(ip)
+        if not group:
             return None
-        node = choice.choose(ip, self._node_of.get(ip), eligible, self._load)
-        self._set(ip, node)
+        on = collections.Counter(self._node_of[i] for i in group if i in self._node_of)
+        current = min(
+            (node for node in on if node in eligible),
+            key=lambda node: (-on[node], node),
+            default=None,
+        )
+        node = choice.choose(min(group), current, eligible, self._load)
+        for member in group:
+            self._set(member, node)
         return node
 
     def node_of(self, ip: str) -> NodeName | None:

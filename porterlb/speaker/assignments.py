@@ -1,11 +1,13 @@
 """Which IPs this node must announce, read from the manager's records: pure, no I/O.
 
 A Service assigns its IPs to a node when it carries ``porterlb.io/announced-by: <node>``,
-publishes the IPs in ``status.loadBalancer.ingress``, names its pool in the pool label and is
-not being deleted. The speaker trusts the manager for everything else (ownership,
-allocation): it only reads. Services sharing an IP each carry the record, and the manager
-rewrites them one by one when the IP moves; while they disagree, no node answers for the IP
-(:meth:`Records.contested`), so that two nodes never answer for it at once.
+publishes the IPs in ``status.loadBalancer.ingress``, names its pool in the pool label (and,
+for a dual-stack Service whose IPs come from two pools, the pool of each IP in
+``porterlb.io/pools``) and is not being deleted. The speaker trusts the manager for
+everything else (ownership, allocation): it only reads. Services sharing an IP each carry the
+record, and the manager rewrites them one by one when the IP moves; while they disagree, no
+node answers for the IP (:meth:`Records.contested`), so that two nodes never answer for it at
+once.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ def record(obj: Mapping[str, Any]) -> Record | None:
     """What the Service object `obj` assigns, to which node; None when it assigns nothing."""
     service = svc.parse(obj)
     node = service.annotation(wellknown.ANNOUNCED_BY)
-    pool = service.label(wellknown.POOL_LABEL)
-    if not node or pool is None or service.deleting:
+    pools = svc.recorded_pools(service)
+    if not node or not pools or service.deleting:
         return None
     found = []
-    for text in service.ingress:
+    for text, pool in zip(service.ingress, pools, strict=False):
         try:
-            found.append((ipaddress.ip_address(text), PoolName(pool)))
+            found.append((ipaddress.ip_address(text), pool))
         except ValueError:
             continue  # the manager wrote it and reports bad input; the speaker only reads
     return Record(NodeName(node), tuple(found)) if found else None

@@ -115,7 +115,7 @@ def _service(
     return {
         "service": service.key,
         "ips": list(service.ingress),
-        "pool": service.label(wellknown.POOL_LABEL),
+        "pool": service.annotation(wellknown.POOLS) or service.label(wellknown.POOL_LABEL),
         "node": node,
         "mac": macs.get(node) if node else None,
         "since": _since(events, node) or (_annotated_at(service_obj) if node else None),

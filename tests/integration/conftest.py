@@ -66,6 +66,12 @@ def block() -> str:
     return f"198.18.{n}"
 
 
+def v6(net: str) -> str:
+    """The IPv6 prefix that goes with a test's IPv4 block `net` (``198.18.7``):
+    ``2001:db8:7::`` (append ``/64``, or ``1`` for its first usable address)."""
+    return f"2001:db8:{int(net.rsplit('.', 1)[1]):x}::"
+
+
 @pytest.fixture
 def net() -> str:
     """This test's own /24 prefix, e.g. ``198.18.7`` (append ``.0/24`` or ``.10``)."""

@@ -27,9 +27,15 @@ def service(
     load_balancer_ip: str | None = None,
     ports: tuple[tuple[str, int], ...] = (("TCP", 80),),
     ip_family: str | None = None,
+    dual_stack: str | None = None,
+    ip_families: tuple[str, ...] = ("IPv4", "IPv6"),
 ) -> Service:
-    """A LoadBalancer Service (opted in to porterlb by the OpenELB annotation by default)."""
+    """A LoadBalancer Service (opted in to porterlb by the OpenELB annotation by default);
+    `dual_stack` is its ``ipFamilyPolicy`` (``PreferDualStack``, ``RequireDualStack``), with
+    `ip_families` in that order."""
     wanted = {**(OPT_IN if opt_in else {}), **(annotations or {})}
+    families = list(ip_families) if dual_stack else [ip_family] if ip_family else None
+    policy = dual_stack or ("SingleStack" if ip_family else None)
     return Service(
         metadata=ObjectMeta(name=name, namespace=namespace, annotations=wanted or None),
         spec=ServiceSpec(
@@ -41,8 +47,8 @@ def service(
                 for proto, port in ports
             ],
             selector={"app": name},
-            ipFamilies=[ip_family] if ip_family else None,
-            ipFamilyPolicy="SingleStack" if ip_family else None,
+            ipFamilies=families,
+            ipFamilyPolicy=policy,
         ),
     )
 

@@ -12,7 +12,7 @@ from lightkube.types import PatchType
 from porterlb.api import reasons, wellknown
 from porterlb.kube import resources
 from tests.integration import objects
-from tests.integration.conftest import eip_object, running_manager
+from tests.integration.conftest import eip_object, running_manager, v6
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -306,12 +306,12 @@ async def test_type_change_releases_the_ip(client, manager, namespace, net, eips
     )
 
 
-async def test_ipv6_pool_serves_an_ipv6_service(client, manager, namespace, eips):
-    prefix = f"2001:db8:{abs(hash(namespace)) % 0xFFFF:x}:"
-    await make_pool(client, eips, f"{namespace}-v6", f"{prefix}:/64", namespace)
+async def test_ipv6_pool_serves_an_ipv6_service(client, manager, namespace, net, eips):
+    prefix = v6(net)
+    await make_pool(client, eips, f"{namespace}-v6", f"{prefix}/64", namespace)
     await client.create(objects.service("web", namespace, ip_family="IPv6"))
     # The all-zero address is the Subnet-Router anycast address: never handed out.
-    await objects.wait_ingress(client, "web", namespace, (f"{prefix}:1",))
+    await objects.wait_ingress(client, "web", namespace, (f"{prefix}1",))
 
 
 async def test_overlapping_eip_is_not_ready_and_older_keeps_working(

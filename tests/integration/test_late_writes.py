@@ -51,7 +51,12 @@ async def test_an_old_leaders_writes_from_older_versions_are_refused(
 
     with pytest.raises(errors.Conflict, match=f"Service {namespace}/web: status"):
         await writers.write_service(
-            client, namespace, "web", resource_version=old_service, claim=pool, ingress=[f"{net}.9"]
+            client,
+            namespace,
+            "web",
+            resource_version=old_service,
+            claim=(pool,),
+            ingress=[f"{net}.9"],
         )
     with pytest.raises(errors.Conflict, match=f"Service {namespace}/web: status"):
         await writers.set_announcing_node(

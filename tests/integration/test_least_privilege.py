@@ -158,7 +158,7 @@ async def test_every_service_write_needs_only_patch_on_services_status(
             namespace,
             "web",
             resource_version=await version(),
-            claim="lan",
+            claim=("lan",),
             ingress=[f"{net}.1"],
         )
         await writers.set_announcing_node(

@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator, Callable
 
 import lightkube
 import pytest
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Node, Service
 from lightkube.types import PatchType
 
-from porterlb.api import reasons
-from porterlb.kube import election, secrets
+from porterlb.api import reasons, wellknown
+from porterlb.kube import election, reflector, secrets
 from porterlb.liveness import guard, keys, tracker
 from porterlb.liveness import metrics as liveness_metrics
 from porterlb.manager import liveness
@@ -267,6 +267,51 @@ async def test_a_move_away_from_a_node_that_answers_waits_for_its_echo_of_the_re
         # NoEligibleNode names the nodes in name order, whichever got the IP first.
         why = "; ".join(f"{node}: {reasons_by_node[node]}" for node in sorted(reasons_by_node))
         await wait_not_announced(client, namespace, net, why)
+
+
+async def test_a_service_deleted_before_its_release_shows_in_the_cache_still_fences_its_node(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    """Its EndpointSlice goes first, so the leader writes the release of its IP; on a loaded
+    machine the deletion of the Service can reach the leader's cache before the leader
+    handles that write again (held here until then). The old node must still be told to
+    reach the release: the revision required is the write's own, known from its reply."""
+    node = await node_at(client, nodes, f"{namespace}-0", "127.0.0.60")
+    key = await key_of(client, namespace)
+    web = f"{namespace}/web"
+    announcing = pinging_manager.announcing
+    handle, release = announcing.queue.handler, asyncio.Event()
+
+    async def held(key: str) -> object:
+        obj = announcing.services.cache.get(key)
+        annotations = (obj or {}).get("metadata", {}).get("annotations") or {}
+        names = annotations.get(wellknown.ANNOUNCED_BY)
+        if key == web and names != node:
+            await release.wait()  # the turn after the release is written: the race's loser
+        return await handle(key)
+
+    async with answering(node, "127.0.0.60", port, key):
+        await pool_with_service(client, eips, namespace, net)
+        await wait_announced_by(client, "web", namespace, {node})
+        announcing.queue.handler = held
+        try:
+            await objects.delete_endpoints(client, "web", namespace)
+            await wait_announced_by(client, "web", namespace, None)
+            written = reflector.object_revision(
+                await objects.raw(client, Service, "web", namespace)
+            )
+            await client.delete(Service, "web", namespace=namespace)
+
+            async def gone() -> bool:
+                return web not in announcing.services.cache
+
+            await eventually(gone, what=f"the deletion of {web} in the leader's cache")
+        finally:
+            release.set()
+            announcing.queue.handler = handle
+        await announcing.queue.idle()
+        assert announcing.pinger is not None
+        assert announcing.pinger.must_see >= written
 
 
 async def test_no_ip_goes_to_a_node_whose_speaker_lacks_the_pools_interface(

@@ -23,6 +23,7 @@ OPT_IN = {wellknown.LB_OPT_IN: "openelb"}
 POOL_NOW, POOL_OLD = wellknown.POOL
 PROTOCOL_NOW, PROTOCOL_OLD = wellknown.PROTOCOL
 IP_ANNOTATION = wellknown.REQUESTED_IP
+IPS_ANNOTATION = wellknown.REQUESTED_IPS
 
 
 def make(
@@ -281,6 +282,12 @@ def test_ownership(kwargs, want):
 
 # -- wanted ----------------------------------------------------------------------------------
 
+
+def dual(key: str, value: str) -> dict[str, Any]:
+    """A dual-stack Service's fields with one annotation."""
+    return {"families": ["IPv4", "IPv6"], "annotations": {key: value}}
+
+
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address
 
@@ -288,109 +295,143 @@ V6 = ipaddress.IPv6Address
 @pytest.mark.parametrize(
     ("kwargs", "want"),
     [
-        pytest.param({}, svc.Wanted(None, None, None, None), id="nothing"),
+        pytest.param({}, svc.Wanted((), None, None, None), id="nothing"),
         # the pool
         pytest.param(
             {"annotations": {POOL_NOW: "lan"}},
-            svc.Wanted(PoolName("lan"), None, None, None),
+            svc.Wanted((PoolName("lan"),), None, None, None),
             id="pool-current",
         ),
         pytest.param(
             {"annotations": {POOL_OLD: "lan"}},
-            svc.Wanted(PoolName("lan"), None, None, None),
+            svc.Wanted((PoolName("lan"),), None, None, None),
             id="pool-legacy",
         ),
         pytest.param(
             {"annotations": {POOL_NOW: "new", POOL_OLD: "old"}},
-            svc.Wanted(PoolName("new"), None, None, None),
+            svc.Wanted((PoolName("new"),), None, None, None),
             id="pool-current-wins",
         ),
         pytest.param(
-            {"annotations": {POOL_NOW: ""}}, svc.Wanted(None, None, None, None), id="pool-empty"
+            {"annotations": {POOL_NOW: ""}}, svc.Wanted((), None, None, None), id="pool-empty"
         ),
         # the IP
         pytest.param(
             {"annotations": {IP_ANNOTATION: "198.18.0.7"}},
-            svc.Wanted(None, V4("198.18.0.7"), 4, None),
+            svc.Wanted((), V4("198.18.0.7"), 4, None),
             id="ip-annotation",
         ),
         pytest.param(
             {"annotations": {IP_ANNOTATION: " 198.18.0.7\n"}},
-            svc.Wanted(None, V4("198.18.0.7"), 4, None),
+            svc.Wanted((), V4("198.18.0.7"), 4, None),
             id="ip-annotation-padded",
         ),
         pytest.param(
             {"lb_ip": "198.18.0.8"},
-            svc.Wanted(None, V4("198.18.0.8"), 4, None),
+            svc.Wanted((), V4("198.18.0.8"), 4, None),
             id="ip-spec",
         ),
         pytest.param(
             {"lb_ip": "2001:db8::8"},
-            svc.Wanted(None, V6("2001:db8::8"), 6, None),
+            svc.Wanted((), V6("2001:db8::8"), 6, None),
             id="ip-spec-v6",
         ),
         pytest.param(
             {"annotations": {IP_ANNOTATION: "198.18.0.7"}, "lb_ip": "198.18.0.8"},
-            svc.Wanted(None, V4("198.18.0.7"), 4, None),
+            svc.Wanted((), V4("198.18.0.7"), 4, None),
             id="ip-annotation-beats-spec",
         ),
         pytest.param(
             {"annotations": {IP_ANNOTATION: "198.18.0.7"}, "lb_ip": "not-an-ip"},
-            svc.Wanted(None, V4("198.18.0.7"), 4, None),
+            svc.Wanted((), V4("198.18.0.7"), 4, None),
             id="ip-annotation-hides-bad-spec",
         ),
         pytest.param(
             {"annotations": {POOL_NOW: "lan", IP_ANNOTATION: "198.18.0.7"}},
-            svc.Wanted(PoolName("lan"), V4("198.18.0.7"), 4, None),
+            svc.Wanted((PoolName("lan"),), V4("198.18.0.7"), 4, None),
             id="pool-and-ip",
         ),
         # the family
-        pytest.param({"families": ["IPv4"]}, svc.Wanted(None, None, 4, None), id="single-v4"),
-        pytest.param({"families": ["IPv6"]}, svc.Wanted(None, None, 6, None), id="single-v6"),
+        pytest.param({"families": ["IPv4"]}, svc.Wanted((), None, 4, None), id="single-v4"),
+        pytest.param({"families": ["IPv6"]}, svc.Wanted((), None, 6, None), id="single-v6"),
         pytest.param(
-            {"families": ["IPv4", "IPv6"]}, svc.Wanted(None, None, None, None), id="dual-stack"
+            {"families": ["IPv4", "IPv6"]},
+            (svc.Wanted((), None, 4, None), svc.Wanted((), None, 6, None)),
+            id="dual-stack",
         ),
         pytest.param(
             {"families": ["IPv6", "IPv4"], "lb_ip": "2001:db8::1"},
-            svc.Wanted(None, V6("2001:db8::1"), 6, None),
-            id="dual-stack-ip-sets-family",
+            (svc.Wanted((), V6("2001:db8::1"), 6, None), svc.Wanted((), None, 4, None)),
+            id="dual-stack-ip-for-its-family",
+        ),
+        pytest.param(
+            dual(IPS_ANNOTATION, "2001:db8::1, 198.18.0.7"),
+            (svc.Wanted((), V4("198.18.0.7"), 4, None), svc.Wanted((), V6("2001:db8::1"), 6, None)),
+            id="dual-stack-ip-per-family",
+        ),
+        pytest.param(
+            {
+                "families": ["IPv4", "IPv6"],
+                "annotations": {IPS_ANNOTATION: "2001:db8::1", IP_ANNOTATION: "198.18.0.7"},
+                "lb_ip": "198.18.0.8",
+            },
+            (svc.Wanted((), None, 4, None), svc.Wanted((), V6("2001:db8::1"), 6, None)),
+            id="ip-list-wins",
+        ),
+        pytest.param(
+            {"families": ["IPv4"], "annotations": {IPS_ANNOTATION: "198.18.0.7"}},
+            svc.Wanted((), V4("198.18.0.7"), 4, None),
+            id="ip-list-single-stack",
+        ),
+        pytest.param(
+            dual(POOL_NOW, " lan-v4 , lan-v6 "),
+            (
+                svc.Wanted((PoolName("lan-v4"), PoolName("lan-v6")), None, 4, None),
+                svc.Wanted((PoolName("lan-v4"), PoolName("lan-v6")), None, 6, None),
+            ),
+            id="pool-per-family",
+        ),
+        pytest.param(
+            {"families": ["IPv6", "IPv4", "IPv6"]},
+            (svc.Wanted((), None, 6, None), svc.Wanted((), None, 4, None)),
+            id="families-deduplicated",
         ),
         pytest.param(
             {"families": ["IPv6"], "lb_ip": "2001:db8::1"},
-            svc.Wanted(None, V6("2001:db8::1"), 6, None),
+            svc.Wanted((), V6("2001:db8::1"), 6, None),
             id="single-v6-ip-v6",
         ),
         # the protocol
         pytest.param(
             {"annotations": {PROTOCOL_NOW: "layer2"}},
-            svc.Wanted(None, None, None, None),
+            svc.Wanted((), None, None, None),
             id="protocol-layer2",
         ),
         pytest.param(
             {"annotations": {PROTOCOL_OLD: "layer2"}},
-            svc.Wanted(None, None, None, None),
+            svc.Wanted((), None, None, None),
             id="protocol-legacy-layer2",
         ),
         pytest.param(
             {"annotations": {PROTOCOL_NOW: "layer2", PROTOCOL_OLD: "bgp"}},
-            svc.Wanted(None, None, None, None),
+            svc.Wanted((), None, None, None),
             id="protocol-current-wins",
         ),
         # the sharing key
         pytest.param(
             {"annotations": {wellknown.SHARING_KEY: "dns"}},
-            svc.Wanted(None, None, None, "dns"),
+            svc.Wanted((), None, None, "dns"),
             id="sharing-key",
         ),
         pytest.param(
             {"annotations": {wellknown.SHARING_KEY: ""}},
-            svc.Wanted(None, None, None, None),
+            svc.Wanted((), None, None, None),
             id="sharing-key-empty",
         ),
     ],
 )
 def test_wanted(kwargs, want):
-    assert svc.wanted(parsed(**kwargs)) == want
+    assert svc.wanted(parsed(**kwargs)) == (want if isinstance(want, tuple) else (want,))
 
 
 @pytest.mark.parametrize(
@@ -458,6 +499,54 @@ def test_wanted(kwargs, want):
             "Service shop/web: requested IP 2001:db8::7 is IPv6 but the Service is IPv4",
             id="family-v6-ip-in-v4-service",
         ),
+        pytest.param(
+            {"families": ["IPv4"], "annotations": {IPS_ANNOTATION: "198.18.0.7,2001:db8::7"}},
+            "Service shop/web: requested IP 2001:db8::7 is IPv6 but the Service is IPv4",
+            id="ip-list-family-not-listed",
+        ),
+        pytest.param(
+            dual(IPS_ANNOTATION, "198.18.0.7,198.18.0.8"),
+            "Service shop/web: annotation porterlb.io/load-balancer-ips"
+            " '198.18.0.7,198.18.0.8' lists more than one IP per family",
+            id="ip-list-two-of-one-family",
+        ),
+        pytest.param(
+            dual(IPS_ANNOTATION, "198.18.0.7,"),
+            "Service shop/web: annotation porterlb.io/load-balancer-ips '198.18.0.7,': ''"
+            " is not an IP address",
+            id="ip-list-trailing-comma",
+        ),
+        pytest.param(
+            dual(IPS_ANNOTATION, "198.18.0.7;2001:db8::7"),
+            "Service shop/web: annotation porterlb.io/load-balancer-ips"
+            " '198.18.0.7;2001:db8::7' is not an IP address",
+            id="ip-list-wrong-separator",
+        ),
+        pytest.param(
+            dual(IPS_ANNOTATION, "198.18.0.7,fe80::1%eth0"),
+            "Service shop/web: annotation porterlb.io/load-balancer-ips"
+            " '198.18.0.7,fe80::1%eth0' has a zone; a LoadBalancer IP has none",
+            id="ip-list-zone",
+        ),
+        pytest.param(
+            dual(POOL_NOW, "a,,b"),
+            "Service shop/web: annotation eip.openelb.kubesphere.io/v1alpha2 'a,,b' has an"
+            ' empty pool name (write one pool, or one per IP family: "lan-v4,lan-v6")',
+            id="pool-list-empty-name",
+        ),
+        pytest.param(
+            dual(POOL_OLD, "a, a"),
+            "Service shop/web: annotation eip.porter.kubesphere.io/v1alpha2 'a, a' names a"
+            ' pool twice (write one pool, or one per IP family: "lan-v4,lan-v6")',
+            id="pool-list-twice",
+        ),
+        pytest.param(
+            dual(POOL_NOW, "a,b,c"),
+            "Service shop/web: annotation eip.openelb.kubesphere.io/v1alpha2 'a,b,c' names"
+            " more than one pool per IP family (write one pool, or one per IP family:"
+            ' "lan-v4,lan-v6")',
+            id="pool-list-three",
+        ),
     ],
 )
 def test_wanted_rejects(kwargs, message):
@@ -485,7 +574,7 @@ def test_wanted_rejects_a_zoned_ip():
 
 def test_an_empty_requested_ip_annotation_does_not_hide_the_spec_field():
     found = svc.wanted(parsed(annotations={wellknown.REQUESTED_IP: ""}, lb_ip="198.18.0.7"))
-    assert str(found.ip) == "198.18.0.7"
+    assert str(found[0].ip) == "198.18.0.7"
 
 
 IPS = st.one_of(
@@ -503,7 +592,9 @@ def test_wanted_reads_any_ip(ip, via_annotation, dual):
     if dual:
         kwargs["families"] = ["IPv4", "IPv6"]
     want = ipaddress.ip_address(ip)
-    assert svc.wanted(parsed(**kwargs)) == svc.Wanted(None, want, want.version, None)
+    got = {wanted.family: wanted for wanted in svc.wanted(parsed(**kwargs))}
+    assert got[want.version] == svc.Wanted((), want, want.version, None)
+    assert all(wanted.ip is None for family, wanted in got.items() if family != want.version)
 
 
 @given(text=st.text(max_size=40))
@@ -515,6 +606,6 @@ def test_wanted_raises_only_invalid_spec(text):
         assert str(invalid).startswith(f"Service shop/web: annotation {IP_ANNOTATION} ")
     else:
         if text.strip():
-            assert got.ip == ipaddress.ip_address(text.strip())
+            assert got[0].ip == ipaddress.ip_address(text.strip())
         else:
-            assert got.ip is None
+            assert got[0].ip is None

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from porterlb.api import address
-from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.api.keys import PoolName, ServiceKey, Slot
 from porterlb.ipam import allocator, pool
 
 Act = Callable[[allocator.Allocator], Any]
@@ -41,9 +41,14 @@ def pools(*specs: str) -> Act:
 
     def act(state: allocator.Allocator) -> tuple[dict[PoolName, str], dict[str, str]]:
         diff = state.set_pools(items)
-        return dict(diff.rejected), {key: str(held.ip) for key, held in diff.orphaned.items()}
+        return dict(diff.rejected), {str(key): str(held.ip) for key, held in diff.orphaned.items()}
 
     return act
+
+
+def slot(key: str) -> Slot:
+    """The allocator keeps addresses by slot without reading its family: any one will do."""
+    return Slot(ServiceKey(key), 4)
 
 
 def assign(
@@ -61,12 +66,12 @@ def assign(
         family,  # type: ignore[arg-type]
         sharing,
     )
-    return lambda state: str(state.assign(ServiceKey(key), request).ip)
+    return lambda state: str(state.assign(slot(key), request).ip)
 
 
 def release(key: str) -> Act:
     def act(state: allocator.Allocator) -> str | None:
-        freed = state.release(ServiceKey(key))
+        freed = state.release(slot(key))
         return None if freed is None else str(freed)
 
     return act
@@ -81,12 +86,12 @@ def usage(name: str) -> Act:
 
 
 def owner(ip: str) -> Act:
-    return lambda state: sorted(state.owner(ipaddress.ip_address(ip)))
+    return lambda state: sorted(map(str, state.owner(ipaddress.ip_address(ip))))
 
 
 def holding(key: str) -> Act:
     def act(state: allocator.Allocator) -> str | None:
-        held = state.holding(ServiceKey(key))
+        held = state.holding(slot(key))
         return None if held is None else f"{held.pool}:{held.ip}"
 
     return act
@@ -454,6 +459,6 @@ def test_assigned_lists_addresses_in_order():
         assign(key, "lan", ip)(state)
     assigned = state.assigned(PoolName("lan"))
     assert [str(ip) for ip in assigned] == ["198.18.0.3", "198.18.0.5", "198.18.0.9"]
-    assert assigned[ipaddress.ip_address("198.18.0.5")] == {"shop/b"}
+    assert assigned[ipaddress.ip_address("198.18.0.5")] == {slot("shop/b")}
     with pytest.raises(allocator.PoolMissing, match=re.escape('pool "b" does not exist')):
         state.assigned(PoolName("b"))

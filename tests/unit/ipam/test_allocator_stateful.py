@@ -18,7 +18,7 @@ from hypothesis.stateful import (
 )
 
 from porterlb.api import address
-from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.api.keys import PoolName, ServiceKey, Slot
 from porterlb.ipam import allocator, pool
 
 VARIANTS = {
@@ -30,8 +30,8 @@ VARIANTS = {
 """Small pools that overlap in several ways, and shrink, grow or move between calls."""
 
 NAMES = [*VARIANTS, PoolName("missing")]
-KEYS = [ServiceKey(f"ns/s{i}") for i in range(6)]
-PROBE = ServiceKey("probe/lowest-free")
+KEYS = [Slot(ServiceKey(f"ns/s{i}"), 4) for i in range(6)]
+PROBE = Slot(ServiceKey("probe/lowest-free"), 4)
 IPS = [ipaddress.ip_address(f"198.18.0.{i}") for i in range(18)] + [
     ipaddress.ip_address(f"2001:db8::{i}") for i in range(5)
 ]
@@ -65,16 +65,14 @@ class AllocatorMachine(RuleBasedStateMachine):
         super().__init__()
         self.allocator = allocator.Allocator()
         self.pools: dict[PoolName, pool.Pool] = {}
-        self.held: dict[ServiceKey, allocator.Allocation] = {}
+        self.held: dict[Slot, allocator.Allocation] = {}
 
     # The model.
 
-    def holders(self, ip: address.IPAddress) -> dict[ServiceKey, allocator.Allocation]:
+    def holders(self, ip: address.IPAddress) -> dict[Slot, allocator.Allocation]:
         return {key: held for key, held in self.held.items() if held.ip == ip}
 
-    def fits(
-        self, key: ServiceKey, ip: address.IPAddress, sharing: allocator.Sharing | None
-    ) -> bool:
+    def fits(self, key: Slot, ip: address.IPAddress, sharing: allocator.Sharing | None) -> bool:
         for other, held in self.holders(ip).items():
             if other == key:
                 continue
@@ -84,7 +82,7 @@ class AllocatorMachine(RuleBasedStateMachine):
                 return False
         return True
 
-    def expect(self, key: ServiceKey, request: allocator.Request) -> Expected:
+    def expect(self, key: Slot, request: allocator.Request) -> Expected:
         spec = self.pools.get(request.pool)
         if spec is None:
             return allocator.PoolMissing
@@ -177,7 +175,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         accepted = st.sampled_from(sorted(self.pools)) if self.pools else st.nothing()
         return data.draw(accepted | accepted | st.sampled_from(NAMES))
 
-    def check_assign(self, key: ServiceKey, request: allocator.Request) -> None:
+    def check_assign(self, key: Slot, request: allocator.Request) -> None:
         expected = self.expect(key, request)
         if isinstance(expected, allocator.Allocation):
             assert self.allocator.assign(key, request) == expected
@@ -189,7 +187,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         assert self.snapshot() == before
 
     @rule(key=st.sampled_from(KEYS))
-    def release(self, key: ServiceKey) -> None:
+    def release(self, key: Slot) -> None:
         held = self.held.pop(key, None)
         assert self.allocator.release(key) == (None if held is None else held.ip)
         if held is not None and not self.holders(held.ip):
@@ -216,7 +214,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def reads_match_the_model(self) -> None:
         assert dict(self.allocator.allocations()) == self.held
         for name, spec in self.pools.items():
-            groups: dict[address.IPAddress, set[ServiceKey]] = defaultdict(set)
+            groups: dict[address.IPAddress, set[Slot]] = defaultdict(set)
             for key, held in self.held.items():
                 if held.pool == name:
                     groups[held.ip].add(key)

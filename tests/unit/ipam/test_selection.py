@@ -63,7 +63,7 @@ SERVICE = svc.parse({"metadata": {"namespace": "shop", "name": "web"}})
 def want(pool: str | None = None, ip: str | None = None, family: int | None = None) -> svc.Wanted:
     requested = ipaddress.ip_address(ip) if ip else None
     return svc.Wanted(
-        pool=PoolName(pool) if pool else None,
+        pools=tuple(PoolName(name) for name in pool.split(",")) if pool else (),
         ip=requested,
         family=requested.version if requested else family,  # type: ignore[arg-type]
         sharing_key=None,
@@ -123,6 +123,27 @@ CHOSEN = [
         id="annotation-unusable",
     ),
     pytest.param(Case([pool("v6", V6)], want(pool="v6", family=4)), "v6", id="annotation-family"),
+    # 1b. one pool per family
+    pytest.param(
+        Case([pool("v4", default=True), pool("v6", V6)], want(pool="v4,v6", family=6)),
+        "v6",
+        id="annotation-pair-v6",
+    ),
+    pytest.param(
+        Case([pool("v4"), pool("v6", V6, default=True)], want(pool="v6,v4", family=4)),
+        "v4",
+        id="annotation-pair-v4-listed-second",
+    ),
+    pytest.param(
+        Case([pool("v4"), pool("v6", V6)], want(pool="v4,v6")),
+        "v4",
+        id="annotation-pair-any-family-first",
+    ),
+    pytest.param(
+        Case([pool("v4"), pool("v6", V6)], want(pool="v4,v6", ip="2001:db8::9")),
+        "v6",
+        id="annotation-pair-requested-ip",
+    ),
     # 2. the pool containing the requested IP
     pytest.param(
         Case(
@@ -387,6 +408,8 @@ def test_choose(case, chosen):
     ), "the order of the Eips matters"
 
 
+TWO_V4 = [pool("a"), pool("b", "198.18.1.0/24")]
+
 NONE_FIT = [
     pytest.param(
         Case([pool("a", default=True)], want(pool="nope")),
@@ -397,6 +420,28 @@ NONE_FIT = [
         Case([], want(pool="nope")),
         'Service shop/web: Eip "nope" does not exist',
         id="annotation-no-eips",
+    ),
+    pytest.param(
+        Case([pool("v4")], want(pool="v4,nope", family=4)),
+        'Service shop/web: Eip "nope" does not exist',
+        id="annotation-pair-one-missing",
+    ),
+    pytest.param(
+        Case(TWO_V4, want(pool="a,b", family=4)),
+        'Service shop/web: the pool annotation names two IPv4 Eips ("a" and "b");'
+        " name one per IP family",
+        id="annotation-pair-same-family",
+    ),
+    pytest.param(
+        Case(TWO_V4, want(pool="a,b", family=6)),
+        'Service shop/web: the pool annotation names no IPv6 Eip (it names "a" (IPv4), "b" (IPv4))',
+        id="annotation-pair-family-missing",
+    ),
+    pytest.param(
+        Case([pool("a"), pool("bad", "198.18.1.300")], want(pool="a,bad", family=6)),
+        'Service shop/web: the pool annotation names no IPv6 Eip (it names "a" (IPv4),'
+        ' "bad" (invalid address))',
+        id="annotation-pair-invalid-address",
     ),
     pytest.param(
         Case([pool("a", default=True, namespaces=SHOP)], want(ip="198.18.9.9")),

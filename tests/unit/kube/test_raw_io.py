@@ -90,23 +90,37 @@ def test_a_rejection_names_the_object_and_the_api_message():
     assert str(caught.value) == "Service a/b: status: rejected: spec.x: Invalid value"
 
 
-def _service_reply(finalizers: list[str], labels: dict[str, str]) -> httpx2.Response:
-    return httpx2.Response(200, json={"metadata": {"finalizers": finalizers, "labels": labels}})
+def _service_reply(
+    finalizers: list[str], labels: dict[str, str], annotations: dict[str, str] | None = None
+) -> httpx2.Response:
+    meta = {"finalizers": finalizers, "labels": labels, "annotations": annotations or {}}
+    return httpx2.Response(200, json={"metadata": meta})
 
 
 @pytest.mark.parametrize(
     ("finalizers", "labels", "claim", "marked"),
     [
         pytest.param(
-            [wellknown.SERVICE_FINALIZER], {wellknown.POOL_LABEL: "lan"}, "lan", True, id="claimed"
+            [wellknown.SERVICE_FINALIZER],
+            {wellknown.POOL_LABEL: "lan"},
+            ("lan",),
+            True,
+            id="claimed",
         ),
-        pytest.param([], {}, "lan", False, id="claim-ignored"),
+        pytest.param([], {}, ("lan",), False, id="claim-ignored"),
         pytest.param(
             [wellknown.SERVICE_FINALIZER],
             {wellknown.POOL_LABEL: "old"},
-            "lan",
+            ("lan",),
             False,
             id="other-pool",
+        ),
+        pytest.param(
+            [wellknown.SERVICE_FINALIZER],
+            {wellknown.POOL_LABEL: "lan"},
+            ("lan", "lan-v6"),
+            False,
+            id="second-pool-dropped",
         ),
         pytest.param(["other"], {}, None, True, id="unclaimed"),
         pytest.param([wellknown.SERVICE_FINALIZER], {}, None, False, id="unclaim-ignored"),
@@ -114,6 +128,23 @@ def _service_reply(finalizers: list[str], labels: dict[str, str]) -> httpx2.Resp
 )
 def test_the_reply_tells_whether_the_marks_landed(finalizers, labels, claim, marked):
     assert writers.carries_marks(_service_reply(finalizers, labels), claim) is marked
+
+
+@pytest.mark.parametrize(
+    ("annotations", "claim", "marked"),
+    [
+        pytest.param({wellknown.POOLS: "lan,lan-v6"}, ("lan", "lan-v6"), True, id="both-pools"),
+        pytest.param({wellknown.POOLS: "lan,lan-v6"}, ("lan",), False, id="stale-list"),
+        pytest.param({wellknown.POOLS: "lan,lan-v6"}, None, False, id="list-left-on-unclaim"),
+    ],
+)
+def test_the_reply_tells_whether_the_pools_of_a_dual_stack_service_landed(
+    annotations, claim, marked
+):
+    finalizers = [wellknown.SERVICE_FINALIZER] if claim else []
+    labels = {wellknown.POOL_LABEL: claim[0]} if claim else {}
+    reply = _service_reply(finalizers, labels, annotations)
+    assert writers.carries_marks(reply, claim) is marked
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ def test_eips_of_a_dual_stack_lab_cover_the_planned_pools():
     assert v4["metadata"]["annotations"] == {wellknown.DEFAULT_POOL: "true"}
     assert v6["metadata"]["name"] == "lab-demo-v6"
     assert v6["spec"]["address"] == "2001:db8:20:1::200-2001:db8:20:1::fff"
-    assert wellknown.DEFAULT_POOL not in v6["metadata"]["annotations"]
+    assert v6["metadata"]["annotations"] == {wellknown.DEFAULT_POOL: "true"}, "one per family"
 
 
 def test_an_ipv4_lab_has_one_eip():

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from porterlb.api import eip, reasons
-from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.api.keys import PoolName, ServiceKey, Slot
 from porterlb.ipam import allocator, pool
 from porterlb.manager import pool_status
 
@@ -40,7 +40,7 @@ def loaded(*eips: eip.Eip, holders: dict[str, str] | None = None) -> allocator.A
         name, _, ip = where.partition(":")
         sharing = allocator.Sharing("k", frozenset({("TCP", port)}))
         alloc.assign(
-            ServiceKey(key),
+            Slot(ServiceKey(key), ipaddress.ip_address(ip).version),
             allocator.Request(PoolName(name), ipaddress.ip_address(ip), sharing=sharing),
         )
     return alloc

@@ -14,7 +14,7 @@ import pytest
 
 from porterlb.api import eip, reasons, wellknown
 from porterlb.api import service as svc
-from porterlb.api.keys import PoolName, ServiceKey
+from porterlb.api.keys import PoolName, ServiceKey, Slot
 from porterlb.ipam import allocator, pool
 from porterlb.manager import service_plan
 from porterlb.manager.service_plan import Plan, Report
@@ -113,13 +113,13 @@ def give(ctx: service_plan.Context, key: str, pool_name: str, ip: str, share: st
     """Let another Service hold `ip` (sharing under `share` with port TCP/80 if set)."""
     sharing = allocator.Sharing(share, frozenset({("TCP", 80)})) if share else None
     ctx.alloc.assign(
-        ServiceKey(key),
+        Slot(ServiceKey(key), ipaddress.ip_address(ip).version),
         allocator.Request(PoolName(pool_name), ipaddress.ip_address(ip), sharing=sharing),
     )
 
 
 def held(ctx: service_plan.Context) -> dict[str, str]:
-    return {key: f"{a.pool}:{a.ip}" for key, a in ctx.alloc.allocations().items()}
+    return {str(key): f"{a.pool}:{a.ip}" for key, a in ctx.alloc.allocations().items()}
 
 
 def allocated(ip: str, pool_name: str = "lan", key: str = "shop/web") -> Report:
@@ -163,7 +163,7 @@ def test_new_service_gets_the_lowest_address(kwargs):
     ctx = default_lan()
     plan = service_plan.decide(WEB, service(**kwargs), ctx)
     assert plan == Plan(
-        claim=LAN,
+        claim=(LAN,),
         ingress=("198.18.0.1",),
         reports=(allocated("198.18.0.1"),),
         freed=False,
@@ -212,14 +212,14 @@ def test_converged_service_needs_no_write():
     ("kwargs", "claim", "ingress", "reports"),
     [
         pytest.param(
-            {"ingress": ["198.18.0.1"], "label": "lan"}, LAN, None, (), id="finalizer-missing"
+            {"ingress": ["198.18.0.1"], "label": "lan"}, (LAN,), None, (), id="finalizer-missing"
         ),
         pytest.param(
-            {"ingress": ["198.18.0.1"], "finalizer": True}, LAN, None, (), id="label-missing"
+            {"ingress": ["198.18.0.1"], "finalizer": True}, (LAN,), None, (), id="label-missing"
         ),
         pytest.param(
             {"ingress": ["198.18.0.1"], "finalizer": True, "label": "old"},
-            LAN,
+            (LAN,),
             None,
             (),
             id="label-wrong",
@@ -264,7 +264,7 @@ def test_requested_ip_is_allocated():
     ctx = default_lan()
     plan = service_plan.decide(WEB, service(lb_ip="198.18.0.50"), ctx)
     assert plan == Plan(
-        claim=LAN,
+        claim=(LAN,),
         ingress=("198.18.0.50",),
         reports=(allocated("198.18.0.50"),),
         pools=frozenset({LAN}),
@@ -279,7 +279,7 @@ def test_bound_pool_with_room_is_preferred_over_a_full_one():
     )
     give(ctx, "shop/db", "tiny", "198.18.9.9")
     plan = service_plan.decide(WEB, service(), ctx)
-    assert plan.claim == BIG
+    assert plan.claim == (BIG,)
     assert plan.ingress == ("198.18.0.1",)
 
 
@@ -289,9 +289,10 @@ def test_sharing_services_share_one_address():
     give(ctx, "shop/db", "lan", "198.18.0.1", share="dns")
     plan = service_plan.decide(WEB, service(annotations=share, ports=[("UDP", 53)]), ctx)
     assert plan.ingress == ("198.18.0.1",)
-    assert ctx.alloc.owner(ipaddress.ip_address("198.18.0.1")) == {"shop/db", "shop/web"}
+    owners = ctx.alloc.owner(ipaddress.ip_address("198.18.0.1"))
+    assert {str(owner) for owner in owners} == {"shop/db", "shop/web"}
     sharing = allocator.Sharing("dns", frozenset({("UDP", 53)}))
-    assert ctx.alloc.holding(WEB) == allocator.Allocation(
+    assert ctx.alloc.holding(Slot(WEB, 4)) == allocator.Allocation(
         LAN, ipaddress.ip_address("198.18.0.1"), sharing
     )
 
@@ -315,7 +316,7 @@ def test_moved_to_another_pool_frees_the_old_address():
     before = service(ingress=["198.18.0.1"], finalizer=True, label="lan", lb_ip="198.18.1.5")
     plan = service_plan.decide(WEB, before, ctx)
     assert plan == Plan(
-        claim=BIG,
+        claim=(BIG,),
         ingress=("198.18.1.5",),
         reports=(allocated("198.18.1.5", "big"),),
         freed=True,
@@ -725,7 +726,7 @@ def test_failure_records_the_address_held_but_not_shown(kwargs):
     asks_full = service(annotations=pool_annotation("full"), **kwargs)
     plan = service_plan.decide(WEB, asks_full, ctx)
     assert plan == Plan(
-        claim=None if kwargs else LAN,
+        claim=None if kwargs else (LAN,),
         ingress=("198.18.0.1",),
         reports=(failed('Service shop/web: pool "full" (198.18.3.1) has no free address'),),
     )
@@ -757,7 +758,7 @@ def test_failure_with_a_pool_moved_to_another_pool():
     written = service(ingress=["198.18.0.1"], finalizer=True, label="lan")
     plan = service_plan.decide(WEB, written, ctx)
     assert plan == Plan(
-        claim=BIG,
+        claim=(BIG,),
         ingress=("198.18.1.1",),
         reports=(allocated("198.18.1.1", "big"),),
         pools=frozenset({BIG}),

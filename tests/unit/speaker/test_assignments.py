@@ -36,6 +36,17 @@ def test_both_ips_of_a_dual_stack_service():
     assert [str(ip) for ip, _ in found] == ["198.18.2.200", "2001:db8:1:1::200"]
 
 
+def test_each_ip_of_a_dual_stack_service_with_its_own_pool():
+    """``porterlb.io/pools`` names the pool of each IP; the label names only the first."""
+    obj = service(ingress=("2001:db8:1:1::200", "198.18.2.200"), pool="lan-v6")
+    obj["metadata"]["annotations"][wellknown.POOLS] = "lan-v6,lan"
+    found = assignments.read(obj, W1)
+    assert [(str(ip), pool) for ip, pool in found] == [
+        ("2001:db8:1:1::200", "lan-v6"),
+        ("198.18.2.200", "lan"),
+    ]
+
+
 @pytest.mark.parametrize(
     "obj",
     [
