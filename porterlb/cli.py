@@ -35,7 +35,7 @@ from porterlb import health, logs
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import election, secrets
-from porterlb.liveness import guard, tracker, udp
+from porterlb.liveness import drain, guard, tracker, udp
 from porterlb.status import command as status_command
 
 log = logging.getLogger("porterlb")
@@ -226,6 +226,14 @@ def _speaker_parser(roles: Any, common: argparse.ArgumentParser) -> None:
         default=guard.DEFAULT_LEASE,
         help="seconds an acknowledged pong lets the speaker answer (docs/fencing.md)",
     )
+    speaker.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=drain.DEFAULT_TIMEOUT,
+        help="on SIGTERM, seconds at most to wait for the leader to move this node's IPs before"
+        " exiting (keep below the pod's terminationGracePeriodSeconds); a second signal exits"
+        " at once",
+    )
     speaker.set_defaults(run=_run_speaker)
 
 
@@ -363,6 +371,8 @@ def _run_speaker(args: argparse.Namespace) -> int:
     from porterlb.api.keys import NodeName
     from porterlb.speaker import agent, heartbeats
 
+    if not args.drain_timeout >= 0:
+        raise Usage(f"--drain-timeout must be 0 or more seconds, got {args.drain_timeout}")
     metrics_at = _address("--metrics-addr", args.metrics_addr)
     health_at = _address("--health-addr", args.health_addr)
     addresses = tuple(a.strip() for a in args.heartbeat_addr.split(",") if a.strip())
@@ -371,6 +381,7 @@ def _run_speaker(args: argparse.Namespace) -> int:
     secret_namespace, secret_name = _secret(args, namespace)
     _started(args, namespace=namespace, heartbeat_secret=f"{secret_namespace}/{secret_name}")
     _serve_metrics(metrics_at)
+    graceful: list[Callable[[], None]] = []
 
     async def speak() -> None:
         async with client:
@@ -389,13 +400,20 @@ def _run_speaker(args: argparse.Namespace) -> int:
                 node=NodeName(args.node_name),
                 netns=args.netns,
                 heartbeat=heartbeat,
+                drain_timeout=args.drain_timeout,
             )
+            graceful.append(speaker.drain)
             async with asyncio.TaskGroup() as group:
+                serving = None
                 if health_at is not None:
-                    group.create_task(health.serve(health_at, speaker), name="speaker/health")
-                group.create_task(speaker.run(), name="speaker")
+                    serving = group.create_task(
+                        health.serve(health_at, speaker), name="speaker/health"
+                    )
+                await speaker.run()  # returns once drained
+                if serving is not None:
+                    serving.cancel()
 
-    _run_until_signalled(speak())
+    _run_until_signalled(speak(), graceful=graceful)
     return 0
 
 
@@ -407,15 +425,33 @@ def _connect(kubeconfig: Path | None) -> lightkube.AsyncClient:
         raise Usage(str(problem)) from None
 
 
-def _run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` until SIGTERM or SIGINT cancels it, so every finally-block runs in the loop
-    (the manager releases its Lease there)."""
+def _run_until_signalled(
+    main: Coroutine[Any, Any, None], *, graceful: Sequence[Callable[[], None]] = ()
+) -> None:
+    """Run `main` until it returns or SIGTERM or SIGINT cancels it, so every finally-block
+    runs in the loop (the manager releases its Lease there). With `graceful` (filled in by
+    `main` once it can stop gracefully: the speaker's drain), the first signal calls it instead,
+    and only a second one cancels."""
 
     async def supervise() -> None:
         task = asyncio.ensure_future(main)
         loop = asyncio.get_running_loop()
+        signalled: list[int] = []
+
+        def stop(signum: int) -> None:
+            signalled.append(signum)
+            if len(signalled) == 1 and graceful:
+                log.info(
+                    "%s: stopping gracefully; another signal stops at once",
+                    signal.Signals(signum).name,
+                )
+                for begin in graceful:
+                    begin()
+            else:
+                task.cancel()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
+            loop.add_signal_handler(signum, stop, signum)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

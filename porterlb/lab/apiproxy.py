@@ -37,7 +37,7 @@ the port never clashes."""
 CHUNK: Final = 65536
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Copy ``reader`` to ``writer`` until EOF, then half-close ``writer``."""
     with contextlib.suppress(OSError):
         while data := await reader.read(CHUNK):
@@ -57,8 +57,8 @@ async def _forward(
         return
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(_pipe(reader, up_writer))
-            group.create_task(_pipe(up_reader, writer))
+            group.create_task(pipe(reader, up_writer))
+            group.create_task(pipe(up_reader, writer))
     finally:
         for end in (writer, up_writer):
             end.close()

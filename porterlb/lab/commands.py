@@ -48,7 +48,8 @@ def add_parser_to(roles: Any) -> None:
         choices=("process", "real"),
         default="process",
         help="process: porterlb, backends and a kube-proxy stand-in as host processes (default);"
-        " real: a kubelet and containerd per worker, nothing installed (default 2 workers)",
+        " real: containerd, a kubelet and kube-proxy per worker on a routed pod network,"
+        " nothing installed (default 2 workers)",
     )
     up.set_defaults(run=_run_lab_up)
     down = lab_commands.add_parser("down", help="stop and remove everything of a lab")
@@ -100,6 +101,15 @@ def add_parser_to(roles: Any) -> None:
     )
     failover.add_argument("--name", default="bench-failover", help="the labs' name")
     failover.set_defaults(run=_run_bench_failover)
+    rollout = lab_commands.add_parser(
+        "bench-rollout",
+        help="roll every speaker, then every manager, under traffic; print what it cost",
+    )
+    rollout.add_argument("--services", type=int, default=10, help="Services, one IP each")
+    rollout.add_argument("--workers", type=int, default=3)
+    rollout.add_argument("--json", action="store_true", help="one JSON document")
+    rollout.add_argument("--name", default="bench-rollout", help="the lab's name")
+    rollout.set_defaults(run=_run_bench_rollout)
     service = lab_commands.add_parser(
         "service", help="create (or delete) a sample LoadBalancer Service served by every worker"
     )
@@ -267,6 +277,25 @@ def _run_bench_failover(args: argparse.Namespace) -> int:
     except (*_LAB_ERRORS, ValueError) as error:
         print(f"porterlb lab bench-failover: {error}", file=sys.stderr)
     return 1
+
+
+def _run_bench_rollout(args: argparse.Namespace) -> int:
+    from porterlb.lab import rollout
+
+    progress = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    try:
+        with SignalScope():
+            found = rollout.bench(
+                services=args.services, workers=args.workers, name=args.name, say=progress
+            )
+    except _LAB_ERRORS as error:
+        print(f"porterlb lab bench-rollout: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"phases": [dataclasses.asdict(f) for f in found]}, indent=2))
+    else:
+        print(rollout.table(found))
+    return 0
 
 
 def _run_lab_service(args: argparse.Namespace) -> int:

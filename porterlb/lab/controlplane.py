@@ -49,8 +49,10 @@ STOP_GRACE = 10.0
 SERVICE_CLUSTER_IP_RANGE = "198.19.128.0/17,2001:db8:ffff:ffff::/112"
 """ClusterIPs are only numbers in the API here, but they still come from the benchmark and
 documentation ranges; dual-stack so that single-stack IPv6 Services can exist. A /17 holds the
-benchmark's 10,000 Services. Labs with a high index put LANs in this range too: harmless, since
-a ClusterIP is never routed here (no kube-proxy serves ClusterIPs in the lab)."""
+benchmark's 10,000 Services. Labs with a high index put LANs in this range too: harmless where
+no kube-proxy runs (the default lab's stand-in serves no ClusterIP); a lab of real nodes, whose
+kube-proxy drops traffic to the whole range, picks another for them
+(:func:`porterlb.lab.plan.service_block`)."""
 
 LEGACY_CLUSTER_IP_ALLOCATOR = (
     "--emulated-version=1.33",
@@ -113,6 +115,8 @@ class ControlPlane:
         detached: bool = False,
         legacy_cluster_ip_allocator: bool = False,
         serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+        kubelet_egress: Path | None = None,
+        service_range: str = SERVICE_CLUSTER_IP_RANGE,
     ) -> None:
         self.directory = directory
         self.binary_dir = binary_dir or binaries.locate()
@@ -120,6 +124,12 @@ class ControlPlane:
         self.legacy_cluster_ip_allocator = legacy_cluster_ip_allocator
         self.serving_ips = tuple(serving_ips)
         """Addresses besides loopback the serving certificate covers (a lab's API path)."""
+        self.service_range = service_range
+        """``--service-cluster-ip-range``: a lab of real nodes picks one its LAN is not in."""
+        self.kubelet_egress = kubelet_egress
+        """For a lab of real nodes: the unix socket of an HTTP CONNECT proxy to the kubelets
+        (:func:`kubelet_flags`). Such a lab runs kube-controller-manager, so pods are admitted
+        with their ServiceAccount's token, as in any cluster."""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._created: list[Path] = []
         self._endpoints: Endpoints | None = None
@@ -195,7 +205,7 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             "--endpoint-reconciler-type=none",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--service-cluster-ip-range={self.service_range}",
             "--authorization-mode=RBAC",
             f"--client-ca-file={bundle.ca_cert}",
             f"--token-auth-file={tokens}",
@@ -204,13 +214,16 @@ class ControlPlane:
             f"--service-account-issuer={server}",
             f"--service-account-key-file={bundle.service_account_public_key}",
             f"--service-account-signing-key-file={bundle.service_account_key}",
-            # No controller-manager creates default service accounts (envtest does the same).
-            "--disable-admission-plugins=ServiceAccount",
+            # Without a controller manager nothing creates the default ServiceAccounts (envtest
+            # does the same); a lab of real nodes runs one, and its pods get their tokens.
+            *(() if self.kubelet_egress else ("--disable-admission-plugins=ServiceAccount",)),
             "--allow-privileged=true",
             "--profiling=false",
             f"--cert-dir={state / 'apiserver-certs'}",
             *(LEGACY_CLUSTER_IP_ALLOCATOR if self.legacy_cluster_ip_allocator else ()),
         ]
+        if self.kubelet_egress is not None:
+            self._apiserver_argv += kubelet_flags(state, bundle, self.kubelet_egress)
         kubeconfig = self.directory / "kubeconfig"
         _write_kubeconfig(kubeconfig, server, bundle, token)
         self._created.append(kubeconfig)
@@ -274,6 +287,42 @@ class ControlPlane:
             lines = log_path.read_text(errors="replace").splitlines()[-20:]
             return ":\n" + "\n".join(lines)
         return ""
+
+
+def kubelet_flags(state: Path, bundle: certs.Bundle, egress: Path) -> list[str]:
+    """kube-apiserver's flags to reach kubelets (logs, exec, port-forward) in a lab's workers.
+
+    The kubelets listen in namespaces the host cannot route to, so every connection to one
+    (the ``cluster`` egress) goes through the HTTP CONNECT proxy on unix socket ``egress``
+    (:mod:`porterlb.lab.node.egress`), which dials from the lab's router. A Node's
+    InternalIP is the address to dial (its name resolves nowhere); the API server presents
+    the admin certificate, which the kubelets' ``clientCAFile`` (the lab CA) accepts. The
+    kubelets' own certificates are self-signed, so they are not verified (no
+    ``--kubelet-certificate-authority``), as kubeadm leaves it by default.
+    """
+    config = state / "egress-selector.yaml"
+    selection = {
+        "name": "cluster",
+        "connection": {
+            "proxyProtocol": "HTTPConnect",
+            "transport": {"uds": {"udsName": str(egress)}},
+        },
+    }
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "apiserver.k8s.io/v1beta1",
+                "kind": "EgressSelectorConfiguration",
+                "egressSelections": [selection],
+            }
+        )
+    )
+    return [
+        f"--egress-selector-config-file={config}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={bundle.admin_cert}",
+        f"--kubelet-client-key={bundle.admin_key}",
+    ]
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

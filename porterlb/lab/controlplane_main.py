@@ -32,11 +32,18 @@ RESTARTED: Final = "kube-apiserver restarted:"
 
 
 def serve(
-    directory: Path, *, serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = ()
+    directory: Path,
+    *,
+    serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+    kubelet_egress: Path | None = None,
+    service_range: str = controlplane.SERVICE_CLUSTER_IP_RANGE,
 ) -> None:
     """Run etcd + kube-apiserver in ``directory``, print :data:`READY`, wait for SIGTERM.
 
-    The serving certificate covers ``serving_ips`` besides loopback.
+    The serving certificate covers ``serving_ips`` besides loopback; kube-apiserver reaches
+    kubelets through the proxy on unix socket ``kubelet_egress``, if given (a lab of real
+    nodes: :class:`porterlb.lab.controlplane.ControlPlane`); ClusterIPs come from
+    ``service_range``.
 
     SIGTERM (and Ctrl-C) stop both processes and remove their files before this returns or
     raises. Raises ControlPlaneError if the control plane does not start.
@@ -45,7 +52,12 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _exit)
     previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: restarts.append(signum))
     try:
-        plane = controlplane.ControlPlane(directory, serving_ips=serving_ips)
+        plane = controlplane.ControlPlane(
+            directory,
+            serving_ips=serving_ips,
+            kubelet_egress=kubelet_egress,
+            service_range=service_range,
+        )
         with plane as endpoints:
             print(f"{READY} {endpoints.server} kubeconfig={endpoints.kubeconfig}", flush=True)
             while True:
@@ -69,9 +81,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="an address the serving certificate covers besides loopback (repeatable)",
     )
+    parser.add_argument(
+        "--kubelet-egress",
+        type=Path,
+        help="unix socket of the HTTP CONNECT proxy that reaches the kubelets (real nodes)",
+    )
+    parser.add_argument(
+        "--service-range",
+        default=controlplane.SERVICE_CLUSTER_IP_RANGE,
+        help="kube-apiserver's --service-cluster-ip-range",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: serve has cleaned up
-        serve(args.directory, serving_ips=args.serving_ip)
+        serve(
+            args.directory,
+            serving_ips=args.serving_ip,
+            kubelet_egress=args.kubelet_egress,
+            service_range=args.service_range,
+        )
     return 0
 
 

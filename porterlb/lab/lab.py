@@ -243,6 +243,13 @@ def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[
             "name": node.name,
             "metrics": record.metrics.get(f"speaker/{node.name}"),
             "metrics_netns": node.netns,
+            # What runs for this node, by kind (speaker, backend; kubelet, containerd,
+            # kube-proxy on real nodes): the processes whose role is KIND/NODE.
+            "processes": {
+                p.role.partition("/")[0]: {"pid": p.pid, "alive": alive(p), "log": str(p.log)}
+                for p in record.processes
+                if p.role.partition("/")[2] == node.name
+            },
         }
         for node in lab.nodes
     ]
@@ -369,24 +376,24 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     proxy_argv = [*PYTHON, kubeproxy_agent.__name__, "--kubeconfig", str(kubeconfig),
                   "--ready-file", str(ready_file), *workers]  # fmt: skip
     proxy = _start(lab, "kube-proxy", proxy_argv, logs)
-    asyncio.run(_grant(kubeconfig, directory))
+    asyncio.run(grant(kubeconfig, directory))
     # Started before the CRDs exist, so that their imports overlap the install: a list of
     # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
-    roles = _start_porterlb(lab, directory)
+    roles = start_porterlb(lab, directory)
     asyncio.run(_populate(lab, kubeconfig))
     _wait(lab, proxy, ready_file.exists, timeout=READY_TIMEOUT)
-    _await_porterlb(lab, roles)
+    await_porterlb(lab, roles)
     record = Record(
         plan=lab,
         directory=directory,
         processes=(plane, api_proxy, *backends, proxy, *roles),
         metrics={process.role: address for process, address in roles.items()},
     )
-    _save(record)
+    save(record)
     return record
 
 
-async def _grant(kubeconfig: Path, directory: Path) -> None:
+async def grant(kubeconfig: Path, directory: Path) -> None:
     """Install the chart's ServiceAccounts, RBAC and heartbeat Secret; write each role's
     kubeconfig (:mod:`porterlb.lab.credentials`)."""
     async with kube_client.connect(kubeconfig) as client:
@@ -406,7 +413,7 @@ def _start(
     return procs.start(lab.name, role, argv, log_path, namespace=namespace)
 
 
-def _start_porterlb(lab: plan.Lab, directory: Path) -> dict[procs.Process, str]:
+def start_porterlb(lab: plan.Lab, directory: Path) -> dict[procs.Process, str]:
     """The managers, each serving metrics on a loopback port of its own (several labs share
     the host namespace), and one speaker per worker, serving them on its worker's address;
     process -> metrics address."""
@@ -448,11 +455,12 @@ def restart(record: Record, role: str) -> Record:
     fresh = _start_role(record.plan, record.directory, role, record.metrics[role])
     processes = tuple(fresh if p.role == role else p for p in record.processes)
     updated = dataclasses.replace(record, processes=processes)
-    _save(updated)
+    save(updated)
     return updated
 
 
-def _save(record: Record) -> None:
+def save(record: Record) -> None:
+    """Write ``record`` to the lab's ``lab.json`` (atomically: ``lab info`` may be reading)."""
     scratch = record.directory / f".{RECORD}.tmp"
     scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
     scratch.replace(record.directory / RECORD)
@@ -463,7 +471,7 @@ def _backend_argv(node: plan.Node) -> list[str]:
     return [*PYTHON, backend.MODULE, "--node", node.name, "--port", port]
 
 
-def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
+def await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
     """Wait until each of porterlb's processes is ready (a manager serves its metrics; a
     speaker has answered a manager's heartbeat, so no IP is placed on a node whose speaker is
     still starting) or has exited; warn about those that exited or never got ready."""
@@ -482,8 +490,14 @@ def _await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:
             state = "is not ready" if process in pending else "has exited"
             log.warning(
                 "lab %s: %s (pid %d) %s; see %s%s",
-                lab.name, process.role, process.pid, state, process.log, _tail(process.log),
+                lab.name, process.role, process.pid, state, process.log, tail(process.log),
             )  # fmt: skip
+
+
+def ready(record: Record, role: str) -> bool:
+    """Whether ``role`` of the lab is ready: a manager serves its metrics, a speaker has
+    answered a manager's heartbeat (so its node is eligible)."""
+    return _ready(record.plan, role, record.metrics[role])
 
 
 def _ready(lab: plan.Lab, role: str, address: str) -> bool:
@@ -533,7 +547,7 @@ def _wait(
     def check() -> bool:
         if not procs.alive(process):
             raise netns.LabError(
-                f"lab {lab.name!r}: {process.role} exited before it was ready{_tail(process.log)}"
+                f"lab {lab.name!r}: {process.role} exited before it was ready{tail(process.log)}"
             )
         return ready()
 
@@ -541,11 +555,13 @@ def _wait(
         netns.wait_until(check, timeout=timeout, what=f"{process.role} of lab {lab.name!r}")
     except netns.LabError as error:
         if procs.alive(process):
-            raise netns.LabError(f"{error}{_tail(process.log)}") from error
+            raise netns.LabError(f"{error}{tail(process.log)}") from error
         raise
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20) -> str:
+    """``":\n"`` and the last ``lines`` lines of the log at ``path``, for an error message; ""
+    if it is empty or unreadable."""
     with contextlib.suppress(OSError):
         text = path.read_text(errors="replace").splitlines()[-lines:]
         if text:

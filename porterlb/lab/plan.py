@@ -55,6 +55,22 @@ V4_BLOCK: Final = ipaddress.IPv4Network("198.18.0.0/15")
 V6_BLOCK: Final = ipaddress.IPv6Network("2001:db8::/32")
 """RFC 3849 documentation prefix."""
 
+POD_V4_BLOCK: Final = ipaddress.IPv4Network("198.19.0.0/17")
+SERVICE_V4_BLOCK: Final = ipaddress.IPv4Network("198.19.128.0/17")
+SPARE_V4_BLOCK: Final = ipaddress.IPv4Network("198.18.128.0/17")
+"""A real-node lab's pod CIDRs and ClusterIPs: two quarters of 198.18.0.0/15, the Service one
+being ``porterlb.lab.controlplane.SERVICE_CLUSTER_IP_RANGE``'s. The TEST-NETs (three /24s)
+are too small for 100 nodes' pods. Every quarter also holds LANs (a lab's LAN and client
+/24s sit in the quarter its index picks), and a lab's own must overlap neither: the real
+kube-proxy drops traffic to any address of the Service range that is not a ClusterIP, node
+IPs included. So a lab whose LAN is in one of the two takes the spare quarter instead
+(:func:`pod_block`, :func:`service_block`). Labs never route to each other, so they all
+share the blocks."""
+
+POD_PREFIX: Final = 24
+"""One /24 per node (254 pods), kube-controller-manager's default ``--node-cidr-mask-size``:
+a quarter holds 128 of them, enough for :data:`MAX_WORKERS`."""
+
 ROUTER_HOST: Final = 1
 CLIENT_HOST: Final = 2
 WORKER_HOST_BASE: Final = 10
@@ -233,6 +249,23 @@ def build(name: str, workers: int, *, ipv6: bool = True) -> Lab:
         ),
         nodes=nodes,
     )
+
+
+def pod_block(lab: Lab) -> ipaddress.IPv4Network:
+    """Where ``lab``'s pod CIDRs come from: :data:`POD_V4_BLOCK` unless its LAN is there."""
+    return SPARE_V4_BLOCK if lab.lan_v4.subnet_of(POD_V4_BLOCK) else POD_V4_BLOCK
+
+
+def service_block(lab: Lab) -> ipaddress.IPv4Network:
+    """``lab``'s IPv4 Service range: :data:`SERVICE_V4_BLOCK` unless its LAN is there."""
+    return SPARE_V4_BLOCK if lab.lan_v4.subnet_of(SERVICE_V4_BLOCK) else SERVICE_V4_BLOCK
+
+
+def pod_cidrs(lab: Lab) -> dict[keys.NodeName, ipaddress.IPv4Network]:
+    """Each worker's pod CIDR, in worker order: the /24s of :func:`pod_block`, the first to
+    worker 1."""
+    cidrs = pod_block(lab).subnets(new_prefix=POD_PREFIX)
+    return {node.name: net for node, net in zip(lab.nodes, cidrs, strict=False)}
 
 
 def check_name(name: str) -> None:

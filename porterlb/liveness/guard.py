@@ -121,6 +121,8 @@ class Lease:
         """Monotonic time the lease ends; none is held before the first acknowledgement."""
         self.must_see = 0
         """The highest must-see revision any accepted ping carried."""
+        self.acknowledged = 0
+        """The number of the latest of this session's pongs a ping acknowledged."""
         self._sent: collections.OrderedDict[int, float] = collections.OrderedDict()
 
     def pong(self, now: float) -> int:
@@ -138,6 +140,8 @@ class Lease:
         if ping.speaker_session != self.session:
             return False  # acknowledges a pong of an earlier run of this speaker, or none
         sent = self._sent.get(ping.speaker_sequence)
+        if sent is not None:
+            self.acknowledged = max(self.acknowledged, ping.speaker_sequence)
         if sent is None or sent + self.length <= self.until:
             return False
         self.until = sent + self.length

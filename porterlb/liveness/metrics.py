@@ -41,6 +41,10 @@ STALE_NODES: Final = prometheus_client.Gauge(
     "porterlb_heartbeat_stale_nodes",
     "Nodes whose speaker says its Services watch lags the leader's latest revocation.",
 )
+DRAINING_NODES: Final = prometheus_client.Gauge(
+    "porterlb_heartbeat_draining_nodes",
+    "Nodes whose speaker says it is shutting down: their IPs are being handed over.",
+)
 FENCED: Final = prometheus_client.Gauge(
     "porterlb_speaker_fenced",
     "1 while the speaker answers no ARP/NDP: no acknowledged pong within its lease and no"

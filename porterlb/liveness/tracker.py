@@ -14,7 +14,12 @@ number of the latest pong accepted from it (the acknowledgement that extends the
 lease, :class:`porterlb.liveness.guard.Lease`), and what the pongs say: the lease length
 (a silent node counts as silent only once that lease has surely run out:
 :func:`porterlb.liveness.guard.safe_to_move_after`), the must-see revision it complied with,
-whether its watch lags it, and its interfaces' MACs.
+whether its watch lags it, whether it drains, and its interfaces' MACs.
+
+A node drains while the speaker process serving it says so (:data:`porterlb.liveness.wire.
+DRAINING`); the flag belongs to that speaker session. Once another session answers without it
+(the new speaker of a rolling update), the node is eligible again, whatever the old session
+still says in its last pongs before it exits.
 """
 
 from __future__ import annotations
@@ -80,6 +85,11 @@ class Tracker:
         """Nodes whose latest pong said their watch lags the must-see revision."""
         self.macs: dict[NodeName, frozenset[bytes]] = {}
         """Node -> the MACs of its pool interfaces, as its latest pong said."""
+        self.draining: set[NodeName] = set()
+        """Nodes whose serving speaker session says it is shutting down."""
+        self._serving: dict[NodeName, bytes] = {}
+        """Node -> the speaker session of its latest pong that did not say draining, or of
+        the draining pong that came first: the session whose word counts."""
 
     def next_round(self) -> int:
         """Start a round; return the sequence number its pings carry."""
@@ -110,6 +120,7 @@ class Tracker:
             self.stale.add(node)
         else:
             self.stale.discard(node)
+        self._drains(node, pong)
         if pong.macs:
             self.macs[node] = frozenset(pong.macs)
         if pong.pools:
@@ -118,6 +129,16 @@ class Tracker:
             self.lacking.pop(node, None)
         self._latest_answered = max(self._latest_answered, pong.sequence)
         return Verdict.ACCEPTED
+
+    def _drains(self, node: NodeName, pong: wire.Heartbeat) -> None:
+        """Count `node` draining while the session serving it says so: a draining pong from
+        an older session, answering beside the new one, changes nothing."""
+        serving = self._serving.setdefault(node, pong.speaker_session)
+        if not pong.flags & wire.DRAINING:
+            self._serving[node] = pong.speaker_session
+            self.draining.discard(node)
+        elif serving == pong.speaker_session:
+            self.draining.add(node)
 
     @property
     def deaf(self) -> bool:
@@ -162,3 +183,5 @@ class Tracker:
         self._confirmed.pop(node, None)
         self.stale.discard(node)
         self.macs.pop(node, None)
+        self.draining.discard(node)
+        self._serving.pop(node, None)

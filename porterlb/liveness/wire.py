@@ -27,7 +27,8 @@ revision is the Services resourceVersion the speaker's watch must have reached b
 answer ARP (the leader's latest revocation); the pong echoes it once the speaker complies.
 A pong also names the pools whose interface the node lacks (at most :data:`MAX_POOLS`), the
 MAC addresses of its interfaces (so peers are never taken for conflicting hosts), its lease
-length, and in ``flags`` whether its watch lags the must-see revision (:data:`STALE`).
+length, and in ``flags`` whether its watch lags the must-see revision (:data:`STALE`) and
+whether the speaker is shutting down (:data:`DRAINING`: its IPs are to be handed over).
 The design argument is docs/fencing.md.
 """
 
@@ -75,6 +76,10 @@ MAX_LEASE_MS: Final = 0xFFFF
 STALE: Final = 0x01
 """Pong flag: the speaker's watch has not reached the must-see revision; it answers no ARP."""
 
+DRAINING: Final = 0x02
+"""Pong flag: the speaker is shutting down (SIGTERM). It still answers for its IPs, and asks
+the leader to move them; the flag belongs to this speaker session only (docs/fencing.md)."""
+
 MAX_LEN: Final = (
     HEADER.size + MAX_NODE_NAME + MAX_POOLS * (1 + MAX_NODE_NAME) + MAX_MACS * MAC_LEN + TAG_LEN
 )
@@ -110,7 +115,8 @@ class Heartbeat:
     lease_ms: int = 0
     """A pong's: the speaker's answering lease, in ms, for the pinger's safe-to-move wait."""
     flags: int = 0
-    """A pong's: :data:`STALE` while the speaker's watch lags the must-see revision."""
+    """A pong's: :data:`STALE` while the speaker's watch lags the must-see revision,
+    :data:`DRAINING` once it is shutting down."""
     pools: tuple[str, ...] = ()
     """A pong's pools whose interface the node lacks; a ping names none."""
     macs: tuple[bytes, ...] = ()
@@ -123,6 +129,7 @@ class Heartbeat:
         sequence: int,
         lease_ms: int,
         stale: bool = False,
+        draining: bool = False,
         pools: tuple[str, ...] = (),
         macs: tuple[bytes, ...] = (),
     ) -> Heartbeat:
@@ -134,7 +141,7 @@ class Heartbeat:
             speaker_session=session,
             speaker_sequence=sequence,
             lease_ms=min(lease_ms, MAX_LEASE_MS),
-            flags=STALE if stale else 0,
+            flags=(STALE if stale else 0) | (DRAINING if draining else 0),
             pools=pools[:MAX_POOLS],
             macs=macs[:MAX_MACS],
         )

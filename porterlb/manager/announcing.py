@@ -15,8 +15,8 @@ its last heartbeat answer it was found so). On start the recorded annotations ar
 Service first, before anything is decided, so a restart or a new leader moves no IP.
 
 Nodes, Eips and EndpointSlices are kept parsed as they change, leader or not. A Node or Eip
-change that alters what placement reads, and a speaker going silent or answering again
-(:meth:`Announcing.follow`), goes through :meth:`Announcing._recheck`, which
+change that alters what placement reads, and a speaker going silent, answering again or
+draining (:meth:`Announcing.follow`), goes through :meth:`Announcing._recheck`, which
 requeues only the Services whose IP must move or could now be placed; an EndpointSlice change
 requeues its own Service, and an IP that moves requeues its other users.
 
@@ -72,6 +72,7 @@ class Pinger(Protocol):
     silent: eligibility.Silent
     lacking: eligibility.Lacking
     stale: frozenset[NodeName]
+    draining: frozenset[NodeName]
     on_change: Callable[[], None]
     must_see: int
 
@@ -125,6 +126,7 @@ class Announcing:
         self.silent: eligibility.Silent = eligibility.NONE_SILENT
         self.lacking: eligibility.Lacking = eligibility.NONE_LACKING
         self.stale: frozenset[NodeName] = frozenset()
+        self.draining: frozenset[NodeName] = frozenset()
         self.pinger: Pinger | None = None
         self._asks: dict[ServiceKey, _Asks] = {}
         self._said: dict[ServiceKey, str] = {}
@@ -200,6 +202,8 @@ class Announcing:
         changed = before.keys() ^ self.silent.keys()
         was_stale, self.stale = self.stale, self.pinger.stale
         changed |= was_stale ^ self.stale
+        was_draining, self.draining = self.draining, self.pinger.draining
+        changed |= was_draining ^ self.draining
         was, self.lacking = self.lacking, dict(self.pinger.lacking)
         changed |= {
             n for n in was.keys() | self.lacking.keys() if was.get(n) != self.lacking.get(n)
@@ -463,6 +467,7 @@ class Announcing:
             silent=self.silent,
             lacking=self.lacking,
             stale=self.stale,
+            draining=self.draining,
         )
 
     def _why_not(self, name: str, ip: str) -> str | None:
@@ -478,6 +483,7 @@ class Announcing:
             silent=self.silent,
             lacking=self.lacking,
             stale=self.stale,
+            draining=self.draining,
         )
 
     # -- telling users ----------------------------------------------------------------------
@@ -507,6 +513,7 @@ class Announcing:
                 silent=self.silent,
                 lacking=self.lacking,
                 stale=self.stale,
+                draining=self.draining,
             )
             reason, message = reasons.NO_ELIGIBLE_NODE, f"{ip} {be} not announced: {why}"
         elif gone is not None:

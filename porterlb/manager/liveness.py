@@ -17,6 +17,8 @@ made: heartbeats cost the API server nothing.
 Each ping to a node acknowledges the latest pong accepted from it (which extends the
 speaker's answering lease) and carries :attr:`Liveness.must_see`, the revision of the
 leader's latest revocation; :meth:`Liveness.confirmed` says which a node has complied with.
+A speaker that says it drains (it got SIGTERM, :data:`porterlb.liveness.wire.DRAINING`) is
+in :attr:`Liveness.draining` at once: the leader hands its IPs over while it still answers.
 The argument is docs/fencing.md.
 """
 
@@ -94,6 +96,8 @@ class Liveness:
         self.stale: frozenset[NodeName] = frozenset()
         """Nodes whose speaker has said for :data:`STALE_GRACE` that its watch lags the
         must-see revision: fenced, so their IPs go elsewhere."""
+        self.draining: frozenset[NodeName] = frozenset()
+        """Nodes whose speaker says it is shutting down: their IPs go elsewhere."""
         self._stale_since: dict[NodeName, float] = {}
         self._targets: dict[NodeName, str | None] = {}
         self._addresses: dict[NodeName, frozenset[str]] = {}
@@ -215,10 +219,14 @@ class Liveness:
             del self._stale_since[node]
         stale = frozenset(n for n, t in self._stale_since.items() if now - t >= STALE_GRACE)
         metrics.STALE_NODES.set(len(stale))
-        if self.tracker.lacking != self.lacking or stale != self.stale:
+        draining = frozenset(self.tracker.draining)
+        metrics.DRAINING_NODES.set(len(draining))
+        if self.tracker.lacking != self.lacking or stale != self.stale or draining != self.draining:
             for node in stale - self.stale:
                 log.warning("node %s: speaker's API watch lags, it answers no ARP", node)
-            self.lacking, self.stale = dict(self.tracker.lacking), stale
+            for node in draining - self.draining:
+                log.info("node %s: speaker drains, its IPs are handed over", node)
+            self.lacking, self.stale, self.draining = dict(self.tracker.lacking), stale, draining
             self.on_change()
         found = self.tracker.silent(self._targets, now)
         if self.tracker.deaf:

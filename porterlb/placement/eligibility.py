@@ -4,7 +4,8 @@ Eligibility is per IP, not per node: a node must be fit (exists, Ready, not bein
 not excluded), match the node selector of the IP's pool, and, for each Service using the IP
 with ``externalTrafficPolicy: Local``, run a ready endpoint of it; and its speaker must answer
 the managers' heartbeats (``silent`` names the nodes whose speakers stopped), not be fenced
-for a lagging API watch (``stale``, docs/fencing.md), and have the
+for a lagging API watch (``stale``, docs/fencing.md), not be shutting down (``draining``: its
+speaker got SIGTERM and hands its IPs over), and have the
 pool's interface (``lacking``, as the speakers report it in their answers). Services sharing an IP
 are announced from one node, so that node must suit all of them: the facts of every user are
 checked together (an intersection). :func:`why_not` takes each fact as a keyword argument
@@ -16,11 +17,14 @@ from __future__ import annotations
 import types
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypedDict
 
 from porterlb.api import selector, wellknown
 from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.api.node import Node
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
 
 Silent = Mapping[NodeName, float | None]
 """Node -> seconds after its speaker's last heartbeat answer that it was found silent (None:
@@ -63,6 +67,7 @@ def why_not(
     silent: Silent = NONE_SILENT,
     lacking: Lacking = NONE_LACKING,
     stale: Collection[NodeName] = frozenset(),
+    draining: Collection[NodeName] = frozenset(),
 ) -> str | None:
     """None when `node` may announce an IP of `pools` used by `needs`; else why not, briefly."""
     if node.deleting:
@@ -75,6 +80,8 @@ def why_not(
         return speaker_silent(silent[node.name])
     if node.name in stale:
         return "its speaker's API watch lags the leader's revocations (it answers no ARP)"
+    if node.name in draining:
+        return "its speaker is draining (shutting down, handing its IPs over)"
     for rule in sorted(pools, key=lambda r: r.pool):
         if rule.pool in lacking.get(node.name, ()):
             return f"lacks the interface of pool {rule.pool}"
@@ -99,49 +106,32 @@ def speaker_silent(since: float | None) -> str:
     )
 
 
-def verdicts(
-    nodes: Iterable[Node],
-    *,
-    pools: Collection[PoolRule] = (),
-    needs: Collection[Need] = (),
-    silent: Silent = NONE_SILENT,
-    lacking: Lacking = NONE_LACKING,
-    stale: Collection[NodeName] = frozenset(),
-) -> dict[NodeName, str | None]:
+class Facts(TypedDict, total=False):
+    """What :func:`why_not` reads besides the node, as keyword arguments: a new fact is one
+    argument there and one line here."""
+
+    pools: Collection[PoolRule]
+    needs: Collection[Need]
+    silent: Silent
+    lacking: Lacking
+    stale: Collection[NodeName]
+    draining: Collection[NodeName]
+
+
+def verdicts(nodes: Iterable[Node], **facts: Unpack[Facts]) -> dict[NodeName, str | None]:
     """Every node's :func:`why_not` for one IP."""
-    return {
-        node.name: why_not(
-            node=node, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale
-        )
-        for node in nodes
-    }
+    return {node.name: why_not(node=node, **facts) for node in nodes}
 
 
-def eligible(
-    nodes: Iterable[Node],
-    *,
-    pools: Collection[PoolRule] = (),
-    needs: Collection[Need] = (),
-    silent: Silent = NONE_SILENT,
-    lacking: Lacking = NONE_LACKING,
-    stale: Collection[NodeName] = frozenset(),
-) -> frozenset[NodeName]:
+def eligible(nodes: Iterable[Node], **facts: Unpack[Facts]) -> frozenset[NodeName]:
     """The names of the nodes that may announce the IP."""
-    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale)
+    found = verdicts(nodes, **facts)
     return frozenset(name for name, reason in found.items() if reason is None)
 
 
-def explain(
-    nodes: Iterable[Node],
-    *,
-    pools: Collection[PoolRule] = (),
-    needs: Collection[Need] = (),
-    silent: Silent = NONE_SILENT,
-    lacking: Lacking = NONE_LACKING,
-    stale: Collection[NodeName] = frozenset(),
-) -> str:
+def explain(nodes: Iterable[Node], **facts: Unpack[Facts]) -> str:
     """Why no node may announce, naming each node: ``w1: not Ready; w2: labelled ...``."""
-    found = verdicts(nodes, pools=pools, needs=needs, silent=silent, lacking=lacking, stale=stale)
+    found = verdicts(nodes, **facts)
     if not found:
         return "the cluster has no Node"
     return "; ".join(f"{name}: {reason}" for name, reason in sorted(found.items()) if reason)

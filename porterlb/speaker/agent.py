@@ -18,6 +18,11 @@ the managers' election Lease itself (:data:`LEADER_READ_INTERVAL`): while no man
 nobody can move its IPs and it keeps answering its last assignments, for at most the fence
 time after the last read that said so.
 
+**Draining** (:meth:`Speaker.drain`, on SIGTERM): the speaker says so in every pong, keeps
+answering and keeping its lease while the leader hands its IPs to other nodes, and
+:meth:`Speaker.run` returns once :func:`porterlb.liveness.drain.verdict` lets it: its IPs are
+handed over, nobody would move them, or ``drain_timeout`` has passed.
+
 An IP that moved here from another node is announced without a probe: porterlb answered for
 it a moment ago, and a failover must not wait (the old node may even still answer the probe;
 other speakers' MACs are never conflicts either, see ``set_peer_macs``).
@@ -48,7 +53,7 @@ from porterlb.kube import client as kube_client
 from porterlb.kube import events, peers, reflector, resources, secrets
 from porterlb.kube import metrics as kube_metrics
 from porterlb.l2 import afpacket, announcer, conn, ethernet, interfaces
-from porterlb.liveness import guard, wire
+from porterlb.liveness import drain, guard, wire
 from porterlb.liveness import metrics as liveness_metrics
 from porterlb.speaker import assignments, heartbeats, metrics
 
@@ -81,8 +86,13 @@ class Speaker:
         netns: str | None = None,
         config: announcer.Config | None = None,
         heartbeat: heartbeats.Settings | None = None,
+        drain_timeout: float = drain.DEFAULT_TIMEOUT,
     ) -> None:
         self.client = client
+        self.drain_timeout = drain_timeout
+        self.draining = False
+        """Set by :meth:`drain`; the heartbeat thread reads it for every pong."""
+        self._drain = asyncio.Event()
         self.node = node
         self.netns = netns
         self.heartbeat = heartbeat
@@ -95,6 +105,9 @@ class Speaker:
         before the first acknowledgement)."""
         self.applied = 0
         """The Services revision the announcer's wanted set reflects (see :meth:`_sync`)."""
+        self.revoked = 0
+        """The Services revision of the latest IP taken from this node: a draining speaker
+        stays until it has echoed it to the leader (the handshake's must-see revision)."""
         self._changes = 0
         """Changes of this node's records so far: a sync reflects those made before it."""
         self._syncing = False
@@ -133,7 +146,9 @@ class Speaker:
         """Interface name -> its MAC, for the pongs (peers' MACs are never conflicts)."""
         self._announced: set[address.IPAddress] = set()
         self._recorded: dict[str, str] = {}
-        """Service key -> the announcing node last recorded on it, to tell a move from a start."""
+        """Service key -> the announcing node last recorded on it, to tell a move from a start;
+        kept while the record is cleared, since a move by handshake (docs/fencing.md) clears
+        the old node's record before it writes the new one."""
         self._moved_in: set[address.IPAddress] = set()
         """IPs that moved here from another node since the last sync: announced without a
         probe, since porterlb itself answered for them a moment ago and a failover must not
@@ -144,16 +159,73 @@ class Speaker:
         """Interface -> its latest packet socket, for the stamps of their reader threads."""
 
     async def run(self) -> None:
+        """Until cancelled, or until a drain (:meth:`drain`) is over."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.poster.run(), name="speaker/events")
-            group.create_task(self.services.run(), name="speaker/watch/services")
-            group.create_task(self.eips.run(), name="speaker/watch/eips")
-            group.create_task(self.announcer.run(), name="speaker/l2")
-            group.create_task(self._sync_loop(), name="speaker/sync")
+            tasks = [
+                group.create_task(self.poster.run(), name="speaker/events"),
+                group.create_task(self.services.run(), name="speaker/watch/services"),
+                group.create_task(self.eips.run(), name="speaker/watch/eips"),
+                group.create_task(self.announcer.run(), name="speaker/l2"),
+                group.create_task(self._sync_loop(), name="speaker/sync"),
+            ]
             if self.peers is not None:
-                group.create_task(self.peers.run(), name="speaker/watch/peers")
+                tasks.append(group.create_task(self.peers.run(), name="speaker/watch/peers"))
             if self.heartbeat is not None:
-                group.create_task(self._heartbeats(self.heartbeat), name="speaker/heartbeats")
+                tasks.append(
+                    group.create_task(self._heartbeats(self.heartbeat), name="speaker/heartbeats")
+                )
+            await self._drained()
+            for task in tasks:
+                task.cancel()
+
+    def drain(self) -> None:
+        """Start shutting down without moving traffic like a crash would (SIGTERM): say so in
+        every pong, keep answering until the leader has handed the IPs over, then let
+        :meth:`run` return. Asking again changes nothing."""
+        if self.draining:
+            return
+        self.draining = True
+        metrics.DRAINING.set(1)
+        self._drain.set()
+
+    def _is_draining(self) -> bool:
+        return self.draining
+
+    async def _drained(self) -> None:
+        """Return once a drain asked for by :meth:`drain` may end."""
+        await self._drain.wait()
+        started = time.monotonic()
+        log.info(
+            "node %s: draining: asking the leader to move its IPs (at most %.1f s)",
+            self.node,
+            self.drain_timeout,
+            extra=logs.fields(node=self.node),
+        )
+        while True:
+            now = time.monotonic()
+            holding = len({ip for pairs in self.records.mine.values() for ip, _ in pairs})
+            why = drain.verdict(
+                now=now,
+                deadline=started + self.drain_timeout,
+                heartbeats=self.heartbeat is not None,
+                lease_held=self.lease is not None and self.lease.held(now),
+                holding=holding,
+                heard=self.endpoint is not None and self.endpoint.heard_draining(),
+                confirmed=self.endpoint.confirmed if self.endpoint is not None else 0,
+                revoked=self.revoked,
+            )
+            if why is not None:
+                break
+            await asyncio.sleep(FENCE_CHECK)
+        log.log(
+            logging.INFO if why is not drain.Exit.TIMED_OUT else logging.WARNING,
+            "node %s: drained after %.3f s, %d IPs still assigned here: %s; stopping",
+            self.node,
+            now - started,
+            holding,
+            why.value,
+            extra=logs.fields(node=self.node),
+        )
 
     def may_answer(self) -> bool:
         """The fence (:func:`porterlb.liveness.guard.may_answer`); any thread may ask."""
@@ -185,6 +257,7 @@ class Speaker:
             key=key,
             lease=lease,
             watched=self._watched,
+            draining=self._is_draining,
             port=settings.port,
             addresses=settings.addresses,
             netns=self.netns,
@@ -262,11 +335,18 @@ class Speaker:
     def _service_changed(self, key: str) -> None:
         obj = self.services.cache.get(key)
         node = svc.parse(obj).annotation(wellknown.ANNOUNCED_BY) if obj is not None else None
-        before = self._recorded.pop(key, None)
+        before = self._recorded.get(key) if obj is not None else self._recorded.pop(key, None)
         if node is not None:
             self._recorded[key] = node
+        had = self.records.mine.get(key, ())
         if self.records.update(key, obj):
             found = self.records.mine.get(key, ())
+            if {ip for ip, _ in had} - {ip for ip, _ in found}:
+                # The revision the leader's handshake asks this node to echo (its must-see).
+                revision = reflector.version(obj) if obj is not None else ""
+                self.revoked = max(
+                    self.revoked, int(revision) if revision.isdigit() else self.services.last_event
+                )
             if before is not None and before != self.node:
                 self._moved_in.update(ip for ip, _ in found)
             self._changes += 1

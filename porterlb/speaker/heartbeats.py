@@ -5,6 +5,7 @@ answers each ping :class:`porterlb.liveness.guard.PingGuard` accepts with a sign
 pong, and hands the ping to its :class:`~porterlb.liveness.guard.Lease`: the ping's
 acknowledgement of an earlier pong extends the answering lease, and its must-see revision
 fences the speaker until its watch has caught up (the pong says whether it has: ``STALE``).
+Once the speaker drains (SIGTERM), every pong says ``DRAINING``.
 The pong's send time is read before it is sent, so the lease never outlasts what the pinger
 can compute from the time it received the pong. Anything else that reaches the port (forged,
 replayed, garbage) is counted by verdict and dropped; what is not a ping for this node is
@@ -107,6 +108,7 @@ class Heartbeats:
         key: bytes,
         lease: guard.Lease,
         watched: Callable[[], int] = lambda: 0,
+        draining: Callable[[], bool] = lambda: False,
         port: int = udp.DEFAULT_PORT,
         addresses: tuple[str, ...] = (),
         netns: str | None = None,
@@ -117,6 +119,15 @@ class Heartbeats:
         self.lease = lease
         self.watched = watched
         """The Services revision the speaker's announcer reflects."""
+        self.draining = draining
+        """Whether the speaker is shutting down (said in every pong from then on)."""
+        self.first_draining_pong: int | None = None
+        """The number of the first pong that said the speaker drains (None: none yet)."""
+        self.confirmed = 0
+        """The highest must-see revision echoed in a pong that a ping then acknowledged: the
+        leader has heard that this speaker's watch reached it."""
+        self._echoed: collections.OrderedDict[int, int] = collections.OrderedDict()
+        """Pong number -> the must-see revision it echoed, for the latest pongs."""
         self.port = port
         self.addresses = addresses
         self.netns = netns
@@ -234,11 +245,22 @@ class Heartbeats:
     ) -> None:
         lease = self.lease
         lease.ping(ping)  # its must-see revision first: the pong echoes it as complied with
+        if ping.speaker_session == lease.session:
+            echoed = self._echoed.get(ping.speaker_sequence, 0)
+            self.confirmed = max(self.confirmed, echoed)
+        draining = self.draining()
+        sequence = lease.pong(time.monotonic())
+        if draining and self.first_draining_pong is None:
+            self.first_draining_pong = sequence
+        self._echoed[sequence] = ping.must_see
+        if len(self._echoed) > guard.PONGS_KEPT:
+            self._echoed.popitem(last=False)
         pong = ping.answer(
             session=lease.session,
-            sequence=lease.pong(time.monotonic()),
+            sequence=sequence,
             lease_ms=self._lease_ms,
             stale=self.watched() < lease.must_see,
+            draining=draining,
             pools=self.lacking,
             macs=self.macs,
         )
@@ -258,6 +280,11 @@ class Heartbeats:
                 return "shed"
             self._budget -= 1
         return None
+
+    def heard_draining(self) -> bool:
+        """Whether a manager has acknowledged a pong that said the speaker drains."""
+        first = self.first_draining_pong
+        return first is not None and self.lease.acknowledged >= first
 
     def age(self) -> float:
         """Seconds since a valid ping was last answered (a metric, read on any thread)."""

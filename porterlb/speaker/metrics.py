@@ -17,3 +17,7 @@ HEARTBEAT_AGE: Final = prometheus_client.Gauge(
     "Seconds since this speaker last answered a valid heartbeat ping from a manager (since it"
     " started, before the first).",
 )
+DRAINING: Final = prometheus_client.Gauge(
+    "porterlb_speaker_draining",
+    "1 once the speaker is shutting down (SIGTERM) and waits for its IPs to be handed over.",
+)

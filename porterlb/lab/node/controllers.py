@@ -8,8 +8,9 @@ namespace, like kube-apiserver, with the lab admin's kubeconfig (on loopback).
 - ``--leader-elect=false``: one replica per lab.
 - ``--secure-port=0``: they serve nothing. Several labs share the host namespace, so the
   default ports (10257, 10259) would clash, and nothing here scrapes them.
-- The controller manager allocates no pod CIDRs (the nodes' pods use the host network or
-  loopback only) and signs no service-account tokens (pods get theirs by TokenRequest).
+- The controller manager allocates no pod CIDRs (the lab sets each Node's from its plan
+  before the kubelet registers, :mod:`porterlb.lab.node.podnet` says why) and signs no
+  service-account tokens (pods get theirs by TokenRequest).
 """
 
 from __future__ import annotations

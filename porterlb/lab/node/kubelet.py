@@ -16,6 +16,10 @@ What each setting is for (all measured on this machine kind, kubelet v1.36.3):
   the kubeconfig names the server certificate's own name in ``tls-server-name``.
 - Authentication: the lab admin's token, as every lab process has; the lab's API server runs
   RBAC only (no Node authorizer), so node credentials would buy nothing here yet.
+- Its own API (logs, exec: what ``kubectl logs`` asks the API server for) takes client
+  certificates of the lab's CA (``authentication.x509.clientCAFile``), which is what
+  kube-apiserver presents (``porterlb.lab.controlplane``, ``kubelet_egress``); anonymous
+  requests are refused.
 """
 
 from __future__ import annotations
@@ -136,7 +140,8 @@ def write(node: Node) -> None:
     for sub in ("root", "certs", "pod-logs", "volume-plugins"):
         (node.directory / sub).mkdir(parents=True, exist_ok=True)
     node.config.write_text(yaml.safe_dump(configuration(node)))
-    node.kubeconfig.write_text(yaml.safe_dump(kubeconfig(node)))
+    config = kubeconfig(server=node.server, ca=node.ca, token=node.token, user="kubelet")
+    node.kubeconfig.write_text(yaml.safe_dump(config))
     node.kubeconfig.chmod(0o600)
 
 
@@ -152,7 +157,11 @@ def configuration(node: Node) -> dict[str, Any]:
         "containerRuntimeEndpoint": f"unix://{node.runtime_socket}",
         "podLogsDir": str(node.pod_logs),
         "volumePluginDir": str(node.directory / "volume-plugins"),
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": False},
+            "x509": {"clientCAFile": str(node.ca)},
+        },
         "authorization": {"mode": "AlwaysAllow"},
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
@@ -163,16 +172,17 @@ def configuration(node: Node) -> dict[str, Any]:
     }
 
 
-def kubeconfig(node: Node) -> dict[str, Any]:
-    """A kubeconfig that reaches the lab's API server from the node's namespace."""
-    cluster = {"server": node.server, "certificate-authority": str(node.ca)}
+def kubeconfig(*, server: str, ca: Path, token: str, user: str) -> dict[str, Any]:
+    """A kubeconfig that reaches the lab's API server at ``server`` from a worker's namespace
+    as ``user``, authenticated by ``token`` (the kubelet's, kube-proxy's)."""
+    cluster = {"server": server, "certificate-authority": str(ca)}
     cluster["tls-server-name"] = TLS_SERVER_NAME
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "lab", "cluster": cluster}],
-        "users": [{"name": "kubelet", "user": {"token": node.token}}],
-        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "kubelet"}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": user}}],
         "current-context": "lab",
     }
 

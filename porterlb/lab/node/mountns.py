@@ -37,10 +37,11 @@ COVERED: Final = (
 )
 """Every tunable the kubelet's ``setupKernelTunables`` writes (kubelet v1.36.3)."""
 
-HIDDEN: Final = ("/run/containerd", "/var/log/containers", "/var/lib/kubelet")
+HIDDEN: Final = ("/run/containerd", "/var/log/containers", "/var/lib/kubelet", "/var/lib/cni")
 """Host paths containerd and the kubelet write to whatever their configuration says (shim
 sockets under ``/run/containerd/s``, log links in ``/var/log/containers``, the device
-manager's ``/var/lib/kubelet/device-plugins/kubelet.sock``): each gets a tmpfs of the
+manager's ``/var/lib/kubelet/device-plugins/kubelet.sock``, the CNI library's cache of
+results in ``/var/lib/cni/results``): each gets a tmpfs of the
 namespace's own, so nothing lands on the host and labs do not meet there. The empty
 directories are created on the host if missing (a mount needs its mount point). The
 kubelets of one lab share these; they use no device plugins."""

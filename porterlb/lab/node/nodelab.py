@@ -3,28 +3,38 @@
 Groundwork for the real-cluster lab, beside the default one (which stays as it is until the
 chart installs porterlb here). :func:`up` builds, in order:
 
-1. the control plane process and the namespace network, as the default lab does;
+1. the control plane process (reaching the kubelets through :mod:`.egress`), the namespace
+   network, as the default lab does, and the pod routes and forwarding (:mod:`.podnet`);
 2. the lab's mount namespace with the kernel tunables covered (:mod:`.mountns`), and
    checks that every cover is in place before any kubelet can run;
-3. one containerd per worker, in its netns and the lab's mount namespace, each importing the
-   lab image (:mod:`.images`) once its socket is up;
+3. one containerd per worker, in its netns and the lab's mount namespace, with the worker's
+   bridge + host-local CNI configuration, each importing the lab image (:mod:`.images`) once
+   its socket is up;
 4. once the API is ready: its endpoint on the router's LAN address
-   (:mod:`porterlb.lab.apiproxy`), kube-controller-manager and kube-scheduler beside the API
-   server, and one kubelet per worker, each with a cgroup root of its own;
-5. it returns once every Node is Ready without the not-ready taint, and checks that the
-   host's kernel tunables are what they were before it began.
+   (:mod:`porterlb.lab.apiproxy`), the CONNECT proxy kube-apiserver reaches kubelets
+   through, kube-controller-manager and kube-scheduler beside the API server; the Nodes,
+   created with their pod CIDRs, the ``kubernetes`` Service's EndpointSlice (the API
+   endpoint on the LAN, for pods) and kube-proxy's credentials; then one kubelet per
+   worker, each with a cgroup root of its own, and one real kube-proxy per worker
+   (:mod:`.proxy`), both in the worker's netns and the lab's mount namespace;
+5. it returns once every Node is Ready without the not-ready taint, every kube-proxy
+   reports healthy and the ``default`` ServiceAccount exists (pods are admitted with their
+   ServiceAccount's token), and checks that the host's kernel tunables are what they were before
+   it began.
 
 No porterlb process, backend, Eip or Service is created: what runs on the nodes is for the
-caller (the chart, later). Everything is a marked lab process (:mod:`porterlb.lab.processes`),
-so :func:`down` finds it all without a record: it stops the processes, kills whatever the
-pods left in the kubelets' cgroup roots and removes those, then removes the network and the
-state directory. The mount namespace, with every overlay and pod volume mounted in it, ends
-with its last process.
+caller (:mod:`.workloads`, :mod:`.hosted`, the chart). Everything is a marked lab process
+(:mod:`porterlb.lab.processes`), so :func:`down` finds it all without a record: it stops the
+processes, kills whatever the pods left in the kubelets' cgroup roots and removes those, then
+removes the network (with the pods' bridges, veths and kube-proxy's nftables tables, which
+live in the workers' namespaces) and the state directory (with host-local's leases). The
+mount namespace, with every overlay and pod volume mounted in it, ends with its last process.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import ipaddress
 import logging
 import re
 import shutil
@@ -37,18 +47,20 @@ from typing import Any, Final
 import httpx2
 import yaml
 
+from porterlb.kube import client as kube_client
 from porterlb.lab import (
     apiproxy,
     binaries,
     controlplane,
     controlplane_main,
+    credentials,
     lab,
     netns,
     network,
     plan,
 )
 from porterlb.lab import processes as procs
-from porterlb.lab.node import controllers, images, kubelet, mountns, runtime
+from porterlb.lab.node import controllers, egress, images, kubelet, mountns, podnet, proxy, runtime
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +68,10 @@ WORKERS: Final = 2
 """Default node count: three kubelets fit this 2-core machine (~3 % of a core and ~400 MiB
 idle, shared/reference/real-cluster measurements), but two leave room for the rest."""
 
-BINARIES: Final = (*binaries.CONTROL_PLANE, "kubelet", "kube-controller-manager", "kube-scheduler")
+BINARIES: Final = (*binaries.CONTROL_PLANE, *binaries.NODES)
 
-TOOLS: Final = ("containerd", "runc", "ctr", "nsenter", "unshare")
-"""Programs from Debian's containerd, runc and util-linux this lab runs."""
+TOOLS: Final = ("containerd", "runc", "ctr", "nsenter", "unshare", "nft")
+"""Programs from Debian's containerd, runc, util-linux and nftables this lab runs."""
 
 START_TIMEOUT: Final = 30.0
 """Seconds for the mount namespace, a containerd socket or the API endpoint to appear: each
@@ -71,6 +83,12 @@ measured on this machine kind when idle; minutes of margin for a loaded CI host.
 
 NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
 
+DEFAULT_ACCOUNT: Final = "/api/v1/namespaces/default/serviceaccounts/default"
+
+HEALTH_TIMEOUT: Final = 5.0
+"""Seconds for one kube-proxy health request: it answers in milliseconds, but a loaded 2-core
+host can hold a Go process off the CPU for a second and more."""
+
 Report = Callable[[str], None]
 
 
@@ -79,6 +97,7 @@ def up(
 ) -> lab.Record:
     """Bring lab ``name`` up with real nodes, replacing an earlier one; return its record.
 
+    Call it from synchronous code (it runs its own event loop for the API calls).
     ``report`` gets one line per phase with its time. Raises InvalidSpec for a bad name or
     count, BinariesMissing, LabError (a missing program, a step that failed or timed out, a
     host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
@@ -146,14 +165,21 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     def start(role: str, argv: list[str]) -> procs.Process:
         return procs.start(layout.name, role, argv, logs / f"{role.replace('/', '-')}.log")
 
+    router = str(layout.router_lan.ipv4.ip)
+    egress_socket = directory / "kubelet-egress.sock"
     plane_argv = [*lab.PYTHON, controlplane_main.__name__, str(directory / "control-plane")]
+    plane_argv += ["--serving-ip", router, "--serving-ip", str(api_service_ip(layout))]
+    plane_argv += ["--kubelet-egress", str(egress_socket)]
+    plane_argv += ["--service-range", service_range(layout)]
     plane = start("control-plane", plane_argv)
     network.up(layout)
+    podnet.up(layout)
     holder = start("mount-namespace", mountns.holder_argv(directory / "sysctl-covers"))
     _wait_logged(holder, mountns.READY, START_TIMEOUT)
     mountns.check_covered(holder.pid)
     done("network and mount namespace")
 
+    cidrs = plan.pod_cidrs(layout)
     runtimes = {
         node.name: runtime.Paths(directory / "nodes" / node.name / "containerd")
         for node in layout.nodes
@@ -161,7 +187,7 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     containerds = []
     for node in layout.nodes:
         paths = runtimes[node.name]
-        paths.make()
+        paths.make(podnet.cni_config(cidrs[node.name], paths.ipam))
         enter = mountns.enter_argv(holder.pid, node.netns)
         containerds.append(start(f"containerd/{node.name}", [*enter, *runtime.argv(paths)]))
     archive = images.write(directory / "image.tar")
@@ -173,12 +199,16 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
     _wait_logged(plane, controlplane_main.READY, lab.CONTROL_PLANE_TIMEOUT)
     admin = lab.kubeconfig_of(directory)
     server, token, ca = _admin(admin)
-    router = str(layout.router_lan.ipv4.ip)
     upstream = server.removeprefix("https://")
-    proxy = start(
+    api_proxy = start(
         "apiproxy",
         [*lab.PYTHON, apiproxy.__name__, "--netns", layout.router_netns,
          "--listen", f"{router}:{apiproxy.PORT}", "--upstream", upstream],
+    )  # fmt: skip
+    kubelet_egress = start(
+        "kubelet-egress",
+        [*lab.PYTHON, egress.__name__, "--socket", str(egress_socket),
+         "--netns", layout.router_netns],
     )  # fmt: skip
     kcm = start(
         "kube-controller-manager",
@@ -187,10 +217,14 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
         ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
-    _wait_logged(proxy, apiproxy.READY, START_TIMEOUT)
+    endpoint = f"https://{router}:{apiproxy.PORT}"
+    proxy_kubeconfig = directory / "kube-proxy" / "kubeconfig"
+    asyncio.run(_prepare(layout, admin, proxy_kubeconfig, endpoint, ca))
+    _wait_logged(api_proxy, apiproxy.READY, START_TIMEOUT)
+    _wait_logged(kubelet_egress, egress.READY, START_TIMEOUT)
     done("control plane")
 
-    kubelets = []
+    kubelets, proxies = [], []
     for node in layout.nodes:
         cgroup = kubelet.cgroup_root(node.name)
         kubelet.create_cgroup_root(cgroup)
@@ -200,7 +234,7 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
             directory=directory / "nodes" / node.name / "kubelet",
             cgroup_root=cgroup,
             runtime_socket=runtimes[node.name].socket,
-            server=f"https://{router}:{apiproxy.PORT}",
+            server=endpoint,
             token=token,
             ca=ca,
         )
@@ -209,23 +243,111 @@ def _up(layout: plan.Lab, directory: Path, bins: Path, report: Report) -> lab.Re
         kubelets.append(
             start(f"kubelet/{node.name}", [*enter, *kubelet.argv(bins / "kubelet", config)])
         )
+        proxy_argv = proxy.argv(
+            bins / "kube-proxy",
+            directory / "nodes" / node.name / "kube-proxy",
+            node=node.name,
+            kubeconfig=proxy_kubeconfig,
+        )
+        proxies.append(start(f"kube-proxy/{node.name}", [*enter, *proxy_argv]))
     context = controlplane.ssl_context(admin)
 
-    def ready() -> bool:
-        for process in (*kubelets, *containerds, kcm, scheduler, proxy):
-            _check_alive(process)
-        return _nodes_ready(server, token, context, [node.name for node in layout.nodes])
+    pending: list[str] = []
 
-    netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
-    done(f"{len(kubelets)} nodes Ready")
+    def ready() -> bool:
+        for process in (*kubelets, *proxies, *containerds, kcm, scheduler, api_proxy):
+            _check_alive(process)
+        names = [node.name for node in layout.nodes]
+        pending[:] = [] if _nodes_ready(server, token, context, names) else ["Nodes Ready"]
+        for node in layout.nodes:
+            if (problem := _proxy_health(node)) is not None:
+                pending.append(f"kube-proxy/{node.name} healthy ({problem})")
+        # Pods are admitted only once their ServiceAccount exists (the controller manager
+        # creates it): a pod created right after up must not be refused.
+        if _get(server, token, context, DEFAULT_ACCOUNT) is None:
+            pending.append("ServiceAccount default/default")
+        return not pending
+
+    try:
+        netns.wait_until(ready, timeout=NODES_TIMEOUT, what=f"the Nodes of lab {layout.name!r}")
+    except netns.LabError as error:
+        unhealthy = [p.log for p in proxies if any(w.startswith(p.role) for w in pending)]
+        detail = f"; {unhealthy[0]}{lab.tail(unhealthy[0])}" if unhealthy else ""
+        raise netns.LabError(f"{error}; still waiting for {', '.join(pending)}{detail}") from error
+    done(f"{len(kubelets)} nodes Ready, kube-proxy healthy")
     record = lab.Record(
         plan=layout,
         directory=directory,
-        processes=(plane, holder, *containerds, proxy, kcm, scheduler, *kubelets),
+        processes=(
+            plane, holder, *containerds, api_proxy, kubelet_egress, kcm, scheduler,
+            *kubelets, *proxies,
+        ),
         metrics={},
-    )
-    (directory / lab.RECORD).write_text(_record_json(record))
+    )  # fmt: skip
+    lab.save(record)
     return record
+
+
+def service_range(layout: plan.Lab) -> str:
+    """kube-apiserver's ``--service-cluster-ip-range`` for ``layout``: the usual IPv6 range,
+    and an IPv4 range the lab's LAN is not in (:func:`porterlb.lab.plan.service_block`)."""
+    v6 = controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[1]
+    return f"{plan.service_block(layout)},{v6}"
+
+
+def api_service_ip(layout: plan.Lab) -> ipaddress.IPv4Address:
+    """The ClusterIP of the ``kubernetes`` Service: kube-apiserver gives it the first address
+    of the (primary) Service range, and pods reach the API there."""
+    return plan.service_block(layout)[1]
+
+
+def api_endpoint_slice(layout: plan.Lab) -> dict[str, Any]:
+    """The ``kubernetes`` Service's EndpointSlice: the API endpoint on the router's LAN
+    address. kube-apiserver would publish its own address, but it listens on the host's
+    loopback (``--endpoint-reconciler-type=none``), which no pod can reach."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "lab.porterlb.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [str(layout.router_lan.ipv4.ip)], "conditions": {"ready": True}}
+        ],
+        "ports": [{"name": "https", "port": apiproxy.PORT, "protocol": "TCP"}],
+    }
+
+
+async def _prepare(
+    layout: plan.Lab, admin: Path, proxy_kubeconfig: Path, endpoint: str, ca: Path
+) -> None:
+    """What must exist before the kubelets and kube-proxies start: the Nodes with their pod
+    CIDRs, the API's EndpointSlice, kube-proxy's credentials."""
+    async with kube_client.connect(admin) as client:
+        nodes = [podnet.node(layout, node) for node in layout.nodes]
+        await credentials.install(client, [*nodes, api_endpoint_slice(layout)], namespace="default")
+        await proxy.grant(client, proxy_kubeconfig, server=endpoint, ca=ca)
+
+
+def _proxy_health(node: plan.Node) -> str | None:
+    """None once ``node``'s kube-proxy answers 200 on its health port (its rules are synced),
+    else what it answered instead."""
+
+    def get() -> httpx2.Response:
+        url = f"http://{node.ipv4.ip}:{proxy.HEALTH_PORT}/healthz"
+        return httpx2.get(url, timeout=HEALTH_TIMEOUT)
+
+    try:
+        reply = netns.call_in(node.netns, get)
+    except httpx2.HTTPError as error:
+        return f"{type(error).__name__}: {error}"
+    return None if reply.status_code == 200 else f"{reply.status_code} {reply.text}"
 
 
 def headline(record: lab.Record, *, elapsed: float) -> str:
@@ -235,11 +357,6 @@ def headline(record: lab.Record, *, elapsed: float) -> str:
         f"lab {record.plan.name} ready in {elapsed:.1f} s: real nodes {nodes}, "
         f"kubeconfig {record.kubeconfig}"
     )
-
-
-def _record_json(record: lab.Record) -> str:
-    """What ``lab.json`` holds, as the default lab writes it (so ``lab info`` reads it)."""
-    return json.dumps(record.to_json(), indent=2) + "\n"
 
 
 def _admin(kubeconfig: Path) -> tuple[str, str, Path]:
@@ -253,20 +370,26 @@ def _admin(kubeconfig: Path) -> tuple[str, str, Path]:
     )
 
 
-def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterable[str]) -> bool:
-    """Whether every Node in ``names`` is Ready and without the not-ready taint."""
+def _get(server: str, token: str, context: ssl.SSLContext, path: str) -> Any:
+    """The object at ``path`` of the API, or None if it cannot be read (yet)."""
     try:
         reply = httpx2.get(
-            f"{server}/api/v1/nodes",
+            f"{server}{path}",
             headers={"Authorization": f"Bearer {token}"},
             verify=context,
             timeout=5.0,
         )
     except httpx2.HTTPError:
+        return None
+    return reply.json() if reply.status_code == 200 else None
+
+
+def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterable[str]) -> bool:
+    """Whether every Node in ``names`` is Ready and without the not-ready taint."""
+    found = _get(server, token, context, "/api/v1/nodes")
+    if found is None:
         return False
-    if reply.status_code != 200:
-        return False
-    nodes = {item["metadata"]["name"]: item for item in reply.json()["items"]}
+    nodes = {item["metadata"]["name"]: item for item in found["items"]}
     for name in names:
         node = nodes.get(name)
         if node is None:

@@ -10,18 +10,20 @@ namespaces of pods, ``opt``. Two settings matter beyond paths:
 - ``sandbox_image``: the lab's busybox (:mod:`porterlb.lab.node.images`), since no registry
   is reachable and the default ``registry.k8s.io/pause`` would be pulled.
 
-The CNI configuration is loopback only: a node with no CNI configuration stays NotReady
-(``cni plugin not initialized``), and this groundwork runs only ``hostNetwork`` pods, which
-never call a CNI plugin. Debian's ``containerd``, ``runc`` and ``containernetworking-plugins``
-provide the binaries.
+The CNI configuration is the caller's (:mod:`porterlb.lab.node.podnet`: bridge and
+host-local), written before containerd starts, since a node with no CNI configuration stays
+NotReady (``cni plugin not initialized``); host-local keeps its leases in :attr:`Paths.ipam`.
+containerd adds the pods' loopback itself. Debian's ``containerd``, ``runc`` and
+``containernetworking-plugins`` provide the binaries.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from porterlb.lab.node import images
 
@@ -53,17 +55,18 @@ class Paths:
     def cni_conf(self) -> Path:
         return self.directory / "cni"
 
-    def make(self) -> None:
-        """Create the directories and write the configuration."""
-        for sub in ("root", "state", "runc", "opt", "cni"):
+    @property
+    def ipam(self) -> Path:
+        """host-local's lease directory (its default, ``/var/lib/cni/networks``, is the
+        host's and would be shared by every node)."""
+        return self.directory / "ipam"
+
+    def make(self, cni: Mapping[str, Any]) -> None:
+        """Create the directories and write the configuration, ``cni`` as the one conflist."""
+        for sub in ("root", "state", "runc", "opt", "cni", "ipam"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         self.config.write_text(config(self))
-        loopback = {
-            "cniVersion": "1.0.0",
-            "name": "lab-loopback",
-            "plugins": [{"type": "loopback"}],
-        }
-        (self.cni_conf / "10-loopback.conflist").write_text(json.dumps(loopback))
+        (self.cni_conf / f"10-{cni['name']}.conflist").write_text(json.dumps(cni))
 
 
 def config(paths: Paths) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import json
 import subprocess
 import tarfile
@@ -12,9 +13,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from porterlb.lab import netns
-from porterlb.lab.node import images, kubelet, mountns, nodelab, runtime
+from porterlb.lab.node import images, kubelet, mountns, nodelab, podnet, runtime
 
 
 def test_the_image_archive_is_an_oci_layout_naming_the_lab_image(tmp_path: Path) -> None:
@@ -46,7 +48,8 @@ def test_the_image_needs_busybox(tmp_path: Path) -> None:
 
 def test_containerd_keeps_every_path_of_its_own_and_restricts_oom_scores(tmp_path: Path) -> None:
     paths = runtime.Paths(tmp_path / "w1")
-    paths.make()
+    cni = podnet.cni_config(ipaddress.IPv4Network("198.19.0.0/24"), paths.ipam)
+    paths.make(cni)
     config = tomllib.loads(paths.config.read_text())
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["restrict_oom_score_adj"] is True
@@ -60,9 +63,7 @@ def test_containerd_keeps_every_path_of_its_own_and_restricts_oom_scores(tmp_pat
         cri["cni"]["conf_dir"],
     ]
     assert all(Path(path).is_relative_to(tmp_path / "w1") for path in owned)
-    assert json.loads((paths.cni_conf / "10-loopback.conflist").read_text())["plugins"] == [
-        {"type": "loopback"}
-    ]
+    assert json.loads((paths.cni_conf / f"10-{podnet.NETWORK}.conflist").read_text()) == cni
 
 
 def test_the_kubelet_runs_on_cgroup_v1_with_its_own_root_and_reaches_the_lab_api(
@@ -82,8 +83,11 @@ def test_the_kubelet_runs_on_cgroup_v1_with_its_own_root_and_reaches_the_lab_api
     assert config["failCgroupV1"] is False
     assert config["cgroupRoot"] == "/porterlb-lab-w1"
     assert config["cgroupDriver"] == "cgroupfs"
-    (cluster,) = kubelet.kubeconfig(node)["clusters"]
+    assert config["authentication"]["x509"]["clientCAFile"] == str(tmp_path / "ca.crt")
+    kubelet.write(node)
+    (cluster,) = yaml.safe_load(node.kubeconfig.read_text())["clusters"]
     assert cluster["cluster"]["tls-server-name"] == kubelet.TLS_SERVER_NAME
+    assert cluster["cluster"]["server"] == "https://198.18.0.1:6443"
     assert f"--cert-dir={tmp_path / 'certs'}" in kubelet.argv(Path("/bin/kubelet"), node)
 
 

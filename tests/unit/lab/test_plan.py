@@ -1,11 +1,11 @@
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from porterlb import errors
-from porterlb.lab import plan
+from porterlb.lab import controlplane, plan
 
 IFNAME_MAX = 15
 """IFNAMSIZ (16, include/uapi/linux/if.h) minus the terminating NUL."""
@@ -247,3 +247,42 @@ def test_every_index_gets_its_own_subnets_inside_the_blocks():
     assert len(set(v6)) == len(v6)
     assert sum(s.num_addresses for s in v4) == plan.V4_BLOCK.num_addresses
     assert all(s.subnet_of(plan.V6_BLOCK) for s in v6 if s is not None)
+
+
+@pytest.mark.parametrize(
+    ("name", "pods", "services"),
+    [
+        pytest.param("demo", ["198.19.0.0/24", "198.19.1.0/24"], "198.19.128.0/17", id="low"),
+        # lab252 (index 128) has its LAN and client at 198.19.0.0/24 and 198.19.1.0/24.
+        pytest.param("lab252", ["198.18.128.0/24", "198.18.129.0/24"], "198.19.128.0/17", id="pod"),
+        # sp1143-0 (index 227) has its LAN at 198.19.198.0/24, in the Service quarter.
+        pytest.param("sp1143-0", ["198.19.0.0/24", "198.19.1.0/24"], "198.18.128.0/17", id="svc"),
+    ],
+)
+def test_pod_cidrs_and_service_range(name, pods, services):
+    lab = plan.build(name, 2)
+    assert [str(net) for net in plan.pod_cidrs(lab).values()] == pods
+    assert str(plan.service_block(lab)) == services
+
+
+def test_the_usual_service_range_is_the_control_planes():
+    assert str(plan.SERVICE_V4_BLOCK) == controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[0]
+
+
+# No deadline: an example takes milliseconds, but a loaded 2-core CI host stalls some.
+@settings(deadline=None)
+@given(name=names, count=workers)
+def test_pods_services_and_the_lab_network_never_overlap(name, count):
+    lab = plan.build(name, count, ipv6=False)
+    cidrs = plan.pod_cidrs(lab)
+    assert list(cidrs) == [node.name for node in lab.nodes]
+    services = plan.service_block(lab)
+    for net in cidrs.values():
+        assert net.prefixlen == plan.POD_PREFIX
+        assert net.subnet_of(plan.V4_BLOCK)
+        for other in (lab.lan_v4, lab.client_v4, services):
+            assert not net.overlaps(other)
+    for own in (lab.lan_v4, lab.client_v4):
+        assert not own.overlaps(services)
+    assert services.subnet_of(plan.V4_BLOCK)
+    assert len(set(cidrs.values())) == count

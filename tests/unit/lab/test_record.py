@@ -53,6 +53,10 @@ def test_info_has_what_the_e2e_tests_need():
         "mac": "02:70:6c:20:01:02",
         "metrics": "127.0.0.1:4002",
         "metrics_netns": "plb-demo-w2",
+        "processes": {},
+    }
+    assert described["nodes"][0]["processes"] == {
+        "speaker": {"pid": 102, "alive": True, "log": str(DIRECTORY / "2.log")}
     }
     assert described["router"]["interface"] == plan.ROUTER_LAN_IF
     alive = {p["role"]: p["alive"] for p in described["processes"]}
@@ -118,3 +122,20 @@ def test_a_speakers_metrics_are_in_its_workers_namespace():
     layout = plan.build("demo", 2)
     assert lab.metrics_netns(layout, "speaker/demo-w2") == "plb-demo-w2"
     assert lab.metrics_netns(layout, "manager/1") is None
+
+
+def test_info_lists_each_real_nodes_kubelet_runtime_and_kube_proxy():
+    layout = plan.build("demo", 2, ipv6=False)
+    roles = ["kubelet/demo-w1", "containerd/demo-w1", "kube-proxy/demo-w1", "kubelet/demo-w2"]
+    running = tuple(
+        processes.Process(role=role, pid=200 + n, started=1, log=DIRECTORY / f"{n}.log")
+        for n, role in enumerate(roles)
+    )
+    real = lab.Record(plan=layout, directory=DIRECTORY, processes=running, metrics={})
+    first, second = lab.describe(real, alive=lambda p: p.pid != 202)["nodes"]
+    assert first["processes"] == {
+        "kubelet": {"pid": 200, "alive": True, "log": str(DIRECTORY / "0.log")},
+        "containerd": {"pid": 201, "alive": True, "log": str(DIRECTORY / "1.log")},
+        "kube-proxy": {"pid": 202, "alive": False, "log": str(DIRECTORY / "2.log")},
+    }
+    assert list(second["processes"]) == ["kubelet"]

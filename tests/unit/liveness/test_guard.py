@@ -258,3 +258,13 @@ def test_the_speakers_lease_ends_before_the_manager_may_move_its_ips(exchange):
     wait = guard.safe_to_move_after(math.ceil(length * 1000) / 1000)
     may_move = (manager_clock(heard) + wait) / (1 + manager_drift)
     assert lease_end < may_move
+
+
+def test_the_lease_keeps_the_latest_pong_acknowledged():
+    lease = guard.Lease(length=0.25, session=SPEAKER)
+    first, second = lease.pong(0.0), lease.pong(0.1)
+    lease.ping(ping(1, acks=second))
+    lease.ping(ping(2, acks=first))  # a late acknowledgement of an older pong
+    lease.ping(ping(3, acks=99))  # never sent
+    lease.ping(ping(4, acks=7, of=b"previous"))  # another run's
+    assert lease.acknowledged == second

@@ -199,3 +199,30 @@ def test_pongs_say_the_revision_complied_with_staleness_and_macs():
     assert (t.confirmed(W1), t.stale) == (7, set())
     t.forget(W1)
     assert (t.confirmed(W1), t.macs) == (0, {})
+
+
+def test_a_node_drains_while_the_session_serving_it_says_so():
+    t = tracker.Tracker(session=SESSION, misses=3)
+    old, new = b"speaker1", b"speaker2"
+    steps = [
+        # (what happens: the pong's speaker session and whether it says draining, draining)
+        ("the old speaker answers", old, False, False),
+        ("the old speaker got SIGTERM", old, True, True),
+        ("it keeps saying so", old, True, True),
+        ("the new speaker answers: eligible again", new, False, False),
+        ("the old one's last pongs change nothing", old, True, False),
+        ("the new speaker gets SIGTERM in its turn", new, True, True),
+    ]
+    for what, session, draining, expected in steps:
+        flags = wire.DRAINING if draining else 0
+        t.received(answer("w1", t.next_round(), speaker_session=session, flags=flags), 0.0)
+        assert (W1 in t.draining) is expected, what
+    t.forget(W1)
+    assert t.draining == set()
+
+
+def test_a_speaker_draining_from_its_first_pong_drains_its_node():
+    t = tracker.Tracker(session=SESSION, misses=3)
+    t.received(answer("w1", t.next_round(), speaker_session=b"speaker1", flags=wire.DRAINING), 0)
+    assert t.draining == {W1}
+    assert t.stale == set()

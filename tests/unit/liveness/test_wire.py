@@ -184,3 +184,19 @@ def test_a_pool_name_that_is_not_utf8_is_malformed_even_when_signed():
     data = body + hmac.digest(KEY, body, hashlib.sha256)
     with pytest.raises(errors.MalformedFrame, match="pool name is not UTF-8"):
         wire.decode(data, KEY)
+
+
+@pytest.mark.parametrize(
+    ("stale", "draining", "flags"),
+    [
+        pytest.param(False, False, 0, id="neither"),
+        pytest.param(True, False, wire.STALE, id="stale"),
+        pytest.param(False, True, wire.DRAINING, id="draining"),
+        pytest.param(True, True, wire.STALE | wire.DRAINING, id="both"),
+    ],
+)
+def test_a_pong_says_stale_and_draining_in_its_flags(stale, draining, flags):
+    pong = answer(stale=stale, draining=draining)
+    assert pong.flags == flags
+    assert wire.decode(wire.encode(pong, KEY), KEY).flags == flags
+    assert wire.encode(pong, KEY)[9] == flags  # the flags byte of the layout

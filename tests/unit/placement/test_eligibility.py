@@ -229,3 +229,15 @@ def test_a_node_lacking_the_pools_interface_is_ineligible_for_its_ips_only():
     )
     assert eligibility.why_not(node=node(), pools=(other,), lacking=lacking) is None
     assert eligibility.eligible([node(), node("w2")], pools=(rule,), lacking=lacking) == {"w2"}
+
+
+def test_a_draining_speaker_makes_its_node_ineligible_and_says_why():
+    draining = {NodeName("w1")}
+    reason = "its speaker is draining (shutting down, handing its IPs over)"
+    assert eligibility.why_not(node=node(), draining=draining) == reason
+    assert eligibility.eligible([node(), node("w2")], draining=draining) == {"w2"}
+    assert eligibility.explain([node()], draining=draining) == f"w1: {reason}"
+    silent = {NodeName("w1"): None}  # silence is the stronger news: the process is gone
+    assert eligibility.why_not(node=node(), silent=silent, draining=draining) == (
+        "its speaker never answered heartbeats"
+    )

@@ -1,8 +1,11 @@
 """The command line as a pod runs it: what it imports, its defaults, its start-up errors."""
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -86,3 +89,39 @@ def test_no_namespace_is_one_line_and_never_default(tmp_path):
 )
 def test_host_ips(env, want):
     assert cli.host_ips(env) == want
+
+
+def test_the_first_signal_stops_gracefully_and_a_second_at_once():
+    steps: list[str] = []
+    graceful: list[Callable[[], None]] = []
+
+    async def main() -> None:
+        began = asyncio.Event()
+        graceful.append(began.set)
+        os.kill(os.getpid(), signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await began.wait()
+        steps.append("draining")
+        os.kill(os.getpid(), signal.SIGINT)
+        async with asyncio.timeout(30):  # a TimeoutError here fails the test
+            await asyncio.Event().wait()
+
+    cli._run_until_signalled(main(), graceful=graceful)
+    assert steps == ["draining"]
+
+
+def test_without_a_graceful_stop_the_first_signal_cancels():
+    async def main() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await asyncio.Event().wait()
+
+    cli._run_until_signalled(main())  # returns: cancelled, not timed out
+
+
+def test_the_speakers_drain_timeout_must_not_be_negative():
+    done = run("-m", "porterlb", "speaker", "--node-name", "w1", "--drain-timeout", "-1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "porterlb speaker: error: --drain-timeout must be 0 or more seconds, got -1.0"
+    )

@@ -75,3 +75,22 @@ async def test_an_ip_that_moves_in_while_a_sync_awaits_is_announced_without_a_pr
     assert speaker.announcer.owns(moved, "eth0") is responder.Ownership.OURS  # not probing
     fresh = ipaddress.ip_address("198.18.0.10")
     assert speaker.announcer.owns(fresh, "eth0") is responder.Ownership.NONE  # probing first
+
+
+async def test_an_ip_moved_by_handshake_is_announced_without_a_probe():
+    """A handshake clears the old node's record before it writes the new one (a drain, a
+    node gone NotReady): the IP still comes from a peer, and a probe would only add 200 ms
+    to the switch."""
+    speaker = PausedSpeaker()
+    speaker.go.set()
+    change(speaker, service("web", "w2", "198.18.0.10"))
+    change(speaker, service("api", "w1", "198.18.0.11"))
+    await speaker._sync()
+    cleared = service("api", "w1", "198.18.0.11")
+    del cleared["metadata"]["annotations"][wellknown.ANNOUNCED_BY]  # type: ignore[index]
+    change(speaker, cleared)
+    await speaker._sync()
+    change(speaker, service("api", "w2", "198.18.0.11"))
+    await speaker._sync()
+    moved = ipaddress.ip_address("198.18.0.11")
+    assert speaker.announcer.owns(moved, "eth0") is responder.Ownership.OURS  # not probing

@@ -1,0 +1,298 @@
+"""``porterlb lab bench-rollout``: every speaker, then every manager, restarted under traffic.
+
+A lab comes up with ``services`` Services, each with an IP of its own. The client sends a
+request to every IP every :data:`INTERVAL` (one :class:`porterlb.lab.traffic.Traffic` stream
+per IP) and the router's LAN leg asks who answers for every IP every 20 ms
+(:mod:`porterlb.lab.sampler`), while the lab is rolled as Kubernetes rolls it:
+
+- ``steady``: nothing restarted for :data:`STEADY` seconds, the baseline;
+- ``speakers``: one node at a time, as a DaemonSet with ``maxUnavailable: 1`` does: SIGTERM,
+  wait until the process has exited by itself (it drains: the leader moves its IPs first,
+  docs/fencing.md), start a new one, wait until it is ready (it answered a manager's ping);
+- ``managers``: the leader first, then the other replica, as a Deployment does: SIGTERM, wait
+  for the exit (the leader releases its Lease), start a new one, wait until it hears the
+  speakers and a manager leads.
+
+Each phase's figures are pure (:func:`figures`) over the requests sent and the ARP samples
+taken from its first SIGTERM to its last process ready: failed requests per IP (the target
+is 0), the longest gap between two answered requests of one IP, how long two MACs answered
+one IP (zero, or the drain broke the fence), the longest time no MAC answered one IP (the
+switch itself), how many IPs changed node, and the longest stop (SIGTERM to exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import os
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Final
+
+import httpx2
+import lightkube
+
+from porterlb.kube import client as kube_client
+from porterlb.lab import cluster, failover, lab, netns, sampler, traffic
+from porterlb.lab import processes as procs
+
+PHASES: Final = ("steady", "speakers", "managers")
+
+STEADY: Final = 10.0
+"""Seconds of the ``steady`` phase, in which nothing is restarted: the baseline of what the
+lab itself costs (a loaded machine fails a request now and then, with no help from porterlb),
+against which the two rolling phases are read."""
+
+INTERVAL: Final = 0.1
+"""Seconds between two requests to one IP: the issue's ~100 ms, so that a gap as short as a
+handover still meets a request or two."""
+
+STOP_LIMIT: Final = 30.0
+"""Seconds a process may take to exit after SIGTERM: a speaker drains for at most its
+``--drain-timeout`` (10 s), a manager releases its Lease within a second."""
+
+READY_LIMIT: Final = 60.0
+"""Seconds a restarted process may take to be ready on two loaded cores."""
+
+SETTLE: Final = 2.0
+"""Seconds of traffic before the first and after the last restart of a phase, counted in it:
+an effect that shows late (a move recorded after the restart) is still seen."""
+
+HEARD_SPEAKERS: Final = re.compile(
+    r'^porterlb_heartbeat_received_total\{role="manager",verdict="accepted"\} [1-9]', re.M
+)
+"""A manager's metrics once it has accepted a speaker's pong."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Figures:
+    """What one phase cost, over every IP (``--json`` prints these keys)."""
+
+    phase: str
+    restarts: int
+    ips: int
+    requests: int
+    failed_requests: int
+    """Over every IP."""
+    failed_max_per_ip: int
+    gap_max_ms: float
+    """The longest time between two answered requests of one IP (sent at ``INTERVAL``)."""
+    two_answer_ms: float
+    """The longest total time two or more MACs answered one IP."""
+    blackout_ms: float
+    """The longest time no MAC answered one IP."""
+    moved_ips: int
+    """IPs answered by another MAC at the end of the phase than at its start."""
+    longest_stop_s: float
+    """The longest time from SIGTERM to the process's exit."""
+
+
+def figures(
+    phase: str,
+    requests: Mapping[str, Sequence[traffic.Request]],
+    samples: Sequence[sampler.Sample],
+    *,
+    start: float,
+    end: float,
+    stops: Sequence[float],
+    period: float = sampler.PERIOD,
+) -> Figures:
+    """The figures of ``phase`` from each IP's ``requests`` and the ARP ``samples``, counting
+    those sent in ``[start, end]``; ``stops`` are the seconds each SIGTERM took to end its
+    process."""
+    failed, gaps, sent = [], [], 0
+    for found in requests.values():
+        during = [r for r in found if start <= r.sent <= end]
+        sent += len(during)
+        failed.append(sum(1 for r in during if not r.node))
+        answered = sorted(r.sent for r in during if r.node)
+        gaps.append(max((b - a for a, b in itertools.pairwise(answered)), default=end - start))
+    overlaps, moved = [], 0
+    for one_ip in sampler.by_ip(s for s in samples if start <= s.at <= end).values():
+        overlaps.append(sampler.overlap(one_ip, period=period))
+        macs = [s.macs for s in sorted(one_ip, key=lambda s: s.at) if len(s.macs) == 1]
+        moved += bool(macs) and macs[0] != macs[-1]
+    return Figures(
+        phase=phase,
+        restarts=len(stops),
+        ips=len(requests),
+        requests=sent,
+        failed_requests=sum(failed),
+        failed_max_per_ip=max(failed, default=0),
+        gap_max_ms=round(max(gaps, default=0.0) * 1000, 1),
+        two_answer_ms=round(max((o.two_answer for o in overlaps), default=0.0) * 1000, 1),
+        blackout_ms=round(max((o.blackout for o in overlaps), default=0.0) * 1000, 1),
+        moved_ips=moved,
+        longest_stop_s=round(max(stops, default=0.0), 2),
+    )
+
+
+def table(found: Sequence[Figures]) -> str:
+    """The Markdown table ``bench-rollout`` prints."""
+    lines = [
+        "| phase | restarts | IPs | requests | failed | failed max/IP | max gap ms"
+        " | two answers ms | blackout ms | IPs moved | longest stop s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {f.phase} | {f.restarts} | {f.ips} | {f.requests} | {f.failed_requests} |"
+        f" {f.failed_max_per_ip} | {f.gap_max_ms} | {f.two_answer_ms} | {f.blackout_ms} |"
+        f" {f.moved_ips} | {f.longest_stop_s} |"
+        for f in found
+    ]
+    return "\n".join(lines)
+
+
+def bench(
+    *,
+    services: int = 10,
+    workers: int = 3,
+    name: str = "bench-rollout",
+    say: Callable[[str], None] = print,
+) -> list[Figures]:
+    """Bring a lab up with ``services`` Services, roll its speakers, then its managers, under
+    traffic; take the lab down; return each phase's figures."""
+    say(f"bringing lab {name!r} up ({workers} workers)...")
+    record = lab.up(name, workers=workers)
+    try:
+        return asyncio.run(_measure(record, services, say=say))
+    finally:
+        lab.down(name)
+
+
+async def _measure(record: lab.Record, count: int, *, say: Callable[[str], None]) -> list[Figures]:
+    async with kube_client.connect(record.kubeconfig) as client:
+        say(f"  creating {count} Services...")
+        ips = await _services(client, record, count)
+        roller = Roller(record, client)
+        found = []
+        with _streams(record, ips) as (flows, sampled):
+            await roller.until(lambda: all(f.answered_by(0.0) for f in flows.values()), "traffic")
+            for phase in PHASES:
+                start = time.monotonic()
+                await asyncio.sleep(SETTLE)  # traffic before the phase, part of its window
+                stops = await roller.phase(phase)
+                await asyncio.sleep(SETTLE)
+                end = time.monotonic()
+                requests = {ip: list(flow.requests) for ip, flow in flows.items()}
+                phase_figures = figures(
+                    phase, requests, list(sampled.samples), start=start, end=end, stops=stops
+                )
+                say(f"  {phase}: {phase_figures}")
+                found.append(phase_figures)
+        return found
+
+
+async def _services(client: lightkube.AsyncClient, record: lab.Record, count: int) -> list[str]:
+    """``count`` Services with an IPv4 address each, placed; their IPs."""
+    ips: list[str] = []
+    for n in range(count):
+        await cluster.create_service(client, record.plan, f"roll-{n}")
+    for n in range(count):
+        ips += await cluster.wait_ingress(client, f"roll-{n}")
+    faults = failover.FaultLab(record, client)
+    for n in range(count):
+        await faults.announcer(f"roll-{n}")
+    return ips
+
+
+@contextlib.contextmanager
+def _streams(
+    record: lab.Record, ips: Sequence[str]
+) -> Iterator[tuple[dict[str, traffic.Traffic], sampler.Sampler]]:
+    client_netns = record.plan.client.netns
+    with contextlib.ExitStack() as stack:
+        flows = {
+            ip: stack.enter_context(
+                traffic.Traffic(client_netns, ip, cluster.SERVICE_PORT, interval=INTERVAL)
+            )
+            for ip in ips
+        }
+        sampled = stack.enter_context(sampler.Sampler(record.plan, ips))
+        yield flows, sampled
+
+
+class Roller:
+    """Restarts a lab's porterlb processes one at a time, as Kubernetes rolls them."""
+
+    def __init__(self, record: lab.Record, client: lightkube.AsyncClient) -> None:
+        self.record = record
+        """Kept current: a restart records the new pid."""
+        self.faults = failover.FaultLab(record, client)
+
+    async def phase(self, phase: str) -> list[float]:
+        """Roll what ``phase`` names (see :data:`PHASES`); the seconds each process took to
+        stop. Raises ValueError for another phase."""
+        if phase == "steady":
+            await asyncio.sleep(STEADY)  # the phase itself: nothing happens, on purpose
+            return []
+        if phase == "speakers":
+            return await self.speakers()
+        if phase == "managers":
+            return await self.managers()
+        raise ValueError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
+
+    async def speakers(self) -> list[float]:
+        """Roll every speaker, node by node; the seconds each took to stop."""
+        return [await self.roll(f"speaker/{node.name}") for node in self.record.plan.nodes]
+
+    async def managers(self) -> list[float]:
+        """Roll every manager, the leader first; the seconds each took to stop."""
+        roles = sorted(p.role for p in self.record.processes if p.role.startswith("manager/"))
+        self.faults.record = self.record
+        leader = await self.faults.leader()
+        order = sorted(roles, key=lambda role: role != leader)
+        return [await self.roll(role) for role in order]
+
+    async def roll(self, role: str) -> float:
+        """SIGTERM ``role``, wait until it exits by itself, start it again and wait until it is
+        ready; the seconds it took to exit. Raises LabError when a step takes too long."""
+        process = self.record.process(role)
+        stopped = time.monotonic()
+        os.kill(process.pid, signal.SIGTERM)
+        await self.until(lambda: not procs.alive(process), f"{role} to exit", limit=STOP_LIMIT)
+        took = time.monotonic() - stopped
+        self.record = lab.restart(self.record, role)
+        await self.until(lambda: self._ready(role), f"{role} to be ready", limit=READY_LIMIT)
+        if role.startswith("manager/"):
+            self.faults.record = self.record
+
+            async def leading() -> bool:
+                return bool(await self.faults.leader())
+
+            await self.until_async(leading, "a leader")
+        return took
+
+    def _ready(self, role: str) -> bool:
+        if role.startswith("speaker/"):
+            return lab.ready(self.record, role)
+        try:
+            text = lab.scrape(self.record, role)
+        except httpx2.HTTPError:
+            return False
+        return HEARD_SPEAKERS.search(text) is not None
+
+    async def until(
+        self, condition: Callable[[], bool], what: str, *, limit: float = READY_LIMIT
+    ) -> None:
+        async def check() -> bool:
+            return await asyncio.to_thread(condition)
+
+        await self.until_async(check, what, limit=limit)
+
+    async def until_async(
+        self,
+        condition: Callable[[], Awaitable[bool]],
+        what: str,
+        *,
+        limit: float = READY_LIMIT,
+    ) -> None:
+        deadline = time.monotonic() + limit
+        while not await condition():
+            if time.monotonic() > deadline:
+                raise netns.LabError(f"lab {self.record.plan.name}: no {what} within {limit} s")
+            await asyncio.sleep(traffic.INTERVAL * 5)
