@@ -22,10 +22,12 @@ no answer; ``two_answer`` is the sum of the former, ``blackout`` the longest of 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import ipaddress
 import signal
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,7 +42,27 @@ PERIOD: Final = 0.02
 """Seconds between two requests for one IP: issue 9 asks for at most 20 ms."""
 
 ETH_P_ALL: Final = 0x0003
-"""include/uapi/linux/if_ether.h: every protocol, ARP and IPv6 on one socket."""
+ETH_P_ARP: Final = 0x0806
+"""include/uapi/linux/if_ether.h: every protocol (ARP and IPv6 on one socket), ARP alone."""
+
+SO_ATTACH_FILTER: Final = 26
+"""include/uapi/asm-generic/socket.h."""
+
+ANSWERS_ONLY: Final = (
+    (0x28, 0, 0, 12),  # ldh [12]: the ethertype
+    (0x15, 5, 0, ETH_P_ARP),  # ARP: accept
+    (0x15, 0, 5, 0x86DD),  # not IPv6: drop
+    (0x30, 0, 0, 20),  # ldb [20]: the IPv6 next header
+    (0x15, 0, 3, 58),  # not ICMPv6: drop
+    (0x30, 0, 0, 54),  # ldb [54]: the ICMPv6 type
+    (0x15, 0, 1, ndp.NEIGHBOR_ADVERTISEMENT),
+    (0x06, 0, 0, 0x40000),  # accept (the whole frame)
+    (0x06, 0, 0, 0),  # drop
+)
+"""A classic BPF filter (linux/filter.h) that lets only ARP and neighbour advertisements reach
+a socket bound to every protocol: the router's LAN leg also carries the speakers' API and
+heartbeat traffic, which would otherwise queue in front of the answers (and, under load, make
+them late or overflow the socket)."""
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Pending = tuple[float, dict[IPAddress, set[str]]] | None
@@ -168,8 +190,11 @@ def _sample(
     signal.signal(signal.SIGTERM, stopping)
     open_samples: list[Pending] = [None] * len(sources)
     slots = {ip: n for n, ip in enumerate(sources)} | {ip: n for n, ip in enumerate(sources6)}
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as sock:
-        sock.bind((ifname, ETH_P_ALL))
+    protocol = ETH_P_ALL if sources6 else ETH_P_ARP
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol)) as sock:
+        if sources6:
+            _filter(sock)
+        sock.bind((ifname, protocol))
         started = time.monotonic()
         tick = 0
         while not stop:
@@ -186,6 +211,15 @@ def _sample(
             _collect(sock, mac, slots, open_samples, until=started + tick * period, stop=stop)
     for index in range(len(sources)):  # oldest first
         _print(open_samples[(tick + index) % len(sources)])
+
+
+def _filter(sock: socket.socket) -> None:
+    """Attach :data:`ANSWERS_ONLY` to ``sock`` (the kernel copies the program: the buffer
+    may go once attached)."""
+    code = b"".join(struct.pack("HBBI", *instruction) for instruction in ANSWERS_ONLY)
+    program = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HL", len(ANSWERS_ONLY), ctypes.addressof(program))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 def _request(

@@ -274,8 +274,9 @@ def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(speaker_lab):
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"], ids=["arp", "ndp"])
 async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(speaker_lab, family):
-    async with speaker_lab.service("sampled", family, speaker_lab.pool_ip(family, 20)) as ip:
-        node = await speaker_lab.announcer("sampled")
+    name = f"sampled-{family}"  # the other family's Service may still be going away
+    async with speaker_lab.service(name, family, speaker_lab.pool_ip(family, 20)) as ip:
+        node = await speaker_lab.announcer(name)
         await speaker_lab.announced(node, ip)
         free = str(speaker_lab.pool_ip(family, 21))
         with sampler.Sampler(speaker_lab.plan, [str(ip), free]) as sampled:
