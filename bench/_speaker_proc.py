@@ -3,9 +3,14 @@
 A separate process, so the prober's CPU never shares a GIL with the announcer. It is built as
 ``porterlb speaker`` builds it (``afpacket.AfPacketConn.open`` with ``netns=``, from the host
 namespace) but takes its IPs from the bench instead of the API. The bench talks to it in JSON
-lines (one command in, one answer out): ``assign``, ``settle``, ``stats``, ``calibrate`` and
-``breakdown`` (in-process timings), ``profile`` (cProfile), ``snapshot``/``snapdiff``
-(tracemalloc) and ``quit``.
+lines (one command in, one answer out): ``services``, ``assign``, ``settle``, ``stats``,
+``calibrate`` and ``breakdown`` (in-process timings), ``profile`` (cProfile),
+``snapshot``/``snapdiff`` (tracemalloc) and ``quit``.
+
+``services`` gives the process what a real speaker holds besides its announcer: a
+``porterlb.speaker.agent.Speaker`` (whose client never connects) takes one watch event per IP,
+each a Service as kube-apiserver sends it (:mod:`bench._service_objects`), through its
+Services reflector into its watch cache and its records, as from a real watch.
 
 What it measures from inside, and the parent cannot see from ``/proc``:
 
@@ -44,6 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from porterlb.api.keys import NodeName
 from porterlb.l2 import afpacket, announcer, conn, ethernet, fastpath, metrics, responder
 
 SOL_PACKET = 263
@@ -165,6 +171,8 @@ class _Child:
         self.stats = _Stats()
         self.conns: list[_TimedConn] = []
         self.announcer = announcer.Announcer(open_conn=self._open, on_conflict=self._conflict)
+        self.speaker: Any = None
+        """The speaker holding the Service watch cache (``services``), kept alive."""
         self.profile: cProfile.Profile | None = None
         self.snapshots: dict[str, tracemalloc.Snapshot] = {}
         self.assigned_at = time.monotonic()
@@ -206,6 +214,30 @@ class _Child:
                 answer = {"error": f"{type(exc).__name__}: {exc}"}
             out.write(json.dumps(answer) + "\n")
             out.flush()
+
+    async def cmd_services(self, ips: list[str], node: str) -> dict[str, Any]:
+        """Feed a speaker of `node` one Service event per IP of `ips`, all assigned to it."""
+        # The speaker's imports, loaded here so that --imports l2 keeps its baseline.
+        import lightkube
+
+        from bench import _service_objects
+        from porterlb.speaker import agent
+
+        config = lightkube.KubeConfig.from_dict(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "never-sent"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+        self.speaker = agent.Speaker(
+            lightkube.AsyncClient(config=config), node=NodeName(node), netns=self.args.netns
+        )
+        started = time.monotonic()
+        for index, ip in enumerate(ips):
+            self.speaker.services.receive(_service_objects.event(index, ip, node=node, pool="lan"))
+        return {"fed_s": time.monotonic() - started, "mine": len(self.speaker.records.mine)}
 
     async def cmd_assign(self, ips: list[str], probe: bool = False) -> dict[str, Any]:
         wanted = {

@@ -1,32 +1,42 @@
-"""Benchmark: the manager allocating IPs for 10,000 Services against the real API server.
+"""Benchmark: porterlb's overhead on the API server creating 10,000 LoadBalancer Services.
 
     uv run python -m bench.control_plane [--services 10000] [--pools 10]
-        [--cluster-ip-allocator ipaddress|bitmap] [--no-manager] [--manager-log PATH]
+        [--allocators ipaddress,bitmap] [--runs alone,porterlb] [--json]
+        [--manager-log PATH] [--manager-profile PATH]
 
-Starts a control plane, creates one namespace-bound /20 Eip per namespace, runs
-``porterlb manager`` as its own process, creates the Services (64 requests in flight), and
-waits on a watch until every Service has its IP. Prints the time to the last IP, the
-manager's API requests per Service (its own counter, list/watch excluded), its peak RSS, and
-the CPU time each process spent per Service: the machine has 2 cores, so CPU is what decides.
-Targets (issue 2): all 10,000 within 60 s; manager RSS at most 150 MB.
+For each ClusterIP allocator it makes two runs, each on a control plane of its own: the API
+server *alone* creating the Services (no porterlb: the time to the last creation), and *with
+porterlb* (the manager running: the time until every Service has its IP, seen on a watch).
+Their ratio is porterlb's overhead; target (issue 12): at most 15 %. On a machine others load
+too, the wall times move with their load; the CPU overhead (all processes' CPU seconds with
+porterlb over those of the API server alone: manager, kube-apiserver, etcd and the bench)
+does much less. Each run creates one namespace-bound /20 Eip per namespace, then the
+Services (64 requests in flight). The table also has the manager's API requests per Service
+(its own counter, list/watch excluded; the floor is one status patch), its peak RSS (target:
+at most 150 MB) and the CPU time each process spent per Service: the machine has 2 cores, so
+CPU is what decides, and every CPU second the manager spends is one the API server does not
+get. ``--manager-profile`` runs the manager under cProfile timed by its CPU clock
+(:mod:`bench._cpu_profile`): slower, for finding where its time goes, not for the ratio.
 
-``--cluster-ip-allocator bitmap`` runs kube-apiserver with the pre-1.33 ClusterIP allocator
+``--allocators bitmap`` runs kube-apiserver with the pre-1.33 ClusterIP allocator
 (:data:`porterlb.lab.controlplane.LEGACY_CLUSTER_IP_ALLOCATOR`): the current one costs the API
 server O(n) per Service created, which swamps what the manager costs at 10,000.
-``--no-manager`` measures the creation of the Services alone. etcd and kube-apiserver run with
-the lab's Go runtime settings (:data:`porterlb.lab.controlplane.GO_RUNTIME`), as everywhere.
+etcd and kube-apiserver run with the lab's Go runtime settings
+(:data:`porterlb.lab.controlplane.GO_RUNTIME`), as everywhere.
 
 The load generator shares the 2 cores with what it measures, so it is kept cheap: it sends
 raw JSON over its own aiohttp session, with no httpx2 or lightkube above it (0.7 ms of CPU
 per Service instead of 1.1 through the manager's client), and filters the watch on the bytes
 ``"ingress"`` before decoding; it still creates real Services through the API and sees their
-IPs on a watch.
+IPs on a watch (opened in both runs, so that both pay for one watcher of the Services).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -34,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +61,16 @@ IN_FLIGHT = 64
 """Creations in flight: enough to keep both cores busy through the API server's latency."""
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+
+RETRIED = frozenset({429, 500, 503, 504})
+"""Answers to a creation that are retried: on a machine loaded past the API server's 60 s
+request timeout it answers 504 (the Service may exist all the same: a 409 then counts)."""
+CREATE_ATTEMPTS = 5
+
+OVERHEAD_TARGET = 0.15
+"""Issue 12: porterlb adds at most 15 % to the time the API server alone takes."""
+MANAGER_RSS_TARGET_MB = 150
+"""Issues 2 and 12."""
 
 
 def _service(name: str) -> bytes:
@@ -80,6 +100,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _manager_counters(metrics_url: str) -> tuple[float, float]:
+    """The manager's leader transitions and dropped Events so far."""
+    text = httpx2.get(metrics_url, timeout=5).text
+    found = [
+        re.search(rf"^{name} (\S+)$", text, re.M)
+        for name in ("porterlb_leader_transitions_total", "porterlb_events_dropped_total")
+    ]
+    transitions, dropped = (float(match[1]) if match else 0.0 for match in found)
+    return transitions, dropped
+
+
 def _manager_requests(metrics_url: str) -> dict[str, float]:
     text = httpx2.get(metrics_url, timeout=5).text
     pattern = r'^porterlb_api_requests_total\{resource="([^"]+)",verb="([^"]+)"\} (\S+)$'
@@ -89,12 +120,26 @@ def _manager_requests(metrics_url: str) -> dict[str, float]:
 
 @dataclass(frozen=True, slots=True)
 class Result:
+    allocator: str
+    manager: bool
+    services: int
     created: float
+    """Seconds from the first creation to the last one answered."""
     served: float | None
+    """Seconds from the first creation to the last IP (None: no manager ran)."""
     cpu: dict[str, float]
-    """Process name -> CPU seconds spent from the first creation to the last IP."""
+    """Process name -> CPU seconds spent from the first creation to the end."""
     writes: dict[str, float]
-    manager_rss: str
+    """``verb resource`` -> the manager's API requests in that time (list/watch excluded)."""
+    manager_rss_kb: int | None
+    leader_terms: float = 0.0
+    """Terms the manager led (more than one: it lost the Lease to a slow API server)."""
+    events_dropped: float = 0.0
+
+    @property
+    def done(self) -> float:
+        """Seconds until the run's goal: every Service created, or every one with an IP."""
+        return self.served if self.served is not None else self.created
 
 
 class CpuClock:
@@ -122,20 +167,35 @@ def _load_session(kubeconfig: Path) -> aiohttp.ClientSession:
     )
 
 
+RESOURCE_VERSION = re.compile(rb'"resourceVersion":"(\d+)"')
+"""The first resourceVersion of a watch line: its object's (metadata comes first)."""
+
+
 async def _served(load: aiohttp.ClientSession, version: str, count: int) -> None:
-    """Return once `count` Services have an ingress IP, watching from `version`."""
+    """Return once `count` Services have an ingress IP, watching from `version`.
+
+    kube-apiserver ends a watch whose reader falls behind (the bench shares the cores with
+    what it loads), so an ended stream is resumed from the last resourceVersion seen; taking
+    its end for the last IP reported 2,000 Services served when 1,860 were.
+    """
     served: set[str] = set()
-    params = {"watch": "true", "resourceVersion": version}
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=None)
-    async with load.get("/api/v1/services", params=params, timeout=timeout) as response:
-        response.raise_for_status()
-        async for line in response.content:  # one event a line
-            if b'"ingress"' not in line:
-                continue
-            meta = msgspec.json.decode(line)["object"]["metadata"]
-            served.add(f"{meta['namespace']}/{meta['name']}")
-            if len(served) >= count:
-                return
+    while True:
+        params = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true"}
+        async with load.get("/api/v1/services", params=params, timeout=timeout) as response:
+            response.raise_for_status()
+            async for line in response.content:  # one event a line
+                if line.startswith(b'{"type":"ERROR"'):
+                    raise RuntimeError(f"watch of Services failed: {line[:300]!r}")
+                found = RESOURCE_VERSION.search(line)
+                if found is not None:
+                    version = found[1].decode()
+                if b'"ingress"' not in line:
+                    continue
+                meta = msgspec.json.decode(line)["object"]["metadata"]
+                served.add(f"{meta['namespace']}/{meta['name']}")
+                if len(served) >= count:
+                    return
 
 
 async def _create_all(load: aiohttp.ClientSession, namespaces: list[str], count: int) -> None:
@@ -144,9 +204,14 @@ async def _create_all(load: aiohttp.ClientSession, namespaces: list[str], count:
     async def create(index: int) -> None:
         namespace = namespaces[index % len(namespaces)]
         path = f"/api/v1/namespaces/{namespace}/services"
-        async with gate, load.post(path, data=_service(f"svc-{index}")) as reply:
-            await reply.read()  # read to the end: the connection goes back to the pool
-            reply.raise_for_status()
+        for attempt in range(CREATE_ATTEMPTS):
+            async with gate, load.post(path, data=_service(f"svc-{index}")) as reply:
+                await reply.read()  # read to the end: the connection goes back to the pool
+                if reply.status == 409 and attempt > 0:
+                    return  # an earlier attempt that timed out created it after all
+                if reply.status not in RETRIED or attempt == CREATE_ATTEMPTS - 1:
+                    reply.raise_for_status()
+                    return
 
     async with asyncio.TaskGroup() as group:
         for index in range(count):
@@ -158,8 +223,10 @@ async def run(
     pools: int,
     plane: controlplane.ControlPlane,
     *,
+    allocator: str,
     manager: bool,
     manager_log: Path | None = None,
+    manager_profile: Path | None = None,
 ) -> Result:
     kubeconfig = plane.endpoints.kubeconfig
     async with kube_client.connect(kubeconfig) as client:
@@ -188,9 +255,12 @@ async def run(
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         process = None
         if manager:
+            runner = (
+                ("-m", "bench._cpu_profile", str(manager_profile)) if manager_profile else ("-m",)
+            )
             with (manager_log or Path(os.devnull)).open("wb") as log:
                 process = await asyncio.create_subprocess_exec(
-                    *(sys.executable, "-m", "porterlb.cli", "manager"),
+                    *(sys.executable, *runner, "porterlb.cli", "manager"),
                     *("--kubeconfig", str(kubeconfig), "--metrics-addr", f"127.0.0.1:{port}"),
                     *("--health-addr", "0"),
                     stdout=log,
@@ -207,20 +277,26 @@ async def run(
 
             clock = CpuClock(pids)
             async with _load_session(kubeconfig) as load:
-                watcher = asyncio.create_task(_served(load, version, services)) if manager else None
+                watcher = asyncio.create_task(_served(load, version, services))
                 start = time.monotonic()
                 await _create_all(load, namespaces, services)
                 created = time.monotonic() - start
                 served = None
-                if watcher is not None:
+                if manager:
                     await watcher
                     served = time.monotonic() - start
+                else:
+                    watcher.cancel()  # no IP will come: it only watched, as it does with one
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
             cpu = clock.read()
-            rss = ""
+            rss = None
+            terms = dropped = 0.0
             writes: dict[str, float] = {}
             if process is not None:
-                rss = _proc_status(process.pid)["VmHWM"]
+                rss = int(_proc_status(process.pid)["VmHWM"].split()[0])
                 after = _manager_requests(metrics_url)
+                terms, dropped = _manager_counters(metrics_url)
                 writes = {
                     key: after[key] - baseline.get(key, 0)
                     for key in after
@@ -230,7 +306,18 @@ async def run(
             if process is not None:
                 process.terminate()
                 await process.wait()
-    return Result(created=created, served=served, cpu=cpu, writes=writes, manager_rss=rss)
+    return Result(
+        allocator=allocator,
+        manager=manager,
+        services=services,
+        created=created,
+        served=served,
+        cpu=cpu,
+        writes=writes,
+        manager_rss_kb=rss,
+        leader_terms=terms,
+        events_dropped=dropped,
+    )
 
 
 async def _manager_ready(metrics_url: str) -> dict[str, float]:
@@ -246,27 +333,63 @@ async def _manager_ready(metrics_url: str) -> dict[str, float]:
     return _manager_requests(metrics_url)
 
 
-def _table(services: int, pools: int, allocator: str, result: Result) -> Iterable[str]:
-    per = {name: 1000 * seconds / services for name, seconds in result.cpu.items()}
-    names = [n for n in ("manager", "kube-apiserver", "etcd", "bench") if n in per]
-    served = f"{result.served:.1f} s" if result.served is not None else "-"
-    writes = f"{sum(result.writes.values()) / services:.2f}" if result.writes else "-"
+PROCESSES = ("manager", "kube-apiserver", "etcd", "bench")
+
+
+def _cpu_per_service(result: Result) -> str:
+    per = {name: 1000 * seconds / result.services for name, seconds in result.cpu.items()}
+    return " / ".join(f"{per[name]:.2f}" if name in per else "-" for name in PROCESSES)
+
+
+def table(results: Sequence[Result]) -> Iterable[str]:
+    """One row per allocator: the API server alone, with porterlb, and the ratio."""
     yield (
-        "| Services | pools | ClusterIP allocator | all created | all have an IP"
-        " | manager API writes / Service | manager peak RSS | CPU ms / Service ("
-        + ", ".join(names)
-        + ") | load (1 min) |"
+        "| ClusterIP allocator | Services | API server alone: all created | with porterlb:"
+        " all have an IP | porterlb's overhead | CPU overhead | manager API writes / Service"
+        " | manager peak RSS | CPU ms / Service alone (" + ", ".join(PROCESSES) + ")"
+        " | CPU ms / Service with porterlb |"
     )
-    yield "|---|---|---|---|---|---|---|---|---|"
-    yield (
-        f"| {services} | {pools} | {allocator} | {result.created:.1f} s | {served} | {writes}"
-        f" | {result.manager_rss or '-'} | "
-        + " / ".join(f"{per[name]:.2f}" for name in names)
-        + f" | {os.getloadavg()[0]:.1f} |"
-    )
+    yield "|---|---|---|---|---|---|---|---|---|---|"
+    for allocator in dict.fromkeys(r.allocator for r in results):
+        alone = next((r for r in results if r.allocator == allocator and not r.manager), None)
+        ours = next((r for r in results if r.allocator == allocator and r.manager), None)
+        some = ours or alone
+        assert some is not None
+        overhead = (
+            f"{100 * (ours.done / alone.done - 1):+.0f} %"
+            f" ({'met' if ours.done <= alone.done * (1 + OVERHEAD_TARGET) else 'MISSED'})"
+            if ours is not None and alone is not None
+            else "-"
+        )
+        writes = f"{sum(ours.writes.values()) / ours.services:.2f}" if ours is not None else "-"
+        rss = "-"
+        if ours is not None and ours.manager_rss_kb is not None:
+            mb = ours.manager_rss_kb / 1024
+            rss = f"{mb:.0f} MB ({'met' if mb <= MANAGER_RSS_TARGET_MB else 'MISSED'})"
+        cpu = (
+            f"{100 * (sum(ours.cpu.values()) / sum(alone.cpu.values()) - 1):+.0f} %"
+            if ours is not None and alone is not None
+            else "-"
+        )
+        yield (
+            f"| {allocator} | {some.services}"
+            f" | {f'{alone.done:.1f} s' if alone is not None else '-'}"
+            f" | {f'{ours.done:.1f} s' if ours is not None else '-'}"
+            f" | {overhead} | {cpu} | {writes} | {rss}"
+            f" | {_cpu_per_service(alone) if alone is not None else '-'}"
+            f" | {_cpu_per_service(ours) if ours is not None else '-'} |"
+        )
+    for result in results:
+        if result.writes:
+            yield ""
+            yield (
+                f"manager API requests per Service ({result.allocator}; leader terms"
+                f" {result.leader_terms:.0f}, Events dropped {result.events_dropped:.0f}):"
+            )
+            for key, value in sorted(result.writes.items()):
+                yield f"  {key}: {value / result.services:.3f}"
     yield ""
-    for key, value in sorted(result.writes.items()):
-        yield f"  {key}: {value:.0f}"
+    yield f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}"
 
 
 def main() -> None:
@@ -274,31 +397,61 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--pools", type=int, default=10)
     parser.add_argument(
-        "--cluster-ip-allocator",
-        choices=("ipaddress", "bitmap"),
-        default="ipaddress",
-        help="kube-apiserver's ClusterIP allocator (default: the pinned server's own)",
+        "--allocators",
+        default="ipaddress,bitmap",
+        help="kube-apiserver's ClusterIP allocators to run, comma-separated"
+        " (ipaddress: the pinned server's own; bitmap: the pre-1.33 one)",
     )
-    parser.add_argument("--no-manager", action="store_true", help="measure creation alone")
+    parser.add_argument(
+        "--runs",
+        default="alone,porterlb",
+        help="per allocator: alone (the API server creating the Services), porterlb (the"
+        " manager giving them IPs), comma-separated",
+    )
     parser.add_argument("--manager-log", type=Path, help="where the manager's log goes")
+    parser.add_argument(
+        "--manager-profile", type=Path, help="run the manager under cProfile, its stats here"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
+    allocators = args.allocators.split(",")
+    runs = args.runs.split(",")
+    for name, allowed, chosen in (
+        ("--allocators", ("ipaddress", "bitmap"), allocators),
+        ("--runs", ("alone", "porterlb"), runs),
+    ):
+        if not set(chosen) <= set(allowed):
+            parser.error(f"{name}: {','.join(chosen)}: each must be one of {', '.join(allowed)}")
+    results = []
+    for allocator in allocators:
+        for mode in runs:
+            results.append(_run_one(args, allocator=allocator, manager=mode == "porterlb"))
+            print(f"  {allocator}, {mode}: {results[-1].done:.1f} s", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) | {"done": r.done} for r in results], indent=2))
+    else:
+        for line in table(results):
+            print(line)
+
+
+def _run_one(args: argparse.Namespace, *, allocator: str, manager: bool) -> Result:
+    """One run on a control plane of its own: every run starts from an empty etcd."""
     with tempfile.TemporaryDirectory(prefix="porterlb-bench-") as scratch:
         plane = controlplane.ControlPlane(
-            Path(scratch) / "cp",
-            legacy_cluster_ip_allocator=args.cluster_ip_allocator == "bitmap",
+            Path(scratch) / "cp", legacy_cluster_ip_allocator=allocator == "bitmap"
         )
         with plane:
-            result = asyncio.run(
+            return asyncio.run(
                 run(
                     args.services,
                     args.pools,
                     plane,
-                    manager=not args.no_manager,
+                    allocator=allocator,
+                    manager=manager,
                     manager_log=args.manager_log,
+                    manager_profile=args.manager_profile,
                 )
             )
-    for line in _table(args.services, args.pools, args.cluster_ip_allocator, result):
-        print(line)
 
 
 if __name__ == "__main__":

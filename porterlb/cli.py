@@ -35,6 +35,7 @@ from porterlb import health, logs
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import election, secrets
+from porterlb.l2 import conflicts
 from porterlb.liveness import drain, guard, tracker, udp
 from porterlb.status import command as status_command
 
@@ -205,6 +206,14 @@ def _speaker_parser(roles: Any, common: argparse.ArgumentParser) -> None:
         help="HOST:PORT for /healthz and /readyz (default %(default)s: hostNetwork, the kubelet"
         " probes the node's loopback); 0 disables",
     )
+    speaker.add_argument(
+        "--audit-interval",
+        type=_seconds_or_off,
+        default=conflicts.AUDIT_INTERVAL,
+        help="seconds between two rounds of ARP probes/DAD for every IP this node announces,"
+        " which another node's kernel or a host using the IP answers (default %(default)s;"
+        " at most 200 probes a second); 0 disables",
+    )
     heartbeat_flags = speaker.add_argument_group("heartbeats")
     _add_heartbeat_flags(heartbeat_flags)
     heartbeat_flags.add_argument(
@@ -235,6 +244,17 @@ def _speaker_parser(roles: Any, common: argparse.ArgumentParser) -> None:
         " at once",
     )
     speaker.set_defaults(run=_run_speaker)
+
+
+def _seconds_or_off(text: str) -> float:
+    """A number of seconds, 0 meaning off."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds >= 0 (0: off)")
+    return value
 
 
 def _add_heartbeat_flags(group: argparse._ArgumentGroup) -> None:
@@ -369,6 +389,7 @@ def _run_manager(args: argparse.Namespace) -> int:
 
 def _run_speaker(args: argparse.Namespace) -> int:
     from porterlb.api.keys import NodeName
+    from porterlb.l2 import announcer
     from porterlb.speaker import agent, heartbeats
 
     if not args.drain_timeout >= 0:
@@ -401,6 +422,7 @@ def _run_speaker(args: argparse.Namespace) -> int:
                 netns=args.netns,
                 heartbeat=heartbeat,
                 drain_timeout=args.drain_timeout,
+                config=announcer.Config(audit_interval=args.audit_interval or None),
             )
             graceful.append(speaker.drain)
             async with asyncio.TaskGroup() as group:

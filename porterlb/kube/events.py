@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import httpx2
 import lightkube
+import msgspec
 
 from porterlb.api import service as svc
 from porterlb.kube import client as kube_client
@@ -28,6 +29,7 @@ from porterlb.kube import metrics, resources
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000
+JSON = {"Content-Type": "application/json"}
 MESSAGE_LIMIT = 1024
 """events.k8s.io caps ``note`` at 1 KiB; core/v1 accepts more, but kubectl shows one line."""
 
@@ -61,6 +63,12 @@ class Subject:
     @classmethod
     def eip(cls, name: str, uid: str) -> Subject:
         return cls(kind="Eip", api_version="network.kubesphere.io/v1alpha2", name=name, uid=uid)
+
+    @classmethod
+    def node(cls, name: str) -> Subject:
+        """A Node, by name only: the speaker reads no Node (``kubectl describe node`` matches
+        Events by name)."""
+        return cls(kind="Node", api_version="v1", name=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +116,11 @@ class Poster:
             event = self._event(notice)
             path = kube_client.path(resources.Event, namespace=event["metadata"]["namespace"])
             try:
-                reply = await kube_client.http(self.client).post(path, json=event)
+                reply = await kube_client.http(self.client).post(
+                    kube_client.url(self.client, path),
+                    content=msgspec.json.encode(event),
+                    headers=JSON,
+                )
             except httpx2.TransportError as error:
                 log.warning("could not post event %s: %r", notice.reason, error)
                 continue

@@ -47,16 +47,17 @@ def data(macs: Mapping[NodeName, frozenset[bytes]]) -> dict[str, str]:
     }
 
 
-def parse(obj: Mapping[str, Any] | None) -> frozenset[ethernet.MacAddress]:
-    """Every MAC the ConfigMap `obj` names (none if it is gone); malformed entries skipped."""
-    found = set()
-    for text in ((obj or {}).get("data") or {}).values():
+def parse(obj: Mapping[str, Any] | None) -> dict[ethernet.MacAddress, NodeName]:
+    """Every MAC the ConfigMap `obj` names, with its node (none if it is gone); malformed
+    entries skipped."""
+    found = {}
+    for node, text in ((obj or {}).get("data") or {}).items():
         for word in str(text).split():
             try:
-                found.add(ethernet.MacAddress.parse(word))
+                found[ethernet.MacAddress.parse(word)] = NodeName(str(node))
             except ValueError:
                 continue
-    return frozenset(found)
+    return found
 
 
 async def publish(

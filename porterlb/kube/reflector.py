@@ -82,12 +82,15 @@ class Reflector:
         name: str,
         namespace: str | None = None,
         field_selector: str | None = None,
+        keep: Callable[[dict[str, Any]], dict[str, Any]] = slim,
     ) -> None:
         """`namespace` None: a namespaced kind is listed and watched across all namespaces.
         `field_selector` (``metadata.name=NAME``) narrows it to one object, which RBAC can
-        then grant by name."""
+        then grant by name. `keep` is what the cache holds of each object (by default all
+        but ``managedFields``): a reader of a few fields keeps only those."""
         self.client = client
         self.resource = resource
+        self._keep = keep
         self._listeners = [on_change]
         self.name = name
         self.cache: dict[str, dict[str, Any]] = {}
@@ -139,6 +142,7 @@ class Reflector:
         http = kube_client.http(self.client)
         fresh: dict[str, dict[str, Any]] = {}
         params = {"limit": str(LIST_PAGE), **self._selector}
+        newest = 0
         while True:
             metrics.API_REQUESTS.labels("list", self.name).inc()
             reply = await http.get(self._path, params=params)
@@ -146,15 +150,15 @@ class Reflector:
                 raise WatchFailed(f"list: {reply.status_code} {reply.text[:200]}")
             page = msgspec.json.decode(reply.content)
             for item in page.get("items") or ():
-                item = slim(item)
-                fresh[object_key(item)] = item
+                newest = max(newest, object_revision(item))
+                fresh[object_key(item)] = self._keep(item)
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 break
             params = {"limit": str(LIST_PAGE), "continue": meta["continue"], **self._selector}
         old, self.cache = self.cache, fresh
         version = str(meta.get("resourceVersion", ""))
-        self._seen(version, max((object_revision(item) for item in fresh.values()), default=0))
+        self._seen(version, newest)
         for key in old.keys() | fresh.keys():
             if old.get(key) != fresh.get(key):
                 self._changed(key)
@@ -188,11 +192,14 @@ class Reflector:
             self.watching.set()
             metrics.WATCH_ESTABLISHED.labels(self.name).set(1)
             async for line in lines(reply.aiter_bytes()):
-                version = self._apply(msgspec.json.decode(line)) or version
+                version = self.receive(line) or version
         return version
 
-    def _apply(self, event: dict[str, Any]) -> str | None:
-        """Apply one watch event to the cache; its resourceVersion."""
+    def receive(self, line: bytes) -> str | None:
+        """Apply one watch event, a line as the API server sends it; its resourceVersion.
+
+        Raises WatchFailed for an ERROR event, ValueError for a line that is not JSON."""
+        event = msgspec.json.decode(line)
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             raise WatchFailed(f"watch: {obj.get('code')} {obj.get('message')}")
@@ -201,12 +208,11 @@ class Reflector:
             self._seen(version, 0)
             return version
         self._seen(version, _number(version))
-        obj = slim(obj)
         key = object_key(obj)
         if kind == "DELETED":
             self.cache.pop(key, None)
         else:
-            self.cache[key] = obj
+            self.cache[key] = self._keep(obj)
         self._changed(key)
         return version
 

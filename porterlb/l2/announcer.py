@@ -20,6 +20,15 @@ frames, are counted each and logged at most once per ``Config.log_interval`` per
 gratuitous frame first asks the injected ``may_answer`` (the speaker's fence,
 docs/fencing.md) on the thread that sends it, so a fenced speaker is silent at once, however
 stalled its event loop is.
+
+With ``Config.audit_interval`` set, one more loop probes every announced IP again, paced to
+``Config.audit_rate``: another node whose kernel answers for the IP (kube-proxy in IPVS mode
+without strictARP) answers the router by unicast, unseen here, but answers our probe too, and
+is reported through ``on_node_answers`` (see :mod:`porterlb.l2.conflicts`).
+
+The module is past 600 lines on purpose: answering, the timed sends and the audit all read
+and change the same entries under the same lock; split apart, each would reach into the
+others' private state.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Final
 
 from porterlb import errors, logs
@@ -81,6 +90,10 @@ _VERDICTS: Final = tuple(responder.Verdict)
 OnConflict = Callable[[IPAddress, str, ethernet.MacAddress], None]
 """Called with (ip, interface, foreign MAC) when another host answers for or claims an IP."""
 
+OnNodeAnswers = Callable[[IPAddress, str, ethernet.MacAddress, str], None]
+"""Called with (ip, interface, MAC, node) when another porterlb node's MAC claims an IP announced
+here past ``Config.peer_grace``: that node's kernel answers for it."""
+
 WatchLinks = Callable[[], AsyncIterator[tuple[str, bool]]]
 """Yields ``(interface, running)`` for every link, then on every change of one; raises a
 ``porterlb.errors.PorterlbError`` when it fails (``porterlb.l2.interfaces.watch_running``)."""
@@ -110,12 +123,21 @@ class Config:
     conflict_report_interval: float = conflicts.REPORT_INTERVAL
     log_interval: float = throttling.INTERVAL
     """Least time between two log lines about one cause of refused frames or failed sends."""
+    audit_interval: float | None = None
+    """Probe every announced IP again this often (the speaker's ``--audit-interval``,
+    :data:`porterlb.l2.conflicts.AUDIT_INTERVAL`); off here, so tests choose."""
+    audit_rate: float = conflicts.AUDIT_RATE
+    peer_grace: float = conflicts.PEER_GRACE
 
     def __post_init__(self) -> None:
         if not self.burst or list(self.burst) != sorted(self.burst) or self.burst[0] < 0:
             raise ValueError(f"burst {self.burst} must be non-empty, ascending offsets >= 0")
         if self.refresh_interval is not None and self.refresh_interval <= 0:
             raise ValueError(f"refresh interval {self.refresh_interval} must be positive")
+        if self.audit_interval is not None and self.audit_interval <= 0:
+            raise ValueError(f"audit interval {self.audit_interval} must be positive")
+        if self.audit_rate <= 0:
+            raise ValueError(f"audit rate {self.audit_rate} must be positive")
 
 
 class _Phase(enum.Enum):
@@ -134,6 +156,15 @@ class _Entry:
     """Loop time the current phase's first frame went out; None until the link is open."""
     sends: int = 0
     """Gratuitous rounds sent so far."""
+    created: float | None = None
+    """Loop time the burst loop first saw the entry: other nodes' claims before
+    ``Config.peer_grace`` after it are a speaker letting go (``conflicts.settling``)."""
+    audited: float | None = None
+    """Loop time of the last audit probe for the IP."""
+    nodes: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Other nodes heard claiming the IP past the grace, each with the last time: reported
+    once, and forgotten when it did not answer the last probe (``_audit_loop``), so that it
+    is reported again if it starts again."""
 
 
 class _Link:
@@ -180,7 +211,8 @@ class Announcer:
         *,
         open_conn: conn.OpenConn,
         on_conflict: OnConflict,
-        peer_macs: Iterable[ethernet.MacAddress] = (),
+        on_node_answers: OnNodeAnswers | None = None,
+        peer_macs: Mapping[ethernet.MacAddress, str] | None = None,
         config: Config = Config(),
         watch_links: WatchLinks | None = None,
         may_answer: Callable[[], bool] = lambda: True,
@@ -188,6 +220,7 @@ class Announcer:
         self._open_conn = open_conn
         self._watch_links = watch_links
         self._on_conflict = on_conflict
+        self._on_node_answers = on_node_answers
         self._config = config
         self._may_answer = may_answer
         self._watch = conflicts.Watch(
@@ -239,8 +272,9 @@ class Announcer:
         self._wake.set()
         self._links_changed.set()
 
-    def set_peer_macs(self, macs: Iterable[ethernet.MacAddress]) -> None:
-        """Replace the MACs of the other porterlb speakers; their claims are not conflicts."""
+    def set_peer_macs(self, macs: Mapping[ethernet.MacAddress, str]) -> None:
+        """Replace the MACs of the porterlb speakers, each with its node's name; their claims
+        are not conflicts (past the grace, they are reported as ``on_node_answers``)."""
         self._watch.set_peer_macs(macs)
 
     def owns(self, ip: IPAddress, ifname: str) -> responder.Ownership:
@@ -283,6 +317,9 @@ class Announcer:
             group.create_task(self._links_loop(group), name="speaker/l2/links")
             if self._watch_links is not None:
                 group.create_task(self._link_state_loop(self._watch_links), name="speaker/l2/up")
+            if self._config.audit_interval is not None:
+                audit = self._audit_loop(self._config.audit_interval)
+                group.create_task(audit, name="speaker/l2/audit")
 
     async def _link_state_loop(self, watch_links: WatchLinks) -> None:
         """Call ``link_up`` for every interface that goes from down to running."""
@@ -462,15 +499,23 @@ class Announcer:
             self._check(claim, packet_conn)
 
     def _check(self, claim: responder.Claim, packet_conn: conn.PacketConn) -> None:
-        """Report a foreign claim on an IP we probe for or announce on this interface."""
+        """Report a foreign claim on an IP we probe for or announce on this interface, and a
+        settled one's claim from another node."""
         entry = self._entries.get(claim.ip.packed)
         if entry is None or entry.ifname != packet_conn.ifname:
+            return
+        now = asyncio.get_running_loop().time()
+        node = self._watch.node_of(claim, packet_conn.mac)
+        if node is not None:
+            # Not a conflict: the IP is announced (or probed) all the same, since with
+            # kube-proxy IPVS every node's kernel would answer the probe of every node.
+            if not conflicts.settling(entry.created, now, self._config.peer_grace):
+                self._node_answers(claim, entry, node, now)
             return
         if not self._watch.is_foreign(claim, packet_conn.mac):
             return
         if entry.phase is _Phase.PROBING:
             entry.phase = _Phase.CONFLICT
-        now = asyncio.get_running_loop().time()
         if self._watch.should_report(claim.ip, now):
             metrics.CONFLICTS.labels(str(claim.ip), entry.ifname).inc()
             log.warning(
@@ -481,6 +526,51 @@ class Announcer:
                 entry.phase.value,
             )
             self._on_conflict(claim.ip, entry.ifname, claim.mac)
+
+    def _node_answers(self, claim: responder.Claim, entry: _Entry, node: str, now: float) -> None:
+        metrics.NODE_ANSWERS.labels(entry.ifname, node).inc()
+        known = node in entry.nodes
+        entry.nodes[node] = now
+        if known or self._on_node_answers is None:
+            return  # once per condition: every audit round would repeat it
+        log.warning(
+            "%s on %s is also answered for by node %s (%s): its kernel, most likely (kube-proxy"
+            " in IPVS mode without strictARP)",
+            claim.ip,
+            entry.ifname,
+            node,
+            claim.mac,
+            extra=logs.fields(ip=claim.ip, interface=entry.ifname),
+        )
+        self._on_node_answers(claim.ip, entry.ifname, claim.mac, node)
+
+    async def _audit_loop(self, interval: float) -> None:
+        """Every ``interval``, probe each announced IP past its grace again (module docstring);
+        a round yields every :data:`YIELD_EVERY` probes, long enough to keep the rate."""
+        loop = asyncio.get_running_loop()
+        pause = YIELD_EVERY / self._config.audit_rate
+        while True:
+            await asyncio.sleep(interval)
+            sent = 0
+            for entry in list(self._entries.values()):
+                link = self._links.get(entry.ifname)
+                if (
+                    self._entries.get(entry.ip.packed) is not entry
+                    or entry.phase is not _Phase.ANNOUNCING
+                    or conflicts.settling(entry.created, loop.time(), self._config.peer_grace)
+                    or link is None
+                    or link.conn is None
+                ):
+                    continue
+                if not self._may_answer():
+                    break  # fenced: the next round will do
+                if entry.audited is not None:  # who did not answer the last probe has stopped
+                    entry.nodes = {n: t for n, t in entry.nodes.items() if t >= entry.audited}
+                entry.audited = loop.time()
+                await self._send(link.conn, conflicts.probe(link.conn.mac, entry.ip))
+                sent += 1
+                if sent % YIELD_EVERY == 0:
+                    await asyncio.sleep(pause)
 
     async def _burst_loop(self) -> None:
         """Send every probe and gratuitous round when it is due; sleep until the next one."""
@@ -510,6 +600,8 @@ class Announcer:
 
     async def _step(self, entry: _Entry, now: float) -> float | None:
         """Send what ``entry`` has due at ``now``; return when it next needs the loop."""
+        if entry.created is None:
+            entry.created = now
         link = self._links.get(entry.ifname)
         if self._entries.get(entry.ip.packed) is not entry or link is None or link.conn is None:
             return None  # released meanwhile, or its link is not open yet (opening wakes us)

@@ -38,6 +38,13 @@ CONFLICTS: Final = prometheus_client.Counter(
     "Another MAC answered a probe for, or claimed, an IP porterlb announces.",
     ["ip", "interface"],
 )
+NODE_ANSWERS: Final = prometheus_client.Counter(
+    "porterlb_l2_node_answers",
+    "Claims from another cluster node's MAC on an IP this speaker announces, past the grace"
+    " of a move (one per audit round while it lasts): that node's kernel answers for it"
+    " (kube-proxy in IPVS mode without strictARP).",
+    ["interface", "node"],
+)
 SOCKET_ERRORS: Final = prometheus_client.Counter(
     "porterlb_l2_socket_errors",
     "Failures to open, read, write or join a group on a packet socket.",

@@ -168,8 +168,7 @@ class Announcing:
     def _load(self) -> None:
         self.ledger = ledger.Ledger()  # another leader may have placed IPs since
         self._asks = {}
-        self._said = {}
-        self._said_pool = {}
+        # What was said in Events stays, as in Ipam._reset: the same news is not said again.
         self._revoked = {}
         self._recorded = {}
         # What the previous leader revoked is not known here: every speaker must at least

@@ -129,12 +129,16 @@ class Ipam:
         return usage
 
     def _reset(self) -> None:
-        """Forget everything decided before: another leader may have decided since."""
+        """Forget everything decided before: another leader may have decided since.
+
+        What was last said in Events stays: news that changed meanwhile differs from it and is
+        said, and the same news is not said again. A manager that lost the Lease to a slow API
+        server and won it back re-posted an Event per Service each time (bench.control_plane
+        on a loaded machine: 33 terms, 14 NoReadyEndpoint Events per Service, 10,804 dropped).
+        """
         self.alloc = allocator.Allocator()
         self.usable = frozenset()
         self.problems = {}
-        self._last_report = {}
-        self._last_problem = {}
         self._eip_written = {}
         self._eips_parsed = None
         self._written = {}

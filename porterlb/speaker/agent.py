@@ -7,7 +7,9 @@ Service assigns to another node is left out: the manager is moving it. Interface
 resolved per pool over netlink in the node's network namespace, cached, and resolved again
 when the Eip changes and every :data:`RESOLVE_INTERVAL`. A pool whose interface this node
 lacks gets a Warning Event ``InterfaceMissing`` naming node and interface, and nothing of it
-is announced; an address conflict gets ``IPConflict`` on the Services using the IP.
+is announced; an address conflict gets ``IPConflict`` on the Services using the IP, and another
+node answering for one of them ``KernelAnswersARP``, as does this node's own kernel answering
+for any Service IP (:mod:`.kernelarp`, on the Node).
 
 With heartbeats on, the speaker answers the managers' pings (:mod:`.heartbeats`) and fences
 itself (docs/fencing.md): the announcer asks :meth:`Speaker.may_answer` before every answer
@@ -45,17 +47,16 @@ import lightkube
 import msgspec
 
 from porterlb import errors, health, logs
-from porterlb.api import address, reasons, wellknown
+from porterlb.api import address, reasons
 from porterlb.api import eip as eip_api
-from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName
 from porterlb.kube import client as kube_client
 from porterlb.kube import events, peers, reflector, resources, secrets
 from porterlb.kube import metrics as kube_metrics
-from porterlb.l2 import afpacket, announcer, conn, ethernet, interfaces
+from porterlb.l2 import afpacket, announcer, conn, ethernet, interfaces, strictarp
 from porterlb.liveness import drain, guard, wire
 from porterlb.liveness import metrics as liveness_metrics
-from porterlb.speaker import assignments, heartbeats, metrics
+from porterlb.speaker import assignments, heartbeats, kernelarp, metrics
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,11 @@ class Speaker:
         self.endpoint: heartbeats.Heartbeats | None = None
         self.poster = events.Poster(client, component="porterlb-speaker")
         self.services = reflector.Reflector(
-            client, resources.Service, on_change=self._service_changed, name="services"
+            client,
+            resources.Service,
+            on_change=self._service_changed,
+            name="services",
+            keep=assignments.kept,
         )
         self.eips = reflector.Reflector(
             client, resources.Eip, on_change=self._eip_changed, name="eips"
@@ -134,12 +139,20 @@ class Speaker:
         self.announcer = announcer.Announcer(
             open_conn=self._open,
             on_conflict=self._conflict,
+            on_node_answers=self._node_answers,
             config=config or announcer.Config(),
             watch_links=functools.partial(interfaces.watch_running, netns=netns),
             may_answer=self.may_answer,
         )
         self.records = assignments.Records(node)
         """Service key -> the (IP, pool) pairs it assigns to this node; only non-empty ones."""
+        self.kernel = kernelarp.Check(
+            node=node,
+            netns=netns,
+            poster=self.poster,
+            pools=self._pools,
+            assigned=self.records.assigned,
+        )
         self.links: dict[PoolName, str | None] = {}
         """Pool -> interface name, or None when this node lacks it (reported)."""
         self._macs: dict[str, bytes] = {}
@@ -167,6 +180,7 @@ class Speaker:
                 group.create_task(self.eips.run(), name="speaker/watch/eips"),
                 group.create_task(self.announcer.run(), name="speaker/l2"),
                 group.create_task(self._sync_loop(), name="speaker/sync"),
+                group.create_task(self.kernel.run(), name="speaker/kernel-arp"),
             ]
             if self.peers is not None:
                 tasks.append(group.create_task(self.peers.run(), name="speaker/watch/peers"))
@@ -333,8 +347,8 @@ class Speaker:
     # -- inputs ----------------------------------------------------------------------------
 
     def _service_changed(self, key: str) -> None:
-        obj = self.services.cache.get(key)
-        node = svc.parse(obj).annotation(wellknown.ANNOUNCED_BY) if obj is not None else None
+        obj = self.services.cache.get(key)  # as assignments.kept keeps it
+        node = obj["node"] if obj is not None else None
         before = self._recorded.get(key) if obj is not None else self._recorded.pop(key, None)
         if node is not None:
             self._recorded[key] = node
@@ -488,17 +502,50 @@ class Speaker:
         self._readers[ifname] = opened
         return opened
 
-    def _conflict(self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress) -> None:
-        for obj in self.services.cache.values():
-            service = svc.parse(obj)
-            if str(ip) not in service.ingress or not assignments.read(obj, self.node):
+    def _pools(self) -> list[strictarp.Pool]:
+        """Every pool whose interface is resolved here, for :mod:`.kernelarp`."""
+        found = []
+        for name, link in list(self.links.items()):
+            obj = self.eips.cache.get(name)
+            if link is None or obj is None:
                 continue
+            pool = eip_api.parse(obj).addresses
+            if pool is not None:
+                found.append(strictarp.Pool(pool.first, pool.last, link))
+        return found
+
+    def _announced_services(self, ip: address.IPAddress) -> list[tuple[str, events.Subject]]:
+        """The Services (key, Event subject) that assign ``ip`` to this node."""
+        return [
+            (key, _service_subject(service))
+            for key, service in self.services.cache.items()
+            if str(ip) in service["ingress"] and assignments.read(service, self.node)
+        ]
+
+    def _node_answers(
+        self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress, other: str
+    ) -> None:
+        for key, subject in self._announced_services(ip):
+            message = strictarp.wire_message(
+                key, ip, interface=ifname, node=self.node, other=other, mac=str(mac)
+            )
             self.poster.emit(
                 events.Notice(
-                    subject=events.Subject.service(service),
+                    subject=subject,
+                    type="Warning",
+                    reason=reasons.KERNEL_ANSWERS_ARP,
+                    message=message,
+                )
+            )
+
+    def _conflict(self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress) -> None:
+        for key, subject in self._announced_services(ip):
+            self.poster.emit(
+                events.Notice(
+                    subject=subject,
                     type="Warning",
                     reason=reasons.IP_CONFLICT,
-                    message=f"Service {service.key}: {ip} is in use by another host"
+                    message=f"Service {key}: {ip} is in use by another host"
                     f" (MAC {mac}) on {ifname} of node {self.node}",
                 )
             )
@@ -539,3 +586,14 @@ def _lease_record(status: int, content: bytes) -> tuple[bool, guard.LeaseRecord 
 def _uid(obj: Mapping[str, object] | None) -> str:
     meta = (obj or {}).get("metadata")
     return str(meta.get("uid", "")) if isinstance(meta, dict) else ""
+
+
+def _service_subject(service: Mapping[str, Any]) -> events.Subject:
+    """The Event subject of a Service as the speaker's cache keeps it (:func:`assignments.kept`)."""
+    return events.Subject(
+        kind="Service",
+        api_version="v1",
+        name=service["name"],
+        namespace=service["namespace"],
+        uid=service["uid"],
+    )

@@ -21,3 +21,10 @@ DRAINING: Final = prometheus_client.Gauge(
     "porterlb_speaker_draining",
     "1 once the speaker is shutting down (SIGTERM) and waits for its IPs to be handed over.",
 )
+KERNEL_ANSWERS: Final = prometheus_client.Gauge(
+    "porterlb_speaker_kernel_answers",
+    "porterlb Service IPs this node's kernel answers ARP/NDP for on a pool interface besides the"
+    " speaker, by that interface and the one holding the IPs (kube-ipvs0: kube-proxy in IPVS"
+    " mode without strictARP); 0 when fixed.",
+    ["interface", "holder"],
+)

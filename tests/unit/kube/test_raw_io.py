@@ -5,11 +5,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx2
+import lightkube
 import pytest
+from lightkube import KubeConfig
 
 from porterlb import errors
 from porterlb.api import wellknown
 from porterlb.kube import client, reflector, resources, writers
+
+UNUSED = KubeConfig.from_dict(
+    {
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "never-sent"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+)
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -158,3 +169,36 @@ def test_the_reply_tells_whether_the_pools_of_a_dual_stack_service_landed(
 def test_the_reply_tells_which_node_is_recorded(annotations, node):
     reply = httpx2.Response(200, json={"metadata": {"annotations": annotations}})
     assert writers.announced_by(reply) == node
+
+
+def test_a_watch_line_goes_into_the_cache_as_the_reflector_keeps_it():
+    changed: list[str] = []
+    source = reflector.Reflector(
+        lightkube.AsyncClient(config=UNUSED),
+        resources.Service,
+        on_change=changed.append,
+        name="services",
+        keep=lambda obj: {"metadata": {"name": obj["metadata"]["name"]}},
+    )
+    line = (
+        b'{"type":"ADDED","object":{"metadata":{"name":"web","namespace":"shop",'
+        b'"resourceVersion":"7"},"spec":{"type":"LoadBalancer"}}}'
+    )
+    assert source.receive(line) == "7"
+    assert source.cache == {"shop/web": {"metadata": {"name": "web"}}}
+    assert changed == ["shop/web"]
+    assert source.revision == 7
+    deleted = line.replace(b"ADDED", b"DELETED").replace(b'"7"', b'"8"')
+    assert source.receive(deleted) == "8"
+    assert source.cache == {}
+
+
+def test_an_error_event_fails_the_watch():
+    source = reflector.Reflector(
+        lightkube.AsyncClient(config=UNUSED),
+        resources.Service,
+        on_change=lambda key: None,
+        name="services",
+    )
+    with pytest.raises(reflector.WatchFailed, match="410 too old"):
+        source.receive(b'{"type":"ERROR","object":{"code":410,"message":"too old"}}')

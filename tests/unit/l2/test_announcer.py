@@ -25,16 +25,18 @@ class Node:
     """An Announcer over MemoryPacketConns, recording conflicts and opens."""
 
     def __init__(
-        self, mac=samples.OUR_MAC, *, peer_macs=(), config=None, fail=0, may_answer=lambda: True
+        self, mac=samples.OUR_MAC, *, peer_macs=None, config=None, fail=0, may_answer=lambda: True
     ):
         self.mac = mac
         self.conns: dict[str, conn.MemoryPacketConn] = {}
         self.conflicts: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+        self.node_answers: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
         self.failures_left = fail
         self.opens = 0
         self.announcer = announcer.Announcer(
             open_conn=self.open_conn,
             on_conflict=lambda *report: self.conflicts.put_nowait(report),
+            on_node_answers=lambda *report: self.node_answers.put_nowait(report),
             peer_macs=peer_macs,
             config=config or announcer.Config(),
             may_answer=may_answer,
@@ -259,7 +261,7 @@ async def test_answered_probe_reports_and_never_announces(ip, answer):
 
 
 async def test_answer_from_peer_speaker_is_not_a_conflict():
-    node = Node(peer_macs=[samples.PEER_MAC])
+    node = Node(peer_macs={samples.PEER_MAC: "w2"})
     eth0 = node.conn("eth0")
     async with running(node):
         announce(node, samples.VIP6, probe=True)
@@ -268,20 +270,21 @@ async def test_answer_from_peer_speaker_is_not_a_conflict():
         garp = await eth0.next_sent()
     assert garp == ndp.unsolicited(samples.OUR_MAC, samples.VIP6)
     assert node.conflicts.empty()
+    assert node.node_answers.empty()  # within the grace: a speaker letting go
 
 
 async def test_peer_macs_set_while_running_are_not_conflicts_but_others_still_are():
     node = Node()
     eth0 = node.conn("eth0")
     async with running(node):
-        node.announcer.set_peer_macs([samples.PEER_MAC])
+        node.announcer.set_peer_macs({samples.PEER_MAC: "w2"})
         announce(node, samples.VIP6, probe=True)
         await eth0.next_sent()  # the probe
         peer_says = na(samples.VIP6, mac=samples.PEER_MAC, eth_src=samples.PEER_MAC)
         eth0.inject(peer_says)
         assert await eth0.next_sent() == ndp.unsolicited(samples.OUR_MAC, samples.VIP6)
         assert node.conflicts.empty()
-        node.announcer.set_peer_macs([])
+        node.announcer.set_peer_macs({})
         eth0.inject(peer_says)
         report = await asyncio.wait_for(node.conflicts.get(), QUIET)
     assert report == (samples.VIP6, "eth0", samples.PEER_MAC)

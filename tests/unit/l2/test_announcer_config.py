@@ -18,3 +18,15 @@ def test_burst_starts_at_once_and_outlasts_the_arp_locktime():
 def test_config_rejects_bad_burst():
     with pytest.raises(ValueError, match="burst"):
         announcer.Config(burst=(1.0, 0.5))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param({"audit_interval": 0}, "audit interval 0 must be positive", id="interval"),
+        pytest.param({"audit_rate": -1}, "audit rate -1 must be positive", id="rate"),
+    ],
+)
+def test_config_rejects_bad_audit_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        announcer.Config(**settings)

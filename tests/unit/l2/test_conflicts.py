@@ -24,18 +24,46 @@ def test_probe_by_family(ip, frame):
     ],
 )
 def test_is_foreign(mac, foreign):
-    watch = conflicts.Watch(peer_macs=[samples.PEER_MAC], report_interval=30.0)
+    watch = conflicts.Watch(peer_macs={samples.PEER_MAC: "w2"}, report_interval=30.0)
     claim = responder.Claim(samples.VIP4, mac)
     assert watch.is_foreign(claim, samples.OUR_MAC) is foreign
 
 
 def test_peer_macs_are_replaced():
-    watch = conflicts.Watch(peer_macs=[samples.PEER_MAC], report_interval=30.0)
-    watch.set_peer_macs([samples.STRANGER_MAC])
+    watch = conflicts.Watch(peer_macs={samples.PEER_MAC: "w2"}, report_interval=30.0)
+    watch.set_peer_macs({samples.STRANGER_MAC: "w3"})
     assert watch.is_foreign(responder.Claim(samples.VIP4, samples.PEER_MAC), samples.OUR_MAC)
     assert not watch.is_foreign(
         responder.Claim(samples.VIP4, samples.STRANGER_MAC), samples.OUR_MAC
     )
+
+
+@pytest.mark.parametrize(
+    ("mac", "node"),
+    [
+        pytest.param(samples.PEER_MAC, "w2", id="peer-node"),
+        pytest.param(samples.OUR_MAC, None, id="ourselves"),
+        pytest.param(samples.STRANGER_MAC, None, id="stranger"),
+    ],
+)
+def test_node_of(mac, node):
+    watch = conflicts.Watch(
+        peer_macs={samples.PEER_MAC: "w2", samples.OUR_MAC: "w1"}, report_interval=30.0
+    )
+    assert watch.node_of(responder.Claim(samples.VIP4, mac), samples.OUR_MAC) == node
+
+
+@pytest.mark.parametrize(
+    ("created", "now", "settling"),
+    [
+        pytest.param(None, 100.0, True, id="not-seen-yet"),
+        pytest.param(100.0, 100.0, True, id="just-handed-over"),
+        pytest.param(100.0, 109.9, True, id="within-the-grace"),
+        pytest.param(100.0, 110.0, False, id="grace-over"),
+    ],
+)
+def test_settling(created, now, settling):
+    assert conflicts.settling(created, now, grace=10.0) is settling
 
 
 # Steps on one Watch with a 30 s interval: (action, ip, time, expected should_report).

@@ -125,3 +125,26 @@ def test_the_speakers_drain_timeout_must_not_be_negative():
     assert done.stderr.strip() == (
         "porterlb speaker: error: --drain-timeout must be 0 or more seconds, got -1.0"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("-1", "-1 must be a number of seconds >= 0 (0: off)", id="negative"),
+        pytest.param("nan", "nan must be a number of seconds >= 0 (0: off)", id="nan"),
+        pytest.param("soon", "'soon' is not a number of seconds", id="not-a-number"),
+    ],
+)
+def test_a_bad_audit_interval_is_a_usage_error_naming_the_flag(value, message):
+    done = run("-m", "porterlb", "speaker", "--node-name", "w1", "--audit-interval", value)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"argument --audit-interval: {message}" in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("30", 30.0), ("2.5", 2.5)])
+def test_an_audit_interval_parses(value, expected):
+    args = cli._parser(["speaker"]).parse_args(
+        ["speaker", "--node-name", "w1", "--audit-interval", value]
+    )
+    assert args.audit_interval == expected

@@ -18,7 +18,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from porterlb.api import wellknown
 from porterlb.api.keys import NodeName, PoolName
 from porterlb.l2 import responder
-from porterlb.speaker import agent
+from porterlb.speaker import agent, assignments
 
 UNUSED = KubeConfig.from_dict(
     {
@@ -57,7 +57,7 @@ class PausedSpeaker(agent.Speaker):
 
 def change(speaker: agent.Speaker, obj: dict[str, object]) -> None:
     key = f"shop/{obj['metadata']['name']}"  # type: ignore[index]
-    speaker.services.cache[key] = obj
+    speaker.services.cache[key] = assignments.kept(obj)
     speaker._service_changed(key)
 
 

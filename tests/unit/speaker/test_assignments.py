@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from typing import Any
 
@@ -7,6 +8,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
+from porterlb.api import service as svc
 from porterlb.api import wellknown
 from porterlb.api.keys import NodeName
 from porterlb.speaker import assignments
@@ -14,10 +16,18 @@ from porterlb.speaker import assignments
 W1 = NodeName("w1")
 
 
-def service(*, node="w1", pool="lan", ingress=("198.18.2.200",), deleting=False):
+def service(*, node="w1", pool="lan", ingress=("198.18.2.200",), deleting=False, name="web"):
+    """A Service as the speaker keeps it."""
+    return assignments.kept(
+        whole(node=node, pool=pool, ingress=ingress, deleting=deleting, name=name)
+    )
+
+
+def whole(*, node="w1", pool="lan", ingress=("198.18.2.200",), deleting=False, name="web"):
+    """A Service object as the API sends it."""
     meta = {
         "namespace": "shop",
-        "name": "web",
+        "name": name,
         "annotations": {wellknown.ANNOUNCED_BY: node} if node else {},
         "labels": {wellknown.POOL_LABEL: pool} if pool else {},
     }
@@ -38,9 +48,9 @@ def test_both_ips_of_a_dual_stack_service():
 
 def test_each_ip_of_a_dual_stack_service_with_its_own_pool():
     """``porterlb.io/pools`` names the pool of each IP; the label names only the first."""
-    obj = service(ingress=("2001:db8:1:1::200", "198.18.2.200"), pool="lan-v6")
+    obj = whole(ingress=("2001:db8:1:1::200", "198.18.2.200"), pool="lan-v6")
     obj["metadata"]["annotations"][wellknown.POOLS] = "lan-v6,lan"
-    found = assignments.read(obj, W1)
+    found = assignments.read(assignments.kept(obj), W1)
     assert [(str(ip), pool) for ip, pool in found] == [
         ("2001:db8:1:1::200", "lan-v6"),
         ("198.18.2.200", "lan"),
@@ -56,7 +66,7 @@ def test_each_ip_of_a_dual_stack_service_with_its_own_pool():
         pytest.param(service(ingress=()), id="no-ip-yet"),
         pytest.param(service(deleting=True), id="deleting"),
         pytest.param(service(ingress=("not-an-ip",)), id="garbage-ingress"),
-        pytest.param({}, id="empty-object"),
+        pytest.param(assignments.kept({}), id="empty-object"),
     ],
 )
 def test_nothing_to_announce(obj):
@@ -64,9 +74,7 @@ def test_nothing_to_announce(obj):
 
 
 def shared(name, node, ip="198.18.2.200"):
-    obj = service(node=node, ingress=(ip,))
-    obj["metadata"]["name"] = name
-    return obj
+    return service(node=node, ingress=(ip,), name=name)
 
 
 def test_a_shared_ip_being_moved_is_contested_until_every_service_names_one_node():
@@ -141,3 +149,50 @@ def view(records):
     """What the speaker acts on: this node's records, and which of their IPs are contested."""
     here = {ip for pairs in records.mine.values() for ip, _ in pairs}
     return dict(records.mine), {ip for ip in here if records.contested(ip)}
+
+
+full_services = st.builds(
+    lambda node, pool, ips, deleting, extra: (
+        {
+            **whole(node=node, pool=pool, ingress=tuple(ips), deleting=deleting),
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": extra},
+        }
+        | {"kind": "Service"}
+    ),
+    st.sampled_from([None, "", "w1", "w2"]),
+    st.sampled_from([None, "", "lan", "wan"]),
+    st.lists(st.sampled_from(["198.18.2.200", "2001:db8::200", "not-an-ip"]), max_size=3),
+    st.booleans(),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+)
+
+
+def record_of_whole(obj):
+    """What a Service object assigns, read from all of it (what the speaker read before it
+    kept only a few fields)."""
+    service = svc.parse(obj)
+    node = service.annotation(wellknown.ANNOUNCED_BY)
+    pools = svc.recorded_pools(service)
+    if not node or not pools or service.deleting:
+        return None
+    found = []
+    for text, pool in zip(service.ingress, pools, strict=False):
+        with contextlib.suppress(ValueError):
+            found.append((ipaddress.ip_address(text), pool))
+    return assignments.Record(NodeName(node), tuple(found)) if found else None
+
+
+@hypothesis.given(full_services)
+def test_what_the_speaker_keeps_of_a_service_assigns_what_the_whole_object_does(obj):
+    obj["metadata"]["uid"] = "u-1"
+    obj["metadata"]["managedFields"] = [{"manager": "porterlb"}]
+    obj["metadata"]["annotations"]["other"] = "x"
+    kept = assignments.kept(obj)
+    assert assignments.record(kept) == record_of_whole(obj)
+    whole_service = svc.parse(obj)
+    assert (kept["namespace"], kept["name"], kept["uid"]) == (
+        whole_service.namespace,
+        whole_service.name,
+        whole_service.uid,
+    )
+    assert kept["ingress"] == whole_service.ingress
