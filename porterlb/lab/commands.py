@@ -103,7 +103,8 @@ def add_parser_to(roles: Any) -> None:
         "--services",
         type=int,
         default=1,
-        help="Services during the steady-state measurement (issue 4 asks 1000 on 10 workers)",
+        help="Services in each lab, the extra ones IPv6 with an address each, so that the failed"
+        " node holds about SERVICES/WORKERS IPs (issue 12: 1000 on 10 workers)",
     )
     failover.add_argument("--name", default="bench-failover", help="the labs' name")
     failover.set_defaults(run=_run_bench_failover)

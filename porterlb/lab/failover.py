@@ -1,9 +1,12 @@
 """``porterlb lab bench-failover``: faults injected into a live lab, the traffic they cost.
 
-For each scenario a fresh lab comes up with one Service; then, ``runs`` times, the client
-sends its request stream (:mod:`porterlb.lab.traffic`) to the Service IP and the router's LAN
-leg asks who answers for every IP the announcing node holds, every 20 ms
-(:mod:`porterlb.lab.sampler`), while one fault is injected. The stream runs until traffic flows
+For each scenario a fresh lab comes up with one Service, and with ``--services N`` N - 1 more,
+each with an IPv6 address of its own (the lab's IPv4 pool holds 51 addresses, its IPv6 pool
+3,584), so that a node holds about N / workers IPs; then, ``runs`` times, the client sends its
+request stream (:mod:`porterlb.lab.traffic`) to the first Service's IP and the router's LAN leg
+asks who answers for every IP the announcing node holds (ARP, NDP), every 20 ms or slower so
+that it asks at most :data:`SAMPLE_RATE` times a second (:mod:`porterlb.lab.sampler`), while one
+fault is injected. The stream runs until traffic flows
 again (or, for a fault that must move nothing, until the system has recovered), the fault is
 held :data:`HOLD` seconds more, repaired, and the stream runs until traffic flows after the
 repair too. A run's figures:
@@ -11,13 +14,16 @@ repair too. A run's figures:
 - the interruption: the last answered request sent before the fault to the first answered one
   sent after it;
 - ``first_ip`` and ``last_ip``: when the router first saw, after the fault, one of the node's
-  IPs answered by another node, and the last of them (moving scenarios);
+  IPs answered by another node, and the last of them (moving scenarios): with 100 IPs on the
+  node, the last one is the figure that grows with the node's load;
+- ``writes``: the API writes (Lease renewals apart) from the fault to the repair, by resource:
+  what the failover cost the API server and every watcher (moving scenarios);
 - ``two_answer``: how long two or more MACs answered one IP (the worst IP), from the fault
   to the end of the repair: issue 9's P2 asks for zero;
 - ``blackout``: the longest time no MAC answered one IP.
 
 Steady-state API writes are read from kube-apiserver's own ``apiserver_request_total`` before
-any fault, split into Lease renewals and the rest.
+any fault, split into Lease renewals and the rest; so are a run's ``writes``.
 
 The scenarios: ``worker-crash`` (fault kind ``crash``), ``speaker-kill``, ``leader-kill`` (the
 manager holding the Lease SIGKILLed: no IP may move), ``apiserver-restart`` (kube-apiserver
@@ -54,6 +60,7 @@ from porterlb.lab import (
     cluster,
     controlplane,
     controlplane_main,
+    cpu,
     credentials,
     faults,
     lab,
@@ -99,11 +106,10 @@ repaired: longer than the speaker's fence time (2 s, ``guard.DEFAULT_FENCE_AFTER
 an old node that keeps answering past it shows in ``two_answer``."""
 
 SERVICE: Final = "web"
-SHARED_IPS: Final = 40
-"""IPs the extra Services of the steady-state measurement share (sharing keys): the lab's
-pool holds 51 addresses, and 1,000 Services cannot each have one."""
-IDLE_PORTS: Final = 10_000
-"""The extra Services' ports start here, so that Services sharing an IP never collide."""
+SAMPLE_RATE: Final = 2500
+"""Requests per second the sampler may send at most: every speaker reads every one of them (a
+broadcast, or a multicast the lab's bridge floods), and at 20 ms for 100 IPs they would cost
+ten speakers on two cores more than the failover measured."""
 WARM_UP: Final = 20
 """Requests the announcing node must have answered before a fault: the stream is flowing."""
 
@@ -136,6 +142,9 @@ class Figures:
     scenario moves nothing (or an IP never moved)."""
     last_ip: float | None = None
     """From the fault to the last of them."""
+    writes: dict[str, int] | None = None
+    """API writes from the fault to the repair by resource, Leases apart; None if the scenario
+    moves nothing or the API server restarted (its counters did)."""
 
 
 def figures(
@@ -181,6 +190,13 @@ class Summary:
     first_ip_ms: float | None
     """The largest over the runs; None when the scenario moves no IP."""
     last_ip_ms: float | None
+    first_ip_p50_ms: float | None = None
+    first_ip_p99_ms: float | None = None
+    last_ip_p50_ms: float | None = None
+    last_ip_p99_ms: float | None = None
+    """Percentiles (nearest rank) over the runs; None when the scenario moves no IP."""
+    failover_writes: int | None = None
+    """The most API writes a run's failover made (Leases apart); None when no run moved."""
 
 
 def summarize(name: str, runs: Sequence[Figures]) -> Summary:
@@ -188,38 +204,53 @@ def summarize(name: str, runs: Sequence[Figures]) -> Summary:
     largest of their other figures."""
     ordered = sorted(run.outage.interruption * 1000 for run in runs)
 
-    def rank(p: int) -> float:
-        return round(ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)], 1)
-
     def largest(values: Sequence[float | None]) -> float | None:
         known = [v for v in values if v is not None]
         return round(max(known) * 1000, 1) if known and len(known) == len(values) else None
 
+    def moved(values: Sequence[float | None], p: int) -> float | None:
+        known = [v * 1000 for v in values if v is not None]
+        return _rank(sorted(known), p) if known and len(known) == len(values) else None
+
+    firsts, lasts = [run.first_ip for run in runs], [run.last_ip for run in runs]
+    writes = [sum(run.writes.values()) for run in runs if run.writes is not None]
     return Summary(
         name=name,
         runs=len(ordered),
-        p50_ms=rank(50),
-        p90_ms=rank(90),
-        p99_ms=rank(99),
+        p50_ms=_rank(ordered, 50),
+        p90_ms=_rank(ordered, 90),
+        p99_ms=_rank(ordered, 99),
         max_ms=round(ordered[-1], 1),
         failed_requests=sum(run.outage.failed for run in runs),
         two_answer_ms=round(max(run.two_answer for run in runs) * 1000, 1),
         blackout_ms=round(max(run.blackout for run in runs) * 1000, 1),
-        first_ip_ms=largest([run.first_ip for run in runs]),
-        last_ip_ms=largest([run.last_ip for run in runs]),
+        first_ip_ms=largest(firsts),
+        last_ip_ms=largest(lasts),
+        first_ip_p50_ms=moved(firsts, 50),
+        first_ip_p99_ms=moved(firsts, 99),
+        last_ip_p50_ms=moved(lasts, 50),
+        last_ip_p99_ms=moved(lasts, 99),
+        failover_writes=max(writes) if writes else None,
     )
+
+
+def _rank(ordered: Sequence[float], p: int) -> float:
+    """The nearest-rank ``p``th percentile of the non-empty sorted ``ordered``, rounded."""
+    return round(ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)], 1)
 
 
 def table(summaries: Sequence[Summary], writes: dict[str, float]) -> str:
     """The Markdown table ``bench-failover`` prints."""
     lines = [
         "| scenario | runs | p50 ms | p90 ms | p99 ms | max ms | failed requests"
-        " | first IP ms | last IP ms | two answers ms | blackout ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " | first IP p50/p99 ms | last IP p50/p99 ms | failover writes | two answers ms"
+        " | blackout ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {s.name} | {s.runs} | {s.p50_ms} | {s.p90_ms} | {s.p99_ms} | {s.max_ms} |"
-        f" {s.failed_requests} | {_cell(s.first_ip_ms)} | {_cell(s.last_ip_ms)} |"
+        f" {s.failed_requests} | {_pair(s.first_ip_p50_ms, s.first_ip_p99_ms)} |"
+        f" {_pair(s.last_ip_p50_ms, s.last_ip_p99_ms)} | {_cell(s.failover_writes)} |"
         f" {s.two_answer_ms} | {s.blackout_ms} |"
         for s in summaries
     ]
@@ -236,6 +267,10 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _pair(first: float | None, second: float | None) -> str:
+    return "-" if first is None or second is None else f"{first} / {second}"
+
+
 def bench(
     runs: int,
     *,
@@ -245,16 +280,16 @@ def bench(
     name: str = "bench-failover",
     say: Callable[[str], None] = print,
 ) -> tuple[list[Summary], dict[str, float]]:
-    """Run every scenario ``runs`` times, each scenario in a fresh lab; return the summaries
-    and the steady-state API writes per second (``leases``, ``other``), measured in the first
-    lab with ``services`` Services in all (the extra ones share :data:`SHARED_IPS` IPs)."""
+    """Run every scenario ``runs`` times, each scenario in a fresh lab with ``services``
+    Services (the extra ones IPv6, an address each); return the summaries and the steady-state
+    API writes per second (``leases``, ``other``), measured in the first lab."""
     summaries = []
     writes: dict[str, float] = {}
     for scenario in scenarios:
         say(f"{scenario}: bringing lab {name!r} up ({workers} workers)...")
-        record = lab.up(name, workers=workers)
+        record = lab.up(name, workers=workers, ipv6=services > 1)
         try:
-            extra = services - 1 if not writes else 0
+            extra = services - 1
             outages, measured = asyncio.run(
                 _measure(record, scenario, runs, measure=not writes, extra=extra, say=say)
             )
@@ -280,7 +315,7 @@ async def _measure(
         lab_faults = FaultLab(record, client)
         await lab_faults.announcer(SERVICE)
         if extra:
-            say(f"  creating {extra} more Services sharing {SHARED_IPS} IPs...")
+            say(f"  creating {extra} more Services, an IPv6 address each...")
             await _idle_services(client, record.plan, extra)
         writes = await _steady_writes(record.kubeconfig) if measure else {}
         found = []
@@ -290,6 +325,9 @@ async def _measure(
             say(
                 f"  {scenario} run {number}/{runs}: {figures.outage.interruption * 1000:.0f} ms,"
                 f" {figures.outage.failed} failed requests, {run.before} -> {run.after},"
+                f" {len(run.ips)} IPs, first IP {_ms(figures.first_ip)},"
+                f" last IP {_ms(figures.last_ip)}, writes {figures.writes}, CPU s {run.cpu}"
+                f" (as long before the fault: {run.cpu_before}),"
                 f" two answers {figures.two_answer * 1000:.0f} ms,"
                 f" blackout {figures.blackout * 1000:.0f} ms"
             )
@@ -297,16 +335,17 @@ async def _measure(
         return found, writes
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
 async def _idle_services(client: lightkube.AsyncClient, layout: plan.Lab, count: int) -> None:
-    """``count`` more Services, 16 created at a time; returns once every one is placed."""
+    """``count`` more IPv6 Services, 16 created at a time; returns once every one is placed."""
     gate = asyncio.Semaphore(16)
 
     async def create(n: int) -> None:
         async with gate:
-            sharing = {wellknown.SHARING_KEY: f"idle-{n % SHARED_IPS}"}
-            await cluster.create_service(
-                client, layout, f"idle-{n}", port=IDLE_PORTS + n, annotations=sharing
-            )
+            await cluster.create_service(client, layout, f"idle-{n}", family="ipv6")
 
     await asyncio.gather(*(create(n) for n in range(count)))
     deadline = time.monotonic() + RECOVERY_LIMIT + count * 0.1
@@ -344,6 +383,13 @@ class Run:
     before: str
     after: str
     fault: Fault
+    ips: tuple[str, ...] = ()
+    """The IPs the announcing node held before the fault (sampled)."""
+    cpu: dict[str, float] | None = None
+    """CPU seconds by part of the lab from the fault to the repair (moving scenarios)."""
+    cpu_before: dict[str, float] | None = None
+    """The same over as long a time before the fault (traffic and sampler running): what the
+    lab spends anyway."""
     """Repaired already when :meth:`FaultLab.run` was asked to (``repair=True``): not to be
     repaired again then."""
 
@@ -369,11 +415,12 @@ class FaultLab:
         victim = await self.announcer(service)
         layout = self.record.plan
         ips = await self.ips_on(victim)
+        period = max(sampler.PERIOD, len(ips) / SAMPLE_RATE)
         with (
             traffic.Traffic(layout.client.netns, ip, cluster.SERVICE_PORT) as flow,
-            sampler.Sampler(layout, ips) as sampled,
+            sampler.Sampler(layout, ips, period=period) as sampled,
         ):
-            start = time.monotonic()
+            start, spent_before = time.monotonic(), cpu.spent(self.record.processes)
             try:
                 await self._until(
                     lambda: flow.answered_by(start).count(victim) >= WARM_UP,
@@ -383,6 +430,8 @@ class FaultLab:
                 seen = collections.Counter(flow.answered_by(start))
                 diagnosis = await self._diagnosis(service, ip)
                 raise netns.LabError(f"{error}; answers: {dict(seen)}; {diagnosis}") from None
+            written = await asyncio.to_thread(_api_writes, self.record.kubeconfig)
+            spent = cpu.spent(self.record.processes)
             at = time.monotonic()
             fault = await self.inject(scenario, victim)
             if scenario in MOVING:
@@ -396,6 +445,15 @@ class FaultLab:
             else:
                 await fault.recovered()
             await asyncio.sleep(HOLD)  # the fault's duration: part of the scenario
+            writes = used = before = None
+            if scenario in MOVING:
+                used = cpu.difference(spent, cpu.spent(self.record.processes))
+                scale = (time.monotonic() - at) / max(at - start, 1e-3)
+                before = {
+                    k: round(v * scale, 3) for k, v in cpu.difference(spent_before, spent).items()
+                }
+                now = await asyncio.to_thread(_api_writes, self.record.kubeconfig)
+                writes = _difference(written, now)
             if repair:
                 await fault.repair()
             recovered = time.monotonic()
@@ -409,8 +467,10 @@ class FaultLab:
             fault=at,
             old_mac=str(layout.node(victim).mac),
             moving=scenario in MOVING,
+            period=period,
         )
-        return Run(scenario, found, victim, after, fault)
+        found = dataclasses.replace(found, writes=writes)
+        return Run(scenario, found, victim, after, fault, tuple(ips), used, before)
 
     async def inject(self, scenario: str, victim: str) -> Fault:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""
@@ -436,13 +496,16 @@ class FaultLab:
         raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
 
     async def ips_on(self, node: str) -> list[str]:
-        """The IPv4 Service IPs recorded on ``node``."""
+        """The Service IPs recorded on ``node``, IPv6 ones only in a lab with IPv6."""
         found = []
+        ipv6 = self.record.plan.ipv6
         async for service in self.client.list(Service, namespace=lightkube.ALL_NS):
             annotations = (service.metadata.annotations if service.metadata else None) or {}
             balancer = service.status.loadBalancer if service.status else None
             if annotations.get(wellknown.ANNOUNCED_BY) == node and balancer:
-                found += [e.ip for e in balancer.ingress or () if e.ip and ":" not in e.ip]
+                found += [
+                    e.ip for e in balancer.ingress or () if e.ip and (ipv6 or ":" not in e.ip)
+                ]
         return sorted(set(found))
 
     # -- repairs and recoveries --------------------------------------------------------------
@@ -555,6 +618,15 @@ async def _steady_writes(kubeconfig: Path) -> dict[str, float]:
         "leases": leases / STEADY_WINDOW,
         "other": _other_writes(before, after) / STEADY_WINDOW,
     }
+
+
+def _difference(before: dict[str, float], after: dict[str, float]) -> dict[str, int] | None:
+    """The writes by resource between two counts, Leases apart; None if a counter went back
+    (the API server restarted)."""
+    if any(after.get(k, 0.0) < v for k, v in before.items()):
+        return None
+    found = {k: round(v - before.get(k, 0.0)) for k, v in after.items() if k != "leases"}
+    return {k: v for k, v in sorted(found.items()) if v}
 
 
 def _other_writes(before: dict[str, float], after: dict[str, float]) -> float:

@@ -13,7 +13,7 @@ prefix 2001:db8::/32 (RFC 3849). A lab's *index* (a hash of its name, 0..255) pi
 (``2001:db8:i:1::/64`` LAN, ``2001:db8:i:2::/64`` client, i in hex). Hosts: router ``.1``/``::1``,
 client ``.2``/``::2`` (client subnet), worker K ``.(10+K)`` and ``::(10+K)`` (the same digits read
 as hex, so 198.18.4.11 pairs with 2001:db8:2:1::11), Eip pool ``.200-.250`` and
-``::200-::2ff``. MACs are fixed (``02:70:6c:<index>:<role>:<n>``) so a neighbour-table dump reads
+``::200-::fff``. MACs are fixed (``02:70:6c:<index>:<role>:<n>``) so a neighbour-table dump reads
 at a glance.
 
 Interface names never contain the lab name: every interface is created directly inside its
@@ -77,9 +77,10 @@ WORKER_HOST_BASE: Final = 10
 """Host parts: router .1 on both subnets, client .2 on its own, worker K at .(10+K)."""
 
 POOL_V4_HOSTS: Final = (200, 250)
-POOL_V6_HOSTS: Final = (0x200, 0x2FF)
+POOL_V6_HOSTS: Final = (0x200, 0xFFF)
 """The Eip pool's first and last host parts on the LAN: above every worker (at most .110 and
-::110), so no interface ever holds a pool address."""
+::110), so no interface ever holds a pool address. The IPv6 pool holds 3,584 addresses, so
+``bench-failover --services 1000`` gives each Service one of its own (the IPv4 pool has 51)."""
 
 PROBER_HOSTS: Final = tuple(range(180, 196))
 """Sender addresses of the overlap sampler's ARP requests (``porterlb.lab.sampler``): between
@@ -180,6 +181,14 @@ class Lab:
     def prober_ips(self) -> tuple[ipaddress.IPv4Address, ...]:
         """The sender addresses of the overlap sampler's requests, used in turn."""
         return tuple(self.lan_v4[host] for host in PROBER_HOSTS)
+
+    @property
+    def prober_ips_v6(self) -> tuple[ipaddress.IPv6Address, ...]:
+        """The sampler's IPv6 sender addresses (host parts as hex, like the workers'); none
+        without IPv6."""
+        return tuple(
+            found.ip for host in PROBER_HOSTS if (found := _host_v6(self.lan_v6, host)) is not None
+        )
 
     @property
     def namespaces(self) -> tuple[str, ...]:

@@ -272,11 +272,13 @@ def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(speaker_lab):
     assert "not applied" in twice.stderr
 
 
-async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(speaker_lab):
-    async with speaker_lab.service("sampled", "ipv4", speaker_lab.pool_ip("ipv4", 20)) as ip:
-        node = await speaker_lab.announcer("sampled")
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"], ids=["arp", "ndp"])
+async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(speaker_lab, family):
+    name = f"sampled-{family}"  # the other family's Service may still be going away
+    async with speaker_lab.service(name, family, speaker_lab.pool_ip(family, 20)) as ip:
+        node = await speaker_lab.announcer(name)
         await speaker_lab.announced(node, ip)
-        free = str(speaker_lab.pool_ip("ipv4", 21))
+        free = str(speaker_lab.pool_ip(family, 21))
         with sampler.Sampler(speaker_lab.plan, [str(ip), free]) as sampled:
 
             async def enough() -> bool:

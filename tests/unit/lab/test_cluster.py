@@ -23,7 +23,7 @@ def test_eips_of_a_dual_stack_lab_cover_the_planned_pools():
     }
     assert v4["metadata"]["annotations"] == {wellknown.DEFAULT_POOL: "true"}
     assert v6["metadata"]["name"] == "lab-demo-v6"
-    assert v6["spec"]["address"] == "2001:db8:20:1::200-2001:db8:20:1::2ff"
+    assert v6["spec"]["address"] == "2001:db8:20:1::200-2001:db8:20:1::fff"
     assert v6["metadata"]["annotations"] == {wellknown.DEFAULT_POOL: "true"}, "one per family"
 
 

@@ -72,7 +72,7 @@ def test_table_names_every_scenario_and_the_steady_state_writes():
     text = failover.table(
         [failover.summarize("leader-kill", outages(20, 30))], {"leases": 1.1, "other": 0.0}
     )
-    assert "| leader-kill | 2 | 20.0 | 30.0 | 30.0 | 30.0 | 0 | - | - | 0.0 | 0.0 |" in text
+    assert "| leader-kill | 2 | 20.0 | 30.0 | 30.0 | 30.0 | 0 | - | - | - | 0.0 | 0.0 |" in text
     assert "steady state: 0.00 API writes/s besides 1.10 Lease writes/s" in text
 
 
@@ -86,6 +86,37 @@ def test_the_summary_keeps_the_largest_overlap_and_move_times_of_its_runs():
     assert (summary.first_ip_ms, summary.last_ip_ms) == (300.0, 380.0)
 
 
+def test_the_summary_gives_percentiles_of_the_first_and_last_ip_and_the_most_writes():
+    runs = [
+        failover.Figures(
+            traffic.Outage(0.2, 0), 0.0, 0.0, first_ip=f, last_ip=last, writes={"services": w}
+        )
+        for f, last, w in [(0.25, 0.5, 101), (0.3, 0.4, 99), (0.2, 0.6, 100)]
+    ]
+    summary = failover.summarize("worker-crash", runs)
+    assert (summary.first_ip_p50_ms, summary.first_ip_p99_ms) == (250.0, 300.0)
+    assert (summary.last_ip_p50_ms, summary.last_ip_p99_ms) == (500.0, 600.0)
+    assert summary.failover_writes == 101
+    text = failover.table([summary], {})
+    assert "| 250.0 / 300.0 | 500.0 / 600.0 | 101 |" in text
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "writes"),
+    [
+        pytest.param(
+            {"leases": 5.0, "services": 10.0},
+            {"leases": 9.0, "services": 110.0, "events": 100.0},
+            {"events": 100, "services": 100},
+            id="leases-apart-by-resource",
+        ),
+        pytest.param({"services": 10.0}, {"services": 3.0}, None, id="counters-went-back"),
+    ],
+)
+def test_a_runs_writes_are_the_difference_of_the_api_servers_counts(before, after, writes):
+    assert failover._difference(before, after) == writes
+
+
 def test_a_run_whose_ip_never_moved_leaves_the_move_times_unknown():
     runs = [
         failover.Figures(traffic.Outage(0.2, 0), 0.0, 0.0, first_ip=0.25, last_ip=0.3),
@@ -93,6 +124,7 @@ def test_a_run_whose_ip_never_moved_leaves_the_move_times_unknown():
     ]
     summary = failover.summarize("pong-loss", runs)
     assert (summary.first_ip_ms, summary.last_ip_ms) == (None, None)
+    assert (summary.last_ip_p50_ms, summary.last_ip_p99_ms) == (None, None)
 
 
 OLD, NEW = "02:70:6c:00:01:01", "02:70:6c:00:01:02"

@@ -35,7 +35,7 @@ DEMO = plan.build("demo", 2)
         ),
         pytest.param(
             [str(ip) for ip in DEMO.pool_v6 or ()],
-            ["2001:db8:20:1::200", "2001:db8:20:1::2ff"],
+            ["2001:db8:20:1::200", "2001:db8:20:1::fff"],
             id="pool-v6",
         ),
         pytest.param(

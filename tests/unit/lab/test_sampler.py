@@ -1,9 +1,12 @@
 """The overlap sampler's arithmetic: two-answer time, blackouts and takeover, from samples."""
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from porterlb.l2 import arp, ethernet, ndp
 from porterlb.lab import sampler
 
 A, B = "02:70:6c:00:01:01", "02:70:6c:00:01:02"
@@ -95,3 +98,44 @@ def test_the_figures_never_exceed_the_sampled_time(rows):
     assert 0 <= found.blackout <= len(rows) * PERIOD + 1e-9
     doubles = sum(1 for row in rows if len(row) > 1)
     assert found.two_answer == pytest.approx(doubles * PERIOD)
+
+
+PROBER = ethernet.MacAddress.parse("02:70:6c:14:00:04")
+SPEAKER = ethernet.MacAddress.parse("02:70:6c:14:01:02")
+SOURCES = (ipaddress.IPv4Address("198.18.40.180"), ipaddress.IPv4Address("198.18.40.181"))
+SOURCES6 = (
+    ipaddress.IPv6Address("2001:db8:14:1::180"),
+    ipaddress.IPv6Address("2001:db8:14:1::181"),
+)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [ipaddress.IPv4Address("198.18.40.200"), ipaddress.IPv6Address("2001:db8:14:1::3e8")],
+    ids=["arp", "ndp"],
+)
+def test_an_answer_to_a_request_names_the_slot_asked_from_the_ip_and_the_mac(target):
+    request = sampler._request(PROBER, SOURCES, SOURCES6, 1, target)
+    asked = ethernet.decode(request)
+    if target.version == 4:
+        request_v4 = arp.decode(asked.payload)
+        assert (asked.dst, request_v4.sender_ip) == (ethernet.BROADCAST, SOURCES[1])
+        answer = arp.reply(request_v4, SPEAKER)
+    else:
+        request_v6 = ndp.decode(asked.payload)
+        assert asked.dst == ethernet.ipv6_multicast(ndp.solicited_node(target))
+        assert request_v6.message == ndp.NeighborSolicitation(target, PROBER)
+        answer = ndp.advertisement(
+            SPEAKER, target, dst=request_v6.src, dst_mac=PROBER, solicited=True
+        )
+    slot = SOURCES6[1] if target.version == 6 else SOURCES[1]
+    assert sampler._reply(answer, PROBER) == (slot, target, str(SPEAKER))
+
+
+def test_frames_not_addressed_to_the_prober_or_not_answers_are_ignored():
+    target = ipaddress.IPv6Address("2001:db8:14:1::3e8")
+    request = sampler._request(PROBER, SOURCES, SOURCES6, 0, target)
+    assert sampler._reply(request, PROBER) is None  # our own solicitation, seen going out
+    other = ndp.advertisement(SPEAKER, target, dst=SOURCES6[0], dst_mac=SPEAKER, solicited=True)
+    assert sampler._reply(other, PROBER) is None
+    assert sampler._reply(b"\x00" * 10, PROBER) is None
