@@ -312,7 +312,7 @@ class Announcing:
             if node is not None:
                 for ip in ips:
                     self._lost.pop(ip, None)  # it stayed, or its move is already recorded
-            self._remember(service_key, service, node)
+            self._remember(service_key, service, node, obj)
             for ip in seen:
                 self._settle(ip, node)
             return queueing.Done()
@@ -337,7 +337,7 @@ class Announcing:
         outcome = await queueing.attempt(self._record(service, node, obj, revoking))
         if not isinstance(outcome, queueing.Done):
             return outcome
-        self._remember(service_key, service, node)
+        self._remember(service_key, service, node, obj)
         if ips and node is not None:
             took = self._count_failover(ips, moved_from)
             self._say(service, ips, node, moved_from=moved_from, took=took)
@@ -374,11 +374,23 @@ class Announcing:
         if node == pending.node or pending.revision is not None:
             del self._revoked[ip]
 
-    def _remember(self, key: ServiceKey, service: svc.Service, node: NodeName | None) -> None:
+    def _remember(
+        self, key: ServiceKey, service: svc.Service, node: NodeName | None, obj: Mapping[str, Any]
+    ) -> None:
+        before = self._recorded.get(key)
         if node is not None and service.ingress:
             self._recorded[key] = (service.ingress, node)
         else:
             self._recorded.pop(key, None)
+        if before is None:
+            return
+        kept = set(service.ingress) if node == before[1] else set()
+        for ip in before[0]:
+            if ip not in kept and ip not in self._revoked:
+                # Taken off its node by a write not ours (IPAM's release of a Service that is
+                # deleted or leaves the class): the version showing it gone is the revision
+                # that node's speaker must reach before the IP is answered elsewhere.
+                self._revoke(ip, before[1], reflector.object_revision(obj), key)
 
     def _revoke(self, ip: str, node: NodeName, revision: int, by: ServiceKey) -> None:
         """`ip` leaves `node`: every speaker must reach `revision` before it answers again."""
