@@ -269,32 +269,43 @@ async def test_a_move_away_from_a_node_that_answers_waits_for_its_echo_of_the_re
         await wait_not_announced(client, namespace, net, why)
 
 
+@contextlib.asynccontextmanager
+async def turns_held_once_unrecorded(announcing, key: str, node: str) -> AsyncIterator[None]:
+    """Hold the leader's turns for Service `key` from the moment its cache no longer shows
+    the record naming `node` until the block ends: on a loaded machine the leader can be that
+    late, and what has happened meanwhile is all it sees."""
+    handle, release = announcing.queue.handler, asyncio.Event()
+
+    async def held(turn: str) -> object:
+        obj = announcing.services.cache.get(turn)
+        annotations = (obj or {}).get("metadata", {}).get("annotations") or {}
+        if turn == key and annotations.get(wellknown.ANNOUNCED_BY) != node:
+            await release.wait()
+        return await handle(turn)
+
+    announcing.queue.handler = held
+    try:
+        yield
+    finally:
+        release.set()
+        announcing.queue.handler = handle
+    await announcing.queue.idle()
+
+
 async def test_a_service_deleted_before_its_release_shows_in_the_cache_still_fences_its_node(
     client, pinging_manager, namespace, net, eips, nodes, port
 ):
     """Its EndpointSlice goes first, so the leader writes the release of its IP; on a loaded
     machine the deletion of the Service can reach the leader's cache before the leader
-    handles that write again (held here until then). The old node must still be told to
-    reach the release: the revision required is the write's own, known from its reply."""
+    handles that write again. The old node must still be told to reach the release: the
+    revision required is the write's own, known from its reply."""
     node = await node_at(client, nodes, f"{namespace}-0", "127.0.0.60")
     key = await key_of(client, namespace)
-    web = f"{namespace}/web"
     announcing = pinging_manager.announcing
-    handle, release = announcing.queue.handler, asyncio.Event()
-
-    async def held(key: str) -> object:
-        obj = announcing.services.cache.get(key)
-        annotations = (obj or {}).get("metadata", {}).get("annotations") or {}
-        names = annotations.get(wellknown.ANNOUNCED_BY)
-        if key == web and names != node:
-            await release.wait()  # the turn after the release is written: the race's loser
-        return await handle(key)
-
     async with answering(node, "127.0.0.60", port, key):
         await pool_with_service(client, eips, namespace, net)
         await wait_announced_by(client, "web", namespace, {node})
-        announcing.queue.handler = held
-        try:
+        async with turns_held_once_unrecorded(announcing, f"{namespace}/web", node):
             await objects.delete_endpoints(client, "web", namespace)
             await wait_announced_by(client, "web", namespace, None)
             written = reflector.object_revision(
@@ -303,15 +314,44 @@ async def test_a_service_deleted_before_its_release_shows_in_the_cache_still_fen
             await client.delete(Service, "web", namespace=namespace)
 
             async def gone() -> bool:
-                return web not in announcing.services.cache
+                return f"{namespace}/web" not in announcing.services.cache
 
-            await eventually(gone, what=f"the deletion of {web} in the leader's cache")
-        finally:
-            release.set()
-            announcing.queue.handler = handle
-        await announcing.queue.idle()
+            await eventually(gone, what="the deletion in the leader's cache")
         assert announcing.pinger is not None
         assert announcing.pinger.must_see >= written
+
+
+async def test_a_release_written_by_ipam_is_a_revocation_the_old_node_must_reach(
+    client, pinging_manager, namespace, net, eips, nodes, port
+):
+    """A Service that leaves porterlb's class loses its IP in IPAM's write, not in
+    placement's: the leader, seeing the IP or the record already gone, must still require a
+    version without it of the node that announced it (before, it required nothing)."""
+    node = await node_at(client, nodes, f"{namespace}-0", "127.0.0.61")
+    key = await key_of(client, namespace)
+    announcing = pinging_manager.announcing
+    async with answering(node, "127.0.0.61", port, key):
+        await pool_with_service(client, eips, namespace, net)
+        await wait_announced_by(client, "web", namespace, {node})
+        placed = reflector.object_revision(await objects.raw(client, Service, "web", namespace))
+        async with turns_held_once_unrecorded(announcing, f"{namespace}/web", node):
+            leave = {"spec": {"type": "ClusterIP"}}
+            await client.patch(
+                Service, "web", leave, namespace=namespace, patch_type=PatchType.MERGE
+            )
+            await objects.wait_ingress(client, "web", namespace, ())
+            await wait_announced_by(client, "web", namespace, None)
+            released = reflector.object_revision(
+                await objects.raw(client, Service, "web", namespace)
+            )
+
+            async def seen() -> bool:
+                obj = announcing.services.cache.get(f"{namespace}/web") or {}
+                return reflector.object_revision(obj) >= released
+
+            await eventually(seen, what="the release in the leader's cache")
+        assert announcing.pinger is not None
+        assert announcing.pinger.must_see > placed
 
 
 async def test_no_ip_goes_to_a_node_whose_speaker_lacks_the_pools_interface(
