@@ -8,9 +8,10 @@ from pathlib import Path
 import lightkube
 from lightkube.core.exceptions import ApiError
 
-from porterlb.lab import binaries, lab, netns, plan
+from porterlb.lab import binaries, cluster, lab, netns, plan
 from porterlb.lab import processes as procs
 from porterlb.lab.node import images, nodelab
+from tests.e2e.conftest import IPAddress, SpeakerLab
 
 BUILT = all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
 """Whether ``porterlb lab build-control-plane --nodes`` has run (the modules skip otherwise)."""
@@ -33,6 +34,16 @@ def leftovers(name: str) -> list[str]:
     if (lab.STATE_ROOT / name).exists():
         found.append(f"state {lab.STATE_ROOT / name}")
     return found
+
+
+async def answered_by_its_node(real_lab: SpeakerLab, service: str, ip: IPAddress) -> str | None:
+    """The node answering for ``ip`` once exactly one does and it is the one the manager
+    recorded for ``service``; None until then."""
+    recorded = await cluster.announced_by(real_lab.api, service)
+    found = await real_lab.answers(ip)
+    if recorded is None or found != {str(real_lab.node(recorded).mac)}:
+        return None
+    return recorded
 
 
 async def pod_log(client: lightkube.AsyncClient, pod: str, *, done: str) -> str | None:

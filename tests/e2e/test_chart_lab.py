@@ -26,10 +26,10 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import binaries, cluster, faults, lab
+from porterlb.lab import binaries, faults, lab
 from porterlb.lab.node import mountns, nodelab, porterlb_image, release
 from tests.e2e import marks, reallab
-from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
+from tests.e2e.conftest import SpeakerLab, fresh_name
 from tests.waiting import eventually
 
 
@@ -85,16 +85,6 @@ def uid(pod: Pod) -> str:
     return pod.metadata.uid
 
 
-async def answered_by_its_node(chart_lab: SpeakerLab, service: str, ip: IPAddress) -> str | None:
-    """The node answering for ``ip`` once exactly one does and it is the one the manager
-    recorded for ``service``; None until then."""
-    recorded = await cluster.announced_by(chart_lab.api, service)
-    found = await chart_lab.answers(ip)
-    if recorded is None or found != {str(chart_lab.node(recorded).mac)}:
-        return None
-    return recorded
-
-
 async def test_the_chart_runs_managers_and_a_speaker_per_node_as_its_service_accounts(
     chart_lab: SpeakerLab,
 ) -> None:
@@ -137,7 +127,7 @@ async def test_a_service_gets_an_ip_that_its_nodes_speaker_pod_answers_for(
 ) -> None:
     async with chart_lab.service("web", "ipv4") as ip:
         node = await eventually(
-            lambda: answered_by_its_node(chart_lab, "web", ip),
+            lambda: reallab.answered_by_its_node(chart_lab, "web", ip),
             what=f"exactly the recorded node to answer for {ip}",
         )
         assert node in {n.name for n in chart_lab.plan.nodes}
@@ -149,7 +139,7 @@ async def test_a_helm_upgrade_rolls_every_speaker_and_one_node_answers_after(
     admin = chart_lab.record.kubeconfig
     async with chart_lab.service("rolled", "ipv4") as ip:
         await eventually(
-            lambda: answered_by_its_node(chart_lab, "rolled", ip), what=f"{ip} answered"
+            lambda: reallab.answered_by_its_node(chart_lab, "rolled", ip), what=f"{ip} answered"
         )
         before = {uid(pod) for pod in await release_pods(chart_lab, "speaker")}
         await asyncio.to_thread(release.helm, "upgrade", admin, {"speaker.netAdmin": "true"})
@@ -164,7 +154,7 @@ async def test_a_helm_upgrade_rolls_every_speaker_and_one_node_answers_after(
             assert container.securityContext.capabilities is not None
             assert "NET_ADMIN" in (container.securityContext.capabilities.add or [])
         await eventually(
-            lambda: answered_by_its_node(chart_lab, "rolled", ip),
+            lambda: reallab.answered_by_its_node(chart_lab, "rolled", ip),
             what=f"exactly one node, the recorded one, to answer for {ip} after the rollout",
         )
 
@@ -175,7 +165,7 @@ async def test_a_deleted_speaker_pod_comes_back_and_the_ip_is_answered_again(
     record = chart_lab.record
     async with chart_lab.service("deleted", "ipv4") as ip:
         node = await eventually(
-            lambda: answered_by_its_node(chart_lab, "deleted", ip), what=f"{ip} answered"
+            lambda: reallab.answered_by_its_node(chart_lab, "deleted", ip), what=f"{ip} answered"
         )
         (old,) = [
             pod
@@ -192,6 +182,6 @@ async def test_a_deleted_speaker_pod_comes_back_and_the_ip_is_answered_again(
         assert uid(new) != uid(old)
         assert faults.applied(record) == []
         await eventually(
-            lambda: answered_by_its_node(chart_lab, "deleted", ip),
+            lambda: reallab.answered_by_its_node(chart_lab, "deleted", ip),
             what=f"exactly one node, the recorded one, to answer for {ip} again",
         )

@@ -1,0 +1,422 @@
+"""``porterlb lab fault`` on the chart-installed real-node lab: each kind does what it says.
+
+One lab for the module (``lab up --nodes real --porterlb chart``, two workers); the faults are
+applied to it in turn, each healed before the next. The judges are the real parts: the
+router namespace's kernel resolving a Service's IP (its neighbour entry after a fresh lookup)
+and a sampler asking who answers every 20 ms (never two MACs at once), the fault rules' own
+counters (which real packets they dropped), TCP connections from the worker (a silent drop
+times out), the speakers' and the leader's metrics, and the pods and processes the kubelets
+and containerd run. After each heal no fault table is left in any namespace of the lab;
+after ``lab down`` nothing of it is (``reallab.leftovers``) and the host's kernel tunables
+are as they were.
+
+What stays on the process lab (``test_faults.py``): the sampler's own checks (they need no
+real node) and the CLI's refusals, which do not depend on the lab. Skipped unless the node
+binaries, helm, buildah and debootstrap are there (``scripts/dev.sh test`` installs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Final
+
+import httpx2
+import pytest
+import pytest_asyncio
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Pod
+
+from porterlb.kube import client as kube_client
+from porterlb.lab import apiproxy, binaries, faults, lab, netns, plan, sampler
+from porterlb.lab import processes as procs
+from porterlb.lab.node import kubelet, mountns, nodelab, porterlb_image, release
+from tests.e2e import marks, reallab
+from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
+from tests.waiting import eventually
+
+
+def _helm_built() -> bool:
+    try:
+        binaries.helm()
+    except binaries.BinariesMissing:
+        return False
+    return True
+
+
+pytestmark = [
+    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, "ping", control_plane=True),
+    pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
+    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
+]
+
+WORKERS: Final = 2
+
+CONNECT_WINDOW: Final = 3.0
+"""Seconds one connection attempt may take: it connects within milliseconds, so running out
+means the SYN or its answer was dropped. It bounds a connect; it synchronises nothing."""
+
+HTTP_TIMEOUT: Final = 5.0
+"""Seconds one metrics scrape may take on two loaded cores."""
+
+PING_WAIT: Final = "5"
+"""``ping -W``: seconds to wait for the router's echo reply."""
+
+SPEAKER_METRICS: Final = 50053
+MANAGER_METRICS: Final = 50052
+"""The chart's default metrics ports (``speaker.metricsPort``, ``manager.metricsPort``)."""
+
+ANSWERED: Final = r'porterlb_heartbeat_received_total\{role="speaker",verdict="answered"\}'
+SEND_FAILURES: Final = re.compile(r"^porterlb_heartbeat_send_failures_total\{.*\} (\S+)$", re.M)
+
+_COUNTER: Final = re.compile(r"^\s*(?P<rule>.*?) counter packets (?P<packets>\d+) ", re.M)
+
+
+@pytest.fixture(scope="module")
+def real_record() -> Iterator[lab.Record]:
+    host = mountns.host_values()
+    name = fresh_name()
+    try:
+        yield nodelab.up(name, workers=WORKERS, porterlb="chart")
+    finally:
+        nodelab.down(name)
+    assert reallab.leftovers(name) == []
+    assert mountns.host_values() == host
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def real_lab(real_record: lab.Record) -> AsyncIterator[SpeakerLab]:
+    async with kube_client.connect(real_record.kubeconfig) as api:
+        yield SpeakerLab(real_record, api)
+
+
+def current(real_lab: SpeakerLab) -> lab.Record:
+    """The lab's record as ``lab.json`` has it now: a heal that restarts a process records it."""
+    record = lab.load(real_lab.plan.name)
+    assert record is not None
+    return record
+
+
+# -- what the tests look at ------------------------------------------------------------------
+
+
+def connection(node: plan.Node, address: str, port: int) -> str:
+    """How a TCP connection from ``node``'s namespace (its host network) to ``address`` ends."""
+
+    def attempt() -> str:
+        try:
+            with socket.create_connection((address, port), timeout=CONNECT_WINDOW):
+                return "connected"
+        except TimeoutError:
+            return "timed out"
+        except ConnectionRefusedError:
+            return "refused"
+
+    return netns.call_in(node.netns, attempt)
+
+
+def api_by_service(layout: plan.Lab, node: plan.Node) -> str:
+    """A connection to the API as the speaker pod makes it: the ``kubernetes`` ClusterIP."""
+    return connection(node, str(nodelab.api_service_ip(layout)), 443)
+
+
+def api_by_endpoint(layout: plan.Lab, node: plan.Node) -> str:
+    """A connection to the API as the kubelet and kube-proxy make it: the LAN endpoint."""
+    return connection(node, str(layout.router_lan.ipv4.ip), apiproxy.PORT)
+
+
+def ping_router(layout: plan.Lab, node: plan.Node) -> None:
+    """One echo request from ``node`` to the router over the LAN; LabError if unanswered."""
+    netns.run(node.netns, ["ping", "-c", "1", "-W", PING_WAIT, str(layout.router_lan.ipv4.ip)])
+
+
+def dropped(table: faults.Table) -> dict[str, int]:
+    """Rule -> packets its counter dropped, from ``nft list table``."""
+    text = netns.run(table.netns, ["nft", "list", "table", table.family, table.name])
+    return {m["rule"]: int(m["packets"]) for m in _COUNTER.finditer(text)}
+
+
+def leftover(layout: plan.Lab) -> dict[str, list[str]]:
+    """The fault tables left in the lab's namespaces (empty when every fault healed)."""
+    spaces = (layout.router_netns, *(node.netns for node in layout.nodes))
+    return {space: found for space in spaces if (found := faults.tables(space))}
+
+
+def metrics(layout: plan.Lab, address: str, port: int) -> str | None:
+    """The metrics page at ``address:port``, fetched from the router's namespace (which routes
+    to the nodes and to every pod CIDR); None if it does not answer."""
+
+    def get() -> str:
+        return httpx2.get(f"http://{address}:{port}/metrics", timeout=HTTP_TIMEOUT).text
+
+    try:
+        return netns.call_in(layout.router_netns, get)
+    except httpx2.HTTPError:
+        return None
+
+
+def value(text: str | None, pattern: str) -> float | None:
+    """The value of the first line of ``text`` matching ``pattern``; 0 if none; None without
+    a page."""
+    if text is None:
+        return None
+    found = re.search(rf"^{pattern} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def pods(real_lab: SpeakerLab) -> list[dict[str, Any]]:
+    """The release's pods as ``lab info`` describes them."""
+    return await asyncio.to_thread(release.pods, real_lab.record.kubeconfig)
+
+
+async def speaker_metrics(layout: plan.Lab, node: plan.Node) -> str | None:
+    return await asyncio.to_thread(metrics, layout, str(node.ipv4.ip), SPEAKER_METRICS)
+
+
+async def answered(layout: plan.Lab, node: plan.Node) -> float:
+    """How many pings ``node``'s speaker pod has answered."""
+    found = value(await speaker_metrics(layout, node), ANSWERED)
+    assert found is not None, f"the speaker pod of {node.name} serves no metrics"
+    return found
+
+
+async def leader_pod(real_lab: SpeakerLab) -> Pod | None:
+    """The manager pod holding the Lease, if one does and runs with an address."""
+    lease = await real_lab.api.get(Lease, "porterlb-manager", namespace=release.NAMESPACE)
+    holder = lease.spec.holderIdentity if lease.spec else None
+    async for pod in real_lab.api.list(
+        Pod, namespace=release.NAMESPACE, labels={release.COMPONENT: "manager"}
+    ):
+        if pod.metadata and pod.metadata.name == holder and pod.status and pod.status.podIP:
+            return pod
+    return None
+
+
+async def silent_nodes(real_lab: SpeakerLab) -> float | None:
+    """The leader's count of nodes whose speaker does not answer; None without a leader."""
+    pod = await leader_pod(real_lab)
+    if pod is None or pod.status is None or pod.status.podIP is None:
+        return None
+    page = await asyncio.to_thread(metrics, real_lab.plan, pod.status.podIP, MANAGER_METRICS)
+    return value(page, "porterlb_heartbeat_silent_nodes")
+
+
+async def resolved_to(real_lab: SpeakerLab, ip: IPAddress, node: plan.Node) -> bool:
+    """Whether the router's kernel, resolving ``ip`` afresh, learns ``node``'s MAC."""
+    entry = await real_lab.fresh_lookup(ip)
+    return entry.get("lladdr") == str(node.mac)
+
+
+async def whole(real_lab: SpeakerLab, fault: faults.Plan) -> None:
+    """After ``fault``'s heal: no fault table or record left, every lab process alive, every
+    speaker answering the leader."""
+    record = current(real_lab)
+    assert leftover(record.plan) == {}
+    assert faults.applied(record) == []
+    assert all(procs.alive(p) for p in record.processes), fault.kind
+
+    async def answering() -> bool:
+        return await silent_nodes(real_lab) == 0
+
+    await eventually(answering, what=f"every speaker to answer the leader after {fault.kind}")
+
+
+_services = itertools.count()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def placed(real_lab: SpeakerLab) -> AsyncIterator[tuple[IPAddress, plan.Node, plan.Node]]:
+    """A Service's IP, answered by exactly its recorded node; that node and the other. Each
+    test's Service has a name of its own (the previous one may still be going away)."""
+    name = f"faulted-{next(_services)}"
+    async with real_lab.service(name, "ipv4") as ip:
+        node = await eventually(
+            lambda: reallab.answered_by_its_node(real_lab, name, ip),
+            what=f"exactly the recorded node to answer for {ip}",
+        )
+        victim = real_lab.node(node)
+        [other] = [n for n in real_lab.plan.nodes if n is not victim]
+        yield ip, victim, other
+
+
+# -- the kinds -------------------------------------------------------------------------------
+
+
+def fault_cli(name: str, kind: str, node: str | None, *extra: str) -> str:
+    """``porterlb lab fault`` as a user runs it; its output line."""
+    argv = [sys.executable, "-m", "porterlb.cli", "lab", "fault", "--name", name, "--kind", kind]
+    argv += ["--node", node] if node else []
+    done = subprocess.run([*argv, *extra], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+async def test_a_crash_kills_the_node_and_its_pods_pulls_its_cable_and_the_ip_moves(
+    real_lab: SpeakerLab, placed: tuple[IPAddress, plan.Node, plan.Node]
+) -> None:
+    ip, victim, other = placed
+    layout = real_lab.plan
+    roles = [f"{kind}/{victim.name}" for kind in nodelab.NODE_KINDS]
+    pods_before = {p["name"]: p for p in await pods(real_lab)}
+    with sampler.Sampler(layout, [str(ip)]) as sampled:
+        since = time.monotonic()
+        applied = await asyncio.to_thread(fault_cli, layout.name, "crash", victim.name)
+        assert applied == f"lab {layout.name}: crash on node {victim.name} applied"
+        assert procs.running(layout.name, roles) == []  # shims included: they carry the role
+        assert kubelet.cgroup_root(victim.name) in nodelab.cgroup_roots(layout.name)
+        containers_left = [
+            path
+            for path in (kubelet.CGROUP_FS / "pids").glob(f"porterlb-{victim.name}/**/cgroup.procs")
+            if path.read_text().strip()
+        ]
+        assert containers_left == []
+        with pytest.raises(netns.LabError):
+            ping_router(layout, victim)
+        await eventually(
+            lambda: resolved_to(real_lab, ip, other),
+            what=f"the router to resolve {ip} to {other.name} after {victim.name} crashed",
+        )
+        moved = sampler.takeover(sampled.samples, since=since, old=str(victim.mac))
+        healed = await asyncio.to_thread(fault_cli, layout.name, "crash", victim.name, "--heal")
+        assert healed == f"lab {layout.name}: crash on node {victim.name} healed"
+    print(f"crash: {ip} answered by {other.name} {moved:.3f} s after the fault began")
+    assert sampler.overlap(sampled.samples).two_answer == 0.0
+    assert procs.running(layout.name, roles) != []
+    ping_router(layout, victim)
+    after = {p["name"]: p for p in await pods(real_lab)}
+    for name, pod in pods_before.items():  # the same pods, their containers started again
+        if pod["node"] == victim.name:
+            assert after[name]["ready"]
+            assert after[name]["started"] > pod["started"]
+    await whole(real_lab, faults.Plan(kind="crash", node=victim.name))
+
+
+async def test_a_speaker_kill_kills_its_container_and_the_kubelet_restarts_it(
+    real_lab: SpeakerLab, placed: tuple[IPAddress, plan.Node, plan.Node]
+) -> None:
+    ip, victim, other = placed
+    record = current(real_lab)
+    [before] = [p for p in await pods(real_lab) if p["node"] == victim.name
+                and p["role"] == "speaker"]  # fmt: skip
+    with sampler.Sampler(real_lab.plan, [str(ip)]) as sampled:
+        fault = await asyncio.to_thread(faults.apply_recorded, record, "speaker-kill", victim.name)
+        await eventually(
+            lambda: resolved_to(real_lab, ip, other),
+            what=f"{ip} to move to {other.name} when the speaker of {victim.name} died",
+        )
+        await asyncio.to_thread(faults.heal_recorded, current(real_lab), fault.kind, victim.name)
+    assert sampler.overlap(sampled.samples).two_answer == 0.0
+    [after] = [p for p in await pods(real_lab) if p["node"] == victim.name
+               and p["role"] == "speaker"]  # fmt: skip
+    assert after["name"] == before["name"]  # the same pod: its container restarted
+    assert after["restarts"] == before["restarts"] + 1
+    assert after["ready"]
+    await whole(real_lab, fault)
+
+
+async def test_an_api_partition_cuts_the_speakers_api_silently_and_nothing_moves(
+    real_lab: SpeakerLab, placed: tuple[IPAddress, plan.Node, plan.Node]
+) -> None:
+    ip, victim, other = placed
+    record = current(real_lab)
+    layout = record.plan
+    assert api_by_service(layout, victim) == "connected"
+    fault = await asyncio.to_thread(faults.apply_recorded, record, "api-partition", victim.name)
+    try:
+        assert api_by_service(layout, victim) == "timed out"  # no RST, no ICMP
+        assert api_by_endpoint(layout, victim) == "connected"  # the kubelet's path stays
+        assert api_by_service(layout, other) == "connected"
+        ping_router(layout, victim)  # the LAN and the router are up
+        [table] = fault.tables
+        assert any(packets > 0 for packets in dropped(table).values())
+        before = await answered(layout, victim)
+
+        async def pinged() -> bool:  # heartbeats still flow both ways
+            return await answered(layout, victim) > before
+
+        await eventually(pinged, what=f"{victim.name} to answer pings under an API partition")
+        assert await silent_nodes(real_lab) == 0
+        assert await resolved_to(real_lab, ip, victim)  # no failover: nothing to fail over
+    finally:
+        await asyncio.to_thread(faults.heal_recorded, current(real_lab), fault.kind, victim.name)
+    assert api_by_service(layout, victim) == "connected"
+    await whole(real_lab, fault)
+
+
+HEARTBEAT_KINDS: Final = {
+    "heartbeat-partition": (True, True),
+    "ping-loss": (True, False),
+    "pong-loss": (False, True),
+    "node-partition": (True, True),
+}
+"""Kind -> (pings dropped at the victim, pongs dropped at the workers' pod bridges)."""
+
+
+@pytest.mark.parametrize("kind", list(HEARTBEAT_KINDS))
+async def test_a_heartbeat_cut_drops_its_direction_silently_and_the_ip_moves(
+    real_lab: SpeakerLab, placed: tuple[IPAddress, plan.Node, plan.Node], kind: str
+) -> None:
+    ip, victim, other = placed
+    pings_cut, pongs_cut = HEARTBEAT_KINDS[kind]
+    record = current(real_lab)
+    layout = record.plan
+    with sampler.Sampler(layout, [str(ip)]) as sampled:
+        fault = await asyncio.to_thread(faults.apply_recorded, record, kind, victim.name)
+        try:
+            inet = [t for t in fault.tables if t.family == "inet"]
+            bridged = [t for t in fault.tables if t.family == "bridge"]
+            assert bool(inet) == (pings_cut or kind == "node-partition")
+            assert bool(bridged) == pongs_cut
+            before = await answered(layout, victim)
+
+            async def counted() -> bool:
+                """The managers' real pings dropped at the victim, or its real pongs at a
+                pod bridge; and when pings get through, the speaker answers them."""
+                udp = [n for t in fault.tables for r, n in dropped(t).items() if "udp" in r]
+                seen = any(packets > 0 for packets in udp)
+                if pongs_cut and not pings_cut:
+                    seen = seen and await answered(layout, victim) > before
+                return seen
+
+            await eventually(counted, what=f"{kind}: heartbeats dropped in the planned direction")
+            await eventually(
+                lambda: resolved_to(real_lab, ip, other),
+                what=f"{kind}: {ip} to move to {other.name}",
+            )
+            ping_router(layout, victim)  # the LAN stays up
+            expected = "timed out" if kind == "node-partition" else "connected"
+            assert api_by_endpoint(layout, victim) == expected
+            # the speaker's pongs were lost, never refused (EPERM) by its own kernel
+            page = await speaker_metrics(layout, victim)
+            assert page is not None
+            assert [float(v) for v in SEND_FAILURES.findall(page) if float(v)] == []
+        finally:
+            await asyncio.to_thread(faults.heal_recorded, current(real_lab), kind, victim.name)
+    assert sampler.overlap(sampled.samples).two_answer == 0.0
+    await whole(real_lab, fault)
+
+
+async def test_managers_down_keeps_every_manager_down_until_healed(real_lab: SpeakerLab) -> None:
+    record = current(real_lab)
+    replicas = await asyncio.to_thread(release.manager_replicas, record.kubeconfig)
+    fault = await asyncio.to_thread(faults.apply_recorded, record, "managers-down", None)
+    try:
+        assert fault.replicas == replicas
+        assert [p for p in await pods(real_lab) if p["role"] == "manager"] == []
+        speakers = [p for p in await pods(real_lab) if p["role"] == "speaker"]
+        assert len(speakers) == WORKERS
+        assert all(p["ready"] for p in speakers)
+        assert await leader_pod(real_lab) is None
+    finally:
+        await asyncio.to_thread(faults.heal_recorded, current(real_lab), "managers-down", None)
+    managers = [p for p in await pods(real_lab) if p["role"] == "manager"]
+    assert len(managers) == replicas
+    assert all(p["ready"] for p in managers)
+    await eventually(lambda: leader_pod(real_lab), what="a leader after managers-down healed")
+    await whole(real_lab, fault)
