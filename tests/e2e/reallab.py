@@ -3,6 +3,8 @@ the check that ``lab down`` left nothing."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightkube
@@ -10,8 +12,8 @@ from lightkube.core.exceptions import ApiError
 
 from porterlb.lab import binaries, cluster, lab, netns, plan
 from porterlb.lab import processes as procs
-from porterlb.lab.node import images, nodelab
-from tests.e2e.conftest import IPAddress, SpeakerLab
+from porterlb.lab.node import images, mountns, nodelab
+from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 
 BUILT = all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
 """Whether ``porterlb lab build-control-plane --nodes`` has run (the modules skip otherwise)."""
@@ -21,6 +23,30 @@ SKIP_REASON = (
     "needs `porterlb lab build-control-plane --nodes` and busybox-static"
     " (scripts/dev.sh test installs both)"
 )
+
+
+def helm_built() -> bool:
+    """Whether ``porterlb lab build-tools`` has fetched helm (the chart's modules skip
+    otherwise)."""
+    try:
+        binaries.helm()
+    except binaries.BinariesMissing:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def chart_lab(workers: int) -> Iterator[lab.Record]:
+    """A real-node lab with porterlb installed by its chart, for one module; after ``lab
+    down`` nothing of it is left and the host's kernel tunables are as they were."""
+    host = mountns.host_values()
+    name = fresh_name()
+    try:
+        yield nodelab.up(name, workers=workers, porterlb="chart")
+    finally:
+        nodelab.down(name)
+    assert leftovers(name) == []
+    assert mountns.host_values() == host
 
 
 def leftovers(name: str) -> list[str]:

@@ -26,25 +26,16 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import binaries, faults, lab
-from porterlb.lab.node import mountns, nodelab, porterlb_image, release
+from porterlb.lab import faults, lab
+from porterlb.lab.node import nodelab, porterlb_image, release
 from tests.e2e import marks, reallab
-from tests.e2e.conftest import SpeakerLab, fresh_name
+from tests.e2e.conftest import SpeakerLab
 from tests.waiting import eventually
-
-
-def _helm_built() -> bool:
-    try:
-        binaries.helm()
-    except binaries.BinariesMissing:
-        return False
-    return True
-
 
 pytestmark = [
     *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
     pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
-    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
+    pytest.mark.skipif(not reallab.helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
 ]
 
 ROLLOUT = release.READY_TIMEOUT
@@ -55,14 +46,8 @@ WORKERS = 2
 
 @pytest.fixture(scope="module")
 def chart_record() -> Iterator[lab.Record]:
-    host = mountns.host_values()
-    name = fresh_name()
-    try:
-        yield nodelab.up(name, workers=WORKERS, porterlb="chart")
-    finally:
-        nodelab.down(name)
-    assert reallab.leftovers(name) == []
-    assert mountns.host_values() == host
+    with reallab.chart_lab(WORKERS) as record:
+        yield record
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import sys
 from typing import Final
@@ -21,28 +20,19 @@ from typing import Final
 import httpx2
 import pytest
 
-from porterlb.lab import apiproxy, failover, faults, lab, netns, plan, sampler
+from porterlb.lab import failover, faults, lab, netns, plan, sampler
 from porterlb.lab import processes as procs
+from tests.e2e import faultprobes as probes
 from tests.e2e import marks
 from tests.waiting import eventually
 
 pytestmark = marks.e2e("ip", "nft", "nsenter", "ping", control_plane=True)
 
-CONNECT_WINDOW: Final = 3.0
-"""Seconds one connection attempt to the API endpoint may take: it connects within
-milliseconds, so running out means the SYN or its answer was dropped. It bounds a connect; it
-synchronises nothing."""
-
 SCRAPE_TIMEOUT: Final = 5.0
 """Seconds one metrics scrape may take on two loaded cores."""
 
-PING_WAIT: Final = "5"
-"""``ping -W``: seconds to wait for the router's echo reply."""
-
 SAMPLES: Final = 25
 """Samples per IP the sampler test waits for: half a second at 20 ms."""
-
-_COUNTER: Final = re.compile(r"^\s*(?P<rule>.*?) counter packets (?P<packets>\d+) ", re.M)
 
 
 def fresh(speaker_lab) -> lab.Record:
@@ -50,40 +40,6 @@ def fresh(speaker_lab) -> lab.Record:
     record = lab.load(speaker_lab.plan.name)
     assert record is not None
     return record
-
-
-def api_connection(node: plan.Node, layout: plan.Lab) -> str:
-    """How a TCP connection from ``node`` to the lab's API endpoint ends."""
-
-    def attempt() -> str:
-        address = (str(layout.router_lan.ipv4.ip), apiproxy.PORT)
-        try:
-            with socket.create_connection(address, timeout=CONNECT_WINDOW):
-                return "connected"
-        except TimeoutError:
-            return "timed out"
-        except ConnectionRefusedError:
-            return "refused"
-
-    return netns.call_in(node.netns, attempt)
-
-
-def ping_router(node: plan.Node, layout: plan.Lab) -> None:
-    """One echo request from ``node`` to the router over the LAN; LabError if unanswered."""
-    router = str(layout.router_lan.ipv4.ip)
-    netns.run(node.netns, ["ping", "-c", "1", "-W", PING_WAIT, router])
-
-
-def dropped(table: faults.Table) -> dict[str, int]:
-    """Rule -> packets its counter dropped, from ``nft list table``."""
-    text = netns.run(table.netns, ["nft", "list", "table", "inet", table.name])
-    return {m["rule"]: int(m["packets"]) for m in _COUNTER.finditer(text)}
-
-
-def leftover(layout: plan.Lab) -> dict[str, list[str]]:
-    """The fault tables left in the lab's namespaces (empty when every fault healed)."""
-    spaces = (layout.router_netns, *(node.netns for node in layout.nodes))
-    return {space: found for space in spaces if (found := faults.tables(space))}
 
 
 async def metric(record: lab.Record, role: str, pattern: str) -> float | None:
@@ -117,7 +73,7 @@ async def healed(speaker_lab, fault: faults.Plan) -> None:
     speaker answers the leader again."""
     faults.heal_recorded(fresh(speaker_lab), fault.kind, fault.node)
     record = fresh(speaker_lab)
-    assert leftover(record.plan) == {}
+    assert probes.leftover(record.plan) == {}
     assert faults.applied(record) == []
     assert all(procs.alive(p) for p in record.processes)
 
@@ -130,14 +86,14 @@ async def healed(speaker_lab, fault: faults.Plan) -> None:
 async def test_an_api_partition_cuts_the_api_silently_and_nothing_else(speaker_lab):
     record = fresh(speaker_lab)
     victim, other = record.plan.nodes[0], record.plan.nodes[1]
-    assert api_connection(victim, record.plan) == "connected"
+    assert probes.api_endpoint(victim, record.plan) == "connected"
     fault = faults.apply_recorded(record, "api-partition", victim.name)
     try:
-        assert api_connection(victim, record.plan) == "timed out"  # no RST, no ICMP
-        assert api_connection(other, record.plan) == "connected"
-        ping_router(victim, record.plan)  # the LAN and the router are up
+        assert probes.api_endpoint(victim, record.plan) == "timed out"  # no RST, no ICMP
+        assert probes.api_endpoint(other, record.plan) == "connected"
+        probes.ping_router(victim, record.plan)  # the LAN and the router are up
         [table] = fault.tables
-        assert any(packets > 0 for packets in dropped(table).values())
+        assert any(packets > 0 for packets in probes.dropped(table).values())
         before = await answered_pings(record, victim)
 
         async def pinged() -> bool:  # heartbeats still flow both ways
@@ -147,7 +103,7 @@ async def test_an_api_partition_cuts_the_api_silently_and_nothing_else(speaker_l
         assert await silent_nodes(speaker_lab, record) == 0
     finally:
         await healed(speaker_lab, fault)
-    assert api_connection(victim, record.plan) == "connected"
+    assert probes.api_endpoint(victim, record.plan) == "connected"
 
 
 HEARTBEAT_KINDS: Final = {
@@ -179,7 +135,7 @@ async def test_a_heartbeat_cut_drops_exactly_its_direction(speaker_lab, kind):
             rules = {
                 rule: packets
                 for table in fault.tables
-                for rule, packets in dropped(table).items()
+                for rule, packets in probes.dropped(table).items()
                 if "udp" in rule
             }
             seen = any(packets > 0 for packets in rules.values())
@@ -193,9 +149,9 @@ async def test_a_heartbeat_cut_drops_exactly_its_direction(speaker_lab, kind):
             return (await silent_nodes(speaker_lab, record) or 0) >= 1
 
         await eventually(silent, what=f"{kind}: the leader to find {victim.name} silent")
-        ping_router(victim, record.plan)  # the LAN stays up
+        probes.ping_router(victim, record.plan)  # the LAN stays up
         expected = "timed out" if kind == "node-partition" else "connected"
-        assert api_connection(victim, record.plan) == expected
+        assert probes.api_endpoint(victim, record.plan) == expected
     finally:
         await healed(speaker_lab, fault)
 
@@ -220,12 +176,12 @@ async def test_a_crash_kills_the_speaker_and_pulls_the_cable_until_healed(speake
         )
         assert not bridge_port_up(record.plan, victim)
         with pytest.raises(netns.LabError):
-            ping_router(victim, record.plan)
+            probes.ping_router(victim, record.plan)
     finally:
         await healed(speaker_lab, fault)
     assert bridge_port_up(record.plan, victim)
     assert fresh(speaker_lab).process(f"speaker/{victim.name}").pid != speaker.pid
-    ping_router(victim, record.plan)
+    probes.ping_router(victim, record.plan)
 
 
 async def test_managers_down_kills_every_manager_until_healed(speaker_lab):
@@ -260,13 +216,13 @@ def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(speaker_lab):
     applied = porterlb()
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.strip() == f"lab {name}: ping-loss on node {node.name} applied"
-    assert leftover(speaker_lab.plan) == {node.netns: ["porterlb_fault_ping_loss"]}
+    assert probes.leftover(speaker_lab.plan) == {node.netns: ["porterlb_fault_ping_loss"]}
     again = porterlb()
     assert again.returncode == 1
     assert "applied already" in again.stderr
     healed_ = porterlb("--heal")
     assert healed_.returncode == 0, healed_.stderr
-    assert leftover(speaker_lab.plan) == {}
+    assert probes.leftover(speaker_lab.plan) == {}
     twice = porterlb("--heal")
     assert twice.returncode == 1
     assert "not applied" in twice.stderr

@@ -18,9 +18,10 @@ binaries, helm, buildah and debootstrap are there (``scripts/dev.sh test`` insta
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 import itertools
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -34,39 +35,24 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import apiproxy, binaries, faults, lab, netns, plan, sampler
+from porterlb.lab import faults, lab, netns, plan, sampler
 from porterlb.lab import processes as procs
-from porterlb.lab.node import kubelet, mountns, nodelab, porterlb_image, release
+from porterlb.lab.node import containers, kubelet, nodelab, porterlb_image, release
+from tests.e2e import faultprobes as probes
 from tests.e2e import marks, reallab
-from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
+from tests.e2e.conftest import IPAddress, SpeakerLab
 from tests.waiting import eventually
-
-
-def _helm_built() -> bool:
-    try:
-        binaries.helm()
-    except binaries.BinariesMissing:
-        return False
-    return True
-
 
 pytestmark = [
     *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, "ping", control_plane=True),
     pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
-    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
+    pytest.mark.skipif(not reallab.helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
 ]
 
 WORKERS: Final = 2
 
-CONNECT_WINDOW: Final = 3.0
-"""Seconds one connection attempt may take: it connects within milliseconds, so running out
-means the SYN or its answer was dropped. It bounds a connect; it synchronises nothing."""
-
 HTTP_TIMEOUT: Final = 5.0
 """Seconds one metrics scrape may take on two loaded cores."""
-
-PING_WAIT: Final = "5"
-"""``ping -W``: seconds to wait for the router's echo reply."""
 
 SPEAKER_METRICS: Final = 50053
 MANAGER_METRICS: Final = 50052
@@ -75,19 +61,11 @@ MANAGER_METRICS: Final = 50052
 ANSWERED: Final = r'porterlb_heartbeat_received_total\{role="speaker",verdict="answered"\}'
 SEND_FAILURES: Final = re.compile(r"^porterlb_heartbeat_send_failures_total\{.*\} (\S+)$", re.M)
 
-_COUNTER: Final = re.compile(r"^\s*(?P<rule>.*?) counter packets (?P<packets>\d+) ", re.M)
-
 
 @pytest.fixture(scope="module")
 def real_record() -> Iterator[lab.Record]:
-    host = mountns.host_values()
-    name = fresh_name()
-    try:
-        yield nodelab.up(name, workers=WORKERS, porterlb="chart")
-    finally:
-        nodelab.down(name)
-    assert reallab.leftovers(name) == []
-    assert mountns.host_values() == host
+    with reallab.chart_lab(WORKERS) as record:
+        yield record
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -106,46 +84,9 @@ def current(real_lab: SpeakerLab) -> lab.Record:
 # -- what the tests look at ------------------------------------------------------------------
 
 
-def connection(node: plan.Node, address: str, port: int) -> str:
-    """How a TCP connection from ``node``'s namespace (its host network) to ``address`` ends."""
-
-    def attempt() -> str:
-        try:
-            with socket.create_connection((address, port), timeout=CONNECT_WINDOW):
-                return "connected"
-        except TimeoutError:
-            return "timed out"
-        except ConnectionRefusedError:
-            return "refused"
-
-    return netns.call_in(node.netns, attempt)
-
-
 def api_by_service(layout: plan.Lab, node: plan.Node) -> str:
     """A connection to the API as the speaker pod makes it: the ``kubernetes`` ClusterIP."""
-    return connection(node, str(nodelab.api_service_ip(layout)), 443)
-
-
-def api_by_endpoint(layout: plan.Lab, node: plan.Node) -> str:
-    """A connection to the API as the kubelet and kube-proxy make it: the LAN endpoint."""
-    return connection(node, str(layout.router_lan.ipv4.ip), apiproxy.PORT)
-
-
-def ping_router(layout: plan.Lab, node: plan.Node) -> None:
-    """One echo request from ``node`` to the router over the LAN; LabError if unanswered."""
-    netns.run(node.netns, ["ping", "-c", "1", "-W", PING_WAIT, str(layout.router_lan.ipv4.ip)])
-
-
-def dropped(table: faults.Table) -> dict[str, int]:
-    """Rule -> packets its counter dropped, from ``nft list table``."""
-    text = netns.run(table.netns, ["nft", "list", "table", table.family, table.name])
-    return {m["rule"]: int(m["packets"]) for m in _COUNTER.finditer(text)}
-
-
-def leftover(layout: plan.Lab) -> dict[str, list[str]]:
-    """The fault tables left in the lab's namespaces (empty when every fault healed)."""
-    spaces = (layout.router_netns, *(node.netns for node in layout.nodes))
-    return {space: found for space in spaces if (found := faults.tables(space))}
+    return probes.connection(node, str(nodelab.api_service_ip(layout)), 443)
 
 
 def metrics(layout: plan.Lab, address: str, port: int) -> str | None:
@@ -213,18 +154,18 @@ async def resolved_to(real_lab: SpeakerLab, ip: IPAddress, node: plan.Node) -> b
     return entry.get("lladdr") == str(node.mac)
 
 
-async def whole(real_lab: SpeakerLab, fault: faults.Plan) -> None:
-    """After ``fault``'s heal: no fault table or record left, every lab process alive, every
+async def whole(real_lab: SpeakerLab, fault: str) -> None:
+    """After ``fault`` healed: no fault table or record left, every lab process alive, every
     speaker answering the leader."""
     record = current(real_lab)
-    assert leftover(record.plan) == {}
+    assert probes.leftover(record.plan) == {}
     assert faults.applied(record) == []
-    assert all(procs.alive(p) for p in record.processes), fault.kind
+    assert all(procs.alive(p) for p in record.processes), fault
 
     async def answering() -> bool:
         return await silent_nodes(real_lab) == 0
 
-    await eventually(answering, what=f"every speaker to answer the leader after {fault.kind}")
+    await eventually(answering, what=f"every speaker to answer the leader after {fault}")
 
 
 _services = itertools.count()
@@ -245,6 +186,45 @@ async def placed(real_lab: SpeakerLab) -> AsyncIterator[tuple[IPAddress, plan.No
         yield ip, victim, other
 
 
+async def leader_node(real_lab: SpeakerLab) -> str | None:
+    pod = await leader_pod(real_lab)
+    return pod.spec.nodeName if pod and pod.spec else None
+
+
+@contextlib.asynccontextmanager
+async def sampled(real_lab: SpeakerLab, ip: IPAddress) -> AsyncIterator[sampler.Sampler]:
+    """Who answers for ``ip`` every 20 ms, from the router, while the block runs: never two
+    MACs at once."""
+    with sampler.Sampler(real_lab.plan, [str(ip)]) as sampling:
+        yield sampling
+    assert sampler.overlap(sampling.samples).two_answer == 0.0
+
+
+async def moved(
+    real_lab: SpeakerLab,
+    sampling: sampler.Sampler,
+    fault: str,
+    placed: tuple[IPAddress, plan.Node, plan.Node],
+    *,
+    since: float,
+    leader: str | None,
+) -> None:
+    """Wait until the router's kernel resolves the IP to the other node; print how long after
+    ``since`` the sampler first heard only the other node (the failover the test saw)."""
+    ip, victim, other = placed
+    await eventually(
+        lambda: resolved_to(real_lab, ip, other),
+        what=f"{fault}: the router to resolve {ip} to {other.name} instead of {victim.name}",
+    )
+
+    async def heard() -> list[float]:  # the sampler's lines may trail the kernel's lookup
+        took = sampler.takeover(sampling.samples, since=since, old=str(victim.mac))
+        return [] if took is None else [took]
+
+    [took] = await eventually(heard, what=f"{fault}: the sampler to hear {other.name} for {ip}")
+    print(f"{fault} on {victim.name} (leader on {leader}): {ip} moved in {took:.3f} s")
+
+
 # -- the kinds -------------------------------------------------------------------------------
 
 
@@ -260,64 +240,58 @@ def fault_cli(name: str, kind: str, node: str | None, *extra: str) -> str:
 async def test_a_crash_kills_the_node_and_its_pods_pulls_its_cable_and_the_ip_moves(
     real_lab: SpeakerLab, placed: tuple[IPAddress, plan.Node, plan.Node]
 ) -> None:
-    ip, victim, other = placed
+    ip, victim, _ = placed
     layout = real_lab.plan
     roles = [f"{kind}/{victim.name}" for kind in nodelab.NODE_KINDS]
     pods_before = {p["name"]: p for p in await pods(real_lab)}
-    with sampler.Sampler(layout, [str(ip)]) as sampled:
+    leader = await leader_node(real_lab)
+    async with sampled(real_lab, ip) as sampling:
         since = time.monotonic()
-        applied = await asyncio.to_thread(fault_cli, layout.name, "crash", victim.name)
-        assert applied == f"lab {layout.name}: crash on node {victim.name} applied"
+        await asyncio.to_thread(faults.apply_recorded, current(real_lab), "crash", victim.name)
         assert procs.running(layout.name, roles) == []  # shims included: they carry the role
         assert kubelet.cgroup_root(victim.name) in nodelab.cgroup_roots(layout.name)
-        containers_left = [
+        pods_left = [
             path
-            for path in (kubelet.CGROUP_FS / "pids").glob(f"porterlb-{victim.name}/**/cgroup.procs")
+            for path in (kubelet.CGROUP_FS / containers.HIERARCHY).glob(
+                f"{kubelet.cgroup_root(victim.name).lstrip('/')}/**/cgroup.procs"
+            )
             if path.read_text().strip()
         ]
-        assert containers_left == []
+        assert pods_left == []
         with pytest.raises(netns.LabError):
-            ping_router(layout, victim)
-        await eventually(
-            lambda: resolved_to(real_lab, ip, other),
-            what=f"the router to resolve {ip} to {other.name} after {victim.name} crashed",
-        )
-        moved = sampler.takeover(sampled.samples, since=since, old=str(victim.mac))
+            probes.ping_router(victim, layout)
+        await moved(real_lab, sampling, "crash", placed, since=since, leader=leader)
         healed = await asyncio.to_thread(fault_cli, layout.name, "crash", victim.name, "--heal")
         assert healed == f"lab {layout.name}: crash on node {victim.name} healed"
-    print(f"crash: {ip} answered by {other.name} {moved:.3f} s after the fault began")
-    assert sampler.overlap(sampled.samples).two_answer == 0.0
     assert procs.running(layout.name, roles) != []
-    ping_router(layout, victim)
+    probes.ping_router(victim, layout)
     after = {p["name"]: p for p in await pods(real_lab)}
     for name, pod in pods_before.items():  # the same pods, their containers started again
         if pod["node"] == victim.name:
             assert after[name]["ready"]
             assert after[name]["started"] > pod["started"]
-    await whole(real_lab, faults.Plan(kind="crash", node=victim.name))
+    await whole(real_lab, "crash")
 
 
 async def test_a_speaker_kill_kills_its_container_and_the_kubelet_restarts_it(
     real_lab: SpeakerLab, placed: tuple[IPAddress, plan.Node, plan.Node]
 ) -> None:
-    ip, victim, other = placed
+    ip, victim, _ = placed
     record = current(real_lab)
     [before] = [p for p in await pods(real_lab) if p["node"] == victim.name
                 and p["role"] == "speaker"]  # fmt: skip
-    with sampler.Sampler(real_lab.plan, [str(ip)]) as sampled:
+    leader = await leader_node(real_lab)
+    async with sampled(real_lab, ip) as sampling:
+        since = time.monotonic()
         fault = await asyncio.to_thread(faults.apply_recorded, record, "speaker-kill", victim.name)
-        await eventually(
-            lambda: resolved_to(real_lab, ip, other),
-            what=f"{ip} to move to {other.name} when the speaker of {victim.name} died",
-        )
+        await moved(real_lab, sampling, "speaker-kill", placed, since=since, leader=leader)
         await asyncio.to_thread(faults.heal_recorded, current(real_lab), fault.kind, victim.name)
-    assert sampler.overlap(sampled.samples).two_answer == 0.0
     [after] = [p for p in await pods(real_lab) if p["node"] == victim.name
                and p["role"] == "speaker"]  # fmt: skip
     assert after["name"] == before["name"]  # the same pod: its container restarted
     assert after["restarts"] == before["restarts"] + 1
     assert after["ready"]
-    await whole(real_lab, fault)
+    await whole(real_lab, fault.kind)
 
 
 async def test_an_api_partition_cuts_the_speakers_api_silently_and_nothing_moves(
@@ -330,11 +304,11 @@ async def test_an_api_partition_cuts_the_speakers_api_silently_and_nothing_moves
     fault = await asyncio.to_thread(faults.apply_recorded, record, "api-partition", victim.name)
     try:
         assert api_by_service(layout, victim) == "timed out"  # no RST, no ICMP
-        assert api_by_endpoint(layout, victim) == "connected"  # the kubelet's path stays
+        assert probes.api_endpoint(victim, layout) == "connected"  # the kubelet's path stays
         assert api_by_service(layout, other) == "connected"
-        ping_router(layout, victim)  # the LAN and the router are up
+        probes.ping_router(victim, layout)  # the LAN and the router are up
         [table] = fault.tables
-        assert any(packets > 0 for packets in dropped(table).values())
+        assert any(packets > 0 for packets in probes.dropped(table).values())
         before = await answered(layout, victim)
 
         async def pinged() -> bool:  # heartbeats still flow both ways
@@ -346,7 +320,7 @@ async def test_an_api_partition_cuts_the_speakers_api_silently_and_nothing_moves
     finally:
         await asyncio.to_thread(faults.heal_recorded, current(real_lab), fault.kind, victim.name)
     assert api_by_service(layout, victim) == "connected"
-    await whole(real_lab, fault)
+    await whole(real_lab, fault.kind)
 
 
 HEARTBEAT_KINDS: Final = {
@@ -362,11 +336,13 @@ HEARTBEAT_KINDS: Final = {
 async def test_a_heartbeat_cut_drops_its_direction_silently_and_the_ip_moves(
     real_lab: SpeakerLab, placed: tuple[IPAddress, plan.Node, plan.Node], kind: str
 ) -> None:
-    ip, victim, other = placed
+    ip, victim, _ = placed
     pings_cut, pongs_cut = HEARTBEAT_KINDS[kind]
     record = current(real_lab)
     layout = record.plan
-    with sampler.Sampler(layout, [str(ip)]) as sampled:
+    leader = await leader_node(real_lab)
+    async with sampled(real_lab, ip) as sampling:
+        since = time.monotonic()
         fault = await asyncio.to_thread(faults.apply_recorded, record, kind, victim.name)
         try:
             inet = [t for t in fault.tables if t.family == "inet"]
@@ -378,28 +354,24 @@ async def test_a_heartbeat_cut_drops_its_direction_silently_and_the_ip_moves(
             async def counted() -> bool:
                 """The managers' real pings dropped at the victim, or its real pongs at a
                 pod bridge; and when pings get through, the speaker answers them."""
-                udp = [n for t in fault.tables for r, n in dropped(t).items() if "udp" in r]
+                udp = [n for t in fault.tables for r, n in probes.dropped(t).items() if "udp" in r]
                 seen = any(packets > 0 for packets in udp)
                 if pongs_cut and not pings_cut:
                     seen = seen and await answered(layout, victim) > before
                 return seen
 
             await eventually(counted, what=f"{kind}: heartbeats dropped in the planned direction")
-            await eventually(
-                lambda: resolved_to(real_lab, ip, other),
-                what=f"{kind}: {ip} to move to {other.name}",
-            )
-            ping_router(layout, victim)  # the LAN stays up
+            await moved(real_lab, sampling, kind, placed, since=since, leader=leader)
+            probes.ping_router(victim, layout)  # the LAN stays up
             expected = "timed out" if kind == "node-partition" else "connected"
-            assert api_by_endpoint(layout, victim) == expected
+            assert probes.api_endpoint(victim, layout) == expected
             # the speaker's pongs were lost, never refused (EPERM) by its own kernel
             page = await speaker_metrics(layout, victim)
             assert page is not None
             assert [float(v) for v in SEND_FAILURES.findall(page) if float(v)] == []
         finally:
             await asyncio.to_thread(faults.heal_recorded, current(real_lab), kind, victim.name)
-    assert sampler.overlap(sampled.samples).two_answer == 0.0
-    await whole(real_lab, fault)
+    await whole(real_lab, fault.kind)
 
 
 async def test_managers_down_keeps_every_manager_down_until_healed(real_lab: SpeakerLab) -> None:
@@ -419,4 +391,35 @@ async def test_managers_down_keeps_every_manager_down_until_healed(real_lab: Spe
     assert len(managers) == replicas
     assert all(p["ready"] for p in managers)
     await eventually(lambda: leader_pod(real_lab), what="a leader after managers-down healed")
-    await whole(real_lab, fault)
+    await whole(real_lab, fault.kind)
+
+
+async def test_the_leader_pods_process_killed_the_kubelet_restarts_it_and_a_manager_leads(
+    real_lab: SpeakerLab,
+) -> None:
+    """What ``lab bench-failover``'s leader-kill does on real nodes: SIGKILL the processes of
+    the leader pod's container (:func:`containers.kill`). The kubelet restarts it, and a
+    manager renews the Lease again: which one is not the test's business (the restarted one,
+    under the same pod name, is the holder it finds in the Lease)."""
+    leader = await leader_pod(real_lab)
+    assert leader is not None and leader.metadata is not None and leader.metadata.name
+    name = leader.metadata.name
+    [before] = [p for p in await pods(real_lab) if p["name"] == name]
+    kubeconfig = real_lab.record.kubeconfig
+    pids = await asyncio.to_thread(containers.kill, kubeconfig, "manager", pod=name)
+    assert pids
+    killed = datetime.datetime.now(datetime.UTC)  # the killed process renews nothing after
+
+    async def restarted() -> bool:
+        [now] = [p for p in await pods(real_lab) if p["name"] == name]
+        return bool(now["restarts"] > before["restarts"] and now["ready"])
+
+    await eventually(restarted, what=f"the kubelet to restart the container of {name}")
+
+    async def renewed() -> bool:
+        lease = await real_lab.api.get(Lease, "porterlb-manager", namespace=release.NAMESPACE)
+        when = lease.spec.renewTime if lease.spec else None
+        return when is not None and when >= killed and await leader_pod(real_lab) is not None
+
+    await eventually(renewed, what="a live manager to renew the Lease after the leader died")
+    await whole(real_lab, "leader-kill")
