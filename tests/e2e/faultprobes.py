@@ -16,6 +16,15 @@ means the SYN or its answer was dropped. It bounds a connect; it synchronises no
 PING_WAIT: Final = "5"
 """``ping -W``: seconds to wait for the router's echo reply."""
 
+HEARTBEAT_KINDS: Final = {
+    "heartbeat-partition": (True, True),
+    "ping-loss": (True, False),
+    "pong-loss": (False, True),
+    "node-partition": (True, True),
+}
+"""Kind -> (pings dropped at the victim, pongs dropped where the managers get them: the
+router on the process lab, the workers' pod bridges on the real-node lab)."""
+
 _COUNTER: Final = re.compile(r"^\s*(?P<rule>.*?) counter packets (?P<packets>\d+) ", re.M)
 
 

@@ -106,18 +106,9 @@ async def test_an_api_partition_cuts_the_api_silently_and_nothing_else(speaker_l
     assert probes.api_endpoint(victim, record.plan) == "connected"
 
 
-HEARTBEAT_KINDS: Final = {
-    "heartbeat-partition": (True, True),
-    "ping-loss": (True, False),
-    "pong-loss": (False, True),
-    "node-partition": (True, True),
-}
-"""Kind -> (pings dropped at the worker, pongs dropped at the router)."""
-
-
-@pytest.mark.parametrize("kind", list(HEARTBEAT_KINDS))
+@pytest.mark.parametrize("kind", list(probes.HEARTBEAT_KINDS))
 async def test_a_heartbeat_cut_drops_exactly_its_direction(speaker_lab, kind):
-    pings_cut, pongs_cut = HEARTBEAT_KINDS[kind]
+    pings_cut, pongs_cut = probes.HEARTBEAT_KINDS[kind]
     record = fresh(speaker_lab)
     victim = record.plan.nodes[1]
     fault = faults.apply_recorded(record, kind, victim.name)

@@ -323,21 +323,12 @@ async def test_an_api_partition_cuts_the_speakers_api_silently_and_nothing_moves
     await whole(real_lab, fault.kind)
 
 
-HEARTBEAT_KINDS: Final = {
-    "heartbeat-partition": (True, True),
-    "ping-loss": (True, False),
-    "pong-loss": (False, True),
-    "node-partition": (True, True),
-}
-"""Kind -> (pings dropped at the victim, pongs dropped at the workers' pod bridges)."""
-
-
-@pytest.mark.parametrize("kind", list(HEARTBEAT_KINDS))
+@pytest.mark.parametrize("kind", list(probes.HEARTBEAT_KINDS))
 async def test_a_heartbeat_cut_drops_its_direction_silently_and_the_ip_moves(
     real_lab: SpeakerLab, placed: tuple[IPAddress, plan.Node, plan.Node], kind: str
 ) -> None:
     ip, victim, _ = placed
-    pings_cut, pongs_cut = HEARTBEAT_KINDS[kind]
+    pings_cut, pongs_cut = probes.HEARTBEAT_KINDS[kind]
     record = current(real_lab)
     layout = record.plan
     leader = await leader_node(real_lab)
