@@ -11,7 +11,7 @@ kube-proxy stand-in are host processes (:mod:`porterlb.lab.lab`). Both give a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final, Literal, get_args
 
 import lightkube
@@ -65,13 +65,18 @@ async def create_service(
     name: str,
     *,
     family: cluster.Family = "ipv4",
+    annotations: Mapping[str, str] | None = None,
 ) -> ServiceKey:
-    """Create sample Service ``default/name``: in front of the backend pods on real nodes, of
-    every worker's backend process on the process lab. Raises InvalidSpec if the API refuses it
-    or the lab lacks the family."""
+    """Create sample Service ``default/name`` with ``annotations``: in front of the backend
+    pods on real nodes, of every worker's backend process on the process lab. Raises
+    InvalidSpec if the API refuses it or the lab lacks the family."""
     if record.release:
-        return await backends.create_service(client, record.plan, name, family=family)
-    return await cluster.create_service(client, record.plan, name, family=family)
+        return await backends.create_service(
+            client, record.plan, name, family=family, annotations=annotations
+        )
+    return await cluster.create_service(
+        client, record.plan, name, family=family, annotations=annotations
+    )
 
 
 async def _backends(record: lab.Record) -> None:
