@@ -76,11 +76,11 @@ async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
         await _traffic(layout, ip, say, until=lambda node: node == first.name, limit=10.0)
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
 
-        crash = faults.build(layout, "crash", first.name, managers=faults.managers(record))
+        crash = await asyncio.to_thread(faults.for_record, record, "crash", first.name)
         say(f"crashing {first.name}: {_CRASH[bool(record.release)]}, cable pulled"
             " (the API server is not told)")  # fmt: skip
         crashed = time.monotonic()
-        faults.inject(record, crash)
+        await asyncio.to_thread(faults.inject, record, crash)
         answered = await _traffic(
             layout, ip, say, until=lambda node: node not in ("", first.name), limit=FAILOVER_LIMIT
         )

@@ -481,11 +481,9 @@ class FaultLab:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""
         if scenario in KINDS:
             node = None if KINDS[scenario] == "managers-down" else victim
-            plan_ = faults.build(
-                self.record.plan, KINDS[scenario], node, managers=faults.managers(self.record)
-            )
-            faults.inject(self.record, plan_)
-            return Fault(repair=functools.partial(self._heal, plan_))
+            fault = await asyncio.to_thread(faults.for_record, self.record, KINDS[scenario], node)
+            applied = await asyncio.to_thread(faults.inject, self.record, fault)
+            return Fault(repair=functools.partial(self._heal, applied))
         if scenario == "leader-kill":
             leader = await self.leader()
             killed = datetime.datetime.now(datetime.UTC)
@@ -517,7 +515,7 @@ class FaultLab:
     # -- repairs and recoveries --------------------------------------------------------------
 
     async def _heal(self, fault: faults.Plan) -> None:
-        self.record = faults.heal(self.record, fault)
+        self.record = await asyncio.to_thread(faults.heal, self.record, fault)
         await self._all_answering()
 
     async def _restore(self, leader: str) -> None:

@@ -2,11 +2,13 @@
 
 On the process lab a manager is the lab process ``manager/N`` (Lease identity
 ``manager-N``); killing it leaves it dead until the repair starts it again. On real nodes
-it is a pod of the chart's Deployment (Lease identity: the pod's name,
-:mod:`porterlb.lab.node.managers`); the kubelet starts a killed container again by itself
-and the repair only waits until the release is whole. A live leader is one that renewed the
-Lease after a moment: the restarted container of a killed leader keeps its pod's name, and
-may lead again under it.
+it is a pod of the chart's Deployment (Lease identity: the pod's name): killing it SIGKILLs
+its container's processes (:func:`porterlb.lab.node.containers.kill`), as a crash or the OOM
+killer would; the kubelet starts the container again by itself, in the same pod, and the
+repair only waits until the release is whole. A live leader is one that renewed the Lease
+after a moment: the restarted container of a killed leader keeps its pod's name, and may lead
+again under it. Its metrics are read at its pod IP from the router's namespace, which routes
+to every worker's pod CIDR, as a Prometheus on the LAN would.
 """
 
 from __future__ import annotations
@@ -15,14 +17,24 @@ import asyncio
 import datetime
 import os
 import signal
+from typing import Final
 
 import httpx2
 import lightkube
 from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import election
-from porterlb.lab import credentials, lab
-from porterlb.lab.node import managers, release
+from porterlb.lab import credentials, lab, netns
+from porterlb.lab.node import containers, release
+
+METRICS_PORT: Final = 50052
+"""The chart's ``manager.metricsPort`` default (charts/porterlb/values.yaml); the lab installs
+with the chart's defaults."""
+
+METRICS_TIMEOUT: Final = 2.0
+"""Seconds for one metrics request: milliseconds when the pod runs, seconds on a starved
+2-core host."""
 
 
 async def _lease(client: lightkube.AsyncClient) -> Lease | None:
@@ -54,9 +66,9 @@ async def renewed_since(client: lightkube.AsyncClient, moment: datetime.datetime
 
 async def kill(client: lightkube.AsyncClient, record: lab.Record, leader: str) -> None:
     """SIGKILL manager ``leader``: its process, or its pod's container. Raises LabError when
-    it runs nothing to kill."""
+    it runs nothing to kill, KeyError for a role the process lab lacks."""
     if record.release:
-        await managers.kill(client, leader)
+        await asyncio.to_thread(containers.kill, record.kubeconfig, "manager", pod=leader)
     else:
         os.kill(record.process(leader).pid, signal.SIGKILL)
 
@@ -74,6 +86,15 @@ async def restore(record: lab.Record, leader: str) -> lab.Record:
 async def metrics(client: lightkube.AsyncClient, record: lab.Record, leader: str) -> str:
     """What manager ``leader`` serves on ``/metrics``. Raises httpx2.HTTPError when it does
     not answer, LabError when its pod has no IP yet."""
-    if record.release:
-        return await managers.metrics(client, record.plan, leader)
-    return await asyncio.to_thread(lab.scrape, record, leader)
+    if not record.release:
+        return await asyncio.to_thread(lab.scrape, record, leader)
+    pod = await client.get(Pod, leader, namespace=release.NAMESPACE)
+    ip = pod.status.podIP if pod.status else None
+    if not ip:
+        raise netns.LabError(f"pod {release.NAMESPACE}/{leader}: no IP yet")
+
+    def get() -> str:
+        url = f"http://{ip}:{METRICS_PORT}/metrics"
+        return httpx2.get(url, timeout=METRICS_TIMEOUT).text
+
+    return await asyncio.to_thread(netns.call_in, record.plan.router_netns, get)

@@ -19,11 +19,12 @@ from typing import Final
 
 import pytest
 import pytest_asyncio
+from lightkube.resources.core_v1 import Pod
 
 from porterlb.api import reasons, wellknown
 from porterlb.kube import client as kube_client
 from porterlb.lab import benchlab, binaries, cluster, failover, lab
-from porterlb.lab.node import managers, mountns, nodelab, porterlb_image
+from porterlb.lab.node import mountns, nodelab, porterlb_image, release
 from tests.e2e import marks, reallab
 from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 from tests.waiting import eventually
@@ -164,6 +165,6 @@ async def test_a_control_plane_fault_moves_no_ip_and_fails_no_request(
 
 
 async def _restarts(failover_lab: SpeakerLab, pod: str) -> int:
-    found = await managers.pod(failover_lab.api, pod)
+    found = await failover_lab.api.get(Pod, pod, namespace=release.NAMESPACE)
     statuses = (found.status.containerStatuses if found.status else None) or []
     return sum(status.restartCount for status in statuses)
