@@ -25,9 +25,11 @@ from collections.abc import Callable
 from typing import Final
 
 import lightkube
+from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import benchlab, cluster, faults, lab, netns, plan
+from porterlb.lab import benchlab, cluster, faults, lab, leaders, netns, plan
+from porterlb.lab.node import release
 
 INTERVAL: Final = 0.1
 """Seconds between two requests from the client."""
@@ -75,6 +77,8 @@ async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
         say(f"Service default/web got {ip}; node {first.name} announces it")
         await _traffic(layout, ip, say, until=lambda node: node == first.name, limit=10.0)
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
+        if record.release:
+            say(await _leader(client, record, first.name))
 
         crash = await asyncio.to_thread(faults.for_record, record, "crash", first.name)
         say(f"crashing {first.name}: {_CRASH[bool(record.release)]}, cable pulled"
@@ -90,6 +94,20 @@ async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
             " (its speaker missed three heartbeats)"
         )
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
+
+
+async def _leader(client: lightkube.AsyncClient, record: lab.Record, announcer: str) -> str:
+    """Where the leading manager's pod runs: with the announcer, the crash takes the leader
+    too, and the standby waits for the Lease to expire (6 s) before it can move the IP."""
+    leader = await leaders.holder(client, record)
+    pod = await client.get(Pod, leader, namespace=release.NAMESPACE)
+    node = pod.spec.nodeName if pod.spec else None
+    if node == announcer:
+        return (
+            f"the leading manager, pod {leader}, runs on {node} too: the crash takes it along,"
+            " and its standby leads once the Lease expires (6 s), moving IPs 2.5 s later"
+        )
+    return f"the leading manager, pod {leader}, runs on {node}"
 
 
 async def _announcer(
