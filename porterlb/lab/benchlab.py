@@ -20,7 +20,7 @@ from porterlb import errors
 from porterlb.api.keys import ServiceKey
 from porterlb.kube import client as kube_client
 from porterlb.lab import cluster, lab
-from porterlb.lab.node import backends, nodelab
+from porterlb.lab.node import backends, nodelab, workloads
 
 Nodes = Literal["real", "process"]
 NODES: Final[tuple[Nodes, ...]] = get_args(Nodes)
@@ -70,13 +70,17 @@ async def create_service(
     """Create sample Service ``default/name`` with ``annotations``: in front of the backend
     pods on real nodes, of every worker's backend process on the process lab. Raises
     InvalidSpec if the API refuses it or the lab lacks the family."""
-    if record.release:
-        return await backends.create_service(
+    if not record.release:
+        return await cluster.create_service(
             client, record.plan, name, family=family, annotations=annotations
         )
-    return await cluster.create_service(
-        client, record.plan, name, family=family, annotations=annotations
-    )
+    if family != "ipv4":
+        raise errors.InvalidSpec(
+            f"Service {cluster.NAMESPACE}/{name}: family {family}: the real-node lab is IPv4"
+        )
+    manifest = backends.service(record.plan, name, annotations=annotations)
+    await workloads.create(client, [manifest])
+    return ServiceKey(f"{cluster.NAMESPACE}/{name}")
 
 
 async def _backends(record: lab.Record) -> None:

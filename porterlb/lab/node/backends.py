@@ -22,13 +22,12 @@ retries only after a second. The script listens with a backlog of 1024.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import lightkube
 from lightkube.resources.apps_v1 import Deployment
 
 from porterlb import errors
-from porterlb.api.keys import ServiceKey
 from porterlb.lab import cluster, plan
 from porterlb.lab.node import release, workloads
 
@@ -68,27 +67,14 @@ async def start(client: lightkube.AsyncClient, layout: plan.Lab) -> None:
     await workloads.wait_ready(client, DEPLOYMENT)
 
 
-async def create_service(
-    client: lightkube.AsyncClient,
-    layout: plan.Lab,
-    name: str,
-    *,
-    family: cluster.Family = "ipv4",
-    annotations: Mapping[str, str] | None = None,
-) -> ServiceKey:
-    """Create (or update) sample Service ``default/name`` in front of the backends, with
-    ``annotations`` besides the opt-in.
-
-    Raises InvalidSpec if the lab lacks the family or the API refuses it.
-    """
+def service(
+    layout: plan.Lab, name: str, *, annotations: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Sample Service ``default/name`` in front of the backends, with ``annotations`` besides
+    the opt-in."""
     manifest = workloads.service(layout, name, backends=DEPLOYMENT, policy="Local")
     manifest["metadata"]["annotations"].update(annotations or {})
-    if family != "ipv4":
-        raise errors.InvalidSpec(
-            f"Service {cluster.NAMESPACE}/{name}: family {family}: the real-node lab is IPv4"
-        )
-    await workloads.create(client, [manifest])
-    return ServiceKey(f"{cluster.NAMESPACE}/{name}")
+    return manifest
 
 
 async def _porterlb_image(client: lightkube.AsyncClient) -> str:
