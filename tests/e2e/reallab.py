@@ -4,16 +4,18 @@ the check that ``lab down`` left nothing."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightkube
+import pytest
 from lightkube.core.exceptions import ApiError
 
 from porterlb.lab import binaries, cluster, lab, netns, plan
 from porterlb.lab import processes as procs
-from porterlb.lab.node import images, mountns, nodelab
-from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
+from porterlb.lab.node import images, mountns, nodelab, porterlb_image
+from tests.e2e import marks
+from tests.e2e.conftest import IPAddress, SpeakerLab
 
 BUILT = all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
 """Whether ``porterlb lab build-control-plane --nodes`` has run (the modules skip otherwise)."""
@@ -25,9 +27,7 @@ SKIP_REASON = (
 )
 
 
-def helm_built() -> bool:
-    """Whether ``porterlb lab build-tools`` has fetched helm (the chart's modules skip
-    otherwise)."""
+def _helm_built() -> bool:
     try:
         binaries.helm()
     except binaries.BinariesMissing:
@@ -35,14 +35,22 @@ def helm_built() -> bool:
     return True
 
 
+CHART_MARKS = [
+    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
+    pytest.mark.skipif(not READY, reason=SKIP_REASON),
+    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
+]
+"""The marks of a module whose lab installs porterlb by its chart: root, the node binaries,
+helm, buildah and debootstrap."""
+
+
 @contextlib.contextmanager
-def chart_lab(workers: int) -> Iterator[lab.Record]:
-    """A real-node lab with porterlb installed by its chart, for one module; after ``lab
-    down`` nothing of it is left and the host's kernel tunables are as they were."""
+def checked(up: Callable[[str], lab.Record], name: str) -> Iterator[lab.Record]:
+    """The lab ``up(name)`` brings up, for a module; then removed, and checked gone with the
+    host's kernel tunables as they were."""
     host = mountns.host_values()
-    name = fresh_name()
     try:
-        yield nodelab.up(name, workers=workers, porterlb="chart")
+        yield up(name)
     finally:
         nodelab.down(name)
     assert leftovers(name) == []

@@ -27,16 +27,12 @@ from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
 from porterlb.lab import faults, lab
-from porterlb.lab.node import nodelab, porterlb_image, release
-from tests.e2e import marks, reallab
-from tests.e2e.conftest import SpeakerLab
+from porterlb.lab.node import nodelab, release
+from tests.e2e import reallab
+from tests.e2e.conftest import SpeakerLab, fresh_name
 from tests.waiting import eventually
 
-pytestmark = [
-    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
-    pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
-    pytest.mark.skipif(not reallab.helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
-]
+pytestmark = reallab.CHART_MARKS
 
 ROLLOUT = release.READY_TIMEOUT
 """Seconds for a rolling update of the speakers or a replaced pod to be Ready."""
@@ -46,7 +42,10 @@ WORKERS = 2
 
 @pytest.fixture(scope="module")
 def chart_record() -> Iterator[lab.Record]:
-    with reallab.chart_lab(WORKERS) as record:
+    def up(name: str) -> lab.Record:
+        return nodelab.up(name, workers=WORKERS, porterlb="chart")
+
+    with reallab.checked(up, fresh_name()) as record:
         yield record
 
 

@@ -37,17 +37,13 @@ from lightkube.resources.core_v1 import Pod
 from porterlb.kube import client as kube_client
 from porterlb.lab import faults, lab, netns, plan, sampler
 from porterlb.lab import processes as procs
-from porterlb.lab.node import containers, kubelet, nodelab, porterlb_image, release
+from porterlb.lab.node import containers, kubelet, nodelab, release
 from tests.e2e import faultprobes as probes
 from tests.e2e import marks, reallab
-from tests.e2e.conftest import IPAddress, SpeakerLab
+from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 from tests.waiting import eventually
 
-pytestmark = [
-    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, "ping", control_plane=True),
-    pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
-    pytest.mark.skipif(not reallab.helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
-]
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ping")]
 
 WORKERS: Final = 2
 
@@ -64,7 +60,10 @@ SEND_FAILURES: Final = re.compile(r"^porterlb_heartbeat_send_failures_total\{.*\
 
 @pytest.fixture(scope="module")
 def real_record() -> Iterator[lab.Record]:
-    with reallab.chart_lab(WORKERS) as record:
+    def up(name: str) -> lab.Record:
+        return nodelab.up(name, workers=WORKERS, porterlb="chart")
+
+    with reallab.checked(up, fresh_name()) as record:
         yield record
 
 
