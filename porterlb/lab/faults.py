@@ -367,7 +367,10 @@ def inject(record: lab.Record, fault: Plan) -> Plan:
 def heal(record: lab.Record, fault: Plan) -> lab.Record:
     """Undo ``fault`` (as :func:`inject` returned it): delete its tables, plug its cables
     back, restart what it killed (once it has exited), wait for what the kubelet restarts;
-    return the updated record. Raises LabError naming the step that failed."""
+    return the updated record. Raises LabError naming the step that failed, or before any
+    step for a plan that waits for restarted containers but lacks the time it was applied."""
+    if fault.ready and fault.at is None:
+        raise netns.LabError(f"fault {fault.kind}: heal the plan inject returned (it has .at)")
     for table in fault.tables:
         netns.run(table.netns, ["nft", "delete", "table", table.family, table.name])
     for port in fault.cables:
@@ -385,8 +388,6 @@ def heal(record: lab.Record, fault: Plan) -> lab.Record:
             record = lab.restart(record, role)
     if fault.replicas is not None:
         release.scale_managers(record.kubeconfig, fault.replicas)
-    if fault.ready and fault.at is None:
-        raise netns.LabError(f"fault {fault.kind}: heal the plan inject returned (it has .at)")
     for node in fault.ready:
         release.wait_speaker(record.kubeconfig, node, since=fault.at)
     for node in fault.pods:

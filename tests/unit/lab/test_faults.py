@@ -1,11 +1,12 @@
 """The fault plans of ``porterlb lab fault``: what each kind drops, kills and unplugs."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from porterlb import errors
-from porterlb.lab import apiproxy, faults, plan
+from porterlb.lab import apiproxy, faults, lab, netns, plan
 from porterlb.lab.node import nodelab
 
 LAB = plan.build("demo", 3, ipv6=True)
@@ -221,3 +222,9 @@ def test_real_tables_of_each_kind_and_worker_are_their_own():
         for table in build_real(kind, node).tables
     ]
     assert len(names) == len(set(names))
+
+
+def test_a_real_heal_refuses_a_plan_without_the_time_it_was_applied_before_touching_anything():
+    record = lab.Record(plan=LAB, directory=Path("/nonexistent"), processes=(), metrics={})
+    with pytest.raises(netns.LabError, match="heal the plan inject returned"):
+        faults.heal(record, build_real("speaker-kill"))
