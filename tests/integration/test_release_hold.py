@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import lightkube
 import pytest
 from lightkube.resources.core_v1 import Service
 from lightkube.types import PatchType
@@ -48,25 +47,18 @@ class HeldRelease:
         self.reached, self.gate = asyncio.Event(), asyncio.Event()
         self.calls = 0
 
-    async def __call__(
-        self,
-        client: lightkube.AsyncClient,
-        service: svc.Service,
-        plan: service_plan.Plan,
-        *,
-        resource_version: str,
-    ) -> None:
+    async def __call__(self, client, service: svc.Service, plan: service_plan.Plan, **at) -> None:
         if service.name != self.name or not (plan.unclaim or plan.ingress == ()):
-            return await self.write(client, service, plan, resource_version=resource_version)
+            return await self.write(client, service, plan, **at)
         self.calls += 1
         if self.calls == 1 and self.fail_first is not None:
             if self.fail_first == "after":
-                await self.write(client, service, plan, resource_version=resource_version)
+                await self.write(client, service, plan, **at)
             self.reached.set()
             raise errors.TransientError(f"Service {service.key}: the test lost this write")
         self.reached.set()
         await self.gate.wait()
-        return await self.write(client, service, plan, resource_version=resource_version)
+        return await self.write(client, service, plan, **at)
 
     def open(self) -> None:
         self.gate.set()
