@@ -100,6 +100,11 @@ class Ipam:
         """Eip -> when its status may be written again."""
         self._released_at: dict[ServiceKey, int] = {}
         """Service -> the revision of it the newest release still held was decided from."""
+        self._unsure: dict[ServiceKey, int] = {}
+        """Service -> the revision of it our last write was decided from, until the cache
+        holds a later one: till then the API may show IPs the cache does not (the write landed
+        unseen, or its outcome is unknown). Kept across terms: a write cut off by the end of
+        a term may still land."""
         self._kept: set[ServiceKey] = set()
         """Services that keep an IP while asking for another one that could not be had (a
         full pool, a taken IP): like those holding nothing, they wait for an address to free."""
@@ -275,7 +280,10 @@ class Ipam:
         for slot, orphan in diff.orphaned.items():
             # Another pool may serve the address now; the Service shows it until rewritten.
             obj = self.services.cache.get(slot.service)
-            if obj is not None and self.alloc.hold(slot, orphan):
+            if obj is None:
+                continue
+            shown = str(orphan.ip) in svc.parse(obj).ingress or slot.service in self._unsure
+            if shown and self.alloc.hold(slot, orphan):
                 self._released_at[slot.service] = reflector.object_revision(obj)
         for name, message in diff.rejected.items():
             problems[name] = (reasons.POOL_OVERLAP, message)
@@ -319,12 +327,17 @@ class Ipam:
         service_key = ServiceKey(key)
         obj = self.services.cache.get(key)
         service = None
-        if obj is not None:
+        if obj is None:
+            self._unsure.pop(service_key, None)
+        else:
             service = svc.parse(obj)
+            revision = reflector.object_revision(obj)
+            if self._unsure.get(service_key, revision) < revision:
+                del self._unsure[service_key]
             since = self._released_at.get(service_key)
             # Only a revision later than the release was decided from counts: an earlier one
             # may not show even our own write of the IP.
-            if since is not None and reflector.object_revision(obj) > since:
+            if since is not None and revision > since:
                 self._settle(service_key, service.ingress)
         pending = self._pending(service_key)
         namespace = key.partition("/")[0]
@@ -342,6 +355,11 @@ class Ipam:
                 lb_class=self.lb_class,
             ),
         )
+        if service is not None and service_key not in self._unsure and self._pending(service_key):
+            # Nothing of ours can make the Service show an IP the cache does not show on it
+            # (a claim write refused meanwhile): such an IP needs no hold. Held, it would leak
+            # (bench.churn: a Service turned NodePort before its IP was written).
+            self._settle(service_key, service.ingress)
         after = self._pending(service_key)
         if obj is not None and not after <= pending:
             self._released_at[service_key] = reflector.object_revision(obj)
@@ -367,6 +385,8 @@ class Ipam:
             self._written.pop(service_key, None)
             return queueing.Done()
         trimmed = self._not_yet_seen(service_key, plan)
+        if trimmed.claim or trimmed.unclaim or trimmed.ingress is not None:
+            self._unsure[service_key] = reflector.object_revision(obj)
         outcome = await queueing.attempt(
             self.write_service(
                 self.client, service, trimmed, resource_version=reflector.version(obj)

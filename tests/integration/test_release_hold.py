@@ -38,17 +38,25 @@ class HeldRelease:
     """Wraps an Ipam's write seam: the release writes of one Service wait for :meth:`open`.
 
     `fail_first` makes the first release write fail with a TransientError, after sending
-    it (``"after"``: its reply lost) or without (``"before"``: lost on the way).
+    it (``"after"``: its reply lost) or without (``"before"``: lost on the way). With `claim`
+    the writes held are those claiming an IP instead.
     """
 
-    def __init__(self, manager_ipam: ipam.Ipam, name: str, fail_first: str | None = None):
-        self.ipam, self.name, self.fail_first = manager_ipam, name, fail_first
+    def __init__(
+        self,
+        manager_ipam: ipam.Ipam,
+        name: str,
+        fail_first: str | None = None,
+        claim: bool = False,
+    ):
+        self.ipam, self.name, self.fail_first, self.claim = manager_ipam, name, fail_first, claim
         self.write = manager_ipam.write_service
         self.reached, self.gate = asyncio.Event(), asyncio.Event()
         self.calls = 0
 
     async def __call__(self, client, service: svc.Service, plan: service_plan.Plan, **at) -> None:
-        if service.name != self.name or not (plan.unclaim or plan.ingress == ()):
+        wanted = bool(plan.claim) if self.claim else plan.unclaim or plan.ingress == ()
+        if service.name != self.name or not wanted:
             return await self.write(client, service, plan, **at)
         self.calls += 1
         if self.calls == 1 and self.fail_first is not None:
@@ -170,3 +178,22 @@ async def test_a_new_leader_holds_what_a_service_leaving_the_class_still_shows(
         assert await showing(client, namespace, ip) == ["old"]
         seam.open()
         await handed_over(client, namespace, ip)
+
+
+async def test_an_ip_whose_claim_was_refused_is_not_held(client, namespace, net, eips):
+    """A Service that turns NodePort while the write giving it its IP is on its way: the
+    write is refused (Conflict), so the Service never shows the IP, and the IP goes back at
+    once. Held until the Service showed it no more, it leaked (bench.churn)."""
+    ip = f"{net}.7"
+    await one_address_pool(client, eips, namespace, ip)
+    async with running_manager(client) as manager:
+        async with held(manager.ipam, "old", claim=True) as seam:
+            await client.create(objects.service("old", namespace))
+            await eventually(seam.entered, what="the claim of old written")
+            away = {"spec": {"type": "NodePort"}}
+            await client.patch(
+                Service, "old", away, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        await client.create(objects.service("new", namespace))
+        await handed_over(client, namespace, ip)
+        assert await objects.ingress(client, "old", namespace) == ()
