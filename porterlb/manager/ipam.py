@@ -204,6 +204,10 @@ class Ipam:
         self.loaded = True
         for key in self.eips.cache:
             self.eip_queue.add(key)
+        # A Service refused for a full pool last term waits for an address to free: one
+        # freed by a release that landed as the term ended frees nothing in this term's
+        # allocator, which never held it (bench.churn: ten Services left without an IP).
+        self._requeue_pending()
 
     def _replay(self, service: svc.Service) -> None:
         try:
