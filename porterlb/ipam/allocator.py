@@ -21,6 +21,13 @@ Rules, and where they differ from OpenELB (``pkg/controllers/ipam/ipam.go``):
 - ``assign`` is idempotent: a key whose address still satisfies the request keeps it. A
   changed request moves the key: the new address is taken first and the old one released
   only then, so a failed move keeps the old address.
+- A released address can be *held* (:meth:`Allocator.hold`): it stays taken, by a pending
+  release of the key that gave it back, until :meth:`Allocator.settle` lifts the hold. The
+  manager holds what it releases until the write taking the IP off the Service has landed:
+  released in memory at once, the IP went to another Service whose write could land first,
+  and the API showed one IP on two Services (bench.churn counted 19 such reads in a run). A
+  hold counts as a holder everywhere (clashes, ``owner``, ``assigned``, ``usage().used``)
+  except that it never joins a sharing group, and the key that holds it takes it back freely.
 - Sharing: OpenELB shares a requested IP silently, with no check at all. porterlb follows
   MetalLB: two Services share an address only if both carry the same non-empty sharing key
   and their (protocol, port) sets are disjoint. With no IP requested, a sharing Service
@@ -133,13 +140,27 @@ class FamilyMismatch(errors.AllocationError):
 
 
 class _PoolState:
-    """One accepted pool and its occupancy; the integers are the addresses' values."""
+    """One accepted pool and its occupancy; the integers are the addresses' values.
 
-    __slots__ = ("by_sharing", "hi", "holders", "lo", "make", "services", "spec", "used")
+    An address is in ``used`` while it has holders or pending releases (or both).
+    """
+
+    __slots__ = (
+        "by_sharing",
+        "hi",
+        "holders",
+        "lo",
+        "make",
+        "pending",
+        "services",
+        "spec",
+        "used",
+    )
 
     def __init__(self, spec: pool.Pool) -> None:
         self.used = pool.UsedAddresses()
         self.holders: dict[int, tuple[Slot, ...]] = {}
+        self.pending: dict[int, dict[Slot, Sharing | None]] = {}
         self.by_sharing: dict[str, set[int]] = {}
         self.services = 0
         self.make: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address] = (
@@ -160,6 +181,8 @@ class Allocator:
         self._states: dict[PoolName, _PoolState] = {}
         self._rejected: dict[PoolName, str] = {}
         self._held: dict[Slot, Allocation] = {}
+        self._pending: dict[Slot, dict[address.IPAddress, Allocation]] = {}
+        """Key -> the addresses it gave back that are still held (see :meth:`hold`)."""
 
     def set_pools(self, pools: Sequence[pool.Pool]) -> PoolDiff:
         """Replace the pools, given oldest first; see :class:`PoolDiff` for the outcome.
@@ -186,6 +209,15 @@ class Allocator:
         }
         for key, held in orphaned.items():
             self._drop(key, held)
+        # Pending releases a pool no longer holds go to the pool now holding their address,
+        # if any: the Service still shows it, whichever pool it belongs to now.
+        moved = [
+            (key, self._pending[key][address_])
+            for name, state in self._states.items()
+            for key, address_ in _pending_misfits(state, accepted.get(name))
+        ]
+        for key, released in moved:
+            self._unhold(key, released)
         states: dict[PoolName, _PoolState] = {}
         for name, spec in accepted.items():
             state = self._states.get(name)
@@ -195,6 +227,8 @@ class Allocator:
                 state.retarget(spec)
             states[name] = state
         self._states, self._rejected = states, rejected
+        for key, released in moved:
+            self.hold(key, released)
         return PoolDiff(rejected=rejected, orphaned=orphaned)
 
     def assign(self, key: Slot, request: Request) -> Allocation:
@@ -237,6 +271,44 @@ class Allocator:
         self._drop(key, held)
         return held.ip
 
+    def hold(self, key: Slot, released: Allocation) -> bool:
+        """Keep the address of `released`, which `key` gave back, taken until :meth:`settle`.
+
+        While held, the address is handed to nobody who could not share it with `released`,
+        and `key` may take it back. Nothing is held (False) when no accepted pool serves the
+        address, or when `key` holds it anyway.
+        """
+        state = self._covering(released.ip)
+        if state is None:
+            return False
+        n = int(released.ip)
+        if key in state.holders.get(n, ()):
+            return False
+        pending = state.pending.get(n)
+        if pending is None:
+            if n not in state.holders:
+                state.used.add(n)
+            pending = state.pending[n] = {}
+        pending[key] = released.sharing
+        kept = Allocation(state.spec.name, released.ip, released.sharing)
+        self._pending.setdefault(key, {})[released.ip] = kept
+        return True
+
+    def settle(self, key: Slot, ip: address.IPAddress) -> bool:
+        """Lift the hold `key` has on `ip`; whether there was one (idempotent).
+
+        The address is free again unless somebody else holds it.
+        """
+        released = self._pending.get(key, {}).get(ip)
+        if released is None:
+            return False
+        self._unhold(key, released)
+        return True
+
+    def pending(self, key: Slot) -> Mapping[address.IPAddress, Allocation]:
+        """The addresses `key` gave back that are still held, with the pool holding each."""
+        return dict(self._pending.get(key, {}))
+
     def holding(self, key: Slot) -> Allocation | None:
         """The allocation `key` holds, if any."""
         return self._held.get(key)
@@ -246,12 +318,12 @@ class Allocator:
         return types.MappingProxyType(self._held)
 
     def owner(self, ip: address.IPAddress) -> frozenset[Slot]:
-        """The keys holding `ip`: empty when it is free or in no pool."""
+        """The keys holding `ip`, or holding it back: empty when it is free or in no pool."""
+        state = self._covering(ip)
+        if state is None:
+            return frozenset()
         n = int(ip)
-        for state in self._states.values():
-            if state.spec.addresses.family == ip.version and state.lo <= n <= state.hi:
-                return frozenset(state.holders.get(n, ()))
-        return frozenset()
+        return frozenset((*state.holders.get(n, ()), *state.pending.get(n, ())))
 
     def family(self, name: PoolName) -> address.Family | None:
         """The IP family of pool `name`; None for an unknown or rejected one."""
@@ -269,7 +341,20 @@ class Allocator:
         Raises PoolMissing for an unknown or rejected pool.
         """
         state = self._state(name)
-        return {state.make(n): frozenset(keys) for n, keys in sorted(state.holders.items())}
+        holders: dict[int, tuple[Slot, ...]] = state.holders
+        if state.pending:
+            holders = dict(holders)
+            for n, pending in state.pending.items():
+                holders[n] = (*holders.get(n, ()), *pending)
+        return {state.make(n): frozenset(keys) for n, keys in sorted(holders.items())}
+
+    def _covering(self, ip: address.IPAddress) -> _PoolState | None:
+        """The accepted pool whose usable addresses include `ip`, if any."""
+        n = int(ip)
+        for state in self._states.values():
+            if state.spec.addresses.family == ip.version and state.lo <= n <= state.hi:
+                return state
+        return None
 
     def _state(self, name: PoolName) -> _PoolState:
         state = self._states.get(name)
@@ -310,27 +395,28 @@ class Allocator:
         return free
 
     def _clash(self, state: _PoolState, n: int, key: Slot, sharing: Sharing | None) -> str | None:
-        """Why `key` with `sharing` cannot hold address `n` beside its holders; None if it can."""
+        """Why `key` with `sharing` cannot hold address `n` beside its holders and those
+        holding it back; None if it can."""
         for other in state.holders.get(n, ()):
-            if other == key:
-                continue
-            theirs = self._held[other].sharing
-            if theirs is None:
-                return f"is held by {other}, which has no sharing key"
-            if sharing is None:
-                return f'is held by {other} with sharing key "{theirs.key}", and {key} has none'
-            if theirs.key != sharing.key:
-                return f'is held by {other} with sharing key "{theirs.key}", not "{sharing.key}"'
-            common = sharing.ports & theirs.ports
-            if common:
-                protocol, port = min(common)
-                return f"is held by {other}, which also uses {protocol}/{port}"
+            if other != key:
+                why = _refusal(other, self._held[other].sharing, key, sharing)
+                if why is not None:
+                    return f"is held by {other}{why}"
+        for other, theirs in state.pending.get(n, {}).items():
+            if other != key:
+                why = _refusal(other, theirs, key, sharing)
+                if why is not None:
+                    return f"is still shown by {other}, whose release is being written{why}"
         return None
 
     def _take(self, key: Slot, state: _PoolState, n: int, sharing: Sharing | None) -> Allocation:
+        mine = self._pending.get(key)
+        if mine is not None and (released := mine.get(state.make(n))) is not None:
+            self._unhold(key, released)  # taken back: the allocation keeps it now
         holders = state.holders.get(n)
         if holders is None:
-            state.used.add(n)
+            if n not in state.pending:
+                state.used.add(n)
             state.holders[n] = (key,)
         else:
             state.holders[n] = (*holders, key)
@@ -349,7 +435,8 @@ class Allocator:
             state.holders[n] = tuple(other for other in holders if other != key)
         else:
             del state.holders[n]
-            state.used.remove(n)
+            if n not in state.pending:
+                state.used.remove(n)
             if held.sharing is not None:
                 group = state.by_sharing[held.sharing.key]
                 group.discard(n)
@@ -357,6 +444,36 @@ class Allocator:
                     del state.by_sharing[held.sharing.key]
         state.services -= 1
         del self._held[key]
+
+    def _unhold(self, key: Slot, released: Allocation) -> None:
+        state = self._states[released.pool]
+        n = int(released.ip)
+        pending = state.pending[n]
+        del pending[key]
+        if not pending:
+            del state.pending[n]
+            if n not in state.holders:
+                state.used.remove(n)
+        mine = self._pending[key]
+        del mine[released.ip]
+        if not mine:
+            del self._pending[key]
+
+
+def _refusal(other: Slot, theirs: Sharing | None, key: Slot, sharing: Sharing | None) -> str | None:
+    """Why `key` with `sharing` cannot share an address with `other` and `theirs`, as the end
+    of a sentence naming `other`; None if it can."""
+    if theirs is None:
+        return ", which has no sharing key"
+    if sharing is None:
+        return f' with sharing key "{theirs.key}", and {key} has none'
+    if theirs.key != sharing.key:
+        return f' with sharing key "{theirs.key}", not "{sharing.key}"'
+    common = sharing.ports & theirs.ports
+    if common:
+        protocol, port = min(common)
+        return f", which also uses {protocol}/{port}"
+    return None
 
 
 def _describe(spec: pool.Pool) -> str:
@@ -380,13 +497,31 @@ def _overlapping(claimed: SortedList, span: address.AddressRange) -> PoolName | 
 
 def _misfits(state: _PoolState, spec: pool.Pool | None) -> list[Slot]:
     """The keys holding an address of `state` that `spec`, its replacement, does not hold."""
-    if spec is not None and spec.usable == state.spec.usable:
+    kept = _kept(state, spec)
+    if kept is None:
         return []
-    same_family = spec is not None and spec.addresses.family == state.spec.addresses.family
-    lo, hi = (int(spec.usable.first), int(spec.usable.last)) if spec is not None else (0, -1)
+    return [key for n, keys in state.holders.items() if n not in kept for key in keys]
+
+
+def _pending_misfits(
+    state: _PoolState, spec: pool.Pool | None
+) -> list[tuple[Slot, address.IPAddress]]:
+    """The pending releases of `state` that `spec`, its replacement, does not hold."""
+    kept = _kept(state, spec)
+    if kept is None:
+        return []
     return [
-        key
-        for n, keys in state.holders.items()
-        if not (same_family and lo <= n <= hi)
-        for key in keys
+        (key, state.make(n))
+        for n, pending in state.pending.items()
+        if n not in kept
+        for key in pending
     ]
+
+
+def _kept(state: _PoolState, spec: pool.Pool | None) -> range | None:
+    """The addresses of `state` that `spec`, its replacement, still holds (None: all)."""
+    if spec is not None and spec.usable == state.spec.usable:
+        return None
+    if spec is None or spec.addresses.family != state.spec.addresses.family:
+        return range(0)
+    return range(int(spec.usable.first), int(spec.usable.last) + 1)

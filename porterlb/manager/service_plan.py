@@ -5,6 +5,12 @@ returns a :class:`Plan`: which marks to write, which ingress to publish, which E
 post. The only state it touches is the in-memory allocator, whose calls change nothing when
 they fail, so a plan that is never written can be decided again safely.
 
+An IP taken off a Service that still exists (it leaves the class, is being deleted, moves
+to another IP or stops asking for a family) is held, not freed (:meth:`Allocator.hold`): the
+Service shows it until the write taking it off lands, and until then it goes to nobody who
+could not share it with that Service. The manager settles the hold (see
+:mod:`porterlb.manager.ipam`). Only a Service gone from the cache frees its IPs at once.
+
 Bad input never disturbs what works: a malformed annotation or a request that cannot be
 met leaves a Service's current IP in place and reports why; only a Service whose pool
 went away, or that stopped being ours, loses its IP.
@@ -99,7 +105,21 @@ def holdings(alloc: allocator.Allocator, key: ServiceKey) -> dict[int, allocator
     return found
 
 
-def _ours_marked(service: svc.Service) -> bool:
+def settle(
+    alloc: allocator.Allocator, key: ServiceKey, *, shown: Collection[str]
+) -> frozenset[PoolName]:
+    """Lift the holds of `key` on IPs it no longer shows (`shown`: the ingress it does show);
+    the pools of the addresses freed."""
+    freed = set()
+    for family in FAMILIES:
+        slot = Slot(key, family)
+        for ip, released in alloc.pending(slot).items():
+            if str(ip) not in shown and alloc.settle(slot, ip):
+                freed.add(released.pool)
+    return frozenset(freed)
+
+
+def ours_marked(service: svc.Service) -> bool:
     return (
         wellknown.SERVICE_FINALIZER in service.finalizers
         or service.label(wellknown.POOL_LABEL) is not None
@@ -119,11 +139,14 @@ def _release(
     marked as ours: another class's controller owns the status of its Services.
     """
     held = list(holdings(ctx.alloc, key).values())
-    for allocation in held:
-        ctx.alloc.release(Slot(key, allocation.ip.version))
     if service is None:
-        return Plan(freed=bool(held), pools=_pools(*held))
-    marked = _ours_marked(service)
+        for allocation in held:
+            ctx.alloc.release(Slot(key, allocation.ip.version))
+        settled = settle(ctx.alloc, key, shown=())
+        return Plan(freed=bool(held or settled), pools=_pools(*held) | settled)
+    for allocation in held:
+        _give_back(ctx.alloc, key, allocation)
+    marked = ours_marked(service)
     reports: tuple[Report, ...] = ()
     if held:
         why = "is being deleted" if service.deleting else "is no longer a porterlb LoadBalancer"
@@ -143,6 +166,13 @@ def _release(
         freed=bool(held),
         pools=_pools(*held),
     )
+
+
+def _give_back(alloc: allocator.Allocator, key: ServiceKey, held: allocator.Allocation) -> None:
+    """Release what `key` holds of the family of `held`, holding the IP until it is settled."""
+    slot = Slot(key, held.ip.version)
+    alloc.release(slot)
+    alloc.hold(slot, held)
 
 
 def _listed(held: Sequence[allocator.Allocation]) -> str:
@@ -175,6 +205,8 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
         assigned.append(allocation)
         if held is None:
             taken.append(allocation)
+        elif allocation.ip != held.ip:  # moved: the old IP is shown until the write lands
+            ctx.alloc.hold(Slot(service.key, held.ip.version), held)
     if missing and svc.every_family(service) and len(asks) > 1:
         for allocation in taken:  # RequireDualStack: every family, or no new IP at all
             ctx.alloc.release(Slot(service.key, allocation.ip.version))
@@ -189,7 +221,7 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
     if missing:
         got.extend(unlisted)  # a request that cannot be met moves nothing
     for allocation in dropped:  # a family the Service no longer asks for
-        ctx.alloc.release(Slot(service.key, allocation.ip.version))
+        _give_back(ctx.alloc, service.key, allocation)
     reports = _news(service, got, assigned, dropped, missing, families=len(asks))
     changed = set(before.values()) ^ set(got)
     freed = any(allocation not in got for allocation in before.values())
@@ -201,7 +233,7 @@ def _allocate(service: svc.Service, ctx: Context) -> Plan:
     if missing:
         plan = replace(plan, failure=metrics.failure_reason(missing[0][1]))
     if not got and missing:
-        return replace(plan, unclaim=_ours_marked(service), claim=None)
+        return replace(plan, unclaim=ours_marked(service), claim=None)
     return plan
 
 
@@ -350,7 +382,7 @@ def _failed(
     label = metrics.failure_reason(failure)
     if held:
         return replace(_recorded(service, held, reports=(report,)), failure=label)
-    marked = _ours_marked(service)
+    marked = ours_marked(service)
     return Plan(
         unclaim=marked,
         ingress=() if service.ingress else None,

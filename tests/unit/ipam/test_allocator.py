@@ -77,6 +77,25 @@ def release(key: str) -> Act:
     return act
 
 
+def give_back(key: str) -> Act:
+    """``release`` and ``hold`` what was released, as the manager gives an IP back."""
+
+    def act(state: allocator.Allocator) -> bool | None:
+        held = state.holding(slot(key))
+        state.release(slot(key))
+        return None if held is None else state.hold(slot(key), held)
+
+    return act
+
+
+def settle(key: str, ip: str) -> Act:
+    return lambda state: state.settle(slot(key), ipaddress.ip_address(ip))
+
+
+def pending(key: str) -> Act:
+    return lambda state: sorted(map(str, state.pending(slot(key))))
+
+
 def usage(name: str) -> Act:
     def act(state: allocator.Allocator) -> tuple[int, int, int]:
         counts = state.usage(PoolName(name))
@@ -409,7 +428,80 @@ SCENARIOS = {
         Step(assign("shop/db", "lan", share="k TCP/443"), "198.18.0.1"),
         Step(assign("shop/dns", "lan", share="k UDP/53"), "198.18.0.1"),
     ],
+    "a-held-release-hands-the-address-to-nobody-until-settled": [
+        Step(pools("lan=198.18.0.0/30"), NO_DIFF),
+        Step(assign("shop/web", "lan"), "198.18.0.1"),
+        Step(assign("shop/db", "lan"), "198.18.0.2"),
+        Step(give_back("shop/web"), True),
+        Step(holding("shop/web"), None),
+        Step(pending("shop/web"), ["198.18.0.1"]),
+        Step(owner("198.18.0.1"), ["shop/web"]),
+        Step(usage("lan"), (2, 2, 1)),
+        fails(
+            assign("shop/api", "lan"),
+            allocator.PoolFull,
+            'Service shop/api: pool "lan" (198.18.0.0/30) has no free address',
+        ),
+        fails(
+            assign("shop/api", "lan", "198.18.0.1"),
+            allocator.IPInUse,
+            'Service shop/api: 198.18.0.1 in pool "lan" is still shown by shop/web, whose'
+            " release is being written, which has no sharing key",
+        ),
+        Step(settle("shop/db", "198.18.0.1"), False),
+        Step(settle("shop/web", "198.18.0.1"), True),
+        Step(settle("shop/web", "198.18.0.1"), False),
+        Step(owner("198.18.0.1"), []),
+        Step(assign("shop/api", "lan"), "198.18.0.1"),
+        Step(usage("lan"), (2, 2, 2)),
+    ],
+    "a-moved-key-takes-its-held-address-back": [
+        Step(pools(LAN), NO_DIFF),
+        Step(assign("shop/web", "lan"), "198.18.0.1"),
+        Step(assign("shop/web", "lan", "198.18.0.9"), "198.18.0.9"),
+        Step(lambda state: state.hold(slot("shop/web"), _at("lan", "198.18.0.1")), True),
+        Step(assign("shop/db", "lan"), "198.18.0.2"),
+        Step(assign("shop/web", "lan", "198.18.0.1"), "198.18.0.1"),
+        Step(pending("shop/web"), []),
+        Step(owner("198.18.0.1"), ["shop/web"]),
+        Step(usage("lan"), (2, 254, 2)),
+        Step(lambda state: state.hold(slot("shop/web"), _at("lan", "198.18.0.1")), False),
+    ],
+    "a-held-shared-address-admits-only-who-could-share-with-it": [
+        Step(pools(LAN), NO_DIFF),
+        Step(assign("shop/web", "lan", share="k TCP/80"), "198.18.0.1"),
+        Step(give_back("shop/web"), True),
+        Step(assign("shop/api", "lan", share="k TCP/443"), "198.18.0.2"),
+        fails(
+            assign("shop/dns", "lan", "198.18.0.1", share="k TCP/80"),
+            allocator.IPInUse,
+            'Service shop/dns: 198.18.0.1 in pool "lan" is still shown by shop/web, whose'
+            " release is being written, which also uses TCP/80",
+        ),
+        Step(assign("shop/dns", "lan", "198.18.0.1", share="k UDP/53"), "198.18.0.1"),
+        Step(settle("shop/web", "198.18.0.1"), True),
+        Step(owner("198.18.0.1"), ["shop/dns"]),
+        Step(usage("lan"), (2, 254, 2)),
+    ],
+    "held-releases-follow-their-address-to-the-pool-now-holding-it": [
+        Step(pools("a=198.18.0.0/29", "b=198.18.0.8/29"), NO_DIFF),
+        Step(assign("shop/web", "a", "198.18.0.6"), "198.18.0.6"),
+        Step(give_back("shop/web"), True),
+        Step(pools("a=198.18.0.0/30", "b=198.18.0.4-198.18.0.15"), NO_DIFF),
+        Step(usage("a"), (0, 2, 0)),
+        Step(usage("b"), (1, 12, 0)),
+        fails(assign("shop/db", "b", "198.18.0.6"), allocator.IPInUse, "still shown by"),
+        Step(pools("a=198.18.0.0/30"), NO_DIFF),
+        Step(pending("shop/web"), []),
+        Step(lambda state: state.hold(slot("shop/web"), _at("a", "198.18.0.6")), False),
+        Step(pools("a=198.18.0.0/29"), NO_DIFF),
+        Step(assign("shop/db", "a"), "198.18.0.1"),
+    ],
 }
+
+
+def _at(name: str, ip: str) -> allocator.Allocation:
+    return allocator.Allocation(PoolName(name), ipaddress.ip_address(ip))
 
 
 @pytest.mark.parametrize("steps", list(SCENARIOS.values()), ids=list(SCENARIOS))

@@ -1,7 +1,10 @@
 """The allocator against a naive model that enumerates small pools, under random operations.
 
 The model states the rules the plainest way (scan every address, in order); the allocator
-must agree with it on every outcome, and on every read after every step.
+must agree with it on every outcome, and on every read after every step. Releases are
+given back held or not, and held ones settled in any order, as the manager's release writes
+land or fail: no address is ever in the hands of two holders that could not share it (a hold
+counts as a holder), and none leaks (every used address has a holder).
 """
 
 import ipaddress
@@ -66,14 +69,22 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.allocator = allocator.Allocator()
         self.pools: dict[PoolName, pool.Pool] = {}
         self.held: dict[Slot, allocator.Allocation] = {}
+        self.pending: dict[Slot, dict[address.IPAddress, allocator.Allocation]] = {}
 
     # The model.
+
+    def pending_at(self, ip: address.IPAddress) -> dict[Slot, allocator.Allocation]:
+        return {key: mine[ip] for key, mine in self.pending.items() if ip in mine}
+
+    def hands(self, ip: address.IPAddress) -> list[tuple[Slot, allocator.Allocation]]:
+        """Every holder of `ip`, held or held back."""
+        return [*self.holders(ip).items(), *self.pending_at(ip).items()]
 
     def holders(self, ip: address.IPAddress) -> dict[Slot, allocator.Allocation]:
         return {key: held for key, held in self.held.items() if held.ip == ip}
 
     def fits(self, key: Slot, ip: address.IPAddress, sharing: allocator.Sharing | None) -> bool:
-        for other, held in self.holders(ip).items():
+        for other, held in self.hands(ip):
             if other == key:
                 continue
             if sharing is None or held.sharing is None or held.sharing.key != sharing.key:
@@ -112,12 +123,15 @@ class AllocatorMachine(RuleBasedStateMachine):
                 if joinable and self.fits(key, ip, request.sharing):
                     return allocator.Allocation(spec.name, ip, request.sharing)
         for ip in candidates:
-            if not self.holders(ip):
+            if not self.hands(ip):
                 return allocator.Allocation(spec.name, ip, request.sharing)
         return allocator.PoolFull
 
     def snapshot(self) -> dict[str, object]:
-        seen: dict[str, object] = {"held": dict(self.allocator.allocations())}
+        seen: dict[str, object] = {
+            "held": dict(self.allocator.allocations()),
+            "pending": {key: dict(self.allocator.pending(key)) for key in KEYS},
+        }
         for name in NAMES:
             try:
                 seen[name] = (self.allocator.usage(name), self.allocator.assigned(name))
@@ -151,6 +165,14 @@ class AllocatorMachine(RuleBasedStateMachine):
         assert dict(diff.orphaned) == orphaned
         self.pools = accepted
         self.held = {key: held for key, held in self.held.items() if key not in orphaned}
+        moved: dict[Slot, dict[address.IPAddress, allocator.Allocation]] = {}
+        for key, mine in self.pending.items():
+            for ip, released in mine.items():
+                covering = [spec for spec in accepted.values() if spec.usable.contains(ip)]
+                if covering:
+                    kept = allocator.Allocation(covering[0].name, ip, released.sharing)
+                    moved.setdefault(key, {})[ip] = kept
+        self.pending = moved
 
     @rule(
         data=st.data(),
@@ -180,6 +202,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         if isinstance(expected, allocator.Allocation):
             assert self.allocator.assign(key, request) == expected
             self.held[key] = expected
+            self.forget(key, expected.ip)  # taken back
             return
         before = self.snapshot()
         with pytest.raises(expected):
@@ -190,8 +213,38 @@ class AllocatorMachine(RuleBasedStateMachine):
     def release(self, key: Slot) -> None:
         held = self.held.pop(key, None)
         assert self.allocator.release(key) == (None if held is None else held.ip)
-        if held is not None and not self.holders(held.ip):
+        if held is not None and not self.hands(held.ip):
             assert self.allocator.owner(held.ip) == frozenset()
+
+    @rule(key=st.sampled_from(KEYS))
+    def give_back(self, key: Slot) -> None:
+        """A release held until its write lands, as the manager releases."""
+        held = self.held.pop(key, None)
+        assert self.allocator.release(key) == (None if held is None else held.ip)
+        if held is not None:
+            assert self.allocator.hold(key, held)
+            self.pending.setdefault(key, {})[held.ip] = held
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data(), key=st.sampled_from(KEYS), sharing=st.sampled_from(SHARINGS))
+    def ask_for_a_held_address(self, data, key, sharing) -> None:
+        """Another Service (or the one giving it back) asks for an address still held."""
+        released = data.draw(st.sampled_from(self.all_pending()))[1]
+        self.check_assign(key, allocator.Request(released.pool, released.ip, sharing=sharing))
+
+    @rule(data=st.data(), key=st.sampled_from(KEYS))
+    def settle(self, data: st.DataObject, key: Slot) -> None:
+        """A release write lands (or the cache shows it did), in any order."""
+        mine = sorted(self.pending.get(key, ()), key=lambda ip: (ip.version, ip))
+        ip = data.draw((st.sampled_from(mine) if mine else st.nothing()) | st.sampled_from(IPS))
+        assert self.allocator.settle(key, ip) == (ip in self.pending.get(key, {}))
+        self.forget(key, ip)
+
+    def forget(self, key: Slot, ip: address.IPAddress) -> None:
+        mine = self.pending.get(key, {})
+        mine.pop(ip, None)
+        if not mine:
+            self.pending.pop(key, None)
 
     @precondition(lambda self: any(not spec.disabled for spec in self.pools.values()))
     @rule(data=st.data())
@@ -213,29 +266,38 @@ class AllocatorMachine(RuleBasedStateMachine):
     @invariant()
     def reads_match_the_model(self) -> None:
         assert dict(self.allocator.allocations()) == self.held
+        for key in KEYS:
+            assert set(self.allocator.pending(key)) == set(self.pending.get(key, ()))
         for name, spec in self.pools.items():
             groups: dict[address.IPAddress, set[Slot]] = defaultdict(set)
             for key, held in self.held.items():
                 if held.pool == name:
                     groups[held.ip].add(key)
             services = sum(len(keys) for keys in groups.values())
+            for key, mine in self.pending.items():
+                for ip, released in mine.items():
+                    if released.pool == name:
+                        groups[ip].add(key)
             assert self.allocator.usage(name) == allocator.PoolUsage(
                 len(groups), spec.usable.size, services
             )
             assert self.allocator.assigned(name) == {ip: frozenset(k) for ip, k in groups.items()}
         for ip in IPS:
-            assert self.allocator.owner(ip) == frozenset(self.holders(ip))
+            assert self.allocator.owner(ip) == {key for key, _ in self.hands(ip)}
 
     @invariant()
     def addresses_are_shared_only_by_consent(self) -> None:
-        for key, held in self.held.items():
+        for key, held in [*self.held.items(), *self.all_pending()]:
             assert self.pools[held.pool].usable.contains(held.ip)
-            for other, theirs in self.holders(held.ip).items():
+            for other, theirs in self.hands(held.ip):
                 if other == key:
                     continue
                 assert held.sharing is not None and theirs.sharing is not None
                 assert held.sharing.key == theirs.sharing.key
                 assert not held.sharing.ports & theirs.sharing.ports
+
+    def all_pending(self) -> list[tuple[Slot, allocator.Allocation]]:
+        return [(key, released) for key, mine in self.pending.items() for released in mine.values()]
 
 
 TestAllocator = AllocatorMachine.TestCase

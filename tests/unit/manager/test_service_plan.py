@@ -308,7 +308,8 @@ def test_sharing_key_without_a_partner_takes_a_free_address():
 # -- moving ----------------------------------------------------------------------------------
 
 
-def test_moved_to_another_pool_frees_the_old_address():
+def test_moved_to_another_pool_holds_the_old_address_until_settled():
+    """The Service shows the old address until the move is written: nobody else gets it."""
     ctx = context(
         make_eip("lan", "198.18.0.0/24", default=True), make_eip("big", "198.18.1.0/24", day=2)
     )
@@ -323,7 +324,12 @@ def test_moved_to_another_pool_frees_the_old_address():
         pools=frozenset({LAN, BIG}),
     )
     assert held(ctx) == {"shop/web": "big:198.18.1.5"}
-    assert ctx.alloc.owner(ipaddress.ip_address("198.18.0.1")) == frozenset()
+    old = ipaddress.ip_address("198.18.0.1")
+    assert ctx.alloc.owner(old) == {Slot(WEB, 4)}
+    with pytest.raises(allocator.IPInUse, match="still shown by shop/web"):
+        ctx.alloc.assign(Slot(ServiceKey("shop/db"), 4), allocator.Request(LAN, old))
+    assert ctx.alloc.settle(Slot(WEB, 4), old)
+    assert ctx.alloc.owner(old) == frozenset()
 
 
 def test_moved_within_the_pool_frees_the_old_address():

@@ -289,6 +289,7 @@ def test_no_ip_leaks_or_is_held_twice_whatever_the_changes(steps):
             pools = plan.claim
         if plan.unclaim:
             pools = ()
+        service_plan.settle(alloc, WEB, shown=ingress)  # the write landed
         holding = service_plan.holdings(alloc, WEB)
         assert sorted(str(a.ip) for a in holding.values()) == sorted(ingress)
         assert tuple(a.pool for a in holding.values()) == tuple(
