@@ -40,6 +40,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -173,6 +174,8 @@ class _Child:
         self.announcer = announcer.Announcer(open_conn=self._open, on_conflict=self._conflict)
         self.speaker: Any = None
         """The speaker holding the Service watch cache (``services``), kept alive."""
+        self.client: Any = None
+        """The speaker's API client (``--imports speaker``), which never connects."""
         self.profile: cProfile.Profile | None = None
         self.snapshots: dict[str, tracemalloc.Snapshot] = {}
         self.assigned_at = time.monotonic()
@@ -217,23 +220,11 @@ class _Child:
 
     async def cmd_services(self, ips: list[str], node: str) -> dict[str, Any]:
         """Feed a speaker of `node` one Service event per IP of `ips`, all assigned to it."""
-        # The speaker's imports, loaded here so that --imports l2 keeps its baseline.
-        import lightkube
-
         from bench import _service_objects
         from porterlb.speaker import agent
 
-        config = lightkube.KubeConfig.from_dict(
-            {
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
-                "users": [{"name": "u", "user": {"token": "never-sent"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-        self.speaker = agent.Speaker(
-            lightkube.AsyncClient(config=config), node=NodeName(node), netns=self.args.netns
-        )
+        assert self.client is not None, "services needs --imports speaker"
+        self.speaker = agent.Speaker(self.client, node=NodeName(node), netns=self.args.netns)
         started = time.monotonic()
         for index, ip in enumerate(ips):
             self.speaker.services.receive(_service_objects.event(index, ip, node=node, pool="lan"))
@@ -402,10 +393,11 @@ class _Child:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    if args.imports == "speaker":
-        # The real ``porterlb speaker`` loads the Kubernetes client as well: the baseline RSS.
-        import porterlb.speaker.agent  # noqa: F401
     child = _Child(args)
+    if args.imports == "speaker":
+        # The real ``porterlb speaker`` loads and builds its Kubernetes client before it
+        # learns of any IP: part of the baseline RSS.
+        child.client = _speaker_client()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)  # an assign of 10,000 IPs is ~200 KB
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -516,6 +508,26 @@ def _reference_loop() -> float:
         total += i
     assert total
     return time.process_time() - started
+
+
+def _speaker_client() -> Any:
+    """A client built as ``porterlb speaker`` builds its own (its transport included), for a
+    server it never reaches."""
+    import lightkube
+
+    import porterlb.speaker.agent  # noqa: F401  (the rest of the speaker's imports)
+    from porterlb.kube import transport
+
+    config = lightkube.KubeConfig.from_dict(
+        {
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+            "users": [{"name": "u", "user": {"token": "never-sent"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+        }
+    )
+    tls = ssl.create_default_context()
+    return lightkube.AsyncClient(config=config, transport=transport.make("httpx2", tls=tls))
 
 
 def _die_with_parent() -> None:

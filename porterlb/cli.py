@@ -34,7 +34,7 @@ import porterlb.metrics  # noqa: F401  (porterlb_build_info, for every role)
 from porterlb import health, logs
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
-from porterlb.kube import election, secrets
+from porterlb.kube import election, secrets, transport
 from porterlb.l2 import conflicts
 from porterlb.liveness import drain, guard, tracker, udp
 from porterlb.status import command as status_command
@@ -338,7 +338,7 @@ def _run_manager(args: argparse.Namespace) -> int:
 
     metrics_at = _address("--metrics-addr", args.metrics_addr)
     health_at = _address("--health-addr", args.health_addr)
-    client = _connect(args.kubeconfig)
+    client = _connect(args.kubeconfig, via="aiohttp")
     namespace = _own_namespace(args.kubeconfig)
     lease_namespace = args.lease_namespace or namespace
     secret_namespace, secret_name = _secret(args, namespace)
@@ -397,7 +397,7 @@ def _run_speaker(args: argparse.Namespace) -> int:
     metrics_at = _address("--metrics-addr", args.metrics_addr)
     health_at = _address("--health-addr", args.health_addr)
     addresses = tuple(a.strip() for a in args.heartbeat_addr.split(",") if a.strip())
-    client = _connect(args.kubeconfig)
+    client = _connect(args.kubeconfig, via="httpx2")  # few requests: aiohttp is not worth its RSS
     namespace = _own_namespace(args.kubeconfig)
     secret_namespace, secret_name = _secret(args, namespace)
     _started(args, namespace=namespace, heartbeat_secret=f"{secret_namespace}/{secret_name}")
@@ -439,10 +439,10 @@ def _run_speaker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connect(kubeconfig: Path | None) -> lightkube.AsyncClient:
+def _connect(kubeconfig: Path | None, *, via: transport.Kind) -> lightkube.AsyncClient:
     """The role's API client; Usage when there is no configuration to build it from."""
     try:
-        return kube_client.connect(kubeconfig)
+        return kube_client.connect(kubeconfig, via=via)
     except (kube_client.NoConfig, ConfigError, OSError) as problem:
         raise Usage(str(problem)) from None
 

@@ -109,8 +109,10 @@ def connect(
     *,
     timeout: httpx2.Timeout = REQUEST_TIMEOUT,
     in_cluster: InCluster | None = None,
+    via: transport.Kind = "aiohttp",
 ) -> lightkube.AsyncClient:
-    """A client from `kubeconfig`, or the in-cluster service account when it is None.
+    """A client from `kubeconfig`, or the in-cluster service account when it is None, whose
+    requests go out `via` that transport.
 
     Raises NoConfig when there is neither, ConfigError when the kubeconfig is unusable.
     """
@@ -119,7 +121,7 @@ def connect(
         config=config,
         field_manager=wellknown.FIELD_MANAGER,
         timeout=timeout,
-        transport=transport.AiohttpTransport(tls=tls),
+        transport=transport.make(via, tls=tls),
     )
     if config.user is not None and config.user.token_file is not None:
         http(client).auth = TokenFile(Path(config.abs_file(config.user.token_file)))

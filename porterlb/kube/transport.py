@@ -1,107 +1,62 @@
-"""An httpx2 transport that sends over aiohttp: lightkube's client, with a C HTTP parser.
+"""The transport under lightkube's httpx2 client, chosen by the role's load, and its counting.
 
-lightkube builds an httpx2 client, whose default transport (httpcore2 + h11 over anyio)
-parses HTTP in Python: ~2 ms of CPU per request in the issue-2 benchmark, most of the
-manager's cost per Service. aiohttp parses HTTP in C and pools connections cheaply, so
-porterlb gives lightkube this transport instead. Everything above the transport stays
-httpx2's: the base URL, the credentials (a static token, a token file re-read when the API
-answers 401, an exec plugin, basic auth), timeouts and response decoding. Only TLS moves
-here: the context, with the cluster's CA and any client certificate, is built by lightkube
-from the same kubeconfig (:func:`porterlb.kube.client.connect`).
+The manager sends a request or two per Service it serves: it takes the aiohttp transport
+(:mod:`porterlb.kube.aiohttp_transport`), whose C parser halves its CPU per request. A speaker
+sends few (its watches, a Lease read while fencing, Events): it takes httpx2's own transport,
+which the httpx2 client loads anyway, and so never imports aiohttp, ~9 MB of a speaker's RSS
+(with yarl, multidict, attrs and the email package it brings; ``python -X importtime``), a
+sixth of its memory budget (bench/speaker_scale.py). Either way proxies from the environment
+are ignored, as the aiohttp transport always did: the client reaches the API server directly.
 
-aiohttp's errors are translated into httpx2's at this one boundary (:func:`_mapped`), so the
-callers keep catching ``httpx2.TransportError``; every request that fails, whoever sent it,
-is counted here too (``porterlb_api_request_errors_total``). Responses reach httpx2 as
-undecoded bytes (``auto_decompress=False``): httpx2 decodes them as it does for its own
-transport.
+:class:`Counted` wraps both, so every request that fails, whoever sent it, is counted
+(``porterlb_api_request_errors_total``) by the same rule: an HTTP error by its status, no
+answer at all as ``transport``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Literal
 
-import aiohttp
 import httpx2
 
 from porterlb.kube import metrics
 
-CONNECTIONS = 100
-"""Connections per client, aiohttp's default; requests beyond it wait for one to free."""
+Kind = Literal["aiohttp", "httpx2"]
 
 
-class AiohttpTransport(httpx2.AsyncBaseTransport):
-    """Sends httpx2 requests with one aiohttp session, opened on the first request."""
+def make(kind: Kind, *, tls: ssl.SSLContext) -> httpx2.AsyncBaseTransport:
+    """A counted transport of `kind` that trusts what `tls` trusts."""
+    inner: httpx2.AsyncBaseTransport
+    if kind == "aiohttp":
+        # Here, not at the top: only a role that asks for aiohttp pays for its import.
+        from porterlb.kube import aiohttp_transport
 
-    def __init__(self, *, tls: ssl.SSLContext) -> None:
-        self._tls = tls
-        self._session: aiohttp.ClientSession | None = None
+        inner = aiohttp_transport.AiohttpTransport(tls=tls)
+    else:
+        inner = httpx2.AsyncHTTPTransport(verify=tls, trust_env=False)
+    return Counted(inner)
 
-    def _open(self) -> aiohttp.ClientSession:
-        # Opened lazily: an aiohttp session belongs to the loop it is created in.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._tls, limit=CONNECTIONS),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            )
-        return self._session
+
+class Counted(httpx2.AsyncBaseTransport):
+    """Counts the requests `inner` fails to send or the API server answers with an error."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self.inner = inner
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        """Send `request`; the response body streams. Raises httpx2.TransportError."""
-        timeout = request.extensions.get("timeout") or {}
-        body = await request.aread()
-        with _mapped(request), _counted(request) as count:
-            reply = await self._open().request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
-                data=body or None,
-                allow_redirects=False,
-                # httpx2's write timeout has no aiohttp counterpart: a request body here is
-                # one small JSON document, and a server that stops reading stops answering.
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
-            )
-            if reply.status >= 400:
-                count(str(reply.status))
-        return httpx2.Response(
-            reply.status,
-            headers=reply.raw_headers,
-            stream=_Body(reply, request),
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": (reply.reason or "").encode(),
-            },
-        )
+        """Send `request` through the inner transport. Raises httpx2.TransportError."""
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx2.TransportError:
+            _count(request, "transport")
+            raise
+        if response.status_code >= 400:
+            _count(request, str(response.status_code))
+        return response
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-class _Body(httpx2.AsyncByteStream):
-    """A response body as it arrives; closing it early drops the connection."""
-
-    def __init__(self, reply: aiohttp.ClientResponse, request: httpx2.Request) -> None:
-        self._reply = reply
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped(self._request):
-            async for chunk in self._reply.content.iter_any():
-                yield chunk
-
-    async def aclose(self) -> None:
-        # Back to the pool when read to the end, closed otherwise (aiohttp decides).
-        self._reply.release()
+        await self.inner.aclose()
 
 
 def describe(method: str, url: httpx2.URL) -> tuple[str, str]:
@@ -120,31 +75,5 @@ def describe(method: str, url: httpx2.URL) -> tuple[str, str]:
     return verb, resource
 
 
-@contextlib.contextmanager
-def _counted(request: httpx2.Request) -> Iterator[Callable[[str], None]]:
-    """Yield a function counting `request` as failed with a code; count a transport failure
-    (no answer at all) as ``transport``."""
-
-    def count(code: str) -> None:
-        metrics.API_REQUEST_ERRORS.labels(*describe(request.method, request.url), code).inc()
-
-    try:
-        yield count
-    except (aiohttp.ClientError, TimeoutError):
-        count("transport")
-        raise
-
-
-@contextlib.contextmanager
-def _mapped(request: httpx2.Request) -> Iterator[None]:
-    """Raise aiohttp's errors as the httpx2 errors that name the same failure."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as error:
-        raise httpx2.ConnectTimeout(str(error), request=request) from error
-    except (aiohttp.SocketTimeoutError, TimeoutError) as error:
-        raise httpx2.ReadTimeout(str(error) or "read timed out", request=request) from error
-    except aiohttp.ClientConnectorError as error:
-        raise httpx2.ConnectError(str(error), request=request) from error
-    except aiohttp.ClientError as error:
-        raise httpx2.ReadError(str(error) or type(error).__name__, request=request) from error
+def _count(request: httpx2.Request, code: str) -> None:
+    metrics.API_REQUEST_ERRORS.labels(*describe(request.method, request.url), code).inc()

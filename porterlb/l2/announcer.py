@@ -43,6 +43,7 @@ import ipaddress
 import logging
 import os
 import threading
+import types
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Final
 
@@ -86,6 +87,7 @@ OPEN_RETRY: Final = 1.0
 
 _VERDICTS: Final = tuple(responder.Verdict)
 """Every verdict, for counting a batch's with ``list.count`` (see ``Announcer._answer``)."""
+_NO_NODES: Final[Mapping[str, float]] = types.MappingProxyType({})
 
 OnConflict = Callable[[IPAddress, str, ethernet.MacAddress], None]
 """Called with (ip, interface, foreign MAC) when another host answers for or claims an IP."""
@@ -161,10 +163,11 @@ class _Entry:
     ``Config.peer_grace`` after it are a speaker letting go (``conflicts.settling``)."""
     audited: float | None = None
     """Loop time of the last audit probe for the IP."""
-    nodes: dict[str, float] = dataclasses.field(default_factory=dict)
+    nodes: Mapping[str, float] = dataclasses.field(default_factory=lambda: _NO_NODES)
     """Other nodes heard claiming the IP past the grace, each with the last time: reported
     once, and forgotten when it did not answer the last probe (``_audit_loop``), so that it
-    is reported again if it starts again."""
+    is reported again if it starts again. Replaced, never changed in place: almost every
+    entry has none, and shares one empty mapping (an empty dict each was 64 bytes an IP)."""
 
 
 class _Link:
@@ -265,7 +268,7 @@ class Announcer:
                 continue
             link = self._links.setdefault(want.ifname, _Link(want.ifname))
             phase = _Phase.PROBING if want.probe else _Phase.ANNOUNCING
-            metrics.track(ip)
+            metrics.track(ip, key)
             self._entries[key] = _Entry(ip, want.ifname, phase)
             if phase is _Phase.ANNOUNCING:
                 link.join(ip)
@@ -530,7 +533,7 @@ class Announcer:
     def _node_answers(self, claim: responder.Claim, entry: _Entry, node: str, now: float) -> None:
         metrics.NODE_ANSWERS.labels(entry.ifname, node).inc()
         known = node in entry.nodes
-        entry.nodes[node] = now
+        entry.nodes = {**entry.nodes, node: now}
         if known or self._on_node_answers is None:
             return  # once per condition: every audit round would repeat it
         log.warning(
@@ -564,7 +567,8 @@ class Announcer:
                     continue
                 if not self._may_answer():
                     break  # fenced: the next round will do
-                if entry.audited is not None:  # who did not answer the last probe has stopped
+                if entry.audited is not None and entry.nodes:
+                    # Who did not answer the last probe has stopped.
                     entry.nodes = {n: t for n, t in entry.nodes.items() if t >= entry.audited}
                 entry.audited = loop.time()
                 await self._send(link.conn, conflicts.probe(link.conn.mac, entry.ip))

@@ -8,11 +8,11 @@ NOARP set, or is a bond slave or bridge port; a named port is followed to its ma
 link that actually carries the node's traffic (MetalLB #316). An explicit name or route is
 trusted even if its subnets do not hold the pool (unlike OpenELB's check): the router, not the
 node, must consider the VIP on-link. ``read_links``, ``route_index`` and ``resolve`` fetch the
-facts with pyroute2 over a netlink socket made in the node's namespace
-(``porterlb.l2.namespaces``) and are the only I/O here, with ``watch_running``, which follows
-links going down and up (a pulled cable, a switch reboot, ``ip link set down``): gratuitous
-frames sent while a link was down reached nobody, so the announcer repeats them when it is
-back.
+facts with pyroute2 (:mod:`porterlb.l2.netlink`) over a netlink socket made in the node's
+namespace (``porterlb.l2.namespaces``) and are the only I/O here, with ``watch_running``, which
+follows links going down and up (a pulled cable, a switch reboot, ``ip link set down``):
+gratuitous frames sent while a link was down reached nobody, so the announcer repeats them
+when it is back.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
-import pyroute2
-
 from porterlb import errors
-from porterlb.l2 import ethernet, namespaces
+from porterlb.l2 import ethernet, namespaces, netlink
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -111,7 +109,7 @@ async def read_links(*, netns: str | None = None) -> tuple[Link, ...]:
         async with _netlink(netns) as ipr:
             raw_links = [message async for message in await ipr.link("dump")]
             raw_addrs = [message async for message in await ipr.addr("dump")]
-    except (OSError, pyroute2.NetlinkError) as exc:
+    except (OSError, netlink.NetlinkError) as exc:
         raise errors.TransientError(f"{_where(netns)}: cannot read links: {exc}") from exc
     addresses: dict[int, list[IPInterface]] = {}
     for message in raw_addrs:
@@ -126,7 +124,7 @@ async def route_index(ip: IPAddress, *, netns: str | None = None) -> int | None:
     try:
         async with _netlink(netns) as ipr:
             routes = await ipr.route("get", dst=str(ip))
-    except pyroute2.NetlinkError:
+    except netlink.NetlinkError:
         return None  # ENETUNREACH and friends: no route
     except OSError as exc:
         raise errors.TransientError(
@@ -175,7 +173,7 @@ async def watch_running(*, netns: str | None = None) -> AsyncIterator[tuple[str,
                 async for message in ipr.get():
                     if message.get("event") == "RTM_NEWLINK":
                         yield _running(message)
-    except (OSError, pyroute2.NetlinkError) as exc:
+    except (OSError, netlink.NetlinkError) as exc:
         raise errors.TransientError(f"{_where(netns)}: cannot follow links: {exc}") from exc
 
 
@@ -185,7 +183,7 @@ def _running(message: Any) -> tuple[str, bool]:
 
 
 @contextlib.asynccontextmanager
-async def _netlink(netns: str | None, *, groups: int = 0) -> AsyncIterator[pyroute2.AsyncIPRoute]:
+async def _netlink(netns: str | None, *, groups: int = 0) -> AsyncIterator[netlink.AsyncIPRoute]:
     """An rtnetlink client whose socket lives in ``netns``, a member of the multicast
     ``groups``; raises OSError if it cannot."""
     sock = await namespaces.call(
@@ -193,7 +191,7 @@ async def _netlink(netns: str | None, *, groups: int = 0) -> AsyncIterator[pyrou
     )
     fd = sock.detach()
     try:
-        ipr = pyroute2.AsyncIPRoute(fileno=fd, groups=groups)
+        ipr = netlink.AsyncIPRoute(fileno=fd, groups=groups)
     except BaseException:
         os.close(fd)
         raise

@@ -100,9 +100,11 @@ GRATUITOUS_SENT: Final = _PerIp(
 )
 
 
-def track(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-    """Start the per-IP rows of ``ip``, which this node now announces (idempotent)."""
-    _per_ip.setdefault(ip.packed, [str(ip), 0, 0, 0])
+def track(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, packed: bytes) -> None:
+    """Start the per-IP rows of ``ip``, which this node now announces (idempotent); `packed`
+    is ``ip.packed``, the caller's own key, kept rather than made again (``packed`` makes a new
+    bytes object each time: 33 to 49 bytes an IP)."""
+    _per_ip.setdefault(packed, [str(ip), 0, 0, 0])
 
 
 def forget(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, ifname: str) -> None:

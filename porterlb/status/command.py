@@ -90,7 +90,7 @@ def kubeconfig_path(given: Path | None) -> Path | None:
 async def fetch(kubeconfig: Path | None, *, namespace: str) -> dict[str, Any]:
     """Everything :func:`report.build` reads but the time. Raises StatusError."""
     try:
-        client = kube_client.connect(kubeconfig)
+        client = kube_client.connect(kubeconfig, via="httpx2")
     except (ConfigError, OSError, KeyError, ValueError) as error:
         where = kubeconfig or "the in-cluster service account"
         raise StatusError(

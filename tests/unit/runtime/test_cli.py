@@ -32,14 +32,49 @@ def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     ],
 )
 def test_the_roles_import_nothing_of_the_lab(argv):
-    done = run("-X", "importtime", "-m", "porterlb", *argv)
-    imported = {
+    imported = _imports(run("-X", "importtime", "-m", "porterlb", *argv))
+    assert "porterlb.cli" in imported
+    assert [m for m in imported if m.split(".")[0] in FORBIDDEN or m.startswith(FORBIDDEN)] == []
+
+
+SPEAKER_NEVER = ("aiohttp", "pyroute2.ndb", "pyroute2.ipdb", "pyroute2.conntrack", "sqlite3")
+"""What a speaker does not load (its memory budget, bench/speaker_scale.py): aiohttp is the
+manager's transport; of pyroute2, only its rtnetlink client (porterlb.l2.netlink)."""
+
+
+def _imports(done: subprocess.CompletedProcess[str]) -> set[str]:
+    return {
         line.rpartition("|")[2].strip()
         for line in done.stderr.splitlines()
         if line.startswith("import time:")
     }
-    assert "porterlb.cli" in imported
-    assert [m for m in imported if m.split(".")[0] in FORBIDDEN or m.startswith(FORBIDDEN)] == []
+
+
+def _starting(role: list[str], tmp_path) -> subprocess.CompletedProcess[str]:
+    """`role` started as far as its API client, which it builds before it stops for want of a
+    namespace (exit 2)."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    done = run("-X", "importtime", "-m", "porterlb", *role, "--kubeconfig", str(kubeconfig))
+    assert done.returncode == 2 and "no namespace" in done.stderr, done.stderr[-500:]
+    return done
+
+
+def test_a_speaker_loads_no_aiohttp_and_of_pyroute2_only_rtnetlink(tmp_path):
+    imported = _imports(_starting(["speaker", "--node-name", "w1"], tmp_path))
+    assert {"porterlb.speaker.agent", "porterlb.l2.netlink", "pyroute2.iproute.linux"} <= imported
+    assert "httpcore2" in imported  # its transport, built with the client
+    assert sorted(m for m in imported if m.startswith(SPEAKER_NEVER)) == []
+
+
+def test_the_manager_sends_over_aiohttp(tmp_path):
+    imported = _imports(_starting(["manager"], tmp_path))
+    assert {"porterlb.manager.controller", "porterlb.kube.aiohttp_transport"} <= imported
 
 
 def test_lab_is_listed_and_loaded_when_asked():
