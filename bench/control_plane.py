@@ -2,7 +2,7 @@
 
     uv run python -m bench.control_plane [--services 10000] [--pools 10]
         [--allocators ipaddress,bitmap] [--runs alone,porterlb] [--json]
-        [--manager-log PATH] [--manager-profile PATH]
+        [--manager-log PATH] [--manager-profile PATH] [--apiserver-profile DIR]
 
 For each ClusterIP allocator it makes two runs, each on a control plane of its own: the API
 server *alone* creating the Services (no porterlb: the time to the last creation), and *with
@@ -17,6 +17,9 @@ at most 150 MB) and the CPU time each process spent per Service: the machine has
 CPU is what decides, and every CPU second the manager spends is one the API server does not
 get. ``--manager-profile`` runs the manager under cProfile timed by its CPU clock
 (:mod:`bench._cpu_profile`): slower, for finding where its time goes, not for the ratio.
+``--apiserver-profile DIR`` serves kube-apiserver's pprof and saves CPU profiles of the
+measured window in consecutive pieces (``DIR/<allocator>-<run>-<n>.pb.gz``, the last piece
+cut short is lost); ``go tool pprof -top DIR/bitmap-porterlb-*`` merges them.
 
 ``--allocators bitmap`` runs kube-apiserver with the pre-1.33 ClusterIP allocator
 (:data:`porterlb.lab.controlplane.LEGACY_CLUSTER_IP_ALLOCATOR`): the current one costs the API
@@ -37,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -56,6 +60,10 @@ from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import resources
 from porterlb.lab import controlplane, crds
+
+PROFILE_PIECE = 10
+"""Seconds of each kube-apiserver CPU profile piece: pprof profiles a fixed time, and the run
+ends when it ends."""
 
 IN_FLIGHT = 64
 """Creations in flight: enough to keep both cores busy through the API server's latency."""
@@ -218,6 +226,18 @@ async def _create_all(load: aiohttp.ClientSession, namespaces: list[str], count:
             group.create_task(create(index))
 
 
+async def _profile_apiserver(load: aiohttp.ClientSession, prefix: Path) -> None:
+    """Save kube-apiserver CPU profiles of PROFILE_PIECE seconds each until cancelled."""
+    await asyncio.to_thread(prefix.parent.mkdir, parents=True, exist_ok=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=None)
+    for piece in itertools.count():
+        params = {"seconds": str(PROFILE_PIECE)}
+        async with load.get("/debug/pprof/profile", params=params, timeout=timeout) as reply:
+            reply.raise_for_status()
+            data = await reply.read()
+        await asyncio.to_thread(Path(f"{prefix}-{piece}.pb.gz").write_bytes, data)
+
+
 async def run(
     services: int,
     pools: int,
@@ -227,6 +247,7 @@ async def run(
     manager: bool,
     manager_log: Path | None = None,
     manager_profile: Path | None = None,
+    apiserver_profile: Path | None = None,
 ) -> Result:
     kubeconfig = plane.endpoints.kubeconfig
     async with kube_client.connect(kubeconfig) as client:
@@ -278,6 +299,10 @@ async def run(
             clock = CpuClock(pids)
             async with _load_session(kubeconfig) as load:
                 watcher = asyncio.create_task(_served(load, version, services))
+                profiler = None
+                if apiserver_profile is not None:
+                    prefix = apiserver_profile / f"{allocator}-{'porterlb' if manager else 'alone'}"
+                    profiler = asyncio.create_task(_profile_apiserver(load, prefix))
                 start = time.monotonic()
                 await _create_all(load, namespaces, services)
                 created = time.monotonic() - start
@@ -289,6 +314,10 @@ async def run(
                     watcher.cancel()  # no IP will come: it only watched, as it does with one
                     with contextlib.suppress(asyncio.CancelledError):
                         await watcher
+                if profiler is not None:
+                    profiler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await profiler
             cpu = clock.read()
             rss = None
             terms = dropped = 0.0
@@ -412,6 +441,11 @@ def main() -> None:
     parser.add_argument(
         "--manager-profile", type=Path, help="run the manager under cProfile, its stats here"
     )
+    parser.add_argument(
+        "--apiserver-profile",
+        type=Path,
+        help="save kube-apiserver CPU profiles of each run in this directory",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     allocators = args.allocators.split(",")
@@ -438,7 +472,9 @@ def _run_one(args: argparse.Namespace, *, allocator: str, manager: bool) -> Resu
     """One run on a control plane of its own: every run starts from an empty etcd."""
     with tempfile.TemporaryDirectory(prefix="porterlb-bench-") as scratch:
         plane = controlplane.ControlPlane(
-            Path(scratch) / "cp", legacy_cluster_ip_allocator=allocator == "bitmap"
+            Path(scratch) / "cp",
+            legacy_cluster_ip_allocator=allocator == "bitmap",
+            profiling=args.apiserver_profile is not None,
         )
         with plane:
             return asyncio.run(
@@ -450,6 +486,7 @@ def _run_one(args: argparse.Namespace, *, allocator: str, manager: bool) -> Resu
                     manager=manager,
                     manager_log=args.manager_log,
                     manager_profile=args.manager_profile,
+                    apiserver_profile=args.apiserver_profile,
                 )
             )
 
