@@ -31,18 +31,6 @@ from porterlb.manager import metrics, pool_status, service_plan
 
 log = logging.getLogger(__name__)
 
-EIP_STATUS_INTERVAL = 1.0
-"""Least seconds between two status writes of one Eip: ``used`` lists every IP, so writing it
-on every allocation would cost O(n^2) bytes while thousands of Services arrive at once."""
-
-EIP_STATUS_RATE = 500
-"""``used`` entries the status writes of all Eips together may carry per second: a larger
-pool waits longer (1,000 IPs: 2 s; ten such pools: 20 s each) so that the
-bytes sent stay linear in the number of Services, however many pools share them. A fixed
-interval still cost the API server O(n^2) bytes of validation and managedFields, 12% of its
-CPU at 2,000 Services in bench.control_plane; the same budget per Eip, 18% at 10,000
-Services in ten pools, where each write of a 1,000-entry status also goes to every watcher."""
-
 WRITE_EXPECTATION = 5.0
 """Seconds a write is assumed to be on its way through the watch; after that, decide anew."""
 
@@ -69,8 +57,10 @@ class Ipam:
             ServiceKey, tuple[tuple[PoolName, ...] | None, tuple[str, ...] | None, float]
         ] = {}
         """Service -> the claim and ingress last written, and when (see _not_yet_seen)."""
-        self._eip_written: dict[str, float] = {}
-        """Eip -> when its status may be written again."""
+        self._eip_written: dict[str, tuple[float, int]] = {}
+        """Eip -> when its status was last written, and the entries that write was paced for."""
+        self._pool_changed: dict[PoolName, float] = {}
+        """Pool -> when an allocation or release in it was last decided."""
         self._kept: set[ServiceKey] = set()
         """Services that keep an IP while asking for another one that could not be had (a
         full pool, a taken IP): like those holding nothing, they wait for an address to free."""
@@ -140,6 +130,7 @@ class Ipam:
         self.usable = frozenset()
         self.problems = {}
         self._eip_written = {}
+        self._pool_changed = {}
         self._eips_parsed = None
         self._written = {}
         self._kept = set()
@@ -288,7 +279,9 @@ class Ipam:
                 self._report(service, report)
         if service is None:
             self._last_report.pop(service_key, None)
+        now = asyncio.get_running_loop().time()
         for name in plan.pools:
+            self._pool_changed[name] = now
             self.eip_queue.add(name)
         failed = any(r.reason == reasons.ALLOCATION_FAILED for r in plan.reports)
         if failed and service_plan.holdings(self.alloc, service_key):
@@ -407,7 +400,11 @@ class Ipam:
         old = obj.get("status") or {}
         # Wait before computing: the status lists every used IP, O(used) to build.
         now = asyncio.get_running_loop().time()
-        wait = self._eip_written.get(parsed.name, now) - now
+        wait = pool_status.write_after(
+            now,
+            written=self._eip_written.get(parsed.name),
+            changed=self._pool_changed.get(parsed.name),
+        )
         if wait > 0:
             return queueing.Retry(after=wait)
         status = pool_status.desired(
@@ -416,9 +413,9 @@ class Ipam:
         if not pool_status.changed(old, status):
             return queueing.Done()
         # Each Eip waits as if it held every pool's entries: one write per Eip per period,
-        # all of them together EIP_STATUS_RATE entries a second.
+        # all of them together pool_status.WRITE_RATE entries a second.
         entries = max(len(status.get("used") or ()), self._used_everywhere())
-        self._eip_written[parsed.name] = now + max(EIP_STATUS_INTERVAL, entries / EIP_STATUS_RATE)
+        self._eip_written[parsed.name] = (now, entries)
         await writers.set_eip_status(
             self.client, parsed.name, status, resource_version=reflector.version(obj)
         )

@@ -503,3 +503,40 @@ def test_a_pool_with_a_malformed_node_selector_keeps_its_usage_but_is_not_ready(
         "message": lan.node_selector_error,
         "observedGeneration": 2,
     }
+
+
+# -- pacing of the writes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("now", "written", "changed", "want"),
+    [
+        pytest.param(5.0, None, 4.9, 0.0, id="never written: at once"),
+        pytest.param(100.0, (99.5, 10), None, 0.5, id="small pool: the least interval"),
+        pytest.param(100.0, (95.0, 1000), 100.0, 2.0, id="changing: looks again once still"),
+        pytest.param(100.0, (91.0, 1000), 100.0, 1.0, id="changing: 1,000 entries 10 s apart"),
+        pytest.param(100.0, (99.0, 1000), 99.5, 1.5, id="still once quiet: 2 s at 500/s"),
+        pytest.param(100.0, (99.0, 1000), 90.0, 1.0, id="still long since: 500/s pace"),
+        pytest.param(100.0, (99.0, 1000), None, 1.0, id="unchanged since start: 500/s"),
+        pytest.param(100.0, (95.0, 10_000), 99.9, 15.0, id="10,000 entries: 20 s at 500/s"),
+    ],
+)
+def test_write_after(now, written, changed, want):
+    assert pool_status.write_after(now, written=written, changed=changed) == pytest.approx(want)
+
+
+@given(
+    now=st.floats(0, 1e6),
+    at=st.floats(0, 1e6),
+    entries=st.integers(0, 10**6),
+    changed=st.none() | st.floats(0, 1e6),
+)
+def test_write_after_is_paced_between_the_rates(now, at, entries, changed):
+    """Never sooner than the still pace allows, never later than the busy pace demands."""
+    wait = pool_status.write_after(now, written=(at, entries), changed=changed)
+    when = now + wait
+    assert wait >= 0
+    floor = at + max(pool_status.WRITE_INTERVAL, entries / pool_status.WRITE_RATE)
+    ceiling = at + max(pool_status.WRITE_INTERVAL, entries / pool_status.BUSY_WRITE_RATE)
+    assert when >= min(floor, ceiling) - 1e-6 or wait == 0
+    assert wait == 0 or when <= ceiling + 1e-6
