@@ -108,15 +108,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _manager_counters(metrics_url: str) -> tuple[float, float]:
-    """The manager's leader transitions and dropped Events so far."""
+def _manager_counters(metrics_url: str) -> tuple[float, float, float]:
+    """The manager's leader transitions, dropped Events and Events still queued."""
     text = httpx2.get(metrics_url, timeout=5).text
-    found = [
-        re.search(rf"^{name} (\S+)$", text, re.M)
-        for name in ("porterlb_leader_transitions_total", "porterlb_events_dropped_total")
-    ]
-    transitions, dropped = (float(match[1]) if match else 0.0 for match in found)
-    return transitions, dropped
+    names = (
+        "porterlb_leader_transitions_total",
+        "porterlb_events_dropped_total",
+        "porterlb_events_queued",
+    )
+    found = [re.search(rf"^{name} (\S+)$", text, re.M) for name in names]
+    transitions, dropped, queued = (float(match[1]) if match else 0.0 for match in found)
+    return transitions, dropped, queued
 
 
 def _manager_requests(metrics_url: str) -> dict[str, float]:
@@ -143,6 +145,9 @@ class Result:
     leader_terms: float = 0.0
     """Terms the manager led (more than one: it lost the Lease to a slow API server)."""
     events_dropped: float = 0.0
+    events_queued: float = 0.0
+    """Events still waiting to be posted when the last IP was seen: their cost to the API
+    server (about half a status write each, bench.status_write) comes after the window."""
 
     @property
     def done(self) -> float:
@@ -320,12 +325,12 @@ async def run(
                         await profiler
             cpu = clock.read()
             rss = None
-            terms = dropped = 0.0
+            terms = dropped = queued = 0.0
             writes: dict[str, float] = {}
             if process is not None:
                 rss = int(_proc_status(process.pid)["VmHWM"].split()[0])
                 after = _manager_requests(metrics_url)
-                terms, dropped = _manager_counters(metrics_url)
+                terms, dropped, queued = _manager_counters(metrics_url)
                 writes = {
                     key: after[key] - baseline.get(key, 0)
                     for key in after
@@ -346,6 +351,7 @@ async def run(
         manager_rss_kb=rss,
         leader_terms=terms,
         events_dropped=dropped,
+        events_queued=queued,
     )
 
 
@@ -413,7 +419,8 @@ def table(results: Sequence[Result]) -> Iterable[str]:
             yield ""
             yield (
                 f"manager API requests per Service ({result.allocator}; leader terms"
-                f" {result.leader_terms:.0f}, Events dropped {result.events_dropped:.0f}):"
+                f" {result.leader_terms:.0f}, Events dropped {result.events_dropped:.0f},"
+                f" still queued at the end {result.events_queued:.0f}):"
             )
             for key, value in sorted(result.writes.items()):
                 yield f"  {key}: {value / result.services:.3f}"
