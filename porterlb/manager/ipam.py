@@ -57,10 +57,12 @@ class Ipam:
             ServiceKey, tuple[tuple[PoolName, ...] | None, tuple[str, ...] | None, float]
         ] = {}
         """Service -> the claim and ingress last written, and when (see _not_yet_seen)."""
-        self._eip_written: dict[str, tuple[float, int]] = {}
-        """Eip -> when its status was last written, and the entries that write was paced for."""
+        self._eip_written: dict[str, pool_status.Written] = {}
+        """Eip -> its last status write."""
         self._pool_changed: dict[PoolName, float] = {}
         """Pool -> when an allocation or release in it was last decided."""
+        self._pool_changes: dict[PoolName, int] = {}
+        """Pool -> allocations and releases decided since its Eip's status was last written."""
         self._kept: set[ServiceKey] = set()
         """Services that keep an IP while asking for another one that could not be had (a
         full pool, a taken IP): like those holding nothing, they wait for an address to free."""
@@ -284,6 +286,7 @@ class Ipam:
         now = asyncio.get_running_loop().time()
         for name in plan.pools:
             self._pool_changed[name] = now
+            self._pool_changes[name] = self._pool_changes.get(name, 0) + 1
             self.eip_queue.add(name)
         failed = any(r.reason == reasons.ALLOCATION_FAILED for r in plan.reports)
         if failed and service_plan.holdings(self.alloc, service_key):
@@ -406,6 +409,7 @@ class Ipam:
             now,
             written=self._eip_written.get(parsed.name),
             changed=self._pool_changed.get(parsed.name),
+            changes=self._pool_changes.get(parsed.name, 0),
         )
         if wait > 0:
             return queueing.Retry(after=wait)
@@ -414,13 +418,16 @@ class Ipam:
         )
         if not pool_status.changed(old, status):
             return queueing.Done()
-        # Each Eip waits as if it held every pool's entries: one write per Eip per period,
-        # all of them together pool_status.WRITE_RATE entries a second.
-        entries = max(len(status.get("used") or ()), self._used_everywhere())
-        self._eip_written[parsed.name] = (now, entries)
+        # Once still, each Eip waits as if it held every pool's entries: one write per Eip per
+        # period, all of them together pool_status.WRITE_RATE entries a second.
+        own = len(status.get("used") or ())
+        self._eip_written[parsed.name] = pool_status.Written(
+            at=now, entries=max(own, self._used_everywhere()), own=own
+        )
         await writers.set_eip_status(
             self.client, parsed.name, status, resource_version=reflector.version(obj)
         )
+        self._pool_changes.pop(parsed.name, None)
         return queueing.Done()
 
     def _used_everywhere(self) -> int:

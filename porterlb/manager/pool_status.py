@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from porterlb.api import reasons
@@ -31,12 +32,17 @@ interval cost the API server O(n^2) bytes of validation and managedFields, 12% o
 2,000 Services in bench.control_plane; the same budget per Eip, 18% at 10,000 Services in ten
 pools, where each write of a 1,000-entry status also goes to every watcher."""
 
-BUSY_WRITE_RATE = 100
-"""The same budget while the pool's usage keeps changing: at 500 entries a second, the Eip
-status writes still took 12% of kube-apiserver's CPU while 3,000 Services arrived in ten pools
-(bench.control_plane --apiserver-profile, 1.8 of 15.3 s), for usage figures that were stale
-a second later. The pool's last write waits for its usage to be still (QUIET), then follows
-at WRITE_RATE, so the figures settle soon after the Services do."""
+CHANGE_ENTRIES = 4
+"""``used`` entries a busy pool's status writes may carry per allocation or release: its
+status is written again once the changes since the last write reach a quarter of the entries
+that write carried, so the entries written while Services arrive stay under five per change,
+however slowly they arrive. A budget per second instead (100 entries a second) made a slow
+burst the dearest: with kube-apiserver's IPAddress allocator 3,000 Services took minutes to
+create, and the Eip status writes cost the API server more than the Services' own status
+writes (3.4 against 2.0 s of its CPU, bench.control_plane --apiserver-profile); at 500 a
+second they had taken 12% of its CPU while 3,000 Services arrived with the bitmap one. A pool
+whose usage has been still for QUIET seconds is written at WRITE_RATE, so the figures settle
+soon after the Services do."""
 
 QUIET = 2.0
 """Seconds without an allocation or release in a pool after which its usage counts as still."""
@@ -133,21 +139,35 @@ def changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return False
 
 
-def write_after(now: float, *, written: tuple[float, int] | None, changed: float | None) -> float:
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An Eip status write, as its successors are paced by."""
+
+    at: float
+    """When it was sent (the event loop's clock)."""
+    entries: int
+    """``used`` entries of all Eips together then: the still pace shares WRITE_RATE among them."""
+    own: int
+    """``used`` entries of this Eip's write."""
+
+
+def write_after(
+    now: float, *, written: Written | None, changed: float | None, changes: int
+) -> float:
     """Seconds until an Eip's status may be written again (0: at once).
 
-    `written` is when it was last written and how many ``used`` entries that write was paced
-    for (None: never); `changed` is when the pool's usage last changed (None: not since the
-    manager started). The busy pace applies until the usage has been still for QUIET seconds.
+    `written` is its last write (None: never); `changed` is when the pool's usage last changed
+    (None: not since the manager started) and `changes` how many allocations and releases
+    there were since `written`.
     """
     if written is None:
         return 0.0
-    at, entries = written
-    busy = at + max(WRITE_INTERVAL, entries / BUSY_WRITE_RATE)
-    still = at + max(WRITE_INTERVAL, entries / WRITE_RATE)
+    if changes * CHANGE_ENTRIES >= written.own:
+        return max(0.0, written.at + WRITE_INTERVAL - now)
+    still = written.at + max(WRITE_INTERVAL, written.entries / WRITE_RATE)
     if changed is not None:
         still = max(still, changed + QUIET)
-    return max(0.0, min(busy, still) - now)
+    return max(0.0, still - now)
 
 
 def _strip(conditions: Any) -> list[tuple[Any, ...]]:

@@ -12,7 +12,7 @@ from porterlb.api import eip, reasons
 from porterlb.api import service as svc
 from porterlb.api.keys import PoolName
 from porterlb.kube import queueing
-from porterlb.manager import ipam, service_plan
+from porterlb.manager import ipam, pool_status, service_plan
 
 UNUSED = KubeConfig.from_dict(
     {
@@ -62,7 +62,7 @@ async def test_the_pace_of_eip_status_writes_outlives_a_term():
         {"metadata": {"name": "lan"}, "spec": {"address": "198.18.0.0/22", "protocol": "layer2"}}
     )
     now = asyncio.get_running_loop().time()
-    manager._eip_written[lan.name] = (now, 1000)
+    manager._eip_written[lan.name] = pool_status.Written(at=now, entries=1000, own=1000)
     manager._pool_changed[lan.name] = now
     manager._reset()  # the Lease was lost and won again
     outcome = await manager._write_eip_status(lan, {"metadata": {"name": "lan"}})
