@@ -309,20 +309,21 @@ async def run(
                     prefix = apiserver_profile / f"{allocator}-{'porterlb' if manager else 'alone'}"
                     profiler = asyncio.create_task(_profile_apiserver(load, prefix))
                 start = time.monotonic()
-                await _create_all(load, namespaces, services)
-                created = time.monotonic() - start
-                served = None
-                if manager:
-                    await watcher
-                    served = time.monotonic() - start
-                else:
-                    watcher.cancel()  # no IP will come: it only watched, as it does with one
-                    with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await _create_all(load, namespaces, services)
+                    created = time.monotonic() - start
+                    served = None
+                    if manager:
                         await watcher
-                if profiler is not None:
-                    profiler.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await profiler
+                        served = time.monotonic() - start
+                finally:
+                    # No IP will come without a manager: the watcher only watched, as it does
+                    # with one; after a failure neither it nor the profiler may outlive `load`.
+                    for task in (watcher, profiler):
+                        if task is not None and not task.done():
+                            task.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await task
             cpu = clock.read()
             rss = None
             terms = dropped = queued = 0.0
