@@ -2,7 +2,7 @@
 
     uv run python -m bench.control_plane [--services 10000] [--pools 10]
         [--allocators ipaddress,bitmap] [--runs alone,porterlb] [--json]
-        [--manager-log PATH] [--manager-profile PATH]
+        [--manager-log PATH] [--manager-profile PATH] [--apiserver-profile DIR]
 
 For each ClusterIP allocator it makes two runs, each on a control plane of its own: the API
 server *alone* creating the Services (no porterlb: the time to the last creation), and *with
@@ -17,6 +17,9 @@ at most 150 MB) and the CPU time each process spent per Service: the machine has
 CPU is what decides, and every CPU second the manager spends is one the API server does not
 get. ``--manager-profile`` runs the manager under cProfile timed by its CPU clock
 (:mod:`bench._cpu_profile`): slower, for finding where its time goes, not for the ratio.
+``--apiserver-profile DIR`` serves kube-apiserver's pprof and saves CPU profiles of the
+measured window in consecutive pieces (``DIR/<allocator>-<run>-<n>.pb.gz``, the last piece
+cut short is lost); ``go tool pprof -top DIR/bitmap-porterlb-*`` merges them.
 
 ``--allocators bitmap`` runs kube-apiserver with the pre-1.33 ClusterIP allocator
 (:data:`porterlb.lab.controlplane.LEGACY_CLUSTER_IP_ALLOCATOR`): the current one costs the API
@@ -37,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -56,6 +60,10 @@ from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import resources
 from porterlb.lab import controlplane, crds
+
+PROFILE_PIECE = 10
+"""Seconds of each kube-apiserver CPU profile piece: pprof profiles a fixed time, and the run
+ends when it ends."""
 
 IN_FLIGHT = 64
 """Creations in flight: enough to keep both cores busy through the API server's latency."""
@@ -100,15 +108,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _manager_counters(metrics_url: str) -> tuple[float, float]:
-    """The manager's leader transitions and dropped Events so far."""
+def _manager_counters(metrics_url: str) -> tuple[float, float, float]:
+    """The manager's leader transitions, dropped Events and Events still queued."""
     text = httpx2.get(metrics_url, timeout=5).text
-    found = [
-        re.search(rf"^{name} (\S+)$", text, re.M)
-        for name in ("porterlb_leader_transitions_total", "porterlb_events_dropped_total")
-    ]
-    transitions, dropped = (float(match[1]) if match else 0.0 for match in found)
-    return transitions, dropped
+    names = (
+        "porterlb_leader_transitions_total",
+        "porterlb_events_dropped_total",
+        "porterlb_events_queued",
+    )
+    found = [re.search(rf"^{name} (\S+)$", text, re.M) for name in names]
+    transitions, dropped, queued = (float(match[1]) if match else 0.0 for match in found)
+    return transitions, dropped, queued
 
 
 def _manager_requests(metrics_url: str) -> dict[str, float]:
@@ -135,6 +145,9 @@ class Result:
     leader_terms: float = 0.0
     """Terms the manager led (more than one: it lost the Lease to a slow API server)."""
     events_dropped: float = 0.0
+    events_queued: float = 0.0
+    """Events still waiting to be posted when the last IP was seen: their cost to the API
+    server (about half a status write each, bench.status_write) comes after the window."""
 
     @property
     def done(self) -> float:
@@ -218,6 +231,18 @@ async def _create_all(load: aiohttp.ClientSession, namespaces: list[str], count:
             group.create_task(create(index))
 
 
+async def _profile_apiserver(load: aiohttp.ClientSession, prefix: Path) -> None:
+    """Save kube-apiserver CPU profiles of PROFILE_PIECE seconds each until cancelled."""
+    await asyncio.to_thread(prefix.parent.mkdir, parents=True, exist_ok=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=None)
+    for piece in itertools.count():
+        params = {"seconds": str(PROFILE_PIECE)}
+        async with load.get("/debug/pprof/profile", params=params, timeout=timeout) as reply:
+            reply.raise_for_status()
+            data = await reply.read()
+        await asyncio.to_thread(Path(f"{prefix}-{piece}.pb.gz").write_bytes, data)
+
+
 async def run(
     services: int,
     pools: int,
@@ -227,6 +252,7 @@ async def run(
     manager: bool,
     manager_log: Path | None = None,
     manager_profile: Path | None = None,
+    apiserver_profile: Path | None = None,
 ) -> Result:
     kubeconfig = plane.endpoints.kubeconfig
     async with kube_client.connect(kubeconfig) as client:
@@ -278,25 +304,34 @@ async def run(
             clock = CpuClock(pids)
             async with _load_session(kubeconfig) as load:
                 watcher = asyncio.create_task(_served(load, version, services))
+                profiler = None
+                if apiserver_profile is not None:
+                    prefix = apiserver_profile / f"{allocator}-{'porterlb' if manager else 'alone'}"
+                    profiler = asyncio.create_task(_profile_apiserver(load, prefix))
                 start = time.monotonic()
-                await _create_all(load, namespaces, services)
-                created = time.monotonic() - start
-                served = None
-                if manager:
-                    await watcher
-                    served = time.monotonic() - start
-                else:
-                    watcher.cancel()  # no IP will come: it only watched, as it does with one
-                    with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await _create_all(load, namespaces, services)
+                    created = time.monotonic() - start
+                    served = None
+                    if manager:
                         await watcher
+                        served = time.monotonic() - start
+                finally:
+                    # No IP will come without a manager: the watcher only watched, as it does
+                    # with one; after a failure neither it nor the profiler may outlive `load`.
+                    for task in (watcher, profiler):
+                        if task is not None and not task.done():
+                            task.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await task
             cpu = clock.read()
             rss = None
-            terms = dropped = 0.0
+            terms = dropped = queued = 0.0
             writes: dict[str, float] = {}
             if process is not None:
                 rss = int(_proc_status(process.pid)["VmHWM"].split()[0])
                 after = _manager_requests(metrics_url)
-                terms, dropped = _manager_counters(metrics_url)
+                terms, dropped, queued = _manager_counters(metrics_url)
                 writes = {
                     key: after[key] - baseline.get(key, 0)
                     for key in after
@@ -317,6 +352,7 @@ async def run(
         manager_rss_kb=rss,
         leader_terms=terms,
         events_dropped=dropped,
+        events_queued=queued,
     )
 
 
@@ -384,7 +420,8 @@ def table(results: Sequence[Result]) -> Iterable[str]:
             yield ""
             yield (
                 f"manager API requests per Service ({result.allocator}; leader terms"
-                f" {result.leader_terms:.0f}, Events dropped {result.events_dropped:.0f}):"
+                f" {result.leader_terms:.0f}, Events dropped {result.events_dropped:.0f},"
+                f" still queued at the end {result.events_queued:.0f}):"
             )
             for key, value in sorted(result.writes.items()):
                 yield f"  {key}: {value / result.services:.3f}"
@@ -412,6 +449,11 @@ def main() -> None:
     parser.add_argument(
         "--manager-profile", type=Path, help="run the manager under cProfile, its stats here"
     )
+    parser.add_argument(
+        "--apiserver-profile",
+        type=Path,
+        help="save kube-apiserver CPU profiles of each run in this directory",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     allocators = args.allocators.split(",")
@@ -438,7 +480,9 @@ def _run_one(args: argparse.Namespace, *, allocator: str, manager: bool) -> Resu
     """One run on a control plane of its own: every run starts from an empty etcd."""
     with tempfile.TemporaryDirectory(prefix="porterlb-bench-") as scratch:
         plane = controlplane.ControlPlane(
-            Path(scratch) / "cp", legacy_cluster_ip_allocator=allocator == "bitmap"
+            Path(scratch) / "cp",
+            legacy_cluster_ip_allocator=allocator == "bitmap",
+            profiling=args.apiserver_profile is not None,
         )
         with plane:
             return asyncio.run(
@@ -450,6 +494,7 @@ def _run_one(args: argparse.Namespace, *, allocator: str, manager: bool) -> Resu
                     manager=manager,
                     manager_log=args.manager_log,
                     manager_profile=args.manager_profile,
+                    apiserver_profile=args.apiserver_profile,
                 )
             )
 

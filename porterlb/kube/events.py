@@ -88,6 +88,7 @@ class Poster:
         self.queue: asyncio.Queue[Notice] = asyncio.Queue(QUEUE_SIZE)
         self._dropping = 0
         """Events dropped since the queue was last found with room."""
+        metrics.EVENTS_QUEUED.set_function(self.queue.qsize)
 
     def emit(self, notice: Notice) -> None:
         """Queue `notice`; returns at once, dropping it if the queue is full."""

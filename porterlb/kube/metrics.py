@@ -22,6 +22,11 @@ EVENTS_DROPPED: Final = Counter(
     "porterlb_events_dropped",
     "Events not posted because the queue of Events to post was full.",
 )
+EVENTS_QUEUED: Final = Gauge(
+    "porterlb_events_queued",
+    "Events waiting to be posted: one poster posts them in order, so under a burst of Services"
+    " they lag behind the writes they tell of.",
+)
 WATCH_SYNCED: Final = Gauge(
     "porterlb_watch_synced",
     "1 once the cache of the resource has been listed completely at least once.",

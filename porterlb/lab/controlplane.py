@@ -117,8 +117,11 @@ class ControlPlane:
         serving_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
         kubelet_egress: Path | None = None,
         service_range: str = SERVICE_CLUSTER_IP_RANGE,
+        profiling: bool = False,
     ) -> None:
         self.directory = directory
+        self.profiling = profiling
+        """Serve kube-apiserver's ``/debug/pprof`` (a benchmark finding where its CPU goes)."""
         self.binary_dir = binary_dir or binaries.locate()
         self.detached = detached
         self.legacy_cluster_ip_allocator = legacy_cluster_ip_allocator
@@ -218,7 +221,7 @@ class ControlPlane:
             # does the same); a lab of real nodes runs one, and its pods get their tokens.
             *(() if self.kubelet_egress else ("--disable-admission-plugins=ServiceAccount",)),
             "--allow-privileged=true",
-            "--profiling=false",
+            f"--profiling={str(self.profiling).lower()}",
             f"--cert-dir={state / 'apiserver-certs'}",
             *(LEGACY_CLUSTER_IP_ALLOCATOR if self.legacy_cluster_ip_allocator else ()),
         ]

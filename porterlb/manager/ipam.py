@@ -43,18 +43,6 @@ from porterlb.manager.service_plan import FAMILIES
 
 log = logging.getLogger(__name__)
 
-EIP_STATUS_INTERVAL = 1.0
-"""Least seconds between two status writes of one Eip: ``used`` lists every IP, so writing it
-on every allocation would cost O(n^2) bytes while thousands of Services arrive at once."""
-
-EIP_STATUS_RATE = 500
-"""``used`` entries the status writes of all Eips together may carry per second: a larger
-pool waits longer (1,000 IPs: 2 s; ten such pools: 20 s each) so that the
-bytes sent stay linear in the number of Services, however many pools share them. A fixed
-interval still cost the API server O(n^2) bytes of validation and managedFields, 12% of its
-CPU at 2,000 Services in bench.control_plane; the same budget per Eip, 18% at 10,000
-Services in ten pools, where each write of a 1,000-entry status also goes to every watcher."""
-
 WRITE_EXPECTATION = 5.0
 """Seconds a write is assumed to be on its way through the watch; after that, decide anew."""
 
@@ -96,8 +84,12 @@ class Ipam:
             ServiceKey, tuple[tuple[PoolName, ...] | None, tuple[str, ...] | None, float]
         ] = {}
         """Service -> the claim and ingress last written, and when (see _not_yet_seen)."""
-        self._eip_written: dict[str, float] = {}
-        """Eip -> when its status may be written again."""
+        self._eip_written: dict[str, pool_status.Written] = {}
+        """Eip -> its last status write."""
+        self._pool_changed: dict[PoolName, float] = {}
+        """Pool -> when an allocation or release in it was last decided."""
+        self._pool_changes: dict[PoolName, int] = {}
+        """Pool -> allocations and releases decided since its Eip's status was last written."""
         self._released_at: dict[ServiceKey, int] = {}
         """Service -> the revision of it the newest release still held was decided from."""
         self._unsure: dict[ServiceKey, int] = {}
@@ -169,11 +161,14 @@ class Ipam:
         said, and the same news is not said again. A manager that lost the Lease to a slow API
         server and won it back re-posted an Event per Service each time (bench.control_plane
         on a loaded machine: 33 terms, 14 NoReadyEndpoint Events per Service, 10,804 dropped).
+        The pace of the Eip status writes stays too: it decides when, never what, and each
+        write applies only to the version it was decided from. Forgetting it wrote the whole
+        status of every Eip whose usage had changed at the start of each term (up to 21 terms
+        in one bench.control_plane run on a loaded machine).
         """
         self.alloc = allocator.Allocator()
         self.usable = frozenset()
         self.problems = {}
-        self._eip_written = {}
         self._eips_parsed = None
         self._written = {}
         self._released_at = {}
@@ -376,7 +371,10 @@ class Ipam:
                 self._report(service, report)
         if service is None:
             self._last_report.pop(service_key, None)
+        now = asyncio.get_running_loop().time()
         for name in plan.pools:
+            self._pool_changed[name] = now
+            self._pool_changes[name] = self._pool_changes.get(name, 0) + 1
             self.eip_queue.add(name)
         failed = any(r.reason == reasons.ALLOCATION_FAILED for r in plan.reports)
         if failed and service_plan.holdings(self.alloc, service_key):
@@ -519,7 +517,12 @@ class Ipam:
         old = obj.get("status") or {}
         # Wait before computing: the status lists every used IP, O(used) to build.
         now = asyncio.get_running_loop().time()
-        wait = self._eip_written.get(parsed.name, now) - now
+        wait = pool_status.write_after(
+            now,
+            written=self._eip_written.get(parsed.name),
+            changed=self._pool_changed.get(parsed.name),
+            changes=self._pool_changes.get(parsed.name, 0),
+        )
         if wait > 0:
             return queueing.Retry(after=wait)
         status = pool_status.desired(
@@ -527,13 +530,16 @@ class Ipam:
         )
         if not pool_status.changed(old, status):
             return queueing.Done()
-        # Each Eip waits as if it held every pool's entries: one write per Eip per period,
-        # all of them together EIP_STATUS_RATE entries a second.
-        entries = max(len(status.get("used") or ()), self._used_everywhere())
-        self._eip_written[parsed.name] = now + max(EIP_STATUS_INTERVAL, entries / EIP_STATUS_RATE)
+        # Once still, each Eip waits as if it held every pool's entries: one write per Eip per
+        # period, all of them together pool_status.WRITE_RATE entries a second.
+        own = len(status.get("used") or ())
+        self._eip_written[parsed.name] = pool_status.Written(
+            at=now, entries=max(own, self._used_everywhere()), own=own
+        )
         await writers.set_eip_status(
             self.client, parsed.name, status, resource_version=reflector.version(obj)
         )
+        self._pool_changes.pop(parsed.name, None)
         return queueing.Done()
 
     def _used_everywhere(self) -> int:

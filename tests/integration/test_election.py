@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from porterlb.kube import client as kube_client
-from porterlb.kube import election, resources
+from porterlb.kube import election, metrics, resources
 from porterlb.lab import controlplane
 from tests.conftest import cancelled_connections_collected
 from tests.integration.proxy import Proxy
@@ -170,3 +170,57 @@ async def test_an_api_server_restart_never_makes_two_leaders(plane, client, cand
     leader = await the_leader(candidates)
     assert await holder(client, namespace, leader.elector.name) == leader.name
     assert overlaps(candidates) == []
+
+
+def lease_requests(verb: str) -> float:
+    value: float = metrics.API_REQUESTS.labels(verb, "leases")._value.get()
+    return value
+
+
+async def test_a_renewal_is_one_write_and_an_outside_write_ends_the_term(client, namespace):
+    """A leader renews by writing over the Lease it last wrote, without reading it first (one
+    request instead of two on a loaded API server); a write by anyone else makes that
+    renewal fail on the resourceVersion, and the leader reads the Lease and stops."""
+    lease = f"lease-{uuid.uuid4().hex[:6]}"
+    elector = election.Elector(
+        client, namespace=namespace, identity="alone", name=lease, timing=FAST
+    )
+    terms: list[list[float]] = []
+
+    async def lead() -> None:
+        terms.append([time.monotonic(), float("inf")])
+        try:
+            await asyncio.Event().wait()
+        finally:
+            terms[-1][1] = time.monotonic()
+
+    task = asyncio.create_task(elector.run(lead))
+    try:
+
+        async def leading():
+            return bool(terms) and terms[-1][1] == float("inf")
+
+        await eventually(leading, what="the lone candidate leading")
+        reads, writes = lease_requests("get"), lease_requests("update")
+
+        async def renewed_thrice():
+            return lease_requests("update") >= writes + 3
+
+        await eventually(renewed_thrice, what="three renewals")
+        assert lease_requests("get") == reads
+        assert len(terms) == 1
+
+        taken = await client.get(resources.Lease, lease, namespace=namespace)
+        assert taken.spec is not None
+        taken.spec.holderIdentity = "intruder"
+        await client.replace(taken)
+
+        async def ended():
+            return terms[0][1] != float("inf")
+
+        await eventually(ended, what="the term ending after an outside write")
+        assert lease_requests("get") > reads
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

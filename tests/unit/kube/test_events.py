@@ -35,3 +35,11 @@ async def test_a_full_queue_drops_events_with_one_line_as_it_starts_and_one_as_i
     assert first == notice(0)
     assert caplog.messages[1:] == ["event queue has room again: 3 Events were dropped"]
     assert poster.queue.qsize() == events.QUEUE_SIZE
+
+
+def test_the_events_waiting_are_a_gauge():
+    poster = events.Poster(typing.cast(lightkube.AsyncClient, None), component="porterlb")
+    for n in range(3):
+        poster.emit(notice(n))
+    poster.queue.get_nowait()
+    assert prometheus_client.REGISTRY.get_sample_value("porterlb_events_queued") == 2

@@ -503,3 +503,50 @@ def test_a_pool_with_a_malformed_node_selector_keeps_its_usage_but_is_not_ready(
         "message": lan.node_selector_error,
         "observedGeneration": 2,
     }
+
+
+# -- pacing of the writes -----------------------------------------------------------------
+
+
+def written(at: float, entries: int, own: int | None = None) -> pool_status.Written:
+    return pool_status.Written(at=at, entries=entries, own=entries if own is None else own)
+
+
+@pytest.mark.parametrize(
+    ("now", "last", "changed", "changes", "want"),
+    [
+        pytest.param(5.0, None, 4.9, 1, 0.0, id="never written: at once"),
+        pytest.param(100.0, written(99.5, 10), 99.9, 3, 0.5, id="busy small pool: 1 s apart"),
+        pytest.param(100.0, written(95.0, 1000), 100.0, 250, 0.0, id="busy: a quarter changed"),
+        pytest.param(100.0, written(95.0, 1000), 100.0, 249, 2.0, id="busy: again once still"),
+        pytest.param(100.0, written(99.0, 1000), 99.5, 10, 1.5, id="still: 2 s after the change"),
+        pytest.param(100.0, written(99.0, 1000), 90.0, 10, 1.0, id="still long since: 500/s"),
+        pytest.param(100.0, written(99.0, 1000), None, 0, 1.0, id="unchanged since start: 500/s"),
+        pytest.param(
+            100.0, written(95.0, 10_000, own=1000), 99.9, 10, 15.0, id="all Eips share 500/s"
+        ),
+    ],
+)
+def test_write_after(now, last, changed, changes, want):
+    wait = pool_status.write_after(now, written=last, changed=changed, changes=changes)
+    assert wait == pytest.approx(want)
+
+
+@given(
+    sizes=st.lists(st.integers(1, 50), min_size=1, max_size=200),
+)
+def test_a_busy_pool_writes_at_most_five_entries_per_change(sizes):
+    """However the allocations are spread in time, while the pool keeps changing (never still)
+    the entries its writes carry stay under CHANGE_ENTRIES + 1 per change (plus the first)."""
+    now, used, total, changes = 0.0, 0, 0, 0
+    last: pool_status.Written | None = None
+    for step in sizes:  # `step` allocations, then the Eip is looked at
+        now += 0.5
+        used += step
+        changes += step
+        if pool_status.write_after(now, written=last, changed=now, changes=changes) == 0:
+            total += used
+            last = pool_status.Written(at=now, entries=used, own=used)
+            changes = 0
+    first = sizes[0]
+    assert total <= (pool_status.CHANGE_ENTRIES + 1) * used + first

@@ -1,14 +1,18 @@
-"""A manager that wins the Lease again does not repeat the Events it posted in an earlier term."""
+"""A manager that wins the Lease again does not repeat the Events it posted in an earlier term,
+nor write every Eip status at once."""
 
 from __future__ import annotations
+
+import asyncio
 
 import lightkube
 from lightkube import KubeConfig
 
-from porterlb.api import reasons
+from porterlb.api import eip, reasons
 from porterlb.api import service as svc
 from porterlb.api.keys import PoolName
-from porterlb.manager import ipam, service_plan
+from porterlb.kube import queueing
+from porterlb.manager import ipam, pool_status, service_plan
 
 UNUSED = KubeConfig.from_dict(
     {
@@ -48,3 +52,19 @@ async def test_a_pool_problem_is_not_said_again_in_a_new_term():
     manager.problems = {PoolName("lan"): (reasons.POOL_OVERLAP, 'Eip "lan" overlaps "wan"')}
     manager._report_problem(PoolName("lan"), "u-2")
     assert posted(manager) == ['Eip "lan" overlaps "wan"']
+
+
+async def test_the_pace_of_eip_status_writes_outlives_a_term():
+    """A term that starts right after a write of a 1,000-entry status waits its turn like any
+    later decision of the same term would: no burst of whole-status writes per term."""
+    manager = ipam.Ipam(lightkube.AsyncClient(config=UNUSED), lb_class="porterlb.io/layer2")
+    lan = eip.parse(
+        {"metadata": {"name": "lan"}, "spec": {"address": "198.18.0.0/22", "protocol": "layer2"}}
+    )
+    now = asyncio.get_running_loop().time()
+    manager._eip_written[lan.name] = pool_status.Written(at=now, entries=1000, own=1000)
+    manager._pool_changed[lan.name] = now
+    manager._reset()  # the Lease was lost and won again
+    outcome = await manager._write_eip_status(lan, {"metadata": {"name": "lan"}})
+    assert isinstance(outcome, queueing.Retry)
+    assert outcome.after > 0
