@@ -86,14 +86,17 @@ class Placements:
 
     def _changed(self, name: str) -> None:
         node = NodeName(name)
-        if node not in self._written:
-            return  # not loaded, or never written by this leader: nothing to compare with
+        if node not in self._written or self._locks[node].locked():
+            return  # not loaded, or a write under way: looked at once it is done
         obj = self.cache.cache.get(name)
-        if obj is None or reflector.object_revision(obj) > self._revision.get(node, 0):
-            # Not this leader's write (or its reply is not back yet: a write too many).
-            self._written[node] = -1
-            self._versions[node] = reflector.version(obj) if obj is not None else None
-            self.on_foreign(node)
+        if obj is not None and reflector.object_revision(obj) <= self._revision.get(node, 0):
+            return  # this leader's write, or an older one
+        if obj is not None and records.parse(obj) == self.book.record(node):
+            self._versions[node] = reflector.version(obj)
+            return  # another writer, saying what the leader wants
+        self._written[node] = -1
+        self._versions[node] = reflector.version(obj) if obj is not None else None
+        self.on_foreign(node)
 
     async def flush(self, node: NodeName) -> int:
         """Make the API's record of `node` carry every change the book made to it so far;
@@ -118,7 +121,9 @@ class Placements:
                 self._written[node] = generation
                 self._revision[node] = int(version)
                 break
-            return self._revision[node]
+            revision = self._revision[node]
+        self._changed(node)  # what the watch brought while the write was under way
+        return revision
 
     async def _read_version(self, node: NodeName) -> str | None:
         """The version of `node`'s record in the API now (None: there is none)."""

@@ -28,6 +28,12 @@ from tests.waiting import eventually
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 MOVED = 40
+QUIET_WITHIN = 30.0
+"""Seconds the leader's queues may take to drain once every IP has moved."""
+
+
+async def revision_of(client: lightkube.AsyncClient, node: str) -> int:
+    return reflector.object_revision(await objects.raw(client, resources.NodePlacement, node))
 
 
 async def record_of(client: lightkube.AsyncClient, node: str) -> dict[str, records.Entry]:
@@ -72,6 +78,12 @@ async def test_a_failover_writes_the_receiving_nodes_record_a_few_times_not_once
     assert 1 <= len(set(writes)) <= MOVED // 4
     for name in ("web", *(f"s{n}" for n in range(1, MOVED))):
         await wait_announced_by(client, name, namespace, {new})
+    # Settled, the leader writes no record again (its own writes, seen in its watch, are not
+    # taken for another writer's).
+    settled = [await revision_of(client, node) for node in (old, new)]
+    await asyncio.wait_for(manager.announcing.queue.idle(), QUIET_WITHIN)
+    await asyncio.wait_for(manager.announcing.view.idle(), QUIET_WITHIN)
+    assert [await revision_of(client, node) for node in (old, new)] == settled
 
 
 async def test_a_new_leader_keeps_an_ip_in_two_records_in_the_newer_and_clears_the_older(
