@@ -378,7 +378,9 @@ class Announcing:
             if pending is not None and pending.node != node and not self._released(ip):
                 waiting = True
                 continue  # placed once the old node has echoed, or gone silent
-            entry = self._entry(ip, new=pending is None and book.node_of(ip) is None)
+            held = book.entry(ip) if book.node_of(ip) == node else None
+            new = held.probe if held is not None else pending is None and book.node_of(ip) is None
+            entry = self._entry(ip, new=new)
             if book.node_of(ip) != node or book.entry(ip) != entry:
                 book.put(ip, node, entry)
                 arriving.add(node)
