@@ -8,9 +8,9 @@ lines (one command in, one answer out): ``services``, ``assign``, ``settle``, ``
 ``snapshot``/``snapdiff`` (tracemalloc) and ``quit``.
 
 ``services`` gives the process what a real speaker holds besides its announcer: a
-``porterlb.speaker.agent.Speaker`` (whose client never connects) takes one watch event per IP,
-each a Service as kube-apiserver sends it (:mod:`bench._service_objects`), through its
-Services reflector into its watch cache and its records, as from a real watch.
+``porterlb.speaker.agent.Speaker`` (whose client never connects) takes its node's placement
+record listing every IP (:func:`bench._placement_object.placement`), through its reflector
+into its watch cache and its assignments, as from a real watch.
 
 What it measures from inside, and the parent cannot see from ``/proc``:
 
@@ -173,7 +173,7 @@ class _Child:
         self.conns: list[_TimedConn] = []
         self.announcer = announcer.Announcer(open_conn=self._open, on_conflict=self._conflict)
         self.speaker: Any = None
-        """The speaker holding the Service watch cache (``services``), kept alive."""
+        """The speaker holding its placement record (``services``), kept alive."""
         self.client: Any = None
         """The speaker's API client (``--imports speaker``), which never connects."""
         self.profile: cProfile.Profile | None = None
@@ -219,16 +219,15 @@ class _Child:
             out.flush()
 
     async def cmd_services(self, ips: list[str], node: str) -> dict[str, Any]:
-        """Feed a speaker of `node` one Service event per IP of `ips`, all assigned to it."""
-        from bench import _service_objects
+        """Feed a speaker of `node` its placement record, every IP of `ips` in it."""
+        from bench import _placement_object
         from porterlb.speaker import agent
 
         assert self.client is not None, "services needs --imports speaker"
         self.speaker = agent.Speaker(self.client, node=NodeName(node), netns=self.args.netns)
         started = time.monotonic()
-        for index, ip in enumerate(ips):
-            self.speaker.services.receive(_service_objects.event(index, ip, node=node, pool="lan"))
-        return {"fed_s": time.monotonic() - started, "mine": len(self.speaker.records.mine)}
+        self.speaker.record.receive(_placement_object.placement(ips, node=node, pool="lan"))
+        return {"fed_s": time.monotonic() - started, "mine": len(self.speaker.mine)}
 
     async def cmd_assign(self, ips: list[str], probe: bool = False) -> dict[str, Any]:
         wanted = {

@@ -7,9 +7,9 @@
 A bare lab network with one worker; porterlb's announcer runs as its own process serving the
 worker's ``eth0`` (``bench._speaker_proc``, with the imports of ``porterlb speaker`` so that
 its baseline RSS is the real one). Before its IPs, the process is given what a real speaker
-holds of the cluster (``--no-caches`` leaves it out): its Services watch cache and records,
-fed one Service per IP as kube-apiserver sends it, each assigned to this node (``caches MB``
-is what they add). Each row starts a fresh speaker and assigns ``--ips`` addresses at once:
+holds of the cluster (``--no-caches`` leaves it out): its placement record, listing every IP
+with its Service as kube-apiserver sends it (``caches MB`` is what it adds). Each row starts
+a fresh speaker and assigns ``--ips`` addresses at once:
 
 - ``v4``: from the /18 of 198.18.0.0/15 holding the lab's LAN (the lab's own two /24s
   skipped); the router gets an on-link route for the /18, so it would resolve them on its LAN;
@@ -376,7 +376,7 @@ def main() -> None:
         "--caches",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="give the speaker its Services watch cache, one Service per IP (default: yes)",
+        help="give the speaker its placement record, every IP in it (default: yes)",
     )
     args = parser.parse_args()
     names = args.rows.split(",")

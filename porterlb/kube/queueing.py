@@ -55,15 +55,22 @@ async def attempt(write: Awaitable[object]) -> Outcome:
     """Await `write` and turn porterlb's error classes into the handler's outcome."""
     try:
         await write
-    except errors.Conflict:
+    except errors.PorterlbError as failure:
+        return failed(failure)
+    return Done()
+
+
+def failed(failure: errors.PorterlbError) -> Outcome:
+    """The handler's outcome after `failure`; raises it again if it is of no known class."""
+    if isinstance(failure, errors.Conflict):
         return Retry(after=CONFLICT_RECHECK)
-    except errors.TransientError as failure:
+    if isinstance(failure, errors.TransientError):
         log.warning("%s", failure)
         return Retry(after=failure.delay)
-    except errors.InvalidSpec as failure:
+    if isinstance(failure, errors.InvalidSpec):
         log.error("%s", failure)
         return GiveUp(str(failure))
-    return Done()
+    raise failure
 
 
 class WorkQueue:

@@ -14,4 +14,22 @@ EIP_VERSION = "v1alpha2"
 
 Eip: Any = create_global_resource(EIP_GROUP, EIP_VERSION, "Eip", "eips")
 
-__all__ = ["ConfigMap", "Eip", "EndpointSlice", "Event", "Lease", "Namespace", "Node", "Service"]
+PLACEMENT_GROUP = "porterlb.io"
+PLACEMENT_VERSION = "v1alpha1"
+
+NodePlacement: Any = create_global_resource(
+    PLACEMENT_GROUP, PLACEMENT_VERSION, "NodePlacement", "nodeplacements"
+)
+"""One node's placement record (:mod:`porterlb.placement.records`), named after the node."""
+
+__all__ = [
+    "ConfigMap",
+    "Eip",
+    "EndpointSlice",
+    "Event",
+    "Lease",
+    "Namespace",
+    "Node",
+    "NodePlacement",
+    "Service",
+]

@@ -203,6 +203,56 @@ async def set_announcing_node(
     return reflector.object_revision(msgspec.json.decode(reply.content))
 
 
+async def write_node_placement(
+    client: lightkube.AsyncClient,
+    node: str,
+    spec: Mapping[str, Any],
+    *,
+    resource_version: str | None,
+) -> str:
+    """Write `node`'s placement record (the NodePlacement of that name) as `spec`; its
+    resourceVersion after the write.
+
+    With `resource_version`, a JSON merge patch that applies only to that version (Conflict
+    when the record changed since, or is gone); without, the record is created (Conflict when
+    it exists). Else raises as :func:`raise_for_reply`.
+    """
+    what = f"NodePlacement {node}"
+    if resource_version is None:
+        body = {
+            "apiVersion": f"{resources.PLACEMENT_GROUP}/{resources.PLACEMENT_VERSION}",
+            "kind": "NodePlacement",
+            "metadata": {"name": node},
+            "spec": spec,
+        }
+        metrics.API_REQUESTS.labels("create", "nodeplacements").inc()
+        try:
+            reply = await kube_client.http(client).post(
+                kube_client.url(
+                    client, kube_client.path(resources.NodePlacement), _FIELD_MANAGER_QUERY
+                ),
+                content=msgspec.json.encode(body),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx2.TransportError as error:
+            raise errors.TransientError(f"{what}: {error!r}") from error
+        raise_for_reply(reply, what)
+    else:
+        patch = {"metadata": {"resourceVersion": resource_version}, "spec": spec}
+        reply = await _patch(
+            client,
+            resources.NodePlacement,
+            node,
+            patch,
+            namespace=None,
+            patch_type=PatchType.MERGE,
+            what=what,
+        )
+    if reply.status_code == 404:
+        raise errors.Conflict(f"{what}: gone meanwhile")
+    return reflector.version(msgspec.json.decode(reply.content))
+
+
 async def _patch_status(
     client: lightkube.AsyncClient,
     namespace: str,

@@ -2,17 +2,21 @@
 
 For every Service that holds an IP (ours, claimed, ``status.loadBalancer.ingress`` set) and
 has a ready endpoint, the leader picks one node eligible for its IPs with
-:mod:`porterlb.placement` and writes it in the Service annotation ``porterlb.io/announced-by``;
-the speakers watch that annotation. IPs are placed in groups (:mod:`porterlb.placement.ledger`):
-both IPs of a dual-stack Service, and every IP of Services sharing one, are announced from
-one node and move together. Eligibility is per group: the Node's own facts, the node
-selectors of the IPs' pools, and the ready endpoints of every Service using them that asks for
+:mod:`porterlb.placement` and writes the IP into that node's placement record, the
+NodePlacement named after the node (:mod:`porterlb.manager.placements`); each speaker watches
+its own record. IPs are placed in groups (:mod:`porterlb.placement.ledger`): both IPs of a
+dual-stack Service, and every IP of Services sharing one, are announced from one node and move
+together. Eligibility is per group: the Node's own facts, the node selectors of the IPs'
+pools, and the ready endpoints of every Service using them that asks for
 ``externalTrafficPolicy: Local``. A Service with no ready endpoint at all is not announced
-(``NoReadyEndpoint``); an IP no node may announce gets no annotation and a ``NoEligibleNode``
-Warning naming each node and why; an IP that leaves a node no longer eligible gets a
-``Failover`` Event naming both nodes and why (for a speaker that went silent: how long after
-its last heartbeat answer it was found so). On start the recorded annotations are adopted, oldest
-Service first, before anything is decided, so a restart or a new leader moves no IP.
+(``NoReadyEndpoint``); an IP no node may announce is in no record and gets a
+``NoEligibleNode`` Warning naming each node and why; an IP that leaves a node no longer
+eligible gets a ``Failover`` Event naming both nodes and why (for a speaker that went silent:
+how long after its last heartbeat answer it was found so). The Service annotation
+``porterlb.io/announced-by`` shows the node to kubectl and ``porterlb status``: a view written
+after the record, by a queue of its own, off a failover's path. On start the records are
+adopted (a Service none names: its annotation, as an older porterlb wrote it), oldest Service
+first, before anything is decided, so a restart or a new leader moves no IP.
 
 Nodes, Eips and EndpointSlices are kept parsed as they change, leader or not. A Node or Eip
 change that alters what placement reads, and a speaker going silent, answering again or
@@ -22,26 +26,27 @@ requeues its own Service, and an IP that moves requeues its other users.
 
 **Revocations** (docs/fencing.md). Taking an IP from a node whose speaker still answers
 heartbeats is a handshake, so that its speaker has stopped before another starts, even if its
-watch is dead: the leader first removes the record (``announced-by`` cleared), raises the
-pingers' *must-see* revision to the version of that write once its own watch shows it, and
-places the IP elsewhere only once the old node has echoed that revision (its watch has seen
-the removal, or it answers no ARP until it has), or has gone silent with its lease run out.
-A silent node's IPs move at once: its lease has run out by the time it counts as silent.
-A new leader starts only :data:`TAKEOVER_SETTLE` after winning, and makes every speaker
-reach the newest Service version it loaded before answering.
+watch is dead: the leader first writes the old node's record without the IP, raises that
+node's *must-see* revision to the version of that write, and writes the IP into another
+record only once the old node has echoed that revision (its watch has seen the removal, or it
+answers no ARP until it has), or has gone silent with its lease run out. A silent node's IPs
+move at once (its lease has run out by the time it counts as silent): the old and the new
+records are written together. A new leader starts only :data:`TAKEOVER_SETTLE` after
+winning, and makes every speaker reach the version of its record the leader loaded before
+answering.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import lightkube
 
-from porterlb import logs
+from porterlb import errors, logs
 from porterlb.api import eip as eip_api
 from porterlb.api import endpoints as endpoints_api
 from porterlb.api import node as node_api
@@ -50,8 +55,8 @@ from porterlb.api import service as svc
 from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.kube import events, queueing, reflector, resources, writers
 from porterlb.liveness import guard
-from porterlb.manager import metrics
-from porterlb.placement import eligibility, endpoints, ledger
+from porterlb.manager import metrics, placements
+from porterlb.placement import eligibility, endpoints, ledger, records
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +79,18 @@ class Pinger(Protocol):
     stale: frozenset[NodeName]
     draining: frozenset[NodeName]
     on_change: Callable[[], None]
-    must_see: int
+    must_see: dict[NodeName, int]
 
     def confirmed(self, node: NodeName) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
 class _Revoked:
-    """An IP taken from `node`, whose speaker must reach `revision` before another answers
-    (None: the revoking write's outcome is not known yet), by a write to Service `by`."""
+    """An IP taken from `node`, whose speaker must reach `revision` of its record before
+    another answers (None: the revoking write's outcome is not known yet)."""
 
     node: NodeName
     revision: int | None
-    by: ServiceKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,10 @@ class _Asks:
 
     pools: frozenset[PoolName]
     local: bool
+
+
+VIEW_WORKERS: Final = 2
+"""Annotation writes in flight: the view may lag a failover, the records must not."""
 
 
 class Announcing:
@@ -119,6 +127,7 @@ class Announcing:
         self.eips = eips
         self.poster = poster
         self.ledger = ledger.Ledger()
+        self.placements = placements.Placements(client, on_foreign=self._record_changed)
         self.loaded = False
         self.node_facts: dict[NodeName, node_api.Node] = {}
         self.pool_rules: dict[PoolName, eligibility.PoolRule] = {}
@@ -129,6 +138,8 @@ class Announcing:
         self.draining: frozenset[NodeName] = frozenset()
         self.pinger: Pinger | None = None
         self._asks: dict[ServiceKey, _Asks] = {}
+        self._pool_of: dict[str, PoolName] = {}
+        """IP -> its pool, as the Services using it last said."""
         self._said: dict[ServiceKey, str] = {}
         self._said_pool: dict[PoolName, str] = {}
         self._lost: dict[str, tuple[NodeName, float]] = {}
@@ -136,9 +147,8 @@ class Announcing:
         time. Dropped when a Service of the IP is next handled."""
         self._revoked: dict[str, _Revoked] = {}
         """IP -> the node it was taken from, until another may announce it."""
-        self._recorded: dict[ServiceKey, tuple[tuple[str, ...], NodeName]] = {}
-        """Service -> (IPs, node) as last recorded on it, for a Service that disappears."""
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
+        self.view = queueing.WorkQueue(self._show, name="announced-by", workers=VIEW_WORKERS)
         self.nodes = reflector.Reflector(
             client, resources.Node, on_change=self._node_changed, name="nodes"
         )
@@ -149,19 +159,21 @@ class Announcing:
         eips.subscribe(self._eip_changed)
 
     async def watch(self) -> None:
-        """Keep the Node and EndpointSlice caches current, leader or not."""
+        """Keep the Node, EndpointSlice and placement record caches current, leader or not."""
         async with asyncio.TaskGroup() as group:
-            for source in (self.nodes, self.slices):
+            for source in (self.nodes, self.slices, self.placements.cache):
                 group.create_task(source.run(), name=f"manager/watch/{source.name}")
 
     async def lead(self) -> None:
         """Adopt the recorded placements, then converge until cancelled."""
         await asyncio.sleep(self.settle)
-        for source in (self.services, self.eips, self.nodes, self.slices):
+        for source in (self.services, self.eips, self.nodes, self.slices, self.placements.cache):
             await source.synced.wait()
         self._load()
         try:
-            await self.queue.run()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.queue.run(), name="manager/announcing/queue")
+                group.create_task(self.view.run(), name="manager/announcing/view")
         finally:
             self.loaded = False
 
@@ -170,23 +182,30 @@ class Announcing:
         self._asks = {}
         # What was said in Events stays, as in Ipam._reset: the same news is not said again.
         self._revoked = {}
-        self._recorded = {}
         # What the previous leader revoked is not known here: every speaker must at least
-        # have seen every Service version loaded now before it answers.
-        self._require(self.services.last_event)
+        # have seen its record as loaded now before it answers.
+        revisions, doubled = self.placements.load()
+        for node, revision in revisions.items():
+            self._require(node, revision)
+        for ip, node in doubled.items():  # its other record is written without it first
+            self._revoked[ip] = _Revoked(node, None)
+        book = self.placements.book
         parsed = sorted(map(svc.parse, self.services.cache.values()), key=lambda s: s.created)
         for service in parsed:
             ips = _announced_ips(service, self.lb_class)
             if ips:
-                node = service.annotation(wellknown.ANNOUNCED_BY)
-                self.ledger.adopt(service.key, ips, NodeName(node) if node else None)
-                if node:
-                    self._recorded[service.key] = (ips, NodeName(node))
+                recorded = service.annotation(wellknown.ANNOUNCED_BY)
+                placed = book.node_of(ips[0]) or (NodeName(recorded) if recorded else None)
+                self.ledger.adopt(service.key, ips, placed)
         self.loaded = True
         for name in self.eips.cache:
             self._report_pool(PoolName(name))
         for key in self.services.cache:
             self.queue.add(key)
+        for node in book.nodes():  # Services gone while no leader was there
+            for entry in book.record(node).values():
+                for key in entry.services:
+                    self.queue.add(key)
 
     # -- what placement reads, kept current -------------------------------------------------
 
@@ -208,6 +227,15 @@ class Announcing:
             n for n in was.keys() | self.lacking.keys() if was.get(n) != self.lacking.get(n)
         }
         self._recheck(nodes=changed)
+
+    def _record_changed(self, node: NodeName) -> None:
+        """Another writer changed `node`'s record: its Services are written back as decided."""
+        if not self.loaded:
+            return
+        named = records.parse(self.placements.cache.cache.get(node)).values()
+        for entry in (*self.placements.book.record(node).values(), *named):
+            for key in entry.services:
+                self.queue.add(key)
 
     def _service_changed(self, key: str) -> None:
         if self.loaded:
@@ -288,62 +316,118 @@ class Announcing:
         served = bool(ips) and self.endpoints.of(service_key).ready
         self.ledger.use(service_key, ips if served else ())
         self._asks.pop(service_key, None)
-        if obj is None or service is None:
+        if service is None:
             self._said.pop(service_key, None)
-            gone = self._recorded.pop(service_key, None)
-            if gone is not None:  # its speaker stops once its watch has the deletion
-                for ip in gone[0]:
-                    self._revoke(ip, gone[1], self.services.last_event, service_key)
-            self._revoke_unlearnt(service_key)
-            return queueing.Done()
         node = None
-        if ips and served:
-            pools = frozenset(svc.recorded_pools(service))
-            self._asks[service_key] = _Asks(pools=pools, local=service.local_traffic)
+        if service is not None and ips and served:
+            pools = svc.recorded_pools(service)
+            self._pool_of.update(zip(ips, pools, strict=False))
+            self._asks[service_key] = _Asks(pools=frozenset(pools), local=service.local_traffic)
             node = self._place(service_key, ips[0])
-        if ips and node is None:
+        if service is not None and ips and node is None:
             self._say(service, ips, None, served=served)
-        recorded = service.annotation(wellknown.ANNOUNCED_BY)
-        old = NodeName(recorded) if recorded else None
-        seen = service.ingress
-        for ip in seen:
-            self._learn(ip, old, obj)
-        if recorded == node:
-            if node is not None:
+        book = self.placements.book
+        first = ips[0] if ips else None
+        was = book.node_of(first) if first is not None else None
+        entry = book.entry(first) if first is not None else None
+        users = entry.services if entry is not None else ()
+        pending = self._revoked.get(first) if first is not None else None
+        touched = sorted({*ips, *book.ips_of(service_key)})
+        try:
+            waiting = await self._converge(touched)
+        except errors.PorterlbError as failure:
+            return queueing.failed(failure)
+        if service is not None:
+            self.view.add(key)
+        now = book.node_of(first) if first is not None else None
+        if service is not None and ips and now is not None:
+            if now != was or service_key not in users:
+                moved_from = was if was not in (None, now) else None
+                if moved_from is None and pending is not None and pending.node != now:
+                    moved_from = pending.node
+                took = self._count_failover(ips, moved_from)
+                self._say(service, ips, now, moved_from=moved_from, took=took)
+            else:
                 for ip in ips:
                     self._lost.pop(ip, None)  # it stayed, or its move is already recorded
-            self._remember(service_key, service, node, obj)
-            for ip in seen:
-                self._settle(ip, node)
+        return queueing.Retry(CONFIRM_RETRY) if waiting else queueing.Done()
+
+    async def _converge(self, ips: Sequence[str]) -> bool:
+        """Bring the records of `ips` to where the ledger puts them: out of the record of a
+        node that no longer announces them first (a revocation), into the new node's once the
+        old one has let go (docs/fencing.md); one write per node touched, at once. True while
+        an IP waits for its old node's echo."""
+        book = self.placements.book
+        for ip in ips:
+            have = book.node_of(ip)
+            if have is not None and have != self.ledger.node_of(ip):
+                book.drop(ip)
+                self._revoked[ip] = _Revoked(have, None)
+        unknown = {
+            pending.node
+            for pending in map(self._revoked.get, ips)
+            if pending is not None and pending.revision is None
+        }
+        arriving: set[NodeName] = set()
+        waiting = False
+        for ip in ips:
+            node = self.ledger.node_of(ip)
+            pending = self._revoked.get(ip)
+            if node is None:
+                continue
+            if pending is not None and pending.node != node and not self._released(ip):
+                waiting = True
+                continue  # placed once the old node has echoed, or gone silent
+            held = book.entry(ip) if book.node_of(ip) == node else None
+            new = held.probe if held is not None else pending is None and book.node_of(ip) is None
+            entry = self._entry(ip, new=new)
+            if book.node_of(ip) != node or book.entry(ip) != entry:
+                book.put(ip, node, entry)
+                arriving.add(node)
+        kept = {node for node in map(book.node_of, ips) if node is not None}
+        written = await self._flush(unknown | arriving | kept)
+        for ip in ips:
+            pending = self._revoked.get(ip)
+            if pending is None:
+                continue
+            if pending.revision is None and pending.node in written:
+                self._revoke(ip, pending.node, written[pending.node])
+            node = book.node_of(ip)
+            if node == pending.node or (node is not None and self._released(ip)):
+                del self._revoked[ip]  # back on its node, or the old node let go
+        return waiting
+
+    async def _flush(self, nodes: Collection[NodeName]) -> dict[NodeName, int]:
+        """Write the records of `nodes` at once; node -> its record's revision."""
+        unique = sorted(set(nodes))
+        revisions = await asyncio.gather(*(self.placements.flush(node) for node in unique))
+        return dict(zip(unique, revisions, strict=True))
+
+    def _entry(self, ip: str, *, new: bool) -> records.Entry:
+        """The record entry of `ip`: its pool, the Services using it; `new`: no node had it."""
+        users = tuple(sorted(self.ledger.users_of(ip)))
+        return records.Entry(self._pool_of.get(ip, PoolName("")), users, probe=new)
+
+    async def _show(self, key: str) -> queueing.Outcome:
+        """Write the view of Service `key`: the node whose record holds its first IP, in its
+        ``porterlb.io/announced-by`` annotation (for kubectl and ``porterlb status``)."""
+        obj = self.services.cache.get(key)
+        if obj is None:
             return queueing.Done()
-        moved_from = recorded
-        revoking = None
-        if old is not None and seen:
-            # The IPs leave `old`: its speaker must let go before another answers. The write
-            # below is the revocation; its revision is its reply's (or, if its outcome is not
-            # known, learnt when it shows in the cache).
-            for ip in seen:
-                self._revoked[ip] = _Revoked(old, None, service_key)
-            revoking = (seen, old)
-            if node is not None and old not in self.silent:
-                node = None  # remove the record first; place it once `old` has echoed
-        elif node is not None:
-            pending = [self._revoked[ip] for ip in ips if ip in self._revoked]
-            elsewhere = [revoked for revoked in pending if revoked.node != node]
-            if elsewhere:
-                if not all(self._released(ip) for ip in ips):
-                    return queueing.Retry(CONFIRM_RETRY)
-                moved_from = elsewhere[0].node
-        outcome = await queueing.attempt(self._record(service, node, obj, revoking))
-        if not isinstance(outcome, queueing.Done):
-            return outcome
-        self._remember(service_key, service, node, obj)
-        if ips and node is not None:
-            took = self._count_failover(ips, moved_from)
-            self._say(service, ips, node, moved_from=moved_from, took=took)
-        if node is None and served and self.ledger.node_of(ips[0]) is not None:
-            return queueing.Retry(CONFIRM_RETRY)  # released for a move: place it when echoed
-        return outcome
+        service = svc.parse(obj)
+        ips = _announced_ips(service, self.lb_class)
+        node = self.placements.book.node_of(ips[0]) if ips else None
+        if service.annotation(wellknown.ANNOUNCED_BY) == node:
+            return queueing.Done()
+        return await queueing.attempt(
+            writers.set_announcing_node(
+                self.client,
+                service.namespace,
+                service.name,
+                node,
+                resource_version=reflector.version(obj),
+            )
+        )
 
     def _count_failover(self, ips: tuple[str, ...], moved_from: str | None) -> float | None:
         """Count the move of `ips` just recorded (one failover: they move together); the
@@ -357,78 +441,15 @@ class Announcing:
         metrics.FAILOVER_DURATION.observe(took)
         return took
 
-    def _learn(self, ip: str, recorded: NodeName | None, obj: Mapping[str, Any]) -> None:
-        """The revoking write of `ip` is in the cache once the Service no longer names the
-        node it was taken from: its version is the revision every speaker must reach (one
-        that exists, so the old node's echo means it has seen the write)."""
-        pending = self._revoked.get(ip)
-        if pending is not None and pending.revision is None and recorded != pending.node:
-            self._revoke(ip, pending.node, reflector.object_revision(obj), pending.by)
+    def _revoke(self, ip: str, node: NodeName, revision: int) -> None:
+        """`ip` left `node`'s record at `revision`: that node's speaker must reach it before
+        another node answers for `ip`."""
+        self._revoked[ip] = _Revoked(node, revision)
+        self._require(node, revision)
 
-    def _settle(self, ip: str, node: NodeName | None) -> None:
-        """Forget the revocation of `ip` once it is placed again, on its old node or, the
-        revision known, on another."""
-        pending = self._revoked.get(ip)
-        if pending is None or node is None:
-            return
-        if node == pending.node or pending.revision is not None:
-            del self._revoked[ip]
-
-    def _remember(
-        self, key: ServiceKey, service: svc.Service, node: NodeName | None, obj: Mapping[str, Any]
-    ) -> None:
-        before = self._recorded.get(key)
-        if node is not None and service.ingress:
-            self._recorded[key] = (service.ingress, node)
-        else:
-            self._recorded.pop(key, None)
-        if before is None:
-            return
-        kept = set(service.ingress) if node == before[1] else set()
-        for ip in before[0]:
-            if ip not in kept and ip not in self._revoked:
-                # Taken off its node by a write not ours (IPAM's release of a Service that is
-                # deleted or leaves the class): the version showing it gone is the revision
-                # that node's speaker must reach before the IP is answered elsewhere.
-                self._revoke(ip, before[1], reflector.object_revision(obj), key)
-
-    def _revoke(self, ip: str, node: NodeName, revision: int, by: ServiceKey) -> None:
-        """`ip` leaves `node`: every speaker must reach `revision` before it answers again."""
-        self._revoked[ip] = _Revoked(node, revision, by)
-        self._require(revision)
-
-    def _revoke_unlearnt(self, gone: ServiceKey) -> None:
-        """Service `gone` no longer exists: a revocation it wrote whose revision is not known
-        can no longer be learnt from the cache, and its deletion, at or below the latest
-        revision seen, revokes the IP as surely (its speaker stops at either)."""
-        for ip, pending in list(self._revoked.items()):
-            if pending.revision is None and pending.by == gone:
-                self._revoke(ip, pending.node, self.services.last_event, gone)
-
-    async def _record(
-        self,
-        service: svc.Service,
-        node: NodeName | None,
-        obj: Mapping[str, Any],
-        revoking: tuple[Sequence[str], NodeName] | None,
-    ) -> None:
-        """Record `node` on `service`, read at `obj`'s version; when that takes IPs from a
-        node (`revoking`), the written version is the revision its speaker must echo."""
-        revision = await writers.set_announcing_node(
-            self.client,
-            service.namespace,
-            service.name,
-            node,
-            resource_version=reflector.version(obj),
-        )
-        if revoking is not None:
-            ips, old = revoking
-            for ip in ips:
-                self._revoke(ip, old, revision, service.key)
-
-    def _require(self, revision: int) -> None:
+    def _require(self, node: NodeName, revision: int) -> None:
         if self.pinger is not None:
-            self.pinger.must_see = max(self.pinger.must_see, revision)
+            self.pinger.must_see[node] = max(self.pinger.must_see.get(node, 0), revision)
 
     def _released(self, ip: str) -> bool:
         """Whether `ip`'s last node has surely stopped answering for it: it echoed the

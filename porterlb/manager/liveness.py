@@ -15,8 +15,9 @@ must not make every speaker refuse its pings and so switch failover off). No API
 made: heartbeats cost the API server nothing.
 
 Each ping to a node acknowledges the latest pong accepted from it (which extends the
-speaker's answering lease) and carries :attr:`Liveness.must_see`, the revision of the
-leader's latest revocation; :meth:`Liveness.confirmed` says which a node has complied with.
+speaker's answering lease) and carries that node's entry of :attr:`Liveness.must_see`, the
+revision of the leader's latest revocation from the node's placement record;
+:meth:`Liveness.confirmed` says which a node has complied with.
 A speaker that says it drains (it got SIGTERM, :data:`porterlb.liveness.wire.DRAINING`) is
 in :attr:`Liveness.draining` at once: the leader hands its IPs over while it still answers.
 The argument is docs/fencing.md.
@@ -84,9 +85,11 @@ class Liveness:
         self.poster = poster
         self.subject = subject
         """What a ``FailoverSuspended`` Event is about (the election Lease); None: no Event."""
-        self.must_see = 0
-        """The revision every speaker's watch must have reached before it answers ARP: the
-        leader's latest revocation (:mod:`porterlb.manager.announcing` raises it)."""
+        self.must_see: dict[NodeName, int] = {}
+        """Node -> the revision its speaker's watch of its placement record must have reached
+        before it answers ARP: the leader's latest revocation from that record
+        (:mod:`porterlb.manager.announcing` raises it; a speaker sees only its own record's
+        revisions, so each node has its own)."""
         session = os.urandom(wire.SESSION_LEN)
         self.tracker = tracker.Tracker(session=session, misses=settings.timing.misses)
         self.silent: Mapping[NodeName, float | None] = {}
@@ -166,7 +169,7 @@ class Liveness:
                 node,
                 speaker_session=echo_session,
                 speaker_sequence=echo_sequence,
-                must_see=self.must_see,
+                must_see=self.must_see.get(node, 0),
             )
             address = udp.destination(sock, ip, self.settings.port)
             # A refused send (a firewall, a full buffer) is counted; the missing pong says it.

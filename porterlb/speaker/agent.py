@@ -1,9 +1,9 @@
 """The speaker: watches the manager's assignments for this node and drives the announcer.
 
-Two reflectors (Services, Eips) feed one sync loop. Each changed Service goes into
-:class:`porterlb.speaker.assignments.Records`, so a change costs O(1) however many Services
-exist; the wanted set (IP -> interface) is handed to the announcer whole. An IP that another
-Service assigns to another node is left out: the manager is moving it. Interfaces are
+Two reflectors feed one sync loop: this node's placement record (the NodePlacement named after
+the node, watched by name: :mod:`porterlb.speaker.assignments`), so the speaker decodes no
+Service event and a change costs it one small object however many Services exist, and the
+Eips. The wanted set (IP -> interface) is handed to the announcer whole. Interfaces are
 resolved per pool over netlink in the node's network namespace, cached, and resolved again
 when the Eip changes and every :data:`RESOLVE_INTERVAL`. A pool whose interface this node
 lacks gets a Warning Event ``InterfaceMissing`` naming node and interface, and nothing of it
@@ -15,7 +15,8 @@ With heartbeats on, the speaker answers the managers' pings (:mod:`.heartbeats`)
 itself (docs/fencing.md): the announcer asks :meth:`Speaker.may_answer` before every answer
 and every gratuitous frame, on whichever thread sends it. It may answer while it holds a lease
 that only acknowledged pongs extend and its Services watch, as applied to the announcer, has
-reached the leader's must-see revision; an open watch proves nothing. Without a lease it reads
+reached the leader's must-see revision for this node (a revision of its record); an open
+watch proves nothing. Without a lease it reads
 the managers' election Lease itself (:data:`LEADER_READ_INTERVAL`): while no manager leads,
 nobody can move its IPs and it keeps answering its last assignments, for at most the fence
 time after the last read that said so.
@@ -25,9 +26,10 @@ answering and keeping its lease while the leader hands its IPs to other nodes, a
 :meth:`Speaker.run` returns once :func:`porterlb.liveness.drain.verdict` lets it: its IPs are
 handed over, nobody would move them, or ``drain_timeout`` has passed.
 
-An IP that moved here from another node is announced without a probe: porterlb answered for
-it a moment ago, and a failover must not wait (the old node may even still answer the probe;
-other speakers' MACs are never conflicts either, see ``set_peer_macs``).
+An IP is probed before its first announcement only when its record entry says it is new to
+the cluster (``probe``); one that moved here from another node is announced at once: porterlb
+answered for it a moment ago, and a failover must not wait (the old node may even still answer
+the probe; other speakers' MACs are never conflicts either, see ``set_peer_macs``).
 """
 
 from __future__ import annotations
@@ -105,21 +107,22 @@ class Speaker:
         """Whether :meth:`may_answer` said no at its last look (a start is fenced: no lease
         before the first acknowledgement)."""
         self.applied = 0
-        """The Services revision the announcer's wanted set reflects (see :meth:`_sync`)."""
+        """The revision of this node's record the announcer's wanted set reflects (see
+        :meth:`_sync`)."""
         self.revoked = 0
-        """The Services revision of the latest IP taken from this node: a draining speaker
+        """The record's revision that took the latest IP from this node: a draining speaker
         stays until it has echoed it to the leader (the handshake's must-see revision)."""
         self._changes = 0
         """Changes of this node's records so far: a sync reflects those made before it."""
         self._syncing = False
         self.endpoint: heartbeats.Heartbeats | None = None
         self.poster = events.Poster(client, component="porterlb-speaker")
-        self.services = reflector.Reflector(
+        self.record = reflector.Reflector(
             client,
-            resources.Service,
-            on_change=self._service_changed,
-            name="services",
-            keep=assignments.kept,
+            resources.NodePlacement,
+            on_change=self._record_changed,
+            name="placement",
+            field_selector=f"metadata.name={node}",
         )
         self.eips = reflector.Reflector(
             client, resources.Eip, on_change=self._eip_changed, name="eips"
@@ -144,28 +147,20 @@ class Speaker:
             watch_links=functools.partial(interfaces.watch_running, netns=netns),
             may_answer=self.may_answer,
         )
-        self.records = assignments.Records(node)
-        """Service key -> the (IP, pool) pairs it assigns to this node; only non-empty ones."""
+        self.mine: assignments.Assigned = {}
+        """The IPs this node's record assigns to it, with their entries."""
         self.kernel = kernelarp.Check(
             node=node,
             netns=netns,
             poster=self.poster,
             pools=self._pools,
-            assigned=self.records.assigned,
+            assigned=self._used,
         )
         self.links: dict[PoolName, str | None] = {}
         """Pool -> interface name, or None when this node lacks it (reported)."""
         self._macs: dict[str, bytes] = {}
         """Interface name -> its MAC, for the pongs (peers' MACs are never conflicts)."""
         self._announced: set[address.IPAddress] = set()
-        self._recorded: dict[str, str] = {}
-        """Service key -> the announcing node last recorded on it, to tell a move from a start;
-        kept while the record is cleared, since a move by handshake (docs/fencing.md) clears
-        the old node's record before it writes the new one."""
-        self._moved_in: set[address.IPAddress] = set()
-        """IPs that moved here from another node since the last sync: announced without a
-        probe, since porterlb itself answered for them a moment ago and a failover must not
-        wait (the old node may even still answer the probe)."""
         self._said: dict[PoolName, str] = {}
         self._dirty = asyncio.Event()
         self._readers: dict[str, afpacket.AfPacketConn] = {}
@@ -176,7 +171,7 @@ class Speaker:
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(self.poster.run(), name="speaker/events"),
-                group.create_task(self.services.run(), name="speaker/watch/services"),
+                group.create_task(self.record.run(), name="speaker/watch/placement"),
                 group.create_task(self.eips.run(), name="speaker/watch/eips"),
                 group.create_task(self.announcer.run(), name="speaker/l2"),
                 group.create_task(self._sync_loop(), name="speaker/sync"),
@@ -217,7 +212,7 @@ class Speaker:
         )
         while True:
             now = time.monotonic()
-            holding = len({ip for pairs in self.records.mine.values() for ip, _ in pairs})
+            holding = len(self.mine)
             why = drain.verdict(
                 now=now,
                 deadline=started + self.drain_timeout,
@@ -346,30 +341,21 @@ class Speaker:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def _service_changed(self, key: str) -> None:
-        obj = self.services.cache.get(key)  # as assignments.kept keeps it
-        node = obj["node"] if obj is not None else None
-        before = self._recorded.get(key) if obj is not None else self._recorded.pop(key, None)
-        if node is not None:
-            self._recorded[key] = node
-        had = self.records.mine.get(key, ())
-        if self.records.update(key, obj):
-            found = self.records.mine.get(key, ())
-            if {ip for ip, _ in had} - {ip for ip, _ in found}:
+    def _record_changed(self, key: str) -> None:
+        obj = self.record.cache.get(key)
+        found = assignments.read(obj)
+        if found != self.mine:
+            if self.mine.keys() - found.keys():
                 # The revision the leader's handshake asks this node to echo (its must-see).
-                revision = reflector.version(obj) if obj is not None else ""
-                self.revoked = max(
-                    self.revoked, int(revision) if revision.isdigit() else self.services.last_event
-                )
-            if before is not None and before != self.node:
-                self._moved_in.update(ip for ip, _ in found)
+                revision = reflector.object_revision(obj) if obj is not None else 0
+                self.revoked = max(self.revoked, revision or self.record.last_event)
+            self.mine = found
             self._changes += 1
             self._dirty.set()
         elif not self._dirty.is_set() and not self._syncing:
             # Nothing this node answers changed, and nothing is waiting to be applied: the
-            # announcer reflects this revision already (other nodes' revocations raise every
-            # speaker's must-see revision; waiting for the next sync would fence them all).
-            self.applied = max(self.applied, self.services.revision)
+            # announcer reflects this revision already.
+            self.applied = max(self.applied, self.record.revision)
 
     def _peers_changed(self, key: str) -> None:
         assert self.peers is not None
@@ -382,7 +368,7 @@ class Speaker:
     # -- the loop ---------------------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
-        await self.services.synced.wait()
+        await self.record.synced.wait()
         await self.eips.synced.wait()
         while True:
             self._dirty.clear()
@@ -403,29 +389,21 @@ class Speaker:
 
     async def _apply(self) -> None:
         wanted: dict[address.IPAddress, announcer.Announcement] = {}
-        # A snapshot: resolving an interface awaits, and watch events change the records then
-        # (the records take each event as it comes, so they reflect the revision read here).
-        revision, changes = self.services.revision, self._changes
-        mine = list(self.records.mine.values())
-        for pairs in mine:
-            for ip, pool in pairs:
-                if self.records.contested(ip):
-                    continue  # being moved: its old node may still answer until it is done
-                ifname = await self._interface(pool)
-                if ifname is not None:
-                    # Probe before an IP is first announced in the cluster (RFC 5227).
-                    fresh = ip not in self._announced and ip not in self._moved_in
-                    wanted[ip] = announcer.Announcement(ifname, probe=fresh)
+        # A snapshot: resolving an interface awaits, and watch events change the record then
+        # (each event is taken as it comes, so `mine` reflects the revision read here).
+        revision, changes = self.record.revision, self._changes
+        for ip, entry in list(self.mine.items()):
+            ifname = await self._interface(entry.pool)
+            if ifname is not None:
+                # Probe before an IP is first announced in the cluster (RFC 5227).
+                fresh = entry.probe and ip not in self._announced
+                wanted[ip] = announcer.Announcement(ifname, probe=fresh)
         self.announcer.update(wanted)
         metrics.ANNOUNCED_IPS.set(len(wanted))
         # What changed meanwhile concerned no IP of this node: the current revision holds.
-        current = self.services.revision if self._changes == changes else revision
+        current = self.record.revision if self._changes == changes else revision
         self.applied = max(self.applied, current)
         self._announced = set(wanted)
-        # Forget only what was used or left: an IP that moved in while this sync awaited
-        # (or that waits for its interface, or for its move to finish) keeps its mark.
-        still_mine = {ip for pairs in self.records.mine.values() for ip, _ in pairs}
-        self._moved_in = {ip for ip in self._moved_in if ip in still_mine and ip not in wanted}
 
     async def _resolve_every_pool(self) -> None:
         """Resolve the interface of every layer-2 pool, assigned here or not, so that the
@@ -490,7 +468,7 @@ class Speaker:
         Fenced is ready too (see :mod:`porterlb.health`)."""
         unopened = self.announcer.unopened()
         return [
-            ("services synced", self.services.synced.is_set()),
+            ("placement record synced", self.record.synced.is_set()),
             ("eips synced", self.eips.synced.is_set()),
             (f"packet socket on {', '.join(unopened)}", not unopened),
         ]
@@ -514,13 +492,14 @@ class Speaker:
                 found.append(strictarp.Pool(pool.first, pool.last, link))
         return found
 
+    def _used(self, ip: address.IPAddress) -> bool:
+        """Whether ``ip`` is some Service's, announced here or elsewhere (the Eips say so)."""
+        return any(assignments.used(eip, ip) for eip in list(self.eips.cache.values()))
+
     def _announced_services(self, ip: address.IPAddress) -> list[tuple[str, events.Subject]]:
-        """The Services (key, Event subject) that assign ``ip`` to this node."""
-        return [
-            (key, _service_subject(service))
-            for key, service in self.services.cache.items()
-            if str(ip) in service["ingress"] and assignments.read(service, self.node)
-        ]
+        """The Services (key, Event subject) this node's record names for ``ip``."""
+        entry = self.mine.get(ip)
+        return [(key, _service_subject(key)) for key in entry.services] if entry else []
 
     def _node_answers(
         self, ip: address.IPAddress, ifname: str, mac: ethernet.MacAddress, other: str
@@ -588,12 +567,7 @@ def _uid(obj: Mapping[str, object] | None) -> str:
     return str(meta.get("uid", "")) if isinstance(meta, dict) else ""
 
 
-def _service_subject(service: Mapping[str, Any]) -> events.Subject:
-    """The Event subject of a Service as the speaker's cache keeps it (:func:`assignments.kept`)."""
-    return events.Subject(
-        kind="Service",
-        api_version="v1",
-        name=service["name"],
-        namespace=service["namespace"],
-        uid=service["uid"],
-    )
+def _service_subject(key: str) -> events.Subject:
+    """The Event subject of the Service `key` (``namespace/name``) as a record names it."""
+    namespace, _, name = key.partition("/")
+    return events.Subject(kind="Service", api_version="v1", name=name, namespace=namespace)

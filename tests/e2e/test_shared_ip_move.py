@@ -1,11 +1,13 @@
-"""A shared IP being moved: no node answers for it while its Services disagree, never two.
+"""A shared IP being moved: one entry of one record, so no node answers for it in between,
+never two.
 
-The manager moves an IP that several Services share by rewriting ``porterlb.io/announced-by``
-on each of them, one at a time. Here the test writes those records itself, with both manager
-replicas stopped so that nothing else writes, and the router's LAN leg asks who answers at
-each step: the old node until the first rewrite, nobody in between, the new node once every
-Service names it. The lab is this module's own, since the test stops its managers. Needs
-root.
+The manager moves an IP that several Services share by taking its entry (both Services in
+it) out of the old node's placement record, waiting for the old node's echo, and writing the
+entry into the new node's record. Here the test writes those records itself, with both
+manager replicas stopped so that nothing else writes, and the router's LAN leg asks who
+answers at each step: the old node until its record lacks the IP, nobody in between, the new
+node once its record holds it. The lab is this module's own, since the test stops its
+managers. Needs root.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import os
 import signal
 
+from lightkube.core.exceptions import ApiError
+
 from porterlb.api import wellknown
-from porterlb.kube import writers
-from porterlb.lab import cluster, lab
+from porterlb.kube import reflector, resources, writers
+from porterlb.lab import lab
+from porterlb.placement import records
 from tests.e2e import marks
 from tests.waiting import eventually
 
@@ -24,7 +29,7 @@ pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
 MANAGERS = ("manager/1", "manager/2")
 
 
-async def test_a_shared_ip_is_answered_by_no_node_while_its_services_disagree(speaker_lab):
+async def test_a_shared_ip_is_answered_by_no_node_between_its_records(speaker_lab):
     sharing = {wellknown.SHARING_KEY: "web"}
     ip = speaker_lab.pool_ip("ipv4", 1)
     async with (
@@ -42,16 +47,29 @@ async def test_a_shared_ip_is_answered_by_no_node_while_its_services_disagree(sp
         for role in MANAGERS:
             os.kill(speaker_lab.record.process(role).pid, signal.SIGKILL)
         try:
-            await move(speaker_lab, "shared-b", new.name)
+            entry = await write(speaker_lab, old.name, ip, None)
+            assert entry is not None and len(entry.services) == 2  # both Services, one entry
             await eventually(answered_by, what=f"no node to answer for {ip}")
-            await move(speaker_lab, "shared-a", new.name)
+            await write(speaker_lab, new.name, ip, entry)
             await eventually(lambda: answered_by(new), what=f"{new.name} to answer for {ip}")
         finally:
             for role in MANAGERS:
                 speaker_lab.record = lab.restart(speaker_lab.record, role)
 
 
-async def move(speaker_lab, service, node):
-    await writers.set_announcing_node(
-        speaker_lab.api, cluster.NAMESPACE, service, node, resource_version=None
+async def write(speaker_lab, node, ip, entry):
+    """Write `node`'s record with `ip` as `entry` (None: without `ip`); its entry before."""
+    try:
+        obj = (await speaker_lab.api.get(resources.NodePlacement, node)).to_dict()
+    except ApiError as error:
+        if error.status.code != 404:
+            raise
+        obj = {}
+    found = records.parse(obj)
+    before = found.pop(str(ip), None)
+    if entry is not None:
+        found[str(ip)] = entry
+    await writers.write_node_placement(
+        speaker_lab.api, node, records.spec(found), resource_version=reflector.version(obj) or None
     )
+    return before

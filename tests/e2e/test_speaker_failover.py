@@ -2,10 +2,10 @@
 
 No kubelet runs in a lab, so the test plays the node lifecycle: it writes the announcing
 Node's Ready condition to False through the status subresource. The manager must move the
-IP (the ``porterlb.io/announced-by`` annotation) to another node, the new node's gratuitous
-ARP / unsolicited NA must move the router's existing entry without the router asking, and
-the client's traffic must reach the new node. The lab is this module's own, since the test
-changes Node state every other test would see. Needs root.
+IP (the nodes' placement records, and the ``porterlb.io/announced-by`` view) to another
+node, the new node's gratuitous ARP / unsolicited NA must move the router's existing entry
+without the router asking, and the client's traffic must reach the new node. The lab is this
+module's own, since the test changes Node state every other test would see. Needs root.
 """
 
 from __future__ import annotations

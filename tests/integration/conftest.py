@@ -113,10 +113,11 @@ async def eips(client: lightkube.AsyncClient) -> AsyncIterator[list[str]]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def nodes(client: lightkube.AsyncClient) -> AsyncIterator[NodeMaker]:
-    """Create Nodes (Ready unless told otherwise); all deleted at the end of the test.
+    """Create Nodes (Ready unless told otherwise); all deleted at the end of the test, with
+    their placement records.
 
-    Nodes are cluster-scoped and placement considers every Node, so a test that makes Nodes
-    must leave none behind.
+    Nodes are cluster-scoped and placement considers every Node (and a new leader every
+    record), so a test that makes Nodes must leave none behind.
     """
     made: list[str] = []
 
@@ -128,8 +129,9 @@ async def nodes(client: lightkube.AsyncClient) -> AsyncIterator[NodeMaker]:
 
     yield make
     for name in made:
-        with contextlib.suppress(ApiError):
-            await client.delete(Node, name)
+        for kind in (Node, resources.NodePlacement):
+            with contextlib.suppress(ApiError):
+                await client.delete(kind, name)
 
 
 NodeMaker = Callable[..., Awaitable[str]]

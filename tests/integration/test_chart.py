@@ -54,22 +54,27 @@ def test_the_chart_ships_the_package_version():
     assert meta["appVersion"] == importlib.metadata.version("porterlb")
 
 
-def test_the_crd_is_the_one_in_deploy_crds():
-    (crd,) = [
-        d for d in chart.documents(chart.template()) if d["kind"] == "CustomResourceDefinition"
-    ]
-    (source,) = chart.documents(
-        (chart.ROOT / "deploy/crds/eips.network.kubesphere.io.yaml").read_text()
-    )
-    assert crd["spec"] == source["spec"]
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+def test_the_crds_are_the_ones_in_deploy_crds():
+    crds = {
+        d["metadata"]["name"]: d
+        for d in chart.documents(chart.template())
+        if d["kind"] == "CustomResourceDefinition"
+    }
+    sources = sorted((chart.ROOT / "deploy/crds").glob("*.yaml"))
+    assert sorted(crds) == [path.name.removesuffix(".yaml") for path in sources]
+    for path in sources:
+        (source,) = chart.documents(path.read_text())
+        crd = crds[source["metadata"]["name"]]
+        assert crd["spec"] == source["spec"]
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_defaults_render_each_role_and_no_optional_object():
     assert _kinds(chart.template()) == sorted(
         ["ClusterRole", "ClusterRoleBinding"] * 2
         + ["Role", "RoleBinding", "ServiceAccount"] * 2
-        + ["CustomResourceDefinition", "DaemonSet", "Deployment", "PodDisruptionBudget", "Secret"]
+        + ["CustomResourceDefinition"] * 2
+        + ["DaemonSet", "Deployment", "PodDisruptionBudget", "Secret"]
     )
 
 

@@ -1,10 +1,10 @@
 """The chart and the static manifest against the real API server, and the RBAC they grant.
 
 Every object passes a server-side dry-run apply; the chart installs for real with the real
-helm (and an upgrade keeps the heartbeat key); the CRD becomes Established; and tokens of
+helm (and an upgrade keeps the heartbeat key); the CRDs become Established; and tokens of
 the chart's ServiceAccounts (TokenRequest) can do what each role does and nothing it must
-not: the speaker reads no other Secret and writes no Service, the manager writes no Service
-spec and creates no Secret.
+not: the speaker reads no Service and no other Secret, and writes no Service and no placement
+record, the manager writes no Service spec and creates no Secret.
 """
 
 from __future__ import annotations
@@ -73,16 +73,18 @@ async def test_every_object_of_the_chart_passes_a_dry_run_apply(client, namespac
         await _dry_run(client, manifest)
 
 
-async def test_the_crd_of_the_chart_becomes_established(client):
-    (crd,) = [
-        d
-        for d in chart.documents(chart.MANIFEST.read_text())
-        if d["kind"] == "CustomResourceDefinition"
-    ]
-    await client.apply(codecs.from_dict(crd), field_manager="porterlb-test", force=True)
-    await crds.established(client, crd["metadata"]["name"])
-    stored = await client.get(CustomResourceDefinition, crd["metadata"]["name"])
-    assert stored.spec.versions[0].name == "v1alpha2"
+async def test_the_crds_of_the_chart_become_established(client):
+    documents = chart.documents(chart.MANIFEST.read_text())
+    versions = {}
+    for crd in (d for d in documents if d["kind"] == "CustomResourceDefinition"):
+        await client.apply(codecs.from_dict(crd), field_manager="porterlb-test", force=True)
+        await crds.established(client, crd["metadata"]["name"])
+        stored = await client.get(CustomResourceDefinition, crd["metadata"]["name"])
+        versions[crd["metadata"]["name"]] = stored.spec.versions[0].name
+    assert versions == {
+        "eips.network.kubesphere.io": "v1alpha2",
+        "nodeplacements.porterlb.io": "v1alpha1",
+    }
 
 
 def _helm(kubeconfig: Path, namespace: str, *args: str) -> None:
@@ -144,7 +146,7 @@ async def _status(api: lightkube.AsyncClient, method: str, path: str, **kwargs: 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-async def test_the_speaker_reads_its_secret_and_services_and_nothing_more(
+async def test_the_speaker_reads_its_secret_and_placement_records_and_nothing_more(
     client, control_plane, installed, tmp_path
 ):
     other = Secret(metadata=ObjectMeta(name="not-porterlbs"), stringData={"password": "x"})
@@ -155,8 +157,17 @@ async def test_the_speaker_reads_its_secret_and_services_and_nothing_more(
         assert await _status(api, "GET", f"{secrets}/not-porterlbs") == 403
         assert await _status(api, "GET", secrets) == 403
         assert await _status(api, "GET", "/api/v1/secrets") == 403
-        assert await _status(api, "GET", "/api/v1/services") == 200
+        assert await _status(api, "GET", "/api/v1/services") == 403
         assert await _status(api, "GET", "/apis/network.kubesphere.io/v1alpha2/eips") == 200
+        records = "/apis/porterlb.io/v1alpha1/nodeplacements"
+        assert await _status(api, "GET", f"{records}?fieldSelector=metadata.name%3Dw1") == 200
+        assert await _status(api, "PATCH", f"{records}/w1", json={}, headers=MERGE) == 403
+        record = {
+            "apiVersion": "porterlb.io/v1alpha1",
+            "kind": "NodePlacement",
+            "metadata": {"name": "w1"},
+        }
+        assert await _status(api, "POST", records, json=record) == 403
         service = f"/api/v1/namespaces/{installed}/services/any"
         for path in (service, f"{service}/status"):
             assert await _status(api, "PATCH", path, json={}, headers=MERGE) == 403

@@ -32,8 +32,9 @@ from lightkube.types import PatchType
 
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
-from porterlb.kube import reflector, writers
+from porterlb.kube import reflector, resources, writers
 from porterlb.lab import controlplane
+from porterlb.placement import records
 from tests.integration import objects
 from tests.integration.conftest import eip_object, running_manager
 from tests.waiting import eventually
@@ -56,6 +57,11 @@ OTHER_RULES = [
         apiGroups=["discovery.k8s.io"], resources=["endpointslices"], verbs=["list", "watch"]
     ),
     PolicyRule(apiGroups=[""], resources=["events"], verbs=["create"]),
+    PolicyRule(
+        apiGroups=["porterlb.io"],
+        resources=["nodeplacements"],
+        verbs=["get", "list", "watch", "create", "patch"],
+    ),
 ]
 """What a manager without leader election or heartbeats touches besides Services."""
 
@@ -213,6 +219,8 @@ async def test_the_manager_serves_and_releases_under_that_role(
             return (meta.get("annotations") or {}).get(wellknown.ANNOUNCED_BY) == node
 
         await eventually(announced, what=f"web announced by {node}")
+        record = await objects.raw(client, resources.NodePlacement, node)
+        assert f"{net}.1" in records.parse(record)
         await client.patch(
             Service,
             "web",

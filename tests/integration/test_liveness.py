@@ -20,11 +20,12 @@ import pytest
 from lightkube.resources.core_v1 import Node, Service
 from lightkube.types import PatchType
 
-from porterlb.api import reasons, wellknown
-from porterlb.kube import election, reflector, secrets
+from porterlb.api import reasons
+from porterlb.kube import election, reflector, resources, secrets
 from porterlb.liveness import guard, keys, tracker
 from porterlb.liveness import metrics as liveness_metrics
 from porterlb.manager import liveness
+from porterlb.placement import records
 from porterlb.speaker import heartbeats
 from tests.integration import objects
 from tests.integration.conftest import running_manager, set_node_ready
@@ -243,8 +244,8 @@ async def test_a_move_away_from_a_node_that_answers_waits_for_its_echo_of_the_re
         lagging[first] = True
         await set_node_ready(client, first, False)
         second = await wait_announced_by(client, "web", namespace, set(names) - {first})
-        assert pinger.must_see > 0
-        assert pinger.confirmed(first) >= pinger.must_see
+        assert pinger.must_see[first] > 0
+        assert pinger.confirmed(first) >= pinger.must_see[first]
         message = rf"Service {namespace}/web: {re.escape(net)}\.1 moved from node {first}"
         await objects.wait_event(
             client,
@@ -270,16 +271,13 @@ async def test_a_move_away_from_a_node_that_answers_waits_for_its_echo_of_the_re
 
 
 @contextlib.asynccontextmanager
-async def turns_held_once_unrecorded(announcing, key: str, node: str) -> AsyncIterator[None]:
-    """Hold the leader's turns for Service `key` from the moment its cache no longer shows
-    the record naming `node` until the block ends: on a loaded machine the leader can be that
-    late, and what has happened meanwhile is all it sees."""
+async def turns_held(announcing, key: str) -> AsyncIterator[None]:
+    """Hold the leader's turns for Service `key` until the block ends: on a loaded machine the
+    leader can be that late, and what has happened meanwhile is all it sees."""
     handle, release = announcing.queue.handler, asyncio.Event()
 
     async def held(turn: str) -> object:
-        obj = announcing.services.cache.get(turn)
-        annotations = (obj or {}).get("metadata", {}).get("annotations") or {}
-        if turn == key and annotations.get(wellknown.ANNOUNCED_BY) != node:
+        if turn == key:
             await release.wait()
         return await handle(turn)
 
@@ -292,55 +290,60 @@ async def turns_held_once_unrecorded(announcing, key: str, node: str) -> AsyncIt
     await announcing.queue.idle()
 
 
-async def test_a_service_deleted_before_its_release_shows_in_the_cache_still_fences_its_node(
+async def record_without(client, node: str, ip: str) -> int:
+    """The revision of `node`'s placement record once it no longer lists `ip`."""
+
+    async def probe() -> int:
+        obj = await objects.raw(client, resources.NodePlacement, node)
+        return 0 if ip in records.parse(obj) else reflector.object_revision(obj)
+
+    return await eventually(probe, what=f"{ip} out of the record of {node}")
+
+
+async def test_a_service_deleted_before_the_leader_handles_it_still_fences_its_node(
     client, pinging_manager, namespace, net, eips, nodes, port
 ):
-    """Its EndpointSlice goes first, so the leader writes the release of its IP; on a loaded
-    machine the deletion of the Service can reach the leader's cache before the leader
-    handles that write again. The old node must still be told to reach the release: the
-    revision required is the write's own, known from its reply."""
+    """The leader's cache may hold the deletion of a Service before the leader has handled
+    anything of its going (its EndpointSlice first, then the Service): its IP must still
+    leave its node's record, and that node's speaker must reach the record without it."""
     node = await node_at(client, nodes, f"{namespace}-0", "127.0.0.60")
     key = await key_of(client, namespace)
     announcing = pinging_manager.announcing
     async with answering(node, "127.0.0.60", port, key):
         await pool_with_service(client, eips, namespace, net)
         await wait_announced_by(client, "web", namespace, {node})
-        async with turns_held_once_unrecorded(announcing, f"{namespace}/web", node):
+        async with turns_held(announcing, f"{namespace}/web"):
             await objects.delete_endpoints(client, "web", namespace)
-            await wait_announced_by(client, "web", namespace, None)
-            written = reflector.object_revision(
-                await objects.raw(client, Service, "web", namespace)
-            )
             await client.delete(Service, "web", namespace=namespace)
 
             async def gone() -> bool:
                 return f"{namespace}/web" not in announcing.services.cache
 
             await eventually(gone, what="the deletion in the leader's cache")
+        written = await record_without(client, node, f"{net}.1")
         assert announcing.pinger is not None
-        assert announcing.pinger.must_see >= written
+        assert announcing.pinger.must_see[node] >= written
 
 
 async def test_a_release_written_by_ipam_is_a_revocation_the_old_node_must_reach(
     client, pinging_manager, namespace, net, eips, nodes, port
 ):
     """A Service that leaves porterlb's class loses its IP in IPAM's write, not in
-    placement's: the leader, seeing the IP or the record already gone, must still require a
-    version without it of the node that announced it (before, it required nothing)."""
+    placement's: the leader, seeing the IP already gone, must still take it out of the
+    record of the node that announced it and require that version of its speaker."""
     node = await node_at(client, nodes, f"{namespace}-0", "127.0.0.61")
     key = await key_of(client, namespace)
     announcing = pinging_manager.announcing
     async with answering(node, "127.0.0.61", port, key):
         await pool_with_service(client, eips, namespace, net)
         await wait_announced_by(client, "web", namespace, {node})
-        placed = reflector.object_revision(await objects.raw(client, Service, "web", namespace))
-        async with turns_held_once_unrecorded(announcing, f"{namespace}/web", node):
+        placed = reflector.object_revision(await objects.raw(client, resources.NodePlacement, node))
+        async with turns_held(announcing, f"{namespace}/web"):
             leave = {"spec": {"type": "ClusterIP"}}
             await client.patch(
                 Service, "web", leave, namespace=namespace, patch_type=PatchType.MERGE
             )
             await objects.wait_ingress(client, "web", namespace, ())
-            await wait_announced_by(client, "web", namespace, None)
             released = reflector.object_revision(
                 await objects.raw(client, Service, "web", namespace)
             )
@@ -350,8 +353,10 @@ async def test_a_release_written_by_ipam_is_a_revocation_the_old_node_must_reach
                 return reflector.object_revision(obj) >= released
 
             await eventually(seen, what="the release in the leader's cache")
+        written = await record_without(client, node, f"{net}.1")
         assert announcing.pinger is not None
-        assert announcing.pinger.must_see > placed
+        assert announcing.pinger.must_see[node] >= written > placed
+        await wait_announced_by(client, "web", namespace, None)
 
 
 async def test_no_ip_goes_to_a_node_whose_speaker_lacks_the_pools_interface(

@@ -142,4 +142,4 @@ async def test_a_manager_is_ready_once_its_caches_synced(client, namespace):
 
 async def test_a_speaker_is_ready_once_its_caches_synced(client, namespace):
     speaker = agent.Speaker(client, node=NodeName("health-node"))
-    await _ready_after_sync(speaker, synced="services synced")
+    await _ready_after_sync(speaker, synced="placement record synced")

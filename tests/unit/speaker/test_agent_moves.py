@@ -1,10 +1,10 @@
-"""An IP that moves to this node is announced without a probe, whenever its event arrives.
+"""An IP that moves to this node is announced without a probe, whenever its event arrives;
+an IP new to the cluster is probed first.
 
 The speaker's sync awaits (resolving a pool's interface); an IP that moved here while it
-waited used to lose its "moved in" mark when that sync ended, so the next sync probed it
-(+200 ms, and CONFLICT if the old node still answered). No API server and no socket: the
-speaker is built on a client that is never used, and its interface lookup is paused by a
-subclass (a seam, not a patch).
+waited must not be probed by the next sync (+200 ms, and CONFLICT if the old node still
+answered). No API server and no socket: the speaker is built on a client that is never used,
+and its interface lookup is paused by a subclass (a seam, not a patch).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import ipaddress
 import lightkube
 from lightkube.config.kubeconfig import KubeConfig
 
-from porterlb.api import wellknown
-from porterlb.api.keys import NodeName, PoolName
+from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.l2 import responder
-from porterlb.speaker import agent, assignments
+from porterlb.placement import records
+from porterlb.speaker import agent
 
 UNUSED = KubeConfig.from_dict(
     {
@@ -30,15 +30,12 @@ UNUSED = KubeConfig.from_dict(
 )
 
 
-def service(name: str, node: str, ip: str) -> dict[str, object]:
-    meta = {
-        "namespace": "shop",
-        "name": name,
-        "annotations": {wellknown.ANNOUNCED_BY: node},
-        "labels": {wellknown.POOL_LABEL: "lan"},
-    }
-    status = {"loadBalancer": {"ingress": [{"ip": ip}]}}
-    return {"metadata": meta, "spec": {"type": "LoadBalancer"}, "status": status}
+def entry(ip: str, *, probe: bool = False, pool: str = "lan") -> dict[str, object]:
+    """One IP of a placement record as the API sends it."""
+    item: dict[str, object] = {"ip": ip, "pool": pool, "services": [f"shop/{ip}"]}
+    if probe:
+        item["probe"] = True
+    return item
 
 
 class PausedSpeaker(agent.Speaker):
@@ -55,19 +52,22 @@ class PausedSpeaker(agent.Speaker):
         return "eth0"
 
 
-def change(speaker: agent.Speaker, obj: dict[str, object]) -> None:
-    key = f"shop/{obj['metadata']['name']}"  # type: ignore[index]
-    speaker.services.cache[key] = assignments.kept(obj)
-    speaker._service_changed(key)
+def change(speaker: agent.Speaker, *ips: dict[str, object], version: int = 1) -> None:
+    """This node's record now lists `ips` (written at `version`)."""
+    node = speaker.node
+    meta = {"name": node, "resourceVersion": str(version)}
+    speaker.record.cache[node] = {"metadata": meta, "spec": {"ips": list(ips)}}
+    speaker.record.revision = max(speaker.record.revision, version)  # as its watch keeps it
+    speaker._record_changed(node)
 
 
 async def test_an_ip_that_moves_in_while_a_sync_awaits_is_announced_without_a_probe():
     speaker = PausedSpeaker()
-    change(speaker, service("web", "w2", "198.18.0.10"))
-    change(speaker, service("api", "w1", "198.18.0.11"))
+    new = entry("198.18.0.10", probe=True)
+    change(speaker, new)
     syncing = asyncio.ensure_future(speaker._sync())
     await speaker.waiting.wait()
-    change(speaker, service("api", "w2", "198.18.0.11"))  # moved here from w1 meanwhile
+    change(speaker, new, entry("198.18.0.11"), version=2)  # moved here from w1 meanwhile
     speaker.go.set()
     await syncing
     await speaker._sync()
@@ -77,20 +77,26 @@ async def test_an_ip_that_moves_in_while_a_sync_awaits_is_announced_without_a_pr
     assert speaker.announcer.owns(fresh, "eth0") is responder.Ownership.NONE  # probing first
 
 
-async def test_an_ip_moved_by_handshake_is_announced_without_a_probe():
-    """A handshake clears the old node's record before it writes the new one (a drain, a
-    node gone NotReady): the IP still comes from a peer, and a probe would only add 200 ms
-    to the switch."""
+async def test_the_revision_that_takes_an_ip_away_is_the_one_to_echo():
+    """A draining speaker stays until the leader has its echo of the record's revision that
+    took its last IP; a write that only adds or keeps IPs is no revocation."""
     speaker = PausedSpeaker()
     speaker.go.set()
-    change(speaker, service("web", "w2", "198.18.0.10"))
-    change(speaker, service("api", "w1", "198.18.0.11"))
+    change(speaker, entry("198.18.0.10"), entry("198.18.0.11"), version=5)
+    change(speaker, entry("198.18.0.10"), entry("198.18.0.11"), entry("198.18.0.12"), version=7)
+    assert speaker.revoked == 0
+    change(speaker, entry("198.18.0.12"), version=9)
     await speaker._sync()
-    cleared = service("api", "w1", "198.18.0.11")
-    del cleared["metadata"]["annotations"][wellknown.ANNOUNCED_BY]  # type: ignore[index]
-    change(speaker, cleared)
-    await speaker._sync()
-    change(speaker, service("api", "w2", "198.18.0.11"))
-    await speaker._sync()
-    moved = ipaddress.ip_address("198.18.0.11")
-    assert speaker.announcer.owns(moved, "eth0") is responder.Ownership.OURS  # not probing
+    assert speaker.revoked == 9
+    assert speaker.applied >= 9
+    assert set(map(str, speaker.mine)) == {"198.18.0.12"}
+
+
+def test_a_record_that_does_not_parse_assigns_only_its_readable_ips():
+    speaker = PausedSpeaker()
+    change(speaker, entry("198.18.0.10"), entry("not-an-ip"), {"ip": "198.18.0.12"})
+    assert speaker.mine == {
+        ipaddress.ip_address("198.18.0.10"): records.Entry(
+            PoolName("lan"), (ServiceKey("shop/198.18.0.10"),)
+        )
+    }

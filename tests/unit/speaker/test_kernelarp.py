@@ -16,7 +16,7 @@ from porterlb.api.keys import NodeName, PoolName
 from porterlb.kube import events
 from porterlb.l2 import strictarp
 from porterlb.speaker import agent, kernelarp
-from tests.unit.speaker.test_agent_moves import UNUSED, change, service
+from tests.unit.speaker.test_agent_moves import UNUSED
 
 V4 = ipaddress.IPv4Address("198.18.0.200")
 IPVS = strictarp.Finding("eth0", "kube-ipvs0", V4)
@@ -116,11 +116,12 @@ def test_speaker_pools_are_the_resolved_ones_with_their_ranges():
 
 
 def test_ips_assigned_to_any_node_count_and_released_ones_stop_counting():
+    """The speaker sees only its own record: the Eips' ``status.used`` says which pool
+    addresses are Services', announced here or on another node."""
     speaker = agent.Speaker(lightkube.AsyncClient(config=UNUSED), node=NodeName("w2"))
-    change(speaker, service("web", "w1", str(V4)))
-    change(speaker, service("api", "w2", str(V4 + 1)))
-    assert speaker.records.assigned(V4) and speaker.records.assigned(V4 + 1)
-    assert not speaker.records.assigned(V4 + 2)
-    speaker.services.cache.pop("shop/web")
-    speaker._service_changed("shop/web")
-    assert not speaker.records.assigned(V4)
+    used = {str(V4): "shop/web", str(V4 + 1): "shop/api"}
+    speaker.eips.cache["lan"] = {"metadata": {"name": "lan"}, "status": {"used": used}}
+    assert speaker._used(V4) and speaker._used(V4 + 1)
+    assert not speaker._used(V4 + 2)
+    speaker.eips.cache["lan"] = {"metadata": {"name": "lan"}, "status": {"used": {}}}
+    assert not speaker._used(V4)
