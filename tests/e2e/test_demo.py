@@ -20,7 +20,7 @@ from tests.e2e.conftest import fresh_name
 pytestmark = reallab.CHART_MARKS
 
 ANNOUNCED = re.compile(r"^Service default/web got (\S+); node (\S+) announces it$", re.M)
-RESUMED = re.compile(r"^traffic resumed from (\S+) ([0-9.]+) s after the crash", re.M)
+RESUMED = re.compile(r"^traffic resumed from (\S+) ([0-9.]+) s after (\S+)'s last answer", re.M)
 ENTRY = re.compile(r"^router neighbour entry: (\S+) lladdr \S+ \((\S+)\)", re.M)
 
 
@@ -39,6 +39,7 @@ def test_the_demo_moves_the_ip_off_the_crashed_node_and_leaves_nothing() -> None
     resumed = RESUMED.search(out)
     assert resumed is not None, out
     assert resumed.group(1) != first, out
+    assert resumed.group(3) == first, out
     assert ENTRY.findall(out) == [(ip, first), (ip, resumed.group(1))], out
     assert "real nodes" in out
     assert left == []
