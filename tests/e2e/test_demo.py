@@ -22,7 +22,7 @@ from tests.e2e.conftest import fresh_name
 pytestmark = reallab.CHART_MARKS
 
 DEMO_LIMIT = 900
-"""Seconds for the whole demo: it brings a lab of real nodes up (1.5 min on a quiet machine,
+"""Seconds for the whole demo: it brings a lab of real nodes up (30 s on a quiet machine,
 6 min measured with the load average at 30, image cached) before its story of seconds."""
 
 ANNOUNCED = re.compile(r"^Service default/web got (\S+); node (\S+) announces it$", re.M)
