@@ -84,14 +84,23 @@ async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
         say(f"crashing {first.name}: {_CRASH[bool(record.release)]}, cable pulled"
             " (the API server is not told)")  # fmt: skip
         crashed = time.monotonic()
-        await asyncio.to_thread(faults.inject, record, crash)
-        answered = await _traffic(
-            layout, ip, say, until=lambda node: node not in ("", first.name), limit=FAILOVER_LIMIT
-        )
+        # The requests go on while the crash is injected (killing a node's processes takes
+        # a while on a loaded machine), so the output shows the node's last answer too.
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(asyncio.to_thread(faults.inject, record, crash), name="demo/crash")
+            answered, last_old = await _traffic(
+                layout,
+                ip,
+                say,
+                until=lambda node: node not in ("", first.name),
+                limit=FAILOVER_LIMIT,
+            )
         second = await _announcer(client, layout, other_than=first.name)
+        gap = answered - max(last_old or crashed, crashed)
         say(
-            f"traffic resumed from {second.name} {answered - crashed:.2f} s after the crash"
-            " (its speaker missed three heartbeats)"
+            f"traffic resumed from {second.name} {gap:.2f} s after {first.name}'s last answer"
+            f" ({answered - crashed:.2f} s after the crash began; its speaker missed three"
+            " heartbeats)"
         )
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
 
@@ -128,17 +137,20 @@ async def _traffic(
     *,
     until: Callable[[str], bool],
     limit: float,
-) -> float:
-    """Request every INTERVAL, printing changes, until the answering node satisfies `until`."""
+) -> tuple[float, float | None]:
+    """Request every INTERVAL, printing changes, until the answering node satisfies `until`;
+    when one did, and when the last answer from a node that did not came (None if none)."""
     started = time.monotonic()
-    last = None
+    last, other = None, None
     while time.monotonic() - started < limit:
         node = await asyncio.to_thread(netns.call_in, layout.client.netns, lambda: _get(ip))
         if node != last:
             say(f"  {time.monotonic() - started:6.2f} s  {node or 'no answer'}")
             last = node
         if until(node):
-            return time.monotonic()
+            return time.monotonic(), other
+        if node:
+            other = time.monotonic()
         await asyncio.sleep(INTERVAL)
     raise TimeoutError(f"traffic to {ip} did not resume within {limit:.0f} s")
 

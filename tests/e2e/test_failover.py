@@ -29,7 +29,8 @@ from tests.e2e import reallab
 from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 from tests.waiting import eventually
 
-pytestmark = reallab.CHART_MARKS
+pytestmark = [*reallab.CHART_MARKS, pytest.mark.timeout(600)]
+"""The first test brings the module's lab of real nodes up: up to 6 min on a loaded host."""
 
 WORKERS: Final = 3
 """The IP has two nodes to move to; the two managers are spread over the nodes."""
