@@ -193,12 +193,11 @@ def _real_nodes_up(args: argparse.Namespace, started: float) -> str:
     """Bring up a lab of real nodes; its headline. Phases are reported on stderr."""
     from porterlb.lab.node import nodelab
 
-    if args.ipv6:
-        raise errors.InvalidSpec("lab up --nodes real: --ipv6 is not supported yet")
     workers = nodelab.WORKERS if args.workers is None else args.workers
     record = nodelab.up(
         args.name,
         workers=workers,
+        ipv6=args.ipv6,
         porterlb="chart" if args.porterlb == "chart" else None,
         report=lambda line: print(line, file=sys.stderr, flush=True),
     )
