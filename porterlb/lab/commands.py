@@ -314,6 +314,7 @@ def _run_lab_service(args: argparse.Namespace) -> int:
     from porterlb.kube import client as kube_client
     from porterlb.lab import cluster
     from porterlb.lab import lab as namespace_lab
+    from porterlb.lab.node import workloads
 
     options = {
         key: value
@@ -327,9 +328,10 @@ def _run_lab_service(args: argparse.Namespace) -> int:
             if args.delete:
                 await cluster.delete_service(client, args.service, namespace=namespace)
                 return f"{namespace}/{args.service} deleted"
-            key = await cluster.create_service(
-                client, record.plan, args.service, family=args.family, **options
-            )
+            # Real nodes run real backends (a Deployment) whose EndpointSlices the
+            # controller manager writes; the default lab writes them itself.
+            create = workloads.create_service if record.real_nodes else cluster.create_service
+            key = await create(client, record.plan, args.service, family=args.family, **options)
             if args.no_wait:
                 return key
             found = await cluster.wait_ingress(client, args.service, namespace=namespace)
