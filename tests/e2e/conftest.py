@@ -1,8 +1,16 @@
-"""What the speaker's end-to-end tests share: a running lab per module, and the judges.
+"""What the speaker's end-to-end tests share: a running lab, and the judges.
 
-A module that asks for ``speaker_lab`` gets a whole lab of its own (``lab up``: the real
-control plane, the manager, three speakers, IPv4 and IPv6) and a :class:`SpeakerLab` around
-it. The judges look only at what a LAN would show:
+A module that asks for ``speaker_lab`` gets the session's real-node lab (``lab up --nodes
+real --ipv6 --porterlb chart``: three kubelets with containerd and the real kube-proxy,
+porterlb installed by its chart, dual-stack) and a :class:`SpeakerLab` around it; one lab
+for every such module, since each test makes Services of its own names asking for pool IPs
+no other test uses, and a test that disturbs the cluster (stops the managers, kills a
+speaker, freezes a kubelet) restores it before it ends. The Services' backends are one
+Deployment with a pod on every node (:mod:`porterlb.lab.node.workloads`), their
+EndpointSlices the controller manager's. A module that tests porterlb's processes outside a
+cluster asks for ``process_lab`` instead: the default lab of host processes, its own.
+
+The judges look only at what a LAN would show:
 
 - the router namespace's kernel neighbour table (``ip -j neigh``), and its netlink neighbour
   notifications for the transitions a poll cannot see (PROBE lasts one round trip);
@@ -12,9 +20,7 @@ it. The judges look only at what a LAN would show:
   node.
 
 Traffic that makes the router resolve an IP is one UDP datagram from inside the router
-namespace (nothing listens; nothing needs to). Each test makes its own Services, each
-asking for its own pool IP (``eip.openelb.kubesphere.io/v1alpha1``), so no router entry
-and no per-IP counter carries over from one test to another.
+namespace (nothing listens; nothing needs to).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import ipaddress
 import itertools
 import json
 import os
+import signal
 import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
@@ -36,7 +43,8 @@ import lightkube
 import pytest
 import pytest_asyncio
 from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Event
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Event, Pod
 from lightkube.types import PatchType
 from prometheus_client import parser
 
@@ -45,6 +53,8 @@ from porterlb.kube import client as kube_client
 from porterlb.kube import resources
 from porterlb.l2 import ethernet
 from porterlb.lab import arping, cluster, lab, netns, network, plan
+from porterlb.lab.node import mountns, nodelab, release, workloads
+from tests.e2e import reallab
 from tests.waiting import eventually
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -60,6 +70,10 @@ ANSWER_WINDOW: Final = 2.0
 """Seconds to collect replies to one request. A speaker answers within a millisecond; the
 window is long so that a second, slower answerer (a bug) would be caught too, even on two
 loaded cores. It bounds a receive, it synchronises nothing."""
+
+SPEAKER_ENTRY: Final = "/opt/porterlb/bin/porterlb"
+"""The image's porterlb entry point (the Dockerfile's virtualenv), run by its Python: the
+speaker container's process is ``python /opt/porterlb/bin/porterlb speaker ...``."""
 
 HTTP_TIMEOUT: Final = 5
 """curl's --max-time, in seconds; ``eventually`` retries a request that failed."""
@@ -190,9 +204,8 @@ class SpeakerLab:
         wanted = dict(annotations or {})
         if ip is not None:
             wanted[wellknown.REQUESTED_IP] = str(ip)
-        await cluster.create_service(
-            self.api, self.plan, name, family=family, annotations=wanted, port=port
-        )
+        create = workloads.create_service if self.record.real_nodes else cluster.create_service
+        await create(self.api, self.plan, name, family=family, annotations=wanted, port=port)
         try:
             [found] = await cluster.wait_ingress(self.api, name)
             if ip is not None:
@@ -224,7 +237,14 @@ class SpeakerLab:
         ]
 
     async def set_ready(self, node: plan.Node, ready: bool) -> None:
-        """Write the Node's Ready condition, as a kubelet (or its absence) would."""
+        """Write the Node's Ready condition, as a kubelet (or its absence) would.
+
+        On real nodes the node's kubelet is frozen (SIGSTOP) while it is not Ready, so that
+        it does not report itself Ready again: the node looks like one whose kubelet stopped,
+        with the condition the node lifecycle controller would write after its grace period.
+        """
+        if self.record.real_nodes and not ready:
+            os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGSTOP)
         status = cluster.node_status(node, datetime.datetime.now(datetime.UTC))
         [condition] = status["status"]["conditions"]
         if not ready:
@@ -232,11 +252,92 @@ class SpeakerLab:
                 status="False", reason="KubeletNotReady", message="porterlb e2e: node failed"
             )
         try:
+            # Strategic, merged by type: the kubelet's other conditions (MemoryPressure...)
+            # and its addresses stay.
             await self.api.patch(
-                resources.Node.Status, node.name, status, patch_type=PatchType.MERGE
+                resources.Node.Status,
+                node.name,
+                {"status": {"conditions": [condition]}},
+                patch_type=PatchType.STRATEGIC,
             )
         except ApiError as error:
             raise AssertionError(f"Node {node.name}: {error.status.message}") from error
+        finally:
+            if self.record.real_nodes and ready:
+                os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGCONT)
+
+    async def stop_managers(self) -> None:
+        """Stop every manager replica: SIGKILL in the default lab; on real nodes, the
+        Deployment scaled to 0 and its pods gone."""
+        if not self.record.real_nodes:
+            for process in self.record.processes:
+                if process.role.startswith("manager/"):
+                    os.kill(process.pid, signal.SIGKILL)
+            return
+        await self._scale_managers(0)
+
+        async def gone() -> bool:
+            return not await self.release_pods("manager")
+
+        await eventually(gone, within=release.READY_TIMEOUT, what="the manager pods to go")
+
+    async def start_managers(self) -> None:
+        """Start the managers :meth:`stop_managers` stopped; return once they are ready."""
+        if not self.record.real_nodes:
+            for role in ("manager/1", "manager/2"):
+                self.record = lab.restart(self.record, role)
+            return
+        await self._scale_managers(lab.MANAGERS)
+        admin, workers = self.record.kubeconfig, len(self.plan.nodes)
+        await asyncio.to_thread(release.wait_ready, admin, workers)
+
+    async def _scale_managers(self, replicas: int) -> None:
+        await self.api.patch(
+            Deployment.Scale,
+            release.MANAGER,
+            {"spec": {"replicas": replicas}},
+            namespace=release.NAMESPACE,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def release_pods(self, role: str) -> list[Pod]:
+        """The chart's pods of ``role`` (``manager``, ``speaker``)."""
+        labels = {release.INSTANCE: release.RELEASE, release.COMPONENT: role}
+        found = self.api.list(Pod, namespace=release.NAMESPACE, labels=labels)
+        return [pod async for pod in found]
+
+    async def kill_speaker(self, node: plan.Node) -> None:
+        """SIGKILL ``node``'s speaker, as a crash would; :meth:`revive_speaker` undoes it.
+
+        On real nodes that is the process of the speaker pod's container (found in the
+        node's namespace by its command line); its kubelet restarts the container.
+        """
+        if not self.record.real_nodes:
+            os.kill(self.record.process(f"speaker/{node.name}").pid, signal.SIGKILL)
+            return
+        [pid] = [
+            pid
+            for pid in netns.pids([node.netns]).get(node.netns, [])
+            if _command_line(pid)[1:3] == [SPEAKER_ENTRY, "speaker"]
+        ]
+        os.kill(pid, signal.SIGKILL)
+
+    async def revive_speaker(self, node: plan.Node) -> None:
+        """Return once ``node``'s speaker runs again after :meth:`kill_speaker`."""
+        if not self.record.real_nodes:
+            self.record = lab.restart(self.record, f"speaker/{node.name}")
+            return
+
+        async def restarted() -> bool:
+            for pod in await self.release_pods("speaker"):
+                if pod.spec and pod.spec.nodeName == node.name and pod.status:
+                    [container] = pod.status.containerStatuses or [None]
+                    return bool(container and container.restartCount and container.ready)
+            return False
+
+        await eventually(
+            restarted, within=release.READY_TIMEOUT, what=f"the speaker of {node.name} back"
+        )
 
     # -- the speakers ----------------------------------------------------------------------------
 
@@ -245,6 +346,9 @@ class SpeakerLab:
         role = f"speaker/{node.name}"
 
         def scrape() -> str:
+            if self.record.real_nodes:  # the chart's speaker: $HOST_IP:50053
+                address = f"{node.ipv4.ip}:{lab.SPEAKER_METRICS_PORT}"
+                return lab.metrics_text(address, namespace=node.netns, timeout=HTTP_TIMEOUT)
             try:
                 return lab.scrape(self.record, role, timeout=HTTP_TIMEOUT)
             except httpx2.HTTPError as error:  # the speaker died: show why, from its log
@@ -371,8 +475,39 @@ class SpeakerLab:
             return None
 
 
-@pytest.fixture(scope="module")
+def _command_line(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read().decode(errors="replace").split("\0")
+    except OSError:  # it ended meanwhile
+        return []
+
+
+@pytest.fixture(scope="session")
 def speaker_record() -> Iterator[lab.Record]:
+    """The session's real-node lab; nothing of it is left afterwards, and the host's kernel
+    tunables are as they were."""
+    if not reallab.CHART_READY:
+        pytest.skip(reallab.CHART_SKIP_REASON)
+    host = mountns.host_values()
+    name = fresh_name()
+    try:
+        yield nodelab.up(name, workers=WORKERS, ipv6=True, porterlb="chart")
+    finally:
+        nodelab.down(name)
+    assert reallab.leftovers(name) == []
+    assert mountns.host_values() == host
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
+    async with kube_client.connect(speaker_record.kubeconfig) as api:
+        await workloads.ensure_backends(api, speaker_record.plan)
+        yield SpeakerLab(speaker_record, api)
+
+
+@pytest.fixture(scope="module")
+def process_record() -> Iterator[lab.Record]:
     name = fresh_name()
     try:
         yield lab.up(name, workers=WORKERS, ipv6=True)
@@ -381,6 +516,6 @@ def speaker_record() -> Iterator[lab.Record]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
-    async with kube_client.connect(speaker_record.kubeconfig) as api:
-        yield SpeakerLab(speaker_record, api)
+async def process_lab(process_record: lab.Record) -> AsyncIterator[SpeakerLab]:
+    async with kube_client.connect(process_record.kubeconfig) as api:
+        yield SpeakerLab(process_record, api)

@@ -3,6 +3,7 @@ the check that ``lab down`` left nothing."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import lightkube
@@ -10,7 +11,7 @@ from lightkube.core.exceptions import ApiError
 
 from porterlb.lab import binaries, lab, netns, plan
 from porterlb.lab import processes as procs
-from porterlb.lab.node import images, nodelab
+from porterlb.lab.node import images, nodelab, porterlb_image
 
 BUILT = all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
 """Whether ``porterlb lab build-control-plane --nodes`` has run (the modules skip otherwise)."""
@@ -19,6 +20,23 @@ READY = BUILT and images.BUSYBOX.is_file()
 SKIP_REASON = (
     "needs `porterlb lab build-control-plane --nodes` and busybox-static"
     " (scripts/dev.sh test installs both)"
+)
+
+
+def _helm_built() -> bool:
+    try:
+        binaries.helm()
+    except binaries.BinariesMissing:
+        return False
+    return True
+
+
+CHART_READY = READY and _helm_built() and all(map(shutil.which, porterlb_image.BUILD_TOOLS))
+"""Whether a real-node lab can also install porterlb by its chart (helm built, the image's
+build tools installed)."""
+CHART_SKIP_REASON = (
+    "needs `porterlb lab build-control-plane --nodes`, `porterlb lab build-tools` (helm),"
+    " busybox-static, buildah and debootstrap (scripts/dev.sh test installs them all)"
 )
 
 

@@ -30,24 +30,24 @@ pytestmark = marks.e2e("ip", "nft", "nsenter", control_plane=True)
 SERVICE = "drained"
 
 
-async def test_a_speaker_given_sigterm_hands_its_ip_over_and_exits(speaker_lab):
-    async with speaker_lab.service(SERVICE, "ipv4") as ip:
-        old = await speaker_lab.announcer(SERVICE)
-        await speaker_lab.announced(old, ip)
-        record = lab.load(speaker_lab.plan.name)
+async def test_a_speaker_given_sigterm_hands_its_ip_over_and_exits(process_lab):
+    async with process_lab.service(SERVICE, "ipv4") as ip:
+        old = await process_lab.announcer(SERVICE)
+        await process_lab.announced(old, ip)
+        record = lab.load(process_lab.plan.name)
         assert record is not None
         role = f"speaker/{old.name}"
         process = record.process(role)
         with (
-            traffic.Traffic(speaker_lab.plan.client.netns, str(ip), cluster.SERVICE_PORT) as flow,
-            sampler.Sampler(speaker_lab.plan, [str(ip)]) as sampled,
+            traffic.Traffic(process_lab.plan.client.netns, str(ip), cluster.SERVICE_PORT) as flow,
+            sampler.Sampler(process_lab.plan, [str(ip)]) as sampled,
         ):
             await eventually(
                 lambda: _answered(flow, old.name), what=f"traffic to {ip} via {old.name}"
             )
             stopped = time.monotonic()
             os.kill(process.pid, signal.SIGTERM)
-            new = await speaker_lab.announcer(SERVICE, other_than=old.name)
+            new = await process_lab.announcer(SERVICE, other_than=old.name)
             await eventually(
                 lambda: _exited(process), what=f"the speaker of {old.name} to exit by itself"
             )
@@ -67,8 +67,8 @@ async def test_a_speaker_given_sigterm_hands_its_ip_over_and_exits(speaker_lab):
         assert late == [], f"requests failed after {new.name} answered: {late}"
         doubles = [s for s in sampled.samples if len(s.macs) > 1]
         assert doubles == [], f"two MACs answered one ARP request: {doubles[:3]}"
-        assert await speaker_lab.answers(ip) == {str(new.mac)}
-        moves = await speaker_lab.events(reasons.FAILOVER, kind="Service", name=SERVICE)
+        assert await process_lab.answers(ip) == {str(new.mac)}
+        moves = await process_lab.events(reasons.FAILOVER, kind="Service", name=SERVICE)
         assert any(
             f"moved from node {old.name} to node {new.name}" in (e.message or "")
             and "its speaker is draining" in (e.message or "")
@@ -77,10 +77,10 @@ async def test_a_speaker_given_sigterm_hands_its_ip_over_and_exits(speaker_lab):
         assert "drained after" in process.log.read_text()
 
     # The node is eligible again once a new speaker process answers without draining.
-    roller = rollout.Roller(record, speaker_lab.api)
+    roller = rollout.Roller(record, process_lab.api)
     roller.record = lab.restart(record, role)
     await roller.until(lambda: lab.ready(roller.record, role), f"{role} to be ready")
-    await eventually(lambda: _draining_nodes(roller.record, speaker_lab), what="no node draining")
+    await eventually(lambda: _draining_nodes(roller.record, process_lab), what="no node draining")
 
 
 async def _answered(flow: traffic.Traffic, node: str, *, since: float = 0.0) -> bool:
@@ -91,9 +91,9 @@ async def _exited(process: procs.Process) -> bool:
     return not procs.alive(process)
 
 
-async def _draining_nodes(record: lab.Record, speaker_lab) -> bool:
+async def _draining_nodes(record: lab.Record, process_lab) -> bool:
     """Whether the leader counts no node as draining."""
-    leader = await failover.FaultLab(record, speaker_lab.api).leader()
+    leader = await failover.FaultLab(record, process_lab.api).leader()
     try:
         text = await asyncio.to_thread(lab.scrape, record, leader) if leader else ""
     except httpx2.HTTPError:

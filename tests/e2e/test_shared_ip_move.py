@@ -4,29 +4,27 @@ The manager moves an IP that several Services share by rewriting ``porterlb.io/a
 on each of them, one at a time. Here the test writes those records itself, with both manager
 replicas stopped so that nothing else writes, and the router's LAN leg asks who answers at
 each step: the old node until the first rewrite, nobody in between, the new node once every
-Service names it. The lab is this module's own, since the test stops its managers. Needs
-root.
+Service names it. On the session's real-node lab (``conftest.py``): the managers are stopped
+by scaling their Deployment to 0 and started again after. Needs root.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-
 from porterlb.api import wellknown
 from porterlb.kube import writers
-from porterlb.lab import cluster, lab
+from porterlb.lab import cluster
 from tests.e2e import marks
 from tests.waiting import eventually
 
 pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
 
-MANAGERS = ("manager/1", "manager/2")
+OFFSET = 20
+"""The module's own pool IP in the session's lab."""
 
 
 async def test_a_shared_ip_is_answered_by_no_node_while_its_services_disagree(speaker_lab):
     sharing = {wellknown.SHARING_KEY: "web"}
-    ip = speaker_lab.pool_ip("ipv4", 1)
+    ip = speaker_lab.pool_ip("ipv4", OFFSET)
     async with (
         speaker_lab.service("shared-a", "ipv4", ip, annotations=sharing),
         speaker_lab.service("shared-b", "ipv4", ip, annotations=sharing, port=8080),
@@ -39,16 +37,14 @@ async def test_a_shared_ip_is_answered_by_no_node_while_its_services_disagree(sp
             return await speaker_lab.answers(ip) == {str(node.mac) for node in nodes}
 
         await eventually(lambda: answered_by(old), what=f"{old.name} to answer for {ip}")
-        for role in MANAGERS:
-            os.kill(speaker_lab.record.process(role).pid, signal.SIGKILL)
+        await speaker_lab.stop_managers()
         try:
             await move(speaker_lab, "shared-b", new.name)
             await eventually(answered_by, what=f"no node to answer for {ip}")
             await move(speaker_lab, "shared-a", new.name)
             await eventually(lambda: answered_by(new), what=f"{new.name} to answer for {ip}")
         finally:
-            for role in MANAGERS:
-                speaker_lab.record = lab.restart(speaker_lab.record, role)
+            await speaker_lab.start_managers()
 
 
 async def move(speaker_lab, service, node):

@@ -2,10 +2,11 @@
 
 Everything here goes through the whole system: a Service is created in the real API server,
 the manager allocates its IP and records the announcing node in ``porterlb.io/announced-by``,
-and the speakers (``porterlb speaker``, one per worker) answer or stay silent. The judges are
-the router's neighbour table, raw replies counted on the router's LAN leg, and HTTP from the
-client (see ``conftest.py``). One lab serves the module; each test makes its own Services,
-each asking for a pool IP no other test uses. Needs root.
+and the speakers (the chart's DaemonSet, one pod per node) answer or stay silent. The judges
+are the router's neighbour table, raw replies counted on the router's LAN leg, and HTTP from
+the client to the Service's pods (see ``conftest.py``). The session's real-node lab serves
+the module; each test makes its own Services, each asking for a pool IP no other test uses.
+Needs root.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``porterlb status`` against the lab: the node it names is the one that answers on the wire.
 
-The lab's own API server, managers and speakers; a Service gets an IP and a node; status must
+The session's real-node lab (``conftest.py``), porterlb installed by its chart, run with the
+lab admin's kubeconfig as an operator would; a Service gets an IP and a node; status must
 name that node, and the MAC the router's LAN leg hears answering for the IP: the one its
 speaker reported in its pongs and the leader published in the ConfigMap ``porterlb-peers``.
 Needs root.
