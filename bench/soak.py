@@ -1,8 +1,10 @@
 """Soak: random faults and recoveries in a live lab, with every Service IP asked every 20 ms.
 
-    uv run python -m bench.soak [--minutes 10] [--services 4] [--seed 1]
+    uv run python -m bench.soak [--minutes 10] [--services 4] [--seed 1] [--nodes process]
 
-Brings a lab up (3 workers, 2 managers), creates the Services, then for the whole run injects
+Brings a lab up (3 real nodes, porterlb installed by its chart with its 2 managers, a backend
+pod per node: :mod:`porterlb.lab.benchlab`; ``--nodes process`` for the process lab), creates
+the Services, then for the whole run injects
 one fault at a time, every scenario of ``lab bench-failover`` once per round in a random order
 (every kind of ``porterlb lab fault`` on a random worker, the leader's death, an API-server
 restart; :class:`porterlb.lab.failover.FaultLab`), holds it a few seconds, repairs it and lets
@@ -23,7 +25,7 @@ import time
 from typing import Final
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import cluster, failover, lab, sampler
+from porterlb.lab import benchlab, cluster, failover, lab, sampler
 
 TARGET: Final = 0.5
 """Seconds without an answer that count as an outage: the failover target (issue 4)."""
@@ -57,7 +59,7 @@ async def _services(record: lab.Record, count: int) -> list[str]:
     async with kube_client.connect(record.kubeconfig) as client:
         ips: list[str] = []
         for n in range(count):
-            await cluster.create_service(client, record.plan, f"soak-{n}")
+            await benchlab.create_service(client, record, f"soak-{n}")
             (ip,) = await cluster.wait_ingress(client, f"soak-{n}")
             ips.append(ip)
         return ips
@@ -86,14 +88,15 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--name", default="soak")
+    parser.add_argument("--nodes", choices=benchlab.NODES, default="real")
     args = parser.parse_args()
-    record = lab.up(args.name, workers=3, ipv6=False)
+    record = benchlab.up(args.name, workers=3, nodes=args.nodes)
     try:
         ips = asyncio.run(_services(record, args.services))
         with sampler.Sampler(record.plan, ips) as sampled:
             done = asyncio.run(_faults(record, args.minutes, random.Random(args.seed)))
     finally:
-        lab.down(args.name)
+        benchlab.down(args.name)
     print(f"faults injected and repaired: {', '.join(f'{k} {v}' for k, v in done.items())}")
     print()
     print(table(sampled.samples))

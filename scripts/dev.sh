@@ -2,10 +2,11 @@
 # The project's two entry points on a fresh Debian machine (run as root):
 #   scripts/dev.sh test   install everything, then lint, type-check and run every test tier
 #   scripts/dev.sh demo   install everything, then run the lab demo (a node fails, its IP moves)
+#                         on real nodes (kubelets, porterlb installed by its chart)
 # Installing is idempotent and cached: Debian packages, uv + the locked Python deps, and the
 # Go-built kube-apiserver + etcd and helm, and promtool out of Debian's prometheus package, under
 # ~/.cache/porterlb (outside the clone, keyed by version).
-# `test` also installs what the real-node lab and its e2e test need (install_nodes).
+# Both also install what the real-node lab needs (install_nodes): the demo runs on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +63,7 @@ case "${1:-}" in
     ;;
   demo)
     install
+    install_nodes
     exec .venv/bin/porterlb lab demo "${@:2}"
     ;;
   *)

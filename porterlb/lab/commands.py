@@ -71,6 +71,7 @@ def add_parser_to(roles: Any) -> None:
     )
     demo.add_argument("--name", default="demo", help="the lab's name (default demo)")
     demo.add_argument("--workers", type=int, default=3)
+    _add_nodes(demo)
     demo.set_defaults(run=_run_lab_demo)
     fault = lab_commands.add_parser(
         "fault", help="inject a fault into a running lab (or heal it: --heal)"
@@ -107,6 +108,7 @@ def add_parser_to(roles: Any) -> None:
         " node holds about SERVICES/WORKERS IPs (issue 12: 1000 on 10 workers)",
     )
     failover.add_argument("--name", default="bench-failover", help="the labs' name")
+    _add_nodes(failover)
     failover.set_defaults(run=_run_bench_failover)
     rollout = lab_commands.add_parser(
         "bench-rollout",
@@ -116,6 +118,7 @@ def add_parser_to(roles: Any) -> None:
     rollout.add_argument("--workers", type=int, default=3)
     rollout.add_argument("--json", action="store_true", help="one JSON document")
     rollout.add_argument("--name", default="bench-rollout", help="the lab's name")
+    _add_nodes(rollout)
     rollout.set_defaults(run=_run_bench_rollout)
     service = lab_commands.add_parser(
         "service", help="create (or delete) a sample LoadBalancer Service served by every worker"
@@ -131,6 +134,16 @@ def add_parser_to(roles: Any) -> None:
     service.add_argument("--delete", action="store_true", help="delete it and its slices")
     service.add_argument("--no-wait", action="store_true", help="do not wait for its IP")
     service.set_defaults(run=_run_lab_service)
+
+
+def _add_nodes(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--nodes",
+        choices=("real", "process"),
+        default="real",
+        help="real: kubelets, kube-proxy and porterlb installed by its chart (default);"
+        " process: porterlb, backends and a kube-proxy stand-in as host processes",
+    )
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -238,7 +251,12 @@ def _run_lab_demo(args: argparse.Namespace) -> int:
 
     try:
         with SignalScope():
-            demo.run(args.name, workers=args.workers, say=lambda line: print(line, flush=True))
+            demo.run(
+                args.name,
+                workers=args.workers,
+                nodes=args.nodes,
+                say=lambda line: print(line, flush=True),
+            )
             return 0
     except (*_LAB_ERRORS, TimeoutError) as error:
         print(f"porterlb lab demo: {error}", file=sys.stderr)
@@ -277,6 +295,7 @@ def _run_bench_failover(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 services=args.services,
                 name=args.name,
+                nodes=args.nodes,
                 say=progress,
             )
             if args.json:
@@ -298,7 +317,11 @@ def _run_bench_rollout(args: argparse.Namespace) -> int:
     try:
         with SignalScope():
             found = rollout.bench(
-                services=args.services, workers=args.workers, name=args.name, say=progress
+                services=args.services,
+                workers=args.workers,
+                name=args.name,
+                nodes=args.nodes,
+                say=progress,
             )
     except _LAB_ERRORS as error:
         print(f"porterlb lab bench-rollout: {error}", file=sys.stderr)

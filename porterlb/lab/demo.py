@@ -1,29 +1,35 @@
 """The lab demo: a Service IP announced from one node, traffic flowing, that node failing.
 
-``porterlb lab demo`` brings a lab up, creates a Service, and sends an HTTP request from the
-client namespace through the router every 100 ms, printing which node answered. Then it
-crashes the announcing worker (SIGKILL to its speaker, its cable pulled: its LAN bridge port
-down). Nothing tells the API server: the managers find the speaker silent after three missed
-heartbeats (~300 ms), the leader moves the IP, the new node's speaker sends its gratuitous
-ARP burst, and the router's neighbour entry and the answering node change. The lab is removed at
-the end, also on Ctrl-C.
+``porterlb lab demo`` brings a lab of real nodes up (a kubelet, containerd and kube-proxy on
+each of three workers, porterlb installed by ``helm install``, a backend Deployment with a pod
+on every node: :mod:`porterlb.lab.benchlab`), creates a LoadBalancer Service in front of the
+pods, and sends an HTTP request from the client namespace through the router every 100 ms,
+printing which node's pod answered (``externalTrafficPolicy: Local``: the node that received
+the request). Then it crashes the announcing node (fault kind ``crash``,
+:mod:`porterlb.lab.faults`: its processes killed, its cable pulled). Nothing tells the API
+server: the managers find the speaker silent after three missed heartbeats (~300 ms), the
+leader moves the IP, the new node's speaker sends its gratuitous ARP burst, and the router's
+neighbour entry and the answering node change. Three workers, so that the IP moves to one of
+two others and the managers (two replicas, spread over nodes) most likely keep one leader
+alive on a node that did not crash. The lab is removed at the end, also on Ctrl-C.
+``--nodes process`` runs the same story on the process lab.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
 import time
 from collections.abc import Callable
 from typing import Final
 
 import lightkube
+from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import cluster, lab, netns, plan
+from porterlb.lab import benchlab, cluster, faults, lab, leaders, netns, plan
+from porterlb.lab.node import release
 
 INTERVAL: Final = 0.1
 """Seconds between two requests from the client."""
@@ -34,32 +40,51 @@ REQUEST_TIMEOUT: Final = 0.2
 FAILOVER_LIMIT: Final = 60.0
 """Seconds the demo waits for traffic to resume before it gives up."""
 
+WORKERS: Final = 3
+"""Three real nodes fit two cores (about 1.2 GiB and 5 % of a core idle, README); the IP then
+has two nodes to move to."""
 
-def run(name: str, *, workers: int = 3, say: Callable[[str], None] = print) -> None:
+_REAL: Final = "real nodes: kubelet, containerd and kube-proxy each, porterlb by its chart"
+_CRASH: Final = {True: "kubelet, containerd and every pod killed", False: "speaker killed"}
+
+
+def run(
+    name: str,
+    *,
+    workers: int = WORKERS,
+    nodes: benchlab.Nodes = "real",
+    say: Callable[[str], None] = print,
+) -> None:
     """Run the whole demo on a fresh lab called `name`, removed afterwards."""
-    say(f"bringing lab {name!r} up ({workers} workers, a real kube-apiserver + etcd)...")
-    record = lab.up(name, workers=workers)
+    what = _REAL if nodes == "real" else "porterlb as host processes"
+    say(f"bringing lab {name!r} up ({workers} workers, {what}, a real kube-apiserver + etcd)...")
+    started = time.monotonic()
+    record = benchlab.up(name, workers=workers, nodes=nodes, say=say)
+    say(f"lab {name!r} up in {time.monotonic() - started:.0f} s")
     try:
         asyncio.run(_story(record, say))
     finally:
         say(f"removing lab {name!r}...")
-        lab.down(name)
+        benchlab.down(name)
 
 
 async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
     layout = record.plan
     async with kube_client.connect(record.kubeconfig) as client:
-        await cluster.create_service(client, layout, "web")
+        await benchlab.create_service(client, record, "web")
         (ip,) = await cluster.wait_ingress(client, "web")
         first = await _announcer(client, layout, other_than=None)
         say(f"Service default/web got {ip}; node {first.name} announces it")
         await _traffic(layout, ip, say, until=lambda node: node == first.name, limit=10.0)
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
+        if record.release:
+            say(await _leader(client, record, first.name))
 
-        say(f"crashing {first.name}: speaker killed, cable pulled (the API server is not told)")
+        crash = await asyncio.to_thread(faults.for_record, record, "crash", first.name)
+        say(f"crashing {first.name}: {_CRASH[bool(record.release)]}, cable pulled"
+            " (the API server is not told)")  # fmt: skip
         crashed = time.monotonic()
-        os.kill(record.process(f"speaker/{first.name}").pid, signal.SIGKILL)
-        netns.run(layout.lan_netns, ["ip", "link", "set", layout.bridge_port(first), "down"])
+        await asyncio.to_thread(faults.inject, record, crash)
         answered = await _traffic(
             layout, ip, say, until=lambda node: node not in ("", first.name), limit=FAILOVER_LIMIT
         )
@@ -69,6 +94,20 @@ async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
             " (its speaker missed three heartbeats)"
         )
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
+
+
+async def _leader(client: lightkube.AsyncClient, record: lab.Record, announcer: str) -> str:
+    """Where the leading manager's pod runs: with the announcer, the crash takes the leader
+    too, and the standby waits for the Lease to expire (6 s) before it can move the IP."""
+    leader = await leaders.holder(client, record)
+    pod = await client.get(Pod, leader, namespace=release.NAMESPACE)
+    node = pod.spec.nodeName if pod.spec else None
+    if node == announcer:
+        return (
+            f"the leading manager, pod {leader}, runs on {node} too: the crash takes it along,"
+            " and its standby leads once the Lease expires (6 s), moving IPs 2.5 s later"
+        )
+    return f"the leading manager, pod {leader}, runs on {node}"
 
 
 async def _announcer(

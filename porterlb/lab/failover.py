@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime
 import functools
 import math
 import os
@@ -50,22 +51,20 @@ from typing import Final
 import httpx2
 import lightkube
 import yaml
-from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Service
 
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
-from porterlb.kube import election
 from porterlb.lab import (
+    benchlab,
     cluster,
     controlplane,
     controlplane_main,
     cpu,
-    credentials,
     faults,
     lab,
+    leaders,
     netns,
-    plan,
     sampler,
     traffic,
 )
@@ -278,16 +277,19 @@ def bench(
     workers: int = 3,
     services: int = 1,
     name: str = "bench-failover",
+    nodes: benchlab.Nodes = "real",
     say: Callable[[str], None] = print,
 ) -> tuple[list[Summary], dict[str, float]]:
-    """Run every scenario ``runs`` times, each scenario in a fresh lab with ``services``
-    Services (the extra ones IPv6, an address each); return the summaries and the steady-state
-    API writes per second (``leases``, ``other``), measured in the first lab."""
+    """Run every scenario ``runs`` times, each scenario in a fresh lab on ``nodes`` with
+    ``services`` Services (the extra ones IPv6 on the process lab, an address each); return the
+    summaries and the steady-state API writes per second (``leases``, ``other``), measured in
+    the first lab."""
     summaries = []
     writes: dict[str, float] = {}
     for scenario in scenarios:
-        say(f"{scenario}: bringing lab {name!r} up ({workers} workers)...")
-        record = lab.up(name, workers=workers, ipv6=services > 1)
+        say(f"{scenario}: bringing lab {name!r} up ({workers} workers, {nodes} nodes)...")
+        ipv6 = services > 1 and nodes == "process"
+        record = benchlab.up(name, workers=workers, nodes=nodes, ipv6=ipv6, say=say)
         try:
             extra = services - 1
             outages, measured = asyncio.run(
@@ -295,7 +297,7 @@ def bench(
             )
             writes = writes or measured
         finally:
-            lab.down(name)
+            benchlab.down(name)
         summaries.append(summarize(scenario, outages))
     return summaries, writes
 
@@ -310,13 +312,13 @@ async def _measure(
     say: Callable[[str], None],
 ) -> tuple[list[Figures], dict[str, float]]:
     async with kube_client.connect(record.kubeconfig) as client:
-        await cluster.create_service(client, record.plan, SERVICE)
+        await benchlab.create_service(client, record, SERVICE)
         (ip,) = await cluster.wait_ingress(client, SERVICE)
         lab_faults = FaultLab(record, client)
         await lab_faults.announcer(SERVICE)
         if extra:
-            say(f"  creating {extra} more Services, an IPv6 address each...")
-            await _idle_services(client, record.plan, extra)
+            say(f"  creating {extra} more Services, an address each...")
+            await _idle_services(client, record, extra)
         writes = await _steady_writes(record.kubeconfig) if measure else {}
         found = []
         for number in range(1, runs + 1):
@@ -339,13 +341,16 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-async def _idle_services(client: lightkube.AsyncClient, layout: plan.Lab, count: int) -> None:
-    """``count`` more IPv6 Services, 16 created at a time; returns once every one is placed."""
+async def _idle_services(client: lightkube.AsyncClient, record: lab.Record, count: int) -> None:
+    """``count`` more Services (IPv6 in a lab with IPv6), 16 created at a time; returns once
+    every one is placed."""
     gate = asyncio.Semaphore(16)
+    layout = record.plan
+    family: cluster.Family = "ipv6" if layout.pool_v6 is not None else "ipv4"
 
     async def create(n: int) -> None:
         async with gate:
-            await cluster.create_service(client, layout, f"idle-{n}", family="ipv6")
+            await benchlab.create_service(client, record, f"idle-{n}", family=family)
 
     await asyncio.gather(*(create(n) for n in range(count)))
     deadline = time.monotonic() + RECOVERY_LIMIT + count * 0.1
@@ -476,17 +481,16 @@ class FaultLab:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""
         if scenario in KINDS:
             node = None if KINDS[scenario] == "managers-down" else victim
-            plan_ = faults.build(
-                self.record.plan, KINDS[scenario], node, managers=faults.managers(self.record)
-            )
-            faults.inject(self.record, plan_)
-            return Fault(repair=functools.partial(self._heal, plan_))
+            fault = await asyncio.to_thread(faults.for_record, self.record, KINDS[scenario], node)
+            applied = await asyncio.to_thread(faults.inject, self.record, fault)
+            return Fault(repair=functools.partial(self._heal, applied))
         if scenario == "leader-kill":
             leader = await self.leader()
-            self._kill(leader)
+            killed = datetime.datetime.now(datetime.UTC)
+            await leaders.kill(self.client, self.record, leader)
             return Fault(
-                recovered=functools.partial(self._new_leader, other_than=leader),
-                repair=functools.partial(self._restart, leader),
+                recovered=functools.partial(self._new_leader, since=killed),
+                repair=functools.partial(self._restore, leader),
             )
         if scenario == "apiserver-restart":
             plane = self.record.process("control-plane")
@@ -511,17 +515,17 @@ class FaultLab:
     # -- repairs and recoveries --------------------------------------------------------------
 
     async def _heal(self, fault: faults.Plan) -> None:
-        self.record = faults.heal(self.record, fault)
+        self.record = await asyncio.to_thread(faults.heal, self.record, fault)
         await self._all_answering()
 
-    async def _restart(self, role: str) -> None:
-        self.record = lab.restart(self.record, role)
+    async def _restore(self, leader: str) -> None:
+        self.record = await leaders.restore(self.record, leader)
 
-    async def _new_leader(self, *, other_than: str) -> None:
-        async def changed() -> bool:
-            return (await self.leader()) not in ("", other_than)
-
-        await self._until_async(changed, "a new leader")
+    async def _new_leader(self, *, since: datetime.datetime) -> None:
+        """Until a live manager leads: the Lease renewed after ``since``."""
+        await self._until_async(
+            functools.partial(leaders.renewed_since, self.client, since), "a new leader"
+        )
 
     async def _apiserver_back(self, restarts: int) -> None:
         log = self.record.process("control-plane").log
@@ -543,8 +547,8 @@ class FaultLab:
             if not leader:
                 return False
             try:
-                text = await asyncio.to_thread(lab.scrape, self.record, leader)
-            except httpx2.HTTPError:  # a restarted leader not serving metrics yet
+                text = await leaders.metrics(self.client, self.record, leader)
+            except (httpx2.HTTPError, netns.LabError):  # a restarted leader not serving yet
                 return False
             found = re.search(r"^porterlb_heartbeat_silent_nodes (\S+)$", text, re.M)
             return found is not None and float(found.group(1)) == 0
@@ -571,18 +575,9 @@ class FaultLab:
         return await cluster.announced_by(self.client, name) or ""
 
     async def leader(self) -> str:
-        """The role (``manager/N``) holding the Lease; "" when none or the API is away."""
-        try:
-            lease = await self.client.get(
-                Lease, election.LEASE_NAME, namespace=credentials.NAMESPACE
-            )
-        except (lightkube.ApiError, httpx2.HTTPError):
-            return ""
-        holder = (lease.spec.holderIdentity if lease.spec else None) or ""
-        return holder.replace("manager-", "manager/", 1) if holder else ""
-
-    def _kill(self, role: str) -> None:
-        os.kill(self.record.process(role).pid, signal.SIGKILL)
+        """The manager holding the Lease (``manager/N``, a pod's name on real nodes); ""
+        when none or the API is away."""
+        return await leaders.holder(self.client, self.record)
 
     async def _until(self, condition: Callable[[], bool], what: str) -> None:
         async def check() -> bool:

@@ -467,8 +467,12 @@ def restart(record: Record, role: str) -> Record:
     old = record.process(role)
     if procs.alive(old):
         raise netns.LabError(f"lab {record.plan.name!r}: {role} (pid {old.pid}) still runs")
-    fresh = _start_role(record.plan, record.directory, role, record.metrics[role])
-    processes = tuple(fresh if p.role == role else p for p in record.processes)
+    return replaced(record, _start_role(record.plan, record.directory, role, record.metrics[role]))
+
+
+def replaced(record: Record, fresh: procs.Process) -> Record:
+    """``record`` with ``fresh`` in place of the process of its role, saved to ``lab.json``."""
+    processes = tuple(fresh if p.role == fresh.role else p for p in record.processes)
     updated = dataclasses.replace(record, processes=processes)
     save(updated)
     return updated

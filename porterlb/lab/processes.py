@@ -160,6 +160,27 @@ def stop(
     _end(lab, [pid for pid, role in found.items() if role in last], grace)
 
 
+def kill(lab: str, roles: Collection[str]) -> list[int]:
+    """SIGKILL every live process of ``lab`` whose role is in ``roles``, the children that
+    inherited the role included (containerd's shims carry containerd's); return their pids.
+
+    A crash, not a stop: nothing gets to clean up, as when a node loses power.
+    """
+    handles = _open(lab, running(lab, roles))
+    try:
+        for pidfd in handles.values():
+            _signal(pidfd, signal.SIGKILL)
+    finally:
+        for pidfd in handles.values():
+            os.close(pidfd)
+    return sorted(handles)
+
+
+def running(lab: str, roles: Collection[str]) -> list[int]:
+    """The live processes of ``lab`` whose role is in ``roles``."""
+    return [pid for pid, role in members(lab).items() if role in roles]
+
+
 def _end(lab: str, pids: Iterable[int], grace: float) -> None:
     handles = _open(lab, pids)
     try:

@@ -3,15 +3,19 @@
 A lab comes up with ``services`` Services, each with an IP of its own. The client sends a
 request to every IP every :data:`INTERVAL` (one :class:`porterlb.lab.traffic.Traffic` stream
 per IP) and the router's LAN leg asks who answers for every IP every 20 ms
-(:mod:`porterlb.lab.sampler`), while the lab is rolled as Kubernetes rolls it:
+(:mod:`porterlb.lab.sampler`), while the lab is rolled. On real nodes (the default) Kubernetes
+rolls it, on ``helm upgrade`` (:mod:`porterlb.lab.node.rolling`):
 
 - ``steady``: nothing restarted for :data:`STEADY` seconds, the baseline;
-- ``speakers``: one node at a time, as a DaemonSet with ``maxUnavailable: 1`` does: SIGTERM,
-  wait until the process has exited by itself (it drains: the leader moves its IPs first,
-  docs/fencing.md), start a new one, wait until it is ready (it answered a manager's ping);
-- ``managers``: the leader first, then the other replica, as a Deployment does: SIGTERM, wait
-  for the exit (the leader releases its Lease), start a new one, wait until it hears the
-  speakers and a manager leads.
+- ``speakers``: a changed speaker value rolls the DaemonSet, one node at a time
+  (``maxUnavailable: 1``): each speaker drains on SIGTERM (the leader moves its IPs first,
+  docs/fencing.md) and exits, its new pod starts and gets Ready;
+- ``managers``: a changed manager value rolls the Deployment: a new pod Ready, then an old one
+  stopped (a stopping leader releases its Lease), twice.
+
+On the process lab (``--nodes process``) the lab does what those controllers do, with the
+same order: SIGTERM, wait for the exit, start the process again, wait until it is ready; the
+leader first among the managers.
 
 Each phase's figures are pure (:func:`figures`) over the requests sent and the ARP samples
 taken from its first SIGTERM to its last process ready: failed requests per IP (the target
@@ -37,8 +41,9 @@ import httpx2
 import lightkube
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import cluster, failover, lab, netns, sampler, traffic
+from porterlb.lab import benchlab, cluster, failover, lab, netns, sampler, traffic
 from porterlb.lab import processes as procs
+from porterlb.lab.node import rolling
 
 PHASES: Final = ("steady", "speakers", "managers")
 
@@ -57,6 +62,11 @@ STOP_LIMIT: Final = 30.0
 
 READY_LIMIT: Final = 60.0
 """Seconds a restarted process may take to be ready on two loaded cores."""
+
+ROLLOUT_LIMIT: Final = 300.0
+"""Seconds a ``helm upgrade`` may take to roll every pod of a role on real nodes: per pod a
+drain (under a second; at most the chart's 10 s ``drainTimeout``), a start, and readiness
+probes every 5 s after 5 s."""
 
 SETTLE: Final = 2.0
 """Seconds of traffic before the first and after the last restart of a phase, counted in it:
@@ -152,16 +162,17 @@ def bench(
     services: int = 10,
     workers: int = 3,
     name: str = "bench-rollout",
+    nodes: benchlab.Nodes = "real",
     say: Callable[[str], None] = print,
 ) -> list[Figures]:
-    """Bring a lab up with ``services`` Services, roll its speakers, then its managers, under
-    traffic; take the lab down; return each phase's figures."""
-    say(f"bringing lab {name!r} up ({workers} workers)...")
-    record = lab.up(name, workers=workers)
+    """Bring a lab up on ``nodes`` with ``services`` Services, roll its speakers, then its
+    managers, under traffic; take the lab down; return each phase's figures."""
+    say(f"bringing lab {name!r} up ({workers} workers, {nodes} nodes)...")
+    record = benchlab.up(name, workers=workers, nodes=nodes, say=say)
     try:
         return asyncio.run(_measure(record, services, say=say))
     finally:
-        lab.down(name)
+        benchlab.down(name)
 
 
 async def _measure(record: lab.Record, count: int, *, say: Callable[[str], None]) -> list[Figures]:
@@ -191,7 +202,7 @@ async def _services(client: lightkube.AsyncClient, record: lab.Record, count: in
     """``count`` Services with an IPv4 address each, placed; their IPs."""
     ips: list[str] = []
     for n in range(count):
-        await cluster.create_service(client, record.plan, f"roll-{n}")
+        await benchlab.create_service(client, record, f"roll-{n}")
     for n in range(count):
         ips += await cluster.wait_ingress(client, f"roll-{n}")
     faults = failover.FaultLab(record, client)
@@ -223,6 +234,7 @@ class Roller:
         self.record = record
         """Kept current: a restart records the new pid."""
         self.faults = failover.FaultLab(record, client)
+        self.upgrades = 0
 
     async def phase(self, phase: str) -> list[float]:
         """Roll what ``phase`` names (see :data:`PHASES`); the seconds each process took to
@@ -230,6 +242,11 @@ class Roller:
         if phase == "steady":
             await asyncio.sleep(STEADY)  # the phase itself: nothing happens, on purpose
             return []
+        if phase in ("speakers", "managers") and self.record.release:
+            self.upgrades += 1
+            role: rolling.Role = "speaker" if phase == "speakers" else "manager"
+            value = f"bench-{self.upgrades}"
+            return await rolling.roll(self.record, role, value, within=ROLLOUT_LIMIT)
         if phase == "speakers":
             return await self.speakers()
         if phase == "managers":

@@ -53,7 +53,9 @@ class Outage:
     interruption: float
     """Seconds from the last answered request sent before the fault to the first after it."""
     failed: int
-    """Requests that got no answer."""
+    """Requests that got no answer, of those sent after the first answered one: before it the
+    stream measures the IP's first announcement (the speaker probes for a conflict first),
+    not a fault."""
 
 
 def outage(requests: Sequence[Request], fault: float) -> Outage:
@@ -64,7 +66,7 @@ def outage(requests: Sequence[Request], fault: float) -> Outage:
         side = "before" if not any(sent <= fault for sent in answered) else "after"
         raise ValueError(f"no request sent {side} the fault was answered")
     longest = max(later - earlier for earlier, later in itertools.pairwise(answered))
-    return Outage(longest, sum(1 for r in requests if not r.node))
+    return Outage(longest, sum(1 for r in requests if not r.node and r.sent > answered[0]))
 
 
 class Traffic(linestream.LineStream):

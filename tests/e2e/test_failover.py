@@ -1,23 +1,51 @@
-"""Failover in a live lab under a steady request stream: the scenarios of ``bench-failover``.
+"""Failover on real nodes under a steady request stream: the scenarios of ``bench-failover``.
 
-Each test injects one fault into the node announcing its Service (or into the control plane)
-while the client sends a request every 10 ms, checks where the IP went and what the router
-and the traffic saw, then repairs the fault and checks that the repaired node gets nothing
-back. The lab is this module's own: the tests kill and restart its processes. Needs root.
+The module's lab is the one ``lab demo`` and ``bench-failover`` use (:mod:`porterlb.lab.benchlab`):
+three real nodes (kubelet, containerd, the real kube-proxy), porterlb installed by its chart,
+a backend pod per node behind each Service (``externalTrafficPolicy: Local``, so an answer
+names the node that received the request). Each test injects one fault into the node
+announcing its Service (or into the control plane) while the client sends a request every
+10 ms, checks where the IP went and what the router and the traffic saw, then repairs the
+fault and checks that the repaired node gets nothing back. The tests kill and restart the
+lab's processes and pods. Needs root, the node binaries, helm, buildah and debootstrap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
 import pytest
+import pytest_asyncio
+from lightkube.resources.core_v1 import Pod
 
-from porterlb.api import reasons
-from porterlb.lab import failover
-from tests.e2e import marks
+from porterlb.api import reasons, wellknown
+from porterlb.kube import client as kube_client
+from porterlb.lab import benchlab, binaries, cluster, failover, lab
+from porterlb.lab.node import mountns, nodelab, porterlb_image, release
+from tests.e2e import marks, reallab
+from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 from tests.waiting import eventually
 
-pytestmark = marks.e2e("ip", "nft", control_plane=True)
+
+def _helm_built() -> bool:
+    try:
+        binaries.helm()
+    except binaries.BinariesMissing:
+        return False
+    return True
+
+
+pytestmark = [
+    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
+    pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
+    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
+]
+
+WORKERS: Final = 3
+"""The IP has two nodes to move to; the two managers are spread over the nodes."""
 
 OFFSETS: Final = {
     "worker-crash": 3,
@@ -34,34 +62,63 @@ OFFSETS: Final = {
 
 
 @pytest.fixture(scope="module")
-def faults(speaker_lab):
+def failover_record() -> Iterator[lab.Record]:
+    host = mountns.host_values()
+    name = fresh_name()
+    try:
+        yield benchlab.up(name, workers=WORKERS)
+    finally:
+        benchlab.down(name)
+    assert reallab.leftovers(name) == []
+    assert mountns.host_values() == host
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def failover_lab(failover_record: lab.Record) -> AsyncIterator[SpeakerLab]:
+    async with kube_client.connect(failover_record.kubeconfig) as api:
+        yield SpeakerLab(failover_record, api)
+
+
+@pytest.fixture(scope="module")
+def faults(failover_lab):
     """One for the module: it keeps the record current as repairs restart processes."""
-    return failover.FaultLab(speaker_lab.record, speaker_lab.api)
+    return failover.FaultLab(failover_lab.record, failover_lab.api)
+
+
+@contextlib.asynccontextmanager
+async def service(failover_lab: SpeakerLab, name: str, ip: IPAddress) -> AsyncIterator[IPAddress]:
+    """A Service in front of the backend pods asking for ``ip``; deleted after."""
+    wanted = {wellknown.REQUESTED_IP: str(ip)}
+    await benchlab.create_service(failover_lab.api, failover_lab.record, name, annotations=wanted)
+    try:
+        [found] = await cluster.wait_ingress(failover_lab.api, name)
+        assert found == str(ip), f"Service {name} got {found}, asked for {ip}"
+        yield ipaddress.ip_address(found)
+    finally:
+        await cluster.delete_service(failover_lab.api, name)
 
 
 @pytest.mark.parametrize(
     "scenario", ["worker-crash", "speaker-kill", "heartbeat-partition", "ping-loss", "pong-loss"]
 )
 async def test_a_failed_announcer_hands_its_ip_to_one_other_node_for_good(
-    speaker_lab, faults, scenario
+    failover_lab, faults, scenario
 ):
     name = scenario
-    async with speaker_lab.service(
-        name, "ipv4", speaker_lab.pool_ip("ipv4", OFFSETS[scenario])
-    ) as ip:
+    async with service(failover_lab, name, failover_lab.pool_ip("ipv4", OFFSETS[scenario])) as ip:
         run = await faults.run(scenario, name, str(ip))
         try:
             assert run.after != run.before
-            new = speaker_lab.node(run.after)
-            await speaker_lab.wait_entry(
+            new = failover_lab.node(run.after)
+            await failover_lab.wait_entry(
                 ip, mac=new.mac, what=f"the router's entry for {ip} to move to {new.name}"
             )
             # A partitioned speaker still runs and still watches the API: it must have let go.
             # (node-partition, which cuts its API too, is the fence's test: issue 9 §4.)
-            assert await speaker_lab.answers(ip) == {str(new.mac)}
+            assert await failover_lab.answers(ip) == {str(new.mac)}
             moved = [
                 event.message
-                for event in await speaker_lab.events(reasons.FAILOVER, kind="Service", name=name)
+                for event in await failover_lab.events(reasons.FAILOVER, kind="Service", name=name)
             ]
             assert any(
                 f"moved from node {run.before} to node {run.after}: {run.before}: its speaker"
@@ -72,35 +129,42 @@ async def test_a_failed_announcer_hands_its_ip_to_one_other_node_for_good(
             await run.fault.repair()
         # The repaired node answers heartbeats again; the IP stays where it went.
         assert await faults.announcer(name) == run.after
-        assert await speaker_lab.answers(ip) == {str(new.mac)}
+        assert await failover_lab.answers(ip) == {str(new.mac)}
 
 
 @pytest.mark.parametrize(
     "scenario", ["leader-kill", "apiserver-restart", "api-partition", "managers-down"]
 )
 async def test_a_control_plane_fault_moves_no_ip_and_fails_no_request(
-    speaker_lab, faults, scenario
+    failover_lab, faults, scenario
 ):
     name = scenario
-    async with speaker_lab.service(
-        name, "ipv4", speaker_lab.pool_ip("ipv4", OFFSETS[scenario])
-    ) as ip:
+    async with service(failover_lab, name, failover_lab.pool_ip("ipv4", OFFSETS[scenario])) as ip:
         leader = await faults.leader()
+        restarts = await _restarts(failover_lab, leader)
         run = await faults.run(scenario, name, str(ip))
         try:
             assert run.after == run.before
             assert run.outage.failed == 0
             # With every manager gone the speaker answers again once the API shows no leader
             # (docs/fencing.md, P4): wait for that, and never see another node answer.
-            mac = str(speaker_lab.node(run.before).mac)
+            mac = str(failover_lab.node(run.before).mac)
 
             async def only_it_answers() -> bool:
-                found = await speaker_lab.answers(ip)
+                found = await failover_lab.answers(ip)
                 assert found <= {mac}, f"{found} answer for {ip}"
                 return set(found) == {mac}
 
             await eventually(only_it_answers, what=f"{run.before} alone to answer for {ip}")
-            if scenario == "leader-kill":
-                assert await faults.leader() not in ("", leader)
+            if scenario == "leader-kill":  # another pod leads, or the killed one restarted
+                now = await faults.leader()
+                assert now != ""
+                assert now != leader or await _restarts(failover_lab, leader) > restarts
         finally:
             await run.fault.repair()
+
+
+async def _restarts(failover_lab: SpeakerLab, pod: str) -> int:
+    found = await failover_lab.api.get(Pod, pod, namespace=release.NAMESPACE)
+    statuses = (found.status.containerStatuses if found.status else None) or []
+    return sum(status.restartCount for status in statuses)

@@ -85,21 +85,38 @@ def weigh_cgroup_root(root: str, cgroup_fs: Path = CGROUP_FS) -> None:
     (cgroup_fs / "cpu" / root.lstrip("/") / "cpu.shares").write_text(f"{CPU_SHARES}\n")
 
 
+def kill_cgroup_root(root: str, cgroup_fs: Path = CGROUP_FS) -> None:
+    """SIGKILL every process in ``root``'s cgroups, in every hierarchy, until none is left (a
+    process forked meanwhile is caught by the next pass); the cgroups stay. What a node's
+    power loss does to its pods' processes.
+
+    Raises LabError naming the cgroup root whose processes outlive the deadline.
+    """
+    trees = [hierarchy / root.lstrip("/") for hierarchy in hierarchies(cgroup_fs)]
+
+    def emptied() -> bool:
+        found = [pid for tree in trees for cgroup in _walk(tree) for pid in _pids(cgroup)]
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return not found
+
+    netns.wait_until(emptied, timeout=REMOVE_TIMEOUT, what=f"the processes of cgroup {root}")
+
+
 def remove_cgroup_root(root: str, cgroup_fs: Path = CGROUP_FS) -> None:
     """Kill every process left in ``root`` (pods' containers outlive their shims) in every
     hierarchy, then remove its cgroups, deepest first; no-op where it is absent.
 
     Raises LabError naming a cgroup that cannot be removed.
     """
+    kill_cgroup_root(root, cgroup_fs)
     trees = [hierarchy / root.lstrip("/") for hierarchy in hierarchies(cgroup_fs)]
     remaining = [tree for tree in trees if tree.is_dir()]
 
     def emptied() -> bool:
         for tree in remaining:
             for cgroup in sorted(_walk(tree), key=lambda path: len(path.parts), reverse=True):
-                for pid in _pids(cgroup):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(FileNotFoundError, OSError):
                     cgroup.rmdir()
         remaining[:] = [tree for tree in remaining if tree.is_dir()]

@@ -224,16 +224,13 @@ def _up(
     done("network and mount namespace")
 
     cidrs = plan.node_pod_cidrs(layout)
-    runtimes = {
-        node.name: runtime.Paths(directory / "nodes" / node.name / "containerd")
-        for node in layout.nodes
-    }
+    runtimes = {node.name: runtime_paths(directory, node.name) for node in layout.nodes}
     containerds = []
     for node in layout.nodes:
         paths = runtimes[node.name]
         paths.make(podnet.cni_config(cidrs[node.name], paths.ipam))
-        enter = mountns.enter_argv(holder.pid, node.netns)
-        containerds.append(start(f"containerd/{node.name}", [*enter, *runtime.argv(paths)]))
+        role = f"containerd/{node.name}"
+        containerds.append(start(role, node_argv(layout, directory, role, holder.pid, bins)))
     archive = images.write(directory / "image.tar")
     for process, paths in zip(containerds, runtimes.values(), strict=True):
         _wait(process, paths.socket.exists, START_TIMEOUT)
@@ -269,40 +266,23 @@ def _up(
         ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
-    endpoint = f"https://{router}:{apiproxy.PORT}"
-    proxy_kubeconfig = directory / "kube-proxy" / "kubeconfig"
+    endpoint = api_endpoint(layout)
+    proxy_kubeconfig = directory / PROXY_KUBECONFIG
     asyncio.run(_prepare(layout, admin, proxy_kubeconfig, endpoint, ca))
     _wait_logged(api_proxy, apiproxy.READY, START_TIMEOUT)
     _wait_logged(kubelet_egress, egress.READY, START_TIMEOUT)
     done("control plane")
 
-    kubelets, proxies = [], []
+    kubelets: list[procs.Process] = []
+    proxies: list[procs.Process] = []
     for node in layout.nodes:
         cgroup = kubelet.cgroup_root(node.name)
         kubelet.create_cgroup_root(cgroup)
         kubelet.weigh_cgroup_root(cgroup)
-        config = kubelet.Node(
-            name=node.name,
-            ip=",".join(str(a.ip) for a in (node.ipv4, node.ipv6) if a is not None),
-            directory=directory / "nodes" / node.name / "kubelet",
-            cgroup_root=cgroup,
-            runtime_socket=runtimes[node.name].socket,
-            server=endpoint,
-            token=token,
-            ca=ca,
-        )
-        kubelet.write(config)
-        enter = mountns.enter_argv(holder.pid, node.netns)
-        kubelets.append(
-            start(f"kubelet/{node.name}", [*enter, *kubelet.argv(bins / "kubelet", config)])
-        )
-        proxy_argv = proxy.argv(
-            bins / "kube-proxy",
-            directory / "nodes" / node.name / "kube-proxy",
-            node=node.name,
-            kubeconfig=proxy_kubeconfig,
-        )
-        proxies.append(start(f"kube-proxy/{node.name}", [*enter, *proxy_argv]))
+        kubelet.write(_kubelet_node(layout, directory, node, token, ca))
+        for kind, started in (("kubelet", kubelets), ("kube-proxy", proxies)):
+            role = f"{kind}/{node.name}"
+            started.append(start(role, node_argv(layout, directory, role, holder.pid, bins)))
     context = controlplane.ssl_context(admin)
 
     pending: list[str] = []
@@ -349,6 +329,84 @@ def _up(
     )  # fmt: skip
     lab.save(record)
     return record
+
+
+NODE_KINDS: Final = ("containerd", "kubelet", "kube-proxy")
+"""What runs on each worker as a lab process (role ``KIND/NODE``), in start order."""
+
+PROXY_KUBECONFIG: Final = Path("kube-proxy") / "kubeconfig"
+"""kube-proxy's kubeconfig, under the lab's directory (every node's shares it)."""
+
+
+def runtime_paths(directory: Path, node: str) -> runtime.Paths:
+    """The containerd directories of worker ``node`` of the lab in ``directory``."""
+    return runtime.Paths(directory / "nodes" / node / "containerd")
+
+
+def api_endpoint(layout: plan.Lab) -> str:
+    """Where the nodes reach the API server: the router's LAN address (:mod:`.apiproxy`)."""
+    return f"https://{layout.router_lan.ipv4.ip}:{apiproxy.PORT}"
+
+
+def _kubelet_node(
+    layout: plan.Lab, directory: Path, node: plan.Node, token: str, ca: Path
+) -> kubelet.Node:
+    return kubelet.Node(
+        name=node.name,
+        ip=",".join(str(a.ip) for a in (node.ipv4, node.ipv6) if a is not None),
+        directory=directory / "nodes" / node.name / "kubelet",
+        cgroup_root=kubelet.cgroup_root(node.name),
+        runtime_socket=runtime_paths(directory, node.name).socket,
+        server=api_endpoint(layout),
+        token=token,
+        ca=ca,
+    )
+
+
+def node_argv(layout: plan.Lab, directory: Path, role: str, holder: int, bins: Path) -> list[str]:
+    """The command of node role ``role`` (``KIND/NODE``, KIND in :data:`NODE_KINDS`) of the lab
+    in ``directory``, in the mount namespace ``holder`` holds and the worker's netns: what
+    :func:`up` starts, and :func:`restart` starts again. Raises KeyError for another role."""
+    kind, _, name = role.partition("/")
+    node = layout.node(name)
+    enter = mountns.enter_argv(holder, node.netns)
+    if kind == "containerd":
+        return [*enter, *runtime.argv(runtime_paths(directory, name))]
+    if kind == "kubelet":
+        _, token, ca = _admin(lab.kubeconfig_of(directory))
+        config = _kubelet_node(layout, directory, node, token, ca)
+        return [*enter, *kubelet.argv(bins / "kubelet", config)]
+    if kind == "kube-proxy":
+        state = directory / "nodes" / name / "kube-proxy"
+        kubeconfig = directory / PROXY_KUBECONFIG
+        return [*enter, *proxy.argv(bins / "kube-proxy", state, node=name, kubeconfig=kubeconfig)]
+    raise KeyError(f"lab {layout.name}: {role!r} is not a node role ({', '.join(NODE_KINDS)})")
+
+
+def restart(record: lab.Record, role: str) -> lab.Record:
+    """Start node role ``role`` (``containerd/NODE``, ``kubelet/NODE``, ``kube-proxy/NODE``)
+    again once every process of that role has exited (a crash SIGKILLed them), as :func:`up`
+    started it; a containerd is waited for until it listens. Return the updated record (also
+    written to ``lab.json``).
+
+    Raises KeyError for another role, LabError if the role still runs, the lab's mount
+    namespace is gone or the process does not start.
+    """
+    name = record.plan.name
+    if procs.running(name, (role,)):
+        raise netns.LabError(f"lab {name!r}: {role} still runs")
+    holder = record.process("mount-namespace")
+    if not procs.alive(holder):
+        raise netns.LabError(f"lab {name!r}: its mount namespace (pid {holder.pid}) is gone")
+    bins = binaries.locate(BINARIES)
+    argv = node_argv(record.plan, record.directory, role, holder.pid, bins)
+    socket = runtime_paths(record.directory, role.partition("/")[2]).socket
+    if role.startswith("containerd/"):
+        socket.unlink(missing_ok=True)  # left by the killed one: its reappearance says ready
+    fresh = procs.start(name, role, argv, record.process(role).log)
+    if role.startswith("containerd/"):
+        _wait(fresh, socket.exists, START_TIMEOUT)
+    return lab.replaced(record, fresh)
 
 
 def service_range(layout: plan.Lab) -> str:

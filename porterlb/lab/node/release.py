@@ -25,7 +25,7 @@ import httpx2
 import lightkube
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import DaemonSet, Deployment
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Node, Pod
 
 from porterlb.kube import client as kube_client
 from porterlb.lab import binaries, chart, netns
@@ -100,10 +100,27 @@ def pods(kubeconfig: Path) -> list[dict[str, Any]]:
     return asyncio.run(_pods(kubeconfig))
 
 
-def wait_speaker(kubeconfig: Path, node: str, *, timeout: float = READY_TIMEOUT) -> None:
+def wait_speaker(
+    kubeconfig: Path, node: str, *, since: str | None = None, timeout: float = READY_TIMEOUT
+) -> None:
     """Return once ``node`` runs exactly one speaker pod, Ready and not being deleted (a
-    deleted one is gone). Raises LabError naming the node's speaker pods after ``timeout``."""
-    asyncio.run(_wait_speaker(kubeconfig, node, within=timeout))
+    deleted one is gone); with ``since`` (an API timestamp, ``2026-12-06T09:33:34Z``), once
+    the Node is Ready too and the pod's containers all started at or after ``since`` (a
+    status written before a crash still says Ready). Raises LabError naming the node's
+    speaker pods after ``timeout``."""
+    asyncio.run(_wait_speaker(kubeconfig, node, since=since, within=timeout))
+
+
+def manager_replicas(kubeconfig: Path) -> int:
+    """The manager Deployment's ``spec.replicas``. Raises LabError if there is none."""
+    return asyncio.run(_manager_replicas(kubeconfig))
+
+
+def scale_managers(kubeconfig: Path, replicas: int, *, timeout: float = READY_TIMEOUT) -> None:
+    """Set the manager Deployment's replicas; with 0, return once no manager pod is left,
+    else once the Deployment is rolled out with every pod Ready. Raises LabError after
+    ``timeout``."""
+    asyncio.run(_scale_managers(kubeconfig, replicas, within=timeout))
 
 
 def delete_speaker_pod(kubeconfig: Path, node: str) -> str:
@@ -135,7 +152,16 @@ def describe_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
         "restarts": sum(c.get("restartCount", 0) for c in containers),
         "waiting": ", ".join(filter(None, waiting)) or None,
         "terminating": metadata.get("deletionTimestamp") is not None,
+        "started": _started(containers),
     }
+
+
+def _started(containers: list[dict[str, Any]]) -> str | None:
+    """When the last of ``containers`` (statuses) started running; None unless all run."""
+    times = [c.get("state", {}).get("running", {}).get("startedAt") for c in containers]
+    if not times or None in times:
+        return None
+    return max(str(time) for time in times)
 
 
 def rolled_out(deployment: Mapping[str, Any], daemon_set: Mapping[str, Any], workers: int) -> bool:
@@ -187,20 +213,74 @@ async def _wait_ready(kubeconfig: Path, workers: int, *, within: float) -> None:
             await asyncio.sleep(POLL)
 
 
-async def _wait_speaker(kubeconfig: Path, node: str, *, within: float) -> None:
+async def _wait_speaker(kubeconfig: Path, node: str, *, since: str | None, within: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     async with kube_client.connect(kubeconfig) as client:
         while True:
             found = [p for p in await _list(client) if (p["role"], p["node"]) == ("speaker", node)]
-            if len(found) == 1 and found[0]["ready"] and not found[0]["terminating"]:
+            fresh = since is None or (
+                await _node_ready(client, node)
+                and all((p["started"] or "") >= since for p in found)
+            )
+            if len(found) == 1 and found[0]["ready"] and not found[0]["terminating"] and fresh:
                 return
             if loop.time() >= deadline:
                 detail = "; ".join(_line(pod) for pod in found) or "none"
+                after = f" started since {since} on a Ready node" if since else ""
                 raise netns.LabError(
-                    f"node {node}: no single Ready speaker pod after {within:.0f} s: {detail}"
+                    f"node {node}: no single Ready speaker pod{after} after {within:.0f} s:"
+                    f" {detail}"
                 )
             await asyncio.sleep(POLL)
+
+
+async def _node_ready(client: lightkube.AsyncClient, name: str) -> bool:
+    node = await client.get(Node, name)
+    conditions = (node.status.conditions if node.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+async def _manager_replicas(kubeconfig: Path) -> int:
+    async with kube_client.connect(kubeconfig) as client:
+        try:
+            deployment = await client.get(Deployment, MANAGER, namespace=NAMESPACE)
+        except ApiError as error:
+            raise netns.LabError(f"Deployment {NAMESPACE}/{MANAGER}: {error}") from error
+    return deployment.spec.replicas if deployment.spec and deployment.spec.replicas else 1
+
+
+async def _scale_managers(kubeconfig: Path, replicas: int, *, within: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    patch = {"spec": {"replicas": replicas}}
+    async with kube_client.connect(kubeconfig) as client:
+        await client.patch(Deployment, MANAGER, patch, namespace=NAMESPACE)
+        while True:
+            deployment = (await client.get(Deployment, MANAGER, namespace=NAMESPACE)).to_dict()
+            found = [p for p in await _list(client) if p["role"] == "manager"]
+            if (not found) if replicas == 0 else _deployed(deployment, found):
+                return
+            if loop.time() >= deadline:
+                detail = "; ".join(_line(pod) for pod in found) or "no pods"
+                raise netns.LabError(
+                    f"Deployment {NAMESPACE}/{MANAGER} not at {replicas} Ready replicas after"
+                    f" {within:.0f} s: {detail}"
+                )
+            await asyncio.sleep(POLL)
+
+
+def _deployed(deployment: Mapping[str, Any], pods: list[dict[str, Any]]) -> bool:
+    """Whether the Deployment (as a dict) runs its replicas, each Ready, none terminating."""
+    replicas = deployment.get("spec", {}).get("replicas", 1)
+    status = deployment.get("status", {})
+    observed = status.get("observedGeneration") == deployment["metadata"].get("generation")
+    return (
+        observed
+        and status.get("readyReplicas") == replicas
+        and len(pods) == replicas
+        and all(p["ready"] and not p["terminating"] for p in pods)
+    )
 
 
 async def _pods(kubeconfig: Path) -> list[dict[str, Any]]:

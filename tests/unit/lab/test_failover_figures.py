@@ -20,6 +20,11 @@ def test_the_interruption_is_the_longest_gap_between_answered_requests():
     assert outage.failed == 1
 
 
+def test_requests_failed_before_the_first_answer_are_not_the_faults():
+    flow = requests((0.00, ""), (0.01, ""), (0.02, "w1"), (0.03, ""), (0.04, "w1"))
+    assert traffic.outage(flow, fault=0.025).failed == 1
+
+
 def test_a_request_answered_just_after_the_fault_does_not_hide_the_outage():
     flow = requests((0.0, "w1"), (0.1, "w1"), (0.5, "w2"))
     assert traffic.outage(flow, fault=0.05).interruption == pytest.approx(0.4)

@@ -41,18 +41,21 @@ def pod(**status):
 
 
 @pytest.mark.parametrize(
-    ("status", "ready", "waiting", "restarts"),
+    ("status", "ready", "waiting", "restarts", "started"),
     [
-        ({"phase": "Pending"}, False, None, 0),
+        ({"phase": "Pending"}, False, None, 0, None),
         (
             {
                 "phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [{"restartCount": 2, "state": {"running": {}}}],
+                "containerStatuses": [
+                    {"restartCount": 2, "state": {"running": {"startedAt": "2026-12-06T09:42:34Z"}}}
+                ],
             },
             True,
             None,
             2,
+            "2026-12-06T09:42:34Z",
         ),
         (
             {
@@ -65,11 +68,14 @@ def pod(**status):
             False,
             "ErrImageNeverPull",
             0,
+            None,
         ),
     ],
     ids=["unscheduled", "ready", "image-missing"],
 )
-def test_a_pod_reads_as_its_role_node_readiness_and_why_it_waits(status, ready, waiting, restarts):
+def test_a_pod_reads_as_its_role_node_readiness_and_why_it_waits(
+    status, ready, waiting, restarts, started
+):
     assert release.describe_pod(pod(**status)) == {
         "name": "porterlb-speaker-x",
         "role": "speaker",
@@ -79,7 +85,18 @@ def test_a_pod_reads_as_its_role_node_readiness_and_why_it_waits(status, ready, 
         "restarts": restarts,
         "waiting": waiting,
         "terminating": False,
+        "started": started,
     }
+
+
+def test_a_pod_started_when_its_last_container_did_and_not_before_all_run():
+    running = {"state": {"running": {"startedAt": "2026-12-06T09:42:34Z"}}}
+    later = {"state": {"running": {"startedAt": "2026-12-06T09:42:40Z"}}}
+    waiting = {"state": {"waiting": {"reason": "ContainerCreating"}}}
+    assert release.describe_pod(pod(containerStatuses=[later, running]))["started"] == (
+        "2026-12-06T09:42:40Z"
+    )
+    assert release.describe_pod(pod(containerStatuses=[running, waiting]))["started"] is None
 
 
 def test_a_deleted_pod_reads_as_terminating():
