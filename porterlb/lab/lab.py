@@ -134,11 +134,6 @@ class Record:
     def kubeconfig(self) -> Path:
         return kubeconfig_of(self.directory)
 
-    @property
-    def real_nodes(self) -> bool:
-        """Whether the workers are real nodes (``lab up --nodes real``: a kubelet each)."""
-        return any(process.role.startswith("kubelet/") for process in self.processes)
-
     def metrics_netns(self, role: str) -> str | None:
         """The namespace ``role``'s metrics address is in: a speaker's worker's, else None
         (the host's)."""

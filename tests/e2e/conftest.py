@@ -6,7 +6,7 @@ porterlb installed by its chart, dual-stack) and a :class:`SpeakerLab` around it
 for every such module, since each test makes Services of its own names asking for pool IPs
 no other test uses, and a test that disturbs the cluster (stops the managers, kills a
 speaker, freezes a kubelet) restores it before it ends. The Services' backends are one
-Deployment with a pod on every node (:mod:`porterlb.lab.node.workloads`), their
+Deployment with a pod on every node (:mod:`porterlb.lab.node.backends`), their
 EndpointSlices the controller manager's. A module that tests porterlb's processes outside a
 cluster asks for ``process_lab`` instead: the default lab of host processes, its own.
 
@@ -43,8 +43,7 @@ import lightkube
 import pytest
 import pytest_asyncio
 from lightkube.core.exceptions import ApiError
-from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Event, Pod
+from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
 from prometheus_client import parser
 
@@ -52,8 +51,8 @@ from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import resources
 from porterlb.l2 import ethernet
-from porterlb.lab import arping, cluster, lab, netns, network, plan
-from porterlb.lab.node import mountns, nodelab, release, workloads
+from porterlb.lab import arping, benchlab, cluster, faults, lab, netns, network, plan
+from porterlb.lab.node import backends, nodelab, release
 from tests.e2e import reallab
 from tests.waiting import eventually
 
@@ -70,10 +69,6 @@ ANSWER_WINDOW: Final = 2.0
 """Seconds to collect replies to one request. A speaker answers within a millisecond; the
 window is long so that a second, slower answerer (a bug) would be caught too, even on two
 loaded cores. It bounds a receive, it synchronises nothing."""
-
-SPEAKER_ENTRY: Final = "/opt/porterlb/bin/porterlb"
-"""The image's porterlb entry point (the Dockerfile's virtualenv), run by its Python: the
-speaker container's process is ``python /opt/porterlb/bin/porterlb speaker ...``."""
 
 HTTP_TIMEOUT: Final = 5
 """curl's --max-time, in seconds; ``eventually`` retries a request that failed."""
@@ -204,8 +199,9 @@ class SpeakerLab:
         wanted = dict(annotations or {})
         if ip is not None:
             wanted[wellknown.REQUESTED_IP] = str(ip)
-        create = workloads.create_service if self.record.real_nodes else cluster.create_service
-        await create(self.api, self.plan, name, family=family, annotations=wanted, port=port)
+        await benchlab.create_service(
+            self.api, self.record, name, family=family, annotations=wanted, port=port
+        )
         try:
             [found] = await cluster.wait_ingress(self.api, name)
             if ip is not None:
@@ -243,7 +239,7 @@ class SpeakerLab:
         it does not report itself Ready again: the node looks like one whose kubelet stopped,
         with the condition the node lifecycle controller would write after its grace period.
         """
-        if self.record.real_nodes and not ready:
+        if faults.real(self.record) and not ready:
             os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGSTOP)
         status = cluster.node_status(node, datetime.datetime.now(datetime.UTC))
         [condition] = status["status"]["conditions"]
@@ -263,81 +259,24 @@ class SpeakerLab:
         except ApiError as error:
             raise AssertionError(f"Node {node.name}: {error.status.message}") from error
         finally:
-            if self.record.real_nodes and ready:
+            if faults.real(self.record) and ready:
                 os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGCONT)
 
-    async def stop_managers(self) -> None:
-        """Stop every manager replica: SIGKILL in the default lab; on real nodes, the
-        Deployment scaled to 0 and its pods gone."""
-        if not self.record.real_nodes:
-            for process in self.record.processes:
-                if process.role.startswith("manager/"):
-                    os.kill(process.pid, signal.SIGKILL)
-            return
-        await self._scale_managers(0)
-
-        async def gone() -> bool:
-            return not await self.release_pods("manager")
-
-        await eventually(gone, within=release.READY_TIMEOUT, what="the manager pods to go")
-
-    async def start_managers(self) -> None:
-        """Start the managers :meth:`stop_managers` stopped; return once they are ready."""
-        if not self.record.real_nodes:
-            for role in ("manager/1", "manager/2"):
-                self.record = lab.restart(self.record, role)
-            return
-        await self._scale_managers(lab.MANAGERS)
-        admin, workers = self.record.kubeconfig, len(self.plan.nodes)
-        await asyncio.to_thread(release.wait_ready, admin, workers)
-
-    async def _scale_managers(self, replicas: int) -> None:
-        await self.api.patch(
-            Deployment.Scale,
-            release.MANAGER,
-            {"spec": {"replicas": replicas}},
-            namespace=release.NAMESPACE,
-            patch_type=PatchType.MERGE,
-        )
-
-    async def release_pods(self, role: str) -> list[Pod]:
-        """The chart's pods of ``role`` (``manager``, ``speaker``)."""
-        labels = {release.INSTANCE: release.RELEASE, release.COMPONENT: role}
-        found = self.api.list(Pod, namespace=release.NAMESPACE, labels=labels)
-        return [pod async for pod in found]
-
-    async def kill_speaker(self, node: plan.Node) -> None:
-        """SIGKILL ``node``'s speaker, as a crash would; :meth:`revive_speaker` undoes it.
-
-        On real nodes that is the process of the speaker pod's container (found in the
-        node's namespace by its command line); its kubelet restarts the container.
-        """
-        if not self.record.real_nodes:
-            os.kill(self.record.process(f"speaker/{node.name}").pid, signal.SIGKILL)
-            return
-        [pid] = [
-            pid
-            for pid in netns.pids([node.netns]).get(node.netns, [])
-            if _command_line(pid)[1:3] == [SPEAKER_ENTRY, "speaker"]
-        ]
-        os.kill(pid, signal.SIGKILL)
-
-    async def revive_speaker(self, node: plan.Node) -> None:
-        """Return once ``node``'s speaker runs again after :meth:`kill_speaker`."""
-        if not self.record.real_nodes:
-            self.record = lab.restart(self.record, f"speaker/{node.name}")
-            return
-
-        async def restarted() -> bool:
-            for pod in await self.release_pods("speaker"):
-                if pod.spec and pod.spec.nodeName == node.name and pod.status:
-                    [container] = pod.status.containerStatuses or [None]
-                    return bool(container and container.restartCount and container.ready)
-            return False
-
-        await eventually(
-            restarted, within=release.READY_TIMEOUT, what=f"the speaker of {node.name} back"
-        )
+    @contextlib.asynccontextmanager
+    async def fault(self, kind: str, node: plan.Node | None = None) -> AsyncIterator[None]:
+        """Fault ``kind`` of ``porterlb lab fault`` on ``node`` for the duration, healed after
+        (on real nodes: until every porterlb pod is Ready again, so the next test finds the
+        cluster as it was)."""
+        where = node.name if node else None
+        planned = await asyncio.to_thread(faults.for_record, self.record, kind, where)
+        injected = await asyncio.to_thread(faults.inject, self.record, planned)
+        try:
+            yield
+        finally:
+            self.record = await asyncio.to_thread(faults.heal, self.record, injected)
+            if self.record.release:
+                admin, workers = self.record.kubeconfig, len(self.plan.nodes)
+                await asyncio.to_thread(release.wait_ready, admin, workers)
 
     # -- the speakers ----------------------------------------------------------------------------
 
@@ -346,7 +285,7 @@ class SpeakerLab:
         role = f"speaker/{node.name}"
 
         def scrape() -> str:
-            if self.record.real_nodes:  # the chart's speaker: $HOST_IP:50053
+            if self.record.release:  # the chart's speaker: $HOST_IP:50053
                 address = f"{node.ipv4.ip}:{lab.SPEAKER_METRICS_PORT}"
                 return lab.metrics_text(address, namespace=node.netns, timeout=HTTP_TIMEOUT)
             try:
@@ -475,34 +414,22 @@ class SpeakerLab:
             return None
 
 
-def _command_line(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read().decode(errors="replace").split("\0")
-    except OSError:  # it ended meanwhile
-        return []
-
-
 @pytest.fixture(scope="session")
 def speaker_record() -> Iterator[lab.Record]:
-    """The session's real-node lab; nothing of it is left afterwards, and the host's kernel
-    tunables are as they were."""
-    if not reallab.CHART_READY:
-        pytest.skip(reallab.CHART_SKIP_REASON)
-    host = mountns.host_values()
-    name = fresh_name()
-    try:
-        yield nodelab.up(name, workers=WORKERS, ipv6=True, porterlb="chart")
-    finally:
-        nodelab.down(name)
-    assert reallab.leftovers(name) == []
-    assert mountns.host_values() == host
+    """The session's real-node lab (its modules carry ``reallab.CHART_MARKS``); nothing of it
+    is left afterwards, and the host's kernel tunables are as they were."""
+
+    def up(name: str) -> lab.Record:
+        return nodelab.up(name, workers=WORKERS, ipv6=True, porterlb="chart")
+
+    with reallab.checked(up, fresh_name()) as record:
+        yield record
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
     async with kube_client.connect(speaker_record.kubeconfig) as api:
-        await workloads.ensure_backends(api, speaker_record.plan)
+        await backends.start(api, speaker_record.plan)
         yield SpeakerLab(speaker_record, api)
 
 

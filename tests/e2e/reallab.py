@@ -3,15 +3,18 @@ the check that ``lab down`` left nothing."""
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightkube
+import pytest
 from lightkube.core.exceptions import ApiError
 
 from porterlb.lab import binaries, lab, netns, plan
 from porterlb.lab import processes as procs
-from porterlb.lab.node import images, nodelab, porterlb_image
+from porterlb.lab.node import images, mountns, nodelab, porterlb_image
+from tests.e2e import marks
 
 BUILT = all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
 """Whether ``porterlb lab build-control-plane --nodes`` has run (the modules skip otherwise)."""
@@ -31,13 +34,26 @@ def _helm_built() -> bool:
     return True
 
 
-CHART_READY = READY and _helm_built() and all(map(shutil.which, porterlb_image.BUILD_TOOLS))
-"""Whether a real-node lab can also install porterlb by its chart (helm built, the image's
-build tools installed)."""
-CHART_SKIP_REASON = (
-    "needs `porterlb lab build-control-plane --nodes`, `porterlb lab build-tools` (helm),"
-    " busybox-static, buildah and debootstrap (scripts/dev.sh test installs them all)"
-)
+CHART_MARKS = [
+    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
+    pytest.mark.skipif(not READY, reason=SKIP_REASON),
+    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
+]
+"""The marks of a module whose lab installs porterlb by its chart: root, the node binaries,
+helm, buildah and debootstrap."""
+
+
+@contextlib.contextmanager
+def checked(up: Callable[[str], lab.Record], name: str) -> Iterator[lab.Record]:
+    """The lab ``up(name)`` brings up, for a module; then removed, and checked gone with the
+    host's kernel tunables as they were."""
+    host = mountns.host_values()
+    try:
+        yield up(name)
+    finally:
+        nodelab.down(name)
+    assert leftovers(name) == []
+    assert mountns.host_values() == host
 
 
 def leftovers(name: str) -> list[str]:

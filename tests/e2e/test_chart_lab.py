@@ -26,26 +26,13 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import binaries, cluster, faults, lab
-from porterlb.lab.node import mountns, nodelab, porterlb_image, release
-from tests.e2e import marks, reallab
+from porterlb.lab import cluster, faults, lab
+from porterlb.lab.node import nodelab, release
+from tests.e2e import reallab
 from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 from tests.waiting import eventually
 
-
-def _helm_built() -> bool:
-    try:
-        binaries.helm()
-    except binaries.BinariesMissing:
-        return False
-    return True
-
-
-pytestmark = [
-    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
-    pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
-    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
-]
+pytestmark = reallab.CHART_MARKS
 
 ROLLOUT = release.READY_TIMEOUT
 """Seconds for a rolling update of the speakers or a replaced pod to be Ready."""
@@ -55,14 +42,11 @@ WORKERS = 2
 
 @pytest.fixture(scope="module")
 def chart_record() -> Iterator[lab.Record]:
-    host = mountns.host_values()
-    name = fresh_name()
-    try:
-        yield nodelab.up(name, workers=WORKERS, porterlb="chart")
-    finally:
-        nodelab.down(name)
-    assert reallab.leftovers(name) == []
-    assert mountns.host_values() == host
+    def up(name: str) -> lab.Record:
+        return nodelab.up(name, workers=WORKERS, porterlb="chart")
+
+    with reallab.checked(up, fresh_name()) as record:
+        yield record
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

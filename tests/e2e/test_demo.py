@@ -13,27 +13,11 @@ import re
 import subprocess
 import sys
 
-import pytest
-
-from porterlb.lab import binaries
-from porterlb.lab.node import mountns, nodelab, porterlb_image
-from tests.e2e import marks, reallab
+from porterlb.lab.node import mountns, nodelab
+from tests.e2e import reallab
 from tests.e2e.conftest import fresh_name
 
-
-def _helm_built() -> bool:
-    try:
-        binaries.helm()
-    except binaries.BinariesMissing:
-        return False
-    return True
-
-
-pytestmark = [
-    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
-    pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
-    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
-]
+pytestmark = reallab.CHART_MARKS
 
 ANNOUNCED = re.compile(r"^Service default/web got (\S+); node (\S+) announces it$", re.M)
 RESUMED = re.compile(r"^traffic resumed from (\S+) ([0-9.]+) s after the crash", re.M)

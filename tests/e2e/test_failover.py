@@ -23,26 +23,13 @@ from lightkube.resources.core_v1 import Pod
 
 from porterlb.api import reasons, wellknown
 from porterlb.kube import client as kube_client
-from porterlb.lab import benchlab, binaries, cluster, failover, lab
-from porterlb.lab.node import mountns, nodelab, porterlb_image, release
-from tests.e2e import marks, reallab
+from porterlb.lab import benchlab, cluster, failover, lab
+from porterlb.lab.node import release
+from tests.e2e import reallab
 from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
 from tests.waiting import eventually
 
-
-def _helm_built() -> bool:
-    try:
-        binaries.helm()
-    except binaries.BinariesMissing:
-        return False
-    return True
-
-
-pytestmark = [
-    *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
-    pytest.mark.skipif(not reallab.READY, reason=reallab.SKIP_REASON),
-    pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
-]
+pytestmark = reallab.CHART_MARKS
 
 WORKERS: Final = 3
 """The IP has two nodes to move to; the two managers are spread over the nodes."""
@@ -63,14 +50,8 @@ OFFSETS: Final = {
 
 @pytest.fixture(scope="module")
 def failover_record() -> Iterator[lab.Record]:
-    host = mountns.host_values()
-    name = fresh_name()
-    try:
-        yield benchlab.up(name, workers=WORKERS)
-    finally:
-        benchlab.down(name)
-    assert reallab.leftovers(name) == []
-    assert mountns.host_values() == host
+    with reallab.checked(lambda name: benchlab.up(name, workers=WORKERS), fresh_name()) as record:
+        yield record
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -5,7 +5,8 @@ on each of them, one at a time. Here the test writes those records itself, with 
 replicas stopped so that nothing else writes, and the router's LAN leg asks who answers at
 each step: the old node until the first rewrite, nobody in between, the new node once every
 Service names it. On the session's real-node lab (``conftest.py``): the managers are stopped
-by scaling their Deployment to 0 and started again after. Needs root.
+(``lab fault --kind managers-down``: killed, their Deployment scaled to 0) and started again
+after. Needs root.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 from porterlb.api import wellknown
 from porterlb.kube import writers
 from porterlb.lab import cluster
-from tests.e2e import marks
+from tests.e2e import marks, reallab
 from tests.waiting import eventually
 
-pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "curl")]
 
 OFFSET = 20
 """The module's own pool IP in the session's lab."""
@@ -37,14 +38,11 @@ async def test_a_shared_ip_is_answered_by_no_node_while_its_services_disagree(sp
             return await speaker_lab.answers(ip) == {str(node.mac) for node in nodes}
 
         await eventually(lambda: answered_by(old), what=f"{old.name} to answer for {ip}")
-        await speaker_lab.stop_managers()
-        try:
+        async with speaker_lab.fault("managers-down"):
             await move(speaker_lab, "shared-b", new.name)
             await eventually(answered_by, what=f"no node to answer for {ip}")
             await move(speaker_lab, "shared-a", new.name)
             await eventually(lambda: answered_by(new), what=f"{new.name} to answer for {ip}")
-        finally:
-            await speaker_lab.start_managers()
 
 
 async def move(speaker_lab, service, node):

@@ -25,11 +25,11 @@ from porterlb.api import reasons, wellknown
 from porterlb.kube import resources
 from porterlb.l2 import ethernet
 from porterlb.lab import netns, network, plan
-from tests.e2e import marks
+from tests.e2e import marks, reallab
 from tests.e2e.conftest import IPAddress, SpeakerLab
 from tests.waiting import DEADLINE, eventually
 
-pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "curl")]
 
 FAMILIES: Final = [pytest.param("ipv4", id="ipv4"), pytest.param("ipv6", id="ipv6")]
 

@@ -16,10 +16,10 @@ from typing import Final
 import pytest
 
 from porterlb.api import reasons
-from tests.e2e import marks
+from tests.e2e import marks, reallab
 from tests.waiting import eventually
 
-pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "curl")]
 
 FAMILIES: Final = [pytest.param("ipv4", id="ipv4"), pytest.param("ipv6", id="ipv6")]
 OFFSETS: Final = {"ipv4": 22, "ipv6": 23}

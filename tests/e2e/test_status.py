@@ -14,10 +14,10 @@ import json
 import sys
 
 from porterlb.lab import cluster, credentials
-from tests.e2e import marks
+from tests.e2e import marks, reallab
 from tests.waiting import eventually
 
-pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "curl")]
 
 
 async def status(kubeconfig: str, *args: str):

@@ -22,13 +22,12 @@ retries only after a second. The script listens with a backlog of 1024.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import lightkube
 from lightkube.resources.apps_v1 import Deployment
 
 from porterlb import errors
-from porterlb.api.keys import ServiceKey
 from porterlb.lab import cluster, plan
 from porterlb.lab.node import release, workloads
 
@@ -68,27 +67,20 @@ async def start(client: lightkube.AsyncClient, layout: plan.Lab) -> None:
     await workloads.wait_ready(client, DEPLOYMENT)
 
 
-async def create_service(
-    client: lightkube.AsyncClient,
+def service(
     layout: plan.Lab,
     name: str,
     *,
     family: cluster.Family = "ipv4",
+    port: int = cluster.SERVICE_PORT,
     annotations: Mapping[str, str] | None = None,
-) -> ServiceKey:
-    """Create (or update) sample Service ``default/name`` in front of the backends, with
-    ``annotations`` besides the opt-in.
-
-    Raises InvalidSpec if the lab lacks the family or the API refuses it.
-    """
-    manifest = workloads.service(layout, name, backends=DEPLOYMENT, policy="Local")
-    manifest["metadata"]["annotations"].update(annotations or {})
-    if family != "ipv4":
-        raise errors.InvalidSpec(
-            f"Service {cluster.NAMESPACE}/{name}: family {family}: the real-node lab is IPv4"
-        )
-    await workloads.create(client, [manifest])
-    return ServiceKey(f"{cluster.NAMESPACE}/{name}")
+) -> dict[str, Any]:
+    """Sample Service ``default/name`` of ``family`` on ``port`` in front of the backends,
+    with ``annotations`` besides the opt-in. Raises InvalidSpec for IPv6 in a lab without."""
+    return workloads.service(
+        layout, name, backends=DEPLOYMENT, policy="Local", family=family, port=port,
+        annotations=annotations,
+    )  # fmt: skip
 
 
 async def _porterlb_image(client: lightkube.AsyncClient) -> str:

@@ -7,10 +7,6 @@ controller, as in any cluster. Each pod runs ``busybox httpd`` (the lab image,
 :mod:`porterlb.lab.node.images`) serving one file written at start from the downward API:
 its node's name and a newline, the body :mod:`porterlb.lab.backend` answers, so a client
 sees which node's pod got the request; :data:`CLIENT_PATH` tells whom the pod saw asking.
-
-``porterlb lab service`` on a real-node lab puts its Services in front of one shared
-Deployment, :data:`BACKENDS`, with one pod per worker and ``externalTrafficPolicy: Local``
-as on the default lab, so an answer names the node that received the request.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import lightkube
 from lightkube.resources.apps_v1 import Deployment
 
 from porterlb import errors
-from porterlb.api.keys import ServiceKey
 from porterlb.lab import cluster, credentials, plan
 from porterlb.lab.node import images
 
@@ -47,10 +42,6 @@ foreground."""
 READY_TIMEOUT: Final = 120.0
 """Seconds for a Deployment's pods to be scheduled, started and ready: ~3 s each on an idle
 machine (shared/reference measurements), much more on a loaded 2-core CI host."""
-
-BACKENDS: Final = "backends"
-"""The Deployment ``lab service`` puts behind its Services: one pod per worker, made by the
-first Service and kept (:func:`ensure_backends`)."""
 
 POLL: Final = 0.2
 """Seconds between two reads of a Deployment's status while waiting."""
@@ -169,35 +160,3 @@ async def wait_ready(
                 f"{within:.0f} s; see its pods' events"
             )
         await asyncio.sleep(POLL)
-
-
-async def ensure_backends(
-    client: lightkube.AsyncClient, lab: plan.Lab, *, namespace: str = cluster.NAMESPACE
-) -> None:
-    """Apply Deployment :data:`BACKENDS` (one pod per worker; applying it again changes
-    nothing) and wait until every pod is ready. Raises InvalidSpec, TransientError."""
-    manifest = deployment(BACKENDS, replicas=len(lab.nodes), namespace=namespace)
-    await create(client, [manifest], namespace=namespace)
-    await wait_ready(client, BACKENDS, namespace=namespace)
-
-
-async def create_service(
-    client: lightkube.AsyncClient,
-    lab: plan.Lab,
-    name: str,
-    *,
-    namespace: str = cluster.NAMESPACE,
-    port: int = cluster.SERVICE_PORT,
-    family: cluster.Family = "ipv4",
-    annotations: Mapping[str, str] | None = None,
-) -> ServiceKey:
-    """Create sample Service ``namespace/name`` in front of :data:`BACKENDS` (made first if
-    missing), ``externalTrafficPolicy: Local``. Raises InvalidSpec if the Service exists
-    already or the API refuses it, TransientError if the backends do not get ready."""
-    await ensure_backends(client, lab, namespace=namespace)
-    manifest = service(
-        lab, name, backends=BACKENDS, policy="Local", namespace=namespace, port=port,
-        family=family, annotations=annotations,
-    )  # fmt: skip
-    await cluster.create(client, manifest, f"Service {namespace}/{name}")
-    return ServiceKey(f"{namespace}/{name}")
