@@ -395,8 +395,9 @@ class Run:
     cpu_before: dict[str, float] | None = None
     """The same over as long a time before the fault (traffic and sampler running): what the
     lab spends anyway."""
-    """Repaired already when :meth:`FaultLab.run` was asked to (``repair=True``): not to be
-    repaired again then."""
+    failed_at: tuple[float, ...] = ()
+    """When each failed request was sent, in seconds from the fault (those counted in
+    ``figures.outage.failed``): where a failure falls tells what caused it."""
 
     @property
     def outage(self) -> traffic.Outage:
@@ -475,7 +476,13 @@ class FaultLab:
             period=period,
         )
         found = dataclasses.replace(found, writes=writes)
-        return Run(scenario, found, victim, after, fault, tuple(ips), used, before)
+        answered = [r.sent for r in flow.requests if r.node]
+        failed_at = tuple(
+            round(r.sent - at, 3)
+            for r in sorted(flow.requests, key=lambda r: r.sent)
+            if not r.node and answered and r.sent > min(answered)
+        )
+        return Run(scenario, found, victim, after, fault, tuple(ips), used, before, failed_at)
 
     async def inject(self, scenario: str, victim: str) -> Fault:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""

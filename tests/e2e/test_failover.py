@@ -126,7 +126,7 @@ async def test_a_control_plane_fault_moves_no_ip_and_fails_no_request(
         run = await faults.run(scenario, name, str(ip))
         try:
             assert run.after == run.before
-            assert run.outage.failed == 0
+            assert run.outage.failed == 0, f"failed requests sent at {run.failed_at} s"
             # With every manager gone the speaker answers again once the API shows no leader
             # (docs/fencing.md, P4): wait for that, and never see another node answer.
             mac = str(failover_lab.node(run.before).mac)

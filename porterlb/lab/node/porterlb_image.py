@@ -19,6 +19,7 @@ real image is impossible.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -115,6 +116,17 @@ def ensure(
     if image.archive.is_file():
         return image, False
     image.archive.parent.mkdir(parents=True, exist_ok=True)
+    # Labs brought up at once (a bench beside an e2e module) would build the same archive
+    # twice, each removing the other's log; the second waits and finds the first's archive.
+    with (image.archive.parent / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image.archive.is_file():
+            return image, False
+        _build(root, image, report)
+        return image, True
+
+
+def _build(root: Path, image: Image, report: Report) -> None:
     log = image.archive.with_suffix(".log")
     report(f"building {image.name} from the Dockerfile (minutes the first time); log {log}")
     env = {
@@ -131,7 +143,6 @@ def ensure(
         raise netns.LabError(f"building {image.name} failed (see {log}):\n{tail}")
     _prune(image)
     log.unlink()
-    return image, True
 
 
 def _prune(image: Image) -> None:
