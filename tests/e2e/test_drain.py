@@ -7,6 +7,11 @@ answered there), the sampler never saw two MACs answer one ARP request, no reque
 the new node answered (one open at the instant the router switches may break), the old process
 exited by itself (no second signal), and the Service's ``Failover`` Event names the drain. The
 restarted speaker makes its node eligible again. Needs root.
+
+It keeps the process lab (``process_lab``) for now: it signals the speaker process itself,
+reads its log file and restarts it as ``lab up`` started it. On real nodes a drain is a
+speaker pod's deletion (its kubelet sends the SIGTERM), which ``test_chart_lab`` (a helm
+upgrade rolling every speaker) and ``lab bench-rollout`` put under traffic.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ of MACs that answer it; two MACs in one answer set is the failure the fence exis
 prevent. Each test places its Service on the victim by excluding the other nodes
 (``node.kubernetes.io/exclude-from-external-load-balancers``) until it is placed, then moves
 it away for a reason other than silence, or by cutting the victim's heartbeats. Needs root.
+
+It stays on the process lab: the victim's speaker is restarted with a kubeconfig naming a
+relay in the test's own process, which a speaker pod of the chart cannot be pointed at
+without another release; the same cuts on the real-node lab, through ``lab fault``, are
+``test_real_faults``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ answers a solicitation only for addresses of the interface it arrived on.
 
 This kernel may lack the dummy link type (``CONFIG_DUMMY``): an IFB link, another device
 without ports, then stands in; for ARP only "a local address on another interface" matters.
+
+It keeps the process lab (``process_lab``) for now: it reads the speakers' log files and
+metrics as host processes write and serve them; on the real-node lab the same judges are
+the speaker pods' logs through the API and their metrics on ``$HOST_IP:50053``.
 """
 
 from __future__ import annotations
