@@ -35,6 +35,7 @@ import os
 import signal
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final, Literal
 
@@ -261,6 +262,17 @@ class SpeakerLab:
         finally:
             if faults.real(self.record) and ready:
                 os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGCONT)
+
+    async def status(self, *args: str) -> Any:
+        """What ``porterlb status --json ARGS`` prints, run with the lab admin's kubeconfig."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "porterlb.cli", "status", "--kubeconfig",
+            str(self.record.kubeconfig), "--json", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        return json.loads(out)
 
     @contextlib.asynccontextmanager
     async def fault(self, kind: str, node: plan.Node | None = None) -> AsyncIterator[None]:
