@@ -8,7 +8,7 @@ no other test uses, and a test that disturbs the cluster (stops the managers, ki
 speaker, freezes a kubelet) restores it before it ends. The Services' backends are one
 Deployment with a pod on every node (:mod:`porterlb.lab.node.backends`), their
 EndpointSlices the controller manager's. A module that tests porterlb's processes outside a
-cluster asks for ``process_lab`` instead: the default lab of host processes, its own.
+cluster asks for ``process_lab`` instead: the process lab, its own.
 
 The judges look only at what a LAN would show:
 
@@ -292,8 +292,8 @@ class SpeakerLab:
 
     # -- the speakers ----------------------------------------------------------------------------
 
-    async def sample(self, node: plan.Node, metric: str, ip: IPAddress) -> float:
-        """A per-IP counter of ``node``'s speaker, read from its metrics endpoint (0 if unset)."""
+    async def scrape(self, node: plan.Node) -> str:
+        """What ``node``'s speaker serves on ``/metrics``."""
         role = f"speaker/{node.name}"
 
         def scrape() -> str:
@@ -309,7 +309,11 @@ class SpeakerLab:
                     f"speaker of {node.name} unreachable ({error}):\n{tail}"
                 ) from error
 
-        text = await asyncio.to_thread(scrape)
+        return await asyncio.to_thread(scrape)
+
+    async def sample(self, node: plan.Node, metric: str, ip: IPAddress) -> float:
+        """A per-IP counter of ``node``'s speaker, read from its metrics endpoint (0 if unset)."""
+        text = await self.scrape(node)
         for family in parser.text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == f"{metric}_total" and sample.labels.get("ip") == str(ip):
@@ -447,6 +451,8 @@ async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
 
 @pytest.fixture(scope="module")
 def process_record() -> Iterator[lab.Record]:
+    """A process lab of the module's own, for a module that tests porterlb's processes
+    outside a cluster (its docstring says why)."""
     name = fresh_name()
     try:
         yield lab.up(name, workers=WORKERS, ipv6=True)

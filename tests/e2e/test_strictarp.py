@@ -15,14 +15,13 @@ answers a solicitation only for addresses of the interface it arrived on.
 This kernel may lack the dummy link type (``CONFIG_DUMMY``): an IFB link, another device
 without ports, then stands in; for ARP only "a local address on another interface" matters.
 
-It keeps the process lab (``process_lab``) for now: it reads the speakers' log files and
-metrics as host processes write and serve them; on the real-node lab the same judges are
-the speaker pods' logs through the API and their metrics on ``$HOST_IP:50053``.
+On the session's real-node lab (``conftest.py``), whose kube-proxy runs in nftables mode and
+so leaves the workers' ARP alone: the IPVS mode's footprint is made by hand, and removed
+after.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
 from typing import Final
@@ -31,18 +30,18 @@ from prometheus_client import parser
 
 from porterlb.api import reasons
 from porterlb.l2 import conflicts
-from porterlb.lab import lab, netns, plan
+from porterlb.lab import netns, plan
 from porterlb.speaker import kernelarp
-from tests.e2e import marks
+from tests.e2e import marks, reallab
 from tests.e2e.conftest import IPAddress, SpeakerLab
 from tests.waiting import DEADLINE, eventually
 
-pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "curl")]
 
 KUBE_IPVS: Final = "kube-ipvs0"
-V4: Final = 20
-V6: Final = 21
-"""Pool offsets, used by no other module's tests (each module has its own lab anyway)."""
+V4: Final = 26
+V6: Final = 27
+"""Pool offsets, used by no other module's tests in the session's lab."""
 
 STRICT_ARP: Final = {"net.ipv4.conf.all.arp_ignore": 1, "net.ipv4.conf.all.arp_announce": 2}
 LAB_DEFAULT: Final = {"net.ipv4.conf.all.arp_ignore": 0, "net.ipv4.conf.all.arp_announce": 0}
@@ -75,30 +74,21 @@ def kube_ipvs(node: plan.Node, *ips: IPAddress) -> Iterator[None]:
         netns.write_sysctls(node.netns, LAB_DEFAULT)
 
 
-async def answered_by(process_lab: SpeakerLab, ip: IPAddress, *nodes: plan.Node) -> None:
+async def answered_by(speaker_lab: SpeakerLab, ip: IPAddress, *nodes: plan.Node) -> None:
     """Wait until one request from the router for ``ip`` is answered by exactly ``nodes``."""
     wanted = {str(node.mac) for node in nodes}
 
     async def exactly() -> bool:
-        return await process_lab.answers(ip) == wanted
+        return await speaker_lab.answers(ip) == wanted
 
     names = " and ".join(node.name for node in nodes)
-    try:
-        await eventually(exactly, what=f"{ip} to be answered by exactly {names}")
-    except AssertionError as failure:  # show why, from the speakers' logs
-        tails = [
-            f"speaker/{node.name}:\n"
-            + "".join(log.read_text(errors="replace").splitlines(True)[-15:])
-            for node in process_lab.plan.nodes
-            if (log := process_lab.record.process(f"speaker/{node.name}").log).exists()
-        ]
-        raise AssertionError("\n".join([str(failure), *tails])) from None
+    await eventually(exactly, what=f"{ip} to be answered by exactly {names}")
 
 
-async def gauge(process_lab: SpeakerLab, node: plan.Node, holder: str) -> float:
+async def gauge(speaker_lab: SpeakerLab, node: plan.Node, holder: str) -> float:
     """``porterlb_speaker_kernel_answers{interface="eth0", holder=...}`` of ``node``'s speaker
     (0 if unset)."""
-    text = await asyncio.to_thread(lab.scrape, process_lab.record, f"speaker/{node.name}")
+    text = await speaker_lab.scrape(node)
     for family in parser.text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "porterlb_speaker_kernel_answers" and sample.labels == {
@@ -109,37 +99,37 @@ async def gauge(process_lab: SpeakerLab, node: plan.Node, holder: str) -> float:
     return 0.0
 
 
-async def test_kube_proxy_ipvs_without_strictarp_is_seen_reported_and_fixed(process_lab):
-    v4 = process_lab.pool_ip("ipv4", V4)
-    v6 = process_lab.pool_ip("ipv6", V6)
+async def test_kube_proxy_ipvs_without_strictarp_is_seen_reported_and_fixed(speaker_lab):
+    v4 = speaker_lab.pool_ip("ipv4", V4)
+    v6 = speaker_lab.pool_ip("ipv6", V6)
     async with (
-        process_lab.service("ipvs-v4", "ipv4", v4),
-        process_lab.service("ipvs-v6", "ipv6", v6),
+        speaker_lab.service("ipvs-v4", "ipv4", v4),
+        speaker_lab.service("ipvs-v6", "ipv6", v6),
     ):
-        node = await process_lab.announcer("ipvs-v4")
-        node6 = await process_lab.announcer("ipvs-v6")
+        node = await speaker_lab.announcer("ipvs-v4")
+        node6 = await speaker_lab.announcer("ipvs-v6")
         # Waits on what the router sees, not on a speaker's counter: a speaker briefly fenced
         # on a loaded machine skips its burst, and answers again as soon as it is not.
-        await answered_by(process_lab, v4, node)  # the control
-        await answered_by(process_lab, v6, node6)
-        other = next(n for n in process_lab.plan.nodes if n.name not in (node.name, node6.name))
+        await answered_by(speaker_lab, v4, node)  # the control
+        await answered_by(speaker_lab, v6, node6)
+        other = next(n for n in speaker_lab.plan.nodes if n.name not in (node.name, node6.name))
 
         with kube_ipvs(other, v4, v6):
             # The failure: two nodes answer the router, and its table may hold either.
-            await answered_by(process_lab, v4, node, other)
+            await answered_by(speaker_lab, v4, node, other)
 
             async def wrong_node():
-                found = await process_lab.fresh_lookup(v4)
+                found = await speaker_lab.fresh_lookup(v4)
                 return found if found.get("lladdr") == str(other.mac) else None
 
             await eventually(wrong_node, what=f"the router to learn {v4} at {other.name}")
             # IPv6: the kernel answers no solicitation for an address on another link (it
             # would answer every one, as it does for IPv4 above).
-            await answered_by(process_lab, v6, node6)
+            await answered_by(speaker_lab, v6, node6)
 
             # Reported by the worker itself, on its Node: the IPv4 IP only.
             async def node_warned():
-                return await process_lab.events(
+                return await speaker_lab.events(
                     reasons.KERNEL_ANSWERS_ARP, kind="Node", name=other.name
                 )
 
@@ -151,11 +141,11 @@ async def test_kube_proxy_ipvs_without_strictarp_is_seen_reported_and_fixed(proc
                 assert part in warning.message, (part, warning.message)
             assert str(v6) not in warning.message
             assert "strictARP: true" in warning.message
-            assert await gauge(process_lab, other, KUBE_IPVS) == 1
+            assert await gauge(speaker_lab, other, KUBE_IPVS) == 1
 
             # ... and by the announcing speaker, which hears the worker answer its probe.
             async def service_warned():
-                return await process_lab.events(
+                return await speaker_lab.events(
                     reasons.KERNEL_ANSWERS_ARP, kind="Service", name="ipvs-v4"
                 )
 
@@ -165,16 +155,16 @@ async def test_kube_proxy_ipvs_without_strictarp_is_seen_reported_and_fixed(proc
             for part in (f"node {other.name} (MAC {other.mac})", str(v4), f"node {node.name}"):
                 assert part in wire.message, (part, wire.message)
             assert (
-                await process_lab.events(reasons.IP_CONFLICT, kind="Service", name="ipvs-v4") == []
+                await speaker_lab.events(reasons.IP_CONFLICT, kind="Service", name="ipvs-v4") == []
             )
 
             # strictARP: true on the worker; only the announcing node answers again.
             netns.write_sysctls(other.netns, STRICT_ARP)
 
-            await answered_by(process_lab, v4, node)
+            await answered_by(speaker_lab, v4, node)
 
             async def right_node():
-                found = await process_lab.fresh_lookup(v4)
+                found = await speaker_lab.fresh_lookup(v4)
                 assert found.get("lladdr") != str(other.mac), found
                 return found if found.get("lladdr") == str(node.mac) else None
 
@@ -182,7 +172,7 @@ async def test_kube_proxy_ipvs_without_strictarp_is_seen_reported_and_fixed(proc
                 await eventually(right_node, what=f"the router to learn {v4} at {node.name}")
 
             async def cleared():
-                return await process_lab.events(
+                return await speaker_lab.events(
                     reasons.KERNEL_ANSWERS_ARP_CLEARED, kind="Node", name=other.name
                 )
 
@@ -190,6 +180,6 @@ async def test_kube_proxy_ipvs_without_strictarp_is_seen_reported_and_fixed(proc
                 cleared, within=LOOK_DEADLINE, what=f"KernelAnswersARPCleared on {other.name}"
             )
             assert fixed.type == "Normal" and KUBE_IPVS in fixed.message
-            assert await gauge(process_lab, other, KUBE_IPVS) == 0
+            assert await gauge(speaker_lab, other, KUBE_IPVS) == 0
             # Once per condition: still one Warning on the Node.
             assert len(await node_warned()) == 1
