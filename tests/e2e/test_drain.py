@@ -9,17 +9,19 @@ request, no request failed once the new node answered (one open at the instant t
 switches may break), the speaker's own log (followed through the API server while it runs)
 says it drained (an exit forced by SIGKILL at the end of the grace period would end the log
 without it), and the Service's ``Failover`` Event names the drain. The DaemonSet's new pod
-makes the node eligible again: ``porterlb status`` counts it among no nodes that may not
-announce. Needs root.
+makes the node eligible again: the leader counts no node as draining. Needs root.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
+import httpx2
+
 from porterlb.api import reasons
-from porterlb.lab import cluster, sampler, traffic
+from porterlb.lab import cluster, leaders, netns, sampler, traffic
 from porterlb.lab.node import release
 from tests.e2e import marks, reallab
 from tests.waiting import eventually
@@ -84,11 +86,18 @@ async def test_a_deleted_speaker_pod_hands_its_ip_over_and_exits(speaker_lab):
         ), [e.message for e in moves]
 
     await asyncio.to_thread(release.wait_speaker, admin, old.name)
+    await eventually(lambda: _none_draining(speaker_lab), what="no node draining")
 
-    async def eligible() -> bool:
-        return old.name not in [n["node"] for n in (await speaker_lab.status())["nodes"]]
 
-    await eventually(eligible, what=f"{old.name} eligible again")
+async def _none_draining(speaker_lab) -> bool:
+    """Whether the leader counts no node as draining (its metrics at its pod IP)."""
+    leader = await leaders.holder(speaker_lab.api, speaker_lab.record)
+    try:
+        text = await leaders.metrics(speaker_lab.api, speaker_lab.record, leader) if leader else ""
+    except (httpx2.HTTPError, netns.LabError):
+        return False
+    found = re.search(r"^porterlb_heartbeat_draining_nodes (\S+)$", text, re.M)
+    return found is not None and float(found.group(1)) == 0
 
 
 async def _follow(speaker_lab, pod: str, lines: list[str]) -> None:
