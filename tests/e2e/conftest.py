@@ -200,6 +200,8 @@ class SpeakerLab:
         wanted = dict(annotations or {})
         if ip is not None:
             wanted[wellknown.REQUESTED_IP] = str(ip)
+        if self.record.release:  # the Service's pods, made by the first Service
+            await backends.start(self.api, self.plan)
         await benchlab.create_service(
             self.api, self.record, name, family=family, annotations=wanted, port=port
         )
@@ -445,7 +447,6 @@ def speaker_record() -> Iterator[lab.Record]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
     async with kube_client.connect(speaker_record.kubeconfig) as api:
-        await backends.start(api, speaker_record.plan)
         yield SpeakerLab(speaker_record, api)
 
 
