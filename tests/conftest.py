@@ -3,8 +3,10 @@
 import asyncio
 import contextlib
 import gc
+import signal
 import warnings
 from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 from hypothesis import settings
@@ -23,8 +25,18 @@ def pytest_configure(config: pytest.Config) -> None:
     answers by creating a loop that nothing closes, and its ResourceWarning fails whichever
     later test the garbage collector happens to run in (``filterwarnings = error``). With the
     loop explicitly set to None the policy raises instead, which looptime expects.
+
+    SIGTERM (CI's timeout, ``kill``, a closed terminal's job control) is turned into
+    KeyboardInterrupt, which pytest answers as it does Ctrl-C: it stops the run and then
+    tears every fixture down. By default SIGTERM ends the interpreter at once, and a module's
+    lab (namespaces, kubelets, cgroups) outlives the run.
     """
     asyncio.set_event_loop(None)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 @contextlib.contextmanager

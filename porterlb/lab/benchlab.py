@@ -16,7 +16,6 @@ from typing import Final, Literal, get_args
 
 import lightkube
 
-from porterlb import errors
 from porterlb.api.keys import ServiceKey
 from porterlb.kube import client as kube_client
 from porterlb.lab import cluster, lab
@@ -36,15 +35,13 @@ def up(
 ) -> lab.Record:
     """Bring lab ``name`` up on ``nodes``, with the backends on real nodes; its record.
 
-    Raises InvalidSpec (IPv6 on real nodes, a bad name or count), LabError, BinariesMissing or
+    Raises InvalidSpec (a bad name or count), LabError, BinariesMissing or
     ControlPlaneError as :func:`porterlb.lab.node.nodelab.up` and :func:`porterlb.lab.lab.up`
     do; nothing of the lab is left then.
     """
     if nodes == "process":
         return lab.up(name, workers=workers, ipv6=ipv6)
-    if ipv6:
-        raise errors.InvalidSpec(f"lab {name!r}: the real-node lab has no IPv6 yet")
-    record = nodelab.up(name, workers=workers, porterlb="chart", report=say)
+    record = nodelab.up(name, workers=workers, ipv6=ipv6, porterlb="chart", report=say)
     try:
         asyncio.run(_backends(record))
     except BaseException:
@@ -65,20 +62,20 @@ async def create_service(
     name: str,
     *,
     family: cluster.Family = "ipv4",
+    port: int = cluster.SERVICE_PORT,
     annotations: Mapping[str, str] | None = None,
 ) -> ServiceKey:
     """Create sample Service ``default/name`` with ``annotations``: in front of the backend
-    pods on real nodes, of every worker's backend process on the process lab. Raises
-    InvalidSpec if the API refuses it or the lab lacks the family."""
+    pods on real nodes (:func:`porterlb.lab.node.backends.start` must have run), of every
+    worker's backend process on the process lab. Raises InvalidSpec if the API refuses it or
+    the lab lacks the family."""
     if not record.release:
         return await cluster.create_service(
-            client, record.plan, name, family=family, annotations=annotations
+            client, record.plan, name, family=family, port=port, annotations=annotations
         )
-    if family != "ipv4":
-        raise errors.InvalidSpec(
-            f"Service {cluster.NAMESPACE}/{name}: family {family}: the real-node lab is IPv4"
-        )
-    manifest = backends.service(record.plan, name, annotations=annotations)
+    manifest = backends.service(
+        record.plan, name, family=family, port=port, annotations=annotations
+    )
     await workloads.create(client, [manifest])
     return ServiceKey(f"{cluster.NAMESPACE}/{name}")
 

@@ -220,7 +220,7 @@ def endpoint_slices(
 async def register_nodes(client: lightkube.AsyncClient, lab: plan.Lab) -> None:
     """Create every worker's Node and mark it Ready. Raises InvalidSpec if the API refuses."""
     for worker in lab.nodes:
-        await _create(client, node(lab, worker), f"Node {worker.name}")
+        await create(client, node(lab, worker), f"Node {worker.name}")
         now = datetime.datetime.now(datetime.UTC)
         try:
             await client.patch(
@@ -238,7 +238,7 @@ async def register_nodes(client: lightkube.AsyncClient, lab: plan.Lab) -> None:
 async def create_eips(client: lightkube.AsyncClient, lab: plan.Lab) -> None:
     """Create the lab's Eips. Raises InvalidSpec if the API refuses one."""
     for pool in eips(lab):
-        await _create(client, pool, f"Eip {pool['metadata']['name']}")
+        await create(client, pool, f"Eip {pool['metadata']['name']}")
 
 
 async def create_service(
@@ -259,13 +259,13 @@ async def create_service(
     manifest = service(
         lab, name, namespace=namespace, port=port, family=family, annotations=annotations
     )
-    created = await _create(client, manifest, f"Service {namespace}/{name}")
+    created = await create(client, manifest, f"Service {namespace}/{name}")
     uid = created.metadata.uid if created.metadata else None
     for endpoint_slice in endpoint_slices(
         lab, name, namespace=namespace, family=family, owner_uid=uid
     ):
         what = f"EndpointSlice {namespace}/{endpoint_slice['metadata']['name']}"
-        await _create(client, endpoint_slice, what)
+        await create(client, endpoint_slice, what)
     return ServiceKey(f"{namespace}/{name}")
 
 
@@ -325,7 +325,9 @@ async def wait_ingress(
     return found
 
 
-async def _create(client: lightkube.AsyncClient, manifest: dict[str, Any], what: str) -> Any:
+async def create(client: lightkube.AsyncClient, manifest: dict[str, Any], what: str) -> Any:
+    """Create the object ``manifest`` describes; return it. Raises InvalidSpec naming ``what``
+    if the API refuses it (it exists already, or is invalid)."""
     try:
         return await client.create(codecs.from_dict(manifest))
     except ApiError as error:

@@ -16,10 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from porterlb import errors
 from porterlb.lab import binaries, controlplane, controlplane_main
+
+if TYPE_CHECKING:  # imported where used: each command loads only what it needs
+    import lightkube
+
+    from porterlb.lab import cluster, lab
 
 
 def add_parser_to(roles: Any) -> None:
@@ -206,12 +211,11 @@ def _real_nodes_up(args: argparse.Namespace, started: float) -> str:
     """Bring up a lab of real nodes; its headline. Phases are reported on stderr."""
     from porterlb.lab.node import nodelab
 
-    if args.ipv6:
-        raise errors.InvalidSpec("lab up --nodes real: --ipv6 is not supported yet")
     workers = nodelab.WORKERS if args.workers is None else args.workers
     record = nodelab.up(
         args.name,
         workers=workers,
+        ipv6=args.ipv6,
         porterlb="chart" if args.porterlb == "chart" else None,
         report=lambda line: print(line, file=sys.stderr, flush=True),
     )
@@ -351,9 +355,12 @@ def _run_lab_service(args: argparse.Namespace) -> int:
             if args.delete:
                 await cluster.delete_service(client, args.service, namespace=namespace)
                 return f"{namespace}/{args.service} deleted"
-            key = await cluster.create_service(
-                client, record.plan, args.service, family=args.family, **options
-            )
+            if record.release:
+                key = await _real_service(client, record, args.service, args.family, options)
+            else:
+                key = await cluster.create_service(
+                    client, record.plan, args.service, family=args.family, **options
+                )
             if args.no_wait:
                 return key
             found = await cluster.wait_ingress(client, args.service, namespace=namespace)
@@ -368,6 +375,29 @@ def _run_lab_service(args: argparse.Namespace) -> int:
         print(f"porterlb lab service: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _real_service(
+    client: lightkube.AsyncClient,
+    record: lab.Record,
+    name: str,
+    family: cluster.Family,
+    options: dict[str, Any],
+) -> str:
+    """``lab service`` on real nodes: the backend Deployment (made if missing, a pod per node;
+    its EndpointSlices are the controller manager's), then the Service in front of it."""
+    from porterlb.lab import benchlab, cluster
+    from porterlb.lab.node import backends
+
+    namespace = options.get("namespace", cluster.NAMESPACE)
+    if namespace != cluster.NAMESPACE:
+        raise errors.InvalidSpec(
+            f"Service {namespace}/{name}: the real-node lab's backends run in namespace "
+            f"{cluster.NAMESPACE} only"
+        )
+    await backends.start(client, record.plan)
+    port = options.get("port", cluster.SERVICE_PORT)
+    return await benchlab.create_service(client, record, name, family=family, port=port)
 
 
 class Stop(Exception):

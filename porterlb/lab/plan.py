@@ -67,6 +67,15 @@ IPs included. So a lab whose LAN is in one of the two takes the spare quarter in
 (:func:`pod_block`, :func:`service_block`). Labs never route to each other, so they all
 share the blocks."""
 
+POD_V6_BLOCK: Final = ipaddress.IPv6Network("2001:db8:fffe::/48")
+"""A dual-stack real-node lab's IPv6 pod CIDRs: outside every lab's LAN and client /64s
+(``2001:db8:0-ff:1-2::/64``, :func:`build`) and outside the IPv6 Service range
+(``2001:db8:ffff:ffff::/112``, ``porterlb.lab.controlplane.SERVICE_CLUSTER_IP_RANGE``), so no
+lab's addresses ever fall in it and every lab can share it."""
+
+POD_V6_PREFIX: Final = 64
+"""One /64 per node, kube-controller-manager's default ``--node-cidr-mask-size-ipv6``."""
+
 POD_PREFIX: Final = 24
 """One /24 per node (254 pods), kube-controller-manager's default ``--node-cidr-mask-size``:
 a quarter holds 128 of them, enough for :data:`MAX_WORKERS`."""
@@ -266,6 +275,24 @@ def pod_cidrs(lab: Lab) -> dict[keys.NodeName, ipaddress.IPv4Network]:
     worker 1."""
     cidrs = pod_block(lab).subnets(new_prefix=POD_PREFIX)
     return {node.name: net for node, net in zip(lab.nodes, cidrs, strict=False)}
+
+
+def pod_cidrs_v6(lab: Lab) -> dict[keys.NodeName, ipaddress.IPv6Network]:
+    """Each worker's IPv6 pod CIDR, in worker order, from :data:`POD_V6_BLOCK` (the first
+    /64 to worker 1); none in a lab without IPv6."""
+    if not lab.ipv6:
+        return {}
+    cidrs = POD_V6_BLOCK.subnets(new_prefix=POD_V6_PREFIX)
+    return {node.name: net for node, net in zip(lab.nodes, cidrs, strict=False)}
+
+
+def node_pod_cidrs(
+    lab: Lab,
+) -> dict[keys.NodeName, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
+    """Each worker's pod CIDRs, IPv4 first (the cluster's primary family), then IPv6 in a
+    dual-stack lab: a Node's ``spec.podCIDRs``."""
+    v6 = pod_cidrs_v6(lab)
+    return {name: (v4, v6[name]) if name in v6 else (v4,) for name, v4 in pod_cidrs(lab).items()}
 
 
 def check_name(name: str) -> None:

@@ -1,8 +1,16 @@
-"""What the speaker's end-to-end tests share: a running lab per module, and the judges.
+"""What the speaker's end-to-end tests share: a running lab, and the judges.
 
-A module that asks for ``speaker_lab`` gets a whole lab of its own (``lab up``: the real
-control plane, the manager, three speakers, IPv4 and IPv6) and a :class:`SpeakerLab` around
-it. The judges look only at what a LAN would show:
+A module that asks for ``speaker_lab`` gets the session's real-node lab (``lab up --nodes
+real --ipv6 --porterlb chart``: three kubelets with containerd and the real kube-proxy,
+porterlb installed by its chart, dual-stack) and a :class:`SpeakerLab` around it; one lab
+for every such module, since each test makes Services of its own names asking for pool IPs
+no other test uses, and a test that disturbs the cluster (stops the managers, kills a
+speaker, freezes a kubelet) restores it before it ends. The Services' backends are one
+Deployment with a pod on every node (:mod:`porterlb.lab.node.backends`), their
+EndpointSlices the controller manager's. A module that tests porterlb's processes outside a
+cluster asks for ``process_lab`` instead: the process lab, its own.
+
+The judges look only at what a LAN would show:
 
 - the router namespace's kernel neighbour table (``ip -j neigh``), and its netlink neighbour
   notifications for the transitions a poll cannot see (PROBE lasts one round trip);
@@ -12,9 +20,7 @@ it. The judges look only at what a LAN would show:
   node.
 
 Traffic that makes the router resolve an IP is one UDP datagram from inside the router
-namespace (nothing listens; nothing needs to). Each test makes its own Services, each
-asking for its own pool IP (``eip.openelb.kubesphere.io/v1alpha1``), so no router entry
-and no per-IP counter carries over from one test to another.
+namespace (nothing listens; nothing needs to).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import ipaddress
 import itertools
 import json
 import os
+import signal
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final, Literal
 
@@ -44,7 +52,9 @@ from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.kube import resources
 from porterlb.l2 import ethernet
-from porterlb.lab import arping, cluster, lab, netns, network, plan
+from porterlb.lab import arping, benchlab, cluster, faults, lab, netns, network, plan
+from porterlb.lab.node import backends, nodelab, release
+from tests.e2e import reallab
 from tests.waiting import eventually
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -190,8 +200,10 @@ class SpeakerLab:
         wanted = dict(annotations or {})
         if ip is not None:
             wanted[wellknown.REQUESTED_IP] = str(ip)
-        await cluster.create_service(
-            self.api, self.plan, name, family=family, annotations=wanted, port=port
+        if self.record.release:  # the Service's pods, made by the first Service
+            await backends.start(self.api, self.plan)
+        await benchlab.create_service(
+            self.api, self.record, name, family=family, annotations=wanted, port=port
         )
         try:
             [found] = await cluster.wait_ingress(self.api, name)
@@ -224,7 +236,14 @@ class SpeakerLab:
         ]
 
     async def set_ready(self, node: plan.Node, ready: bool) -> None:
-        """Write the Node's Ready condition, as a kubelet (or its absence) would."""
+        """Write the Node's Ready condition, as a kubelet (or its absence) would.
+
+        On real nodes the node's kubelet is frozen (SIGSTOP) while it is not Ready, so that
+        it does not report itself Ready again: the node looks like one whose kubelet stopped,
+        with the condition the node lifecycle controller would write after its grace period.
+        """
+        if faults.real(self.record) and not ready:
+            os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGSTOP)
         status = cluster.node_status(node, datetime.datetime.now(datetime.UTC))
         [condition] = status["status"]["conditions"]
         if not ready:
@@ -232,19 +251,57 @@ class SpeakerLab:
                 status="False", reason="KubeletNotReady", message="porterlb e2e: node failed"
             )
         try:
+            # Strategic, merged by type: the kubelet's other conditions (MemoryPressure...)
+            # and its addresses stay.
             await self.api.patch(
-                resources.Node.Status, node.name, status, patch_type=PatchType.MERGE
+                resources.Node.Status,
+                node.name,
+                {"status": {"conditions": [condition]}},
+                patch_type=PatchType.STRATEGIC,
             )
         except ApiError as error:
             raise AssertionError(f"Node {node.name}: {error.status.message}") from error
+        finally:
+            if faults.real(self.record) and ready:
+                os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGCONT)
+
+    async def status(self, *args: str) -> Any:
+        """What ``porterlb status --json ARGS`` prints, run with the lab admin's kubeconfig."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "porterlb.cli", "status", "--kubeconfig",
+            str(self.record.kubeconfig), "--json", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        return json.loads(out)
+
+    @contextlib.asynccontextmanager
+    async def fault(self, kind: str, node: plan.Node | None = None) -> AsyncIterator[None]:
+        """Fault ``kind`` of ``porterlb lab fault`` on ``node`` for the duration, healed after
+        (on real nodes: until every porterlb pod is Ready again, so the next test finds the
+        cluster as it was)."""
+        where = node.name if node else None
+        planned = await asyncio.to_thread(faults.for_record, self.record, kind, where)
+        injected = await asyncio.to_thread(faults.inject, self.record, planned)
+        try:
+            yield
+        finally:
+            self.record = await asyncio.to_thread(faults.heal, self.record, injected)
+            if self.record.release:
+                admin, workers = self.record.kubeconfig, len(self.plan.nodes)
+                await asyncio.to_thread(release.wait_ready, admin, workers)
 
     # -- the speakers ----------------------------------------------------------------------------
 
-    async def sample(self, node: plan.Node, metric: str, ip: IPAddress) -> float:
-        """A per-IP counter of ``node``'s speaker, read from its metrics endpoint (0 if unset)."""
+    async def scrape(self, node: plan.Node) -> str:
+        """What ``node``'s speaker serves on ``/metrics``."""
         role = f"speaker/{node.name}"
 
         def scrape() -> str:
+            if self.record.release:  # the chart's speaker: $HOST_IP:50053
+                address = f"{node.ipv4.ip}:{lab.SPEAKER_METRICS_PORT}"
+                return lab.metrics_text(address, namespace=node.netns, timeout=HTTP_TIMEOUT)
             try:
                 return lab.scrape(self.record, role, timeout=HTTP_TIMEOUT)
             except httpx2.HTTPError as error:  # the speaker died: show why, from its log
@@ -254,7 +311,11 @@ class SpeakerLab:
                     f"speaker of {node.name} unreachable ({error}):\n{tail}"
                 ) from error
 
-        text = await asyncio.to_thread(scrape)
+        return await asyncio.to_thread(scrape)
+
+    async def sample(self, node: plan.Node, metric: str, ip: IPAddress) -> float:
+        """A per-IP counter of ``node``'s speaker, read from its metrics endpoint (0 if unset)."""
+        text = await self.scrape(node)
         for family in parser.text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == f"{metric}_total" and sample.labels.get("ip") == str(ip):
@@ -371,8 +432,28 @@ class SpeakerLab:
             return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def speaker_record() -> Iterator[lab.Record]:
+    """The session's real-node lab (its modules carry ``reallab.CHART_MARKS``); nothing of it
+    is left afterwards, and the host's kernel tunables are as they were."""
+
+    def up(name: str) -> lab.Record:
+        return nodelab.up(name, workers=WORKERS, ipv6=True, porterlb="chart")
+
+    with reallab.checked(up, fresh_name()) as record:
+        yield record
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
+    async with kube_client.connect(speaker_record.kubeconfig) as api:
+        yield SpeakerLab(speaker_record, api)
+
+
+@pytest.fixture(scope="module")
+def process_record() -> Iterator[lab.Record]:
+    """A process lab of the module's own, for a module that tests porterlb's processes
+    outside a cluster (its docstring says why)."""
     name = fresh_name()
     try:
         yield lab.up(name, workers=WORKERS, ipv6=True)
@@ -381,6 +462,6 @@ def speaker_record() -> Iterator[lab.Record]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
-    async with kube_client.connect(speaker_record.kubeconfig) as api:
-        yield SpeakerLab(speaker_record, api)
+async def process_lab(process_record: lab.Record) -> AsyncIterator[SpeakerLab]:
+    async with kube_client.connect(process_record.kubeconfig) as api:
+        yield SpeakerLab(process_record, api)

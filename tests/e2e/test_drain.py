@@ -1,102 +1,110 @@
-"""A speaker given SIGTERM drains: its IP moves to another node before it exits, by itself.
+"""A speaker pod deleted, as a rolling update deletes it, drains: its IP moves to another node
+before the speaker exits, by itself.
 
-The lab is this module's own (the test stops and restarts a speaker). While the client sends
-requests to the Service IP and the router's LAN leg samples who answers it every 20 ms, the
-announcing node's speaker gets SIGTERM. The judges: the IP ends on another node (recorded and
-answered there), the sampler never saw two MACs answer one ARP request, no request failed once
-the new node answered (one open at the instant the router switches may break), the old process
-exited by itself (no second signal), and the Service's ``Failover`` Event names the drain. The
-restarted speaker makes its node eligible again. Needs root.
+On the session's real-node lab (``conftest.py``). While the client sends requests to the
+Service IP and the router's LAN leg samples who answers it every 20 ms, the announcing node's
+speaker pod is deleted, so its kubelet sends the speaker SIGTERM. The judges: the IP ends on
+another node (recorded and answered there), the sampler never saw two MACs answer one ARP
+request, no request failed once the new node answered (one open at the instant the router
+switches may break), the speaker's own log (followed through the API server while it runs)
+says it drained (an exit forced by SIGKILL at the end of the grace period would end the log
+without it), and the Service's ``Failover`` Event names the drain. The DaemonSet's new pod
+makes the node eligible again: the leader counts no node as draining. Needs root.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import time
 
 import httpx2
 
 from porterlb.api import reasons
-from porterlb.lab import cluster, failover, lab, rollout, sampler, traffic
-from porterlb.lab import processes as procs
-from tests.e2e import marks
+from porterlb.lab import cluster, leaders, netns, sampler, traffic
+from porterlb.lab.node import release
+from tests.e2e import marks, reallab
 from tests.waiting import eventually
 
-pytestmark = marks.e2e("ip", "nft", "nsenter", control_plane=True)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "nsenter")]
 
 SERVICE = "drained"
+OFFSET = 25
+"""The module's own pool IP in the session's lab."""
 
 
-async def test_a_speaker_given_sigterm_hands_its_ip_over_and_exits(speaker_lab):
-    async with speaker_lab.service(SERVICE, "ipv4") as ip:
+async def test_a_deleted_speaker_pod_hands_its_ip_over_and_exits(speaker_lab):
+    admin = speaker_lab.record.kubeconfig
+    async with speaker_lab.service(SERVICE, "ipv4", speaker_lab.pool_ip("ipv4", OFFSET)) as ip:
         old = await speaker_lab.announcer(SERVICE)
         await speaker_lab.announced(old, ip)
-        record = lab.load(speaker_lab.plan.name)
-        assert record is not None
-        role = f"speaker/{old.name}"
-        process = record.process(role)
-        with (
-            traffic.Traffic(speaker_lab.plan.client.netns, str(ip), cluster.SERVICE_PORT) as flow,
-            sampler.Sampler(speaker_lab.plan, [str(ip)]) as sampled,
-        ):
-            await eventually(
-                lambda: _answered(flow, old.name), what=f"traffic to {ip} via {old.name}"
-            )
-            stopped = time.monotonic()
-            os.kill(process.pid, signal.SIGTERM)
-            new = await speaker_lab.announcer(SERVICE, other_than=old.name)
-            await eventually(
-                lambda: _exited(process), what=f"the speaker of {old.name} to exit by itself"
-            )
-            await eventually(
-                lambda: _answered(flow, new.name, since=stopped),
-                what=f"traffic to {ip} via {new.name}",
-            )
-            settled = time.monotonic()
-            await eventually(
-                lambda: _answered(flow, new.name, since=settled), what="traffic after the move"
-            )
-        # A connection open at the instant the router switches can break (its next packets
-        # reach the new node, which has no state for it); a new one never fails, and none
-        # fails once the new node answers.
+        [pod] = [
+            p["name"]
+            for p in await asyncio.to_thread(release.pods, admin)
+            if p["role"] == "speaker" and p["node"] == old.name
+        ]
+        lines: list[str] = []
+        logged = asyncio.create_task(_follow(speaker_lab, pod, lines), name="test/speaker-log")
+        try:
+            with (
+                traffic.Traffic(
+                    speaker_lab.plan.client.netns, str(ip), cluster.SERVICE_PORT
+                ) as flow,
+                sampler.Sampler(speaker_lab.plan, [str(ip)]) as sampled,
+            ):
+                await eventually(
+                    lambda: _answered(flow, old.name), what=f"traffic to {ip} via {old.name}"
+                )
+                stopped = time.monotonic()
+                await asyncio.to_thread(release.delete_speaker_pod, admin, old.name)
+                new = await speaker_lab.announcer(SERVICE, other_than=old.name)
+                async with asyncio.timeout(release.READY_TIMEOUT):
+                    await logged  # the log ends when the speaker exits
+                await eventually(
+                    lambda: _answered(flow, new.name, since=stopped),
+                    what=f"traffic to {ip} via {new.name}",
+                )
+                settled = time.monotonic()
+                await eventually(
+                    lambda: _answered(flow, new.name, since=settled),
+                    what="traffic after the move",
+                )
+        finally:
+            logged.cancel()
         switched = min(r.sent for r in flow.requests if r.node == new.name)
         late = [r for r in flow.requests if not r.node and r.sent >= switched]
         assert late == [], f"requests failed after {new.name} answered: {late}"
         doubles = [s for s in sampled.samples if len(s.macs) > 1]
         assert doubles == [], f"two MACs answered one ARP request: {doubles[:3]}"
         assert await speaker_lab.answers(ip) == {str(new.mac)}
+        assert any("drained after" in line for line in lines), lines[-20:]
         moves = await speaker_lab.events(reasons.FAILOVER, kind="Service", name=SERVICE)
         assert any(
             f"moved from node {old.name} to node {new.name}" in (e.message or "")
             and "its speaker is draining" in (e.message or "")
             for e in moves
         ), [e.message for e in moves]
-        assert "drained after" in process.log.read_text()
 
-    # The node is eligible again once a new speaker process answers without draining.
-    roller = rollout.Roller(record, speaker_lab.api)
-    roller.record = lab.restart(record, role)
-    await roller.until(lambda: lab.ready(roller.record, role), f"{role} to be ready")
-    await eventually(lambda: _draining_nodes(roller.record, speaker_lab), what="no node draining")
+    await asyncio.to_thread(release.wait_speaker, admin, old.name)
+    await eventually(lambda: _none_draining(speaker_lab), what="no node draining")
+
+
+async def _none_draining(speaker_lab) -> bool:
+    """Whether the leader counts no node as draining (its metrics at its pod IP)."""
+    leader = await leaders.holder(speaker_lab.api, speaker_lab.record)
+    try:
+        text = await leaders.metrics(speaker_lab.api, speaker_lab.record, leader) if leader else ""
+    except (httpx2.HTTPError, netns.LabError):
+        return False
+    found = re.search(r"^porterlb_heartbeat_draining_nodes (\S+)$", text, re.M)
+    return found is not None and float(found.group(1)) == 0
+
+
+async def _follow(speaker_lab, pod: str, lines: list[str]) -> None:
+    """Append pod ``pod``'s log lines to ``lines`` until its container exits."""
+    async for line in speaker_lab.api.log(pod, namespace=release.NAMESPACE, follow=True):
+        lines.append(line)
 
 
 async def _answered(flow: traffic.Traffic, node: str, *, since: float = 0.0) -> bool:
     return node in flow.answered_by(since)
-
-
-async def _exited(process: procs.Process) -> bool:
-    return not procs.alive(process)
-
-
-async def _draining_nodes(record: lab.Record, speaker_lab) -> bool:
-    """Whether the leader counts no node as draining."""
-    leader = await failover.FaultLab(record, speaker_lab.api).leader()
-    try:
-        text = await asyncio.to_thread(lab.scrape, record, leader) if leader else ""
-    except httpx2.HTTPError:
-        return False
-    found = re.search(r"^porterlb_heartbeat_draining_nodes (\S+)$", text, re.M)
-    return found is not None and float(found.group(1)) == 0

@@ -35,9 +35,9 @@ SAMPLES: Final = 25
 """Samples per IP the sampler test waits for: half a second at 20 ms."""
 
 
-def fresh(speaker_lab) -> lab.Record:
+def fresh(process_lab) -> lab.Record:
     """The lab's record as ``lab.json`` has it now: a heal that restarts a process records it."""
-    record = lab.load(speaker_lab.plan.name)
+    record = lab.load(process_lab.plan.name)
     assert record is not None
     return record
 
@@ -53,9 +53,9 @@ async def metric(record: lab.Record, role: str, pattern: str) -> float | None:
     return float(found.group(1)) if found else 0.0
 
 
-async def silent_nodes(speaker_lab, record: lab.Record) -> float | None:
+async def silent_nodes(process_lab, record: lab.Record) -> float | None:
     """The leader's count of nodes whose speaker does not answer; None without a leader."""
-    leader = await failover.FaultLab(record, speaker_lab.api).leader()
+    leader = await failover.FaultLab(record, process_lab.api).leader()
     if not leader:
         return None
     return await metric(record, leader, "porterlb_heartbeat_silent_nodes")
@@ -68,23 +68,23 @@ async def answered_pings(record: lab.Record, node: plan.Node) -> float:
     return found
 
 
-async def healed(speaker_lab, fault: faults.Plan) -> None:
+async def healed(process_lab, fault: faults.Plan) -> None:
     """Heal ``fault`` as ``lab fault --heal`` does; then nothing of it is left and every
     speaker answers the leader again."""
-    faults.heal_recorded(fresh(speaker_lab), fault.kind, fault.node)
-    record = fresh(speaker_lab)
+    faults.heal_recorded(fresh(process_lab), fault.kind, fault.node)
+    record = fresh(process_lab)
     assert probes.leftover(record.plan) == {}
     assert faults.applied(record) == []
     assert all(procs.alive(p) for p in record.processes)
 
     async def whole() -> bool:
-        return await silent_nodes(speaker_lab, record) == 0
+        return await silent_nodes(process_lab, record) == 0
 
     await eventually(whole, what="every speaker to answer the leader after the heal")
 
 
-async def test_an_api_partition_cuts_the_api_silently_and_nothing_else(speaker_lab):
-    record = fresh(speaker_lab)
+async def test_an_api_partition_cuts_the_api_silently_and_nothing_else(process_lab):
+    record = fresh(process_lab)
     victim, other = record.plan.nodes[0], record.plan.nodes[1]
     assert probes.api_endpoint(victim, record.plan) == "connected"
     fault = faults.apply_recorded(record, "api-partition", victim.name)
@@ -100,16 +100,16 @@ async def test_an_api_partition_cuts_the_api_silently_and_nothing_else(speaker_l
             return await answered_pings(record, victim) > before
 
         await eventually(pinged, what=f"{victim.name} to answer pings under an API partition")
-        assert await silent_nodes(speaker_lab, record) == 0
+        assert await silent_nodes(process_lab, record) == 0
     finally:
-        await healed(speaker_lab, fault)
+        await healed(process_lab, fault)
     assert probes.api_endpoint(victim, record.plan) == "connected"
 
 
 @pytest.mark.parametrize("kind", list(probes.HEARTBEAT_KINDS))
-async def test_a_heartbeat_cut_drops_exactly_its_direction(speaker_lab, kind):
+async def test_a_heartbeat_cut_drops_exactly_its_direction(process_lab, kind):
     pings_cut, pongs_cut = probes.HEARTBEAT_KINDS[kind]
-    record = fresh(speaker_lab)
+    record = fresh(process_lab)
     victim = record.plan.nodes[1]
     fault = faults.apply_recorded(record, kind, victim.name)
     try:
@@ -137,14 +137,14 @@ async def test_a_heartbeat_cut_drops_exactly_its_direction(speaker_lab, kind):
         await eventually(counted, what=f"{kind}: heartbeats dropped in the planned direction")
 
         async def silent() -> bool:
-            return (await silent_nodes(speaker_lab, record) or 0) >= 1
+            return (await silent_nodes(process_lab, record) or 0) >= 1
 
         await eventually(silent, what=f"{kind}: the leader to find {victim.name} silent")
         probes.ping_router(victim, record.plan)  # the LAN stays up
         expected = "timed out" if kind == "node-partition" else "connected"
         assert probes.api_endpoint(victim, record.plan) == expected
     finally:
-        await healed(speaker_lab, fault)
+        await healed(process_lab, fault)
 
 
 def bridge_port_up(layout: plan.Lab, node: plan.Node) -> bool:
@@ -154,8 +154,8 @@ def bridge_port_up(layout: plan.Lab, node: plan.Node) -> bool:
     return "UP" in port["flags"]
 
 
-async def test_a_crash_kills_the_speaker_and_pulls_the_cable_until_healed(speaker_lab):
-    record = fresh(speaker_lab)
+async def test_a_crash_kills_the_speaker_and_pulls_the_cable_until_healed(process_lab):
+    record = fresh(process_lab)
     victim = record.plan.nodes[2]
     speaker = record.process(f"speaker/{victim.name}")
     fault = faults.apply_recorded(record, "crash", victim.name)
@@ -169,14 +169,14 @@ async def test_a_crash_kills_the_speaker_and_pulls_the_cable_until_healed(speake
         with pytest.raises(netns.LabError):
             probes.ping_router(victim, record.plan)
     finally:
-        await healed(speaker_lab, fault)
+        await healed(process_lab, fault)
     assert bridge_port_up(record.plan, victim)
-    assert fresh(speaker_lab).process(f"speaker/{victim.name}").pid != speaker.pid
+    assert fresh(process_lab).process(f"speaker/{victim.name}").pid != speaker.pid
     probes.ping_router(victim, record.plan)
 
 
-async def test_managers_down_kills_every_manager_until_healed(speaker_lab):
-    record = fresh(speaker_lab)
+async def test_managers_down_kills_every_manager_until_healed(process_lab):
+    record = fresh(process_lab)
     managers = [p for p in record.processes if p.role.startswith("manager/")]
     assert len(managers) == lab.MANAGERS
     fault = faults.apply_recorded(record, "managers-down", None)
@@ -186,16 +186,16 @@ async def test_managers_down_kills_every_manager_until_healed(speaker_lab):
             timeout=procs.STOP_GRACE,
             what="every manager to die",
         )
-        speakers = [fresh(speaker_lab).process(f"speaker/{n.name}") for n in record.plan.nodes]
+        speakers = [fresh(process_lab).process(f"speaker/{n.name}") for n in record.plan.nodes]
         assert all(procs.alive(p) for p in speakers)
     finally:
-        await healed(speaker_lab, fault)
-    assert await failover.FaultLab(fresh(speaker_lab), speaker_lab.api).leader()
+        await healed(process_lab, fault)
+    assert await failover.FaultLab(fresh(process_lab), process_lab.api).leader()
 
 
-def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(speaker_lab):
-    name = speaker_lab.plan.name
-    node = speaker_lab.plan.nodes[0]
+def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(process_lab):
+    name = process_lab.plan.name
+    node = process_lab.plan.nodes[0]
     command = [sys.executable, "-m", "porterlb.cli", "lab", "fault", "--name", name]
     command += ["--node", node.name, "--kind", "ping-loss"]
 
@@ -207,26 +207,26 @@ def test_the_cli_applies_heals_and_refuses_a_fault_not_applied(speaker_lab):
     applied = porterlb()
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.strip() == f"lab {name}: ping-loss on node {node.name} applied"
-    assert probes.leftover(speaker_lab.plan) == {node.netns: ["porterlb_fault_ping_loss"]}
+    assert probes.leftover(process_lab.plan) == {node.netns: ["porterlb_fault_ping_loss"]}
     again = porterlb()
     assert again.returncode == 1
     assert "applied already" in again.stderr
     healed_ = porterlb("--heal")
     assert healed_.returncode == 0, healed_.stderr
-    assert probes.leftover(speaker_lab.plan) == {}
+    assert probes.leftover(process_lab.plan) == {}
     twice = porterlb("--heal")
     assert twice.returncode == 1
     assert "not applied" in twice.stderr
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"], ids=["arp", "ndp"])
-async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(speaker_lab, family):
+async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(process_lab, family):
     name = f"sampled-{family}"  # the other family's Service may still be going away
-    async with speaker_lab.service(name, family, speaker_lab.pool_ip(family, 20)) as ip:
-        node = await speaker_lab.announcer(name)
-        await speaker_lab.announced(node, ip)
-        free = str(speaker_lab.pool_ip(family, 21))
-        with sampler.Sampler(speaker_lab.plan, [str(ip), free]) as sampled:
+    async with process_lab.service(name, family, process_lab.pool_ip(family, 20)) as ip:
+        node = await process_lab.announcer(name)
+        await process_lab.announced(node, ip)
+        free = str(process_lab.pool_ip(family, 21))
+        with sampler.Sampler(process_lab.plan, [str(ip), free]) as sampled:
 
             async def enough() -> bool:
                 return len(sampled.samples) >= 2 * SAMPLES

@@ -1,6 +1,11 @@
 """A pong the kernel refuses to send is counted and logged once, and the speaker's heartbeat
 endpoint goes on answering: a real nftables rule drops its pongs in a namespace of our own,
-so ``sendto`` fails with EPERM as it does under a host firewall. Needs root."""
+so ``sendto`` fails with EPERM as it does under a host firewall. Needs root.
+
+A bare module in a namespace of its own, no lab: the heartbeat endpoint runs in the test's
+process so that its counter and its log line can be read there; a cluster adds nothing to
+what a refused ``sendto`` does (the real-node lab's pong cuts are ``test_real_faults``).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ the router namespace's neighbour table (``ip -j neigh``); traffic that makes the
 resolve an IP is one UDP datagram sent from inside the router namespace, so nothing but
 iproute2 is needed. Every test uses its own pool IPs, so no router entry carries over. Needs
 root.
+
+It stays on the namespace network without a cluster: it tests one module (the Announcer)
+inside the test's own process, which no kubelet, chart or API server takes part in; porterlb
+as users run it answers on the real-node lab in ``test_speaker_answers``.
 """
 
 from __future__ import annotations

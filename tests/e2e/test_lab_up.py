@@ -3,6 +3,11 @@
 One lab serves the module; the tests that crash, clash or tear down bring up labs of their
 own beside it, which is also what shows that labs coexist. The speakers are started but not
 relied on here: what they answer is the subject of the speaker's own e2e tests.
+
+This is the process lab, still what ``lab up`` gives without ``--nodes real``, with its
+kube-proxy stand-in and hand-made EndpointSlices; ``lab up --nodes real`` is tested by
+``test_real_nodes`` (bare nodes), ``test_chart_lab`` (porterlb by its chart) and the
+session lab of ``conftest.py`` (dual-stack).
 """
 
 from __future__ import annotations

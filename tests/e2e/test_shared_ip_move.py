@@ -3,35 +3,33 @@ never two.
 
 The manager moves an IP that several Services share by taking its entry (both Services in
 it) out of the old node's placement record, waiting for the old node's echo, and writing the
-entry into the new node's record. Here the test writes those records itself, with both
-manager replicas stopped so that nothing else writes, and the router's LAN leg asks who
-answers at each step: the old node until its record lacks the IP, nobody in between, the new
-node once its record holds it. The lab is this module's own, since the test stops its
-managers. Needs root.
+entry into the new node's record. Here the test writes those records itself, with the
+managers stopped so that nothing else writes, and the router's LAN leg asks who answers at
+each step: the old node until its record lacks the IP, nobody in between, the new node once
+its record holds it. On the session's real-node lab (``conftest.py``): the managers are
+stopped (``lab fault --kind managers-down``: killed, their Deployment scaled to 0) and started
+again after. Needs root.
 """
 
 from __future__ import annotations
-
-import os
-import signal
 
 from lightkube.core.exceptions import ApiError
 
 from porterlb.api import wellknown
 from porterlb.kube import reflector, resources, writers
-from porterlb.lab import lab
 from porterlb.placement import records
-from tests.e2e import marks
+from tests.e2e import marks, reallab
 from tests.waiting import eventually
 
-pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "curl")]
 
-MANAGERS = ("manager/1", "manager/2")
+OFFSET = 20
+"""The module's own pool IP in the session's lab."""
 
 
 async def test_a_shared_ip_is_answered_by_no_node_between_its_records(speaker_lab):
     sharing = {wellknown.SHARING_KEY: "web"}
-    ip = speaker_lab.pool_ip("ipv4", 1)
+    ip = speaker_lab.pool_ip("ipv4", OFFSET)
     async with (
         speaker_lab.service("shared-a", "ipv4", ip, annotations=sharing),
         speaker_lab.service("shared-b", "ipv4", ip, annotations=sharing, port=8080),
@@ -44,17 +42,12 @@ async def test_a_shared_ip_is_answered_by_no_node_between_its_records(speaker_la
             return await speaker_lab.answers(ip) == {str(node.mac) for node in nodes}
 
         await eventually(lambda: answered_by(old), what=f"{old.name} to answer for {ip}")
-        for role in MANAGERS:
-            os.kill(speaker_lab.record.process(role).pid, signal.SIGKILL)
-        try:
+        async with speaker_lab.fault("managers-down"):
             entry = await write(speaker_lab, old.name, ip, None)
             assert entry is not None and len(entry.services) == 2  # both Services, one entry
             await eventually(answered_by, what=f"no node to answer for {ip}")
             await write(speaker_lab, new.name, ip, entry)
             await eventually(lambda: answered_by(new), what=f"{new.name} to answer for {ip}")
-        finally:
-            for role in MANAGERS:
-                speaker_lab.record = lab.restart(speaker_lab.record, role)
 
 
 async def write(speaker_lab, node, ip, entry):

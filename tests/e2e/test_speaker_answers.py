@@ -2,11 +2,11 @@
 
 Everything here goes through the whole system: a Service is created in the real API server,
 the manager allocates its IP and writes it into the announcing node's placement record
-(shown on the Service in ``porterlb.io/announced-by``), and the speakers (``porterlb
-speaker``, one per worker) answer or stay silent. The judges are the router's neighbour
-table, raw replies counted on the router's LAN leg, and HTTP from the client (see
-``conftest.py``). One lab serves the module; each test makes its own Services, each asking
-for a pool IP no other test uses. Needs root.
+(shown on the Service in ``porterlb.io/announced-by``), and the speakers (the chart's
+DaemonSet, one pod per node) answer or stay silent. The judges are the router's neighbour
+table, raw replies counted on the router's LAN leg, and HTTP from the client to the Service's
+pods (see ``conftest.py``). The session's real-node lab serves the module; each test makes its
+own Services, each asking for a pool IP no other test uses. Needs root.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from porterlb.api import reasons, wellknown
 from porterlb.kube import resources
 from porterlb.l2 import ethernet
 from porterlb.lab import netns, network, plan
-from tests.e2e import marks
+from tests.e2e import marks, reallab
 from tests.e2e.conftest import IPAddress, SpeakerLab
 from tests.waiting import DEADLINE, eventually
 
-pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "curl")]
 
 FAMILIES: Final = [pytest.param("ipv4", id="ipv4"), pytest.param("ipv6", id="ipv6")]
 

@@ -11,6 +11,11 @@ of MACs that answer it; two MACs in one answer set is the failure the fence exis
 prevent. Each test places its Service on the victim by excluding the other nodes
 (``node.kubernetes.io/exclude-from-external-load-balancers``) until it is placed, then moves
 it away for a reason other than silence, or by cutting the victim's heartbeats. Needs root.
+
+It stays on the process lab: the victim's speaker is restarted with a kubeconfig naming a
+relay in the test's own process, which a speaker pod of the chart cannot be pointed at
+without another release; the same cuts on the real-node lab, through ``lab fault``, are
+``test_real_faults``.
 """
 
 from __future__ import annotations
@@ -62,28 +67,28 @@ def _rule(match: str) -> str:
     )
 
 
-def _cuts(speaker_lab: SpeakerLab, node: plan.Node, kind: str) -> tuple[str, str]:
+def _cuts(process_lab: SpeakerLab, node: plan.Node, kind: str) -> tuple[str, str]:
     """Where (namespace) and what (nftables table) cuts `kind` of `node`'s heartbeats:
     pings on their way into the node, pongs on their way into the managers' namespace."""
     port = udp.DEFAULT_PORT
     if kind == "ping-loss":
         return node.netns, _rule(f"udp dport {port}")
-    return speaker_lab.plan.router_netns, _rule(f"ip saddr {node.ipv4.ip} udp sport {port}")
+    return process_lab.plan.router_netns, _rule(f"ip saddr {node.ipv4.ip} udp sport {port}")
 
 
-async def _metrics(speaker_lab: SpeakerLab, node: plan.Node) -> str:
-    return await asyncio.to_thread(lab.scrape, speaker_lab.record, f"speaker/{node.name}")
+async def _metrics(process_lab: SpeakerLab, node: plan.Node) -> str:
+    return await asyncio.to_thread(lab.scrape, process_lab.record, f"speaker/{node.name}")
 
 
 @contextlib.asynccontextmanager
 async def proxied_speaker(
-    speaker_lab: SpeakerLab, node: plan.Node, scratch: Path
+    process_lab: SpeakerLab, node: plan.Node, scratch: Path
 ) -> AsyncIterator[Proxy]:
     """Node's speaker, restarted to reach the API server through a relay this test can
     partition silently; the lab's own speaker is back afterwards."""
     # The speaker's own credentials (its ServiceAccount, in porterlb's namespace), its API
     # traffic through the relay.
-    kubeconfig = credentials.kubeconfig(speaker_lab.record.directory, "speaker")
+    kubeconfig = credentials.kubeconfig(process_lab.record.directory, "speaker")
     server = urlsplit(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
     # In the worker's namespace, as the lab runs speakers: their API traffic leaves the node.
     proxy = Proxy(
@@ -93,25 +98,25 @@ async def proxied_speaker(
     )
     await proxy.start()
     role = f"speaker/{node.name}"
-    os.kill(speaker_lab.record.process(role).pid, signal.SIGKILL)
+    os.kill(process_lab.record.process(role).pid, signal.SIGKILL)
     await eventually(
-        lambda: _dead(speaker_lab.record.process(role)), what=f"the lab's {role} to exit"
+        lambda: _dead(process_lab.record.process(role)), what=f"the lab's {role} to exit"
     )
-    address = speaker_lab.record.metrics[role]
+    address = process_lab.record.metrics[role]
     argv = [
         *lab.NICE, *lab.PORTERLB, "speaker", "--node-name", node.name,
         "--kubeconfig", str(proxy.kubeconfig(kubeconfig, scratch / "proxied.kubeconfig")),
         "--metrics-addr", address, "--health-addr", "0",
     ]  # fmt: skip
-    log = speaker_lab.record.directory / "logs" / f"fence-test-{node.name}.log"
-    ours = procs.start(speaker_lab.plan.name, role, argv, log, namespace=node.netns)
+    log = process_lab.record.directory / "logs" / f"fence-test-{node.name}.log"
+    ours = procs.start(process_lab.plan.name, role, argv, log, namespace=node.netns)
     try:
 
         async def ready() -> bool:
             if not procs.alive(ours):
                 raise AssertionError(f"the proxied speaker exited; see {log}")
             try:
-                text = await _metrics(speaker_lab, node)
+                text = await _metrics(process_lab, node)
             except Exception:
                 return False
             return bool(lab.ANSWERED_PING.search(text)) and "porterlb_speaker_fenced 0.0" in text
@@ -123,26 +128,26 @@ async def proxied_speaker(
             os.kill(ours.pid, signal.SIGKILL)
         await eventually(lambda: _dead(ours), what="the proxied speaker to exit")
         await proxy.stop()
-        speaker_lab.record = lab.restart(speaker_lab.record, role)
+        process_lab.record = lab.restart(process_lab.record, role)
 
 
 async def _dead(process: procs.Process) -> bool:
     return not procs.alive(process)
 
 
-async def set_excluded(speaker_lab: SpeakerLab, nodes: Iterable[plan.Node], excluded: bool) -> None:
+async def set_excluded(process_lab: SpeakerLab, nodes: Iterable[plan.Node], excluded: bool) -> None:
     for node in nodes:
         labels = {wellknown.EXCLUDE_FROM_LB: "true" if excluded else None}
-        await speaker_lab.api.patch(
+        await process_lab.api.patch(
             Node, node.name, {"metadata": {"labels": labels}}, patch_type=PatchType.MERGE
         )
 
 
 @contextlib.asynccontextmanager
 async def cut_heartbeats(
-    speaker_lab: SpeakerLab, node: plan.Node, *kinds: str
+    process_lab: SpeakerLab, node: plan.Node, *kinds: str
 ) -> AsyncIterator[None]:
-    cuts = [_cuts(speaker_lab, node, kind) for kind in kinds]
+    cuts = [_cuts(process_lab, node, kind) for kind in kinds]
     for where, table in cuts:
         await asyncio.to_thread(netns.run, where, ["nft", "-f", "-"], input=table)
     try:
@@ -154,18 +159,18 @@ async def cut_heartbeats(
             )
 
 
-async def placed_on(speaker_lab: SpeakerLab, victim: plan.Node, name: str) -> None:
+async def placed_on(process_lab: SpeakerLab, victim: plan.Node, name: str) -> None:
     """Wait until Service `name` is announced from `victim` and the router hears only it."""
-    assert (await speaker_lab.announcer(name)).name == victim.name
+    assert (await process_lab.announcer(name)).name == victim.name
 
 
-async def one_answerer_until(speaker_lab: SpeakerLab, ip: IPAddress, *, done) -> set[str]:
+async def one_answerer_until(process_lab: SpeakerLab, ip: IPAddress, *, done) -> set[str]:
     """Ask the router's question again and again until ``done(answers)``; fail the moment
     two MACs answer one request."""
 
     async def sample() -> list[set[str]] | None:
-        found = await speaker_lab.answers(ip, window=SAMPLE_WINDOW)
-        owners = sorted(speaker_lab.mac_owner(mac) for mac in found)
+        found = await process_lab.answers(ip, window=SAMPLE_WINDOW)
+        owners = sorted(process_lab.mac_owner(mac) for mac in found)
         assert len(found) <= 1, f"two nodes answered for {ip} at once: {owners}"
         return [found] if done(found) else None  # a list: an empty set is an answer too
 
@@ -175,51 +180,51 @@ async def one_answerer_until(speaker_lab: SpeakerLab, ip: IPAddress, *, done) ->
 
 @contextlib.asynccontextmanager
 async def on_victim(
-    speaker_lab: SpeakerLab, victim: plan.Node, name: str, offset: int
+    process_lab: SpeakerLab, victim: plan.Node, name: str, offset: int
 ) -> AsyncIterator[IPAddress]:
     """A Service placed on `victim` (the other nodes excluded until it is)."""
-    others = [n for n in speaker_lab.plan.nodes if n.name != victim.name]
-    await set_excluded(speaker_lab, others, True)
+    others = [n for n in process_lab.plan.nodes if n.name != victim.name]
+    await set_excluded(process_lab, others, True)
     try:
-        async with speaker_lab.service(name, "ipv4", speaker_lab.pool_ip("ipv4", offset)) as ip:
-            await placed_on(speaker_lab, victim, name)
-            await speaker_lab.announced(victim, ip)
-            await set_excluded(speaker_lab, others, False)
-            assert await speaker_lab.answers(ip) == {str(victim.mac)}
+        async with process_lab.service(name, "ipv4", process_lab.pool_ip("ipv4", offset)) as ip:
+            await placed_on(process_lab, victim, name)
+            await process_lab.announced(victim, ip)
+            await set_excluded(process_lab, others, False)
+            assert await process_lab.answers(ip) == {str(victim.mac)}
             yield ip
     finally:
-        await set_excluded(speaker_lab, speaker_lab.plan.nodes, False)
+        await set_excluded(process_lab, process_lab.plan.nodes, False)
 
 
 async def test_a_pinged_speaker_whose_watch_died_silently_lets_go_of_moved_and_released_ips(
-    speaker_lab, tmp_path
+    process_lab, tmp_path
 ):
     """Its pings keep arriving, so only the leader's must-see revision can tell it that an
     assignment it cannot see has changed: one IP is released (Service deleted), one moved."""
-    victim = speaker_lab.plan.nodes[0]
+    victim = process_lab.plan.nodes[0]
     async with (
-        proxied_speaker(speaker_lab, victim, tmp_path) as proxy,
-        on_victim(speaker_lab, victim, "fence-moved", OFFSETS["stale-watch"]) as moved,
+        proxied_speaker(process_lab, victim, tmp_path) as proxy,
+        on_victim(process_lab, victim, "fence-moved", OFFSETS["stale-watch"]) as moved,
     ):
-        released = speaker_lab.pool_ip("ipv4", OFFSETS["released"])
-        others = [n for n in speaker_lab.plan.nodes if n.name != victim.name]
-        await set_excluded(speaker_lab, others, True)
-        async with speaker_lab.service("fence-released", "ipv4", released):
-            await placed_on(speaker_lab, victim, "fence-released")
-            await speaker_lab.announced(victim, released)
-            await set_excluded(speaker_lab, others, False)
+        released = process_lab.pool_ip("ipv4", OFFSETS["released"])
+        others = [n for n in process_lab.plan.nodes if n.name != victim.name]
+        await set_excluded(process_lab, others, True)
+        async with process_lab.service("fence-released", "ipv4", released):
+            await placed_on(process_lab, victim, "fence-released")
+            await process_lab.announced(victim, released)
+            await set_excluded(process_lab, others, False)
             proxy.forwarding = False  # the speaker's API path goes silent: no FIN, no RST
         # The Service is deleted: nobody may answer for its IP any more.
-        await one_answerer_until(speaker_lab, released, done=lambda found: not found)
+        await one_answerer_until(process_lab, released, done=lambda found: not found)
         # The other IP moves off the victim for a reason other than silence.
-        await set_excluded(speaker_lab, [victim], True)
+        await set_excluded(process_lab, [victim], True)
         found = await one_answerer_until(
-            speaker_lab, moved, done=lambda found: bool(found) and found != {str(victim.mac)}
+            process_lab, moved, done=lambda found: bool(found) and found != {str(victim.mac)}
         )
-        new = speaker_lab.mac_owner(next(iter(found)))
-        assert await speaker_lab.answers(moved) == found, f"{moved} settled on {new}"
-        assert await speaker_lab.answers(released) == set()
-        conflicts = await speaker_lab.events(
+        new = process_lab.mac_owner(next(iter(found)))
+        assert await process_lab.answers(moved) == found, f"{moved} settled on {new}"
+        assert await process_lab.answers(released) == set()
+        conflicts = await process_lab.events(
             reasons.IP_CONFLICT, kind="Service", name="fence-moved"
         )
         assert conflicts == [], [event.message for event in conflicts]
@@ -234,25 +239,25 @@ async def test_a_pinged_speaker_whose_watch_died_silently_lets_go_of_moved_and_r
     ],
 )
 async def test_a_speaker_cut_off_from_the_control_plane_stops_before_another_node_starts(
-    speaker_lab, tmp_path, kinds, offset
+    process_lab, tmp_path, kinds, offset
 ):
     """Its API path goes silent and its heartbeats are cut (one way or both) while its LAN
     link stays up: the leader moves its IP for silence, and no ARP request is ever answered
     by two nodes; the IP ends on another node, and the victim stays quiet."""
-    victim = speaker_lab.plan.nodes[1]
+    victim = process_lab.plan.nodes[1]
     name = f"fence-{'-'.join(kinds)}"
     async with (
-        proxied_speaker(speaker_lab, victim, tmp_path) as proxy,
-        on_victim(speaker_lab, victim, name, offset) as ip,
+        proxied_speaker(process_lab, victim, tmp_path) as proxy,
+        on_victim(process_lab, victim, name, offset) as ip,
     ):
         proxy.forwarding = False
-        async with cut_heartbeats(speaker_lab, victim, *kinds):
+        async with cut_heartbeats(process_lab, victim, *kinds):
             found = await one_answerer_until(
-                speaker_lab, ip, done=lambda found: bool(found) and found != {str(victim.mac)}
+                process_lab, ip, done=lambda found: bool(found) and found != {str(victim.mac)}
             )
             moved = [
                 event.message
-                for event in await speaker_lab.events(reasons.FAILOVER, kind="Service", name=name)
+                for event in await process_lab.events(reasons.FAILOVER, kind="Service", name=name)
             ]
             assert any("stopped answering heartbeats" in message for message in moved), moved
-            assert await speaker_lab.answers(ip) == found
+            assert await process_lab.answers(ip) == found

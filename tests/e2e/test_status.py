@@ -1,6 +1,7 @@
 """``porterlb status`` against the lab: the node it names is the one that answers on the wire.
 
-The lab's own API server, managers and speakers; a Service gets an IP and a node; status must
+The session's real-node lab (``conftest.py``), porterlb installed by its chart, run with the
+lab admin's kubeconfig as an operator would; a Service gets an IP and a node; status must
 name that node, and the MAC the router's LAN leg hears answering for the IP: the one its
 speaker reported in its pongs and the leader published in the ConfigMap ``porterlb-peers``.
 Needs root.
@@ -8,33 +9,11 @@ Needs root.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-
 from porterlb.lab import cluster, credentials
-from tests.e2e import marks
+from tests.e2e import marks, reallab
 from tests.waiting import eventually
 
-pytestmark = marks.e2e("ip", "nft", "curl", control_plane=True)
-
-
-async def status(kubeconfig: str, *args: str):
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "porterlb.cli",
-        "status",
-        "--kubeconfig",
-        kubeconfig,
-        "--json",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return json.loads(out)
+pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ip", "nft", "curl")]
 
 
 async def test_status_names_the_node_and_mac_that_answer_for_the_ip(speaker_lab):
@@ -44,10 +23,9 @@ async def test_status_names_the_node_and_mac_that_answer_for_the_ip(speaker_lab)
         await eventually(
             lambda: answered_by(speaker_lab, ip, str(node.mac)), what=f"{node.name} to answer"
         )
-        kubeconfig = str(speaker_lab.record.kubeconfig)
 
         async def shown():
-            found = await status(kubeconfig, "--namespace", credentials.NAMESPACE)
+            found = await speaker_lab.status("--namespace", credentials.NAMESPACE)
             row = next(s for s in found["services"] if s["service"] == f"{cluster.NAMESPACE}/shown")
             return row if row["since"] and row["mac"] else None
 
@@ -56,7 +34,7 @@ async def test_status_names_the_node_and_mac_that_answer_for_the_ip(speaker_lab)
         assert (row["node"], row["mac"]) == (node.name, str(node.mac))
         # Announcing now: not among the nodes that may not announce, whatever the lab's start
         # (speakers not answering yet) reported.
-        assert node.name not in [n["node"] for n in (await status(kubeconfig))["nodes"]]
+        assert node.name not in [n["node"] for n in (await speaker_lab.status())["nodes"]]
 
 
 async def answered_by(speaker_lab, ip, mac):

@@ -68,13 +68,19 @@ async def start(client: lightkube.AsyncClient, layout: plan.Lab) -> None:
 
 
 def service(
-    layout: plan.Lab, name: str, *, annotations: Mapping[str, str] | None = None
+    layout: plan.Lab,
+    name: str,
+    *,
+    family: cluster.Family = "ipv4",
+    port: int = cluster.SERVICE_PORT,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Sample Service ``default/name`` in front of the backends, with ``annotations`` besides
-    the opt-in."""
-    manifest = workloads.service(layout, name, backends=DEPLOYMENT, policy="Local")
-    manifest["metadata"]["annotations"].update(annotations or {})
-    return manifest
+    """Sample Service ``default/name`` of ``family`` on ``port`` in front of the backends,
+    with ``annotations`` besides the opt-in. Raises InvalidSpec for IPv6 in a lab without."""
+    return workloads.service(
+        layout, name, backends=DEPLOYMENT, policy="Local", family=family, port=port,
+        annotations=annotations,
+    )  # fmt: skip
 
 
 async def _porterlb_image(client: lightkube.AsyncClient) -> str:

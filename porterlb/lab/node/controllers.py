@@ -23,10 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path, ca: Path) -> list[str]:
+def controller_manager_argv(
+    binary: Path, kubeconfig: Path, directory: Path, ca: Path, *, service_range: str
+) -> list[str]:
     """The command that runs the lab's kube-controller-manager, publishing ``ca``; it writes
     only in ``directory`` (its FlexVolume plugin directory would otherwise be created under
-    ``/usr/libexec``)."""
+    ``/usr/libexec``). ``service_range`` is kube-apiserver's ``--service-cluster-ip-range``
+    (both families in a dual-stack lab), given to both as in any cluster."""
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",
@@ -35,6 +38,7 @@ def controller_manager_argv(binary: Path, kubeconfig: Path, directory: Path, ca:
         "--leader-elect=false",
         "--secure-port=0",
         "--allocate-node-cidrs=false",
+        f"--service-cluster-ip-range={service_range}",
         "--controllers=*,-serviceaccount-token,-nodeipam",
     ]
 

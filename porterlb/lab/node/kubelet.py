@@ -147,6 +147,8 @@ class Node:
 
     name: str
     ip: str
+    """``--node-ip``: the worker's LAN address, both of them (comma-separated, IPv4 first) in
+    a dual-stack lab, which the Node then lists as InternalIPs and pods as ``status.hostIPs``."""
     directory: Path
     cgroup_root: str
     runtime_socket: Path

@@ -115,19 +115,21 @@ def up(
     name: str,
     *,
     workers: int = WORKERS,
+    ipv6: bool = False,
     porterlb: Install = None,
     root: Path = lab.STATE_ROOT,
     report: Report = log.info,
 ) -> lab.Record:
     """Bring lab ``name`` up with real nodes, replacing an earlier one; return its record.
 
-    ``porterlb="chart"`` installs porterlb with its chart, building its image first if the
-    cache lacks it. Call it from synchronous code (it runs its own event loop for the API
-    calls). ``report`` gets one line per phase with its time. Raises InvalidSpec for a bad
-    name or count, BinariesMissing, LabError (a missing program, a step that failed or timed
-    out, a host tunable that changed) or ControlPlaneError; nothing of the lab is left then.
+    ``ipv6`` makes the LAN and the cluster dual-stack (:mod:`.podnet`). ``porterlb="chart"``
+    installs porterlb with its chart, building its image first if the cache lacks it. Call it
+    from synchronous code (it runs its own event loop for the API calls). ``report`` gets one
+    line per phase with its time. Raises InvalidSpec for a bad name or count,
+    BinariesMissing, LabError (a missing program, a step that failed or timed out, a host
+    tunable that changed) or ControlPlaneError; nothing of the lab is left then.
     """
-    layout = plan.build(name, workers, ipv6=False)
+    layout = plan.build(name, workers, ipv6=ipv6)
     bins = binaries.locate(BINARIES)
     # buildah and debootstrap are both the program and the Debian package.
     extra = porterlb_image.BUILD_TOOLS if porterlb else ()
@@ -221,7 +223,7 @@ def _up(
     mountns.check_covered(holder.pid)
     done("network and mount namespace")
 
-    cidrs = plan.pod_cidrs(layout)
+    cidrs = plan.node_pod_cidrs(layout)
     runtimes = {node.name: runtime_paths(directory, node.name) for node in layout.nodes}
     containerds = []
     for node in layout.nodes:
@@ -256,7 +258,11 @@ def _up(
     kcm = start(
         "kube-controller-manager",
         controllers.controller_manager_argv(
-            bins / "kube-controller-manager", admin, directory / "controller-manager", ca
+            bins / "kube-controller-manager",
+            admin,
+            directory / "controller-manager",
+            ca,
+            service_range=service_range(layout),
         ),
     )
     scheduler = start("kube-scheduler", controllers.scheduler_argv(bins / "kube-scheduler", admin))
@@ -347,7 +353,7 @@ def _kubelet_node(
 ) -> kubelet.Node:
     return kubelet.Node(
         name=node.name,
-        ip=str(node.ipv4.ip),
+        ip=",".join(str(a.ip) for a in (node.ipv4, node.ipv6) if a is not None),
         directory=directory / "nodes" / node.name / "kubelet",
         cgroup_root=kubelet.cgroup_root(node.name),
         runtime_socket=runtime_paths(directory, node.name).socket,

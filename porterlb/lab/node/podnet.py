@@ -16,14 +16,21 @@ starts: :func:`node` pre-creates each Node with ``spec.podCIDR`` set (immutable 
 what kube-proxy's ``detectLocalMode: NodeCIDR`` reads), and the kubelet, finding its Node
 registered, keeps it.
 
-**Kernel settings.** A worker forwards IPv4 (it routes its pods' traffic; the bridge plugin
-would turn it on anyway) and keeps ``rp_filter=1``: every pod path is symmetric, since both
-ends have a route to the other's pod CIDR.
+**Dual-stack** (``lab up --nodes real --ipv6``). Each worker also gets an IPv6 pod CIDR, a
+/64 of :data:`porterlb.lab.plan.POD_V6_BLOCK` (2001:db8:fffe::/48, which no lab LAN, client
+subnet or Service range overlaps), routed like the IPv4 one via the worker's IPv6 LAN address.
+host-local hands every pod one address of each family, the Node lists both CIDRs (IPv4
+first, the cluster's primary family), and each pod's IPv6 default route is its bridge.
+
+**Kernel settings.** A worker forwards IPv4, and IPv6 in a dual-stack lab (it routes its
+pods' traffic; the bridge plugin would turn it on anyway) and keeps ``rp_filter=1``: every
+pod path is symmetric, since both ends have a route to the other's pod CIDR.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,9 +47,14 @@ CNI_VERSION: Final = "1.0.0"
 """Spoken by containernetworking-plugins 1.1.1 (Debian 12) and containerd 1.6's go-cni."""
 
 
-def cni_config(cidr: ipaddress.IPv4Network, state: Path) -> dict[str, Any]:
-    """The conflist of a worker whose pods get addresses from ``cidr``; host-local writes its
-    leases under ``state``.
+DEFAULT_ROUTES: Final = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def cni_config(
+    cidrs: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], state: Path
+) -> dict[str, Any]:
+    """The conflist of a worker whose pods get one address from each of ``cidrs`` (one per
+    family: dual-stack pods with both); host-local writes its leases under ``state``.
 
     ``hairpinMode``: a pod that reaches a Service IP whose endpoint is itself gets its own
     packets back through its bridge port. No ``portmap`` plugin: no lab pod uses a
@@ -60,8 +72,8 @@ def cni_config(cidr: ipaddress.IPv4Network, state: Path) -> dict[str, Any]:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": str(cidr)}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": str(cidr)}] for cidr in cidrs],
+                    "routes": [{"dst": DEFAULT_ROUTES[cidr.version]} for cidr in cidrs],
                     "dataDir": str(state),
                 },
             },
@@ -71,41 +83,44 @@ def cni_config(cidr: ipaddress.IPv4Network, state: Path) -> dict[str, Any]:
 
 def routes(lab: plan.Lab) -> dict[str, list[str]]:
     """``ip -batch`` lines per namespace: each worker and the router reach every other
-    worker's pod CIDR via that worker's LAN address."""
-    cidrs = plan.pod_cidrs(lab)
+    worker's pod CIDRs via that worker's LAN address of the same family."""
+    cidrs = plan.node_pod_cidrs(lab)
     scripts: dict[str, list[str]] = {lab.router_netns: []}
     for node in lab.nodes:
         scripts[node.netns] = []
     for node in lab.nodes:
-        line = f"route add {cidrs[node.name]} via {node.ipv4.ip} dev {node.ifname}"
-        for other in lab.nodes:
-            if other is not node:
-                scripts[other.netns].append(line)
-        scripts[lab.router_netns].append(
-            f"route add {cidrs[node.name]} via {node.ipv4.ip} dev {plan.ROUTER_LAN_IF}"
-        )
+        for cidr in cidrs[node.name]:
+            address = node.ipv4 if cidr.version == 4 else node.ipv6
+            assert address is not None, f"{node.name}: an IPv6 pod CIDR in a lab without IPv6"
+            via = address.ip
+            for other in lab.nodes:
+                if other is not node:
+                    scripts[other.netns].append(f"route add {cidr} via {via} dev {node.ifname}")
+            scripts[lab.router_netns].append(f"route add {cidr} via {via} dev {plan.ROUTER_LAN_IF}")
     return scripts
 
 
 SYSCTLS: Final = {"net.ipv4.ip_forward": 1}
+SYSCTLS_V6: Final = {"net.ipv6.conf.all.forwarding": 1}
 """What each worker needs beyond the default lab's settings (see the module docstring)."""
 
 
 def up(lab: plan.Lab) -> None:
     """Turn forwarding on in the workers and add the pod routes. Raises LabError."""
     for node in lab.nodes:
-        netns.write_sysctls(node.netns, SYSCTLS)
+        netns.write_sysctls(node.netns, {**SYSCTLS, **(SYSCTLS_V6 if lab.ipv6 else {})})
     for namespace, lines in routes(lab).items():
         if lines:
             netns.run(None, ["ip", "-n", namespace, "-batch", "-"], input="\n".join(lines) + "\n")
 
 
 def node(lab: plan.Lab, worker: plan.Node) -> dict[str, Any]:
-    """The Node of ``worker`` as the lab creates it before its kubelet: its pod CIDR set."""
-    cidr = str(plan.pod_cidrs(lab)[worker.name])
+    """The Node of ``worker`` as the lab creates it before its kubelet: its pod CIDRs set
+    (IPv4 first, the primary family)."""
+    cidrs = [str(cidr) for cidr in plan.node_pod_cidrs(lab)[worker.name]]
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": worker.name, "labels": {"kubernetes.io/hostname": worker.name}},
-        "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+        "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
     }

@@ -12,7 +12,7 @@ sees which node's pod got the request; :data:`CLIENT_PATH` tells whom the pod sa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 import lightkube
@@ -111,10 +111,16 @@ def service(
     backends: str,
     policy: Policy,
     namespace: str = cluster.NAMESPACE,
+    port: int = cluster.SERVICE_PORT,
+    family: cluster.Family = "ipv4",
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The lab's sample LoadBalancer Service (:func:`porterlb.lab.cluster.service`), selecting
-    the pods of Deployment ``backends``, with ``externalTrafficPolicy`` ``policy``."""
-    manifest = cluster.service(lab, name, namespace=namespace)
+    the pods of Deployment ``backends``, with ``externalTrafficPolicy`` ``policy``. Raises
+    InvalidSpec if it asks for IPv6 in a lab without IPv6."""
+    manifest = cluster.service(
+        lab, name, namespace=namespace, port=port, family=family, annotations=annotations
+    )
     manifest["spec"]["selector"] = {APP_LABEL: backends}
     manifest["spec"]["externalTrafficPolicy"] = policy
     return manifest

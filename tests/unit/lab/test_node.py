@@ -48,7 +48,7 @@ def test_the_image_needs_busybox(tmp_path: Path) -> None:
 
 def test_containerd_keeps_every_path_of_its_own_and_restricts_oom_scores(tmp_path: Path) -> None:
     paths = runtime.Paths(tmp_path / "w1")
-    cni = podnet.cni_config(ipaddress.IPv4Network("198.19.0.0/24"), paths.ipam)
+    cni = podnet.cni_config([ipaddress.IPv4Network("198.19.0.0/24")], paths.ipam)
     paths.make(cni)
     config = tomllib.loads(paths.config.read_text())
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]

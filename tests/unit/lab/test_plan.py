@@ -273,7 +273,7 @@ def test_the_usual_service_range_is_the_control_planes():
 @settings(deadline=None)
 @given(name=names, count=workers)
 def test_pods_services_and_the_lab_network_never_overlap(name, count):
-    lab = plan.build(name, count, ipv6=False)
+    lab = plan.build(name, count, ipv6=True)
     cidrs = plan.pod_cidrs(lab)
     assert list(cidrs) == [node.name for node in lab.nodes]
     services = plan.service_block(lab)
@@ -286,3 +286,25 @@ def test_pods_services_and_the_lab_network_never_overlap(name, count):
         assert not own.overlaps(services)
     assert services.subnet_of(plan.V4_BLOCK)
     assert len(set(cidrs.values())) == count
+    v6 = plan.pod_cidrs_v6(lab)
+    assert list(v6) == [node.name for node in lab.nodes]
+    assert len(set(v6.values())) == count
+    services_v6 = ipaddress.ip_network(controlplane.SERVICE_CLUSTER_IP_RANGE.split(",")[1])
+    for net6 in v6.values():
+        assert net6.prefixlen == plan.POD_V6_PREFIX
+        assert net6.subnet_of(plan.V6_BLOCK)
+        assert not net6.overlaps(services_v6)
+    # Every lab's LAN and client subnets sit in the first /40 (the index is the third
+    # group, 0-ff), not only this one's: labs share the block.
+    lab_subnets = ipaddress.IPv6Network("2001:db8::/40")
+    assert lab.lan_v6 is not None and lab.lan_v6.subnet_of(lab_subnets)
+    assert lab.client_v6 is not None and lab.client_v6.subnet_of(lab_subnets)
+    assert not plan.POD_V6_BLOCK.overlaps(lab_subnets)
+    both = plan.node_pod_cidrs(lab)
+    assert all(both[n] == (plan.pod_cidrs(lab)[n], v6[n]) for n in both)
+
+
+def test_an_ipv4_lab_has_no_ipv6_pod_cidrs():
+    lab = plan.build("demo", 2, ipv6=False)
+    assert plan.pod_cidrs_v6(lab) == {}
+    assert all(len(cidrs) == 1 for cidrs in plan.node_pod_cidrs(lab).values())

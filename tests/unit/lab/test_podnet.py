@@ -20,7 +20,7 @@ LAB = plan.build("demo", 3, ipv6=False)
 def test_the_cni_configuration_is_a_bridge_with_host_local_leases_in_the_nodes_directory(
     tmp_path: Path,
 ) -> None:
-    config = podnet.cni_config(ipaddress.IPv4Network("198.19.1.0/24"), tmp_path / "ipam")
+    config = podnet.cni_config([ipaddress.IPv4Network("198.19.1.0/24")], tmp_path / "ipam")
     bridge = config["plugins"][0]
     assert (bridge["type"], bridge["bridge"], bridge["isGateway"]) == ("bridge", "cni0", True)
     assert bridge["ipam"]["type"] == "host-local"
@@ -158,3 +158,22 @@ def test_the_service_selects_the_backends_with_the_policy_asked(policy):
     assert manifest["spec"]["selector"] == {workloads.APP_LABEL: "web-pods"}
     assert manifest["spec"]["externalTrafficPolicy"] == policy
     assert manifest["spec"]["type"] == "LoadBalancer"
+
+
+DUAL = plan.build("demo", 2, ipv6=True)
+
+
+def test_a_dual_stack_worker_gets_both_families_in_its_cni_node_and_routes(tmp_path: Path):
+    w1, w2 = DUAL.nodes
+    v4, v6 = plan.node_pod_cidrs(DUAL)[w2.name]
+    config = podnet.cni_config([v4, v6], tmp_path)
+    ipam = config["plugins"][0]["ipam"]
+    assert ipam["ranges"] == [[{"subnet": str(v4)}], [{"subnet": str(v6)}]]
+    assert ipam["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    assert podnet.node(DUAL, w2)["spec"] == {"podCIDR": str(v4), "podCIDRs": [str(v4), str(v6)]}
+    assert w2.ipv6 is not None
+    assert podnet.routes(DUAL)[w1.netns] == [
+        f"route add {v4} via {w2.ipv4.ip} dev eth0",
+        f"route add {v6} via {w2.ipv6.ip} dev eth0",
+    ]
+    assert f"route add {v6} via {w2.ipv6.ip} dev lan0" in podnet.routes(DUAL)[DUAL.router_netns]
