@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightkube
 import pytest
@@ -15,7 +16,9 @@ from porterlb.lab import binaries, cluster, lab, netns, plan
 from porterlb.lab import processes as procs
 from porterlb.lab.node import images, mountns, nodelab, porterlb_image
 from tests.e2e import marks
-from tests.e2e.conftest import IPAddress, SpeakerLab
+
+if TYPE_CHECKING:  # conftest imports this module
+    from tests.e2e.conftest import IPAddress, SpeakerLab
 
 BUILT = all((binaries.bin_dir() / name).is_file() for name in nodelab.BINARIES)
 """Whether ``porterlb lab build-control-plane --nodes`` has run (the modules skip otherwise)."""
