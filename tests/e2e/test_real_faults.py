@@ -265,7 +265,8 @@ async def test_a_crash_kills_the_node_and_its_pods_pulls_its_cable_and_the_ip_mo
     assert procs.running(layout.name, roles) != []
     probes.ping_router(victim, layout)
     # The heal waits for the Node and its speaker pod; the node's other pods (a manager, a
-    # backend) come back on their own, each in its own time.
+    # backend) come back on their own, each in its own time (a killed container's restart
+    # backoff included).
     victims = {name: pod for name, pod in pods_before.items() if pod["node"] == victim.name}
 
     async def restarted() -> bool:
@@ -275,7 +276,9 @@ async def test_a_crash_kills_the_node_and_its_pods_pulls_its_cable_and_the_ip_mo
             for name, pod in victims.items()
         )
 
-    await eventually(restarted, what=f"the pods of {victim.name} Ready in new containers")
+    await eventually(
+        restarted, within=180, what=f"the pods of {victim.name} Ready in new containers"
+    )
     await whole(real_lab, "crash")
 
 
