@@ -50,9 +50,8 @@ def _imports(done: subprocess.CompletedProcess[str]) -> set[str]:
     }
 
 
-def _starting(role: list[str], tmp_path) -> subprocess.CompletedProcess[str]:
-    """`role` started as far as its API client, which it builds before it stops for want of a
-    namespace (exit 2)."""
+def _kubeconfig_without_namespace(tmp_path) -> str:
+    """A kubeconfig whose context names no namespace (and whose server never answers)."""
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
@@ -60,7 +59,14 @@ def _starting(role: list[str], tmp_path) -> subprocess.CompletedProcess[str]:
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
     )
-    done = run("-X", "importtime", "-m", "porterlb", *role, "--kubeconfig", str(kubeconfig))
+    return str(kubeconfig)
+
+
+def _starting(role: list[str], tmp_path) -> subprocess.CompletedProcess[str]:
+    """`role` started as far as its API client, which it builds before it stops for want of a
+    namespace (exit 2)."""
+    kubeconfig = _kubeconfig_without_namespace(tmp_path)
+    done = run("-X", "importtime", "-m", "porterlb", *role, "--kubeconfig", kubeconfig)
     assert done.returncode == 2 and "no namespace" in done.stderr, done.stderr[-500:]
     return done
 
@@ -97,14 +103,8 @@ def test_no_configuration_is_one_line_and_exit_code_2(role):
 
 
 def test_no_namespace_is_one_line_and_never_default(tmp_path):
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
-    )
-    done = run("-m", "porterlb", "manager", "--kubeconfig", str(kubeconfig))
+    kubeconfig = _kubeconfig_without_namespace(tmp_path)
+    done = run("-m", "porterlb", "manager", "--kubeconfig", kubeconfig)
     assert done.returncode == 2
     [line] = done.stderr.splitlines()
     assert "no namespace" in line and "POD_NAMESPACE" in line
