@@ -265,14 +265,22 @@ async def test_local_policy_serves_only_from_the_node_with_the_pod(record, api):
                 return report
         return None
 
+    async def counting_its_pod(node: plan.Node) -> dict[str, Any] | None:
+        # kube-proxy serves the health check once it knows the Service, which can be before
+        # it has read the EndpointSlice naming the pod: wait for the pod to show.
+        report = await local_endpoints(node)
+        return report if report and report["localEndpoints"] == 1 else None
+
+    await eventually(
+        lambda: counting_its_pod(w2),
+        within=DEADLINE,
+        what=f"{w2.name}'s health check counting its pod",
+    )
+    # The pod's EndpointSlice is published by now: w1's kube-proxy must not count it as local.
     w1_health = await eventually(
         lambda: local_endpoints(w1), within=DEADLINE, what=f"{w1.name}'s health check nodePort"
     )
-    w2_health = await eventually(
-        lambda: local_endpoints(w2), within=DEADLINE, what=f"{w2.name}'s health check nodePort"
-    )
     assert w1_health["localEndpoints"] == 0
-    assert w2_health["localEndpoints"] == 1
 
     (ip,) = await cluster.wait_ingress(api, "local", within=DEADLINE)
     announcer = await eventually(
