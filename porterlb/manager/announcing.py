@@ -117,12 +117,9 @@ class Announcing:
         poster: events.Poster,
         lb_class: str,
         workers: int = 16,
-        settle: float = 0.0,
     ) -> None:
         self.client = client
         self.lb_class = lb_class
-        self.settle = settle
-        """Seconds to wait after winning the lead (:data:`TAKEOVER_SETTLE` with an elector)."""
         self.services = services
         self.eips = eips
         self.poster = poster
@@ -164,18 +161,23 @@ class Announcing:
             for source in (self.nodes, self.slices, self.placements.cache):
                 group.create_task(source.run(), name=f"manager/watch/{source.name}")
 
-    async def lead(self) -> None:
-        """Adopt the recorded placements, then converge until cancelled."""
-        await asyncio.sleep(self.settle)
+    async def lead(self, *, resume: bool = False, settle: float = 0.0) -> None:
+        """Wait `settle` seconds (:data:`TAKEOVER_SETTLE` after winning a Lease), adopt the
+        recorded placements, then converge until cancelled. With `resume` (this process led
+        last, and nobody since) the ledger, the book and the pending revocations of the last
+        term are kept, and its queues go on with what changed meanwhile."""
+        await asyncio.sleep(settle)
         for source in (self.services, self.eips, self.nodes, self.slices, self.placements.cache):
             await source.synced.wait()
-        self._load()
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.queue.run(), name="manager/announcing/queue")
-                group.create_task(self.view.run(), name="manager/announcing/view")
-        finally:
-            self.loaded = False
+        if not (resume and self.loaded):
+            self._load()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.queue.run(), name="manager/announcing/queue")
+            group.create_task(self.view.run(), name="manager/announcing/view")
+
+    def unload(self) -> None:
+        """Stop following the changes (not leading): the next term loads afresh."""
+        self.loaded = False
 
     def _load(self) -> None:
         self.ledger = ledger.Ledger()  # another leader may have placed IPs since

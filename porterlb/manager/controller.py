@@ -4,6 +4,13 @@ Every replica watches all the time; only the one holding the Lease decides and w
 (:mod:`porterlb.kube.election`). Without an elector the manager leads unconditionally.
 Every replica also pings the speakers (:mod:`porterlb.manager.liveness`), so a new leader
 starts knowing which of them answer; without heartbeat settings every speaker counts as alive.
+
+A term that ends leaves IPAM's and placement's state loaded but idle: their queues stop, so
+nothing is written, while the watches keep queueing what changes. A term that resumes (the
+replica retook its own Lease: :class:`porterlb.kube.election.Term`) runs the queues again
+from there, with no reload and no takeover settle unless the Lease lapsed; any other term
+starts afresh from the API, and so does nothing of the kept state outlive another replica's
+term (:meth:`Manager._superseded`).
 """
 
 from __future__ import annotations
@@ -45,10 +52,9 @@ class Manager:
             poster=self.ipam.poster,
             lb_class=lb_class,
             workers=workers,
-            # A leader that won a Lease waits until speakers answering for want of a leader
-            # have seen it (docs/fencing.md); without an elector there is no Lease to see.
-            settle=announcing.TAKEOVER_SETTLE if elector is not None else 0.0,
         )
+        if elector is not None:
+            elector.on_superseded = self._superseded
 
     def beats(self) -> list[health.Beat]:
         """No thread of its own: the event loop's beat, kept by the health server, is all."""
@@ -72,17 +78,25 @@ class Manager:
             if self.heartbeat is not None:
                 group.create_task(self._ping(self.heartbeat), name="manager/liveness")
             if self.elector is None:
-                group.create_task(self._lead(), name="manager/lead")
+                group.create_task(self._lead(election.UNELECTED), name="manager/lead")
             else:
                 group.create_task(self.elector.run(self._lead), name="manager/election")
 
-    async def _lead(self) -> None:
+    async def _lead(self, term: election.Term) -> None:
         metrics.LEADER.set(1)
         metrics.LEADER_TRANSITIONS.inc()
+        if term.resumed:
+            metrics.TERMS_RESUMED.inc()
+        # A leader that won a Lease waits until speakers answering for want of a leader have
+        # seen it (docs/fencing.md); none can be when it retook its own before it lapsed.
+        settle = announcing.TAKEOVER_SETTLE if term.lapsed else 0.0
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self.ipam.lead(), name="manager/ipam/lead")
-                group.create_task(self.announcing.lead(), name="manager/announcing/lead")
+                group.create_task(self.ipam.lead(resume=term.resumed), name="manager/ipam/lead")
+                group.create_task(
+                    self.announcing.lead(resume=term.resumed, settle=settle),
+                    name="manager/announcing/lead",
+                )
                 if self.heartbeat is not None:
                     group.create_task(
                         peers.publish(
@@ -94,6 +108,12 @@ class Manager:
                     )
         finally:
             metrics.LEADER.set(0)
+
+    def _superseded(self) -> None:
+        """Another replica may have led since this one did: its next term loads afresh, and
+        until then nothing of the kept state follows the watches."""
+        self.ipam.unload()
+        self.announcing.unload()
 
     def _macs(self) -> dict[NodeName, frozenset[bytes]] | None:
         """The speakers' MACs as their pongs say (None until this replica pings)."""

@@ -126,12 +126,15 @@ class Ipam:
             for source in (self.services, self.eips, self.namespaces):
                 group.create_task(source.run(), name=f"manager/watch/{source.name}")
 
-    async def lead(self) -> None:
-        """Rebuild the allocator from the API, then converge until cancelled."""
+    async def lead(self, *, resume: bool = False) -> None:
+        """Rebuild the allocator from the API, then converge until cancelled. With `resume`
+        (this process led last, and nobody since) the state of the last term is kept: its
+        queues hold what changed meanwhile and what that term left unfinished."""
         for source in (self.services, self.eips, self.namespaces):
             await source.synced.wait()
-        self._reset()
-        self._load()
+        if not (resume and self.loaded):
+            self._reset()
+            self._load()
         metrics.watch_pools(self._pool_usage)
         try:
             async with asyncio.TaskGroup() as group:
@@ -140,7 +143,10 @@ class Ipam:
                 group.create_task(self.eip_queue.run(), name="manager/ipam/eips")
         finally:
             metrics.watch_pools(dict)
-            self.loaded = False
+
+    def unload(self) -> None:
+        """Stop following the caches (not leading): the next term loads afresh."""
+        self.loaded = False
 
     def _pool_usage(self) -> dict[PoolName, tuple[int, allocator.PoolUsage]]:
         """Each served pool's family and usage, for a scrape (on the metrics server's thread:

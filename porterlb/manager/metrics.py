@@ -34,6 +34,11 @@ LEADER_TRANSITIONS: Final = prometheus_client.Counter(
     "porterlb_leader_transitions",
     "Times this replica became the leader; summed over the replicas, the leader changes.",
 )
+TERMS_RESUMED: Final = prometheus_client.Counter(
+    "porterlb_leader_terms_resumed",
+    "Terms this replica began by retaking its own Lease (a renewal came too late, nobody held"
+    " it in between): it led on with what it had decided, reloading and re-deciding nothing.",
+)
 FAILOVERS: Final = prometheus_client.Counter(
     "porterlb_failovers",
     "Service IPs moved off a node that may no longer announce them (speaker silent, Node not"

@@ -45,8 +45,11 @@ class Candidate:
     task: asyncio.Task[None] | None = None
     terms: list[list[float]] = field(default_factory=list)
     """[start, end] of each time it led (end is inf while leading)."""
+    kinds: list[election.Term] = field(default_factory=list)
+    """What each term followed, as the elector said."""
 
-    async def lead(self) -> None:
+    async def lead(self, term: election.Term) -> None:
+        self.kinds.append(term)
         self.terms.append([time.monotonic(), float("inf")])
         try:
             await asyncio.Event().wait()
@@ -187,7 +190,7 @@ async def test_a_renewal_is_one_write_and_an_outside_write_ends_the_term(client,
     )
     terms: list[list[float]] = []
 
-    async def lead() -> None:
+    async def lead(term: election.Term) -> None:
         terms.append([time.monotonic(), float("inf")])
         try:
             await asyncio.Event().wait()
@@ -224,3 +227,114 @@ async def test_a_renewal_is_one_write_and_an_outside_write_ends_the_term(client,
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def alone(
+    control_plane: controlplane.Endpoints, namespace: str, tmp_path
+) -> AsyncIterator[Candidate]:
+    """One elector, through a partitionable proxy, counting the times it was told another
+    may have held its Lease (``superseded``)."""
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    proxy = Proxy(host, int(port))
+    await proxy.start()
+    config = proxy.kubeconfig(control_plane.kubeconfig, tmp_path / "kubeconfig-alone")
+    async with kube_client.connect(config) as api:
+        elector = election.Elector(
+            api,
+            namespace=namespace,
+            identity="alone",
+            name=f"lease-{uuid.uuid4().hex[:6]}",
+            timing=FAST,
+        )
+        candidate = Candidate("alone", elector, proxy)
+        elector.on_superseded = lambda: candidate.kinds.append(SUPERSEDED)
+        candidate.task = asyncio.create_task(elector.run(candidate.lead))
+        try:
+            yield candidate
+        finally:
+            with cancelled_connections_collected():
+                candidate.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await candidate.task
+                await proxy.stop()
+
+
+SUPERSEDED = election.Term(resumed=False, lapsed=False)
+"""Stands in :attr:`Candidate.kinds` for a call of ``on_superseded``."""
+
+
+async def missed_deadline(candidate: Candidate, *, hold: float = 0.0) -> None:
+    """Cut the candidate off until its term ended (its renewals time out), and `hold` seconds
+    more (the fault's duration); then heal."""
+    await eventually(lambda: _leading(candidate), what=f"{candidate.name} leading")
+    terms = len(candidate.terms)
+    candidate.proxy.forwarding = False
+    try:
+        await eventually(
+            lambda: _ended(candidate, terms), what=f"{candidate.name}'s renewals to time out"
+        )
+        ended = time.monotonic()
+
+        async def held() -> bool:
+            return time.monotonic() - ended >= hold
+
+        await eventually(held, what=f"the partition held {hold} s")
+    finally:
+        candidate.proxy.forwarding = True
+
+
+async def _leading(candidate: Candidate) -> bool:
+    return candidate.leading
+
+
+async def _ended(candidate: Candidate, terms: int) -> bool:
+    return len(candidate.terms) == terms and not candidate.leading
+
+
+async def test_a_leader_that_misses_its_renew_deadline_retakes_its_own_lease_and_resumes(
+    client, alone, namespace
+):
+    await missed_deadline(alone)
+    await eventually(lambda: _leading(alone), what="the candidate leading again")
+    assert len(alone.terms) == 2
+    assert alone.kinds[0] == election.Term(resumed=False, lapsed=True)
+    assert alone.kinds[1].resumed
+    assert SUPERSEDED not in alone.kinds
+    lease = await client.get(resources.Lease, alone.elector.name, namespace=namespace)
+    assert lease.spec is not None
+    assert lease.spec.holderIdentity == "alone"
+    assert lease.spec.leaseTransitions == 0  # as its first acquisition created it
+
+
+async def test_a_lease_unrenewed_for_its_duration_lapses_even_when_retaken(client, alone):
+    await missed_deadline(alone, hold=FAST.lease_duration)
+    await eventually(lambda: _leading(alone), what="the candidate leading again")
+    # A speaker may have read the Lease as expired meanwhile: the term resumes the state but
+    # still waits the takeover settle (docs/fencing.md).
+    assert alone.kinds[1] == election.Term(resumed=True, lapsed=True)
+
+
+async def test_a_leader_whose_lease_another_held_meanwhile_starts_afresh(client, alone, namespace):
+    name = alone.elector.name
+    await eventually(lambda: _leading(alone), what="the candidate leading")
+    alone.proxy.forwarding = False
+    try:
+        await eventually(lambda: _ended(alone, 1), what="the candidate's renewals to time out")
+        # Another candidate takes the Lease (one more transition) and releases it.
+        taken = await client.get(resources.Lease, name, namespace=namespace)
+        assert taken.spec is not None
+        taken.spec.holderIdentity = "intruder"
+        taken.spec.leaseTransitions = (taken.spec.leaseTransitions or 0) + 1
+        taken = await client.replace(taken)
+        assert taken.spec is not None
+        taken.spec.holderIdentity = None
+        await client.replace(taken)
+    finally:
+        alone.proxy.forwarding = True
+    await eventually(lambda: _leading(alone), what="the candidate leading again")
+    # Told before the new term began, so that it loads afresh; the term does not resume.
+    assert alone.kinds[1:] == [SUPERSEDED, election.Term(resumed=False, lapsed=True)]
+    lease = await client.get(resources.Lease, name, namespace=namespace)
+    assert lease.spec is not None
+    assert lease.spec.leaseTransitions == 2  # the intruder's and its own
