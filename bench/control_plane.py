@@ -108,17 +108,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _manager_counters(metrics_url: str) -> tuple[float, float, float]:
-    """The manager's leader transitions, dropped Events and Events still queued."""
+def _manager_counters(metrics_url: str) -> tuple[float, float, float, float]:
+    """The manager's leader transitions, those that resumed its own term, dropped Events and
+    Events still queued."""
     text = httpx2.get(metrics_url, timeout=5).text
     names = (
         "porterlb_leader_transitions_total",
+        "porterlb_leader_terms_resumed_total",
         "porterlb_events_dropped_total",
         "porterlb_events_queued",
     )
     found = [re.search(rf"^{name} (\S+)$", text, re.M) for name in names]
-    transitions, dropped, queued = (float(match[1]) if match else 0.0 for match in found)
-    return transitions, dropped, queued
+    transitions, resumed, dropped, queued = (float(m[1]) if m else 0.0 for m in found)
+    return transitions, resumed, dropped, queued
 
 
 def _manager_requests(metrics_url: str) -> dict[str, float]:
@@ -144,6 +146,8 @@ class Result:
     manager_rss_kb: int | None
     leader_terms: float = 0.0
     """Terms the manager led (more than one: it lost the Lease to a slow API server)."""
+    terms_resumed: float = 0.0
+    """Of those, the terms that retook its own Lease and led on with what it had decided."""
     events_dropped: float = 0.0
     events_queued: float = 0.0
     """Events still waiting to be posted when the last IP was seen: their cost to the API
@@ -326,12 +330,12 @@ async def run(
                                 await task
             cpu = clock.read()
             rss = None
-            terms = dropped = queued = 0.0
+            terms = resumed = dropped = queued = 0.0
             writes: dict[str, float] = {}
             if process is not None:
                 rss = int(_proc_status(process.pid)["VmHWM"].split()[0])
                 after = _manager_requests(metrics_url)
-                terms, dropped, queued = _manager_counters(metrics_url)
+                terms, resumed, dropped, queued = _manager_counters(metrics_url)
                 writes = {
                     key: after[key] - baseline.get(key, 0)
                     for key in after
@@ -351,6 +355,7 @@ async def run(
         writes=writes,
         manager_rss_kb=rss,
         leader_terms=terms,
+        terms_resumed=resumed,
         events_dropped=dropped,
         events_queued=queued,
     )
@@ -420,7 +425,8 @@ def table(results: Sequence[Result]) -> Iterable[str]:
             yield ""
             yield (
                 f"manager API requests per Service ({result.allocator}; leader terms"
-                f" {result.leader_terms:.0f}, Events dropped {result.events_dropped:.0f},"
+                f" {result.leader_terms:.0f}, {result.terms_resumed:.0f} of them resumed,"
+                f" Events dropped {result.events_dropped:.0f},"
                 f" still queued at the end {result.events_queued:.0f}):"
             )
             for key, value in sorted(result.writes.items()):

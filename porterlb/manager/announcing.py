@@ -64,7 +64,8 @@ TAKEOVER_SETTLE: Final = guard.DEFAULT_FENCE_AFTER + 0.5
 """Seconds a new leader waits before placing anything. A speaker that hears no manager keeps
 answering while its latest read of the election Lease, at most the fence time old, showed no
 leader; it reads every 0.5 s, so within the fence time of winning, every such speaker has
-seen the new holder or gone quiet. Keep ``--fence-after`` of the speakers below it."""
+seen the new holder or gone quiet. Keep ``--fence-after`` of the speakers below it. A leader
+that retakes its own Lease before it could look expired skips it (docs/fencing.md)."""
 
 CONFIRM_RETRY: Final = 0.05
 """Seconds between two looks at whether a node has echoed a revocation: half a heartbeat
