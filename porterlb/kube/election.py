@@ -189,13 +189,10 @@ class Elector:
         return started
 
     def _next_attempt(self) -> float:
-        """Seconds until the next attempt: a retry period, or less when the holder's Lease
-        expires sooner (a takeover after a crash then waits for no retry tick)."""
         seen = self._seen
         if seen is None or seen.holder in (None, self.identity):
             return self.timing.retry_period
-        expiry = seen.at + self.timing.lease_duration - time.monotonic()
-        return min(self.timing.retry_period, max(0.0, expiry) + EXPIRY_MARGIN)
+        return next_attempt(seen.at, time.monotonic(), self.timing)
 
     def _tell_superseded(self) -> None:
         if self._superseded and not self.leading.is_set():
@@ -380,6 +377,14 @@ class Elector:
             log.info("%s: released the Lease", self.identity)
         except (ApiError, httpx2.TransportError, OSError) as error:
             log.warning("%s: could not release the Lease: %r", self.identity, error)
+
+
+def next_attempt(seen_at: float, now: float, timing: Timing) -> float:
+    """Seconds from `now` until a candidate tries again to take a Lease another holds, last
+    seen changing at `seen_at` (monotonic): a retry period, or less when the Lease expires
+    sooner, so that a takeover after a crash waits for no retry tick."""
+    expiry = seen_at + timing.lease_duration - now
+    return min(timing.retry_period, max(0.0, expiry) + EXPIRY_MARGIN)
 
 
 def _now() -> datetime.datetime:
