@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lightkube
 import pytest
@@ -229,24 +230,35 @@ async def test_a_renewal_is_one_write_and_an_outside_write_ends_the_term(client,
             await task
 
 
+@contextlib.asynccontextmanager
+async def proxied_elector(
+    control_plane: controlplane.Endpoints, namespace: str, tmp_path: Path, identity: str
+) -> AsyncIterator[tuple[election.Elector, Proxy]]:
+    """An elector of a Lease of its own (FAST timing), talking through a partitionable proxy."""
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    proxy = Proxy(host, int(port))
+    await proxy.start()
+    config = proxy.kubeconfig(control_plane.kubeconfig, tmp_path / f"kubeconfig-{identity}")
+    try:
+        async with kube_client.connect(config) as api:
+            name = f"lease-{uuid.uuid4().hex[:6]}"
+            yield (
+                election.Elector(
+                    api, namespace=namespace, identity=identity, name=name, timing=FAST
+                ),
+                proxy,
+            )
+    finally:
+        await proxy.stop()
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def alone(
     control_plane: controlplane.Endpoints, namespace: str, tmp_path
 ) -> AsyncIterator[Candidate]:
     """One elector, through a partitionable proxy, counting the times it was told another
     may have held its Lease (``superseded``)."""
-    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
-    proxy = Proxy(host, int(port))
-    await proxy.start()
-    config = proxy.kubeconfig(control_plane.kubeconfig, tmp_path / "kubeconfig-alone")
-    async with kube_client.connect(config) as api:
-        elector = election.Elector(
-            api,
-            namespace=namespace,
-            identity="alone",
-            name=f"lease-{uuid.uuid4().hex[:6]}",
-            timing=FAST,
-        )
+    async with proxied_elector(control_plane, namespace, tmp_path, "alone") as (elector, proxy):
         candidate = Candidate("alone", elector, proxy)
         elector.on_superseded = lambda: candidate.kinds.append(SUPERSEDED)
         candidate.task = asyncio.create_task(elector.run(candidate.lead))
@@ -257,7 +269,6 @@ async def alone(
                 candidate.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await candidate.task
-                await proxy.stop()
 
 
 SUPERSEDED = election.Term(resumed=False, lapsed=False)
@@ -315,21 +326,27 @@ async def test_a_lease_unrenewed_for_its_duration_lapses_even_when_retaken(clien
     assert alone.kinds[1] == election.Term(resumed=True, lapsed=True)
 
 
+async def held_and_released(
+    client: lightkube.AsyncClient, namespace: str, name: str, *, by: str
+) -> None:
+    """Another candidate `by` takes Lease `name` (one more transition), then releases it."""
+    taken = await client.get(resources.Lease, name, namespace=namespace)
+    assert taken.spec is not None
+    taken.spec.holderIdentity = by
+    taken.spec.leaseTransitions = (taken.spec.leaseTransitions or 0) + 1
+    taken = await client.replace(taken)
+    assert taken.spec is not None
+    taken.spec.holderIdentity = None
+    await client.replace(taken)
+
+
 async def test_a_leader_whose_lease_another_held_meanwhile_starts_afresh(client, alone, namespace):
     name = alone.elector.name
     await eventually(lambda: _leading(alone), what="the candidate leading")
     alone.proxy.forwarding = False
     try:
         await eventually(lambda: _ended(alone, 1), what="the candidate's renewals to time out")
-        # Another candidate takes the Lease (one more transition) and releases it.
-        taken = await client.get(resources.Lease, name, namespace=namespace)
-        assert taken.spec is not None
-        taken.spec.holderIdentity = "intruder"
-        taken.spec.leaseTransitions = (taken.spec.leaseTransitions or 0) + 1
-        taken = await client.replace(taken)
-        assert taken.spec is not None
-        taken.spec.holderIdentity = None
-        await client.replace(taken)
+        await held_and_released(client, namespace, name, by="intruder")
     finally:
         alone.proxy.forwarding = True
     await eventually(lambda: _leading(alone), what="the candidate leading again")

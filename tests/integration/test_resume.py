@@ -13,7 +13,6 @@ its own Lease*).
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,14 @@ from lightkube.resources.core_v1 import Service
 
 from porterlb.api import service as svc
 from porterlb.api import wellknown
-from porterlb.kube import client as kube_client
-from porterlb.kube import election, resources
+from porterlb.kube import resources
 from porterlb.lab import controlplane
 from porterlb.manager import controller, ipam, metrics, service_plan
 from tests.integration import objects
 from tests.integration.conftest import running_manager
 from tests.integration.proxy import Proxy
 from tests.integration.test_announcing import pool_with_service, served_service, wait_announced_by
-from tests.integration.test_election import FAST
+from tests.integration.test_election import held_and_released, proxied_elector
 from tests.waiting import eventually
 
 pytestmark = [
@@ -64,23 +62,11 @@ async def elected_manager(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[controller.Manager, Proxy]]:
     """A manager leading by a Lease of its own, its elector behind a proxy."""
-    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
-    proxy = Proxy(host, int(port))
-    await proxy.start()
-    config = proxy.kubeconfig(control_plane.kubeconfig, tmp_path / "kubeconfig-elector")
-    try:
-        async with kube_client.connect(config) as api:
-            elector = election.Elector(
-                api,
-                namespace=namespace,
-                identity="resumer",
-                name=f"lease-{uuid.uuid4().hex[:6]}",
-                timing=FAST,
-            )
-            async with running_manager(client, elector=elector) as manager:
-                yield manager, proxy
-    finally:
-        await proxy.stop()
+    async with (
+        proxied_elector(control_plane, namespace, tmp_path, "resumer") as (elector, proxy),
+        running_manager(client, elector=elector) as manager,
+    ):
+        yield manager, proxy
 
 
 def counter(metric: Any) -> float:
@@ -184,15 +170,7 @@ async def test_a_leader_whose_lease_another_held_meanwhile_decides_everything_an
     decisions = Decisions(manager.ipam)
 
     async with cut_off(manager, proxy):
-        # Another replica takes the Lease (one more transition) and releases it.
-        lease = await client.get(resources.Lease, name, namespace=namespace)
-        assert lease.spec is not None
-        lease.spec.holderIdentity = "another"
-        lease.spec.leaseTransitions = (lease.spec.leaseTransitions or 0) + 1
-        lease = await client.replace(lease)
-        assert lease.spec is not None
-        lease.spec.holderIdentity = None
-        await client.replace(lease)
+        await held_and_released(client, namespace, name, by="another")
 
     async def decided_again() -> bool:
         return {"web", "second"} <= set(decisions.names)
