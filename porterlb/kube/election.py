@@ -203,7 +203,7 @@ class Elector:
     async def _lead(
         self, lead: Callable[[Term], Coroutine[Any, Any, None]], renewed: float
     ) -> None:
-        """Run ``lead()`` while renewals succeed; `renewed` is when the last one was sent.
+        """Run ``lead(term)`` while renewals succeed; `renewed` is when the last one was sent.
 
         Times are taken when a request is *sent*: the API server cannot have applied it
         earlier, so stopping at send time + renew deadline is always before any other
