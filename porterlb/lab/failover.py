@@ -281,14 +281,14 @@ def bench(
     say: Callable[[str], None] = print,
 ) -> tuple[list[Summary], dict[str, float]]:
     """Run every scenario ``runs`` times, each scenario in a fresh lab on ``nodes`` with
-    ``services`` Services (the extra ones IPv6 on the process lab, an address each); return the
+    ``services`` Services (the extra ones IPv6, an address each); return the
     summaries and the steady-state API writes per second (``leases``, ``other``), measured in
     the first lab."""
     summaries = []
     writes: dict[str, float] = {}
     for scenario in scenarios:
         say(f"{scenario}: bringing lab {name!r} up ({workers} workers, {nodes} nodes)...")
-        ipv6 = services > 1 and nodes == "process"
+        ipv6 = services > 1  # the IPv4 pool holds 51 addresses
         record = benchlab.up(name, workers=workers, nodes=nodes, ipv6=ipv6, say=say)
         try:
             extra = services - 1
