@@ -44,7 +44,6 @@ class Manager:
             eips=self.ipam.eips,
             poster=self.ipam.poster,
             lb_class=lb_class,
-            workers=workers,
             # A leader that won a Lease waits until speakers answering for want of a leader
             # have seen it (docs/fencing.md); without an elector there is no Lease to see.
             settle=announcing.TAKEOVER_SETTLE if elector is not None else 0.0,
