@@ -318,7 +318,7 @@ async def _measure(
         await lab_faults.announcer(SERVICE)
         if extra:
             say(f"  creating {extra} more Services, an address each...")
-            await _idle_services(client, record, extra)
+            await benchlab.create_idle(client, record, extra)
         writes = await _steady_writes(record.kubeconfig) if measure else {}
         found = []
         for number in range(1, runs + 1):
@@ -339,31 +339,6 @@ async def _measure(
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
-
-
-async def _idle_services(client: lightkube.AsyncClient, record: lab.Record, count: int) -> None:
-    """``count`` more Services (IPv6 in a lab with IPv6), 16 created at a time; returns once
-    every one is placed."""
-    gate = asyncio.Semaphore(16)
-    layout = record.plan
-    family: cluster.Family = "ipv6" if layout.pool_v6 is not None else "ipv4"
-
-    async def create(n: int) -> None:
-        async with gate:
-            await benchlab.create_service(client, record, f"idle-{n}", family=family)
-
-    await asyncio.gather(*(create(n) for n in range(count)))
-    deadline = time.monotonic() + RECOVERY_LIMIT + count * 0.1
-    while True:
-        placed = 0
-        async for service in client.list(Service, namespace=cluster.NAMESPACE):
-            annotations = (service.metadata.annotations if service.metadata else None) or {}
-            placed += wellknown.ANNOUNCED_BY in annotations
-        if placed > count:  # the benchmark's own Service too
-            return
-        if time.monotonic() > deadline:
-            raise netns.LabError(f"lab {layout.name}: {placed} of {count + 1} Services placed")
-        await asyncio.sleep(0.5)
 
 
 async def _nothing() -> None:
