@@ -419,7 +419,9 @@ class Announcing:
 
     async def _show(self, key: str) -> queueing.Outcome:
         """Write the view of Service `key`: the node whose record holds its first IP, in its
-        ``porterlb.io/announced-by`` annotation (for kubectl and ``porterlb status``)."""
+        ``porterlb.io/announced-by`` annotation (for kubectl and ``porterlb status``), once no
+        record write is under way (a failover's records go first)."""
+        await self.placements.quiet.wait()
         obj = self.services.cache.get(key)
         if obj is None:
             return queueing.Done()
