@@ -122,7 +122,7 @@ def _manager_parser(roles: Any, common: argparse.ArgumentParser) -> None:
         default=wellknown.LOAD_BALANCER_CLASS,
         help="the spec.loadBalancerClass served (default %(default)s)",
     )
-    manager.add_argument("--workers", type=int, default=16, help="Services reconciled at once")
+    manager.add_argument("--workers", type=int, default=16, help="Services IPAM reconciles at once")
     manager.add_argument(
         "--metrics-addr",
         default=":50052",

@@ -82,6 +82,9 @@ wait of 1e-14 s instead of sending."""
 YIELD_EVERY: Final = 64
 """IPs stepped through by a burst round before the other tasks of the speaker get to run."""
 
+LOGGED_IPS: Final = 8
+"""IPs named in the line that says an update brought new ones; the rest are counted."""
+
 OPEN_RETRY: Final = 1.0
 """Seconds before retrying to open an interface that is missing or not usable."""
 
@@ -262,6 +265,7 @@ class Announcer:
                 entry.ifname,
                 extra=logs.fields(ip=entry.ip, interface=entry.ifname),
             )
+        added = []
         for ip, want in wanted.items():
             key = ip.packed
             if key in self._entries:
@@ -270,8 +274,13 @@ class Announcer:
             phase = _Phase.PROBING if want.probe else _Phase.ANNOUNCING
             metrics.track(ip, key)
             self._entries[key] = _Entry(ip, want.ifname, phase)
+            added.append(ip)
             if phase is _Phase.ANNOUNCING:
                 link.join(ip)
+        if added:  # one line per update: a failover brings a node tens of IPs at once
+            shown = ", ".join(map(str, added[:LOGGED_IPS]))
+            more = f" and {len(added) - LOGGED_IPS} more" if len(added) > LOGGED_IPS else ""
+            log.info("announcing %d more IP(s): %s%s", len(added), shown, more)
         self._wake.set()
         self._links_changed.set()
 

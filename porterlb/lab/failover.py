@@ -281,14 +281,14 @@ def bench(
     say: Callable[[str], None] = print,
 ) -> tuple[list[Summary], dict[str, float]]:
     """Run every scenario ``runs`` times, each scenario in a fresh lab on ``nodes`` with
-    ``services`` Services (the extra ones IPv6 on the process lab, an address each); return the
+    ``services`` Services (the extra ones IPv6, an address each); return the
     summaries and the steady-state API writes per second (``leases``, ``other``), measured in
     the first lab."""
     summaries = []
     writes: dict[str, float] = {}
     for scenario in scenarios:
         say(f"{scenario}: bringing lab {name!r} up ({workers} workers, {nodes} nodes)...")
-        ipv6 = services > 1 and nodes == "process"
+        ipv6 = services > 1  # the IPv4 pool holds 51 addresses
         record = benchlab.up(name, workers=workers, nodes=nodes, ipv6=ipv6, say=say)
         try:
             extra = services - 1
@@ -318,7 +318,7 @@ async def _measure(
         await lab_faults.announcer(SERVICE)
         if extra:
             say(f"  creating {extra} more Services, an address each...")
-            await _idle_services(client, record, extra)
+            await benchlab.create_idle(client, record, extra)
         writes = await _steady_writes(record.kubeconfig) if measure else {}
         found = []
         for number in range(1, runs + 1):
@@ -339,31 +339,6 @@ async def _measure(
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
-
-
-async def _idle_services(client: lightkube.AsyncClient, record: lab.Record, count: int) -> None:
-    """``count`` more Services (IPv6 in a lab with IPv6), 16 created at a time; returns once
-    every one is placed."""
-    gate = asyncio.Semaphore(16)
-    layout = record.plan
-    family: cluster.Family = "ipv6" if layout.pool_v6 is not None else "ipv4"
-
-    async def create(n: int) -> None:
-        async with gate:
-            await benchlab.create_service(client, record, f"idle-{n}", family=family)
-
-    await asyncio.gather(*(create(n) for n in range(count)))
-    deadline = time.monotonic() + RECOVERY_LIMIT + count * 0.1
-    while True:
-        placed = 0
-        async for service in client.list(Service, namespace=cluster.NAMESPACE):
-            annotations = (service.metadata.annotations if service.metadata else None) or {}
-            placed += wellknown.ANNOUNCED_BY in annotations
-        if placed > count:  # the benchmark's own Service too
-            return
-        if time.monotonic() > deadline:
-            raise netns.LabError(f"lab {layout.name}: {placed} of {count + 1} Services placed")
-        await asyncio.sleep(0.5)
 
 
 async def _nothing() -> None:

@@ -51,7 +51,6 @@ class Manager:
             eips=self.ipam.eips,
             poster=self.ipam.poster,
             lb_class=lb_class,
-            workers=workers,
         )
         if elector is not None:
             elector.on_superseded = self._superseded

@@ -62,6 +62,11 @@ class Placements:
         self._locks: collections.defaultdict[NodeName, asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
+        self._writing = 0
+        self.quiet = asyncio.Event()
+        """Set while no record write is under way: writes that may wait (the announced-by
+        view) wait for it, so a failover's record writes never queue behind them."""
+        self.quiet.set()
 
     def load(self) -> tuple[dict[NodeName, int], dict[str, NodeName]]:
         """Start the book from the records in the API (a new leader, before deciding); each
@@ -105,25 +110,38 @@ class Placements:
         async with self._locks[node]:
             if self._written.get(node, -1) >= wanted:
                 return self._revision[node]
-            for attempt in range(CONFLICT_ATTEMPTS):
-                generation = self.book.generation[node]
-                spec = records.spec(self.book.record(node))
-                try:
-                    version = await writers.write_node_placement(
-                        self.client, node, spec, resource_version=self._versions.get(node)
-                    )
-                except errors.Conflict:
-                    self._versions[node] = await self._read_version(node)
-                    if attempt + 1 == CONFLICT_ATTEMPTS:
-                        raise
-                    continue
-                self._versions[node] = version
-                self._written[node] = generation
-                self._revision[node] = int(version)
-                break
+            self._writing += 1
+            self.quiet.clear()
+            try:
+                await self._write(node)
+            finally:
+                self._writing -= 1
+                if not self._writing:
+                    self.quiet.set()
             revision = self._revision[node]
         self._changed(node)  # what the watch brought while the write was under way
         return revision
+
+    async def _write(self, node: NodeName) -> None:
+        """Write the book's record of `node` over the version last known, again over a newer
+        one while another writer's version is in the way. Raises Conflict (still in the way)
+        and what :func:`porterlb.kube.writers.write_node_placement` raises."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            generation = self.book.generation[node]
+            spec = records.spec(self.book.record(node))
+            try:
+                version = await writers.write_node_placement(
+                    self.client, node, spec, resource_version=self._versions.get(node)
+                )
+            except errors.Conflict:
+                self._versions[node] = await self._read_version(node)
+                if attempt + 1 == CONFLICT_ATTEMPTS:
+                    raise
+                continue
+            self._versions[node] = version
+            self._written[node] = generation
+            self._revision[node] = int(version)
+            return
 
     async def _read_version(self, node: NodeName) -> str | None:
         """The version of `node`'s record in the API now (None: there is none)."""

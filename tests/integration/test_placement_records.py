@@ -1,6 +1,7 @@
 """The placement records (one NodePlacement per node) against the real API server.
 
-A failover writes each receiving node's record a few times, not once per IP; a new leader
+A failover writes each receiving node's record once or twice, not once per IP nor once per
+round of handlers; a new leader
 adopts the records as they are, keeps an IP found in two of them in the newer one and clears
 the older; a record changed by another writer is written back as the leader decided.
 """
@@ -49,7 +50,7 @@ async def wait_record(client, node: str, ips: set[str]) -> None:
     await eventually(probe, what=f"the record of {node} to list {sorted(ips)}")
 
 
-async def test_a_failover_writes_the_receiving_nodes_record_a_few_times_not_once_per_ip(
+async def test_a_failover_writes_the_receiving_nodes_record_once_or_twice_not_once_per_ip(
     client, manager, namespace, net, eips, nodes
 ):
     old = await nodes(f"{namespace}-old")
@@ -59,6 +60,9 @@ async def test_a_failover_writes_the_receiving_nodes_record_a_few_times_not_once
     ips = {f"{net}.{n}" for n in range(1, MOVED + 1)}
     await wait_record(client, old, ips)
     new = await nodes(f"{namespace}-new")  # nothing moves to it while `old` stays eligible
+    # Nothing in hand when the node fails: a Service being handled then would be handled
+    # again after, and its move could take one more write.
+    await asyncio.wait_for(manager.announcing.queue.idle(), QUIET_WITHIN)
 
     writes: list[int] = []
 
@@ -75,7 +79,10 @@ async def test_a_failover_writes_the_receiving_nodes_record_a_few_times_not_once
         await wait_record(client, old, set())
     finally:
         watching.cancel()
-    assert 1 <= len(set(writes)) <= MOVED // 4
+    # Every requeued Service is decided before the first write, which so carries them all
+    # (a second write: a Service its watch requeued just then). Sixteen handlers at a time
+    # took three rounds of writes here.
+    assert 1 <= len(set(writes)) <= 2
     for name in ("web", *(f"s{n}" for n in range(1, MOVED))):
         await wait_announced_by(client, name, namespace, {new})
     # Settled, the leader writes no record again (its own writes, seen in its watch, are not
