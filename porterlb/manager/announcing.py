@@ -101,6 +101,15 @@ class _Asks:
     local: bool
 
 
+NO_ENDPOINT_HOLD: Final = 10.0
+"""Seconds a Service's want of a ready endpoint must last before it is told (``NoReadyEndpoint``
+is held, :meth:`porterlb.kube.events.Poster.emit`): a Service created with its Deployment
+gets its IP before its pods are ready, and a Warning for those seconds told nothing but cost
+an Event per Service (bench.control_plane)."""
+
+PLACEMENT_TOPIC: Final = "placement"
+"""The topic of the Events this loop posts: each one replaces a held one of the Service."""
+
 VIEW_WORKERS: Final = 2
 """Annotation writes in flight: the view may lag a failover, the records must not."""
 
@@ -123,6 +132,7 @@ class Announcing:
         self.lb_class = lb_class
         self.settle = settle
         """Seconds to wait after winning the lead (:data:`TAKEOVER_SETTLE` with an elector)."""
+        self.no_endpoint_hold = NO_ENDPOINT_HOLD
         self.services = services
         self.eips = eips
         self.poster = poster
@@ -572,7 +582,9 @@ class Announcing:
                 type="Normal" if node is not None else "Warning",
                 reason=reason,
                 message=message,
-            )
+                topic=PLACEMENT_TOPIC,
+            ),
+            hold=self.no_endpoint_hold if reason == reasons.NO_READY_ENDPOINT else 0.0,
         )
 
     def _report_pool(self, pool: PoolName) -> None:
