@@ -12,8 +12,8 @@ and topic withdraws it: the state it told of is over, and the later notice says 
 it. A Service created with its Deployment gets its IP before its pods are ready; telling of
 that moment cost every such Service a Warning that was over seconds later, and the API server
 an Event (about 1 ms of its CPU each, bench.control_plane).
-Events are posted as raw JSON through the client's httpx2 client (:func:`client.http`): no
-model is built for a request and its reply is never read.
+Events are posted as raw JSON by :func:`porterlb.kube.client.send`: no model is built for a
+request or its reply.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from porterlb.kube import metrics, resources
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000
-JSON = {"Content-Type": "application/json"}
 MESSAGE_LIMIT = 1024
 """events.k8s.io caps ``note`` at 1 KiB; core/v1 accepts more, but kubectl shows one line."""
 
@@ -155,10 +154,8 @@ class Poster:
             event = self._event(notice)
             path = kube_client.path(resources.Event, namespace=event["metadata"]["namespace"])
             try:
-                reply = await kube_client.http(self.client).post(
-                    kube_client.url(self.client, path),
-                    content=msgspec.json.encode(event),
-                    headers=JSON,
+                reply = await kube_client.send(
+                    self.client, "POST", path, "", msgspec.json.encode(event), kube_client.JSON
                 )
             except httpx2.TransportError as error:
                 log.warning("could not post event %s: %r", notice.reason, error)
