@@ -8,7 +8,8 @@ same kubeconfig. In a pod (no kubeconfig) the configuration comes from the servi
 
 The hot paths (the reflector's list and watch, the writers, the Event poster) skip lightkube's
 models: they send and read JSON through :func:`http`, the very httpx2 client lightkube built
-from the kubeconfig (same credentials, TLS and connection pool). Building a model for every
+from the kubeconfig (same credentials, TLS and connection pool), the writes by :func:`send`,
+which also skips httpx2's models where it can. Building a model for every
 request and decoding every response into one took 55% of the manager's CPU in the issue-2
 benchmark (13 ms per Service), for objects that porterlb reads as dicts anyway.
 """

@@ -159,13 +159,7 @@ async def test_a_service_whose_endpoint_gets_ready_during_the_hold_gets_no_warni
         what="the NoReadyEndpoint Warning held",
     )
     await objects.set_endpoints(client, "web", namespace, ready=(node,))
-    await objects.wait_event(
-        client,
-        namespace,
-        "web",
-        reasons.NODE_ASSIGNED,
-        f"Service {namespace}/web: {net}.1 is announced from node {node}",
-    )
+    await objects.wait_node_assigned(client, namespace, f"{net}.1", node)
     # One poster posts in order: a Warning sent without its hold would be there already.
     assert await objects.events(client, namespace, "web", reasons.NO_READY_ENDPOINT) == []
     assert not manager.announcing.poster.holding(subject)
