@@ -3,6 +3,7 @@
     uv run python -m bench.control_plane [--services 10000] [--pools 10]
         [--allocators ipaddress,bitmap] [--runs alone,porterlb] [--json]
         [--manager-log PATH] [--manager-profile PATH] [--apiserver-profile DIR]
+        [--manager-arg=ARG ...]
 
 For each ClusterIP allocator it makes two runs, each on a control plane of its own: the API
 server *alone* creating the Services (no porterlb: the time to the last creation), and *with
@@ -257,6 +258,7 @@ async def run(
     manager_log: Path | None = None,
     manager_profile: Path | None = None,
     apiserver_profile: Path | None = None,
+    manager_args: Sequence[str] = (),
 ) -> Result:
     kubeconfig = plane.endpoints.kubeconfig
     async with kube_client.connect(kubeconfig) as client:
@@ -293,6 +295,7 @@ async def run(
                     *(sys.executable, *runner, "porterlb.cli", "manager"),
                     *("--kubeconfig", str(kubeconfig), "--metrics-addr", f"127.0.0.1:{port}"),
                     *("--health-addr", "0"),
+                    *manager_args,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -420,6 +423,12 @@ def table(results: Sequence[Result]) -> Iterable[str]:
             f" | {_cpu_per_service(alone) if alone is not None else '-'}"
             f" | {_cpu_per_service(ours) if ours is not None else '-'} |"
         )
+    for allocator in dict.fromkeys(r.allocator for r in results):
+        alone = next((r for r in results if r.allocator == allocator and not r.manager), None)
+        ours = next((r for r in results if r.allocator == allocator and r.manager), None)
+        if alone is not None and ours is not None:
+            yield ""
+            yield from verdict(alone, ours)
     for result in results:
         if result.writes:
             yield ""
@@ -433,6 +442,47 @@ def table(results: Sequence[Result]) -> Iterable[str]:
                 yield f"  {key}: {value / result.services:.3f}"
     yield ""
     yield f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}"
+
+
+SERVER = ("kube-apiserver", "etcd")
+
+
+def verdict(alone: Result, ours: Result) -> Iterable[str]:
+    """The target's verdict for one allocator and what stands in the way, measured: the CPU
+    porterlb adds per Service (the manager's own, and what its writes and Events cost the API
+    server and etcd) as a share of the CPU the API server alone spends per Service. On a
+    machine whose cores are all busy, time follows CPU, so these shares add up to about the
+    overhead in time; the manager's RSS beside them."""
+
+    def per_service(result: Result, names: Iterable[str]) -> float:
+        return 1000 * sum(result.cpu.get(name, 0.0) for name in names) / result.services
+
+    base = per_service(alone, PROCESSES)
+    ratio = ours.done / alone.done
+    met = ratio <= 1 + OVERHEAD_TARGET
+    yield (
+        f"{ours.allocator}: with porterlb / alone = {ratio:.2f} (target at most"
+        f" {1 + OVERHEAD_TARGET:.2f}): {'met' if met else 'MISSED'}"
+    )
+    manager = per_service(ours, ("manager",))
+    server = per_service(ours, SERVER) - per_service(alone, SERVER)
+    bench = per_service(ours, ("bench",)) - per_service(alone, ("bench",))
+    yield (
+        f"  CPU per Service, alone {base:.2f} ms (kube-apiserver, etcd and the bench);"
+        " porterlb adds:"
+    )
+    for what, cost in (
+        ("the manager's own CPU", manager),
+        ("kube-apiserver + etcd serving its writes, Events and watches", server),
+        ("the bench (the status updates it watches)", bench),
+    ):
+        yield f"    {what}: {cost:+.2f} ms ({100 * cost / base:+.0f} % of alone)"
+    if ours.manager_rss_kb is not None:
+        mb = ours.manager_rss_kb / 1024
+        yield (
+            f"  manager peak RSS at {ours.services} Services: {mb:.0f} MB (target at most"
+            f" {MANAGER_RSS_TARGET_MB} MB: {'met' if mb <= MANAGER_RSS_TARGET_MB else 'MISSED'})"
+        )
 
 
 def main() -> None:
@@ -459,6 +509,13 @@ def main() -> None:
         "--apiserver-profile",
         type=Path,
         help="save kube-apiserver CPU profiles of each run in this directory",
+    )
+    parser.add_argument(
+        "--manager-arg",
+        action="append",
+        default=[],
+        help="one more argument for the manager (repeat it: --manager-arg=--no-leader-elect"
+        " profiles a Service's cost without the leader churn of a loaded machine)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -501,6 +558,7 @@ def _run_one(args: argparse.Namespace, *, allocator: str, manager: bool) -> Resu
                     manager_log=args.manager_log,
                     manager_profile=args.manager_profile,
                     apiserver_profile=args.apiserver_profile,
+                    manager_args=args.manager_arg,
                 )
             )
 

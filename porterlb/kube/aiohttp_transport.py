@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import aiohttp
 import httpx2
@@ -77,6 +77,25 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             },
         )
 
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, within: float
+    ) -> tuple[int, str, bytes]:
+        """Send one small request and read its whole reply: (status, reason, body).
+
+        For the manager's writes (:func:`porterlb.kube.client.send`): no httpx2 request or
+        response is built; `within` seconds before it gives up. Raises httpx2.TransportError.
+        """
+        with _mapped(None):
+            async with self._open().request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=within),
+            ) as reply:
+                return reply.status, reply.reason or "", await reply.read()
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -101,7 +120,7 @@ class _Body(httpx2.AsyncByteStream):
 
 
 @contextlib.contextmanager
-def _mapped(request: httpx2.Request) -> Iterator[None]:
+def _mapped(request: httpx2.Request | None) -> Iterator[None]:
     """Raise aiohttp's errors as the httpx2 errors that name the same failure."""
     try:
         yield

@@ -8,7 +8,8 @@ same kubeconfig. In a pod (no kubeconfig) the configuration comes from the servi
 
 The hot paths (the reflector's list and watch, the writers, the Event poster) skip lightkube's
 models: they send and read JSON through :func:`http`, the very httpx2 client lightkube built
-from the kubeconfig (same credentials, TLS and connection pool). Building a model for every
+from the kubeconfig (same credentials, TLS and connection pool), the writes by :func:`send`,
+which also skips httpx2's models where it can. Building a model for every
 request and decoding every response into one took 55% of the manager's CPU in the issue-2
 benchmark (13 ms per Service), for objects that porterlb reads as dicts anyway.
 """
@@ -175,6 +176,10 @@ class TokenFile(httpx2.Auth):
             request.headers["Authorization"] = self._read()
             yield request
 
+    def header(self) -> str:
+        """The Authorization header for the next request (re-read when due)."""
+        return self._current()
+
     def _current(self) -> str:
         try:
             mtime_ns = self._path.stat().st_mtime_ns
@@ -195,6 +200,84 @@ class TokenFile(httpx2.Auth):
         self._bearer = f"Bearer {token}"
         self._mtime_ns, self._read_at = stat.st_mtime_ns, self._clock()
         return self._bearer
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole reply to a request sent by :func:`send`."""
+
+    status_code: int
+    reason_phrase: str
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+async def send(
+    client: lightkube.AsyncClient,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    content_type: str,
+) -> Reply:
+    """Send a small JSON request for `path` (and `query`) to the API and read its whole reply.
+
+    Raises httpx2.TransportError. The manager's writes (a status patch per Service, its
+    Events) skip httpx2's request and response models when the client's transport can send
+    on its own (:class:`porterlb.kube.transport.Sends`: aiohttp's) and its credentials are a
+    header that needs no reply to compute: httpx2's layers above the transport were 13 % of
+    the manager's CPU at 2,000 Services (bench.control_plane, sampled by py-spy). Any other
+    client, and a request the API server answers 401 (a token file rotated), go through
+    httpx2, whose auth flow knows what to do.
+    """
+    inner = http(client)
+    base = str(inner.base_url).rstrip("/")
+    target = f"{base}{path}?{query}" if query else f"{base}{path}"
+    fast = _fast_path(inner)
+    if fast is not None:
+        sender, authorization = fast
+        headers = {"Content-Type": content_type}
+        if authorization is not None:
+            headers["Authorization"] = authorization()
+        status, reason, content = await sender.send(
+            method, target, headers, body, REQUEST_TIMEOUT.read or 10.0
+        )
+        if status != 401:
+            if status >= 400:
+                transport.count(method, httpx2.URL(target), str(status))
+            return Reply(status, reason, content)
+    reply = await inner.request(
+        method, httpx2.URL(target), content=body, headers={"Content-Type": content_type}
+    )
+    return Reply(reply.status_code, reply.reason_phrase, reply.content)
+
+
+def _fast_path(
+    inner: httpx2.AsyncClient,
+) -> tuple[transport.Sends, Callable[[], str] | None] | None:
+    """The transport under `inner` that sends on its own, and how to make the Authorization
+    header (None: send none); None when the request must go through httpx2."""
+    counted = inner._transport
+    if not isinstance(counted, transport.Counted) or inner._mounts:
+        return None
+    sender = counted.inner
+    if not isinstance(sender, transport.Sends):
+        return None
+    auth = inner.auth
+    if auth is None:
+        return sender, None
+    if isinstance(auth, TokenFile):
+        return sender, auth.header
+    if isinstance(auth, client_adapter.BearerAuth):
+        bearer = auth._bearer
+        return sender, lambda: bearer
+    if isinstance(auth, httpx2.BasicAuth):
+        basic = auth._auth_header
+        return sender, lambda: basic
+    return None  # an exec plugin, or a flow not known here: httpx2 runs it
 
 
 def http(client: lightkube.AsyncClient) -> httpx2.AsyncClient:

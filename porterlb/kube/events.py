@@ -5,8 +5,15 @@ queue is full the event is dropped and counted (``porterlb_events_dropped_total`
 line as dropping starts and one as it ends, not one per Event: 10,000 Services arriving at
 once overflowed it with 7,462 lines): an Event is a notice, the condition or status carries
 the truth. Messages are cut to the API's 1 KiB note limit.
-Events are posted as raw JSON through the client's httpx2 client (:func:`client.http`): no
-model is built for a request and its reply is never read.
+
+A notice may be *held* (:meth:`Poster.emit` with ``hold``): news of a state that is usually
+brief, posted only if it still stands when the hold ends. Any later notice on the same subject
+and topic withdraws it: the state it told of is over, and the later notice says what replaced
+it. A Service created with its Deployment gets its IP before its pods are ready; telling of
+that moment cost every such Service a Warning that was over seconds later, and the API server
+an Event (about 1 ms of its CPU each, bench.control_plane).
+Events are posted as raw JSON by :func:`porterlb.kube.client.send`: no model is built for a
+request or its reply.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ from porterlb.kube import metrics, resources
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000
-JSON = {"Content-Type": "application/json"}
 MESSAGE_LIMIT = 1024
 """events.k8s.io caps ``note`` at 1 KiB; core/v1 accepts more, but kubectl shows one line."""
 
@@ -77,6 +83,9 @@ class Notice:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    topic: str = ""
+    """What the news is about (placement, allocation): a later notice on the same subject and
+    topic withdraws a held one."""
 
 
 class Poster:
@@ -88,10 +97,38 @@ class Poster:
         self.queue: asyncio.Queue[Notice] = asyncio.Queue(QUEUE_SIZE)
         self._dropping = 0
         """Events dropped since the queue was last found with room."""
+        self._held: dict[tuple[Subject, str], asyncio.TimerHandle] = {}
+        """(subject, topic) -> the timer that queues its held notice."""
         metrics.EVENTS_QUEUED.set_function(self.queue.qsize)
 
-    def emit(self, notice: Notice) -> None:
-        """Queue `notice`; returns at once, dropping it if the queue is full."""
+    def emit(self, notice: Notice, *, hold: float = 0.0) -> None:
+        """Queue `notice`; returns at once, dropping it if the queue is full.
+
+        With `hold` (seconds), queue it only then, unless a later notice on the same subject
+        and topic withdraws it first. Every notice withdraws the one held on its subject and
+        topic.
+        """
+        key = (notice.subject, notice.topic)
+        held = self._held.pop(key, None)
+        if held is not None:
+            held.cancel()
+            metrics.EVENTS_WITHDRAWN.inc()
+        if hold > 0:
+            loop = asyncio.get_running_loop()
+            self._held[key] = loop.call_later(hold, self._release, key, notice)
+            return
+        self._queue(notice)
+
+    def holding(self, subject: Subject) -> bool:
+        """Whether a notice on `subject` is held."""
+        return any(key[0] == subject for key in self._held)
+
+    def _release(self, key: tuple[Subject, str], notice: Notice) -> None:
+        """The hold of `notice` ended with nothing withdrawing it: it goes out."""
+        del self._held[key]
+        self._queue(notice)
+
+    def _queue(self, notice: Notice) -> None:
         try:
             self.queue.put_nowait(notice)
         except asyncio.QueueFull:
@@ -117,10 +154,8 @@ class Poster:
             event = self._event(notice)
             path = kube_client.path(resources.Event, namespace=event["metadata"]["namespace"])
             try:
-                reply = await kube_client.http(self.client).post(
-                    kube_client.url(self.client, path),
-                    content=msgspec.json.encode(event),
-                    headers=JSON,
+                reply = await kube_client.send(
+                    self.client, "POST", path, "", msgspec.json.encode(event), kube_client.JSON
                 )
             except httpx2.TransportError as error:
                 log.warning("could not post event %s: %r", notice.reason, error)

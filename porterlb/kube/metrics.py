@@ -22,6 +22,11 @@ EVENTS_DROPPED: Final = Counter(
     "porterlb_events_dropped",
     "Events not posted because the queue of Events to post was full.",
 )
+EVENTS_WITHDRAWN: Final = Counter(
+    "porterlb_events_withdrawn",
+    "Held Events (news of a usually brief state) never posted: a later notice on the same"
+    " object and topic said what replaced it before the hold ended.",
+)
 EVENTS_QUEUED: Final = Gauge(
     "porterlb_events_queued",
     "Events waiting to be posted: one poster posts them in order, so under a burst of Services"

@@ -16,7 +16,8 @@ answer at all as ``transport``.
 from __future__ import annotations
 
 import ssl
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, Protocol, runtime_checkable
 
 import httpx2
 
@@ -36,6 +37,16 @@ def make(kind: Kind, *, tls: ssl.SSLContext) -> httpx2.AsyncBaseTransport:
     else:
         inner = httpx2.AsyncHTTPTransport(verify=tls, trust_env=False)
     return Counted(inner)
+
+
+@runtime_checkable
+class Sends(Protocol):
+    """A transport that also sends a small request and reads its reply without httpx2's
+    models (:meth:`porterlb.kube.aiohttp_transport.AiohttpTransport.send`)."""
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, within: float
+    ) -> tuple[int, str, bytes]: ...
 
 
 class Counted(httpx2.AsyncBaseTransport):
@@ -76,4 +87,9 @@ def describe(method: str, url: httpx2.URL) -> tuple[str, str]:
 
 
 def _count(request: httpx2.Request, code: str) -> None:
-    metrics.API_REQUEST_ERRORS.labels(*describe(request.method, request.url), code).inc()
+    count(request.method, request.url, code)
+
+
+def count(method: str, url: httpx2.URL, code: str) -> None:
+    """Count a request that failed with `code` (an HTTP status, or ``transport``)."""
+    metrics.API_REQUEST_ERRORS.labels(*describe(method, url), code).inc()

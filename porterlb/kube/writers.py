@@ -42,7 +42,7 @@ replies that say something (the Service's, an error's Status) are decoded.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 import lightkube
@@ -60,7 +60,18 @@ Patch = Mapping[str, Any]
 _FIELD_MANAGER_QUERY = f"fieldManager={wellknown.FIELD_MANAGER}"
 
 
-def status_message(reply: httpx2.Response) -> str:
+class Reply(Protocol):
+    """A reply read whole: an httpx2.Response, or :class:`porterlb.kube.client.Reply`."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+
+
+def status_message(reply: Reply) -> str:
     """The message of the API's Status in `reply`, or its HTTP reason when it has none."""
     try:
         message = msgspec.json.decode(reply.content).get("message")
@@ -69,7 +80,7 @@ def status_message(reply: httpx2.Response) -> str:
     return str(message or f"{reply.status_code} {reply.reason_phrase}")
 
 
-def raise_for_reply(reply: httpx2.Response, what: str) -> None:
+def raise_for_reply(reply: Reply, what: str) -> None:
     """Map a failed reply to porterlb's errors; a 404 (gone meanwhile) is no error.
 
     Raises Conflict (409), InvalidSpec (another 4xx but 429: retrying will not help) or
@@ -94,18 +105,17 @@ async def _patch(
     namespace: str | None,
     patch_type: PatchType,
     what: str,
-) -> httpx2.Response:
+) -> kube_client.Reply:
     info = api_info(resource)
     metrics.API_REQUESTS.labels("patch", "/".join(filter(None, (info.plural, info.action)))).inc()
     try:
-        reply = await kube_client.http(client).patch(
-            kube_client.url(
-                client,
-                kube_client.path(resource, namespace=namespace, name=name),
-                _FIELD_MANAGER_QUERY,
-            ),
-            content=msgspec.json.encode(patch),
-            headers={"Content-Type": patch_type.value},
+        reply = await kube_client.send(
+            client,
+            "PATCH",
+            kube_client.path(resource, namespace=namespace, name=name),
+            _FIELD_MANAGER_QUERY,
+            msgspec.json.encode(patch),
+            patch_type.value,
         )
     except httpx2.TransportError as error:
         raise errors.TransientError(f"{what}: {error!r}") from error
@@ -227,12 +237,13 @@ async def write_node_placement(
         }
         metrics.API_REQUESTS.labels("create", "nodeplacements").inc()
         try:
-            reply = await kube_client.http(client).post(
-                kube_client.url(
-                    client, kube_client.path(resources.NodePlacement), _FIELD_MANAGER_QUERY
-                ),
-                content=msgspec.json.encode(body),
-                headers={"Content-Type": "application/json"},
+            reply = await kube_client.send(
+                client,
+                "POST",
+                kube_client.path(resources.NodePlacement),
+                _FIELD_MANAGER_QUERY,
+                msgspec.json.encode(body),
+                kube_client.JSON,
             )
         except httpx2.TransportError as error:
             raise errors.TransientError(f"{what}: {error!r}") from error
@@ -260,7 +271,7 @@ async def _patch_status(
     meta: dict[str, Any],
     status: dict[str, Any] | None,
     resource_version: str | None,
-) -> httpx2.Response:
+) -> kube_client.Reply:
     if resource_version is not None:
         meta = {**meta, "resourceVersion": resource_version}
     patch: dict[str, Any] = {"metadata": meta} if meta else {}
@@ -294,11 +305,11 @@ _REPLY = msgspec.json.Decoder(_Reply)
 instead of 7.3 µs for a 1.4 KB Service."""
 
 
-def _reply_meta(reply: httpx2.Response) -> _Marks:
+def _reply_meta(reply: Reply) -> _Marks:
     return _REPLY.decode(reply.content).metadata or _Marks()
 
 
-def carries_marks(reply: httpx2.Response, claim: tuple[str, ...] | None) -> bool:
+def carries_marks(reply: Reply, claim: tuple[str, ...] | None) -> bool:
     """Whether the Service in `reply` carries the marks of `claim` (None: carries none)."""
     meta = _reply_meta(reply)
     claimed = wellknown.SERVICE_FINALIZER in (meta.finalizers or ())
@@ -309,7 +320,7 @@ def carries_marks(reply: httpx2.Response, claim: tuple[str, ...] | None) -> bool
     return claimed and label == claim[0] and listed == _pools_listed(claim)
 
 
-def announced_by(reply: httpx2.Response) -> str | None:
+def announced_by(reply: Reply) -> str | None:
     """The announcing node recorded on the Service in `reply` (None: none)."""
     return (_reply_meta(reply).annotations or {}).get(wellknown.ANNOUNCED_BY) or None
 

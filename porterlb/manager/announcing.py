@@ -112,6 +112,15 @@ test), and 100 on real nodes were recorded over 1.1-13.5 s with 31 writes, again
 and 10 writes now (docs/fencing.md). Handlers wait on writes the API sees once per record,
 whatever their number, so only their memory (a task each) bounds it."""
 
+NO_ENDPOINT_HOLD: Final = 10.0
+"""Seconds a Service's want of a ready endpoint must last before it is told (``NoReadyEndpoint``
+is held, :meth:`porterlb.kube.events.Poster.emit`): a Service created with its Deployment
+gets its IP before its pods are ready, and a Warning for those seconds told nothing but cost
+an Event per Service (bench.control_plane)."""
+
+PLACEMENT_TOPIC: Final = "placement"
+"""The topic of the Events this loop posts: each one replaces a held one of the Service."""
+
 VIEW_WORKERS: Final = 2
 """Annotation writes in flight: the view may lag a failover, the records must not."""
 
@@ -131,6 +140,7 @@ class Announcing:
     ) -> None:
         self.client = client
         self.lb_class = lb_class
+        self.no_endpoint_hold = NO_ENDPOINT_HOLD
         self.services = services
         self.eips = eips
         self.poster = poster
@@ -587,7 +597,9 @@ class Announcing:
                 type="Normal" if node is not None else "Warning",
                 reason=reason,
                 message=message,
-            )
+                topic=PLACEMENT_TOPIC,
+            ),
+            hold=self.no_endpoint_hold if reason == reasons.NO_READY_ENDPOINT else 0.0,
         )
 
     def _report_pool(self, pool: PoolName) -> None:

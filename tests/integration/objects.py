@@ -11,7 +11,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
-from porterlb.api import wellknown
+from porterlb.api import reasons, wellknown
 from tests.waiting import eventually
 
 OPT_IN = {wellknown.LB_OPT_IN: "openelb"}
@@ -159,3 +159,9 @@ async def wait_event(client, namespace, name, reason, message):
         await eventually(probe, what=f"{reason} event {message!r} on {name}")
     except AssertionError as timeout:
         raise AssertionError(f"{timeout}; {reason} events seen: {seen}") from None
+
+
+async def wait_node_assigned(client, namespace, ip, node):
+    """Wait for the NodeAssigned Event of Service `web` announcing `ip` from `node`."""
+    message = f"Service {namespace}/web: {ip} is announced from node {node}"
+    await wait_event(client, namespace, "web", reasons.NODE_ASSIGNED, message)

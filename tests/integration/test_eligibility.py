@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from lightkube.types import PatchType
 
 from porterlb.api import reasons, wellknown
-from porterlb.kube import resources
+from porterlb.kube import events, resources
 from tests.integration import objects
 from tests.integration.conftest import eip_object
 from tests.integration.test_announcing import announced_by, served_service, wait_announced_by
@@ -114,6 +116,7 @@ async def test_a_service_without_a_ready_endpoint_is_not_announced_and_says_so(
     client, manager, namespace, net, eips, nodes
 ):
     node = await nodes(f"{namespace}-a")
+    manager.announcing.no_endpoint_hold = 0.5  # shortened: this test is about saying it
     await make_pool(client, eips, namespace, net)
     await client.create(objects.service("web", namespace))
     await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
@@ -136,6 +139,30 @@ async def test_a_service_without_a_ready_endpoint_is_not_announced_and_says_so(
 
     found = await eventually(said_again, what="a second NoReadyEndpoint event")
     assert [(event.type, event.message) for event in found] == [("Warning", message)] * 2
+
+
+async def test_a_service_whose_endpoint_gets_ready_during_the_hold_gets_no_warning(
+    client, manager, namespace, net, eips, nodes
+):
+    """A Service created with its pods: their readiness comes before the hold ends (an hour
+    here, so that however slow the machine, it does) and withdraws the NoReadyEndpoint."""
+    node = await nodes(f"{namespace}-a")
+    manager.announcing.no_endpoint_hold = 3600.0
+    await make_pool(client, eips, namespace, net)
+    service = await client.create(objects.service("web", namespace))
+    await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
+    subject = events.Subject(
+        kind="Service", api_version="v1", name="web", namespace=namespace, uid=service.metadata.uid
+    )
+    await eventually(
+        lambda: asyncio.sleep(0, manager.announcing.poster.holding(subject)),
+        what="the NoReadyEndpoint Warning held",
+    )
+    await objects.set_endpoints(client, "web", namespace, ready=(node,))
+    await objects.wait_node_assigned(client, namespace, f"{net}.1", node)
+    # One poster posts in order: a Warning sent without its hold would be there already.
+    assert await objects.events(client, namespace, "web", reasons.NO_READY_ENDPOINT) == []
+    assert not manager.announcing.poster.holding(subject)
 
 
 async def test_a_malformed_node_selector_is_reported_on_the_eip(

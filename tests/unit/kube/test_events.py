@@ -1,8 +1,11 @@
+import asyncio
+import dataclasses
 import logging
 import typing
 
 import lightkube
 import prometheus_client
+import pytest
 
 from porterlb.kube import events
 
@@ -43,3 +46,73 @@ def test_the_events_waiting_are_a_gauge():
         poster.emit(notice(n))
     poster.queue.get_nowait()
     assert prometheus_client.REGISTRY.get_sample_value("porterlb_events_queued") == 2
+
+
+def withdrawn() -> float:
+    return prometheus_client.REGISTRY.get_sample_value("porterlb_events_withdrawn_total") or 0.0
+
+
+def placement(reason: str, name: str = "web") -> events.Notice:
+    subject = events.Subject(kind="Service", api_version="v1", name=name, namespace="shop")
+    return events.Notice(subject, "Warning", reason, f"{reason} of {name}", topic="placement")
+
+
+def queued(poster: events.Poster) -> list[str]:
+    found = []
+    while not poster.queue.empty():
+        found.append(poster.queue.get_nowait().message)
+    return found
+
+
+@pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_held_notice_is_queued_once_its_hold_ends():
+    poster = events.Poster(typing.cast(lightkube.AsyncClient, None), component="porterlb")
+    poster.emit(placement("NoReadyEndpoint"), hold=10.0)
+    await asyncio.sleep(9.9)
+    assert queued(poster) == []
+    await asyncio.sleep(0.2)
+    assert queued(poster) == ["NoReadyEndpoint of web"]
+
+
+@pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
+@pytest.mark.parametrize(
+    ("later", "posted"),
+    [
+        pytest.param(placement("NodeAssigned"), ["NodeAssigned of web"], id="same-topic"),
+        pytest.param(
+            placement("NoReadyEndpoint"), ["NoReadyEndpoint of web"], id="held-again-restarts"
+        ),
+    ],
+)
+async def test_a_later_notice_on_the_same_subject_and_topic_withdraws_a_held_one(later, posted):
+    poster = events.Poster(typing.cast(lightkube.AsyncClient, None), component="porterlb")
+    before = withdrawn()
+    poster.emit(placement("NoReadyEndpoint"), hold=10.0)
+    await asyncio.sleep(5.0)
+    poster.emit(later, hold=10.0 if later.reason == "NoReadyEndpoint" else 0.0)
+    await asyncio.sleep(5.1)  # past the first hold's end: withdrawn, it never comes
+    assert queued(poster) == ([] if later.reason == "NoReadyEndpoint" else posted)
+    await asyncio.sleep(5.0)
+    assert queued(poster) == ([] if later.reason != "NoReadyEndpoint" else posted)
+    assert withdrawn() - before == 1
+
+
+@pytest.mark.looptime
+@pytest.mark.asyncio(loop_scope="function")
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param(placement("NodeAssigned", name="api"), id="another-service"),
+        pytest.param(
+            dataclasses.replace(placement("IPAllocated"), topic="allocation"), id="another-topic"
+        ),
+    ],
+)
+async def test_news_on_another_subject_or_topic_leaves_a_held_notice(other):
+    poster = events.Poster(typing.cast(lightkube.AsyncClient, None), component="porterlb")
+    poster.emit(placement("NoReadyEndpoint"), hold=10.0)
+    poster.emit(other)
+    await asyncio.sleep(10.1)
+    assert queued(poster) == [other.message, "NoReadyEndpoint of web"]
