@@ -230,10 +230,14 @@ class _Child:
         return {"fed_s": time.monotonic() - started, "mine": len(self.speaker.mine)}
 
     async def cmd_assign(self, ips: list[str], probe: bool = False) -> dict[str, Any]:
-        wanted = {
-            ipaddress.ip_address(ip): announcer.Announcement(self.args.ifname, probe=probe)
-            for ip in ips
-        }
+        # The speaker hands the announcer the address objects of its record (``_apply``), so
+        # an IP it was given with ``services`` is that very object here too, not a copy.
+        known = {ip: ip for ip in self.speaker.mine} if self.speaker is not None else {}
+        wanted = {}
+        for text in ips:
+            ip = ipaddress.ip_address(text)
+            wanted[known.get(ip, ip)] = announcer.Announcement(self.args.ifname, probe=probe)
+        del known
         self.stats.first_gratuitous = self.stats.last_gratuitous = None
         self.assigned_at = started = time.monotonic()
         self.announcer.update(wanted)

@@ -11,6 +11,7 @@ speaker's echo before it writes the new one (docs/fencing.md).
 from __future__ import annotations
 
 import collections
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,8 @@ def parse(obj: Mapping[str, Any] | None) -> dict[str, Entry]:
         if not isinstance(ip, str) or not isinstance(pool, str) or not ip or not pool:
             continue
         services = tuple(ServiceKey(str(key)) for key in item.get("services") or ())
-        found[ip] = Entry(PoolName(pool), services, probe=item.get("probe") is True)
+        # Interned: a few pools serve many IPs, and each decoded item has its own copy.
+        found[ip] = Entry(PoolName(sys.intern(pool)), services, probe=item.get("probe") is True)
     return found
 
 

@@ -19,6 +19,9 @@ from porterlb.placement import records
 
 Assigned = dict[address.IPAddress, records.Entry]
 
+ASSIGNED = "assigned"
+"""Where :func:`slim` keeps the parsed record in the cached object."""
+
 
 def read(obj: Mapping[str, Any] | None) -> Assigned:
     """The IPs the record `obj` (None: there is none) assigns to its node, with their
@@ -31,6 +34,20 @@ def read(obj: Mapping[str, Any] | None) -> Assigned:
         except ValueError:
             continue
     return found
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the speaker's watch cache keeps of its record `obj`: the metadata and the parsed
+    record (:func:`read`), for :func:`kept` to read back (the reflector's ``keep``)."""
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    return {"metadata": meta, ASSIGNED: read(obj)}
+
+
+def kept(obj: Mapping[str, Any] | None) -> Assigned:
+    """The IPs a record as :func:`slim` keeps it (None: there is none) assigns to its node."""
+    found: Assigned | None = (obj or {}).get(ASSIGNED)
+    return found if found is not None else {}
 
 
 def used(eip: Mapping[str, Any], ip: address.IPAddress) -> bool:

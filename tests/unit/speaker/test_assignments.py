@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import msgspec
+
 from porterlb.api.keys import PoolName, ServiceKey
 from porterlb.placement import records
 from porterlb.speaker import assignments
@@ -52,3 +54,31 @@ def test_an_eip_says_which_of_its_addresses_services_use():
     assert assignments.used(eip, ipaddress.ip_address("198.18.2.200"))
     assert not assignments.used(eip, ipaddress.ip_address("198.18.2.201"))
     assert not assignments.used({"metadata": {"name": "new"}}, ipaddress.ip_address("198.18.2.200"))
+
+
+def test_the_watch_cache_keeps_the_record_parsed_and_its_metadata_without_managed_fields():
+    raw = record({"ip": "198.18.2.200", "pool": "lan", "services": ["shop/web"]})
+    raw["metadata"]["managedFields"] = [{"manager": "porterlb"}]
+    kept = assignments.slim(raw)
+    assert kept == {
+        "metadata": {"name": "w1", "resourceVersion": "4"},
+        "assigned": assignments.read(raw),
+    }
+    assert assignments.kept(kept) == assignments.read(raw)
+    assert assignments.kept(None) == {}
+    assert assignments.kept(assignments.slim({"metadata": {"name": "w1"}})) == {}
+
+
+def test_every_entry_of_one_pool_shares_the_pool_name():
+    found = assignments.read(
+        msgspec.json.decode(
+            msgspec.json.encode(
+                record(
+                    {"ip": "198.18.2.200", "pool": "lan-a", "services": []},
+                    {"ip": "198.18.2.201", "pool": "lan-a", "services": []},
+                )
+            )
+        )
+    )
+    first, second = found.values()
+    assert first.pool is second.pool
