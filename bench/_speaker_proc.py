@@ -40,7 +40,6 @@ import json
 import os
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -514,23 +513,26 @@ def _reference_loop() -> float:
 
 
 def _speaker_client() -> Any:
-    """A client built as ``porterlb speaker`` builds its own (its transport included), for a
-    server it never reaches."""
-    import lightkube
+    """A client built as ``porterlb speaker`` builds its own (``kube_client.connect``, its
+    transport and TLS context included), for a server it never reaches."""
+    import tempfile
 
     import porterlb.speaker.agent  # noqa: F401  (the rest of the speaker's imports)
-    from porterlb.kube import transport
+    from porterlb.kube import client as kube_client
 
-    config = lightkube.KubeConfig.from_dict(
-        {
-            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
-            "users": [{"name": "u", "user": {"token": "never-sent"}}],
-            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-            "current-context": "x",
-        }
-    )
-    tls = ssl.create_default_context()
-    return lightkube.AsyncClient(config=config, transport=transport.make("httpx2", tls=tls))
+    with tempfile.TemporaryDirectory(prefix="plb-bench-") as directory:
+        kubeconfig = Path(directory) / "config"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                    "users": [{"name": "u", "user": {"token": "never-sent"}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        return kube_client.connect(kubeconfig, via="httpx2")
 
 
 def _die_with_parent() -> None:
