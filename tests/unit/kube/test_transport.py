@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import httpx2
@@ -149,29 +147,3 @@ async def test_no_answer_is_counted_as_transport(kind, server):
         with pytest.raises(httpx2.ConnectError):
             await http.get("http://127.0.0.1:1/api/v1/namespaces/shop/services/gone")
     assert _errors("transport") == before + 1
-
-
-def test_a_client_loads_no_http2_and_leaves_it_importable(tmp_path):
-    """In a fresh process, as a role starts: h2 stays out while httpcore2 loads (~3.5 MB),
-    and whatever imports it afterwards still gets it."""
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
-    )
-    script = (
-        "import pathlib, sys\n"
-        "from porterlb.kube import client\n"
-        "client.connect(pathlib.Path(sys.argv[1]), via='httpx2')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('h2', 'hpack')))\n"
-        "print('httpcore2' in sys.modules)\n"
-        "import h2.connection\n"
-        "print('h2.connection' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(kubeconfig)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n") == ["[]", "True", "True", ""]

@@ -103,6 +103,23 @@ def test_a_speaker_loads_no_aiohttp_no_http2_and_of_pyroute2_only_rtnetlink(tmp_
     assert sorted(m for m in loaded if m.startswith(SPEAKER_NEVER)) == []
 
 
+def test_a_client_loads_no_http2_and_leaves_it_importable(tmp_path):
+    """h2 stays out while the client's TLS context and transport load httpcore2 (~3.5 MB),
+    and whatever imports it afterwards still gets it (porterlb.kube.transport)."""
+    script = (
+        "import pathlib, sys\n"
+        "from porterlb.kube import client\n"
+        "client.connect(pathlib.Path(sys.argv[1]), via='httpx2')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('h2', 'hpack', 'hyperframe'))))\n"
+        "print('httpcore2' in sys.modules)\n"
+        "import h2.connection\n"
+        "print('h2.connection' in sys.modules)\n"
+    )
+    done = run("-c", script, _kubeconfig_without_namespace(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n") == ["[]", "True", "True", ""]
+
+
 def test_the_manager_sends_over_aiohttp(tmp_path):
     imported = _imports(_starting(["manager"], tmp_path))
     assert {"porterlb.manager.controller", "porterlb.kube.aiohttp_transport"} <= imported
