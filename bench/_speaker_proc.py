@@ -40,7 +40,6 @@ import json
 import os
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -230,10 +229,14 @@ class _Child:
         return {"fed_s": time.monotonic() - started, "mine": len(self.speaker.mine)}
 
     async def cmd_assign(self, ips: list[str], probe: bool = False) -> dict[str, Any]:
-        wanted = {
-            ipaddress.ip_address(ip): announcer.Announcement(self.args.ifname, probe=probe)
-            for ip in ips
-        }
+        # The speaker hands the announcer the address objects of its record (``_apply``), so
+        # an IP it was given with ``services`` is that very object here too, not a copy.
+        known = {ip: ip for ip in self.speaker.mine} if self.speaker is not None else {}
+        wanted = {}
+        for text in ips:
+            ip = ipaddress.ip_address(text)
+            wanted[known.get(ip, ip)] = announcer.Announcement(self.args.ifname, probe=probe)
+        del known
         self.stats.first_gratuitous = self.stats.last_gratuitous = None
         self.assigned_at = started = time.monotonic()
         self.announcer.update(wanted)
@@ -510,23 +513,26 @@ def _reference_loop() -> float:
 
 
 def _speaker_client() -> Any:
-    """A client built as ``porterlb speaker`` builds its own (its transport included), for a
-    server it never reaches."""
-    import lightkube
+    """A client built as ``porterlb speaker`` builds its own (``kube_client.connect``, its
+    transport and TLS context included), for a server it never reaches."""
+    import tempfile
 
     import porterlb.speaker.agent  # noqa: F401  (the rest of the speaker's imports)
-    from porterlb.kube import transport
+    from porterlb.kube import client as kube_client
 
-    config = lightkube.KubeConfig.from_dict(
-        {
-            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
-            "users": [{"name": "u", "user": {"token": "never-sent"}}],
-            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-            "current-context": "x",
-        }
-    )
-    tls = ssl.create_default_context()
-    return lightkube.AsyncClient(config=config, transport=transport.make("httpx2", tls=tls))
+    with tempfile.TemporaryDirectory(prefix="plb-bench-") as directory:
+        kubeconfig = Path(directory) / "config"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                    "users": [{"name": "u", "user": {"token": "never-sent"}}],
+                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "x",
+                }
+            )
+        )
+        return kube_client.connect(kubeconfig, via="httpx2")
 
 
 def _die_with_parent() -> None:

@@ -117,13 +117,14 @@ def connect(
 
     Raises NoConfig when there is neither, ConfigError when the kubeconfig is unusable.
     """
-    config, tls = context(kubeconfig, in_cluster=in_cluster)
-    client = lightkube.AsyncClient(
-        config=config,
-        field_manager=wellknown.FIELD_MANAGER,
-        timeout=timeout,
-        transport=transport.make(via, tls=tls),
-    )
+    with transport.without_http2():  # the TLS context loads httpcore2: not h2 with it
+        config, tls = context(kubeconfig, in_cluster=in_cluster)
+        client = lightkube.AsyncClient(
+            config=config,
+            field_manager=wellknown.FIELD_MANAGER,
+            timeout=timeout,
+            transport=transport.make(via, tls=tls),
+        )
     if config.user is not None and config.user.token_file is not None:
         http(client).auth = TokenFile(Path(config.abs_file(config.user.token_file)))
     return client

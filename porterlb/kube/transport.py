@@ -8,6 +8,13 @@ which the httpx2 client loads anyway, and so never imports aiohttp, ~9 MB of a s
 sixth of its memory budget (bench/speaker_scale.py). Either way proxies from the environment
 are ignored, as the aiohttp transport always did: the client reaches the API server directly.
 
+Neither speaks HTTP/2, yet httpcore2 (under httpx2's transport) imports its HTTP/2 connection
+whenever ``h2`` is installed, as it is (lightkube requires ``httpx2[http2]``): h2, hpack and
+hyperframe, twice (sync and async), ~3.5 MB of a speaker's RSS. A client is built within
+:func:`without_http2` (:func:`porterlb.kube.client.connect`): ``h2`` does not load while
+httpcore2 does, which httpcore2 takes as HTTP/2 not installed: a transport asking for it would
+fail, and none here does.
+
 :class:`Counted` wraps both, so every request that fails, whoever sent it, is counted
 (``porterlb_api_request_errors_total``) by the same rule: an HTTP error by its status, no
 answer at all as ``transport``.
@@ -15,8 +22,10 @@ answer at all as ``transport``.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Literal, Protocol, runtime_checkable
 
 import httpx2
@@ -24,6 +33,9 @@ import httpx2
 from porterlb.kube import metrics
 
 Kind = Literal["aiohttp", "httpx2"]
+
+HTTP2 = "h2"
+"""The package httpcore2 speaks HTTP/2 with (and loads hpack and hyperframe)."""
 
 
 def make(kind: Kind, *, tls: ssl.SSLContext) -> httpx2.AsyncBaseTransport:
@@ -47,6 +59,22 @@ class Sends(Protocol):
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes, within: float
     ) -> tuple[int, str, bytes]: ...
+
+
+@contextlib.contextmanager
+def without_http2() -> Iterator[None]:
+    """Within the block, importing ``h2`` fails (``ImportError``), unless it is loaded already:
+    build a client here, whose TLS context or transport first imports httpcore2 (module
+    docstring). ``h2`` is importable again after it, for whatever else the process runs."""
+    if HTTP2 in sys.modules:
+        yield
+        return
+    sys.modules[HTTP2] = None  # type: ignore[assignment]  # the import system's "halted"
+    try:
+        yield
+    finally:
+        if sys.modules.get(HTTP2, ...) is None:
+            del sys.modules[HTTP2]
 
 
 class Counted(httpx2.AsyncBaseTransport):

@@ -11,7 +11,8 @@ speaker's echo before it writes the new one (docs/fencing.md).
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,16 +50,28 @@ def spec(record: Record) -> dict[str, Any]:
 def parse(obj: Mapping[str, Any] | None) -> dict[str, Entry]:
     """The record a NodePlacement object holds (none when it is gone); malformed items are
     skipped: the manager wrote them and reports bad input, readers only read."""
-    found = {}
-    for item in ((obj or {}).get("spec") or {}).get("ips") or ():
+    return dict(entries(items(obj)))
+
+
+def items(obj: Mapping[str, Any] | None) -> list[Any]:
+    """The items of a NodePlacement object's ``spec.ips`` as the API sends them (none when it
+    is gone or they are no list)."""
+    found = ((obj or {}).get("spec") or {}).get("ips")
+    return found if isinstance(found, list) else []
+
+
+def entries(raw: Iterable[Any]) -> Iterator[tuple[str, Entry]]:
+    """Each well-formed item of `raw` (a record's ``spec.ips``) as (IP, its entry), in order;
+    malformed ones are skipped, as :func:`parse` does."""
+    for item in raw:
         if not isinstance(item, dict):
             continue
         ip, pool = item.get("ip"), item.get("pool")
         if not isinstance(ip, str) or not isinstance(pool, str) or not ip or not pool:
             continue
         services = tuple(ServiceKey(str(key)) for key in item.get("services") or ())
-        found[ip] = Entry(PoolName(pool), services, probe=item.get("probe") is True)
-    return found
+        # Interned: a few pools serve many IPs, and each decoded item has its own copy.
+        yield ip, Entry(PoolName(sys.intern(pool)), services, probe=item.get("probe") is True)
 
 
 class Book:

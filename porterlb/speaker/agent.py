@@ -123,6 +123,7 @@ class Speaker:
             on_change=self._record_changed,
             name="placement",
             field_selector=f"metadata.name={node}",
+            keep=assignments.slim,
         )
         self.eips = reflector.Reflector(
             client, resources.Eip, on_change=self._eip_changed, name="eips"
@@ -343,7 +344,7 @@ class Speaker:
 
     def _record_changed(self, key: str) -> None:
         obj = self.record.cache.get(key)
-        found = assignments.read(obj)
+        found = assignments.kept(obj)
         if found != self.mine:
             if self.mine.keys() - found.keys():
                 # The revision the leader's handshake asks this node to echo (its must-see).

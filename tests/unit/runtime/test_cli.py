@@ -37,9 +37,19 @@ def test_the_roles_import_nothing_of_the_lab(argv):
     assert [m for m in imported if m.split(".")[0] in FORBIDDEN or m.startswith(FORBIDDEN)] == []
 
 
-SPEAKER_NEVER = ("aiohttp", "pyroute2.ndb", "pyroute2.ipdb", "pyroute2.conntrack", "sqlite3")
+SPEAKER_NEVER = (
+    "aiohttp",
+    "pyroute2.ndb",
+    "pyroute2.ipdb",
+    "pyroute2.conntrack",
+    "sqlite3",
+    "h2",
+    "hpack",
+    "hyperframe",
+)
 """What a speaker does not load (its memory budget, bench/speaker_scale.py): aiohttp is the
-manager's transport; of pyroute2, only its rtnetlink client (porterlb.l2.netlink)."""
+manager's transport; of pyroute2, only its rtnetlink client (porterlb.l2.netlink); no HTTP/2
+(h2, hpack, hyperframe: porterlb.kube.transport)."""
 
 
 def _imports(done: subprocess.CompletedProcess[str]) -> set[str]:
@@ -62,20 +72,52 @@ def _kubeconfig_without_namespace(tmp_path) -> str:
     return str(kubeconfig)
 
 
+LOADED = "modules loaded at exit:"
+
+STARTING = (
+    "import atexit, runpy, sys\n"
+    f"atexit.register(lambda: print({LOADED!r}, *sorted(sys.modules), file=sys.stderr))\n"
+    "runpy.run_module('porterlb', run_name='__main__', alter_sys=True)\n"
+)
+"""``python -m porterlb`` that also lists the modules it holds when it exits (importtime lists
+every import tried, also one that failed as it should: h2's, porterlb.kube.transport)."""
+
+
+def _loaded(done: subprocess.CompletedProcess[str]) -> set[str]:
+    return {m for line in done.stderr.splitlines() if line.startswith(LOADED) for m in line.split()}
+
+
 def _starting(role: list[str], tmp_path) -> subprocess.CompletedProcess[str]:
     """`role` started as far as its API client, which it builds before it stops for want of a
     namespace (exit 2)."""
     kubeconfig = _kubeconfig_without_namespace(tmp_path)
-    done = run("-X", "importtime", "-m", "porterlb", *role, "--kubeconfig", kubeconfig)
+    done = run("-X", "importtime", "-c", STARTING, *role, "--kubeconfig", kubeconfig)
     assert done.returncode == 2 and "no namespace" in done.stderr, done.stderr[-500:]
     return done
 
 
-def test_a_speaker_loads_no_aiohttp_and_of_pyroute2_only_rtnetlink(tmp_path):
-    imported = _imports(_starting(["speaker", "--node-name", "w1"], tmp_path))
-    assert {"porterlb.speaker.agent", "porterlb.l2.netlink", "pyroute2.iproute.linux"} <= imported
-    assert "httpcore2" in imported  # its transport, built with the client
-    assert sorted(m for m in imported if m.startswith(SPEAKER_NEVER)) == []
+def test_a_speaker_loads_no_aiohttp_no_http2_and_of_pyroute2_only_rtnetlink(tmp_path):
+    loaded = _loaded(_starting(["speaker", "--node-name", "w1"], tmp_path))
+    assert {"porterlb.speaker.agent", "porterlb.l2.netlink", "pyroute2.iproute.linux"} <= loaded
+    assert "httpcore2" in loaded  # its transport, built with the client
+    assert sorted(m for m in loaded if m.startswith(SPEAKER_NEVER)) == []
+
+
+def test_a_client_loads_no_http2_and_leaves_it_importable(tmp_path):
+    """h2 stays out while the client's TLS context and transport load httpcore2 (~3.5 MB),
+    and whatever imports it afterwards still gets it (porterlb.kube.transport)."""
+    script = (
+        "import pathlib, sys\n"
+        "from porterlb.kube import client\n"
+        "client.connect(pathlib.Path(sys.argv[1]), via='httpx2')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('h2', 'hpack', 'hyperframe'))))\n"
+        "print('httpcore2' in sys.modules)\n"
+        "import h2.connection\n"
+        "print('h2.connection' in sys.modules)\n"
+    )
+    done = run("-c", script, _kubeconfig_without_namespace(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n") == ["[]", "True", "True", ""]
 
 
 def test_the_manager_sends_over_aiohttp(tmp_path):

@@ -18,7 +18,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from porterlb.api.keys import NodeName, PoolName, ServiceKey
 from porterlb.l2 import responder
 from porterlb.placement import records
-from porterlb.speaker import agent
+from porterlb.speaker import agent, assignments
 
 UNUSED = KubeConfig.from_dict(
     {
@@ -56,7 +56,7 @@ def change(speaker: agent.Speaker, *ips: dict[str, object], version: int = 1) ->
     """This node's record now lists `ips` (written at `version`)."""
     node = speaker.node
     meta = {"name": node, "resourceVersion": str(version)}
-    speaker.record.cache[node] = {"metadata": meta, "spec": {"ips": list(ips)}}
+    speaker.record.cache[node] = assignments.slim({"metadata": meta, "spec": {"ips": list(ips)}})
     speaker.record.revision = max(speaker.record.revision, version)  # as its watch keeps it
     speaker._record_changed(node)
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import msgspec
+
 from porterlb.api.keys import PoolName, ServiceKey
 from porterlb.placement import records
 from porterlb.speaker import assignments
@@ -52,3 +54,46 @@ def test_an_eip_says_which_of_its_addresses_services_use():
     assert assignments.used(eip, ipaddress.ip_address("198.18.2.200"))
     assert not assignments.used(eip, ipaddress.ip_address("198.18.2.201"))
     assert not assignments.used({"metadata": {"name": "new"}}, ipaddress.ip_address("198.18.2.200"))
+
+
+def test_the_watch_cache_keeps_the_record_parsed_and_its_metadata_without_managed_fields():
+    def raw():
+        obj = record(
+            {"ip": "198.18.2.200", "pool": "lan", "services": ["shop/web"]},
+            {"ip": "198.18.2.300", "pool": "lan"},
+            {"ip": "2001:db8:1:1::200", "pool": "v6", "services": ["shop/web"], "probe": True},
+            {"ip": "198.18.2.1", "pool": "lan", "services": ["shop/api"]},
+        )
+        obj["metadata"]["managedFields"] = [{"manager": "porterlb"}]
+        return obj
+
+    decoded = raw()
+    kept = assignments.slim(decoded)
+    assert kept == {
+        "metadata": {"name": "w1", "resourceVersion": "4"},
+        "assigned": assignments.read(raw()),
+    }
+    assert list(map(str, assignments.kept(kept))) == [
+        "198.18.2.200",
+        "2001:db8:1:1::200",
+        "198.18.2.1",
+    ]
+    assert decoded["spec"]["ips"] == []  # parsed as it was emptied: never both in memory
+    assert assignments.kept(None) == {}
+    assert assignments.kept(assignments.slim({"metadata": {"name": "w1"}})) == {}
+    assert assignments.kept(assignments.slim({"spec": {"ips": "198.18.2.200"}})) == {}
+
+
+def test_every_entry_of_one_pool_shares_the_pool_name():
+    found = assignments.read(
+        msgspec.json.decode(
+            msgspec.json.encode(
+                record(
+                    {"ip": "198.18.2.200", "pool": "lan-a", "services": []},
+                    {"ip": "198.18.2.201", "pool": "lan-a", "services": []},
+                )
+            )
+        )
+    )
+    first, second = found.values()
+    assert first.pool is second.pool
