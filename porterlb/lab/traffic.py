@@ -40,12 +40,28 @@ live backend on a loaded machine (the lab's Python backends share two cores with
 else), which is no failover's doing."""
 
 
+FAILURES: Final = ("refused", "unreachable", "reset", "connect-timeout", "answer-timeout", "empty")
+"""Why a request failed: the connection was refused (a RST to the SYN, or an ICMP port
+unreachable: nothing listens, or a firewall rejects), the network was unreachable (an ICMP
+error), reset once open, not opened within :data:`CONNECT_TIMEOUT`, not answered within
+:data:`ANSWER_TIMEOUT`, or closed without a body. A fast failure (refused) and a slow one
+(a timeout) point at different parts of the path."""
+
+REJECTED: Final = frozenset({"refused", "reset", "empty"})
+"""Failures after which a host answered the request's packets (a RST, an ICMP port
+unreachable, a close): whatever switches traffic at layer 2 delivered them, and the node's
+own rules or backend turned them away. The others (a timeout, an unreachable network) are
+what a missing ARP or NDP answer looks like, among other causes."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Request:
     sent: float
     """``time.monotonic()`` when the connection was opened."""
     node: str
     """The node whose backend answered; "" when the request failed."""
+    failure: str = ""
+    """Why it failed (one of :data:`FAILURES`); "" when it was answered."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,8 +108,7 @@ class Traffic(linestream.LineStream):
         return [r.node for r in sorted(self.requests, key=lambda r: r.sent) if r.sent > since]
 
     def _line(self, line: str) -> None:
-        sent, _, node = line.rstrip("\n").partition(" ")
-        self.requests.append(Request(float(sent), node))
+        self.requests.append(parse(line))
 
 
 async def _stream(ip: str, port: int, interval: float) -> None:
@@ -111,11 +126,40 @@ async def _stream(ip: str, port: int, interval: float) -> None:
     await asyncio.gather(*pending)
 
 
+_FAILED: Final = "!"
+"""Prefixes a failure's reason in the stream's output, where a node's name goes otherwise."""
+
+
 async def _request(ip: str, port: int, sent: float) -> None:
-    node = ""
+    print(line(Request(sent, *await answer(ip, port))), flush=True)
+
+
+def line(request: Request) -> str:
+    """``request`` as the stream prints it: the send time, then the node or the failure."""
+    return f"{request.sent:.6f} {request.node or _FAILED + request.failure}"
+
+
+def parse(text: str) -> Request:
+    """A line the stream printed (:func:`line`), back into its request."""
+    sent, _, said = text.rstrip("\n").partition(" ")
+    if said.startswith(_FAILED):
+        return Request(float(sent), "", said.removeprefix(_FAILED))
+    return Request(float(sent), said)
+
+
+async def answer(ip: str, port: int) -> tuple[str, str]:
+    """One ``GET /`` to ``ip:port``: the node the backend named and "", or "" and why the
+    request failed (one of :data:`FAILURES`)."""
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
             reader, writer = await asyncio.open_connection(ip, port)
+    except TimeoutError:
+        return "", "connect-timeout"
+    except ConnectionRefusedError:
+        return "", "refused"
+    except OSError:
+        return "", "unreachable"
+    try:
         async with asyncio.timeout(ANSWER_TIMEOUT):
             try:
                 writer.write(f"GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
@@ -124,10 +168,12 @@ async def _request(ip: str, port: int, sent: float) -> None:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
-        node = reply.partition(b"\r\n\r\n")[2].decode(errors="replace").strip()
-    except (OSError, TimeoutError):
-        pass
-    print(f"{sent:.6f} {node}", flush=True)
+    except TimeoutError:
+        return "", "answer-timeout"
+    except OSError:
+        return "", "reset"
+    node = reply.partition(b"\r\n\r\n")[2].decode(errors="replace").strip()
+    return (node, "") if node else ("", "empty")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
