@@ -79,3 +79,14 @@ async def test_a_closed_port_is_refused():
 def test_the_rejections_are_failures_a_host_answered():
     assert frozenset(traffic.FAILURES) >= traffic.REJECTED
     assert {"connect-timeout", "unreachable"}.isdisjoint(traffic.REJECTED)
+
+
+async def test_the_kernel_decides_whether_a_late_seen_connection_was_opened_in_time():
+    # The stream's timer can fire after the kernel opened the connection (its process held
+    # off the CPU): then only an established handshake, answered within the time, counts.
+    async for port in _serve(_names):
+        with socket.create_connection(("127.0.0.1", port)) as opened:
+            assert traffic.connected_in_time(opened, 0.9)
+            assert not traffic.connected_in_time(opened, 0.0)  # its round trip took longer
+        with socket.socket() as unopened:
+            assert not traffic.connected_in_time(unopened, 0.9)
