@@ -370,9 +370,10 @@ class Run:
     cpu_before: dict[str, float] | None = None
     """The same over as long a time before the fault (traffic and sampler running): what the
     lab spends anyway."""
-    failed_at: tuple[float, ...] = ()
-    """When each failed request was sent, in seconds from the fault (those counted in
-    ``figures.outage.failed``): where a failure falls tells what caused it."""
+    failed_at: tuple[tuple[float, str], ...] = ()
+    """When each failed request was sent, in seconds from the fault, and why it failed
+    (:data:`porterlb.lab.traffic.FAILURES`; those counted in ``figures.outage.failed``): where
+    and how a failure falls tells what caused it."""
 
     @property
     def outage(self) -> traffic.Outage:
@@ -453,7 +454,7 @@ class FaultLab:
         found = dataclasses.replace(found, writes=writes)
         answered = [r.sent for r in flow.requests if r.node]
         failed_at = tuple(
-            round(r.sent - at, 3)
+            (round(r.sent - at, 3), r.failure)
             for r in sorted(flow.requests, key=lambda r: r.sent)
             if not r.node and answered and r.sent > min(answered)
         )

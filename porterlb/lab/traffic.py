@@ -17,8 +17,11 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import itertools
 import signal
+import socket
+import struct
 import sys
 import time
 from collections.abc import Sequence
@@ -40,12 +43,29 @@ live backend on a loaded machine (the lab's Python backends share two cores with
 else), which is no failover's doing."""
 
 
+FAILURES: Final = ("refused", "unreachable", "reset", "connect-timeout", "answer-timeout", "empty")
+"""Why a request failed: the connection was refused (a RST to the SYN, or an ICMP port
+unreachable: nothing listens, or a firewall rejects), the network was unreachable (an ICMP
+error), reset once open, not opened within :data:`CONNECT_TIMEOUT` by the kernel's account
+(:func:`connected_in_time`), not answered within
+:data:`ANSWER_TIMEOUT`, or closed without a body. A fast failure (refused) and a slow one
+(a timeout) point at different parts of the path."""
+
+REJECTED: Final = frozenset({"refused", "reset", "empty"})
+"""Failures after which a host answered the request's packets (a RST, an ICMP port
+unreachable, a close): whatever switches traffic at layer 2 delivered them, and the node's
+own rules or backend turned them away. The others (a timeout, an unreachable network) are
+what a missing ARP or NDP answer looks like, among other causes."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Request:
     sent: float
     """``time.monotonic()`` when the connection was opened."""
     node: str
     """The node whose backend answered; "" when the request failed."""
+    failure: str = ""
+    """Why it failed (one of :data:`FAILURES`); "" when it was answered."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,8 +112,7 @@ class Traffic(linestream.LineStream):
         return [r.node for r in sorted(self.requests, key=lambda r: r.sent) if r.sent > since]
 
     def _line(self, line: str) -> None:
-        sent, _, node = line.rstrip("\n").partition(" ")
-        self.requests.append(Request(float(sent), node))
+        self.requests.append(parse(line))
 
 
 async def _stream(ip: str, port: int, interval: float) -> None:
@@ -111,11 +130,50 @@ async def _stream(ip: str, port: int, interval: float) -> None:
     await asyncio.gather(*pending)
 
 
+_FAILED: Final = "!"
+"""Prefixes a failure's reason in the stream's output, where a node's name goes otherwise."""
+
+
 async def _request(ip: str, port: int, sent: float) -> None:
-    node = ""
+    print(line(Request(sent, *await answer(ip, port))), flush=True)
+
+
+def line(request: Request) -> str:
+    """``request`` as the stream prints it: the send time, then the node or the failure."""
+    return f"{request.sent:.6f} {request.node or _FAILED + request.failure}"
+
+
+def parse(text: str) -> Request:
+    """A line the stream printed (:func:`line`), back into its request."""
+    sent, _, said = text.rstrip("\n").partition(" ")
+    if said.startswith(_FAILED):
+        return Request(float(sent), "", said.removeprefix(_FAILED))
+    return Request(float(sent), said)
+
+
+async def answer(
+    ip: str, port: int, *, connect_timeout: float = CONNECT_TIMEOUT
+) -> tuple[str, str]:
+    """One ``GET /`` to ``ip:port``: the node the backend named and "", or "" and why the
+    request failed (one of :data:`FAILURES`)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_connection(ip, port)
+        async with asyncio.timeout(connect_timeout):
+            await asyncio.get_running_loop().sock_connect(sock, (ip, port))
+    except TimeoutError:
+        if not connected_in_time(sock, connect_timeout):
+            sock.close()
+            return "", "connect-timeout"
+    except ConnectionRefusedError:
+        sock.close()
+        return "", "refused"
+    except OSError:
+        sock.close()
+        return "", "unreachable"
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
         async with asyncio.timeout(ANSWER_TIMEOUT):
             try:
                 writer.write(f"GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
@@ -124,10 +182,44 @@ async def _request(ip: str, port: int, sent: float) -> None:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
-        node = reply.partition(b"\r\n\r\n")[2].decode(errors="replace").strip()
-    except (OSError, TimeoutError):
-        pass
-    print(f"{sent:.6f} {node}", flush=True)
+    except TimeoutError:
+        return "", "answer-timeout"
+    except OSError:
+        return "", "reset"
+    node = reply.partition(b"\r\n\r\n")[2].decode(errors="replace").strip()
+    return (node, "") if node else ("", "empty")
+
+
+def connected_in_time(sock: socket.socket, within: float) -> bool:
+    """Whether the kernel opened ``sock``'s connection, its first SYN answered in less than
+    ``within`` seconds, although the stream's timer fired first.
+
+    On a loaded host the stream's process can be held off the CPU past its timeout while the
+    kernel completed the handshake in milliseconds: the timer and the socket's readiness are
+    then seen in the same turn of the loop, and the timer wins. The kernel's own figures
+    decide instead (``struct tcp_info``, linux/tcp.h): the connection is established, no SYN
+    was retransmitted (a lost SYN answered late, maybe by another node, is the failure the
+    timeout exists to catch), and the handshake's round trip, the first RTT sample, is under
+    ``within``.
+    """
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    state, rtt_us, retransmitted = (
+        info[0],
+        *struct.unpack_from("=I", info, _TCPI_RTT),
+        *struct.unpack_from("=I", info, _TCPI_TOTAL_RETRANS),
+    )
+    return state == _TCP_ESTABLISHED and retransmitted == 0 and rtt_us < within * 1e6
+
+
+_TCP_INFO_SIZE: Final = 104
+"""Bytes of ``struct tcp_info`` up to and including ``tcpi_total_retrans``: the kernel only
+ever appends fields, so these offsets hold on every kernel the lab runs on."""
+_TCPI_RTT: Final = 68
+"""Offset of ``tcpi_rtt`` (microseconds): 8 bytes of u8 fields, then 15 u32 before it."""
+_TCPI_TOTAL_RETRANS: Final = 100
+"""Offset of ``tcpi_total_retrans``: after ``tcpi_rcv_rtt`` and ``tcpi_rcv_space``."""
+_TCP_ESTABLISHED: Final = 1
+"""``TCP_ESTABLISHED`` of linux/tcp_states.h, as ``tcpi_state`` reports it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
