@@ -1,19 +1,18 @@
 """Soak: random faults and recoveries in a live lab, with every Service IP asked every 20 ms.
 
-    uv run python -m bench.soak [--minutes 10] [--services 4] [--seed 1] [--nodes process]
+    uv run python -m bench.soak [--minutes 10] [--services 4] [--seed 1]
 
 Brings a lab up (3 real nodes, porterlb installed by its chart with its 2 managers, a backend
-pod per node: :mod:`porterlb.lab.benchlab`; ``--nodes process`` for the process lab), creates
-the Services, then for the whole run injects
-one fault at a time, every scenario of ``lab bench-failover`` once per round in a random order
-(every kind of ``porterlb lab fault`` on a random worker, the leader's death, an API-server
-restart; :class:`porterlb.lab.failover.FaultLab`), holds it a few seconds, repairs it and lets
-the lab settle. Meanwhile the overlap sampler (:mod:`porterlb.lab.sampler`) sends, every 20 ms,
-one broadcast ARP request per Service IP from the router's LAN leg and records the MACs that
-answer. One fault at a time on three workers leaves an eligible node at every moment, so the
-rules are: never two answers for one IP (issue 9's P2: the two-answer time must be 0); never
-none for longer than the failover target (500 ms). The table gives both per IP, and the faults
-injected.
+pod per node: :mod:`porterlb.lab.benchlab`), creates the Services, then for the whole run
+injects one fault at a time, every scenario of ``lab bench-failover`` once per round in a
+random order (every kind of ``porterlb lab fault`` on a random worker, the leader's death, an
+API-server restart; :class:`porterlb.lab.failover.FaultLab`), holds it a few seconds, repairs
+it and lets the lab settle. Meanwhile the overlap sampler (:mod:`porterlb.lab.sampler`) sends,
+every 20 ms, one broadcast ARP request per Service IP from the router's LAN leg and records the
+MACs that answer. One fault at a time on three workers leaves an eligible node at every moment,
+so the rules are: never two answers for one IP (issue 9's P2: the two-answer time must be 0);
+never none for longer than the failover target (500 ms). The table gives both per IP, and the
+faults injected.
 """
 
 from __future__ import annotations
@@ -88,9 +87,8 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--name", default="soak")
-    parser.add_argument("--nodes", choices=benchlab.NODES, default="real")
     args = parser.parse_args()
-    record = benchlab.up(args.name, workers=3, nodes=args.nodes)
+    record = benchlab.up(args.name, workers=3)
     try:
         ips = asyncio.run(_services(record, args.services))
         with sampler.Sampler(record.plan, ips) as sampled:

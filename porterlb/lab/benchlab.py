@@ -1,18 +1,18 @@
-"""The lab a demo or a bench runs on: real nodes with porterlb installed by its chart, by
-default, or the process lab (``--nodes process``), kept for comparison.
+"""The lab a demo or a bench runs on: real nodes with porterlb installed by its chart, and a
+backend Deployment with a pod on every node.
 
-On real nodes (:mod:`porterlb.lab.node.nodelab`) porterlb runs as the chart's pods, kubelets
-and the real kube-proxy run on every worker, and the sample Services front a Deployment's
-pods (:mod:`porterlb.lab.node.backends`). On the process lab porterlb, the backends and a
-kube-proxy stand-in are host processes (:mod:`porterlb.lab.lab`). Both give a
-:class:`porterlb.lab.lab.Record`; ``record.release`` tells them apart.
+porterlb runs as the chart's pods, kubelets and the real kube-proxy run on every worker
+(:mod:`porterlb.lab.node.nodelab`), and the sample Services front the Deployment's pods
+(:mod:`porterlb.lab.node.backends`), whose EndpointSlices are the controller manager's. The
+process lab (:mod:`porterlb.lab.lab`) carries no traffic, so nothing here runs on it but
+:func:`create_service`, which the e2e tests share between both labs.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, Literal, get_args
+from typing import Final
 
 import httpx2
 import lightkube
@@ -25,9 +25,6 @@ from porterlb.api.keys import ServiceKey
 from porterlb.kube import client as kube_client
 from porterlb.lab import cluster, lab, netns
 from porterlb.lab.node import backends, nodelab, workloads
-
-Nodes = Literal["real", "process"]
-NODES: Final[tuple[Nodes, ...]] = get_args(Nodes)
 
 CREATE_ATTEMPTS: Final = 6
 """Tries to create one sample Service before its error is given back. A bench creating 999
@@ -60,18 +57,14 @@ def up(
     name: str,
     *,
     workers: int,
-    nodes: Nodes = "real",
     ipv6: bool = False,
     say: Callable[[str], None] = print,
 ) -> lab.Record:
-    """Bring lab ``name`` up on ``nodes``, with the backends on real nodes; its record.
+    """Bring lab ``name`` up on real nodes, porterlb and the backends included; its record.
 
-    Raises InvalidSpec (a bad name or count), LabError, BinariesMissing or
-    ControlPlaneError as :func:`porterlb.lab.node.nodelab.up` and :func:`porterlb.lab.lab.up`
-    do; nothing of the lab is left then.
+    Raises InvalidSpec (a bad name or count), LabError, BinariesMissing or ControlPlaneError
+    as :func:`porterlb.lab.node.nodelab.up` does; nothing of the lab is left then.
     """
-    if nodes == "process":
-        return lab.up(name, workers=workers, ipv6=ipv6)
     record = nodelab.up(name, workers=workers, ipv6=ipv6, porterlb="chart", report=say)
     try:
         asyncio.run(_backends(record))
@@ -83,7 +76,7 @@ def up(
 
 
 def down(name: str) -> None:
-    """Remove lab ``name``, whichever nodes it has."""
+    """Remove lab ``name``."""
     nodelab.down(name)
 
 
@@ -97,10 +90,11 @@ async def create_service(
     annotations: Mapping[str, str] | None = None,
 ) -> ServiceKey:
     """Create sample Service ``default/name`` with ``annotations``: in front of the backend
-    pods on real nodes (:func:`porterlb.lab.node.backends.start` must have run), of every
-    worker's backend process on the process lab. Tries again while the API is too busy to
-    answer (:data:`CREATE_ATTEMPTS`). Raises InvalidSpec if the API refuses it or the lab lacks
-    the family, TransientError naming the Service if the API stays too busy."""
+    pods on real nodes (:func:`porterlb.lab.node.backends.start` must have run); on the process
+    lab, with the EndpointSlices the manager needs to place it (:mod:`porterlb.lab.cluster`).
+    Tries again while the API is too busy to answer (:data:`CREATE_ATTEMPTS`). Raises
+    InvalidSpec if the API refuses it or the lab lacks the family, TransientError naming the
+    Service if the API stays too busy."""
     if not record.release:
         layout = record.plan
 

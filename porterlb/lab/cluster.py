@@ -1,13 +1,17 @@
-"""The Kubernetes objects of a lab: its Nodes, its Eips and its sample Services.
+"""The Kubernetes objects of a lab: its Eips and its sample Services; on the process lab, the
+Nodes and EndpointSlices too.
 
-No kubelet and no controller-manager run in a lab, so this module writes what they would:
-one Node per worker with its addresses and a ``Ready=True`` condition (written through the
-``status`` subresource, as a kubelet does; nothing ever turns it NotReady), and for each sample
-Service the EndpointSlices the EndpointSlice controller would make, one endpoint per worker
-(its backend, on its LAN address) with ``nodeName`` set. The sample Services are selectorless
-(no Pods exist to select), opt in with the OpenELB annotation, and use
-``externalTrafficPolicy: Local``: each worker's kube-proxy stand-in forwards to its own
-backend, so an answer names the node that received the traffic.
+Both labs get the same Eips (:func:`eips`) and sample Services (:func:`service`: opted in with
+the OpenELB annotation, ``externalTrafficPolicy: Local``, so an answer names the node that
+received the traffic). On real nodes the kubelets register the Nodes and the EndpointSlice
+controller writes the slices of the backend Deployment (:mod:`porterlb.lab.node.backends`).
+The process lab (:mod:`porterlb.lab.lab`) has no kubelet, no controller manager and no data
+path, so this module writes what the manager reads there: one Node per worker with its
+addresses and a ``Ready=True`` condition (through the ``status`` subresource, as a kubelet
+does; nothing ever turns it NotReady), and for each sample Service one EndpointSlice per
+family listing every worker (``nodeName`` set, ready), so that every worker is eligible under
+``Local``. Nothing serves those endpoints: the process lab's tests judge ARP/NDP answers, not
+traffic.
 
 The pure builders (:func:`node`, :func:`eips`, :func:`service`, :func:`endpoint_slices`) return
 the objects as dicts, for unit tests; the ``async`` functions write them.
@@ -31,10 +35,10 @@ from porterlb import errors
 from porterlb.api import wellknown
 from porterlb.api.keys import ServiceKey
 from porterlb.kube import resources
-from porterlb.lab import kubeproxy_rules, plan
+from porterlb.lab import plan
 
 BACKEND_PORT: Final = 8080
-"""Where every worker's backend listens (on all its addresses)."""
+"""Where the sample Services' backends listen: the backend pods on real nodes."""
 
 SERVICE_PORT: Final = 80
 PORT_NAME: Final = "http"
@@ -176,7 +180,8 @@ def endpoint_slices(
     family: Family = "ipv4",
     owner_uid: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One EndpointSlice per address family of Service ``name``: every worker's backend.
+    """One EndpointSlice per address family of Service ``name`` on the process lab: every
+    worker, at its LAN address, ready.
 
     Raises InvalidSpec if it asks for IPv6 in a lab without IPv6.
     """
@@ -195,7 +200,7 @@ def endpoint_slices(
             "name": f"{name}-lab-{address_type.lower()}",
             "namespace": namespace,
             "labels": {
-                kubeproxy_rules.SERVICE_NAME_LABEL: name,
+                wellknown.SERVICE_NAME_LABEL: name,
                 "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
                 LAB_LABEL: lab.name,
             },
@@ -251,7 +256,8 @@ async def create_service(
     family: Family = "ipv4",
     annotations: Mapping[str, str] | None = None,
 ) -> ServiceKey:
-    """Create sample Service ``namespace/name`` and its EndpointSlices (and the namespace).
+    """Create sample Service ``namespace/name`` and its EndpointSlices (and the namespace), on
+    the process lab.
 
     Raises InvalidSpec if the Service exists already or the API refuses it.
     """
@@ -274,12 +280,13 @@ async def delete_service(
 ) -> None:
     """Delete a sample Service and its EndpointSlices; what is already gone is fine.
 
-    No garbage collector runs in a lab, so the slices are deleted here, not by owner.
+    No garbage collector runs in the process lab, so its slices are deleted here, not by owner
+    (on real nodes the EndpointSlice controller's go with the Service).
     """
     slices = client.list(
         EndpointSlice,
         namespace=namespace,
-        labels={kubeproxy_rules.SERVICE_NAME_LABEL: name, LAB_LABEL: operators.exists()},
+        labels={wellknown.SERVICE_NAME_LABEL: name, LAB_LABEL: operators.exists()},
     )
     async for endpoint_slice in slices:
         assert endpoint_slice.metadata is not None and endpoint_slice.metadata.name

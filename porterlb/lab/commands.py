@@ -46,15 +46,15 @@ def add_parser_to(roles: Any) -> None:
 
     up = lab_commands.add_parser("up", help="bring a namespace lab up (replacing a crashed one)")
     up.add_argument("--name", required=True, help="the lab's name (a short DNS label)")
-    up.add_argument("--workers", type=int, help="worker nodes (default 3, real nodes 2)")
+    up.add_argument("--workers", type=int, help="worker nodes (default 2; 3 with --nodes process)")
     up.add_argument("--ipv6", action="store_true", help="dual-stack LAN and an IPv6 Eip too")
     up.add_argument(
         "--nodes",
-        choices=("process", "real"),
-        default="process",
-        help="process: porterlb, backends and a kube-proxy stand-in as host processes (default);"
-        " real: containerd, a kubelet and kube-proxy per worker on a routed pod network"
-        " (default 2 workers)",
+        choices=("real", "process"),
+        default="real",
+        help="real: containerd, a kubelet and kube-proxy per worker on a routed pod network"
+        " (default); process: porterlb's managers and speakers as host processes with no"
+        " kubelet, kube-proxy or backend (no traffic: for tests of porterlb's processes)",
     )
     up.add_argument(
         "--porterlb",
@@ -76,7 +76,6 @@ def add_parser_to(roles: Any) -> None:
     )
     demo.add_argument("--name", default="demo", help="the lab's name (default demo)")
     demo.add_argument("--workers", type=int, default=3)
-    _add_nodes(demo)
     demo.set_defaults(run=_run_lab_demo)
     fault = lab_commands.add_parser(
         "fault", help="inject a fault into a running lab (or heal it: --heal)"
@@ -113,7 +112,6 @@ def add_parser_to(roles: Any) -> None:
         " node holds about SERVICES/WORKERS IPs (issue 12: 1000 on 10 workers)",
     )
     failover.add_argument("--name", default="bench-failover", help="the labs' name")
-    _add_nodes(failover)
     failover.set_defaults(run=_run_bench_failover)
     rollout = lab_commands.add_parser(
         "bench-rollout",
@@ -123,7 +121,6 @@ def add_parser_to(roles: Any) -> None:
     rollout.add_argument("--workers", type=int, default=3)
     rollout.add_argument("--json", action="store_true", help="one JSON document")
     rollout.add_argument("--name", default="bench-rollout", help="the lab's name")
-    _add_nodes(rollout)
     rollout.set_defaults(run=_run_bench_rollout)
     service = lab_commands.add_parser(
         "service", help="create (or delete) a sample LoadBalancer Service served by every worker"
@@ -139,16 +136,6 @@ def add_parser_to(roles: Any) -> None:
     service.add_argument("--delete", action="store_true", help="delete it and its slices")
     service.add_argument("--no-wait", action="store_true", help="do not wait for its IP")
     service.set_defaults(run=_run_lab_service)
-
-
-def _add_nodes(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--nodes",
-        choices=("real", "process"),
-        default="real",
-        help="real: kubelets, kube-proxy and porterlb installed by its chart (default);"
-        " process: porterlb, backends and a kube-proxy stand-in as host processes",
-    )
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -259,7 +246,6 @@ def _run_lab_demo(args: argparse.Namespace) -> int:
             demo.run(
                 args.name,
                 workers=args.workers,
-                nodes=args.nodes,
                 say=lambda line: print(line, flush=True),
             )
             return 0
@@ -300,7 +286,6 @@ def _run_bench_failover(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 services=args.services,
                 name=args.name,
-                nodes=args.nodes,
                 say=progress,
             )
             if args.json:
@@ -325,7 +310,6 @@ def _run_bench_rollout(args: argparse.Namespace) -> int:
                 services=args.services,
                 workers=args.workers,
                 name=args.name,
-                nodes=args.nodes,
                 say=progress,
             )
     except _LAB_ERRORS as error:

@@ -12,7 +12,6 @@ leader moves the IP, the new node's speaker sends its gratuitous ARP burst, and 
 neighbour entry and the answering node change. Three workers, so that the IP moves to one of
 two others and the managers (two replicas, spread over nodes) most likely keep one leader
 alive on a node that did not crash. The lab is removed at the end, also on Ctrl-C.
-``--nodes process`` runs the same story on the process lab.
 """
 
 from __future__ import annotations
@@ -44,22 +43,19 @@ WORKERS: Final = 3
 """Three real nodes fit two cores (about 1.2 GiB and 5 % of a core idle, README); the IP then
 has two nodes to move to."""
 
-_REAL: Final = "real nodes: kubelet, containerd and kube-proxy each, porterlb by its chart"
-_CRASH: Final = {True: "kubelet, containerd and every pod killed", False: "speaker killed"}
+_NODES: Final = "real nodes: kubelet, containerd and kube-proxy each, porterlb by its chart"
 
 
 def run(
     name: str,
     *,
     workers: int = WORKERS,
-    nodes: benchlab.Nodes = "real",
     say: Callable[[str], None] = print,
 ) -> None:
     """Run the whole demo on a fresh lab called `name`, removed afterwards."""
-    what = _REAL if nodes == "real" else "porterlb as host processes"
-    say(f"bringing lab {name!r} up ({workers} workers, {what}, a real kube-apiserver + etcd)...")
+    say(f"bringing lab {name!r} up ({workers} workers, {_NODES}, a real kube-apiserver + etcd)...")
     started = time.monotonic()
-    record = benchlab.up(name, workers=workers, nodes=nodes, say=say)
+    record = benchlab.up(name, workers=workers, say=say)
     say(f"lab {name!r} up in {time.monotonic() - started:.0f} s")
     try:
         asyncio.run(_story(record, say))
@@ -77,11 +73,10 @@ async def _story(record: lab.Record, say: Callable[[str], None]) -> None:
         say(f"Service default/web got {ip}; node {first.name} announces it")
         await _traffic(layout, ip, say, until=lambda node: node == first.name, limit=10.0)
         say(f"router neighbour entry: {_neighbour(layout, ip)}")
-        if record.release:
-            say(await _leader(client, record, first.name))
+        say(await _leader(client, record, first.name))
 
         crash = await asyncio.to_thread(faults.for_record, record, "crash", first.name)
-        say(f"crashing {first.name}: {_CRASH[bool(record.release)]}, cable pulled"
+        say(f"crashing {first.name}: kubelet, containerd and every pod killed, cable pulled"
             " (the API server is not told)")  # fmt: skip
         crashed = time.monotonic()
         # The requests go on while the crash is injected (killing a node's processes takes

@@ -277,19 +277,17 @@ def bench(
     workers: int = 3,
     services: int = 1,
     name: str = "bench-failover",
-    nodes: benchlab.Nodes = "real",
     say: Callable[[str], None] = print,
 ) -> tuple[list[Summary], dict[str, float]]:
-    """Run every scenario ``runs`` times, each scenario in a fresh lab on ``nodes`` with
-    ``services`` Services (the extra ones IPv6, an address each); return the
-    summaries and the steady-state API writes per second (``leases``, ``other``), measured in
-    the first lab."""
+    """Run every scenario ``runs`` times, each scenario in a fresh lab of real nodes with
+    ``services`` Services (the extra ones IPv6, an address each: the IPv4 pool holds 51);
+    return the summaries and the steady-state API writes per second (``leases``, ``other``),
+    measured in the first lab."""
     summaries = []
     writes: dict[str, float] = {}
     for scenario in scenarios:
-        say(f"{scenario}: bringing lab {name!r} up ({workers} workers, {nodes} nodes)...")
-        ipv6 = services > 1  # the IPv4 pool holds 51 addresses
-        record = benchlab.up(name, workers=workers, nodes=nodes, ipv6=ipv6, say=say)
+        say(f"{scenario}: bringing lab {name!r} up ({workers} workers, real nodes)...")
+        record = benchlab.up(name, workers=workers, ipv6=services > 1, say=say)
         try:
             extra = services - 1
             outages, measured = asyncio.run(

@@ -1,37 +1,46 @@
-"""A whole lab, up and down: network, control plane, Kubernetes objects and every process.
+"""The process lab: porterlb's processes on the namespace network, with a real control plane
+and no cluster around them; and the lab record both labs share.
 
-``lab up --name NAME`` builds, in this order, overlapping the slow parts:
+``porterlb lab up`` gives the real-node lab (:mod:`porterlb.lab.node.nodelab`: kubelets,
+containerd, the real kube-proxy, porterlb installed by its chart). This lab,
+``lab up --nodes process``, is what the e2e tests of porterlb's *processes* need, and only
+that: ``tests/e2e/test_speaker_fence.py`` restarts a speaker with a kubeconfig naming a relay
+in the test's own process and cuts it silently, which a speaker pod of the chart cannot be
+pointed at. It carries no traffic: no backends, no kube-proxy; its tests judge the ARP/NDP
+answers in the router's neighbour table, never HTTP.
+
+:func:`up` builds, in this order, overlapping the slow parts:
 
 1. the control plane (:mod:`porterlb.lab.controlplane_main`: etcd + kube-apiserver on
    loopback), started first because it takes longest, and waited for last;
-2. the namespace network (:func:`porterlb.lab.network.up`) and one backend per worker, in
-   the worker's namespace;
+2. the namespace network (:func:`porterlb.lab.network.up`);
 3. once the API is ready: the API endpoint on the LAN (:mod:`porterlb.lab.apiproxy`: the
    router's LAN address, port 6443, forwarded to kube-apiserver on the host's loopback), the
-   kube-proxy stand-in (:mod:`porterlb.lab.kubeproxy_agent`), the chart's ServiceAccounts and
-   RBAC (:mod:`porterlb.lab.credentials`: porterlb runs with its ServiceAccounts' tokens,
-   never as ``system:masters``), the managers (:data:`MANAGERS` replicas electing a leader,
-   in the host namespace, reaching the API server on 127.0.0.1 and pinging the speakers from
-   the router's namespace, which sits on the LAN as a control-plane node would) and one
-   ``porterlb speaker`` per worker, *inside* the worker's namespace (``nsenter --net``; not
-   ``ip netns exec``, which also remounts ``/sys``), whose API traffic crosses the worker's
-   ``eth0`` and the router as it would on a real node, so that ``porterlb lab fault`` can cut
-   it; and while they start, the CRDs, the Nodes and the Eips (:mod:`porterlb.lab.cluster`);
-4. it returns once the kube-proxy stand-in has written every worker's table and the manager
-   and the speakers serve their metrics (a manager on a loopback port of its own, a speaker
-   on its worker's address, port :data:`SPEAKER_METRICS_PORT`, as on a node).
+   chart's ServiceAccounts and RBAC (:mod:`porterlb.lab.credentials`: porterlb runs with its
+   ServiceAccounts' tokens, never as ``system:masters``), the managers (:data:`MANAGERS`
+   replicas electing a leader, in the host namespace, reaching the API server on 127.0.0.1
+   and pinging the speakers from the router's namespace, which sits on the LAN as a
+   control-plane node would) and one ``porterlb speaker`` per worker, *inside* the worker's
+   namespace (``nsenter --net``; not ``ip netns exec``, which also remounts ``/sys``), whose
+   API traffic crosses the worker's ``eth0`` and the router as it would on a real node, so
+   that ``porterlb lab fault`` can cut it; and while they start, the CRDs, the Nodes and the
+   Eips (:mod:`porterlb.lab.cluster`, which also writes a sample Service's EndpointSlices
+   here: the manager places an IP only on a node with a ready endpoint);
+4. it returns once the managers and the speakers serve their metrics (a manager on a
+   loopback port of its own, a speaker on its worker's address, port
+   :data:`SPEAKER_METRICS_PORT`, as on a node).
 
 Everything lives under the lab's state directory ``/run/porterlb/labs/NAME/`` (a tmpfs, like
 ``/run/netns``, so a reboot leaves no stale lab behind): ``lab.json`` (the record ``lab info``
-reads), ``control-plane/`` (kubeconfig, certificates, etcd data), ``logs/ROLE.log`` and the
-stand-in's ready file. The processes are detached and marked (:mod:`porterlb.lab.processes`),
-so :func:`down` finds them all even after ``kill -9`` of any of them or of ``lab up`` itself.
+reads, for either lab), ``control-plane/`` (kubeconfig, certificates, etcd data) and
+``logs/ROLE.log``. The processes are detached and marked (:mod:`porterlb.lab.processes`), so
+:func:`down` finds them all even after ``kill -9`` of any of them or of ``lab up`` itself.
 
-**Infrastructure fails, the system under test warns.** If the network, the control plane, a
-backend or the kube-proxy stand-in fails, :func:`up` removes everything it made and raises. If
-the manager or a speaker (porterlb itself) has exited by the time the lab is ready, ``up``
-logs a warning naming its log and ``lab info`` shows it dead: a lab whose speaker crashes is
-the place to debug that speaker.
+**Infrastructure fails, the system under test warns.** If the network, the control plane or
+the API endpoint fails, :func:`up` removes everything it made and raises. If the manager or a
+speaker (porterlb itself) has exited by the time the lab is ready, ``up`` logs a warning
+naming its log and ``lab info`` shows it dead: a lab whose speaker crashes is the place to
+debug that speaker.
 """
 
 from __future__ import annotations
@@ -56,14 +65,12 @@ from porterlb.kube import client as kube_client
 from porterlb.kube import secrets
 from porterlb.lab import (
     apiproxy,
-    backend,
     binaries,
     cluster,
     controlplane,
     controlplane_main,
     crds,
     credentials,
-    kubeproxy_agent,
     netns,
     network,
     plan,
@@ -77,16 +84,13 @@ STATE_ROOT: Final = Path("/run/porterlb/labs")
 
 RECORD: Final = "lab.json"
 
-BACKEND_READY: Final = "serving on"
-"""What a backend prints once it listens (``porterlb.lab.backend``)."""
-
 CONTROL_PLANE_TIMEOUT: Final = 2 * controlplane.START_TIMEOUT + 30.0
 """The control-plane process gives etcd and kube-apiserver ``START_TIMEOUT`` each, then exits
 with the reason; waiting longer than that only covers its own start."""
 
 READY_TIMEOUT: Final = 30.0
-"""Seconds for the kube-proxy stand-in to start (~1 s of imports on 2 loaded cores), list and
-write every table."""
+"""Seconds for a lab process to be ready (~1 s of imports on 2 loaded cores, then a connection
+or a heartbeat)."""
 
 CONNECT_TIMEOUT: Final = 0.5
 """Seconds for one probe of a metrics port on loopback: it accepts or refuses at once."""
@@ -247,8 +251,8 @@ def describe(record: Record, *, alive: Callable[[procs.Process], bool]) -> dict[
             "name": node.name,
             "metrics": record.metrics.get(f"speaker/{node.name}"),
             "metrics_netns": node.netns,
-            # What runs for this node, by kind (speaker, backend; kubelet, containerd,
-            # kube-proxy on real nodes): the processes whose role is KIND/NODE.
+            # What runs for this node, by kind (kubelet, containerd, kube-proxy on real
+            # nodes; speaker on the process lab): the processes whose role is KIND/NODE.
             "processes": {
                 p.role.partition("/")[0]: {"pid": p.pid, "alive": alive(p), "log": str(p.log)}
                 for p in record.processes
@@ -366,12 +370,6 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
     plane_argv += ["--serving-ip", str(lab.router_lan.ipv4.ip)]
     plane = _start(lab, "control-plane", plane_argv, logs)
     network.up(lab)
-    backends = [
-        _start(lab, f"backend/{node.name}", _backend_argv(node), logs, namespace=node.netns)
-        for node in lab.nodes
-    ]
-    for process in backends:
-        _wait_logged(lab, process, BACKEND_READY, timeout=backend.READY_TIMEOUT)
     _wait_logged(lab, plane, controlplane_main.READY, timeout=CONTROL_PLANE_TIMEOUT)
 
     kubeconfig = kubeconfig_of(directory)
@@ -381,22 +379,16 @@ def _up(lab: plan.Lab, directory: Path) -> Record:
                   "--listen", endpoint, "--upstream", server.removeprefix("https://")]  # fmt: skip
     api_proxy = _start(lab, "api-proxy", proxy_argv, logs)
     _wait_logged(lab, api_proxy, apiproxy.READY, timeout=READY_TIMEOUT)
-    ready_file = directory / "kube-proxy.ready"
-    workers = [arg for node in lab.nodes for arg in ("--node", f"{node.name}={node.netns}")]
-    proxy_argv = [*PYTHON, kubeproxy_agent.__name__, "--kubeconfig", str(kubeconfig),
-                  "--ready-file", str(ready_file), *workers]  # fmt: skip
-    proxy = _start(lab, "kube-proxy", proxy_argv, logs)
     asyncio.run(grant(kubeconfig, directory))
     # Started before the CRDs exist, so that their imports overlap the install: a list of
     # Eips that fails with 404 is retried after 0.2 s by the manager's reflector.
     roles = start_porterlb(lab, directory)
     asyncio.run(_populate(lab, kubeconfig))
-    _wait(lab, proxy, ready_file.exists, timeout=READY_TIMEOUT)
     await_porterlb(lab, roles)
     record = Record(
         plan=lab,
         directory=directory,
-        processes=(plane, api_proxy, *backends, proxy, *roles),
+        processes=(plane, api_proxy, *roles),
         metrics={process.role: address for process, address in roles.items()},
     )
     save(record)
@@ -478,11 +470,6 @@ def save(record: Record) -> None:
     scratch = record.directory / f".{RECORD}.tmp"
     scratch.write_text(json.dumps(record.to_json(), indent=2) + "\n")
     scratch.replace(record.directory / RECORD)
-
-
-def _backend_argv(node: plan.Node) -> list[str]:
-    port = str(cluster.BACKEND_PORT)
-    return [*PYTHON, backend.MODULE, "--node", node.name, "--port", port]
 
 
 def await_porterlb(lab: plan.Lab, roles: Mapping[procs.Process, str]) -> None:

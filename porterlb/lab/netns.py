@@ -1,9 +1,9 @@
-"""Run things inside the lab's network namespaces: commands, long-lived processes, socket setup.
+"""Run things inside the lab's network namespaces: commands and socket setup.
 
-Three ways in, one per need:
+Two ways in, one per need (long-lived processes start through :mod:`porterlb.lab.processes`):
 
-- :func:`run` and :func:`spawn` go through ``ip netns exec``, which also gives the process a
-  private ``/sys`` for its namespace; :func:`spawn` sends stdout and stderr to a log file.
+- :func:`run` goes through ``ip netns exec``, which also gives the command a private ``/sys``
+  for its namespace.
 - :func:`call_in` runs a callable in a fresh thread that ``setns(2)``-ed into the namespace and
   exits afterwards. ``setns`` changes only the calling thread, and a socket stays in the
   namespace it was created in, so a speaker living in the host namespace (next to the API
@@ -41,9 +41,6 @@ NETNS_DIR: Final = Path("/run/netns")
 CLONE_NEWNET: Final = 0x40000000
 """``include/uapi/linux/sched.h``: the namespace type argument of ``setns(2)``."""
 
-PR_SET_PDEATHSIG: Final = 1
-"""``include/uapi/linux/prctl.h``."""
-
 COMMAND_TIMEOUT: Final = 30.0
 """Seconds for one ``ip``/``nft``/``ping`` command; each takes milliseconds, so hitting this
 means the kernel or the tool is stuck and the lab should fail loudly."""
@@ -77,30 +74,6 @@ def run(netns: str | None, argv: Sequence[str], *, input: str | None = None) -> 
             f"{where}: {' '.join(argv)!r} exited with {done.returncode}: {done.stderr.strip()}"
         )
     return done.stdout
-
-
-def spawn(
-    netns: str, argv: Sequence[str], log_path: Path, *, detached: bool = False
-) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in ``netns`` with stdout and stderr appended to ``log_path``.
-
-    ``ip netns exec`` execs ``argv`` in place, so the returned pid is the program's own. An
-    attached process gets SIGKILL when the *thread* that spawned it ends (``PR_SET_PDEATHSIG``):
-    call this from a long-lived thread. A detached one gets its own session and outlives the
-    caller; :func:`terminate` (``network.down``) ends it. Raises LabError if ``netns`` is missing.
-    """
-    if not (NETNS_DIR / netns).exists():
-        raise LabError(f"netns {netns}: does not exist, cannot start {' '.join(argv)!r}")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", netns, *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=detached,
-            preexec_fn=None if detached else _die_with_parent,
-        )
 
 
 def call_in(netns: str, fn: Callable[[], T]) -> T:
@@ -243,7 +216,3 @@ def _setns(netns: str) -> None:
             raise LabError(f"netns {netns}: setns failed: {os.strerror(code)}")
     finally:
         os.close(fd)
-
-
-def _die_with_parent() -> None:
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -3,8 +3,8 @@
 A lab comes up with ``services`` Services, each with an IP of its own. The client sends a
 request to every IP every :data:`INTERVAL` (one :class:`porterlb.lab.traffic.Traffic` stream
 per IP) and the router's LAN leg asks who answers for every IP every 20 ms
-(:mod:`porterlb.lab.sampler`), while the lab is rolled. On real nodes (the default) Kubernetes
-rolls it, on ``helm upgrade`` (:mod:`porterlb.lab.node.rolling`):
+(:mod:`porterlb.lab.sampler`), while Kubernetes rolls the lab on ``helm upgrade``
+(:mod:`porterlb.lab.node.rolling`):
 
 - ``steady``: nothing restarted for :data:`STEADY` seconds, the baseline;
 - ``speakers``: a changed speaker value rolls the DaemonSet, one node at a time
@@ -12,10 +12,6 @@ rolls it, on ``helm upgrade`` (:mod:`porterlb.lab.node.rolling`):
   docs/fencing.md) and exits, its new pod starts and gets Ready;
 - ``managers``: a changed manager value rolls the Deployment: a new pod Ready, then an old one
   stopped (a stopping leader releases its Lease), twice.
-
-On the process lab (``--nodes process``) the lab does what those controllers do, with the
-same order: SIGTERM, wait for the exit, start the process again, wait until it is ready; the
-leader first among the managers.
 
 Each phase's figures are pure (:func:`figures`) over the requests sent and the ARP samples
 taken from its first SIGTERM to its last process ready: failed requests per IP (the target
@@ -30,19 +26,14 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import os
-import re
-import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final
 
-import httpx2
 import lightkube
 
 from porterlb.kube import client as kube_client
 from porterlb.lab import benchlab, cluster, failover, lab, netns, sampler, traffic
-from porterlb.lab import processes as procs
 from porterlb.lab.node import rolling
 
 PHASES: Final = ("steady", "speakers", "managers")
@@ -56,12 +47,9 @@ INTERVAL: Final = 0.1
 """Seconds between two requests to one IP: the issue's ~100 ms, so that a gap as short as a
 handover still meets a request or two."""
 
-STOP_LIMIT: Final = 30.0
-"""Seconds a process may take to exit after SIGTERM: a speaker drains for at most its
-``--drain-timeout`` (10 s), a manager releases its Lease within a second."""
-
 READY_LIMIT: Final = 60.0
-"""Seconds a restarted process may take to be ready on two loaded cores."""
+"""Seconds the traffic may take to reach every IP once the Services are placed, on two loaded
+cores."""
 
 ROLLOUT_LIMIT: Final = 300.0
 """Seconds a ``helm upgrade`` may take to roll every pod of a role on real nodes: per pod a
@@ -71,11 +59,6 @@ probes every 5 s after 5 s."""
 SETTLE: Final = 2.0
 """Seconds of traffic before the first and after the last restart of a phase, counted in it:
 an effect that shows late (a move recorded after the restart) is still seen."""
-
-HEARD_SPEAKERS: Final = re.compile(
-    r'^porterlb_heartbeat_received_total\{role="manager",verdict="accepted"\} [1-9]', re.M
-)
-"""A manager's metrics once it has accepted a speaker's pong."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -162,13 +145,12 @@ def bench(
     services: int = 10,
     workers: int = 3,
     name: str = "bench-rollout",
-    nodes: benchlab.Nodes = "real",
     say: Callable[[str], None] = print,
 ) -> list[Figures]:
-    """Bring a lab up on ``nodes`` with ``services`` Services, roll its speakers, then its
+    """Bring a lab of real nodes up with ``services`` Services, roll its speakers, then its
     managers, under traffic; take the lab down; return each phase's figures."""
-    say(f"bringing lab {name!r} up ({workers} workers, {nodes} nodes)...")
-    record = benchlab.up(name, workers=workers, nodes=nodes, say=say)
+    say(f"bringing lab {name!r} up ({workers} workers, real nodes)...")
+    record = benchlab.up(name, workers=workers, say=say)
     try:
         return asyncio.run(_measure(record, services, say=say))
     finally:
@@ -179,7 +161,7 @@ async def _measure(record: lab.Record, count: int, *, say: Callable[[str], None]
     async with kube_client.connect(record.kubeconfig) as client:
         say(f"  creating {count} Services...")
         ips = await _services(client, record, count)
-        roller = Roller(record, client)
+        roller = Roller(record)
         found = []
         with _streams(record, ips) as (flows, sampled):
             await roller.until(lambda: all(f.answered_by(0.0) for f in flows.values()), "traffic")
@@ -228,88 +210,30 @@ def _streams(
 
 
 class Roller:
-    """Restarts a lab's porterlb processes one at a time, as Kubernetes rolls them."""
+    """Rolls a lab's porterlb pods as ``helm upgrade`` does, one phase at a time."""
 
-    def __init__(self, record: lab.Record, client: lightkube.AsyncClient) -> None:
+    def __init__(self, record: lab.Record) -> None:
         self.record = record
-        """Kept current: a restart records the new pid."""
-        self.faults = failover.FaultLab(record, client)
         self.upgrades = 0
 
     async def phase(self, phase: str) -> list[float]:
-        """Roll what ``phase`` names (see :data:`PHASES`); the seconds each process took to
-        stop. Raises ValueError for another phase."""
+        """Roll what ``phase`` names (see :data:`PHASES`); the seconds each pod took to stop.
+        Raises ValueError for another phase."""
         if phase == "steady":
             await asyncio.sleep(STEADY)  # the phase itself: nothing happens, on purpose
             return []
-        if phase in ("speakers", "managers") and self.record.release:
-            self.upgrades += 1
-            role: rolling.Role = "speaker" if phase == "speakers" else "manager"
-            value = f"bench-{self.upgrades}"
-            return await rolling.roll(self.record, role, value, within=ROLLOUT_LIMIT)
-        if phase == "speakers":
-            return await self.speakers()
-        if phase == "managers":
-            return await self.managers()
-        raise ValueError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
-
-    async def speakers(self) -> list[float]:
-        """Roll every speaker, node by node; the seconds each took to stop."""
-        return [await self.roll(f"speaker/{node.name}") for node in self.record.plan.nodes]
-
-    async def managers(self) -> list[float]:
-        """Roll every manager, the leader first; the seconds each took to stop."""
-        roles = sorted(p.role for p in self.record.processes if p.role.startswith("manager/"))
-        self.faults.record = self.record
-        leader = await self.faults.leader()
-        order = sorted(roles, key=lambda role: role != leader)
-        return [await self.roll(role) for role in order]
-
-    async def roll(self, role: str) -> float:
-        """SIGTERM ``role``, wait until it exits by itself, start it again and wait until it is
-        ready; the seconds it took to exit. Raises LabError when a step takes too long."""
-        process = self.record.process(role)
-        stopped = time.monotonic()
-        os.kill(process.pid, signal.SIGTERM)
-        await self.until(lambda: not procs.alive(process), f"{role} to exit", limit=STOP_LIMIT)
-        took = time.monotonic() - stopped
-        self.record = lab.restart(self.record, role)
-        await self.until(lambda: self._ready(role), f"{role} to be ready", limit=READY_LIMIT)
-        if role.startswith("manager/"):
-            self.faults.record = self.record
-
-            async def leading() -> bool:
-                return bool(await self.faults.leader())
-
-            await self.until_async(leading, "a leader")
-        return took
-
-    def _ready(self, role: str) -> bool:
-        if role.startswith("speaker/"):
-            return lab.ready(self.record, role)
-        try:
-            text = lab.scrape(self.record, role)
-        except httpx2.HTTPError:
-            return False
-        return HEARD_SPEAKERS.search(text) is not None
+        if phase not in ("speakers", "managers"):
+            raise ValueError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
+        self.upgrades += 1
+        role: rolling.Role = "speaker" if phase == "speakers" else "manager"
+        return await rolling.roll(self.record, role, f"bench-{self.upgrades}", within=ROLLOUT_LIMIT)
 
     async def until(
         self, condition: Callable[[], bool], what: str, *, limit: float = READY_LIMIT
     ) -> None:
-        async def check() -> bool:
-            return await asyncio.to_thread(condition)
-
-        await self.until_async(check, what, limit=limit)
-
-    async def until_async(
-        self,
-        condition: Callable[[], Awaitable[bool]],
-        what: str,
-        *,
-        limit: float = READY_LIMIT,
-    ) -> None:
+        """Return once ``condition()`` (called in a thread); LabError after ``limit`` s."""
         deadline = time.monotonic() + limit
-        while not await condition():
+        while not await asyncio.to_thread(condition):
             if time.monotonic() > deadline:
                 raise netns.LabError(f"lab {self.record.plan.name}: no {what} within {limit} s")
             await asyncio.sleep(traffic.INTERVAL * 5)

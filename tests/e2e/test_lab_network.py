@@ -1,7 +1,10 @@
-"""The namespace lab's network, end to end: routing through the router, the backend, the
-kube-proxy stand-in, and a teardown that leaves nothing behind. Needs root."""
+"""The namespace network both labs stand on, end to end: routing through the router, the
+router's pinned kernel settings, and a teardown that leaves nothing behind. Needs root.
 
-import ipaddress
+It stays on the bare network without a cluster: it tests :mod:`porterlb.lab.network` itself,
+which the real-node lab builds on (kube-proxy's forwarding there is ``test_pod_network``).
+"""
+
 import itertools
 import json
 import os
@@ -11,13 +14,11 @@ from pathlib import Path
 import pytest
 
 from porterlb import errors
-from porterlb.lab import backend, kubeproxy, netns, network, plan
+from porterlb.lab import netns, network, plan
 from tests.e2e import marks
 
-pytestmark = marks.e2e("ip", "nft", "ping", "curl")
+pytestmark = marks.e2e("ip", "ping")
 
-BACKEND_PORT = 8080
-LB_PORT = 80
 EXIT_TIMEOUT = 10.0
 """Seconds for a killed process to be reaped."""
 
@@ -38,21 +39,6 @@ def address(endpoint: plan.Endpoint, family: int) -> str:
     interface = endpoint.ipv4 if family == 4 else endpoint.ipv6
     assert interface is not None
     return str(interface.ip)
-
-
-def pool_ip(lab: plan.Lab, family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    pool = lab.pool_v4 if family == 4 else lab.pool_v6
-    assert pool is not None
-    return pool[0]
-
-
-def url(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
-    host = f"[{ip}]" if ipaddress.ip_address(str(ip)).version == 6 else str(ip)
-    return f"http://{host}:{port}/"
-
-
-def curl(lab: plan.Lab, target: str) -> str:
-    return netns.run(lab.client.netns, ["curl", "-sS", "-g", "--max-time", "5", target])
 
 
 def router_neighbours(lab: plan.Lab) -> dict[str, str]:
@@ -77,10 +63,19 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-    process.wait(timeout=EXIT_TIMEOUT)
+def squatter(node: plan.Node) -> subprocess.Popen[bytes]:
+    """A detached process in ``node``'s namespace whose command line names the namespace, as a
+    lab process's does; returned once it is in the namespace."""
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", node.netns, "sh", "-c", f"sleep 300; : {node.netns}"],
+        start_new_session=True,
+    )
+    netns.wait_until(
+        lambda: process.pid in netns.pids([node.netns]).get(node.netns, []),
+        timeout=EXIT_TIMEOUT,
+        what=f"a process in {node.netns}",
+    )
+    return process
 
 
 @pytest.fixture(scope="module")
@@ -91,39 +86,6 @@ def lab():
         yield lab
     finally:
         network.down(lab.name)
-
-
-@pytest.fixture(scope="module")
-def backends(lab, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("backends")
-    processes = []
-    try:
-        for node in lab.nodes:
-            process = backend.spawn(node, BACKEND_PORT, logs / f"{node.name}.log")
-            processes.append(process)
-            backend.wait_ready(process, node, BACKEND_PORT)
-        yield processes
-    finally:
-        for process in processes:
-            stop(process)
-
-
-@pytest.fixture(scope="module")
-def forwards(lab, backends):
-    """Every worker forwards the first two pool IPs of each family to its own backend."""
-    for node in lab.nodes:
-        rules = [
-            kubeproxy.Forward(
-                lb_ip=lb_ip,
-                port=LB_PORT,
-                protocol="TCP",
-                backend_ip=ipaddress.ip_address(address(node, family)),
-                backend_port=BACKEND_PORT,
-            )
-            for family in (4, 6)
-            for lb_ip in (pool_ip(lab, family), pool_ip(lab, family) + 1)
-        ]
-        kubeproxy.sync(node.netns, rules)
 
 
 def test_inspect_reads_back_the_plan(lab):
@@ -159,33 +121,6 @@ def test_client_reaches_a_worker_through_the_router(lab, family):
     assert address(lab.client, family) not in {n["dst"] for n in json.loads(worker)}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("number", [pytest.param(0, id="w1"), pytest.param(1, id="w2")])
-def test_backend_answers_the_client_with_its_node_name(lab, backends, family, number):
-    node = lab.nodes[number]
-    assert curl(lab, url(address(node, family), BACKEND_PORT)) == f"{node.name}\n"
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_lb_ip_is_served_by_whichever_node_the_router_resolves_it_to(lab, forwards, family):
-    lb_ip = pool_ip(lab, family)
-    for node in lab.nodes:  # what the speaker's ARP/NDP answers do in the real lab
-        netns.run(
-            None,
-            ["ip", "-n", lab.router_netns, "neigh", "replace", str(lb_ip), "lladdr",
-             str(node.mac), "dev", plan.ROUTER_LAN_IF, "nud", "permanent"],
-        )  # fmt: skip
-        assert curl(lab, url(lb_ip, LB_PORT)) == f"{node.name}\n"
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_no_worker_kernel_answers_arp_or_ndp_for_an_lb_ip(lab, forwards, family):
-    lb_ip = pool_ip(lab, family) + 1  # forwarded by every worker, announced by no one
-    with pytest.raises(netns.LabError, match="exited with 1"):
-        netns.run(lab.client.netns, ["ping", "-c", "1", "-W", "1", str(lb_ip)])
-    assert router_neighbours(lab).get(str(lb_ip), "") == ""
-
-
 def test_up_refuses_a_name_with_a_running_labs_address_index(lab):
     other = next(
         name for n in itertools.count() if plan.index_of(name := f"c{os.getpid()}-{n}") == lab.index
@@ -195,13 +130,11 @@ def test_up_refuses_a_name_with_a_running_labs_address_index(lab):
     assert other not in network.running()
 
 
-def test_up_again_replaces_a_crashed_lab(tmp_path):
+def test_up_again_replaces_a_crashed_lab():
     lab = plan.build(fresh_name("r"), 1, ipv6=False)
     try:
         network.up(lab)
-        node = lab.nodes[0]
-        leftover = backend.spawn(node, BACKEND_PORT, tmp_path / "backend.log", detached=True)
-        backend.wait_ready(leftover, node, BACKEND_PORT)
+        leftover = squatter(lab.nodes[0])
         network.up(lab)
         assert leftover.wait(timeout=EXIT_TIMEOUT) is not None
         assert network.inspect(lab.name) == lab
@@ -209,14 +142,13 @@ def test_up_again_replaces_a_crashed_lab(tmp_path):
         network.down(lab.name)
 
 
-def test_down_leaves_no_namespace_link_or_process(tmp_path):
+def test_down_leaves_no_namespace_link_or_process():
     before = host_links()
     lab = plan.build(fresh_name("d"), 2, ipv6=False)
     try:
         network.up(lab)
         assert network.inspect(lab.name) == lab
-        process = backend.spawn(lab.nodes[0], BACKEND_PORT, tmp_path / "b.log", detached=True)
-        backend.wait_ready(process, lab.nodes[0], BACKEND_PORT)
+        process = squatter(lab.nodes[0])
         network.down(lab.name)
         process.wait(timeout=EXIT_TIMEOUT)
         assert [ns for ns in netns.names() if plan.lab_of(ns) == lab.name] == []

@@ -1,12 +1,10 @@
 """Workloads on a real-node lab: backends as a Deployment, a LoadBalancer Service in front.
 
-The default lab runs one backend process per worker and writes the EndpointSlices itself
-(:mod:`porterlb.lab.cluster`). Here the backends are pods of a Deployment on the pod
-network, and the Service's EndpointSlices come from kube-controller-manager's EndpointSlice
-controller, as in any cluster. Each pod runs ``busybox httpd`` (the lab image,
-:mod:`porterlb.lab.node.images`) serving one file written at start from the downward API:
-its node's name and a newline, the body :mod:`porterlb.lab.backend` answers, so a client
-sees which node's pod got the request; :data:`CLIENT_PATH` tells whom the pod saw asking.
+The backends are pods of a Deployment on the pod network, and the Service's EndpointSlices
+come from kube-controller-manager's EndpointSlice controller, as in any cluster. Each pod runs
+``busybox httpd`` (the lab image, :mod:`porterlb.lab.node.images`) serving one file written at
+start from the downward API: its node's name and a newline, so a client sees which node's pod
+got the request; :data:`CLIENT_PATH` tells whom the pod saw asking.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """The lab's Kubernetes objects as built, before any API server sees them."""
 
 import datetime
-import ipaddress
 
 import pytest
 
 from porterlb import errors
 from porterlb.api import wellknown
-from porterlb.lab import cluster, kubeproxy, kubeproxy_rules, plan
+from porterlb.lab import cluster, plan
 
 DUAL = plan.build("demo", 2, ipv6=True)
 V4ONLY = plan.build("demo", 2, ipv6=False)
@@ -85,26 +84,6 @@ def test_endpoint_slices_list_every_worker_with_its_node():
         ("demo-w1", ["2001:db8:20:1::11"]),
         ("demo-w2", ["2001:db8:20:1::12"]),
     ]
-    assert v4["metadata"]["labels"][kubeproxy_rules.SERVICE_NAME_LABEL] == "web"
+    assert v4["metadata"]["labels"][wellknown.SERVICE_NAME_LABEL] == "web"
     assert v4["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     assert v4["metadata"]["name"] != v6["metadata"]["name"]
-
-
-def test_every_worker_forwards_a_sample_service_to_its_own_backend():
-    """The builders and the stand-in's rules agree: the answer names the receiving node."""
-    manifest = cluster.service(DUAL, "web", family="dual")
-    manifest["metadata"]["creationTimestamp"] = "2026-11-27T20:00:00Z"
-    manifest["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.64.200"}, {"ip": "::1"}]}}
-    slices = cluster.endpoint_slices(DUAL, "web", family="dual")
-    for worker in DUAL.nodes:
-        assert worker.ipv6 is not None
-        assert kubeproxy_rules.forwards([manifest], slices, worker.name) == [
-            kubeproxy.Forward(
-                lb_ip=ipaddress.ip_address(lb),
-                port=cluster.SERVICE_PORT,
-                protocol="TCP",
-                backend_ip=backend.ip,
-                backend_port=cluster.BACKEND_PORT,
-            )
-            for lb, backend in (("198.18.64.200", worker.ipv4), ("::1", worker.ipv6))
-        ]
