@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
     name = _lab.fresh_name("elc")
-    record = benchlab.up(name, workers=args.workers, nodes="real")
+    record = benchlab.up(name, workers=args.workers)
     try:
         outages = asyncio.run(_measure(record, args.runs))
     finally:
