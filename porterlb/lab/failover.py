@@ -372,6 +372,10 @@ class Run:
     """When each failed request was sent, in seconds from the fault, and why it failed
     (:data:`porterlb.lab.traffic.FAILURES`; those counted in ``figures.outage.failed``): where
     and how a failure falls tells what caused it."""
+    unanswered_at: tuple[float, ...] = ()
+    """When the router's ARP/NDP probe for one of the IPs got no answer, in seconds from the
+    fault: a request failing near one may have lacked the answer, one failing far from any
+    was lost beyond the link (on the node)."""
 
     @property
     def outage(self) -> traffic.Outage:
@@ -456,7 +460,10 @@ class FaultLab:
             for r in sorted(flow.requests, key=lambda r: r.sent)
             if not r.node and answered and r.sent > min(answered)
         )
-        return Run(scenario, found, victim, after, fault, tuple(ips), used, before, failed_at)
+        silent = tuple(round(s.at - at, 3) for s in sampled.samples if not s.macs)
+        return Run(
+            scenario, found, victim, after, fault, tuple(ips), used, before, failed_at, silent
+        )
 
     async def inject(self, scenario: str, victim: str) -> Fault:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""

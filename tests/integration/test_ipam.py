@@ -85,7 +85,15 @@ async def test_load_balancer_class_selects_porterlb_and_other_classes_are_never_
         svc = await objects.raw(client, Service, untouched, namespace)
         assert await objects.ingress(client, untouched, namespace) == ()
         assert wellknown.SERVICE_FINALIZER not in (svc["metadata"].get("finalizers") or [])
-        assert await objects.events(client, namespace, untouched) == []
+        # The API server's own controllers may post about them (its ClusterIP repair loop did
+        # once on a loaded host); porterlb posts nothing.
+        ours = [
+            event
+            for event in await objects.events(client, namespace, untouched)
+            if (event.reportingComponent or "").startswith("porterlb")
+            or (event.source is not None and (event.source.component or "").startswith("porterlb"))
+        ]
+        assert ours == []
 
 
 @pytest.mark.parametrize(
