@@ -74,6 +74,11 @@ async def test_the_sampler_hears_the_announcer_alone_and_nobody_for_a_free_ip(sp
 
             await eventually(enough, what=f"{SAMPLES} samples of {ip} and {free}")
         found = sampler.by_ip(sampled.samples)
-    assert {s.macs for s in found[str(ip)]} == {frozenset({str(node.mac)})}
+    heard = {s.macs for s in found[str(ip)]}
+    alone = frozenset({str(node.mac)})
+    # A probe a starved speaker answers after the sampler's window counts as unanswered (a
+    # silence the benches show); no other MAC may ever answer.
+    assert alone in heard
+    assert heard <= {alone, frozenset()}
     assert {s.macs for s in found[free]} == {frozenset()}
     assert sampler.overlap(found[str(ip)]).two_answer == 0.0
