@@ -88,10 +88,10 @@ class Counted(httpx2.AsyncBaseTransport):
         try:
             response = await self.inner.handle_async_request(request)
         except httpx2.TransportError:
-            _count(request, "transport")
+            count(request.method, request.url, "transport")
             raise
         if response.status_code >= 400:
-            _count(request, str(response.status_code))
+            count(request.method, request.url, str(response.status_code))
         return response
 
     async def aclose(self) -> None:
@@ -112,10 +112,6 @@ def describe(method: str, url: httpx2.URL) -> tuple[str, str]:
         watch = url.params.get("watch") in ("true", "1")
         verb = "get" if named else "watch" if watch else "list"
     return verb, resource
-
-
-def _count(request: httpx2.Request, code: str) -> None:
-    count(request.method, request.url, code)
 
 
 def count(method: str, url: httpx2.URL, code: str) -> None:

@@ -23,19 +23,13 @@ ASSIGNED = "assigned"
 """Where :func:`slim` keeps the parsed record in the cached object."""
 
 
-def read(obj: Mapping[str, Any] | None) -> Assigned:
-    """The IPs the record `obj` (None: there is none) assigns to its node, with their
-    entries; an IP that does not parse is skipped (the manager wrote it and reports bad
-    input; the speaker only reads)."""
-    return _assigned(records.entries(records.items(obj)))
-
-
 def slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """What the speaker's watch cache keeps of its record `obj`, just decoded (the reflector's
-    ``keep``): the metadata and the record as :func:`read` parses it, for :func:`kept` to read
-    back. It empties `obj`'s list of IPs as it parses it, so that the JSON and the parsed
-    record never take their memory at once (~7 MB at 10,000 IPs, and the heap keeps its
-    high-water mark)."""
+    """What the speaker's watch cache keeps of its record `obj`, just decoded (the
+    reflector's ``keep``): the metadata and the IPs the record assigns to its node, with their
+    entries, for :func:`kept` to read back. An IP that does not parse is skipped (the manager
+    wrote it and reports bad input; the speaker only reads). It empties `obj`'s list of IPs as
+    it parses it, so that the JSON and the parsed record never take their memory at once
+    (~7 MB at 10,000 IPs, and the heap keeps its high-water mark)."""
     meta = dict(obj.get("metadata") or {})
     meta.pop("managedFields", None)
     return {"metadata": meta, ASSIGNED: _assigned(records.entries(_consumed(records.items(obj))))}
