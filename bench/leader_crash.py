@@ -45,10 +45,11 @@ async def _leader_node(client: lightkube.AsyncClient, record: lab.Record) -> tup
 
 
 async def _service_on(
-    client: lightkube.AsyncClient, record: lab.Record, node: str, made: list[str]
+    faults: failover.FaultLab, record: lab.Record, node: str, made: list[str]
 ) -> tuple[str, str]:
     """A Service announced from ``node`` and its IP, adding to the Services ``made`` until
     one is."""
+    client = faults.client
     while True:
         for name in made:
             if await cluster.announced_by(client, name) == node:
@@ -58,7 +59,7 @@ async def _service_on(
             raise SystemExit(f"none of {len(made)} Services announced from {node}")
         made.append(f"web-{len(made)}")
         await benchlab.create_service(client, record, made[-1])
-        await failover.FaultLab(record, client).announcer(made[-1])
+        await faults.announcer(made[-1])
 
 
 async def _measure(record: lab.Record, runs: int) -> list[failover.Figures]:
@@ -68,7 +69,7 @@ async def _measure(record: lab.Record, runs: int) -> list[failover.Figures]:
         faults = failover.FaultLab(record, client)
         for number in range(1, runs + 1):
             leader, node = await _leader_node(client, record)
-            service, ip = await _service_on(client, record, node, made)
+            service, ip = await _service_on(faults, record, node, made)
             run = await faults.run("worker-crash", service, ip, repair=True)
             figures = run.figures
             print(
