@@ -242,7 +242,7 @@ class SpeakerLab:
         it does not report itself Ready again: the node looks like one whose kubelet stopped,
         with the condition the node lifecycle controller would write after its grace period.
         """
-        if faults.real(self.record) and not ready:
+        if self.record.real_nodes and not ready:
             os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGSTOP)
         status = cluster.node_status(node, datetime.datetime.now(datetime.UTC))
         [condition] = status["status"]["conditions"]
@@ -262,7 +262,7 @@ class SpeakerLab:
         except ApiError as error:
             raise AssertionError(f"Node {node.name}: {error.status.message}") from error
         finally:
-            if faults.real(self.record) and ready:
+            if self.record.real_nodes and ready:
                 os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGCONT)
 
     async def status(self, *args: str) -> Any:
