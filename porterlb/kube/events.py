@@ -100,6 +100,7 @@ class Poster:
         self._held: dict[tuple[Subject, str], asyncio.TimerHandle] = {}
         """(subject, topic) -> the timer that queues its held notice."""
         metrics.EVENTS_QUEUED.set_function(self.queue.qsize)
+        metrics.EVENTS_HELD.set_function(self._held.__len__)
 
     def emit(self, notice: Notice, *, hold: float = 0.0) -> None:
         """Queue `notice`; returns at once, dropping it if the queue is full.
@@ -118,10 +119,6 @@ class Poster:
             self._held[key] = loop.call_later(hold, self._release, key, notice)
             return
         self._queue(notice)
-
-    def holding(self, subject: Subject) -> bool:
-        """Whether a notice on `subject` is held."""
-        return any(key[0] == subject for key in self._held)
 
     def _release(self, key: tuple[Subject, str], notice: Notice) -> None:
         """The hold of `notice` ended with nothing withdrawing it: it goes out."""

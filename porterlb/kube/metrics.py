@@ -27,6 +27,11 @@ EVENTS_WITHDRAWN: Final = Counter(
     "Held Events (news of a usually brief state) never posted: a later notice on the same"
     " object and topic said what replaced it before the hold ended.",
 )
+EVENTS_HELD: Final = Gauge(
+    "porterlb_events_held",
+    "Events held now: news of a usually brief state, posted only if it still stands when its"
+    " hold ends.",
+)
 EVENTS_QUEUED: Final = Gauge(
     "porterlb_events_queued",
     "Events waiting to be posted: one poster posts them in order, so under a burst of Services"

@@ -264,6 +264,32 @@ async def write_node_placement(
     return reflector.version(msgspec.json.decode(reply.content))
 
 
+async def delete_node_placement(
+    client: lightkube.AsyncClient, node: str, *, resource_version: str
+) -> None:
+    """Delete `node`'s placement record, only as of `resource_version` (the empty record the
+    leader last wrote: a record changed since is no longer known to be empty).
+
+    A record already gone is no error. Raises Conflict (changed since), else as
+    :func:`raise_for_reply`.
+    """
+    options = {"preconditions": {"resourceVersion": resource_version}}
+    metrics.API_REQUESTS.labels("delete", "nodeplacements").inc()
+    what = f"NodePlacement {node}"
+    try:
+        reply = await kube_client.send(
+            client,
+            "DELETE",
+            kube_client.path(resources.NodePlacement, name=node),
+            "",
+            msgspec.json.encode(options),
+            kube_client.JSON,
+        )
+    except httpx2.TransportError as error:
+        raise errors.TransientError(f"{what}: {error!r}") from error
+    raise_for_reply(reply, what)
+
+
 async def _patch_status(
     client: lightkube.AsyncClient,
     namespace: str,

@@ -90,12 +90,13 @@ async def create_service(
     annotations: Mapping[str, str] | None = None,
 ) -> ServiceKey:
     """Create sample Service ``default/name`` with ``annotations``: in front of the backend
-    pods on real nodes (:func:`porterlb.lab.node.backends.start` must have run); on the process
-    lab, with the EndpointSlices the manager needs to place it (:mod:`porterlb.lab.cluster`).
-    Tries again while the API is too busy to answer (:data:`CREATE_ATTEMPTS`). Raises
-    InvalidSpec if the API refuses it or the lab lacks the family, TransientError naming the
-    Service if the API stays too busy."""
-    if not record.release:
+    pods on real nodes, porterlb installed by the chart or not
+    (:func:`porterlb.lab.node.backends.start` must have run); on the process lab, with the
+    EndpointSlices the manager needs to place it (:mod:`porterlb.lab.cluster`). Tries again
+    while the API is too busy to answer (:data:`CREATE_ATTEMPTS`). Raises InvalidSpec if the
+    API refuses it or the lab lacks the family, TransientError naming the Service if the API
+    stays too busy."""
+    if not record.real_nodes:
         layout = record.plan
 
         async def create() -> None:

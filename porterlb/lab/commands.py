@@ -339,7 +339,7 @@ def _run_lab_service(args: argparse.Namespace) -> int:
             if args.delete:
                 await cluster.delete_service(client, args.service, namespace=namespace)
                 return f"{namespace}/{args.service} deleted"
-            if record.release:
+            if record.real_nodes:
                 key = await _real_service(client, record, args.service, args.family, options)
             else:
                 key = await cluster.create_service(
@@ -369,7 +369,9 @@ async def _real_service(
     options: dict[str, Any],
 ) -> str:
     """``lab service`` on real nodes: the backend Deployment (made if missing, a pod per node;
-    its EndpointSlices are the controller manager's), then the Service in front of it."""
+    its EndpointSlices are the controller manager's), then the Service in front of it; also
+    on a lab brought up with ``--porterlb none``, where the hand-made EndpointSlices of the
+    process lab would name backends that do not exist."""
     from porterlb.lab import benchlab, cluster
     from porterlb.lab.node import backends
 
@@ -379,7 +381,7 @@ async def _real_service(
             f"Service {namespace}/{name}: the real-node lab's backends run in namespace "
             f"{cluster.NAMESPACE} only"
         )
-    await backends.start(client, record.plan)
+    await backends.start(client, record.plan, release=record.release is not None)
     port = options.get("port", cluster.SERVICE_PORT)
     return await benchlab.create_service(client, record, name, family=family, port=port)
 

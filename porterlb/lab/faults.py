@@ -327,16 +327,11 @@ def managers(record: lab.Record) -> tuple[str, ...]:
     return tuple(p.role for p in record.processes if p.role.startswith("manager/"))
 
 
-def real(record: lab.Record) -> bool:
-    """Whether ``record`` is a real-node lab (its workers run kubelets)."""
-    return any(p.role.startswith("kubelet/") for p in record.processes)
-
-
 def for_record(record: lab.Record, kind: str, node: str | None) -> Plan:
     """The plan of fault ``kind`` on ``node`` of the running lab ``record``, whichever lab it
     is (:func:`build`); on a real lab, managers-down reads the replicas to restore. Raises
     InvalidSpec as :func:`build` does, LabError if the API cannot be read."""
-    nodes: Nodes = "real" if real(record) else "process"
+    nodes: Nodes = "real" if record.real_nodes else "process"
     replicas = None
     if nodes == "real" and kind == "managers-down":
         replicas = release.manager_replicas(record.kubeconfig)

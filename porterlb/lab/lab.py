@@ -138,6 +138,11 @@ class Record:
     def kubeconfig(self) -> Path:
         return kubeconfig_of(self.directory)
 
+    @property
+    def real_nodes(self) -> bool:
+        """Whether its workers are real nodes (they run kubelets), porterlb installed or not."""
+        return any(process.role.startswith("kubelet/") for process in self.processes)
+
     def metrics_netns(self, role: str) -> str | None:
         """The namespace ``role``'s metrics address is in: a speaker's worker's, else None
         (the host's)."""

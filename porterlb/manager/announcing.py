@@ -22,7 +22,8 @@ Nodes, Eips and EndpointSlices are kept parsed as they change, leader or not. A 
 change that alters what placement reads, and a speaker going silent, answering again or
 draining (:meth:`Announcing.follow`), goes through :meth:`Announcing._recheck`, which
 requeues only the Services whose IP must move or could now be placed; an EndpointSlice change
-requeues its own Service, and an IP that moves requeues its other users.
+requeues its own Service, and an IP that moves requeues its other users. The record of a
+Node that is deleted is deleted too, once its IPs have left it (:meth:`Announcing._forget`).
 
 **Revocations** (docs/fencing.md). Taking an IP from a node whose speaker still answers
 heartbeats is a handshake, so that its speaker has stopped before another starts, even if its
@@ -167,6 +168,8 @@ class Announcing:
         """IP -> the node it was taken from, until another may announce it."""
         self.queue = queueing.WorkQueue(self._handle, name="announcing", workers=workers)
         self.view = queueing.WorkQueue(self._show, name="announced-by", workers=VIEW_WORKERS)
+        self.gone = queueing.WorkQueue(self._forget, name="gone-nodes", workers=1)
+        """Nodes whose Node object is gone: their records are deleted once empty."""
         self.nodes = reflector.Reflector(
             client, resources.Node, on_change=self._node_changed, name="nodes"
         )
@@ -195,6 +198,7 @@ class Announcing:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.queue.run(), name="manager/announcing/queue")
             group.create_task(self.view.run(), name="manager/announcing/view")
+            group.create_task(self.gone.run(), name="manager/announcing/gone")
 
     def unload(self) -> None:
         """Stop following the changes (not leading): the next term loads afresh."""
@@ -225,6 +229,9 @@ class Announcing:
             self._report_pool(PoolName(name))
         for key in self.services.cache:
             self.queue.add(key)
+        for name in self.placements.cache.cache:  # Nodes deleted while no leader was there
+            if NodeName(name) not in self.node_facts:
+                self.gone.add(name)
         for node in book.nodes():  # Services gone while no leader was there
             for entry in book.record(node).values():
                 for key in entry.services:
@@ -272,6 +279,8 @@ class Announcing:
             return  # a heartbeat or a status field placement does not read
         if fact is None:
             del self.node_facts[node]
+            if self.loaded:
+                self.gone.add(name)
         else:
             self.node_facts[node] = fact
         self._recheck(nodes={node})
@@ -424,7 +433,22 @@ class Announcing:
         """Write the records of `nodes` at once; node -> its record's revision."""
         unique = sorted(set(nodes))
         revisions = await asyncio.gather(*(self.placements.flush(node) for node in unique))
+        for node in unique:
+            if node not in self.node_facts:  # its Node is gone: maybe its record is empty now
+                self.gone.add(node)
         return dict(zip(unique, revisions, strict=True))
+
+    async def _forget(self, name: str) -> queueing.Outcome:
+        """Delete the record of node `name` if its Node is gone and no IP is left in it.
+
+        A deleted Node is not eligible, so its IPs leave its record first, each by the
+        handshake or the silence rule (docs/fencing.md); the record is deleted only as the
+        empty version this leader wrote, so its speaker, should it still run, has nothing
+        more to stop answering for.
+        """
+        if NodeName(name) in self.node_facts:
+            return queueing.Done()  # it came back
+        return await queueing.attempt(self.placements.delete(NodeName(name)))
 
     def _entry(self, ip: str, *, new: bool) -> records.Entry:
         """The record entry of `ip`: its pool, the Services using it; `new`: no node had it."""

@@ -122,6 +122,20 @@ class Placements:
         self._changed(node)  # what the watch brought while the write was under way
         return revision
 
+    async def delete(self, node: NodeName) -> None:
+        """Delete `node`'s record if the book holds no IP for it and the API's copy is the
+        empty record this leader wrote or read (compare-and-swap on its version); else do
+        nothing. Raises what :func:`porterlb.kube.writers.delete_node_placement` raises."""
+        async with self._locks[node]:
+            if self.book.record(node) or self._written.get(node, -1) < self.book.generation[node]:
+                return  # IPs to write out first: the write that empties it queues it again
+            version = self._versions.get(node)
+            if version is None:
+                return  # none in the API
+            await writers.delete_node_placement(self.client, node, resource_version=version)
+            self._versions[node] = None
+            log.info("node %s: gone, its empty placement record deleted", node)
+
     async def _write(self, node: NodeName) -> None:
         """Write the book's record of `node` over the version last known, again over a newer
         one while another writer's version is in the way. Raises Conflict (still in the way)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import inspect
 import ipaddress
 import itertools
 import json
@@ -36,7 +37,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Final, Literal
 
 import httpx2
@@ -242,7 +243,7 @@ class SpeakerLab:
         it does not report itself Ready again: the node looks like one whose kubelet stopped,
         with the condition the node lifecycle controller would write after its grace period.
         """
-        if faults.real(self.record) and not ready:
+        if self.record.real_nodes and not ready:
             os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGSTOP)
         status = cluster.node_status(node, datetime.datetime.now(datetime.UTC))
         [condition] = status["status"]["conditions"]
@@ -262,7 +263,7 @@ class SpeakerLab:
         except ApiError as error:
             raise AssertionError(f"Node {node.name}: {error.status.message}") from error
         finally:
-            if faults.real(self.record) and ready:
+            if self.record.real_nodes and ready:
                 os.kill(self.record.process(f"kubelet/{node.name}").pid, signal.SIGCONT)
 
     async def status(self, *args: str) -> Any:
@@ -432,22 +433,41 @@ class SpeakerLab:
             return None
 
 
-@pytest.fixture(scope="session")
-def speaker_record() -> Iterator[lab.Record]:
-    """The session's real-node lab (its modules carry ``reallab.CHART_MARKS``); nothing of it
-    is left afterwards, and the host's kernel tunables are as they were."""
+def real_lab_fixtures(
+    prefix: str, up: Callable[[str], lab.Record], *, scope: Literal["module", "session"] = "module"
+) -> tuple[Any, Any]:
+    """Fixtures ``PREFIX_record``, the real-node lab ``up`` brings up under a fresh name (for
+    the module, or the session with ``scope``; afterwards nothing of it is left and the host's
+    kernel tunables are as they were: :func:`reallab.checked`), and ``PREFIX_lab``, a
+    :class:`SpeakerLab` on it (for the module). Bind both at module level under those names."""
 
-    def up(name: str) -> lab.Record:
-        return nodelab.up(name, workers=WORKERS, ipv6=True, porterlb="chart")
+    record_name = f"{prefix}_record"
 
-    with reallab.checked(up, fresh_name()) as record:
-        yield record
+    @pytest.fixture(scope=scope, name=record_name)
+    def record() -> Iterator[lab.Record]:
+        with reallab.checked(up, fresh_name()) as found:
+            yield found
+
+    async def speaker_lab(**record: lab.Record) -> AsyncIterator[SpeakerLab]:
+        async with kube_client.connect(record[record_name].kubeconfig) as api:
+            yield SpeakerLab(record[record_name], api)
+
+    # The record is an argument (pytest reads the signature), not request.getfixturevalue(): a
+    # fixture resolved from inside this one would run on the event loop, and lab up cannot.
+    keyword = inspect.Parameter(record_name, inspect.Parameter.KEYWORD_ONLY)
+    speaker_lab.__signature__ = inspect.Signature([keyword])  # type: ignore[attr-defined]
+    connected = pytest_asyncio.fixture(
+        speaker_lab, scope="module", loop_scope="session", name=f"{prefix}_lab"
+    )
+    return record, connected
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def speaker_lab(speaker_record: lab.Record) -> AsyncIterator[SpeakerLab]:
-    async with kube_client.connect(speaker_record.kubeconfig) as api:
-        yield SpeakerLab(speaker_record, api)
+speaker_record, speaker_lab = real_lab_fixtures(
+    "speaker",
+    lambda name: nodelab.up(name, workers=WORKERS, ipv6=True, porterlb="chart"),
+    scope="session",
+)
+"""The session's real-node lab (its modules carry ``reallab.CHART_MARKS``) and its client."""
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,13 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 
-import pytest
-import pytest_asyncio
 from lightkube.resources.core_v1 import Pod
 
-from porterlb.kube import client as kube_client
-from porterlb.lab import faults, lab, leaders
+from porterlb.lab import faults, leaders
 from porterlb.lab.node import nodelab, release
 from tests.e2e import reallab
-from tests.e2e.conftest import SpeakerLab, fresh_name
+from tests.e2e.conftest import SpeakerLab, real_lab_fixtures
 from tests.waiting import eventually
 
 pytestmark = reallab.CHART_MARKS
@@ -39,19 +35,9 @@ ROLLOUT = release.READY_TIMEOUT
 WORKERS = 2
 
 
-@pytest.fixture(scope="module")
-def chart_record() -> Iterator[lab.Record]:
-    def up(name: str) -> lab.Record:
-        return nodelab.up(name, workers=WORKERS, porterlb="chart")
-
-    with reallab.checked(up, fresh_name()) as record:
-        yield record
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def chart_lab(chart_record: lab.Record) -> AsyncIterator[SpeakerLab]:
-    async with kube_client.connect(chart_record.kubeconfig) as api:
-        yield SpeakerLab(chart_record, api)
+chart_record, chart_lab = real_lab_fixtures(
+    "chart", lambda name: nodelab.up(name, workers=WORKERS, porterlb="chart")
+)
 
 
 async def release_pods(chart_lab: SpeakerLab, role: str) -> list[Pod]:

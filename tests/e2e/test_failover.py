@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Final
 
 import pytest
-import pytest_asyncio
 from lightkube.resources.core_v1 import Pod
 
 from porterlb.api import reasons, wellknown
-from porterlb.kube import client as kube_client
-from porterlb.lab import benchlab, cluster, failover, lab, traffic
+from porterlb.lab import benchlab, cluster, failover, traffic
 from porterlb.lab.node import release
 from tests.e2e import reallab
-from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
+from tests.e2e.conftest import IPAddress, SpeakerLab, real_lab_fixtures
 from tests.waiting import eventually
 
 pytestmark = [*reallab.CHART_MARKS, pytest.mark.timeout(600)]
@@ -53,16 +51,9 @@ OFFSETS: Final = {
 """Each test's own pool IP, so no router entry carries over."""
 
 
-@pytest.fixture(scope="module")
-def failover_record() -> Iterator[lab.Record]:
-    with reallab.checked(lambda name: benchlab.up(name, workers=WORKERS), fresh_name()) as record:
-        yield record
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def failover_lab(failover_record: lab.Record) -> AsyncIterator[SpeakerLab]:
-    async with kube_client.connect(failover_record.kubeconfig) as api:
-        yield SpeakerLab(failover_record, api)
+failover_record, failover_lab = real_lab_fixtures(
+    "failover", lambda name: benchlab.up(name, workers=WORKERS)
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ processes), because bringing it up is the expensive part. On it:
   client and the LoadBalancer IP (answered by porterlb's speaker) to the pod on w2; with
   ``Local`` policy, w1's health check nodePort reports no local endpoint, w2's one, porterlb
   announces the IP from w2 only, and the pod sees the client's own address (with ``Cluster``,
-  a node's: kube-proxy masquerades).
+  a node's: kube-proxy masquerades);
+- ``porterlb lab service`` on this lab, brought up without porterlb's chart: the backend
+  Deployment and a Service in front of it, whose EndpointSlices are the controller manager's.
 
 ``lab down`` then leaves nothing (namespaces with their bridges, veths and nftables tables,
 processes, cgroups, mounts, host-local's leases in the state directory), and the host's
@@ -33,6 +35,7 @@ import pytest
 import pytest_asyncio
 from lightkube import AsyncClient, codecs
 from lightkube.resources.core_v1 import Node, Pod, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
 
 from porterlb.api import keys
 from porterlb.kube import client as kube_client
@@ -40,6 +43,7 @@ from porterlb.lab import cluster, lab, netns, plan
 from porterlb.lab.node import hosted, images, mountns, nodelab, workloads
 from tests.e2e import marks, reallab
 from tests.e2e.conftest import fresh_name
+from tests.e2e.test_lab_up import porterlb
 from tests.waiting import eventually
 
 pytestmark = [
@@ -297,3 +301,33 @@ async def test_local_policy_serves_only_from_the_node_with_the_pod(record, api):
     assert body.strip() == w2.name
     # No masquerading with Local policy: the pod sees the client itself.
     assert await peer(record.plan.client.netns, ip) == record.plan.client.ipv4.ip
+
+
+async def test_lab_service_without_the_chart_fronts_backend_pods(record, api):
+    """Not the process lab's hand-made EndpointSlices, which would name no pod here."""
+    name = record.plan.name
+    done = await asyncio.to_thread(
+        porterlb, "lab", "service", "--name", name, "sample", timeout=2 * DEADLINE
+    )
+    assert done.returncode == 0, done.stderr
+    key, ip = done.stdout.split()
+    assert key == "default/sample"
+    slices = api.list(
+        EndpointSlice, namespace="default", labels={"kubernetes.io/service-name": "sample"}
+    )
+    managers = {
+        (found.metadata.labels or {}).get("endpointslice.kubernetes.io/managed-by")
+        async for found in slices
+        if found.metadata is not None
+    }
+    assert managers == {"endpointslice-controller.k8s.io"}
+    body = await eventually(
+        lambda: curl(record.plan.client.netns, f"http://{ip}/"),
+        within=DEADLINE,
+        what=f"the sample Service's IP {ip} from the client",
+    )
+    assert body.strip() in {node.name for node in record.plan.nodes}
+    deleted = await asyncio.to_thread(
+        porterlb, "lab", "service", "--name", name, "sample", "--delete"
+    )
+    assert deleted.returncode == 0, deleted.stderr

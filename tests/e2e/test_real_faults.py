@@ -25,7 +25,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import httpx2
@@ -34,13 +34,12 @@ import pytest_asyncio
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
-from porterlb.kube import client as kube_client
 from porterlb.lab import faults, lab, netns, plan, sampler
 from porterlb.lab import processes as procs
 from porterlb.lab.node import containers, kubelet, nodelab, release
 from tests.e2e import faultprobes as probes
 from tests.e2e import marks, reallab
-from tests.e2e.conftest import IPAddress, SpeakerLab, fresh_name
+from tests.e2e.conftest import IPAddress, SpeakerLab, real_lab_fixtures
 from tests.waiting import eventually
 
 pytestmark = [*reallab.CHART_MARKS, *marks.e2e("ping")]
@@ -58,19 +57,9 @@ ANSWERED: Final = r'porterlb_heartbeat_received_total\{role="speaker",verdict="a
 SEND_FAILURES: Final = re.compile(r"^porterlb_heartbeat_send_failures_total\{.*\} (\S+)$", re.M)
 
 
-@pytest.fixture(scope="module")
-def real_record() -> Iterator[lab.Record]:
-    def up(name: str) -> lab.Record:
-        return nodelab.up(name, workers=WORKERS, porterlb="chart")
-
-    with reallab.checked(up, fresh_name()) as record:
-        yield record
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def real_lab(real_record: lab.Record) -> AsyncIterator[SpeakerLab]:
-    async with kube_client.connect(real_record.kubeconfig) as api:
-        yield SpeakerLab(real_record, api)
+real_record, real_lab = real_lab_fixtures(
+    "real", lambda name: nodelab.up(name, workers=WORKERS, porterlb="chart")
+)
 
 
 def current(real_lab: SpeakerLab) -> lab.Record:

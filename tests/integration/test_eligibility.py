@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from lightkube.types import PatchType
+from prometheus_client import REGISTRY
 
 from porterlb.api import reasons, wellknown
-from porterlb.kube import events, resources
+from porterlb.kube import resources
 from tests.integration import objects
 from tests.integration.conftest import eip_object
 from tests.integration.test_announcing import announced_by, served_service, wait_announced_by
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+def metric(name: str) -> float:
+    """A sample of the manager's metrics (the manager runs in this process)."""
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 async def make_pool(client, eips, namespace, net, **spec):
@@ -145,24 +149,25 @@ async def test_a_service_whose_endpoint_gets_ready_during_the_hold_gets_no_warni
     client, manager, namespace, net, eips, nodes
 ):
     """A Service created with its pods: their readiness comes before the hold ends (an hour
-    here, so that however slow the machine, it does) and withdraws the NoReadyEndpoint."""
+    here, so that however slow the machine, it does) and withdraws the NoReadyEndpoint, as
+    the manager's metrics show."""
     node = await nodes(f"{namespace}-a")
     manager.announcing.no_endpoint_hold = 3600.0
+    withdrawn = metric("porterlb_events_withdrawn_total")
     await make_pool(client, eips, namespace, net)
-    service = await client.create(objects.service("web", namespace))
+    await client.create(objects.service("web", namespace))
     await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))
-    subject = events.Subject(
-        kind="Service", api_version="v1", name="web", namespace=namespace, uid=service.metadata.uid
-    )
-    await eventually(
-        lambda: asyncio.sleep(0, manager.announcing.poster.holding(subject)),
-        what="the NoReadyEndpoint Warning held",
-    )
+
+    async def held() -> bool:
+        return metric("porterlb_events_held") == 1
+
+    await eventually(held, what="the NoReadyEndpoint Warning held")
     await objects.set_endpoints(client, "web", namespace, ready=(node,))
     await objects.wait_node_assigned(client, namespace, f"{net}.1", node)
     # One poster posts in order: a Warning sent without its hold would be there already.
     assert await objects.events(client, namespace, "web", reasons.NO_READY_ENDPOINT) == []
-    assert not manager.announcing.poster.holding(subject)
+    assert metric("porterlb_events_held") == 0
+    assert metric("porterlb_events_withdrawn_total") == withdrawn + 1
 
 
 async def test_a_malformed_node_selector_is_reported_on_the_eip(

@@ -60,7 +60,7 @@ OTHER_RULES = [
     PolicyRule(
         apiGroups=["porterlb.io"],
         resources=["nodeplacements"],
-        verbs=["get", "list", "watch", "create", "patch"],
+        verbs=["get", "list", "watch", "create", "patch", "delete"],
     ),
 ]
 """What a manager without leader election or heartbeats touches besides Services."""

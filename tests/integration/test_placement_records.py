@@ -3,7 +3,8 @@
 A failover writes each receiving node's record once or twice, not once per IP nor once per
 round of handlers; a new leader
 adopts the records as they are, keeps an IP found in two of them in the newer one and clears
-the older; a record changed by another writer is written back as the leader decided.
+the older; a record changed by another writer is written back as the leader decided; the
+record of a deleted Node is deleted, empty, once its IPs have left it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 
 import lightkube
 import pytest
+from lightkube.resources.core_v1 import Node
 
 from porterlb.kube import reflector, resources
 from porterlb.placement import records
@@ -125,3 +127,65 @@ async def test_a_record_changed_by_another_writer_is_written_back(
     )
     await wait_record(client, node, {f"{net}.1"})
     assert await announced_by(client, "web", namespace) == node
+
+
+async def record_gone(client: lightkube.AsyncClient, node: str) -> bool:
+    try:
+        await objects.raw(client, resources.NodePlacement, node)
+    except lightkube.ApiError as error:
+        return error.status.code == 404
+    return False
+
+
+async def test_a_deleted_nodes_record_is_deleted_once_its_ips_have_moved(
+    client, manager, namespace, net, eips, nodes
+):
+    names = {await nodes(f"{namespace}-a"), await nodes(f"{namespace}-b")}
+    await pool_with_service(client, eips, namespace, net)
+    first = await wait_announced_by(client, "web", namespace, names)
+    (other,) = names - {first}
+    await wait_record(client, first, {f"{net}.1"})
+
+    seen: list[tuple[str, dict[str, records.Entry]]] = []
+
+    async def follow() -> None:
+        # Every version of the deleted Node's record from now on, and how it ends.
+        selector = {"metadata.name": first}
+        async for kind, obj in client.watch(resources.NodePlacement, fields=selector):
+            seen.append((kind, records.parse(obj.to_dict())))
+
+    watching = asyncio.create_task(follow(), name="test/watch-record")
+    try:
+        await client.delete(Node, first)
+        await wait_record(client, other, {f"{net}.1"})
+        await eventually(
+            lambda: record_gone(client, first), what=f"the record of deleted Node {first} gone"
+        )
+
+        async def deletion_seen() -> bool:
+            return any(kind == "DELETED" for kind, _ in seen)
+
+        await eventually(deletion_seen, what="its deletion in the watch")
+    finally:
+        watching.cancel()
+    # Deleted as the empty record the leader wrote: its IP had left it first.
+    deleted = next(n for n, (kind, _) in enumerate(seen) if kind == "DELETED")
+    assert deleted >= 1 and seen[deleted - 1][1] == {} and seen[deleted][1] == {}
+    assert (await record_of(client, other))[f"{net}.1"].probe is False  # moved, not new
+    await wait_announced_by(client, "web", namespace, {other})
+
+
+async def test_a_node_deleted_while_no_manager_led_loses_its_record_to_the_next_leader(
+    client, namespace, net, eips, nodes
+):
+    only = await nodes(f"{namespace}-a")
+    async with running_manager(client):
+        await pool_with_service(client, eips, namespace, net)
+        await wait_record(client, only, {f"{net}.1"})
+    await client.delete(Node, only)
+    async with running_manager(client):
+        await eventually(
+            lambda: record_gone(client, only), what=f"the record of deleted Node {only} gone"
+        )
+        await wait_announced_by(client, "web", namespace, None)
+    assert await record_gone(client, only)

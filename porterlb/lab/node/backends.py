@@ -54,15 +54,20 @@ asyncio.run(main())
 """The backend: ``GET /`` (any request) answered with the node's name and a newline."""
 
 
-async def start(client: lightkube.AsyncClient, layout: plan.Lab) -> None:
+async def start(client: lightkube.AsyncClient, layout: plan.Lab, *, release: bool = True) -> None:
     """Create the backend Deployment, one pod per node, and wait until every pod is ready.
 
-    Raises InvalidSpec if the API refuses it, TransientError if the pods are not ready in time.
+    With `release` (porterlb's chart runs on the lab) the pods run :data:`SERVER` in
+    porterlb's image; without, there is no such image on the nodes, and they run the lab
+    image's ``busybox httpd`` (the same answer; its backlog is enough for a sample Service,
+    not for the benches). Raises InvalidSpec if the API refuses it, TransientError if the pods
+    are not ready in time.
     """
     manifest = workloads.deployment(DEPLOYMENT, replicas=len(layout.nodes))
-    (container,) = manifest["spec"]["template"]["spec"]["containers"]
-    container["image"] = await _porterlb_image(client)
-    container["command"] = ["python3", "-c", SERVER]
+    if release:
+        (container,) = manifest["spec"]["template"]["spec"]["containers"]
+        container["image"] = await _porterlb_image(client)
+        container["command"] = ["python3", "-c", SERVER]
     await workloads.create(client, [manifest])
     await workloads.wait_ready(client, DEPLOYMENT)
 

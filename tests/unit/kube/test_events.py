@@ -52,6 +52,10 @@ def withdrawn() -> float:
     return prometheus_client.REGISTRY.get_sample_value("porterlb_events_withdrawn_total") or 0.0
 
 
+def held() -> float | None:
+    return prometheus_client.REGISTRY.get_sample_value("porterlb_events_held")
+
+
 def placement(reason: str, name: str = "web") -> events.Notice:
     subject = events.Subject(kind="Service", api_version="v1", name=name, namespace="shop")
     return events.Notice(subject, "Warning", reason, f"{reason} of {name}", topic="placement")
@@ -71,8 +75,10 @@ async def test_a_held_notice_is_queued_once_its_hold_ends():
     poster.emit(placement("NoReadyEndpoint"), hold=10.0)
     await asyncio.sleep(9.9)
     assert queued(poster) == []
+    assert held() == 1
     await asyncio.sleep(0.2)
     assert queued(poster) == ["NoReadyEndpoint of web"]
+    assert held() == 0
 
 
 @pytest.mark.looptime
@@ -97,6 +103,7 @@ async def test_a_later_notice_on_the_same_subject_and_topic_withdraws_a_held_one
     await asyncio.sleep(5.0)
     assert queued(poster) == ([] if later.reason != "NoReadyEndpoint" else posted)
     assert withdrawn() - before == 1
+    assert held() == 0
 
 
 @pytest.mark.looptime

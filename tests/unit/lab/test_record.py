@@ -1,5 +1,6 @@
 """The lab record (``lab.json``) and what ``lab info`` makes of it."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,6 +36,17 @@ def test_record_survives_its_json_file(ipv6):
     original = record(ipv6)
     text = json.dumps(original.to_json())
     assert lab.Record.from_json(json.loads(text), DIRECTORY) == original
+
+
+def test_a_lab_whose_workers_run_kubelets_has_real_nodes_with_or_without_a_release():
+    bare = record()
+    kubelet = processes.Process(
+        role="kubelet/demo-w1", pid=200, started=6000, log=DIRECTORY / "kubelet.log"
+    )
+    real = dataclasses.replace(bare, processes=(*bare.processes, kubelet))
+    assert not bare.real_nodes
+    assert real.real_nodes
+    assert dataclasses.replace(real, release="porterlb").real_nodes
 
 
 def test_info_has_what_the_e2e_tests_need():
