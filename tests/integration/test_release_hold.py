@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Service
 from lightkube.types import PatchType
 
@@ -28,6 +29,9 @@ from tests.integration.conftest import eip_object, running_manager
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+OTHER_FINALIZER = "example.com/hold"
+"""Another controller's finalizer: it keeps a deleted Service Terminating after ours is gone."""
 
 LEAVE = {"metadata": {"annotations": {wellknown.LB_OPT_IN: None}}}
 """The OpenELB opt-in annotation removed: still a LoadBalancer, showing its IP until we
@@ -134,6 +138,44 @@ async def test_a_released_ip_waits_for_its_release_write(client, namespace, net,
             await decided(client, namespace, "new", ip)
             assert await showing(client, namespace, ip) == ["old"]
         await handed_over(client, namespace, ip)
+
+
+async def test_a_service_another_finalizer_keeps_terminating_gives_its_ip_back(
+    client, namespace, net, eips
+):
+    """Deleted while another finalizer keeps it, a Service shows its IP no more once its
+    release is written, and the IP goes to the next Service then, not once the Service is
+    gone: the release cleared no ingress of a Service being deleted, so the IP stayed held,
+    given to nobody, for as long as the other finalizer stayed."""
+    ip = f"{net}.7"
+    await one_address_pool(client, eips, namespace, ip)
+    async with running_manager(client) as manager:
+        await client.create(objects.service("old", namespace))
+        await objects.wait_ingress(client, "old", namespace, (ip,))
+        keep = {"metadata": {"finalizers": [OTHER_FINALIZER]}}
+        await client.patch(
+            Service, "old", keep, namespace=namespace, patch_type=PatchType.STRATEGIC
+        )
+        try:
+            async with held(manager.ipam, "old") as seam:
+                await client.delete(Service, "old", namespace=namespace)
+                await eventually(seam.entered, what="the release of old written")
+                await client.create(objects.service("new", namespace))
+                await decided(client, namespace, "new", ip)
+                assert await showing(client, namespace, ip) == ["old"]
+            await handed_over(client, namespace, ip)
+            old = await objects.raw(client, Service, "old", namespace)
+            assert old["metadata"].get("deletionTimestamp")
+            assert old["metadata"]["finalizers"] == [OTHER_FINALIZER]
+        finally:
+            with contextlib.suppress(ApiError):
+                await client.patch(
+                    Service,
+                    "old",
+                    [{"op": "remove", "path": "/metadata/finalizers"}],
+                    namespace=namespace,
+                    patch_type=PatchType.JSON,
+                )
 
 
 @pytest.mark.parametrize("lost", ["before", "after"])
