@@ -10,8 +10,6 @@ Terminating, and its Eip can then be deleted.
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Service
@@ -202,33 +200,16 @@ async def test_deleted_after_leaving_while_no_manager_ran_is_let_go(
 async def test_leaving_while_deleting_is_let_go(client, manager, namespace, net, eips, nodes, how):
     """Deleted first (another finalizer keeps it), then taken out of the class."""
     pool, node = await _setup(client, namespace, net, eips, nodes)
-    hold = "example.com/hold"
-    await client.patch(
-        Service,
-        "web",
-        {"metadata": {"finalizers": [hold]}},
-        namespace=namespace,
-        patch_type=PatchType.STRATEGIC,
-    )
-    await _served(client, "web", namespace, f"{net}.1", node, pool)
-    await client.delete(Service, "web", namespace=namespace)
-    await LEAVE[how](client, "web", namespace)
-    try:
+    async with objects.kept_terminating(client, "web", namespace) as other:
+        await _served(client, "web", namespace, f"{net}.1", node, pool)
+        await client.delete(Service, "web", namespace=namespace)
+        await LEAVE[how](client, "web", namespace)
         left = await _wait_unmarked(client, "web", namespace)
-        assert _meta(left)["finalizers"] == [hold]
+        assert _meta(left)["finalizers"] == [other]
         # Still there (the other finalizer keeps it), it shows the IP no more: else the IP
         # would stay held, given to nobody, for as long as that finalizer stays.
         assert not ((left.get("status") or {}).get("loadBalancer") or {}).get("ingress")
         await _wait_pool_empty(client, pool)
-    finally:
-        with contextlib.suppress(ApiError):
-            await client.patch(
-                Service,
-                "web",
-                [{"op": "remove", "path": "/metadata/finalizers"}],
-                namespace=namespace,
-                patch_type=PatchType.JSON,
-            )
 
 
 async def test_an_eip_is_deleted_once_its_service_left_the_class(

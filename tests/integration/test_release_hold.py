@@ -16,7 +16,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Service
 from lightkube.types import PatchType
 
@@ -29,9 +28,6 @@ from tests.integration.conftest import eip_object, running_manager
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-OTHER_FINALIZER = "example.com/hold"
-"""Another controller's finalizer: it keeps a deleted Service Terminating after ours is gone."""
 
 LEAVE = {"metadata": {"annotations": {wellknown.LB_OPT_IN: None}}}
 """The OpenELB opt-in annotation removed: still a LoadBalancer, showing its IP until we
@@ -152,11 +148,7 @@ async def test_a_service_another_finalizer_keeps_terminating_gives_its_ip_back(
     async with running_manager(client) as manager:
         await client.create(objects.service("old", namespace))
         await objects.wait_ingress(client, "old", namespace, (ip,))
-        keep = {"metadata": {"finalizers": [OTHER_FINALIZER]}}
-        await client.patch(
-            Service, "old", keep, namespace=namespace, patch_type=PatchType.STRATEGIC
-        )
-        try:
+        async with objects.kept_terminating(client, "old", namespace) as other:
             async with held(manager.ipam, "old") as seam:
                 await client.delete(Service, "old", namespace=namespace)
                 await eventually(seam.entered, what="the release of old written")
@@ -166,16 +158,7 @@ async def test_a_service_another_finalizer_keeps_terminating_gives_its_ip_back(
             await handed_over(client, namespace, ip)
             old = await objects.raw(client, Service, "old", namespace)
             assert old["metadata"].get("deletionTimestamp")
-            assert old["metadata"]["finalizers"] == [OTHER_FINALIZER]
-        finally:
-            with contextlib.suppress(ApiError):
-                await client.patch(
-                    Service,
-                    "old",
-                    [{"op": "remove", "path": "/metadata/finalizers"}],
-                    namespace=namespace,
-                    patch_type=PatchType.JSON,
-                )
+            assert old["metadata"]["finalizers"] == [other]
 
 
 @pytest.mark.parametrize("lost", ["before", "after"])
