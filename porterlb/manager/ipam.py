@@ -89,7 +89,10 @@ class Ipam:
         self._pool_changed: dict[PoolName, float] = {}
         """Pool -> when an allocation or release in it was last decided."""
         self._pool_changes: dict[PoolName, int] = {}
-        """Pool -> allocations and releases decided since its Eip's status was last written."""
+        """Pool -> allocations and releases decided in it, in all: a count that only grows, so
+        that one decided while a status write is on its way still paces the next write (a
+        count reset once the write returned lost it, and the next write waited for the pace
+        of a still pool)."""
         self._released_at: dict[ServiceKey, int] = {}
         """Service -> the revision of it the newest release still held was decided from."""
         self._unsure: dict[ServiceKey, int] = {}
@@ -523,11 +526,12 @@ class Ipam:
         old = obj.get("status") or {}
         # Wait before computing: the status lists every used IP, O(used) to build.
         now = asyncio.get_running_loop().time()
+        changes = self._pool_changes.get(parsed.name, 0)
         wait = pool_status.write_after(
             now,
             written=self._eip_written.get(parsed.name),
             changed=self._pool_changed.get(parsed.name),
-            changes=self._pool_changes.get(parsed.name, 0),
+            changes=changes,
         )
         if wait > 0:
             return queueing.Retry(after=wait)
@@ -539,13 +543,19 @@ class Ipam:
         # Once still, each Eip waits as if it held every pool's entries: one write per Eip per
         # period, all of them together pool_status.WRITE_RATE entries a second.
         own = len(status.get("used") or ())
-        self._eip_written[parsed.name] = pool_status.Written(
-            at=now, entries=max(own, self._used_everywhere()), own=own
+        last = self._eip_written.get(parsed.name)
+        # The attempt paces the next one, but only a write that landed has shown the changes.
+        sent = pool_status.Written(
+            at=now,
+            entries=max(own, self._used_everywhere()),
+            own=own,
+            counted=0 if last is None else last.counted,
         )
+        self._eip_written[parsed.name] = sent
         await writers.set_eip_status(
             self.client, parsed.name, status, resource_version=reflector.version(obj)
         )
-        self._pool_changes.pop(parsed.name, None)
+        self._eip_written[parsed.name] = dataclasses.replace(sent, counted=changes)
         return queueing.Done()
 
     def _used_everywhere(self) -> int:

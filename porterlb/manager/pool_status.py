@@ -149,6 +149,9 @@ class Written:
     """``used`` entries of all Eips together then: the still pace shares WRITE_RATE among them."""
     own: int
     """``used`` entries of this Eip's write."""
+    counted: int
+    """The pool's count of allocations and releases when the write was decided: those counted
+    since, also while it was on its way, pace the next one."""
 
 
 def write_after(
@@ -158,11 +161,11 @@ def write_after(
 
     `written` is its last write (None: never); `changed` is when the pool's usage last changed
     (None: not since the manager started) and `changes` how many allocations and releases
-    there were since `written`.
+    the pool has counted in all (a count that only grows).
     """
     if written is None:
         return 0.0
-    if changes * CHANGE_ENTRIES >= written.own:
+    if (changes - written.counted) * CHANGE_ENTRIES >= written.own:
         return max(0.0, written.at + WRITE_INTERVAL - now)
     still = written.at + max(WRITE_INTERVAL, written.entries / WRITE_RATE)
     if changed is not None:

@@ -135,8 +135,12 @@ def _release(
 ) -> Plan:
     """Give back what `key` holds and take our marks off the Service (None: it is gone).
 
-    The ingress is cleared only on a Service still in no other class, not being deleted and
-    marked as ours: another class's controller owns the status of its Services.
+    The ingress is cleared on a Service marked as ours and in no other class (another class's
+    controller owns the status of its Services), being deleted or not: a Service being deleted
+    outlives our finalizer as long as another finalizer keeps it, and an IP it still shows
+    stays held (given to nobody) until it is gone. Kubernetes' own service controller clears
+    the status of a LoadBalancer being deleted too. The clearing rides in the write that
+    takes our marks off: it costs no request.
     """
     held = list(holdings(ctx.alloc, key).values())
     if service is None:
@@ -158,7 +162,7 @@ def _release(
             ),
         )
     theirs = ownership is svc.Ownership.OTHER_CLASS
-    clear = () if service.ingress and marked and not service.deleting and not theirs else None
+    clear = () if service.ingress and marked and not theirs else None
     return Plan(
         unclaim=marked,
         ingress=clear,

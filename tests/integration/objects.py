@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import lightkube
+from lightkube.core.exceptions import ApiError
 from lightkube.models.core_v1 import ServicePort, ServiceSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import PatchType
 
 from porterlb.api import reasons, wellknown
 from tests.waiting import eventually
@@ -106,6 +110,31 @@ async def set_endpoints(
 
 async def delete_endpoints(client: lightkube.AsyncClient, service: str, namespace: str) -> None:
     await client.delete(EndpointSlice, f"{service}-test", namespace=namespace)
+
+
+OTHER_FINALIZER = "example.com/hold"
+"""Another controller's finalizer: it keeps a deleted Service Terminating after ours is gone."""
+
+
+@contextlib.asynccontextmanager
+async def kept_terminating(
+    client: lightkube.AsyncClient, name: str, namespace: str
+) -> AsyncIterator[str]:
+    """Give Service `name` :data:`OTHER_FINALIZER` for the with-block, so that once deleted it
+    stays Terminating; at the end its finalizers are removed and it goes."""
+    keep = {"metadata": {"finalizers": [OTHER_FINALIZER]}}
+    await client.patch(Service, name, keep, namespace=namespace, patch_type=PatchType.STRATEGIC)
+    try:
+        yield OTHER_FINALIZER
+    finally:
+        with contextlib.suppress(ApiError):
+            await client.patch(
+                Service,
+                name,
+                [{"op": "remove", "path": "/metadata/finalizers"}],
+                namespace=namespace,
+                patch_type=PatchType.JSON,
+            )
 
 
 async def ingress(client: lightkube.AsyncClient, name: str, namespace: str) -> tuple[str, ...]:

@@ -129,6 +129,12 @@ async def test_a_policy_change_adds_or_releases_the_second_ip_and_keeps_the_firs
     await client.patch(Service, "web", dual, namespace=namespace, patch_type=PatchType.MERGE)
     await objects.wait_ingress(client, "web", namespace, (f"{net}.1", f"{v6(net)}1"))
 
+    async def counted():
+        return await used(client, v6_pool) == {f"{v6(net)}1": f"{namespace}/web"}
+
+    # Else the wait for the release below could pass on a status that never counted the IP.
+    await eventually(counted, what="the IPv6 address counted in its Eip's status")
+
     single = {"spec": {"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]}}
     await client.patch(Service, "web", single, namespace=namespace, patch_type=PatchType.MERGE)
     await objects.wait_ingress(client, "web", namespace, (f"{net}.1",))

@@ -136,6 +136,31 @@ async def test_a_released_ip_waits_for_its_release_write(client, namespace, net,
         await handed_over(client, namespace, ip)
 
 
+async def test_a_service_another_finalizer_keeps_terminating_gives_its_ip_back(
+    client, namespace, net, eips
+):
+    """Deleted while another finalizer keeps it, a Service shows its IP no more once its
+    release is written, and the IP goes to the next Service then, not once the Service is
+    gone: the release cleared no ingress of a Service being deleted, so the IP stayed held,
+    given to nobody, for as long as the other finalizer stayed."""
+    ip = f"{net}.7"
+    await one_address_pool(client, eips, namespace, ip)
+    async with running_manager(client) as manager:
+        await client.create(objects.service("old", namespace))
+        await objects.wait_ingress(client, "old", namespace, (ip,))
+        async with objects.kept_terminating(client, "old", namespace) as other:
+            async with held(manager.ipam, "old") as seam:
+                await client.delete(Service, "old", namespace=namespace)
+                await eventually(seam.entered, what="the release of old written")
+                await client.create(objects.service("new", namespace))
+                await decided(client, namespace, "new", ip)
+                assert await showing(client, namespace, ip) == ["old"]
+            await handed_over(client, namespace, ip)
+            old = await objects.raw(client, Service, "old", namespace)
+            assert old["metadata"].get("deletionTimestamp")
+            assert old["metadata"]["finalizers"] == [other]
+
+
 @pytest.mark.parametrize("lost", ["before", "after"])
 async def test_a_release_write_that_failed_holds_until_the_service_shows_it_landed(
     client, namespace, net, eips, lost

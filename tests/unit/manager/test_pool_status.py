@@ -508,8 +508,11 @@ def test_a_pool_with_a_malformed_node_selector_keeps_its_usage_but_is_not_ready(
 # -- pacing of the writes -----------------------------------------------------------------
 
 
-def written(at: float, entries: int, own: int | None = None) -> pool_status.Written:
-    return pool_status.Written(at=at, entries=entries, own=entries if own is None else own)
+def written(
+    at: float, entries: int, own: int | None = None, counted: int = 0
+) -> pool_status.Written:
+    own = entries if own is None else own
+    return pool_status.Written(at=at, entries=entries, own=own, counted=counted)
 
 
 @pytest.mark.parametrize(
@@ -525,6 +528,10 @@ def written(at: float, entries: int, own: int | None = None) -> pool_status.Writ
         pytest.param(
             100.0, written(95.0, 10_000, own=1000), 99.9, 10, 15.0, id="all Eips share 500/s"
         ),
+        pytest.param(
+            100.0, written(99.5, 4, counted=7), 99.9, 8, 0.5, id="changed while being written"
+        ),
+        pytest.param(100.0, written(99.5, 4, counted=8), 99.9, 8, 1.9, id="seen by the last write"),
     ],
 )
 def test_write_after(now, last, changed, changes, want):
@@ -546,7 +553,6 @@ def test_a_busy_pool_writes_at_most_five_entries_per_change(sizes):
         changes += step
         if pool_status.write_after(now, written=last, changed=now, changes=changes) == 0:
             total += used
-            last = pool_status.Written(at=now, entries=used, own=used)
-            changes = 0
+            last = pool_status.Written(at=now, entries=used, own=used, counted=changes)
     first = sizes[0]
     assert total <= (pool_status.CHANGE_ENTRIES + 1) * used + first

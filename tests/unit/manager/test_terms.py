@@ -62,7 +62,7 @@ async def test_the_pace_of_eip_status_writes_outlives_a_term():
         {"metadata": {"name": "lan"}, "spec": {"address": "198.18.0.0/22", "protocol": "layer2"}}
     )
     now = asyncio.get_running_loop().time()
-    manager._eip_written[lan.name] = pool_status.Written(at=now, entries=1000, own=1000)
+    manager._eip_written[lan.name] = pool_status.Written(at=now, entries=1000, own=1000, counted=0)
     manager._pool_changed[lan.name] = now
     manager._reset()  # the Lease was lost and won again
     outcome = await manager._write_eip_status(lan, {"metadata": {"name": "lan"}})
