@@ -26,10 +26,11 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import FrameType
-from typing import Final
+from typing import Final, Self
 
 from porterlb import errors
 from porterlb.l2 import ethernet
@@ -55,6 +56,13 @@ ETHERTYPE_IPV4: Final = 0x0800
 TCP: Final = 6
 SYN: Final = 0x02
 ACK: Final = 0x10
+
+READY: Final = "ready"
+"""What the process prints once it reads the router's frames."""
+
+READY_TIMEOUT: Final = 60.0
+"""Seconds the process may take to start: an interpreter and its imports, on two loaded
+cores."""
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -141,7 +149,10 @@ def broken(
 
 class Forwarding(linestream.LineStream):
     """Records where the router sends ``ips``' traffic while the with-block runs;
-    :attr:`frames` holds it. A process of its own, like :class:`porterlb.lab.sampler.Sampler`.
+    :attr:`frames` holds it. A process of its own, like :class:`porterlb.lab.sampler.Sampler`;
+    entering the block returns once it reads the router's frames (a Python process takes
+    seconds to start on a loaded machine, and a record that missed the first hop would judge
+    nothing). Raises LabError if it does not within :data:`READY_TIMEOUT`.
     """
 
     def __init__(self, layout: plan.Lab, ips: Iterable[str]) -> None:
@@ -153,9 +164,24 @@ class Forwarding(linestream.LineStream):
             sys.executable, "-u", "-m", __name__, "--ifname", plan.ROUTER_LAN_IF, *self.ips,
         ]  # fmt: skip
         super().__init__(argv, name="forwarding")
+        self.lab = layout.name
         self.frames: list[Frame] = []
+        self._ready = threading.Event()
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        if not self._ready.wait(READY_TIMEOUT):
+            self.__exit__(None, None, None)
+            raise netns.LabError(
+                f"lab {self.lab}: the router's forwarding record did not start within"
+                f" {READY_TIMEOUT:.0f} s"
+            )
+        return self
 
     def _line(self, line: str) -> None:
+        if line.strip() == READY:
+            self._ready.set()
+            return
         at, ip, mac, port = line.split()
         self.frames.append(Frame(float(at), ip, mac, int(port)))
 
@@ -171,10 +197,13 @@ def _follow(ifname: str, targets: Sequence[IPAddress]) -> None:
     signal.signal(signal.SIGTERM, stopping)
     last: dict[IPAddress, str] = {}
     wanted = set(targets)
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as sock:
+    # Protocol 0 until bound: a socket opened for every protocol would queue frames of every
+    # interface, unfiltered, until the filter and the bind below.
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
         bpf.attach(sock, OUTGOING_ONLY)
         sock.bind((ifname, ETH_P_ALL))
         sock.settimeout(0.2)  # to see SIGTERM
+        print(READY, flush=True)
         while not stop:
             try:
                 data = sock.recv(HEADERS)
