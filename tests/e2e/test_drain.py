@@ -5,20 +5,21 @@ On the session's real-node lab (``conftest.py``). While the client sends request
 Service IP and the router's LAN leg samples who answers it every 20 ms, the announcing node's
 speaker pod is deleted, so its kubelet sends the speaker SIGTERM. The judges: the IP ends on
 another node (recorded and answered there), the sampler never saw two MACs answer one ARP
-request, no request failed once the new node answered (one open at the instant the router
-switches may break), the speaker's own log (followed through the API server while it runs)
-says it drained (an exit forced by SIGKILL at the end of the grace period would end the log
-without it), and the Service's ``Failover`` Event names the drain.
+request, the router sent the IP's traffic to the old node and then to the new one, never
+back, no request failed but one the router opened through the old node (it breaks when the
+router switches: its next packets reach the new node, which has no state for it), the
+speaker's own log (followed through the API server while it runs) says it drained (an exit
+forced by SIGKILL at the end of the grace period would end the log without it), and the
+Service's ``Failover`` Event names the drain. The DaemonSet's new pod makes the node eligible
+again: the leader counts no node as draining. Needs root.
 
-Which node a request went to is the router's decision at the instant it forwards the request's
-SYN (:mod:`porterlb.lab.forwarding` reads it there), not the order the client sent requests
-in: on a loaded machine a SYN can wait in one CPU's backlog while a later one passes on the
-other, so a request sent after one the new node answered may still have been opened through
-the old node (CI saw one reset so, with a single switch). The router must send the IP's
-traffic to the old node, then to the new one, never back; a request may fail only if the
-router opened its connection through the old node, or, if it saw no SYN of it, if it was sent
-before the router's first frame to the new node. The DaemonSet's new pod
-makes the node eligible again: the leader counts no node as draining. Needs root.
+Which node a request went to is the router's decision at the instant it forwards the
+request's SYN (:mod:`porterlb.lab.forwarding` reads it there, the request's port names it),
+not the order the client sent requests in: on a loaded machine a SYN can wait in one CPU's
+backlog while a later one passes on the other, so a request sent after one the new node
+answered may still have been opened through the old node (judged by send order, CI once
+failed a reset sent so). A request whose SYN the router was not seen to send may fail only
+if it was sent before the router's first frame to the new node.
 """
 
 from __future__ import annotations
