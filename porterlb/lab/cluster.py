@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 import lightkube
-from lightkube import codecs, operators
+from lightkube import codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.discovery_v1 import EndpointSlice
@@ -47,6 +47,7 @@ NAMESPACE: Final = "default"
 LAB_LABEL: Final = "lab.porterlb.io/name"
 """On every object a lab creates: which lab made it."""
 
+MANAGED_BY_LABEL: Final = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY: Final = "lab.porterlb.io"
 """``endpointslice.kubernetes.io/managed-by`` of the lab's slices: not the EndpointSlice
 controller's value, which would claim them for a controller-manager that is not there."""
@@ -201,7 +202,7 @@ def endpoint_slices(
             "namespace": namespace,
             "labels": {
                 wellknown.SERVICE_NAME_LABEL: name,
-                "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+                MANAGED_BY_LABEL: MANAGED_BY,
                 LAB_LABEL: lab.name,
             },
         }
@@ -278,15 +279,19 @@ async def create_service(
 async def delete_service(
     client: lightkube.AsyncClient, name: str, *, namespace: str = NAMESPACE
 ) -> None:
-    """Delete a sample Service and its EndpointSlices; what is already gone is fine.
+    """Delete a sample Service and the EndpointSlices the lab wrote for it; what is already
+    gone is fine.
 
-    No garbage collector runs in the process lab, so its slices are deleted here, not by owner
-    (on real nodes the EndpointSlice controller's go with the Service).
+    No garbage collector runs in the process lab, so its slices are deleted here, not by owner.
+    On real nodes the EndpointSlice controller's go with the Service, and only with it: they
+    carry the Service's labels, the lab's among them, but deleting one first makes the
+    controller write it again, and the leader, which saw the Service lose its endpoints and
+    take them back, announced the IP of a Service being deleted from another node for a moment.
     """
     slices = client.list(
         EndpointSlice,
         namespace=namespace,
-        labels={wellknown.SERVICE_NAME_LABEL: name, LAB_LABEL: operators.exists()},
+        labels={wellknown.SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY},
     )
     async for endpoint_slice in slices:
         assert endpoint_slice.metadata is not None and endpoint_slice.metadata.name

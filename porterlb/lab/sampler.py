@@ -22,12 +22,10 @@ no answer; ``two_answer`` is the sum of the former, ``blackout`` the longest of 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import ipaddress
 import signal
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,7 +34,7 @@ from typing import Final
 
 from porterlb import errors
 from porterlb.l2 import arp, ethernet, ndp
-from porterlb.lab import linestream, netns, plan
+from porterlb.lab import bpf, linestream, netns, plan
 
 PERIOD: Final = 0.02
 """Seconds between two requests for one IP: issue 9 asks for at most 20 ms."""
@@ -44,9 +42,6 @@ PERIOD: Final = 0.02
 ETH_P_ALL: Final = 0x0003
 ETH_P_ARP: Final = 0x0806
 """include/uapi/linux/if_ether.h: every protocol (ARP and IPv6 on one socket), ARP alone."""
-
-SO_ATTACH_FILTER: Final = 26
-"""include/uapi/asm-generic/socket.h."""
 
 ANSWERS_ONLY: Final = (
     (0x28, 0, 0, 12),  # ldh [12]: the ethertype
@@ -193,7 +188,7 @@ def _sample(
     protocol = ETH_P_ALL if sources6 else ETH_P_ARP
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol)) as sock:
         if sources6:
-            _filter(sock)
+            bpf.attach(sock, ANSWERS_ONLY)
         sock.bind((ifname, protocol))
         started = time.monotonic()
         tick = 0
@@ -211,15 +206,6 @@ def _sample(
             _collect(sock, mac, slots, open_samples, until=started + tick * period, stop=stop)
     for index in range(len(sources)):  # oldest first
         _print(open_samples[(tick + index) % len(sources)])
-
-
-def _filter(sock: socket.socket) -> None:
-    """Attach :data:`ANSWERS_ONLY` to ``sock`` (the kernel copies the program: the buffer
-    may go once attached)."""
-    code = b"".join(struct.pack("HBBI", *instruction) for instruction in ANSWERS_ONLY)
-    program = ctypes.create_string_buffer(code, len(code))
-    fprog = struct.pack("HL", len(ANSWERS_ONLY), ctypes.addressof(program))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 def _request(

@@ -66,6 +66,9 @@ class Request:
     """The node whose backend answered; "" when the request failed."""
     failure: str = ""
     """Why it failed (one of :data:`FAILURES`); "" when it was answered."""
+    port: int = 0
+    """The connection's local port, which names it among the frames the router forwards
+    (:mod:`porterlb.lab.forwarding`); 0 when it is not known."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,23 +142,25 @@ async def _request(ip: str, port: int, sent: float) -> None:
 
 
 def line(request: Request) -> str:
-    """``request`` as the stream prints it: the send time, then the node or the failure."""
-    return f"{request.sent:.6f} {request.node or _FAILED + request.failure}"
+    """``request`` as the stream prints it: the send time, the node or the failure, the
+    local port."""
+    return f"{request.sent:.6f} {request.node or _FAILED + request.failure} {request.port}"
 
 
 def parse(text: str) -> Request:
     """A line the stream printed (:func:`line`), back into its request."""
-    sent, _, said = text.rstrip("\n").partition(" ")
+    sent, said, port = text.split()
     if said.startswith(_FAILED):
-        return Request(float(sent), "", said.removeprefix(_FAILED))
-    return Request(float(sent), said)
+        return Request(float(sent), "", said.removeprefix(_FAILED), int(port))
+    return Request(float(sent), said, port=int(port))
 
 
 async def answer(
     ip: str, port: int, *, connect_timeout: float = CONNECT_TIMEOUT
-) -> tuple[str, str]:
+) -> tuple[str, str, int]:
     """One ``GET /`` to ``ip:port``: the node the backend named and "", or "" and why the
-    request failed (one of :data:`FAILURES`)."""
+    request failed (one of :data:`FAILURES`); then the connection's local port (0 if none
+    was bound)."""
     family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -164,14 +169,33 @@ async def answer(
             await asyncio.get_running_loop().sock_connect(sock, (ip, port))
     except TimeoutError:
         if not connected_in_time(sock, connect_timeout):
-            sock.close()
-            return "", "connect-timeout"
+            return _failed(sock, "connect-timeout")
     except ConnectionRefusedError:
-        sock.close()
-        return "", "refused"
+        return _failed(sock, "refused")
     except OSError:
-        sock.close()
-        return "", "unreachable"
+        return _failed(sock, "unreachable")
+    local = _local_port(sock)
+    node, failure = await _exchange(sock, ip)
+    return node, failure, local
+
+
+def _failed(sock: socket.socket, why: str) -> tuple[str, str, int]:
+    """Close ``sock``, whose connection did not open: "", ``why`` and its local port."""
+    local = _local_port(sock)
+    sock.close()
+    return "", why, local
+
+
+def _local_port(sock: socket.socket) -> int:
+    """``sock``'s local port; 0 once the kernel has released it (a refused connection)."""
+    try:
+        return int(sock.getsockname()[1])
+    except OSError:
+        return 0
+
+
+async def _exchange(sock: socket.socket, ip: str) -> tuple[str, str]:
+    """``GET /`` over the open connection ``sock``: the node that answered, or why not."""
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT):

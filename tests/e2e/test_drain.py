@@ -5,11 +5,21 @@ On the session's real-node lab (``conftest.py``). While the client sends request
 Service IP and the router's LAN leg samples who answers it every 20 ms, the announcing node's
 speaker pod is deleted, so its kubelet sends the speaker SIGTERM. The judges: the IP ends on
 another node (recorded and answered there), the sampler never saw two MACs answer one ARP
-request, no request failed once the new node answered (one open at the instant the router
-switches may break), the speaker's own log (followed through the API server while it runs)
-says it drained (an exit forced by SIGKILL at the end of the grace period would end the log
-without it), and the Service's ``Failover`` Event names the drain. The DaemonSet's new pod
-makes the node eligible again: the leader counts no node as draining. Needs root.
+request, the router sent the IP's traffic to the old node and then to the new one, never
+back, no request failed but one the router opened through the old node (it breaks when the
+router switches: its next packets reach the new node, which has no state for it), the
+speaker's own log (followed through the API server while it runs) says it drained (an exit
+forced by SIGKILL at the end of the grace period would end the log without it), and the
+Service's ``Failover`` Event names the drain. The DaemonSet's new pod makes the node eligible
+again: the leader counts no node as draining. Needs root.
+
+Which node a request went to is the router's decision at the instant it forwards the
+request's SYN (:mod:`porterlb.lab.forwarding` reads it there, the request's port names it),
+not the order the client sent requests in: on a loaded machine a SYN can wait in one CPU's
+backlog while a later one passes on the other, so a request sent after one the new node
+answered may still have been opened through the old node (judged by send order, CI once
+failed a reset sent so). A request whose SYN the router was not seen to send may fail only
+if it was sent before the router's first frame to the new node.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import time
 import httpx2
 
 from porterlb.api import reasons
-from porterlb.lab import cluster, leaders, netns, sampler, traffic
+from porterlb.lab import cluster, forwarding, leaders, netns, plan, sampler, traffic
 from porterlb.lab.node import release
 from tests.e2e import marks, reallab
 from tests.waiting import eventually
@@ -47,6 +57,7 @@ async def test_a_deleted_speaker_pod_hands_its_ip_over_and_exits(speaker_lab):
         logged = asyncio.create_task(_follow(speaker_lab, pod, lines), name="test/speaker-log")
         try:
             with (
+                forwarding.Forwarding(speaker_lab.plan, [str(ip)]) as router,
                 traffic.Traffic(
                     speaker_lab.plan.client.netns, str(ip), cluster.SERVICE_PORT
                 ) as flow,
@@ -71,9 +82,12 @@ async def test_a_deleted_speaker_pod_hands_its_ip_over_and_exits(speaker_lab):
                 )
         finally:
             logged.cancel()
-        switched = min(r.sent for r in flow.requests if r.node == new.name)
-        late = [r for r in flow.requests if not r.node and r.sent >= switched]
-        assert late == [], f"requests failed after {new.name} answered: {late}"
+        hops = forwarding.hops(router.frames, str(ip))
+        assert [h.mac for h in hops] == [str(old.mac), str(new.mac)], _hops(hops, old, new)
+        switched = hops[1].at
+        via = forwarding.opened_via(router.frames, str(ip), flow.requests)
+        late = forwarding.broken(flow.requests, via, old=str(old.mac), switched=switched)
+        assert late == [], _late(late, via, switched, sampled.samples, new)
         doubles = [s for s in sampled.samples if len(s.macs) > 1]
         assert doubles == [], f"two MACs answered one ARP request: {doubles[:3]}"
         assert await speaker_lab.answers(ip) == {str(new.mac)}
@@ -104,6 +118,36 @@ async def _follow(speaker_lab, pod: str, lines: list[str]) -> None:
     """Append pod ``pod``'s log lines to ``lines`` until its container exits."""
     async for line in speaker_lab.api.log(pod, namespace=release.NAMESPACE, follow=True):
         lines.append(line)
+
+
+def _hops(hops: list[forwarding.Frame], old: plan.Node, new: plan.Node) -> str:
+    start = hops[0].at if hops else 0.0
+    said = ", ".join(f"{h.mac} at {h.at - start:+.3f} s" for h in hops)
+    return f"the router sent the traffic to {said} ({old.name} is {old.mac}, {new.name} {new.mac})"
+
+
+def _late(
+    late: list[traffic.Request],
+    via: dict[traffic.Request, str],
+    switched: float,
+    samples: list[sampler.Sample],
+    new: plan.Node,
+) -> str:
+    """What a reader needs of requests that failed though the router did not open them
+    through the old node: when each was sent relative to the router's switch, its port,
+    where its SYN went, and who answered the sampler around it."""
+    lines = [f"requests failed once the router sent the traffic to {new.name} ({new.mac}):"]
+    for request in late:
+        near = [
+            f"{s.at - switched:+.3f}:{','.join(sorted(s.macs)) or '-'}"
+            for s in samples
+            if abs(s.at - request.sent) < 0.1
+        ]
+        lines.append(
+            f"  sent {request.sent - switched:+.3f} s, {request.failure}, port {request.port},"
+            f" SYN to {via.get(request, 'unseen')}; sampler: {' '.join(near)}"
+        )
+    return "\n".join(lines)
 
 
 async def _answered(flow: traffic.Traffic, node: str, *, since: float = 0.0) -> bool:

@@ -25,9 +25,11 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
         st.tuples(st.from_regex(r"[a-z0-9][a-z0-9.-]{0,20}", fullmatch=True), st.just("")),
         st.tuples(st.just(""), st.sampled_from(traffic.FAILURES)),
     ),
+    port=st.integers(min_value=0, max_value=65535),
 )
-def test_a_printed_request_reads_back_as_itself(sent, said):
-    request = traffic.Request(sent, *said)
+def test_a_printed_request_reads_back_as_itself(sent, said, port):
+    node, failure = said
+    request = traffic.Request(sent, node, failure, port)
     assert traffic.parse(traffic.line(request) + "\n") == request
 
 
@@ -65,7 +67,9 @@ async def _resets(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 )
 async def test_an_open_connection_gives_the_node_or_why_not(handle, expected):
     async for port in _serve(handle):
-        assert await traffic.answer("127.0.0.1", port) == expected
+        node, failure, local = await traffic.answer("127.0.0.1", port)
+        assert (node, failure) == expected
+        assert local not in (0, port)  # the client's own end: it names the connection
 
 
 async def test_a_closed_port_is_refused():
@@ -73,7 +77,8 @@ async def test_a_closed_port_is_refused():
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     # Nothing listens there now: the kernel answers the SYN with a RST.
-    assert await traffic.answer("127.0.0.1", port) == ("", "refused")
+    node, failure, _ = await traffic.answer("127.0.0.1", port)
+    assert (node, failure) == ("", "refused")
 
 
 def test_the_rejections_are_failures_a_host_answered():
