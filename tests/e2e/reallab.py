@@ -38,13 +38,18 @@ def _helm_built() -> bool:
     return True
 
 
+LAB_TEST_LIMIT = 600
+"""Seconds a test of such a module may take: the first to ask for a lab also pays for its
+``lab up`` (over 4 min at a load of 40), which pytest-timeout counts as the test's."""
+
 CHART_MARKS = [
     *marks.e2e(*nodelab.TOOLS, *porterlb_image.BUILD_TOOLS, control_plane=True),
+    pytest.mark.timeout(LAB_TEST_LIMIT),
     pytest.mark.skipif(not READY, reason=SKIP_REASON),
     pytest.mark.skipif(not _helm_built(), reason="needs `porterlb lab build-tools` (helm)"),
 ]
 """The marks of a module whose lab installs porterlb by its chart: root, the node binaries,
-helm, buildah and debootstrap."""
+helm, buildah and debootstrap, and the time a lab's setup needs."""
 
 
 @contextlib.contextmanager

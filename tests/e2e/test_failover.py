@@ -27,7 +27,7 @@ from tests.e2e import reallab
 from tests.e2e.conftest import IPAddress, SpeakerLab, real_lab_fixtures
 from tests.waiting import eventually
 
-pytestmark = [*reallab.CHART_MARKS, pytest.mark.timeout(600)]
+pytestmark = reallab.CHART_MARKS
 """The first test brings the module's lab of real nodes up: up to 6 min on a loaded host."""
 
 WORKERS: Final = 3
