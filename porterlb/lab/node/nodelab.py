@@ -534,7 +534,11 @@ def _nodes_ready(server: str, token: str, context: ssl.SSLContext, names: Iterab
 
 def _check_alive(process: procs.Process) -> None:
     if not procs.alive(process):
-        raise netns.LabError(f"{process.role} exited before the lab was ready; see {process.log}")
+        # The tail, not only the path: a failed up removes the lab and its logs with it.
+        raise netns.LabError(
+            f"{process.role} exited before the lab was ready; see {process.log}"
+            f"{lab.tail(process.log)}"
+        )
 
 
 def _wait(process: procs.Process, ready: Callable[[], bool], timeout: float) -> None:
