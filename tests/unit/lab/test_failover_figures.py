@@ -106,22 +106,6 @@ def test_the_summary_gives_percentiles_of_the_first_and_last_ip_and_the_most_wri
     assert "| 250.0 / 300.0 | 500.0 / 600.0 | 101 |" in text
 
 
-@pytest.mark.parametrize(
-    ("before", "after", "writes"),
-    [
-        pytest.param(
-            {"leases": 5.0, "services": 10.0},
-            {"leases": 9.0, "services": 110.0, "events": 100.0},
-            {"events": 100, "services": 100},
-            id="leases-apart-by-resource",
-        ),
-        pytest.param({"services": 10.0}, {"services": 3.0}, None, id="counters-went-back"),
-    ],
-)
-def test_a_runs_writes_are_the_difference_of_the_api_servers_counts(before, after, writes):
-    assert failover._difference(before, after) == writes
-
-
 def test_a_run_whose_ip_never_moved_leaves_the_move_times_unknown():
     runs = [
         failover.Figures(traffic.Outage(0.2, 0), 0.0, 0.0, first_ip=0.25, last_ip=0.3),
