@@ -329,6 +329,10 @@ async def _measure(
                 f" blackout {figures.blackout * 1000:.0f} ms, load {os.getloadavg()[0]:.1f}"
             )
             if run.steps:
+                say(
+                    f"  injected in {run.injected * 1000:.0f} ms; {run.before} last answered at"
+                    f" {_ms(run.last_old)}; where each IP's move went, ms from the fault:"
+                )
                 say(handover.table(handover.breakdown(run.steps)))
             found.append(figures)
         return found, writes
@@ -376,7 +380,12 @@ class Run:
     fault: a request failing near one may have lacked the answer, one failing far from any
     was lost beyond the link (on the node)."""
     steps: tuple[handover.Step, ...] = ()
-    """Each IP's move, clock by clock (a run with ``breakdown``)."""
+    """Each IP's move, clock by clock (moving scenarios)."""
+    injected: float = 0.0
+    """Seconds the injection took: the node may have died at any moment of it."""
+    last_old: float | None = None
+    """Seconds from the fault to the old node's last answer to the sampler, for any IP: the
+    moment it died, within a sampling period (moving scenarios)."""
 
     @property
     def outage(self) -> traffic.Outage:
@@ -433,6 +442,7 @@ class FaultLab:
             spent = cpu.spent(self.record.processes)
             at = time.monotonic()
             fault = await self.inject(scenario, victim)
+            injected = time.monotonic() - at
             if scenario in MOVING:
                 try:
                     await self._until(
@@ -504,6 +514,8 @@ class FaultLab:
             failed_at,
             silent,
             steps,
+            injected,
+            handover.last_answer(sampled.samples, str(layout.node(victim).mac), since=at),
         )
 
     async def _prime(self, ips: Sequence[str], victim: str) -> None:

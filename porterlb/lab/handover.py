@@ -43,8 +43,8 @@ DISCARD_PORT: Final = 9
 """RFC 863: the priming datagram's port, were it ever delivered."""
 
 _NEIGH: Final = re.compile(
-    r"^\[(?P<at>[^\]]+)\]\s+(?P<deleted>Deleted )?(?P<ip>\S+) dev \S+"
-    r"(?: lladdr (?P<mac>[0-9a-f:]{17}))?(?: router)?(?: proxy)?(?P<states>(?: [A-Z]+)*)$"
+    r"^\[(?P<at>[^\]]+)\]\s+(?P<deleted>Deleted )?(?P<ip>\S+)(?: dev \S+)?"
+    r"(?: lladdr (?P<mac>[0-9a-f:]{17}))?(?: router)?(?: proxy)?(?P<states>(?: [A-Z]+)+)$"
 )
 
 
@@ -151,6 +151,14 @@ def steps(
             Step(ip, node, _since(update, fault), _since(kernel, fault), after[0].at - fault)
         )
     return found
+
+
+def last_answer(samples: Iterable[sampler.Sample], mac: str, *, since: float) -> float | None:
+    """Seconds from ``since`` to the last sample ``mac`` answered (for any IP): the last sign
+    of life of a node that fails, so the moment the failover could start from. None if it
+    answered none after ``since``."""
+    answered = [s.at for s in samples if s.at >= since and mac in s.macs]
+    return max(answered) - since if answered else None
 
 
 def _since(at: float | None, fault: float) -> float | None:

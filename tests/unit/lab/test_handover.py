@@ -34,6 +34,12 @@ def wall(text):
             id="v6-router-flag",
         ),
         pytest.param(
+            "[2026-12-06T17:13:24.447085] 198.18.58.13 lladdr 02:70:6c:1d:01:03 STALE",
+            "198.18.58.13",
+            OTHER,
+            id="filtered-by-device",
+        ),
+        pytest.param(
             "[2026-12-06T17:13:24.447085] Deleted 198.18.58.13 dev lan0 lladdr"
             " 02:70:6c:1d:01:03 STALE",
             "198.18.58.13",
@@ -139,6 +145,13 @@ def rounded(value):
         round(field, 6) if isinstance(field, float) else field
         for field in (getattr(value, name) for name in value.__slots__)
     )
+
+
+def test_the_old_nodes_last_answer_is_its_last_sample_after_the_fault():
+    samples = [sample(9.0, V4, OLD), sample(10.2, V4, OLD), sample(10.3, V6, OLD, NEW)]
+    samples += [sample(10.5, V4, NEW), sample(10.4, V6, NEW)]
+    assert handover.last_answer(samples, OLD, since=10.0) == pytest.approx(0.3)
+    assert handover.last_answer(samples[:1], OLD, since=10.0) is None
 
 
 def test_the_breakdown_gives_each_family_its_first_last_and_worst_lag():
