@@ -310,15 +310,20 @@ async def test_a_fenced_announcer_answers_nothing_and_sends_no_gratuitous_frame(
     assert len(eth0.sent) == 3  # the rounds at 1 s and 2 s fell while fenced: skipped
 
 
+async def link_open_and_quiet(node, eth0):
+    """Announce VIP4 until its link is open and its burst is over."""
+    announce(node, samples.VIP4)
+    await frames(eth0, 2)
+    await asyncio.sleep(QUIET)
+
+
 async def test_an_update_sends_its_first_round_before_it_returns():
     """A failover's batch reaches the router before the speaker does anything else; the burst
     loop goes on from the second round, on the same schedule."""
     node = Node()
     eth0 = node.conn("eth0")
     async with running(node):
-        announce(node, samples.VIP4)
-        await frames(eth0, 2)  # the link is open
-        await asyncio.sleep(QUIET)  # VIP4's burst is over
+        await link_open_and_quiet(node, eth0)
         start, before = now(), len(eth0.sent)
         node.announcer.update(
             {
@@ -341,9 +346,7 @@ async def test_a_fenced_update_leaves_the_first_round_to_the_burst_loop():
     node = Node(may_answer=lambda: not fenced)
     eth0 = node.conn("eth0")
     async with running(node):
-        announce(node, samples.VIP4)
-        await frames(eth0, 2)  # the link is open
-        await asyncio.sleep(QUIET)
+        await link_open_and_quiet(node, eth0)
         before = len(eth0.sent)
         fenced = True
         node.announcer.update(
