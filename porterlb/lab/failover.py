@@ -338,6 +338,12 @@ async def _measure(
             )
             load = os.getloadavg()[0]
             say(f"  {scenario} run {number}/{runs}: lab settled in {waited:.1f} s, load {load:.1f}")
+            victim = await lab_faults.announcer(SERVICE)
+            if victim == await leaders.node_of(client, record, await lab_faults.leader()):
+                say(
+                    f"  {scenario} run {number}/{runs}: the leading manager runs on {victim}:"
+                    " its crash waits for a new leader too (bench.leader_crash measures that)"
+                )
             run = await lab_faults.run(scenario, SERVICE, ip, repair=True, prime=True)
             figures = run.figures
             say(
