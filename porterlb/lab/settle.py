@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+import httpx2
 import lightkube
 from lightkube.resources.core_v1 import Pod
 
@@ -30,6 +31,9 @@ QUIET: Final = 2.0
 LIMIT: Final = 300.0
 """Seconds the lab may take to settle before the bench gives up: a heal under load 45 wrote
 for over a minute."""
+
+UNCOUNTED: Final = {"(the API server's /metrics did not answer)": 1}
+"""What :func:`until_settled` reports for a window it could not count."""
 
 BACKGROUND: Final = frozenset({"leases", "events"})
 """Resources written in a settled lab too: node and leader Leases, and Events, which report
@@ -66,11 +70,11 @@ async def until_settled(
     or the resources still written when ``limit`` seconds have passed."""
     started = time.monotonic()
     deadline = started + limit
-    before = await asyncio.to_thread(apiwrites.count, kubeconfig)
+    before = await _count(kubeconfig)
     while True:
         await asyncio.sleep(quiet)  # the window the writes are counted over
-        after = await asyncio.to_thread(apiwrites.count, kubeconfig)
-        written = busy(before, after)
+        after = await _count(kubeconfig)
+        written = UNCOUNTED if before is None or after is None else busy(before, after)
         waiting = unready([pod async for pod in client.list(Pod, namespace=lightkube.ALL_NS)])
         if not written and not waiting:
             return time.monotonic() - started
@@ -80,6 +84,15 @@ async def until_settled(
                 f" {_describe(written, waiting)}"
             )
         before = after
+
+
+async def _count(kubeconfig: Path) -> dict[str, float] | None:
+    """The API server's write counts; None when its ``/metrics`` does not answer in time (a
+    loaded API server: a window that could not be counted is no quiet one)."""
+    try:
+        return await asyncio.to_thread(apiwrites.count, kubeconfig)
+    except httpx2.HTTPError:
+        return None
 
 
 def _describe(written: dict[str, int], waiting: list[str]) -> str:
