@@ -45,27 +45,27 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Final
 
 import httpx2
 import lightkube
-import yaml
 from lightkube.resources.core_v1 import Service
 
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
 from porterlb.lab import (
+    apiwrites,
     benchlab,
     cluster,
-    controlplane,
     controlplane_main,
     cpu,
     faults,
+    handover,
     lab,
     leaders,
     netns,
     sampler,
+    settle,
     traffic,
 )
 
@@ -118,14 +118,6 @@ AFTERMATH: Final = 100
 RECOVERY_LIMIT: Final = 60.0
 """Seconds a run may take to recover before the benchmark gives up (a lease expiry is 6 s)."""
 
-STEADY_WINDOW: Final = 10.0
-"""Seconds over which steady-state API writes are counted."""
-
-_WRITE_VERBS: Final = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
-_REQUESTS: Final = re.compile(
-    r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M
-)
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Figures:
@@ -144,6 +136,18 @@ class Figures:
     writes: dict[str, int] | None = None
     """API writes from the fault to the repair by resource, Leases apart; None if the scenario
     moves nothing or the API server restarted (its counters did)."""
+    silenced: float | None = None
+    """From the fault to the old node's last answer for any of its IPs: when it died, within
+    a sampling period (the injection of a crash took 3 s at a load of 44, and the node died
+    1.7 s into it). None if the scenario moves nothing or it never answered after the fault."""
+
+    @property
+    def last_ip_after_silence(self) -> float | None:
+        """From the old node's last answer to the last of its IPs answered by another node:
+        the failover's own time, however long the injection took."""
+        if self.last_ip is None or self.silenced is None:
+            return None
+        return self.last_ip - self.silenced
 
 
 def figures(
@@ -168,6 +172,7 @@ def figures(
         blackout=max((o.blackout for o in overlaps), default=0.0),
         first_ip=min(moved) if every else None,
         last_ip=max(moved) if every else None,
+        silenced=handover.last_answer(samples, old_mac, since=fault) if moving else None,
     )
 
 
@@ -196,6 +201,9 @@ class Summary:
     """Percentiles (nearest rank) over the runs; None when the scenario moves no IP."""
     failover_writes: int | None = None
     """The most API writes a run's failover made (Leases apart); None when no run moved."""
+    last_ip_after_silence_p50_ms: float | None = None
+    last_ip_after_silence_p99_ms: float | None = None
+    """Percentiles of ``Figures.last_ip_after_silence``; None when the scenario moves no IP."""
 
 
 def summarize(name: str, runs: Sequence[Figures]) -> Summary:
@@ -212,6 +220,7 @@ def summarize(name: str, runs: Sequence[Figures]) -> Summary:
         return _rank(sorted(known), p) if known and len(known) == len(values) else None
 
     firsts, lasts = [run.first_ip for run in runs], [run.last_ip for run in runs]
+    after_silence = [run.last_ip_after_silence for run in runs]
     writes = [sum(run.writes.values()) for run in runs if run.writes is not None]
     return Summary(
         name=name,
@@ -230,6 +239,8 @@ def summarize(name: str, runs: Sequence[Figures]) -> Summary:
         last_ip_p50_ms=moved(lasts, 50),
         last_ip_p99_ms=moved(lasts, 99),
         failover_writes=max(writes) if writes else None,
+        last_ip_after_silence_p50_ms=moved(after_silence, 50),
+        last_ip_after_silence_p99_ms=moved(after_silence, 99),
     )
 
 
@@ -242,14 +253,16 @@ def table(summaries: Sequence[Summary], writes: dict[str, float]) -> str:
     """The Markdown table ``bench-failover`` prints."""
     lines = [
         "| scenario | runs | p50 ms | p90 ms | p99 ms | max ms | failed requests"
-        " | first IP p50/p99 ms | last IP p50/p99 ms | failover writes | two answers ms"
-        " | blackout ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | first IP p50/p99 ms | last IP p50/p99 ms | last IP after the node's last answer"
+        " p50/p99 ms | failover writes | two answers ms | blackout ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {s.name} | {s.runs} | {s.p50_ms} | {s.p90_ms} | {s.p99_ms} | {s.max_ms} |"
         f" {s.failed_requests} | {_pair(s.first_ip_p50_ms, s.first_ip_p99_ms)} |"
-        f" {_pair(s.last_ip_p50_ms, s.last_ip_p99_ms)} | {_cell(s.failover_writes)} |"
+        f" {_pair(s.last_ip_p50_ms, s.last_ip_p99_ms)} |"
+        f" {_pair(s.last_ip_after_silence_p50_ms, s.last_ip_after_silence_p99_ms)} |"
+        f" {_cell(s.failover_writes)} |"
         f" {s.two_answer_ms} | {s.blackout_ms} |"
         for s in summaries
     ]
@@ -317,20 +330,39 @@ async def _measure(
         if extra:
             say(f"  creating {extra} more Services, an address each...")
             await benchlab.create_idle(client, record, extra)
-        writes = await _steady_writes(record.kubeconfig) if measure else {}
+        writes = await apiwrites.steady(record.kubeconfig) if measure else {}
         found = []
         for number in range(1, runs + 1):
-            run = await lab_faults.run(scenario, SERVICE, ip, repair=True)
+            waited = await settle.until_settled(
+                client, record.kubeconfig, lab_name=record.plan.name
+            )
+            load = os.getloadavg()[0]
+            say(f"  {scenario} run {number}/{runs}: lab settled in {waited:.1f} s, load {load:.1f}")
+            victim = await lab_faults.announcer(SERVICE)
+            if victim == await leaders.node_of(client, record, await lab_faults.leader()):
+                say(
+                    f"  {scenario} run {number}/{runs}: the leading manager runs on {victim}:"
+                    " its crash waits for a new leader too (bench.leader_crash measures that)"
+                )
+            run = await lab_faults.run(scenario, SERVICE, ip, repair=True, prime=True)
             figures = run.figures
             say(
                 f"  {scenario} run {number}/{runs}: {figures.outage.interruption * 1000:.0f} ms,"
                 f" {figures.outage.failed} failed requests, {run.before} -> {run.after},"
                 f" {len(run.ips)} IPs, first IP {_ms(figures.first_ip)},"
-                f" last IP {_ms(figures.last_ip)}, writes {figures.writes}, CPU s {run.cpu}"
+                f" last IP {_ms(figures.last_ip)}"
+                f" ({_ms(figures.last_ip_after_silence)} after the node's last answer),"
+                f" writes {figures.writes}, CPU s {run.cpu}"
                 f" (as long before the fault: {run.cpu_before}),"
                 f" two answers {figures.two_answer * 1000:.0f} ms,"
-                f" blackout {figures.blackout * 1000:.0f} ms"
+                f" blackout {figures.blackout * 1000:.0f} ms, load {os.getloadavg()[0]:.1f}"
             )
+            if run.steps:
+                say(
+                    f"  injected in {run.injected * 1000:.0f} ms; {run.before} last answered at"
+                    f" {_ms(figures.silenced)}; where each IP's move went, ms from the fault:"
+                )
+                say(handover.table(handover.breakdown(run.steps)))
             found.append(figures)
         return found, writes
 
@@ -376,6 +408,10 @@ class Run:
     """When the router's ARP/NDP probe for one of the IPs got no answer, in seconds from the
     fault: a request failing near one may have lacked the answer, one failing far from any
     was lost beyond the link (on the node)."""
+    steps: tuple[handover.Step, ...] = ()
+    """Each IP's move, clock by clock (moving scenarios)."""
+    injected: float = 0.0
+    """Seconds the injection took: the node may have died at any moment of it."""
 
     @property
     def outage(self) -> traffic.Outage:
@@ -390,19 +426,33 @@ class FaultLab:
         """Kept current: a repair that restarts a process records its new pid."""
         self.client = client
 
-    async def run(self, scenario: str, service: str, ip: str, *, repair: bool = False) -> Run:
+    async def run(
+        self,
+        scenario: str,
+        service: str,
+        ip: str,
+        *,
+        repair: bool = False,
+        prime: bool = False,
+    ) -> Run:
         """Inject ``scenario`` on the node announcing ``service`` under a request stream to
         ``ip`` and the ARP sampler; hold it :data:`HOLD` seconds once traffic flows again (or
         the system recovered, for a fault that must move nothing). With ``repair`` the fault
         is repaired under traffic too, and the run returns once traffic flows after it;
-        otherwise it returns with the fault in place: ``run.fault.repair()`` undoes it."""
+        otherwise it returns with the fault in place: ``run.fault.repair()`` undoes it. A
+        moving scenario's ``steps`` say where each IP's move took its time
+        (:mod:`porterlb.lab.handover`); the router's kernel only switches the entries it
+        holds, so with ``prime`` it resolves each of the node's IPs before the fault."""
         victim = await self.announcer(service)
         layout = self.record.plan
         ips = await self.ips_on(victim)
         period = max(sampler.PERIOD, len(ips) / SAMPLE_RATE)
+        if prime:
+            await self._prime(ips, victim)
         with (
             traffic.Traffic(layout.client.netns, ip, cluster.SERVICE_PORT) as flow,
             sampler.Sampler(layout, ips, period=period) as sampled,
+            handover.Neighbours(layout) as neighbours,
         ):
             start, spent_before = time.monotonic(), cpu.spent(self.record.processes)
             try:
@@ -414,10 +464,11 @@ class FaultLab:
                 seen = collections.Counter(flow.answered_by(start))
                 diagnosis = await self._diagnosis(service, ip)
                 raise netns.LabError(f"{error}; answers: {dict(seen)}; {diagnosis}") from None
-            written = await asyncio.to_thread(_api_writes, self.record.kubeconfig)
+            written = await asyncio.to_thread(apiwrites.count, self.record.kubeconfig)
             spent = cpu.spent(self.record.processes)
             at = time.monotonic()
             fault = await self.inject(scenario, victim)
+            injected = time.monotonic() - at
             if scenario in MOVING:
                 try:
                     await self._until(
@@ -436,8 +487,8 @@ class FaultLab:
                 before = {
                     k: round(v * scale, 3) for k, v in cpu.difference(spent_before, spent).items()
                 }
-                now = await asyncio.to_thread(_api_writes, self.record.kubeconfig)
-                writes = _difference(written, now)
+                now = await asyncio.to_thread(apiwrites.count, self.record.kubeconfig)
+                writes = apiwrites.difference(written, now)
             if repair:
                 await fault.repair()
             recovered = time.monotonic()
@@ -461,9 +512,48 @@ class FaultLab:
             if not r.node and answered and r.sent > min(answered)
         )
         silent = tuple(round(s.at - at, 3) for s in sampled.samples if not s.macs)
+        steps: tuple[handover.Step, ...] = ()
+        if scenario in MOVING:
+            updates = await asyncio.to_thread(
+                handover.speaker_updates, self.record.directory, neighbours.offset
+            )
+            macs = {str(node.mac): node.name for node in layout.nodes}
+            steps = tuple(
+                handover.steps(
+                    sampled.samples,
+                    neighbours.changes,
+                    updates,
+                    macs,
+                    fault=at,
+                    old_mac=str(layout.node(victim).mac),
+                )
+            )
         return Run(
-            scenario, found, victim, after, fault, tuple(ips), used, before, failed_at, silent
+            scenario,
+            found,
+            victim,
+            after,
+            fault,
+            tuple(ips),
+            used,
+            before,
+            failed_at,
+            silent,
+            steps,
+            injected,
         )
+
+    async def _prime(self, ips: Sequence[str], victim: str) -> None:
+        """Until the router's kernel holds ``victim``'s MAC for each of ``ips``."""
+        layout = self.record.plan
+        mac = str(layout.node(victim).mac)
+        await asyncio.to_thread(handover.prime, layout, ips)
+
+        async def resolved() -> bool:
+            held = await asyncio.to_thread(handover.entries, layout)
+            return all(held.get(ip) == mac for ip in ips)
+
+        await self._until_async(resolved, f"the router to resolve {len(ips)} IPs to {victim}")
 
     async def inject(self, scenario: str, victim: str) -> Fault:
         """Inject ``scenario`` on node ``victim``. Raises ValueError for an unknown one."""
@@ -580,53 +670,3 @@ class FaultLab:
                 name = self.record.plan.name
                 raise netns.LabError(f"lab {name}: no {what} within {RECOVERY_LIMIT} s")
             await asyncio.sleep(traffic.INTERVAL)
-
-
-async def _steady_writes(kubeconfig: Path) -> dict[str, float]:
-    """API writes per second over :data:`STEADY_WINDOW`, Lease renewals apart, once the
-    writes that follow a burst of changes (Events, Eip status) have drained."""
-    deadline = time.monotonic() + RECOVERY_LIMIT
-    before = await asyncio.to_thread(_api_writes, kubeconfig)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(1.0)  # one sample of the write rate
-        after = await asyncio.to_thread(_api_writes, kubeconfig)
-        quiet = _other_writes(before, after) == 0
-        before = after
-        if quiet:
-            break
-    await asyncio.sleep(STEADY_WINDOW)  # the measurement window itself, not a wait
-    after = await asyncio.to_thread(_api_writes, kubeconfig)
-    leases = after.get("leases", 0.0) - before.get("leases", 0.0)
-    return {
-        "leases": leases / STEADY_WINDOW,
-        "other": _other_writes(before, after) / STEADY_WINDOW,
-    }
-
-
-def _difference(before: dict[str, float], after: dict[str, float]) -> dict[str, int] | None:
-    """The writes by resource between two counts, Leases apart; None if a counter went back
-    (the API server restarted)."""
-    if any(after.get(k, 0.0) < v for k, v in before.items()):
-        return None
-    found = {k: round(v - before.get(k, 0.0)) for k, v in after.items() if k != "leases"}
-    return {k: v for k, v in sorted(found.items()) if v}
-
-
-def _other_writes(before: dict[str, float], after: dict[str, float]) -> float:
-    return sum(v - before.get(k, 0.0) for k, v in after.items() if k != "leases")
-
-
-def _api_writes(kubeconfig: Path) -> dict[str, float]:
-    """kube-apiserver's count of write requests so far, by resource."""
-    config = yaml.safe_load(kubeconfig.read_text())
-    server = config["clusters"][0]["cluster"]["server"]
-    text = httpx2.get(
-        f"{server}/metrics", verify=controlplane.ssl_context(kubeconfig), timeout=5.0
-    ).text
-    found: dict[str, float] = {}
-    for match in _REQUESTS.finditer(text):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
-        if labels.get("verb") in _WRITE_VERBS:
-            resource = labels.get("resource", "")
-            found[resource] = found.get(resource, 0.0) + float(match.group("value"))
-    return found

@@ -83,6 +83,17 @@ async def restore(record: lab.Record, leader: str) -> lab.Record:
     return record
 
 
+async def node_of(client: lightkube.AsyncClient, record: lab.Record, leader: str) -> str:
+    """The node manager ``leader``'s pod runs on; "" on the process lab, or when it is gone."""
+    if not record.release or not leader:
+        return ""
+    try:
+        pod = await client.get(Pod, leader, namespace=release.NAMESPACE)
+    except (lightkube.ApiError, httpx2.HTTPError):
+        return ""
+    return (pod.spec.nodeName if pod.spec else None) or ""
+
+
 async def metrics(client: lightkube.AsyncClient, record: lab.Record, leader: str) -> str:
     """What manager ``leader`` serves on ``/metrics``. Raises httpx2.HTTPError when it does
     not answer, LabError when its pod has no IP yet."""

@@ -189,8 +189,9 @@ async def test_a_round_over_many_ips_lets_the_rest_of_the_speaker_run():
 
         await asyncio.create_task(another_task())
         await frames(eth0, 2 * len(many) - 1)  # the rest of the first round still goes out
-    # Two frames per IP; at most two slices of the round went out before the other task ran.
-    assert sent_in_between[0] <= 2 * 2 * announcer.YIELD_EVERY
+    # Two frames per IP: the first AT_ONCE IPs' went out in ``update``, then at most two slices
+    # of the burst loop's round before the other task ran.
+    assert sent_in_between[0] <= 2 * announcer.AT_ONCE + 2 * 2 * announcer.YIELD_EVERY
 
 
 @pytest.mark.parametrize(
@@ -307,6 +308,57 @@ async def test_a_fenced_announcer_answers_nothing_and_sends_no_gratuitous_frame(
     assert arp.decode(reply.payload).sender_ip == samples.VIP4
     assert [round(s.at - start, 3) for s in eth0.sent[:2]] == [0.0, 0.0]
     assert len(eth0.sent) == 3  # the rounds at 1 s and 2 s fell while fenced: skipped
+
+
+async def link_open_and_quiet(node, eth0):
+    """Announce VIP4 until its link is open and its burst is over."""
+    announce(node, samples.VIP4)
+    await frames(eth0, 2)
+    await asyncio.sleep(QUIET)
+
+
+async def test_an_update_sends_its_first_round_before_it_returns():
+    """A failover's batch reaches the router before the speaker does anything else; the burst
+    loop goes on from the second round, on the same schedule."""
+    node = Node()
+    eth0 = node.conn("eth0")
+    async with running(node):
+        await link_open_and_quiet(node, eth0)
+        start, before = now(), len(eth0.sent)
+        node.announcer.update(
+            {
+                ip: announcer.Announcement("eth0")
+                for ip in (samples.VIP4, samples.VIP6, samples.OTHER4)
+            }
+        )
+        at_once = [s.frame for s in eth0.sent[before:]]
+        await asyncio.sleep(QUIET)
+    assert at_once == [
+        ndp.unsolicited(samples.OUR_MAC, samples.VIP6),
+        *arp.gratuitous(samples.OUR_MAC, samples.OTHER4),
+    ]
+    times = [round(s.at - start, 3) for s in eth0.sent[before:]]
+    assert times == [offset for offset in announcer.BURST for _ in range(3)]
+
+
+async def test_a_fenced_update_leaves_the_first_round_to_the_burst_loop():
+    fenced = False
+    node = Node(may_answer=lambda: not fenced)
+    eth0 = node.conn("eth0")
+    async with running(node):
+        await link_open_and_quiet(node, eth0)
+        before = len(eth0.sent)
+        fenced = True
+        node.announcer.update(
+            {ip: announcer.Announcement("eth0") for ip in (samples.VIP4, samples.VIP6)}
+        )
+        assert len(eth0.sent) == before
+        await asyncio.sleep(1.0)
+        fenced = False
+        await asyncio.sleep(QUIET)
+    # The rounds due while fenced were skipped, the later ones went out.
+    later = [s.frame for s in eth0.sent[before:]]
+    assert later == [ndp.unsolicited(samples.OUR_MAC, samples.VIP6)] * (len(announcer.BURST) - 2)
 
 
 async def test_failover_placement_announces_at_once():

@@ -1,0 +1,173 @@
+"""bench-failover's breakdown: parsing the router's neighbour changes and the speakers' logs,
+and the per-IP and per-family figures drawn from them."""
+
+import datetime
+import json
+
+import pytest
+
+from porterlb.lab import handover, sampler
+
+OLD, NEW, OTHER = "02:70:6c:1d:01:01", "02:70:6c:1d:01:02", "02:70:6c:1d:01:03"
+NODES = {OLD: "w1", NEW: "w2", OTHER: "w3"}
+
+
+def wall(text):
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("line", "ip", "mac"),
+    [
+        pytest.param(
+            "[2026-12-06T17:13:24.447085] 198.18.58.13 dev lan0 lladdr 02:70:6c:1d:01:03"
+            " REACHABLE ",
+            "198.18.58.13",
+            OTHER,
+            id="reachable",
+        ),
+        pytest.param(
+            "[2026-12-06T17:13:24.447085] 2001:db8:1d:1::203 dev lan0 lladdr"
+            " 02:70:6c:1d:01:02 router STALE",
+            "2001:db8:1d:1::203",
+            NEW,
+            id="v6-router-flag",
+        ),
+        pytest.param(
+            "[2026-12-06T17:13:24.447085] 198.18.58.13 lladdr 02:70:6c:1d:01:03 STALE",
+            "198.18.58.13",
+            OTHER,
+            id="filtered-by-device",
+        ),
+        pytest.param(
+            "[2026-12-06T17:13:24.447085] Deleted 198.18.58.13 dev lan0 lladdr"
+            " 02:70:6c:1d:01:03 STALE",
+            "198.18.58.13",
+            None,
+            id="deleted",
+        ),
+        pytest.param(
+            "[2026-12-06T17:13:24.447085] 198.18.58.13 dev lan0  INCOMPLETE",
+            "198.18.58.13",
+            None,
+            id="incomplete",
+        ),
+        pytest.param(
+            "[2026-12-06T17:13:24.447085] 198.18.58.13 dev lan0 lladdr 02:70:6c:1d:01:03 FAILED",
+            "198.18.58.13",
+            None,
+            id="failed",
+        ),
+    ],
+)
+def test_a_neighbour_change_carries_its_ip_mac_and_monotonic_time(line, ip, mac):
+    change = handover.parse_neighbour(line, offset=1000.0)
+    assert change == handover.Change(wall("2026-12-06T17:13:24.447085") - 1000.0, ip, mac)
+
+
+@pytest.mark.parametrize("line", ["", "garbage", "[2026-12-06T17:13:24.447085] 198.18.58.13"])
+def test_other_monitor_lines_are_no_change(line):
+    assert handover.parse_neighbour(line, offset=0.0) is None
+
+
+def log_line(msg, time="2026-12-06T17:11:35.851+00:00"):
+    record = {"time": time, "level": "info", "logger": "porterlb.l2.announcer", "msg": msg}
+    return f"2026-12-06T17:11:35.851970605Z stderr F {json.dumps(record)}"
+
+
+def test_an_update_line_gives_the_time_the_speaker_logged_it():
+    line = log_line("announcing 12 more IP(s): 2001:db8:1d:1::203 and 11 more")
+    at = handover.parse_update(line, offset=5.0)
+    assert at == pytest.approx(wall("2026-12-06T17:11:35.851+00:00") - 5.0)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        log_line("no answer to the probe for 2001:db8:1d:1::203 on eth0"),
+        log_line("stopped announcing 2001:db8:1d:1::203 on eth0"),
+        "2026-12-06T17:11:35.851970605Z stderr F not json: announcing 1 more IP(s)",
+        "short",
+    ],
+    ids=["probe", "stopped", "not-json", "short"],
+)
+def test_other_log_lines_are_no_update(line):
+    assert handover.parse_update(line, offset=0.0) is None
+
+
+def test_speaker_updates_are_read_per_node_from_the_kubelets_pod_logs(tmp_path):
+    for node, times in {"w2": ["17:11:36.000", "17:11:35.000"], "w3": ["17:11:37.500"]}.items():
+        logs = tmp_path / f"nodes/{node}/kubelet/pod-logs/porterlb-system_porterlb-speaker-x_u"
+        (logs / "speaker").mkdir(parents=True)
+        lines = [
+            log_line("announcing 1 more IP(s): 198.18.0.9", f"2026-12-06T{t}+00:00") for t in times
+        ]
+        (logs / "speaker/0.log").write_text("\n".join([*lines, log_line("other")]) + "\n")
+    found = handover.speaker_updates(tmp_path, offset=0.0)
+    base = wall("2026-12-06T17:11:35+00:00")
+    assert {node: [t - base for t in times] for node, times in found.items()} == {
+        "w2": pytest.approx([0.0, 1.0]),
+        "w3": pytest.approx([2.5]),
+    }
+
+
+def sample(at, ip, *macs):
+    return sampler.Sample(at, ip, frozenset(macs))
+
+
+V4, V6, V6B = "198.18.0.9", "2001:db8:1d:1::9", "2001:db8:1d:1::a"
+
+
+def test_each_ip_is_timed_on_the_node_that_took_it_by_every_clock():
+    samples = [
+        sample(9.9, V4, OLD), sample(10.3, V4, NEW), sample(10.5, V4, NEW),
+        sample(10.1, V6, OLD), sample(10.4, V6, OTHER),
+        sample(10.2, V6B),  # a blackout: never answered by another node afterwards
+    ]  # fmt: skip
+    changes = [
+        handover.Change(9.0, V4, NEW),  # before the fault: not this move
+        handover.Change(10.25, V4, NEW),
+        handover.Change(10.35, V6, None),
+        handover.Change(10.6, V6, OTHER),
+    ]
+    updates = {"w2": [5.0, 10.2], "w3": [10.3]}
+    found = handover.steps(samples, changes, updates, NODES, fault=10.0, old_mac=OLD)
+    assert [rounded(step) for step in found] == [
+        (V4, "w2", 0.2, 0.25, 0.3),
+        (V6, "w3", 0.3, 0.6, 0.4),
+        (V6B, "", None, None, None),
+    ]
+
+
+def rounded(value):
+    """The fields of a Step or a Family, floats rounded to a microsecond."""
+    return tuple(
+        round(field, 6) if isinstance(field, float) else field
+        for field in (getattr(value, name) for name in value.__slots__)
+    )
+
+
+def test_the_old_nodes_last_answer_is_its_last_sample_after_the_fault():
+    samples = [sample(9.0, V4, OLD), sample(10.2, V4, OLD), sample(10.3, V6, OLD, NEW)]
+    samples += [sample(10.5, V4, NEW), sample(10.4, V6, NEW)]
+    assert handover.last_answer(samples, OLD, since=10.0) == pytest.approx(0.3)
+    assert handover.last_answer(samples[:1], OLD, since=10.0) is None
+
+
+def test_the_breakdown_gives_each_family_its_first_last_and_worst_lag():
+    found = [
+        handover.Step(V4, "w2", 0.2, 0.25, 0.3),
+        handover.Step(V6, "w3", 0.3, 0.9, 0.4),
+        handover.Step(V6B, "w2", 0.2, None, 0.7),
+    ]
+    v4, v6 = handover.breakdown(found)
+    assert rounded(v4) == ("IPv4", 1, (0.2, 0.2), (0.25, 0.25), (0.3, 0.3), 0.05, 0.1, 0)
+    assert rounded(v6) == ("IPv6", 2, (0.2, 0.3), (0.9, 0.9), (0.4, 0.7), 0.6, 0.5, 1)
+    text = handover.table([v4, v6])
+    assert "| IPv6 | 2 | 200 / 300 | 900 / 900 | 400 / 700 | 600 | 500 | 1 |" in text
+
+
+def test_a_family_without_ips_is_left_out():
+    assert [f.family for f in handover.breakdown([handover.Step(V6, "", None, None, None)])] == [
+        "IPv6"
+    ]
