@@ -25,7 +25,7 @@ from lightkube.resources.core_v1 import Pod
 
 from bench import _lab
 from porterlb.kube import client as kube_client
-from porterlb.lab import benchlab, cluster, failover, lab, leaders
+from porterlb.lab import benchlab, cluster, failover, failover_figures, lab, leaders
 from porterlb.lab.node import release
 
 SCENARIO = "leader-node-crash"
@@ -62,7 +62,7 @@ async def _service_on(
         await faults.announcer(made[-1])
 
 
-async def _measure(record: lab.Record, runs: int) -> list[failover.Figures]:
+async def _measure(record: lab.Record, runs: int) -> list[failover_figures.Figures]:
     found = []
     made: list[str] = []
     async with kube_client.connect(record.kubeconfig) as client:
@@ -94,7 +94,7 @@ def main() -> None:
         outages = asyncio.run(_measure(record, args.runs))
     finally:
         benchlab.down(name)
-    print(failover.table([failover.summarize(SCENARIO, outages)], {}))
+    print(failover_figures.table([failover_figures.summarize(SCENARIO, outages)], {}))
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ def _run_lab_fault(args: argparse.Namespace) -> int:
 
 
 def _run_bench_failover(args: argparse.Namespace) -> int:
-    from porterlb.lab import failover
+    from porterlb.lab import failover, failover_figures
 
     progress = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
     try:
@@ -293,7 +293,7 @@ def _run_bench_failover(args: argparse.Namespace) -> int:
                 document = {"scenarios": scenarios, "api_writes_per_s": writes["other"]}
                 print(json.dumps(document | {"lease_writes_per_s": writes["leases"]}, indent=2))
             else:
-                print(failover.table(summaries, writes))
+                print(failover_figures.table(summaries, writes))
             return 0
     except (*_LAB_ERRORS, ValueError) as error:
         print(f"porterlb lab bench-failover: {error}", file=sys.stderr)

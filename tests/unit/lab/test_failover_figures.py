@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from porterlb.lab import failover, sampler, traffic
+from porterlb.lab import failover_figures, sampler, traffic
 
 
 def requests(*pairs):
@@ -44,12 +44,14 @@ def test_no_answer_on_one_side_of_the_fault_is_an_error(flow, side):
 
 
 def outages(*milliseconds, failed=0):
-    return [failover.Figures(traffic.Outage(ms / 1000, failed), 0.0, 0.0) for ms in milliseconds]
+    return [
+        failover_figures.Figures(traffic.Outage(ms / 1000, failed), 0.0, 0.0) for ms in milliseconds
+    ]
 
 
 def test_summary_percentiles_are_nearest_rank():
-    summary = failover.summarize("worker-crash", outages(*range(100, 1100, 100), failed=2))
-    assert summary == failover.Summary(
+    summary = failover_figures.summarize("worker-crash", outages(*range(100, 1100, 100), failed=2))
+    assert summary == failover_figures.Summary(
         name="worker-crash",
         runs=10,
         p50_ms=500.0,
@@ -66,16 +68,16 @@ def test_summary_percentiles_are_nearest_rank():
 
 @given(st.lists(st.floats(0, 10), min_size=1, max_size=50))
 def test_summary_percentiles_are_ordered_and_taken_from_the_runs(seconds):
-    summary = failover.summarize(
-        "x", [failover.Figures(traffic.Outage(s, 0), 0.0, 0.0) for s in seconds]
+    summary = failover_figures.summarize(
+        "x", [failover_figures.Figures(traffic.Outage(s, 0), 0.0, 0.0) for s in seconds]
     )
     assert summary.p50_ms <= summary.p90_ms <= summary.p99_ms <= summary.max_ms
     assert summary.max_ms == round(max(seconds) * 1000, 1)
 
 
 def test_table_names_every_scenario_and_the_steady_state_writes():
-    text = failover.table(
-        [failover.summarize("leader-kill", outages(20, 30))], {"leases": 1.1, "other": 0.0}
+    text = failover_figures.table(
+        [failover_figures.summarize("leader-kill", outages(20, 30))], {"leases": 1.1, "other": 0.0}
     )
     assert "| leader-kill | 2 | 20.0 | 30.0 | 30.0 | 30.0 | 0 | - | - | - | - | 0.0 | 0.0 |" in text
     assert "steady state: 0.00 API writes/s besides 1.10 Lease writes/s" in text
@@ -83,17 +85,17 @@ def test_table_names_every_scenario_and_the_steady_state_writes():
 
 def test_the_summary_keeps_the_largest_overlap_and_move_times_of_its_runs():
     runs = [
-        failover.Figures(traffic.Outage(0.2, 0), 0.04, 0.2, first_ip=0.25, last_ip=0.3),
-        failover.Figures(traffic.Outage(0.3, 0), 0.0, 0.35, first_ip=0.3, last_ip=0.38),
+        failover_figures.Figures(traffic.Outage(0.2, 0), 0.04, 0.2, first_ip=0.25, last_ip=0.3),
+        failover_figures.Figures(traffic.Outage(0.3, 0), 0.0, 0.35, first_ip=0.3, last_ip=0.38),
     ]
-    summary = failover.summarize("node-partition", runs)
+    summary = failover_figures.summarize("node-partition", runs)
     assert (summary.two_answer_ms, summary.blackout_ms) == (40.0, 350.0)
     assert (summary.first_ip_ms, summary.last_ip_ms) == (300.0, 380.0)
 
 
 def test_the_summary_gives_percentiles_of_the_first_and_last_ip_and_the_most_writes():
     runs = [
-        failover.Figures(
+        failover_figures.Figures(
             traffic.Outage(0.2, 0),
             0.0,
             0.0,
@@ -108,7 +110,7 @@ def test_the_summary_gives_percentiles_of_the_first_and_last_ip_and_the_most_wri
             (0.2, 0.6, 100, 0.0),
         ]
     ]
-    summary = failover.summarize("worker-crash", runs)
+    summary = failover_figures.summarize("worker-crash", runs)
     assert (summary.first_ip_p50_ms, summary.first_ip_p99_ms) == (250.0, 300.0)
     assert (summary.last_ip_p50_ms, summary.last_ip_p99_ms) == (500.0, 600.0)
     assert (summary.last_ip_after_silence_p50_ms, summary.last_ip_after_silence_p99_ms) == (
@@ -116,16 +118,16 @@ def test_the_summary_gives_percentiles_of_the_first_and_last_ip_and_the_most_wri
         600.0,
     )
     assert summary.failover_writes == 101
-    text = failover.table([summary], {})
+    text = failover_figures.table([summary], {})
     assert "| 250.0 / 300.0 | 500.0 / 600.0 | 375.0 / 600.0 | 101 |" in text
 
 
 def test_a_run_whose_ip_never_moved_leaves_the_move_times_unknown():
     runs = [
-        failover.Figures(traffic.Outage(0.2, 0), 0.0, 0.0, first_ip=0.25, last_ip=0.3),
-        failover.Figures(traffic.Outage(0.3, 0), 0.0, 0.0),
+        failover_figures.Figures(traffic.Outage(0.2, 0), 0.0, 0.0, first_ip=0.25, last_ip=0.3),
+        failover_figures.Figures(traffic.Outage(0.3, 0), 0.0, 0.0),
     ]
-    summary = failover.summarize("pong-loss", runs)
+    summary = failover_figures.summarize("pong-loss", runs)
     assert (summary.first_ip_ms, summary.last_ip_ms) == (None, None)
     assert (summary.last_ip_p50_ms, summary.last_ip_p99_ms) == (None, None)
 
@@ -141,7 +143,7 @@ def samples(ip, *rows, period=0.02):
 def test_a_runs_figures_take_the_worst_ip_and_the_first_and_last_to_move():
     fast = samples("198.18.0.200", {OLD}, {OLD}, {NEW}, {NEW}, {NEW})
     slow = samples("198.18.0.201", {OLD}, {OLD, NEW}, {OLD, NEW}, set(), {NEW})
-    found = failover.figures(
+    found = failover_figures.figures(
         traffic.Outage(0.05, 1), fast + slow, fault=1.01, old_mac=OLD, moving=True
     )
     assert found.two_answer == pytest.approx(0.04)
@@ -154,5 +156,7 @@ def test_a_runs_figures_take_the_worst_ip_and_the_first_and_last_to_move():
 
 def test_a_fault_that_moves_nothing_has_no_move_times():
     stayed = samples("198.18.0.200", {OLD}, {OLD}, {OLD})
-    found = failover.figures(traffic.Outage(0.0, 0), stayed, fault=1.01, old_mac=OLD, moving=False)
+    found = failover_figures.figures(
+        traffic.Outage(0.0, 0), stayed, fault=1.01, old_mac=OLD, moving=False
+    )
     assert (found.first_ip, found.last_ip, found.two_answer) == (None, None, 0.0)
