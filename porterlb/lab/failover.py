@@ -379,6 +379,7 @@ class FaultLab:
                     macs,
                     fault=at,
                     old_mac=str(layout.node(victim).mac),
+                    held=await asyncio.to_thread(handover.entries, layout),
                 )
             )
         return Run(

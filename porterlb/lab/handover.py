@@ -143,6 +143,9 @@ class Step:
     """The router's entry first holding the node's MAC."""
     answered: float | None
     """The sampler's first probe the node answered."""
+    held: bool = False
+    """The router's entry held the node's MAC at the end of the run: with ``kernel`` None, the
+    monitor missed the switch (a netlink notification lost), the kernel did not."""
 
 
 def steps(
@@ -153,9 +156,11 @@ def steps(
     *,
     fault: float,
     old_mac: str,
+    held: Mapping[str, str] | None = None,
 ) -> list[Step]:
     """Each sampled IP's :class:`Step`: the node is the first MAC other than ``old_mac`` that
-    answered the sampler after ``fault``; ``nodes`` maps MACs to node names."""
+    answered the sampler after ``fault``; ``nodes`` maps MACs to node names; ``held`` is the
+    router's entries (IP -> MAC) at the end of the run."""
     found = []
     moved_changes = [c for c in changes if c.at >= fault and c.mac is not None]
     for ip, ip_samples in sorted(sampler.by_ip(samples).items()):
@@ -171,7 +176,14 @@ def steps(
         update = next((t for t in updates.get(node, ()) if t >= fault), None)
         kernel = next((c.at for c in moved_changes if c.ip == ip and c.mac == mac), None)
         found.append(
-            Step(ip, node, _since(update, fault), _since(kernel, fault), after[0].at - fault)
+            Step(
+                ip,
+                node,
+                _since(update, fault),
+                _since(kernel, fault),
+                after[0].at - fault,
+                held=(held or {}).get(ip) == mac,
+            )
         )
     return found
 
@@ -282,7 +294,10 @@ class Family:
     answer_lag: float | None
     """The largest sampler answer after its IP's speaker update."""
     unswitched: int
-    """IPs whose kernel entry never showed the new MAC."""
+    """IPs whose kernel entry never showed the new MAC, not even at the end of the run."""
+    unseen: int = 0
+    """IPs whose switch the monitor never reported although the entry held the new MAC at
+    the end of the run: the monitor's misses, not the kernel's."""
 
 
 def breakdown(found: Sequence[Step]) -> list[Family]:
@@ -301,7 +316,8 @@ def breakdown(found: Sequence[Step]) -> list[Family]:
                 answered=_span(s.answered for s in mine),
                 kernel_lag=_worst((s.kernel, s.update) for s in mine),
                 answer_lag=_worst((s.answered, s.update) for s in mine),
-                unswitched=sum(1 for s in mine if s.kernel is None),
+                unswitched=sum(1 for s in mine if s.kernel is None and not s.held),
+                unseen=sum(1 for s in mine if s.kernel is None and s.held),
             )
         )
     return families
@@ -322,12 +338,12 @@ def table(families: Sequence[Family]) -> str:
     lines = [
         "| family | IPs | speaker update first/last | kernel switched first/last"
         " | sampler answered first/last | kernel after update, worst | answer after update,"
-        " worst | never switched |",
-        "|---|---|---|---|---|---|---|---|",
+        " worst | never switched | switch unseen |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {f.family} | {f.ips} | {_pair(f.update)} | {_pair(f.kernel)} | {_pair(f.answered)}"
-        f" | {_ms(f.kernel_lag)} | {_ms(f.answer_lag)} | {f.unswitched} |"
+        f" | {_ms(f.kernel_lag)} | {_ms(f.answer_lag)} | {f.unswitched} | {f.unseen} |"
         for f in families
     ]
     return "\n".join(lines)

@@ -131,11 +131,12 @@ def test_each_ip_is_timed_on_the_node_that_took_it_by_every_clock():
         handover.Change(10.6, V6, OTHER),
     ]
     updates = {"w2": [5.0, 10.2], "w3": [10.3]}
-    found = handover.steps(samples, changes, updates, NODES, fault=10.0, old_mac=OLD)
+    held = {V4: NEW, V6: NEW}  # at the end of the run; V6 went to w3 (OTHER)
+    found = handover.steps(samples, changes, updates, NODES, fault=10.0, old_mac=OLD, held=held)
     assert [rounded(step) for step in found] == [
-        (V4, "w2", 0.2, 0.25, 0.3),
-        (V6, "w3", 0.3, 0.6, 0.4),
-        (V6B, "", None, None, None),
+        (V4, "w2", 0.2, 0.25, 0.3, True),
+        (V6, "w3", 0.3, 0.6, 0.4, False),
+        (V6B, "", None, None, None, False),
     ]
 
 
@@ -159,12 +160,13 @@ def test_the_breakdown_gives_each_family_its_first_last_and_worst_lag():
         handover.Step(V4, "w2", 0.2, 0.25, 0.3),
         handover.Step(V6, "w3", 0.3, 0.9, 0.4),
         handover.Step(V6B, "w2", 0.2, None, 0.7),
+        handover.Step("2001:db8::1", "w2", 0.2, None, 0.5, held=True),  # the monitor missed it
     ]
     v4, v6 = handover.breakdown(found)
-    assert rounded(v4) == ("IPv4", 1, (0.2, 0.2), (0.25, 0.25), (0.3, 0.3), 0.05, 0.1, 0)
-    assert rounded(v6) == ("IPv6", 2, (0.2, 0.3), (0.9, 0.9), (0.4, 0.7), 0.6, 0.5, 1)
+    assert rounded(v4) == ("IPv4", 1, (0.2, 0.2), (0.25, 0.25), (0.3, 0.3), 0.05, 0.1, 0, 0)
+    assert rounded(v6) == ("IPv6", 3, (0.2, 0.3), (0.9, 0.9), (0.4, 0.7), 0.6, 0.5, 1, 1)
     text = handover.table([v4, v6])
-    assert "| IPv6 | 2 | 200 / 300 | 900 / 900 | 400 / 700 | 600 | 500 | 1 |" in text
+    assert "| IPv6 | 3 | 200 / 300 | 900 / 900 | 400 / 700 | 600 | 500 | 1 | 1 |" in text
 
 
 def test_a_family_without_ips_is_left_out():
