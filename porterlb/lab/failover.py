@@ -52,6 +52,7 @@ from lightkube.resources.core_v1 import Service
 
 from porterlb.api import wellknown
 from porterlb.kube import client as kube_client
+from porterlb.kube import resources
 from porterlb.lab import (
     apiwrites,
     benchlab,
@@ -64,10 +65,12 @@ from porterlb.lab import (
     lab,
     leaders,
     netns,
+    plan,
     sampler,
     settle,
     traffic,
 )
+from porterlb.placement import records
 
 KINDS: Final[dict[str, faults.Kind]] = {
     "worker-crash": "crash",
@@ -199,6 +202,8 @@ async def _measure(
                     f" {_ms(figures.silenced)}; where each IP's move went, ms from the fault:"
                 )
                 say(handover.table(handover.breakdown(run.steps)))
+            for line in run.unmoved:
+                say(f"  {scenario} run {number}/{runs}: {line}")
             found.append(figures)
         return found, writes
 
@@ -248,6 +253,9 @@ class Run:
     """Each IP's move, clock by clock (moving scenarios)."""
     injected: float = 0.0
     """Seconds the injection took: the node may have died at any moment of it."""
+    unmoved: tuple[str, ...] = ()
+    """A line on each IP the sampler never saw answered by another node (moving scenarios):
+    what it saw, where the IP is placed, the router's entry and the speakers' log lines."""
 
     @property
     def outage(self) -> traffic.Outage:
@@ -349,7 +357,16 @@ class FaultLab:
         )
         silent = tuple(round(s.at - at, 3) for s in sampled.samples if not s.macs)
         steps: tuple[handover.Step, ...] = ()
+        unmoved: tuple[str, ...] = ()
         if scenario in MOVING:
+            unmoved = await self._unmoved(
+                handover.unmoved(
+                    sampled.samples, ips, fault=at, old_mac=str(layout.node(victim).mac)
+                ),
+                victim,
+                neighbours,
+                fault=at,
+            )
             updates = await asyncio.to_thread(
                 handover.speaker_updates, self.record.directory, neighbours.offset
             )
@@ -362,6 +379,7 @@ class FaultLab:
                     macs,
                     fault=at,
                     old_mac=str(layout.node(victim).mac),
+                    held=await asyncio.to_thread(handover.entries, layout),
                 )
             )
         return Run(
@@ -377,7 +395,51 @@ class FaultLab:
             silent,
             steps,
             injected,
+            unmoved,
         )
+
+    async def _unmoved(
+        self,
+        found: Sequence[handover.Unmoved],
+        victim: str,
+        neighbours: handover.Neighbours,
+        *,
+        fault: float,
+    ) -> tuple[str, ...]:
+        """A line on each of ``found``: the IP's placement, router entry and speaker log lines
+        now, so that a run in which an IP never moved explains itself."""
+        if not found:
+            return ()
+        placed: dict[str, list[str]] = collections.defaultdict(list)
+        async for obj in self.client.list(resources.NodePlacement):
+            node = obj.metadata.name if obj.metadata else ""
+            for ip in records.parse(obj.to_dict()):
+                placed[ip].append(node)
+        layout = self.record.plan
+        names = {str(node.mac): node.name for node in layout.nodes}
+        lines = []
+        for one in found:
+            router = netns.run(
+                layout.router_netns, ["ip", "neigh", "show", one.ip, "dev", plan.ROUTER_LAN_IF]
+            )
+            switched = [
+                dataclasses.replace(c, at=c.at - fault, mac=c.mac and names.get(c.mac, c.mac))
+                for c in neighbours.changes
+                if c.ip == one.ip and c.at >= fault
+            ]
+            logged = await asyncio.to_thread(
+                handover.mentions, self.record.directory, one.ip, neighbours.offset, since=fault
+            )
+            line = handover.explain(
+                one,
+                old=victim,
+                placed=placed[one.ip],
+                router=router.strip(),
+                switched=switched,
+                nodes=names,
+            )
+            lines.append(f"{line}; speaker log: {' | '.join(logged[-4:]) or 'nothing'}")
+        return tuple(lines)
 
     async def _prime(self, ips: Sequence[str], victim: str) -> None:
         """Until the router's kernel holds ``victim``'s MAC for each of ``ips``."""

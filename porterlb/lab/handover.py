@@ -77,16 +77,25 @@ def parse_neighbour(line: str, offset: float) -> Change | None:
 def parse_update(line: str, offset: float) -> float | None:
     """Monotonic time of a speaker's ``announcing`` line in its container log (CRI format:
     ``TIME STREAM TAG {json}``), None for any other line."""
+    if ANNOUNCING not in line:
+        return None
+    found = _record(line, offset)
+    if found is None or not found[1].startswith(ANNOUNCING):
+        return None
+    return found[0]
+
+
+def _record(line: str, offset: float) -> tuple[float, str] | None:
+    """(monotonic time, message) of a speaker's container log line, None for another line."""
     parts = line.split(" ", 3)
-    if len(parts) < 4 or ANNOUNCING not in parts[3]:
+    if len(parts) < 4:
         return None
     try:
         record = json.loads(parts[3])
-    except json.JSONDecodeError:
+        at = datetime.datetime.fromisoformat(record["time"]).timestamp() - offset
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    if not str(record.get("msg", "")).startswith(ANNOUNCING):
-        return None
-    return datetime.datetime.fromisoformat(record["time"]).timestamp() - offset
+    return at, str(record.get("msg", ""))
 
 
 def speaker_updates(directory: Path, offset: float) -> dict[str, list[float]]:
@@ -98,6 +107,20 @@ def speaker_updates(directory: Path, offset: float) -> dict[str, list[float]]:
         times = [t for line in _lines(path) if (t := parse_update(line, offset)) is not None]
         found.setdefault(node, []).extend(times)
     return {node: sorted(times) for node, times in found.items()}
+
+
+def mentions(directory: Path, ip: str, offset: float, *, since: float) -> list[str]:
+    """The speakers' log lines after ``since`` (monotonic) that name ``ip``, as
+    ``node: message``, from the container logs of lab ``directory``, in time order."""
+    named = re.compile(re.escape(ip) + r"(?![0-9A-Fa-f:.])")
+    found = []
+    for path in directory.glob(SPEAKER_LOGS):
+        node = path.relative_to(directory).parts[1]
+        for line in _lines(path):
+            record = _record(line, offset) if named.search(line) else None
+            if record is not None and record[0] >= since:
+                found.append((record[0], f"{node}: {record[1]}"))
+    return [text for _, text in sorted(found)]
 
 
 def _lines(path: Path) -> list[str]:
@@ -120,6 +143,9 @@ class Step:
     """The router's entry first holding the node's MAC."""
     answered: float | None
     """The sampler's first probe the node answered."""
+    held: bool = False
+    """The router's entry held the node's MAC at the end of the run: with ``kernel`` None, the
+    monitor missed the switch (a netlink notification lost), the kernel did not."""
 
 
 def steps(
@@ -130,9 +156,11 @@ def steps(
     *,
     fault: float,
     old_mac: str,
+    held: Mapping[str, str] | None = None,
 ) -> list[Step]:
     """Each sampled IP's :class:`Step`: the node is the first MAC other than ``old_mac`` that
-    answered the sampler after ``fault``; ``nodes`` maps MACs to node names."""
+    answered the sampler after ``fault``; ``nodes`` maps MACs to node names; ``held`` is the
+    router's entries (IP -> MAC) at the end of the run."""
     found = []
     moved_changes = [c for c in changes if c.at >= fault and c.mac is not None]
     for ip, ip_samples in sorted(sampler.by_ip(samples).items()):
@@ -148,9 +176,93 @@ def steps(
         update = next((t for t in updates.get(node, ()) if t >= fault), None)
         kernel = next((c.at for c in moved_changes if c.ip == ip and c.mac == mac), None)
         found.append(
-            Step(ip, node, _since(update, fault), _since(kernel, fault), after[0].at - fault)
+            Step(
+                ip,
+                node,
+                _since(update, fault),
+                _since(kernel, fault),
+                after[0].at - fault,
+                held=(held or {}).get(ip) == mac,
+            )
         )
     return found
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unmoved:
+    """An IP the sampler never saw answered by another node after the fault, and what it saw
+    instead (seconds from the fault): whether the IP stayed with the old node, went silent, or
+    was never asked about at all tells a lost announcement from a lost probe."""
+
+    ip: str
+    asked: int
+    """Probes sent for it after the fault."""
+    by_old: int
+    """Of those, answered by the old node."""
+    silent: int
+    """Of those, answered by nobody."""
+    last_asked: float | None
+    last_answered: float | None
+    """The last probe anyone answered."""
+    alongside: frozenset[str] = frozenset()
+    """MACs that answered only together with the old node's (two answers, never one)."""
+
+
+def unmoved(
+    samples: Iterable[sampler.Sample], ips: Iterable[str], *, fault: float, old_mac: str
+) -> list[Unmoved]:
+    """Each of ``ips`` that no MAC but ``old_mac`` answered after ``fault``, in order."""
+    per_ip = sampler.by_ip(samples)
+    found = []
+    for ip in sorted(ips):
+        after = [s for s in per_ip.get(ip, ()) if s.at >= fault]
+        if any(s.macs and old_mac not in s.macs for s in after):
+            continue
+        answered = [s.at - fault for s in after if s.macs]
+        found.append(
+            Unmoved(
+                ip,
+                asked=len(after),
+                by_old=len(answered),
+                silent=len(after) - len(answered),
+                last_asked=max((s.at - fault for s in after), default=None),
+                last_answered=max(answered, default=None),
+                alongside=frozenset(m for s in after for m in s.macs) - {old_mac},
+            )
+        )
+    return found
+
+
+def explain(
+    found: Unmoved,
+    *,
+    old: str,
+    placed: Sequence[str],
+    router: str,
+    switched: Sequence[Change],
+    nodes: Mapping[str, str],
+) -> str:
+    """One line on an IP that never moved: what the sampler saw, the nodes whose
+    NodePlacement holds it now (``placed``), the router's entry now (``router``) and the
+    changes of that entry since the fault (``switched``, seconds from the fault, MACs by node
+    name); ``nodes`` maps MACs to node names."""
+    if not found.asked:
+        seen = "never probed after the fault"
+    else:
+        seen = (
+            f"{found.asked} probes after the fault, {found.by_old} answered by {old},"
+            f" {found.silent} by nobody; last probe at {_ms(found.last_asked)} ms, last answer"
+            f" at {_ms(found.last_answered)} ms"
+        )
+    if found.alongside:
+        others = ", ".join(sorted(nodes.get(mac, mac) for mac in found.alongside))
+        seen += f"; {others} answered only alongside {old}"
+    changes = ", ".join(f"{c.mac or 'none'} at {_ms(c.at)} ms" for c in switched) or "none"
+    where = ", ".join(placed) or "no node"
+    return (
+        f"{found.ip} never moved: {seen}; placed on {where} now; router entry now:"
+        f" {router or 'none'}; its changes after the fault: {changes}"
+    )
 
 
 def last_answer(samples: Iterable[sampler.Sample], mac: str, *, since: float) -> float | None:
@@ -182,7 +294,10 @@ class Family:
     answer_lag: float | None
     """The largest sampler answer after its IP's speaker update."""
     unswitched: int
-    """IPs whose kernel entry never showed the new MAC."""
+    """IPs whose kernel entry never showed the new MAC, not even at the end of the run."""
+    unseen: int = 0
+    """IPs whose switch the monitor never reported although the entry held the new MAC at
+    the end of the run: the monitor's misses, not the kernel's."""
 
 
 def breakdown(found: Sequence[Step]) -> list[Family]:
@@ -201,7 +316,8 @@ def breakdown(found: Sequence[Step]) -> list[Family]:
                 answered=_span(s.answered for s in mine),
                 kernel_lag=_worst((s.kernel, s.update) for s in mine),
                 answer_lag=_worst((s.answered, s.update) for s in mine),
-                unswitched=sum(1 for s in mine if s.kernel is None),
+                unswitched=sum(1 for s in mine if s.kernel is None and not s.held),
+                unseen=sum(1 for s in mine if s.kernel is None and s.held),
             )
         )
     return families
@@ -222,12 +338,12 @@ def table(families: Sequence[Family]) -> str:
     lines = [
         "| family | IPs | speaker update first/last | kernel switched first/last"
         " | sampler answered first/last | kernel after update, worst | answer after update,"
-        " worst | never switched |",
-        "|---|---|---|---|---|---|---|---|",
+        " worst | never switched | switch unseen |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {f.family} | {f.ips} | {_pair(f.update)} | {_pair(f.kernel)} | {_pair(f.answered)}"
-        f" | {_ms(f.kernel_lag)} | {_ms(f.answer_lag)} | {f.unswitched} |"
+        f" | {_ms(f.kernel_lag)} | {_ms(f.answer_lag)} | {f.unswitched} | {f.unseen} |"
         for f in families
     ]
     return "\n".join(lines)

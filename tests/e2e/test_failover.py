@@ -86,6 +86,7 @@ async def test_a_failed_announcer_hands_its_ip_to_one_other_node_for_good(
         run = await faults.run(scenario, name, str(ip))
         try:
             assert run.after != run.before
+            assert run.unmoved == (), run.unmoved  # the sampler saw another node answer each
             new = failover_lab.node(run.after)
             await failover_lab.wait_entry(
                 ip, mac=new.mac, what=f"the router's entry for {ip} to move to {new.name}"

@@ -131,11 +131,12 @@ def test_each_ip_is_timed_on_the_node_that_took_it_by_every_clock():
         handover.Change(10.6, V6, OTHER),
     ]
     updates = {"w2": [5.0, 10.2], "w3": [10.3]}
-    found = handover.steps(samples, changes, updates, NODES, fault=10.0, old_mac=OLD)
+    held = {V4: NEW, V6: NEW}  # at the end of the run; V6 went to w3 (OTHER)
+    found = handover.steps(samples, changes, updates, NODES, fault=10.0, old_mac=OLD, held=held)
     assert [rounded(step) for step in found] == [
-        (V4, "w2", 0.2, 0.25, 0.3),
-        (V6, "w3", 0.3, 0.6, 0.4),
-        (V6B, "", None, None, None),
+        (V4, "w2", 0.2, 0.25, 0.3, True),
+        (V6, "w3", 0.3, 0.6, 0.4, False),
+        (V6B, "", None, None, None, False),
     ]
 
 
@@ -159,15 +160,76 @@ def test_the_breakdown_gives_each_family_its_first_last_and_worst_lag():
         handover.Step(V4, "w2", 0.2, 0.25, 0.3),
         handover.Step(V6, "w3", 0.3, 0.9, 0.4),
         handover.Step(V6B, "w2", 0.2, None, 0.7),
+        handover.Step("2001:db8::1", "w2", 0.2, None, 0.5, held=True),  # the monitor missed it
     ]
     v4, v6 = handover.breakdown(found)
-    assert rounded(v4) == ("IPv4", 1, (0.2, 0.2), (0.25, 0.25), (0.3, 0.3), 0.05, 0.1, 0)
-    assert rounded(v6) == ("IPv6", 2, (0.2, 0.3), (0.9, 0.9), (0.4, 0.7), 0.6, 0.5, 1)
+    assert rounded(v4) == ("IPv4", 1, (0.2, 0.2), (0.25, 0.25), (0.3, 0.3), 0.05, 0.1, 0, 0)
+    assert rounded(v6) == ("IPv6", 3, (0.2, 0.3), (0.9, 0.9), (0.4, 0.7), 0.6, 0.5, 1, 1)
     text = handover.table([v4, v6])
-    assert "| IPv6 | 2 | 200 / 300 | 900 / 900 | 400 / 700 | 600 | 500 | 1 |" in text
+    assert "| IPv6 | 3 | 200 / 300 | 900 / 900 | 400 / 700 | 600 | 500 | 1 | 1 |" in text
 
 
 def test_a_family_without_ips_is_left_out():
     assert [f.family for f in handover.breakdown([handover.Step(V6, "", None, None, None)])] == [
         "IPv6"
+    ]
+
+
+def test_an_ip_never_answered_by_another_node_is_unmoved_with_what_the_sampler_saw():
+    samples = [
+        sample(9.9, V4, OLD), sample(10.2, V4, OLD), sample(10.3, V4), sample(10.4, V4),
+        sample(10.1, V6, OLD), sample(10.3, V6, NEW),  # moved
+        sample(10.2, V6B, OLD, OTHER), sample(10.5, V6B, OLD, OTHER),  # never alone
+    ]  # fmt: skip
+    found = handover.unmoved(samples, [V6B, V6, V4, "2001:db8::1"], fault=10.0, old_mac=OLD)
+    assert [rounded(one) for one in found] == [
+        (V4, 3, 1, 2, 0.4, 0.2, frozenset()),
+        (V6B, 2, 2, 0, 0.5, 0.5, frozenset({OTHER})),
+        ("2001:db8::1", 0, 0, 0, None, None, frozenset()),  # never probed
+    ]
+
+
+def test_an_unmoved_ip_is_explained_by_the_sampler_its_placement_and_the_router():
+    found = handover.unmoved(
+        [sample(10.2, V6B, OLD, OTHER), sample(10.5, V6B)], [V6B], fault=10.0, old_mac=OLD
+    )
+    line = handover.explain(
+        found[0],
+        old="w1",
+        placed=["w3"],
+        router=f"{V6B} lladdr {OLD} STALE",
+        switched=[handover.Change(0.25, V6B, "w3")],
+        nodes=NODES,
+    )
+    assert line == (
+        f"{V6B} never moved: 2 probes after the fault, 1 answered by w1, 1 by nobody; last probe"
+        " at 500 ms, last answer at 200 ms; w3 answered only alongside w1; placed on w3 now;"
+        f" router entry now: {V6B} lladdr {OLD} STALE; its changes after the fault: w3 at 250 ms"
+    )
+    never = handover.unmoved([], [V4], fault=10.0, old_mac=OLD)[0]
+    assert handover.explain(never, old="w1", placed=[], router="", switched=[], nodes=NODES) == (
+        f"{V4} never moved: never probed after the fault; placed on no node now;"
+        " router entry now: none; its changes after the fault: none"
+    )
+
+
+def test_the_speaker_log_lines_naming_an_ip_after_the_fault_are_found_in_time_order(tmp_path):
+    lines = {
+        "w2": [
+            log_line(f"announcing 1 more IP(s): {V6}", "2026-12-06T17:11:34.000+00:00"),  # before
+            log_line(f"announcing 2 more IP(s): {V6}, {V6B}", "2026-12-06T17:11:37.000+00:00"),
+        ],
+        "w3": [
+            log_line(f"stopped announcing {V6} on eth0", "2026-12-06T17:11:36.000+00:00"),
+            log_line(f"stopped announcing {V6}0 on eth0", "2026-12-06T17:11:36.500+00:00"),
+        ],
+    }
+    for node, text in lines.items():
+        logs = tmp_path / f"nodes/{node}/kubelet/pod-logs/porterlb-system_porterlb-speaker-x_u"
+        (logs / "speaker").mkdir(parents=True)
+        (logs / "speaker/0.log").write_text("\n".join(text) + "\n")
+    since = wall("2026-12-06T17:11:35+00:00")
+    assert handover.mentions(tmp_path, V6, offset=0.0, since=since) == [
+        f"w3: stopped announcing {V6} on eth0",
+        f"w2: announcing 2 more IP(s): {V6}, {V6B}",
     ]
