@@ -1,17 +1,20 @@
 """The lab's own mount namespace, in which every containerd and kubelet of a lab runs.
 
 **Why one namespace of its own.** A kubelet sets six kernel tunables at start
-(``setupKernelTunables`` in ``pkg/kubelet/cm/container_manager_linux.go``, v1.36.3), among
-them ``kernel.panic=10``, ``kernel.panic_on_oops=1`` and ``vm.overcommit_memory=1``: all
+(``setupKernelTunables`` in ``pkg/kubelet/cm/container_manager_linux.go``, v1.36.3), among them
+``kernel.panic=10``, ``kernel.panic_on_oops=1`` and ``vm.overcommit_memory=1``: all
 machine-wide, and with the first two any kernel oops reboots the machine the lab shares with
 everything else. In this namespace each of those ``/proc/sys`` files is covered by a bind mount
-of an ordinary file holding the host's value, so the kubelet reads the value it wants to
-change, writes it to the ordinary file, and the kernel never sees it. The namespace is also
-what containerd and the kubelet must share anyway: the volumes the kubelet mounts for a pod
-must be visible to the runtime that starts its containers (``ip netns exec`` would give each
-command a mount namespace of its own, and remount ``/sys`` so ``/sys/fs/cgroup`` is empty).
-Its propagation is private, so nothing mounted in it (overlay snapshots, pod volumes) shows
-on the host, and all of it goes with the namespace when its last process ends.
+of an ordinary file that already holds the value the kubelet wants, so the kubelet reads it,
+has nothing to change, and neither the kernel nor the file is ever written. (Covers holding the
+host's values were written by every kubelet of the lab, and a kubelet reading a cover while
+another had truncated it and not yet written it read ``""`` and exited: "Failed to start
+ContainerManager: strconv.Atoi: parsing "": invalid syntax", seen under load.) The namespace is
+also what containerd and the kubelet must share anyway: the volumes the kubelet mounts for a
+pod must be visible to the runtime that starts its containers (``ip netns exec`` would give
+each command a mount namespace of its own, and remount ``/sys`` so ``/sys/fs/cgroup`` is
+empty). Its propagation is private, so nothing mounted in it (overlay snapshots, pod volumes)
+shows on the host, and all of it goes with the namespace when its last process ends.
 
 **Who holds it.** A marked lab process (``unshare --mount`` running ``sleep infinity`` once
 the covers are in place), so ``lab down`` ends it like any other; the other processes join it
@@ -27,15 +30,18 @@ from typing import Final
 
 from porterlb.lab import netns
 
-COVERED: Final = (
-    "vm/overcommit_memory",
-    "vm/panic_on_oom",
-    "kernel/panic",
-    "kernel/panic_on_oops",
-    "kernel/keys/root_maxkeys",
-    "kernel/keys/root_maxbytes",
-)
-"""Every tunable the kubelet's ``setupKernelTunables`` writes (kubelet v1.36.3)."""
+KUBELET_WANTS: Final = {
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
+}
+"""Every tunable the kubelet's ``setupKernelTunables`` writes, with the value it writes
+(``component-helpers/node/util/sysctl``, kubelet v1.36.3)."""
+
+COVERED: Final = tuple(KUBELET_WANTS)
 
 HIDDEN: Final = ("/run/containerd", "/var/log/containers", "/var/lib/kubelet", "/var/lib/cni")
 """Host paths containerd and the kubelet write to whatever their configuration says (shim
@@ -57,14 +63,14 @@ def host_values(proc_sys: Path = PROC_SYS) -> dict[str, str]:
     return {key: (proc_sys / key).read_text().strip() for key in COVERED}
 
 
-def holder_argv(directory: Path, proc_sys: Path = PROC_SYS) -> list[str]:
+def holder_argv(directory: Path) -> list[str]:
     """The command that makes the namespace, covers the tunables and then holds it.
 
-    The covers are files in ``directory`` that hold the host's current values.
+    The covers are files in ``directory`` holding the values the kubelet wants.
     """
     directory.mkdir(parents=True, exist_ok=True)
     script = ["set -e"]
-    for key, value in host_values(proc_sys).items():
+    for key, value in KUBELET_WANTS.items():
         cover = directory / key.replace("/", ".")
         cover.write_text(f"{value}\n")
         script.append(f"mount --bind {shlex.quote(str(cover))} {PROC_SYS / key}")
