@@ -218,9 +218,7 @@ class Elector:
             self._holding = task.done()  # lost unless the leading task ended by itself
         finally:
             self.leading.clear()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             self._tell_superseded()
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
@@ -377,6 +375,22 @@ class Elector:
             log.info("%s: released the Lease", self.identity)
         except (ApiError, httpx2.TransportError, OSError) as error:
             log.warning("%s: could not release the Lease: %r", self.identity, error)
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for its end, without swallowing a cancellation of our own.
+
+    A ``suppress(CancelledError)`` around ``await task`` would also swallow the caller's
+    cancellation when it lands there (the manager stopping just as a term ends): the
+    elector then campaigned on instead of returning, and its stop waited forever.
+    """
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 def next_attempt(seen_at: float, now: float, timing: Timing) -> float:
