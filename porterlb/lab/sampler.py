@@ -151,7 +151,7 @@ class Sampler(linestream.LineStream):
                 raise errors.InvalidSpec(f"lab {layout.name}: IPv6 addresses to sample, no IPv6")
             sources += [arg for ip in layout.prober_ips_v6 for arg in ("--source6", str(ip))]
         argv = [
-            "nsenter", f"--net={netns.NETNS_DIR / layout.router_netns}",
+            *netns.nsenter_prefix(layout.router_netns),
             sys.executable, "-u", "-m", __name__,
             "--ifname", plan.ROUTER_LAN_IF, "--mac", str(layout.prober_mac), *sources,
             "--period", str(period), *self.ips,
