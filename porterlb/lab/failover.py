@@ -43,7 +43,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 import httpx2
@@ -65,7 +65,6 @@ from porterlb.lab import (
     lab,
     leaders,
     netns,
-    plan,
     sampler,
     settle,
     traffic,
@@ -359,12 +358,14 @@ class FaultLab:
         steps: tuple[handover.Step, ...] = ()
         unmoved: tuple[str, ...] = ()
         if scenario in MOVING:
+            router = await asyncio.to_thread(handover.neighbour_rows, layout)
             unmoved = await self._unmoved(
                 handover.unmoved(
                     sampled.samples, ips, fault=at, old_mac=str(layout.node(victim).mac)
                 ),
                 victim,
                 neighbours,
+                router,
                 fault=at,
             )
             updates = await asyncio.to_thread(
@@ -379,7 +380,7 @@ class FaultLab:
                     macs,
                     fault=at,
                     old_mac=str(layout.node(victim).mac),
-                    held=await asyncio.to_thread(handover.entries, layout),
+                    held=handover.holding(router),
                 )
             )
         return Run(
@@ -403,11 +404,13 @@ class FaultLab:
         found: Sequence[handover.Unmoved],
         victim: str,
         neighbours: handover.Neighbours,
+        router: Mapping[str, str],
         *,
         fault: float,
     ) -> tuple[str, ...]:
-        """A line on each of ``found``: the IP's placement, router entry and speaker log lines
-        now, so that a run in which an IP never moved explains itself."""
+        """A line on each of ``found``: the IP's placement, router entry (its row of ``router``,
+        the table :func:`porterlb.lab.handover.neighbour_rows` read) and speaker log lines now,
+        so that a run in which an IP never moved explains itself."""
         if not found:
             return ()
         placed: dict[str, list[str]] = collections.defaultdict(list)
@@ -419,9 +422,6 @@ class FaultLab:
         names = {str(node.mac): node.name for node in layout.nodes}
         lines = []
         for one in found:
-            router = netns.run(
-                layout.router_netns, ["ip", "neigh", "show", one.ip, "dev", plan.ROUTER_LAN_IF]
-            )
             switched = [
                 dataclasses.replace(c, at=c.at - fault, mac=c.mac and names.get(c.mac, c.mac))
                 for c in neighbours.changes
@@ -434,7 +434,7 @@ class FaultLab:
                 one,
                 old=victim,
                 placed=placed[one.ip],
-                router=router.strip(),
+                router=router,
                 switched=switched,
                 nodes=names,
             )

@@ -160,7 +160,7 @@ class Forwarding(linestream.LineStream):
         if not self.ips:
             raise errors.InvalidSpec(f"lab {layout.name}: no IP to follow the traffic of")
         argv = [
-            "nsenter", f"--net={netns.NETNS_DIR / layout.router_netns}",
+            *netns.nsenter_prefix(layout.router_netns),
             sys.executable, "-u", "-m", __name__, "--ifname", plan.ROUTER_LAN_IF, *self.ips,
         ]  # fmt: skip
         super().__init__(argv, name="forwarding")

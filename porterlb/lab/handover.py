@@ -238,14 +238,15 @@ def explain(
     *,
     old: str,
     placed: Sequence[str],
-    router: str,
+    router: Mapping[str, str],
     switched: Sequence[Change],
     nodes: Mapping[str, str],
 ) -> str:
     """One line on an IP that never moved: what the sampler saw, the nodes whose
-    NodePlacement holds it now (``placed``), the router's entry now (``router``) and the
-    changes of that entry since the fault (``switched``, seconds from the fault, MACs by node
-    name); ``nodes`` maps MACs to node names."""
+    NodePlacement holds it now (``placed``), its row of the router's table now (``router``,
+    :func:`rows`; none without one) and the changes of that entry since the fault
+    (``switched``, seconds from the fault, MACs by node name); ``nodes`` maps MACs to node
+    names."""
     if not found.asked:
         seen = "never probed after the fault"
     else:
@@ -261,7 +262,7 @@ def explain(
     where = ", ".join(placed) or "no node"
     return (
         f"{found.ip} never moved: {seen}; placed on {where} now; router entry now:"
-        f" {router or 'none'}; its changes after the fault: {changes}"
+        f" {router.get(found.ip) or 'none'}; its changes after the fault: {changes}"
     )
 
 
@@ -362,7 +363,7 @@ class Neighbours(linestream.LineStream):
 
     def __init__(self, layout: plan.Lab) -> None:
         argv = [
-            "nsenter", f"--net={netns.NETNS_DIR / layout.router_netns}",
+            *netns.nsenter_prefix(layout.router_netns),
             "ip", "-ts", "monitor", "neigh", "dev", plan.ROUTER_LAN_IF,
         ]  # fmt: skip
         super().__init__(argv, name="neighbours")
@@ -395,11 +396,29 @@ def prime(layout: plan.Lab, ips: Iterable[str]) -> None:
 
 def entries(layout: plan.Lab) -> dict[str, str]:
     """The router's neighbour entries on its LAN leg that hold a MAC: IP -> MAC."""
-    text = netns.run(layout.router_netns, ["ip", "neigh", "show", "dev", plan.ROUTER_LAN_IF])
+    return holding(neighbour_rows(layout))
+
+
+def neighbour_rows(layout: plan.Lab) -> dict[str, str]:
+    """The router's whole neighbour table on its LAN leg, read once: IP -> its raw row."""
+    return rows(netns.run(layout.router_netns, ["ip", "neigh", "show", "dev", plan.ROUTER_LAN_IF]))
+
+
+def rows(text: str) -> dict[str, str]:
+    """The rows of an ``ip neigh show dev IF`` listing by IP (normalised): each row as printed
+    (``IP lladdr MAC STATE``, ``IP FAILED``), whatever its state."""
     found = {}
     for line in text.splitlines():
-        fields = line.split()
+        if fields := line.split():
+            found[str(ipaddress.ip_address(fields[0]))] = line.strip()
+    return found
+
+
+def holding(table: Mapping[str, str]) -> dict[str, str]:
+    """IP -> MAC of the ``table`` rows (:func:`rows`) that hold one (a FAILED row holds none)."""
+    found = {}
+    for ip, row in table.items():
+        fields = row.split()
         if "lladdr" in fields and "FAILED" not in fields:
-            ip = str(ipaddress.ip_address(fields[0]))
             found[ip] = fields[fields.index("lladdr") + 1]
     return found

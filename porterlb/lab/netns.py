@@ -1,9 +1,12 @@
 """Run things inside the lab's network namespaces: commands and socket setup.
 
-Two ways in, one per need (long-lived processes start through :mod:`porterlb.lab.processes`):
+Three ways in, one per need:
 
 - :func:`run` goes through ``ip netns exec``, which also gives the command a private ``/sys``
   for its namespace.
+- :func:`nsenter_prefix` is the argv prefix of a long-lived process (a lab role started by
+  :mod:`porterlb.lab.processes`, a measuring stream): ``nsenter`` execs in place, so the pid
+  is the program's own, and it leaves the mount namespace and ``/sys`` alone.
 - :func:`call_in` runs a callable in a fresh thread that ``setns(2)``-ed into the namespace and
   exits afterwards. ``setns`` changes only the calling thread, and a socket stays in the
   namespace it was created in, so a speaker living in the host namespace (next to the API
@@ -74,6 +77,13 @@ def run(netns: str | None, argv: Sequence[str], *, input: str | None = None) -> 
             f"{where}: {' '.join(argv)!r} exited with {done.returncode}: {done.stderr.strip()}"
         )
     return done.stdout
+
+
+def nsenter_prefix(netns: str, *, mount_of: int | None = None) -> list[str]:
+    """The argv prefix that runs a command in netns ``netns`` and, with ``mount_of``, in the
+    mount namespace of that pid; the command's argv follows it."""
+    mount = [] if mount_of is None else [f"--mount=/proc/{mount_of}/ns/mnt"]
+    return ["nsenter", *mount, f"--net={NETNS_DIR / netns}", "--"]
 
 
 def call_in(netns: str, fn: Callable[[], T]) -> T:

@@ -97,7 +97,7 @@ def start(
     if namespace is not None:
         if not (netns.NETNS_DIR / namespace).exists():
             raise netns.LabError(f"lab {lab}: netns {namespace} is missing, cannot start {role}")
-        full = ["nsenter", f"--net={netns.NETNS_DIR / namespace}", *full]
+        full = [*netns.nsenter_prefix(namespace), *full]
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, **{MARKER: lab, ROLE: role})
     output = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -151,7 +151,7 @@ class Sampler(linestream.LineStream):
                 raise errors.InvalidSpec(f"lab {layout.name}: IPv6 addresses to sample, no IPv6")
             sources += [arg for ip in layout.prober_ips_v6 for arg in ("--source6", str(ip))]
         argv = [
-            "nsenter", f"--net={netns.NETNS_DIR / layout.router_netns}",
+            *netns.nsenter_prefix(layout.router_netns),
             sys.executable, "-u", "-m", __name__,
             "--ifname", plan.ROUTER_LAN_IF, "--mac", str(layout.prober_mac), *sources,
             "--period", str(period), *self.ips,
@@ -241,7 +241,7 @@ def _collect(
             data = sock.recv(65536)
         except (TimeoutError, BlockingIOError):
             return
-        reply = _reply(data, mac)
+        reply = decode_answer(data, mac)
         if reply is None or reply[0] not in slots:
             continue
         asked, answered, by = reply
@@ -250,7 +250,7 @@ def _collect(
             pending[1][answered].add(by)
 
 
-def _reply(data: bytes, mac: ethernet.MacAddress) -> tuple[IPAddress, IPAddress, str] | None:
+def decode_answer(data: bytes, mac: ethernet.MacAddress) -> tuple[IPAddress, IPAddress, str] | None:
     """(the sender address asked from, the address answered for, the MAC answering) of an ARP
     reply or a neighbour advertisement addressed to ``mac``; None for any other frame."""
     try:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
-from porterlb.lab import linestream
+from porterlb.lab import linestream, netns
 
 INTERVAL: Final = 0.01
 """Seconds between two requests: 100 per second resolves an interruption to 10 ms."""
@@ -104,7 +104,7 @@ class Traffic(linestream.LineStream):
 
     def __init__(self, client_netns: str, ip: str, port: int, *, interval: float = INTERVAL):
         argv = [
-            *("ip", "netns", "exec", client_netns),
+            *netns.nsenter_prefix(client_netns),
             *(sys.executable, "-u", "-m", __name__, ip, str(port), "--interval", str(interval)),
         ]
         super().__init__(argv, name=f"traffic/{ip}")

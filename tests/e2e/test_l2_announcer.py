@@ -32,7 +32,7 @@ import pytest
 
 from porterlb import errors
 from porterlb.l2 import afpacket, announcer, arp, ethernet, interfaces, ndp, responder
-from porterlb.lab import netns, network, plan
+from porterlb.lab import netns, network, plan, sampler
 from tests.e2e import marks
 from tests.waiting import DEADLINE, eventually
 
@@ -338,22 +338,6 @@ def request(lab: plan.Lab, target: IPAddress, asker: IPAddress) -> bytes:
     return ndp.frame(ethernet.ipv6_multicast(group), mac, packet)
 
 
-def answered_asker(data: bytes, router: ethernet.MacAddress) -> IPAddress | None:
-    """The asker an ARP reply or NA addressed to the router answers, if ``data`` is one."""
-    try:
-        frame = ethernet.decode(data)
-        if frame.dst != router:
-            return None
-        if frame.ethertype == ethernet.ETHERTYPE_ARP:
-            reply = arp.decode(frame.payload)
-            return reply.target_ip if reply.operation == arp.REPLY else None
-        if ndp.icmp_type(frame.payload) == ndp.NEIGHBOR_ADVERTISEMENT:
-            return ndp.decode(frame.payload).dst
-    except errors.MalformedFrame:  # any other frame on the LAN: not an answer
-        return None
-    return None
-
-
 def answers_in_order(lab: plan.Lab, frames: list[bytes], last: IPAddress) -> list[IPAddress]:
     """Send ``frames`` from the router's LAN leg in order; the askers answered, in the order
     the answers came, until the answer to ``last`` (the deadline fails the test)."""
@@ -367,9 +351,9 @@ def answers_in_order(lab: plan.Lab, frames: list[bytes], last: IPAddress) -> lis
             deadline = time.monotonic() + DEADLINE
             while last not in seen:
                 sock.settimeout(max(0.0, deadline - time.monotonic()))
-                asker = answered_asker(sock.recv(65536), lab.router_lan.mac)
-                if asker is not None:
-                    seen.append(asker)
+                answer = sampler.decode_answer(sock.recv(65536), lab.router_lan.mac)
+                if answer is not None:
+                    seen.append(answer[0])  # the asker it answers
         return seen
 
     return netns.call_in(lab.router_netns, exchange)

@@ -93,16 +93,7 @@ def enter_argv(holder: int, namespace: str) -> list[str]:
         f'for point in {checks}; do grep -q " $point " /proc/self/mountinfo'
         ' || { echo "refusing to start: $point is not covered" >&2; exit 1; }; done; exec "$@"'
     )
-    return [
-        "nsenter",
-        f"--mount=/proc/{holder}/ns/mnt",
-        f"--net={netns.NETNS_DIR / namespace}",
-        "--",
-        "sh",
-        "-c",
-        guard,
-        "guard",
-    ]
+    return [*netns.nsenter_prefix(namespace, mount_of=holder), "sh", "-c", guard, "guard"]
 
 
 def check_host(expected: Mapping[str, str], proc_sys: Path = PROC_SYS) -> None:

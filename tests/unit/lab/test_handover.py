@@ -197,7 +197,7 @@ def test_an_unmoved_ip_is_explained_by_the_sampler_its_placement_and_the_router(
         found[0],
         old="w1",
         placed=["w3"],
-        router=f"{V6B} lladdr {OLD} STALE",
+        router={V6B: f"{V6B} lladdr {OLD} STALE"},
         switched=[handover.Change(0.25, V6B, "w3")],
         nodes=NODES,
     )
@@ -207,10 +207,46 @@ def test_an_unmoved_ip_is_explained_by_the_sampler_its_placement_and_the_router(
         f" router entry now: {V6B} lladdr {OLD} STALE; its changes after the fault: w3 at 250 ms"
     )
     never = handover.unmoved([], [V4], fault=10.0, old_mac=OLD)[0]
-    assert handover.explain(never, old="w1", placed=[], router="", switched=[], nodes=NODES) == (
+    assert handover.explain(never, old="w1", placed=[], router={}, switched=[], nodes=NODES) == (
         f"{V4} never moved: never probed after the fault; placed on no node now;"
         " router entry now: none; its changes after the fault: none"
     )
+
+
+LISTING = (  # `ip neigh show dev lan0`: one read of the router's table, trailing blanks kept
+    f"{V4} lladdr {OLD} STALE \n"
+    "2001:db8:1d:1:0:0:0:a lladdr 02:70:6c:1d:01:02 router REACHABLE \n"
+    "198.18.0.7 INCOMPLETE \n"
+    "198.18.0.6 FAILED \n"
+    f"198.18.0.5 lladdr {OTHER} FAILED \n"
+    "\n"
+)
+
+
+def test_the_router_table_gives_each_ip_its_row_as_printed_whatever_its_state():
+    assert handover.rows(LISTING) == {
+        V4: f"{V4} lladdr {OLD} STALE",
+        V6B: "2001:db8:1d:1:0:0:0:a lladdr 02:70:6c:1d:01:02 router REACHABLE",
+        "198.18.0.7": "198.18.0.7 INCOMPLETE",
+        "198.18.0.6": "198.18.0.6 FAILED",
+        "198.18.0.5": f"198.18.0.5 lladdr {OTHER} FAILED",
+    }
+    assert handover.rows("") == {}
+
+
+def test_only_the_rows_holding_a_mac_count_as_held():
+    assert handover.holding(handover.rows(LISTING)) == {V4: OLD, V6B: NEW}
+
+
+def test_an_unmoved_ips_router_entry_is_its_row_of_the_one_table_read():
+    table = handover.rows(LISTING)
+    found = handover.unmoved([], [V4, V6], fault=10.0, old_mac=OLD)
+    lines = [
+        handover.explain(one, old="w1", placed=[], router=table, switched=[], nodes=NODES)
+        for one in found
+    ]
+    assert f"router entry now: {V4} lladdr {OLD} STALE;" in lines[0]
+    assert "router entry now: none;" in lines[1]  # no row: the router never resolved it
 
 
 def test_the_speaker_log_lines_naming_an_ip_after_the_fault_are_found_in_time_order(tmp_path):

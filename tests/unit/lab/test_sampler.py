@@ -129,13 +129,13 @@ def test_an_answer_to_a_request_names_the_slot_asked_from_the_ip_and_the_mac(tar
             SPEAKER, target, dst=request_v6.src, dst_mac=PROBER, solicited=True
         )
     slot = SOURCES6[1] if target.version == 6 else SOURCES[1]
-    assert sampler._reply(answer, PROBER) == (slot, target, str(SPEAKER))
+    assert sampler.decode_answer(answer, PROBER) == (slot, target, str(SPEAKER))
 
 
 def test_frames_not_addressed_to_the_prober_or_not_answers_are_ignored():
     target = ipaddress.IPv6Address("2001:db8:14:1::3e8")
     request = sampler._request(PROBER, SOURCES, SOURCES6, 0, target)
-    assert sampler._reply(request, PROBER) is None  # our own solicitation, seen going out
+    assert sampler.decode_answer(request, PROBER) is None  # our own solicitation, seen going out
     other = ndp.advertisement(SPEAKER, target, dst=SOURCES6[0], dst_mac=SPEAKER, solicited=True)
-    assert sampler._reply(other, PROBER) is None
-    assert sampler._reply(b"\x00" * 10, PROBER) is None
+    assert sampler.decode_answer(other, PROBER) is None
+    assert sampler.decode_answer(b"\x00" * 10, PROBER) is None
