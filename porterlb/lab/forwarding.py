@@ -33,7 +33,7 @@ from types import FrameType
 from typing import Final, Self
 
 from porterlb import errors
-from porterlb.l2 import ethernet
+from porterlb.l2 import afpacket, ethernet
 from porterlb.lab import bpf, linestream, netns, plan, traffic
 
 ETH_P_ALL: Final = 0x0003
@@ -183,6 +183,9 @@ def _follow(ifname: str, targets: Sequence[IPAddress]) -> None:
     # interface, unfiltered, until the filter and the bind below.
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
         bpf.attach(sock, OUTGOING_ONLY)
+        # Room for seconds of frames: a SYN dropped while this process waits for a CPU would
+        # judge its request a real loss (porterlb.lab.moves). Root, so past rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, afpacket.SO_RCVBUFFORCE, afpacket.RCVBUF)
         sock.bind((ifname, ETH_P_ALL))
         sock.settimeout(0.2)  # to see SIGTERM
         print(READY, flush=True)

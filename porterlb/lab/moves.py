@@ -5,9 +5,10 @@ every packet to the IP, those of connections already open included, to the new n
 connection the router opened through the old node is then reset by the new one (it has no
 conntrack entry for it): the cost of any layer-2 move of a live TCP connection, not a loss
 porterlb could avoid. Any other failure is a real loss: a request whose SYN went to the node
-the router kept it on, one whose SYN the router was not seen to forward with no switch during
-its life, and one broken by a flip (the router's entry going back to a MAC it left moments
-before, as two nodes answering for one IP make it do).
+the router kept it on, one whose SYN the router was not seen to forward (no node can have
+opened it; a refused request, whose port the kernel released, is one too: a move never
+refuses a SYN, both nodes forward the Service), and one broken by a flip (the router's entry
+going back to a MAC it left moments before, as two nodes answering for one IP make it do).
 
 The judgement is one pure function, :func:`judge`, over the router's frames
 (:mod:`porterlb.lab.forwarding`) and the client's requests (:mod:`porterlb.lab.traffic`):
@@ -34,11 +35,10 @@ than that cannot have broken it."""
 
 Why = Literal["moved", "kept", "unseen", "flip"]
 """What a failed request is judged: ``moved``, its connection was opened through a node the
-router then switched away from (or, its SYN not seen, a switch came during its life); the
-real losses: ``kept``, no switch during its life after the router forwarded its SYN (the node
-it was opened through failed it); ``unseen``, the router was not seen to forward its SYN and
-no switch came during its life; ``flip``, the switch that broke it was undone within
-:data:`FLIP_WITHIN` or undid another."""
+router switched away from during its life; the real losses: ``kept``, no switch during its
+life after the router forwarded its SYN (the node it was opened through failed it);
+``unseen``, the router was not seen to forward its SYN; ``flip``, the switch that broke it
+was undone within :data:`FLIP_WITHIN` or undid another."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,14 +93,15 @@ def judge(
 
     def why(request: traffic.Request) -> Why:
         syn = via.get(request)
+        if syn is None:
+            return "unseen"
         # The SYN itself is a frame, so the first hop after it is a switch away from its MAC.
-        after = request.sent if syn is None else syn.at
         breaking = next(
-            (n for n in range(1, len(hops)) if after < hops[n].at <= request.sent + lifetime),
+            (n for n in range(1, len(hops)) if syn.at < hops[n].at <= request.sent + lifetime),
             None,
         )
         if breaking is None:
-            return "unseen" if syn is None else "kept"
+            return "kept"
         return "flip" if breaking in flapping else "moved"
 
     failed = sorted((r for r in requests if not r.node), key=lambda r: r.sent)

@@ -18,9 +18,9 @@ request's SYN (:mod:`porterlb.lab.forwarding` reads it there, the request's port
 not the order the client sent requests in: on a loaded machine a SYN can wait in one CPU's
 backlog while a later one passes on the other, so a request sent after one the new node
 answered may still have been opened through the old node (judged by send order, CI once
-failed a reset sent so). A request whose SYN the router was not seen to send may fail only
-if the router switched while it could still be open. :func:`porterlb.lab.moves.judge` says
-which failures the move explains, as ``lab bench-rollout`` counts them.
+failed a reset sent so). A request whose SYN the router was not seen to send was opened
+through no node: its failure is a real loss. :func:`porterlb.lab.moves.judge` says which
+failures the move explains, as ``lab bench-rollout`` counts them.
 """
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ def verdicts(found: moves.Verdict) -> dict[int, str]:
     return {f.request.port: f.why for f in found.failures}
 
 
-def test_only_a_connection_opened_through_the_old_node_is_moved_by_the_switch():
+def test_only_a_connection_the_router_opened_through_the_old_node_is_moved_by_the_switch():
     at_the_switch = traffic.Request(1.97, "", "reset", 1)  # opened through the old, then moved
     through_the_new = traffic.Request(1.9, "", "reset", 2)  # sent before, opened after
-    unseen_before = traffic.Request(1.95, "", "connect-timeout", 3)
+    unseen_before = traffic.Request(1.95, "", "connect-timeout", 3)  # no node opened it
     unseen_after = traffic.Request(2.01, "", "connect-timeout", 4)
     answered = traffic.Request(2.3, "w3", "", 5)
     seen = frames(
@@ -34,9 +34,9 @@ def test_only_a_connection_opened_through_the_old_node_is_moved_by_the_switch():
     found = moves.judge(seen, IP, requests)
     assert [h.mac for h in found.hops] == [OLD, NEW]
     assert found.flips == 0
-    assert verdicts(found) == {1: "moved", 2: "kept", 3: "moved", 4: "unseen"}
-    assert [f.request for f in found.moved] == [unseen_before, at_the_switch]
-    assert [f.request for f in found.lost] == [through_the_new, unseen_after]
+    assert verdicts(found) == {1: "moved", 2: "kept", 3: "unseen", 4: "unseen"}
+    assert [f.request for f in found.moved] == [at_the_switch]
+    assert [f.request for f in found.lost] == [through_the_new, unseen_before, unseen_after]
     assert {f.request.port: f.syn_to for f in found.failures} == {1: OLD, 2: NEW, 3: "", 4: ""}
 
 
@@ -123,6 +123,7 @@ def test_every_failed_request_gets_one_verdict_whatever_order_the_frames_came_in
     failed = sorted((r for r in requests if not r.node), key=lambda r: r.sent)
     assert [f.request for f in found.failures] == failed
     assert len(found.moved) + len(found.lost) == len(failed)
+    assert all(f.syn_to for f in found.moved)  # no node opened a connection the router never saw
     shuffle.shuffle(seen)
     assert moves.judge(seen, IP, requests).failures == found.failures
 
