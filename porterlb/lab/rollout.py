@@ -145,13 +145,14 @@ def figures(
     router's ``frames``, counting those of ``[start, end]``; ``stops`` are the seconds each
     SIGTERM took to end its process; ``nodes`` names the node of each MAC."""
     failed, gaps, sent, per_ip = [], [], 0, []
+    forwarded = [f for f in frames if start <= f.at <= end]
     for ip, found in requests.items():
         during = [r for r in found if start <= r.sent <= end]
         sent += len(during)
         failed.append(sum(1 for r in during if not r.node))
         answered = sorted(r.sent for r in during if r.node)
         gaps.append(max((b - a for a, b in itertools.pairwise(answered)), default=end - start))
-        verdict = moves.judge([f for f in frames if start <= f.at <= end], ip, during)
+        verdict = moves.judge(forwarded, ip, during)
         per_ip.append(_ip_figures(ip, len(during), verdict, nodes))
     overlaps, moved = [], 0
     for one_ip in sampler.by_ip(s for s in samples if start <= s.at <= end).values():
