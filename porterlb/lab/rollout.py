@@ -32,6 +32,7 @@ once the traffic has stopped, so that a request still open at the end of its pha
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -91,6 +92,9 @@ class IpFigures:
     """Failed requests whose connection the router moved to another node (expected)."""
     lost: int
     """Failed requests the move does not explain: the real losses (the target is 0)."""
+    lost_why: dict[str, int]
+    """The real losses by verdict (:data:`porterlb.lab.moves.Why`): ``kept``, ``unseen``,
+    ``flip``."""
     hops: tuple[str, ...]
     """The nodes (or MACs the lab does not know) the router sent the IP's traffic to, in
     order: one when it stayed, one more per switch."""
@@ -185,9 +189,14 @@ def _ip_figures(ip: str, sent: int, verdict: moves.Verdict, nodes: Mapping[str, 
         failed=len(verdict.failures),
         moved=len(verdict.moved),
         lost=len(verdict.lost),
+        lost_why=dict(collections.Counter(f.why for f in verdict.lost)),
         hops=tuple(nodes.get(hop.mac, hop.mac) for hop in verdict.hops),
         flips=verdict.flips,
     )
+
+
+def _why(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{why} {n}" for why, n in sorted(counts.items())) or "-"
 
 
 def table(found: Sequence[Figures]) -> str:
@@ -207,12 +216,12 @@ def table(found: Sequence[Figures]) -> str:
     ]
     lines += [
         "",
-        "| phase | IP | requests | failed | moved | lost | MAC hops | flips |",
-        "|---|---|---|---|---|---|---|---|",
+        "| phase | IP | requests | failed | moved | lost | lost why | MAC hops | flips |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {f.phase} | {row.ip} | {row.requests} | {row.failed} | {row.moved} | {row.lost} |"
-        f" {' > '.join(row.hops) or '-'} | {row.flips} |"
+        f" {_why(row.lost_why)} | {' > '.join(row.hops) or '-'} | {row.flips} |"
         for f in found
         for row in f.per_ip
     ]

@@ -57,8 +57,8 @@ def test_a_clean_handover_counts_no_failure_and_no_overlap():
         lost_requests=0,
         flips=0,
         per_ip=(
-            rollout.IpFigures("198.18.0.10", 4, 0, 0, 0, ("w1", "w2"), 0),
-            rollout.IpFigures("198.18.0.11", 4, 0, 0, 0, ("w2",), 0),
+            rollout.IpFigures("198.18.0.10", 4, 0, 0, 0, {}, ("w1", "w2"), 0),
+            rollout.IpFigures("198.18.0.11", 4, 0, 0, 0, {}, ("w2",), 0),
         ),
     )
 
@@ -119,7 +119,7 @@ def test_the_router_decides_which_failures_the_move_explains():
         "speakers", flows, [], frames, start=1.0, end=2.0, stops=[0.5], nodes={W1: "w1"}
     )
     assert (found.failed_requests, found.moved_requests, found.lost_requests) == (2, 1, 1)
-    assert found.per_ip == (rollout.IpFigures(ip, 4, 2, 1, 1, ("w1", W2), 0),)
+    assert found.per_ip == (rollout.IpFigures(ip, 4, 2, 1, 1, {"kept": 1}, ("w1", W2), 0),)
 
 
 def test_a_flip_counts_against_the_phase():
@@ -142,4 +142,4 @@ def test_the_tables_have_a_row_per_phase_then_one_per_phase_and_ip():
     lines = rollout.table(rows).splitlines()
     assert len(lines) == 2 + len(rollout.PHASES) + 1 + 2 + len(rollout.PHASES)
     assert lines[2].startswith("| steady | 1 | 1 | 2 | 1 | 0 | 1 | 1 |")
-    assert lines[-1] == "| managers | 198.18.0.10 | 2 | 1 | 0 | 1 | w1 | 0 |"
+    assert lines[-1] == "| managers | 198.18.0.10 | 2 | 1 | 0 | 1 | unseen 1 | w1 | 0 |"
