@@ -11,10 +11,10 @@ each frame to an IP asked about that goes to another MAC than the IP's previous 
 each frame that opens a connection (a SYN), with the client's port: the port names the request
 (:attr:`porterlb.lab.traffic.Request.port`).
 
-The judgement is pure (:func:`hops`, :func:`opened_via`, :func:`broken`): the router's hops for
+The record is read by pure functions (:func:`hops`, :func:`opened_via`): the router's hops for
 one IP are the MACs its frames went to, in order (a move that never flips back has exactly
-two), and a failed request is the move's fault unless the router opened it through the old
-node.
+two), and a request was opened through the MAC of its SYN. :mod:`porterlb.lab.moves` judges
+which failed requests a move explains.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import Final, Self
 
 from porterlb import errors
-from porterlb.l2 import ethernet
+from porterlb.l2 import afpacket, ethernet
 from porterlb.lab import bpf, linestream, netns, plan, traffic
 
 ETH_P_ALL: Final = 0x0003
@@ -113,38 +113,20 @@ def hops(frames: Iterable[Frame], ip: str) -> list[Frame]:
 
 def opened_via(
     frames: Iterable[Frame], ip: str, requests: Iterable[traffic.Request]
-) -> dict[traffic.Request, str]:
-    """The MAC the router sent each request's first SYN to (requests whose SYN it did not
-    see, or whose port is unknown, are absent): the first SYN to ``ip`` from the request's
-    port read no earlier than the request was sent."""
+) -> dict[traffic.Request, Frame]:
+    """The frame of each request's first SYN, which names the MAC the router sent it to
+    (requests whose SYN it did not see, or whose port is unknown, are absent): the first SYN
+    to ``ip`` from the request's port read no earlier than the request was sent."""
     syns: dict[int, list[Frame]] = {}
     for frame in sorted(frames, key=lambda f: f.at):
         if frame.ip == ip and frame.port:
             syns.setdefault(frame.port, []).append(frame)
-    found: dict[traffic.Request, str] = {}
+    found: dict[traffic.Request, Frame] = {}
     for request in requests:
         seen = next((f for f in syns.get(request.port, ()) if f.at >= request.sent), None)
         if request.port and seen is not None:
-            found[request] = seen.mac
+            found[request] = seen
     return found
-
-
-def broken(
-    requests: Iterable[traffic.Request],
-    via: Mapping[traffic.Request, str],
-    *,
-    old: str,
-    switched: float,
-) -> list[traffic.Request]:
-    """The failed ``requests`` a move of the traffic away from MAC ``old`` does not explain.
-
-    A connection the router opened through ``old`` may break when the router switches (its
-    next packets reach a node with no state for it); any other failure is the move's fault:
-    one whose SYN went elsewhere (``via``, from :func:`opened_via`), or, when its SYN was
-    not seen, one sent after the router's first frame to the new MAC (``switched``)."""
-    return [
-        r for r in requests if not r.node and (via[r] != old if r in via else r.sent >= switched)
-    ]
 
 
 class Forwarding(linestream.LineStream):
@@ -201,6 +183,9 @@ def _follow(ifname: str, targets: Sequence[IPAddress]) -> None:
     # interface, unfiltered, until the filter and the bind below.
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
         bpf.attach(sock, OUTGOING_ONLY)
+        # Room for seconds of frames: a SYN dropped while this process waits for a CPU would
+        # judge its request a real loss (porterlb.lab.moves). Root, so past rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, afpacket.SO_RCVBUFFORCE, afpacket.RCVBUF)
         sock.bind((ifname, ETH_P_ALL))
         sock.settimeout(0.2)  # to see SIGTERM
         print(READY, flush=True)

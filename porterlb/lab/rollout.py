@@ -18,11 +18,21 @@ taken from its first SIGTERM to its last process ready: failed requests per IP (
 is 0), the longest gap between two answered requests of one IP, how long two MACs answered
 one IP (zero, or the drain broke the fence), the longest time no MAC answered one IP (the
 switch itself), how many IPs changed node, and the longest stop (SIGTERM to exit).
+
+Which failed requests a rollout is to blame for is judged by what the router did, not by when
+the client sent them (a SYN can leave the client's namespace a few hundred milliseconds after
+it was sent on a starved machine): :class:`porterlb.lab.forwarding.Forwarding` records where
+the router sends each IP's frames, and :func:`porterlb.lab.moves.judge` sorts each failed
+request into a moved connection (opened through the node the router then switched away from:
+the cost of any layer-2 move of a live connection) or a real loss. Each IP's row
+(:class:`IpFigures`) names the nodes its traffic went to, in order. The figures are taken
+once the traffic has stopped, so that a request still open at the end of its phase counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -33,7 +43,17 @@ from typing import Final
 import lightkube
 
 from porterlb.kube import client as kube_client
-from porterlb.lab import benchlab, cluster, failover, lab, netns, sampler, traffic
+from porterlb.lab import (
+    benchlab,
+    cluster,
+    failover,
+    forwarding,
+    lab,
+    moves,
+    netns,
+    sampler,
+    traffic,
+)
 from porterlb.lab.node import rolling
 
 PHASES: Final = ("steady", "speakers", "managers")
@@ -62,6 +82,28 @@ an effect that shows late (a move recorded after the restart) is still seen."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class IpFigures:
+    """What one phase cost one IP, judged by what the router forwarded."""
+
+    ip: str
+    requests: int
+    failed: int
+    moved: int
+    """Failed requests whose connection the router moved to another node (expected)."""
+    lost: int
+    """Failed requests the move does not explain: the real losses (the target is 0)."""
+    lost_why: dict[str, int]
+    """The real losses by verdict (:data:`porterlb.lab.moves.Why`): ``kept``, ``unseen``,
+    ``flip``."""
+    hops: tuple[str, ...]
+    """The nodes (or MACs the lab does not know) the router sent the IP's traffic to, in
+    order: one when it stayed, one more per switch."""
+    flips: int
+    """Switches back to the node left less than :data:`porterlb.lab.moves.FLIP_WITHIN`
+    before: two nodes answered the IP in turn."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Figures:
     """What one phase cost, over every IP (``--json`` prints these keys)."""
 
@@ -82,28 +124,40 @@ class Figures:
     """IPs answered by another MAC at the end of the phase than at its start."""
     longest_stop_s: float
     """The longest time from SIGTERM to the process's exit."""
+    moved_requests: int
+    """Of the failed requests, those whose connection the router moved (over every IP)."""
+    lost_requests: int
+    """Of the failed requests, the real losses (over every IP; the target is 0)."""
+    flips: int
+    """Over every IP (see :attr:`IpFigures.flips`)."""
+    per_ip: tuple[IpFigures, ...]
 
 
 def figures(
     phase: str,
     requests: Mapping[str, Sequence[traffic.Request]],
     samples: Sequence[sampler.Sample],
+    frames: Sequence[forwarding.Frame],
     *,
     start: float,
     end: float,
     stops: Sequence[float],
+    nodes: Mapping[str, str],
     period: float = sampler.PERIOD,
 ) -> Figures:
-    """The figures of ``phase`` from each IP's ``requests`` and the ARP ``samples``, counting
-    those sent in ``[start, end]``; ``stops`` are the seconds each SIGTERM took to end its
-    process."""
-    failed, gaps, sent = [], [], 0
-    for found in requests.values():
+    """The figures of ``phase`` from each IP's ``requests``, the ARP ``samples`` and the
+    router's ``frames``, counting those of ``[start, end]``; ``stops`` are the seconds each
+    SIGTERM took to end its process; ``nodes`` names the node of each MAC."""
+    failed, gaps, sent, per_ip = [], [], 0, []
+    forwarded = [f for f in frames if start <= f.at <= end]
+    for ip, found in requests.items():
         during = [r for r in found if start <= r.sent <= end]
         sent += len(during)
         failed.append(sum(1 for r in during if not r.node))
         answered = sorted(r.sent for r in during if r.node)
         gaps.append(max((b - a for a, b in itertools.pairwise(answered)), default=end - start))
+        verdict = moves.judge(forwarded, ip, during)
+        per_ip.append(_ip_figures(ip, len(during), verdict, nodes))
     overlaps, moved = [], 0
     for one_ip in sampler.by_ip(s for s in samples if start <= s.at <= end).values():
         overlaps.append(sampler.overlap(one_ip, period=period))
@@ -121,21 +175,55 @@ def figures(
         blackout_ms=round(max((o.blackout for o in overlaps), default=0.0) * 1000, 1),
         moved_ips=moved,
         longest_stop_s=round(max(stops, default=0.0), 2),
+        moved_requests=sum(row.moved for row in per_ip),
+        lost_requests=sum(row.lost for row in per_ip),
+        flips=sum(row.flips for row in per_ip),
+        per_ip=tuple(per_ip),
     )
 
 
+def _ip_figures(ip: str, sent: int, verdict: moves.Verdict, nodes: Mapping[str, str]) -> IpFigures:
+    return IpFigures(
+        ip=ip,
+        requests=sent,
+        failed=len(verdict.failures),
+        moved=len(verdict.moved),
+        lost=len(verdict.lost),
+        lost_why=dict(collections.Counter(f.why for f in verdict.lost)),
+        hops=tuple(nodes.get(hop.mac, hop.mac) for hop in verdict.hops),
+        flips=verdict.flips,
+    )
+
+
+def _why(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{why} {n}" for why, n in sorted(counts.items())) or "-"
+
+
 def table(found: Sequence[Figures]) -> str:
-    """The Markdown table ``bench-rollout`` prints."""
+    """The Markdown tables ``bench-rollout`` prints: one row per phase, then one per phase
+    and IP."""
     lines = [
-        "| phase | restarts | IPs | requests | failed | failed max/IP | max gap ms"
-        " | two answers ms | blackout ms | IPs moved | longest stop s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| phase | restarts | IPs | requests | failed | moved | lost | failed max/IP"
+        " | max gap ms | two answers ms | blackout ms | IPs moved | flips | longest stop s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {f.phase} | {f.restarts} | {f.ips} | {f.requests} | {f.failed_requests} |"
-        f" {f.failed_max_per_ip} | {f.gap_max_ms} | {f.two_answer_ms} | {f.blackout_ms} |"
-        f" {f.moved_ips} | {f.longest_stop_s} |"
+        f" {f.moved_requests} | {f.lost_requests} | {f.failed_max_per_ip} | {f.gap_max_ms} |"
+        f" {f.two_answer_ms} | {f.blackout_ms} | {f.moved_ips} | {f.flips} |"
+        f" {f.longest_stop_s} |"
         for f in found
+    ]
+    lines += [
+        "",
+        "| phase | IP | requests | failed | moved | lost | lost why | MAC hops | flips |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {f.phase} | {row.ip} | {row.requests} | {row.failed} | {row.moved} | {row.lost} |"
+        f" {_why(row.lost_why)} | {' > '.join(row.hops) or '-'} | {row.flips} |"
+        for f in found
+        for row in f.per_ip
     ]
     return "\n".join(lines)
 
@@ -162,21 +250,36 @@ async def _measure(record: lab.Record, count: int, *, say: Callable[[str], None]
         say(f"  creating {count} Services...")
         ips = await _services(client, record, count)
         roller = Roller(record)
-        found = []
-        with _streams(record, ips) as (flows, sampled):
+        windows = []
+        with _streams(record, ips) as (flows, sampled, router):
             await roller.until(lambda: all(f.answered_by(0.0) for f in flows.values()), "traffic")
             for phase in PHASES:
                 start = time.monotonic()
                 await asyncio.sleep(SETTLE)  # traffic before the phase, part of its window
                 stops = await roller.phase(phase)
                 await asyncio.sleep(SETTLE)
-                end = time.monotonic()
-                requests = {ip: list(flow.requests) for ip, flow in flows.items()}
-                phase_figures = figures(
-                    phase, requests, list(sampled.samples), start=start, end=end, stops=stops
-                )
-                say(f"  {phase}: {phase_figures}")
-                found.append(phase_figures)
+                windows.append((phase, start, time.monotonic(), stops))
+                say(f"  {phase}: {len(stops)} restarts")
+        # The streams have stopped: every request sent in a window has its answer by now.
+        requests = {ip: list(flow.requests) for ip, flow in flows.items()}
+        nodes = {str(node.mac): node.name for node in record.plan.nodes}
+        found = []
+        for phase, start, end, stops in windows:
+            window = figures(
+                phase,
+                requests,
+                sampled.samples,
+                router.frames,
+                start=start,
+                end=end,
+                stops=stops,
+                nodes=nodes,
+            )
+            found.append(window)
+            say(
+                f"  {phase}: {window.failed_requests} failed, {window.moved_requests} of them"
+                f" moved connections, {window.lost_requests} lost"
+            )
         return found
 
 
@@ -196,9 +299,11 @@ async def _services(client: lightkube.AsyncClient, record: lab.Record, count: in
 @contextlib.contextmanager
 def _streams(
     record: lab.Record, ips: Sequence[str]
-) -> Iterator[tuple[dict[str, traffic.Traffic], sampler.Sampler]]:
+) -> Iterator[tuple[dict[str, traffic.Traffic], sampler.Sampler, forwarding.Forwarding]]:
     client_netns = record.plan.client.netns
     with contextlib.ExitStack() as stack:
+        # First: the record then holds every request's SYN.
+        router = stack.enter_context(forwarding.Forwarding(record.plan, ips))
         flows = {
             ip: stack.enter_context(
                 traffic.Traffic(client_netns, ip, cluster.SERVICE_PORT, interval=INTERVAL)
@@ -206,7 +311,7 @@ def _streams(
             for ip in ips
         }
         sampled = stack.enter_context(sampler.Sampler(record.plan, ips))
-        yield flows, sampled
+        yield flows, sampled, router
 
 
 class Roller:

@@ -18,8 +18,9 @@ request's SYN (:mod:`porterlb.lab.forwarding` reads it there, the request's port
 not the order the client sent requests in: on a loaded machine a SYN can wait in one CPU's
 backlog while a later one passes on the other, so a request sent after one the new node
 answered may still have been opened through the old node (judged by send order, CI once
-failed a reset sent so). A request whose SYN the router was not seen to send may fail only
-if it was sent before the router's first frame to the new node.
+failed a reset sent so). A request whose SYN the router was not seen to send was opened
+through no node: its failure is a real loss. :func:`porterlb.lab.moves.judge` says which
+failures the move explains, as ``lab bench-rollout`` counts them.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Sequence
 
 import httpx2
 
 from porterlb.api import reasons
-from porterlb.lab import cluster, forwarding, leaders, netns, plan, sampler, traffic
+from porterlb.lab import cluster, forwarding, leaders, moves, netns, plan, sampler, traffic
 from porterlb.lab.node import release
 from tests.e2e import marks, reallab
 from tests.waiting import eventually
@@ -82,22 +84,20 @@ async def test_a_deleted_speaker_pod_hands_its_ip_over_and_exits(speaker_lab):
                 )
         finally:
             logged.cancel()
-        hops = forwarding.hops(router.frames, str(ip))
+        verdict = moves.judge(router.frames, str(ip), flow.requests)
+        hops = verdict.hops
         assert [h.mac for h in hops] == [str(old.mac), str(new.mac)], _hops(hops, old, new)
-        switched = hops[1].at
-        via = forwarding.opened_via(router.frames, str(ip), flow.requests)
-        late = forwarding.broken(flow.requests, via, old=str(old.mac), switched=switched)
-        assert late == [], _late(late, via, switched, sampled.samples, new)
+        assert verdict.lost == [], _late(verdict.lost, hops[1].at, sampled.samples, new)
         doubles = [s for s in sampled.samples if len(s.macs) > 1]
         assert doubles == [], f"two MACs answered one ARP request: {doubles[:3]}"
         assert await speaker_lab.answers(ip) == {str(new.mac)}
         assert any("drained after" in line for line in lines), lines[-20:]
-        moves = await speaker_lab.events(reasons.FAILOVER, kind="Service", name=SERVICE)
+        failovers = await speaker_lab.events(reasons.FAILOVER, kind="Service", name=SERVICE)
         assert any(
             f"moved from node {old.name} to node {new.name}" in (e.message or "")
             and "its speaker is draining" in (e.message or "")
-            for e in moves
-        ), [e.message for e in moves]
+            for e in failovers
+        ), [e.message for e in failovers]
 
     await asyncio.to_thread(release.wait_speaker, admin, old.name)
     await eventually(lambda: _none_draining(speaker_lab), what="no node draining")
@@ -120,24 +120,24 @@ async def _follow(speaker_lab, pod: str, lines: list[str]) -> None:
         lines.append(line)
 
 
-def _hops(hops: list[forwarding.Frame], old: plan.Node, new: plan.Node) -> str:
+def _hops(hops: Sequence[forwarding.Frame], old: plan.Node, new: plan.Node) -> str:
     start = hops[0].at if hops else 0.0
     said = ", ".join(f"{h.mac} at {h.at - start:+.3f} s" for h in hops)
     return f"the router sent the traffic to {said} ({old.name} is {old.mac}, {new.name} {new.mac})"
 
 
 def _late(
-    late: list[traffic.Request],
-    via: dict[traffic.Request, str],
+    late: list[moves.Failure],
     switched: float,
     samples: list[sampler.Sample],
     new: plan.Node,
 ) -> str:
-    """What a reader needs of requests that failed though the router did not open them
-    through the old node: when each was sent relative to the router's switch, its port,
-    where its SYN went, and who answered the sampler around it."""
-    lines = [f"requests failed once the router sent the traffic to {new.name} ({new.mac}):"]
-    for request in late:
+    """What a reader needs of requests that failed though the move does not explain them:
+    when each was sent relative to the router's switch, its port, where its SYN went, the
+    verdict, and who answered the sampler around it."""
+    lines = [f"requests failed that the move to {new.name} ({new.mac}) does not explain:"]
+    for failure in late:
+        request = failure.request
         near = [
             f"{s.at - switched:+.3f}:{','.join(sorted(s.macs)) or '-'}"
             for s in samples
@@ -145,7 +145,7 @@ def _late(
         ]
         lines.append(
             f"  sent {request.sent - switched:+.3f} s, {request.failure}, port {request.port},"
-            f" SYN to {via.get(request, 'unseen')}; sampler: {' '.join(near)}"
+            f" SYN to {failure.syn_to or 'unseen'}, {failure.why}; sampler: {' '.join(near)}"
         )
     return "\n".join(lines)
 
