@@ -148,12 +148,10 @@ def figures(
     """The figures of ``phase`` from each IP's ``requests``, the ARP ``samples`` and the
     router's ``frames``, counting those of ``[start, end]``; ``stops`` are the seconds each
     SIGTERM took to end its process; ``nodes`` names the node of each MAC."""
-    failed, gaps, sent, per_ip = [], [], 0, []
+    gaps, per_ip = [], []
     forwarded = [f for f in frames if start <= f.at <= end]
     for ip, found in requests.items():
         during = [r for r in found if start <= r.sent <= end]
-        sent += len(during)
-        failed.append(sum(1 for r in during if not r.node))
         answered = sorted(r.sent for r in during if r.node)
         gaps.append(max((b - a for a, b in itertools.pairwise(answered)), default=end - start))
         verdict = moves.judge(forwarded, ip, during)
@@ -167,9 +165,9 @@ def figures(
         phase=phase,
         restarts=len(stops),
         ips=len(requests),
-        requests=sent,
-        failed_requests=sum(failed),
-        failed_max_per_ip=max(failed, default=0),
+        requests=sum(row.requests for row in per_ip),
+        failed_requests=sum(row.failed for row in per_ip),
+        failed_max_per_ip=max((row.failed for row in per_ip), default=0),
         gap_max_ms=round(max(gaps, default=0.0) * 1000, 1),
         two_answer_ms=round(max((o.two_answer for o in overlaps), default=0.0) * 1000, 1),
         blackout_ms=round(max((o.blackout for o in overlaps), default=0.0) * 1000, 1),
